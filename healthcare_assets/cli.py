@@ -1,0 +1,65 @@
+"""`healthcare-assets`: manage the embedded database, generate data, say where results are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from healthcare_assets.generate import add_generate_arguments, run_generate
+from healthcare_assets.resources import embedded_mongo, settings
+
+
+def _mongo(args: argparse.Namespace) -> int:
+    data_dir = settings.data_dir()
+    if args.action == "start":
+        print(embedded_mongo.ensure_running(data_dir))
+    elif args.action == "uri":
+        print(settings.mongodb_uri() or embedded_mongo.ensure_running(data_dir))
+    elif args.action == "status":
+        state = embedded_mongo.status(data_dir)
+        print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
+        return 0 if state else 3
+    elif args.action == "stop":
+        state = embedded_mongo.stop(data_dir)
+        print(f"stopped pid {state['pid']} on port {state['port']}" if state else "not running")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """What a run produced and where to look, for people and for `make run`."""
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    collection = mongo.hospitalizations()
+    reports = settings.reports_dir()
+    print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")
+    print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
+    for path in sorted(reports.rglob("*.json")) + sorted(reports.glob("quality/index.html")):
+        print(f"report        {path}")
+    for path in sorted(settings.quarantine_dir().glob("*.csv")):
+        print(f"quarantine    {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mongo = commands.add_parser("mongo", help="the embedded MongoDB-compatible server")
+    mongo.add_argument("action", choices=["start", "stop", "status", "uri"])
+    mongo.set_defaults(handler=_mongo)
+
+    generate = commands.add_parser("generate", help="write a seeded synthetic export")
+    add_generate_arguments(generate)
+    generate.set_defaults(handler=run_generate)
+
+    summary = commands.add_parser("summary", help="where the results of the last run are")
+    summary.set_defaults(handler=_summary)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""cleaned_frame: typed, repaired, de-duplicated rows; rejected rows go to quarantine with a reason."""
+
+
+import json
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from healthcare_assets import staging
+from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner
+from healthcare_assets.defs.ingest import raw_csv
+from healthcare_assets.defs.metadata import column_schema, counts_table, preview
+from healthcare_assets.resources import settings
+from healthcare_assets.schema import AGE_RANGE, CLEANED_DTYPES
+from healthcare_assets.staging import StagedFrame
+
+_ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+                "datetime64[ms]": pa.timestamp("ms")}
+CLEANED_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in CLEANED_DTYPES.items()])
+
+
+def quarantine_path(source_name: str):
+    return settings.quarantine_dir() / (source_name.removesuffix(".csv") + ".csv")
+
+
+@dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
+def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
+    """Rows typed and repaired (names in title case, negative billing made positive, categories
+    canonical, hospital names trimmed, stay length computed), exact duplicates removed; rows that
+    break a hard rule go to quarantine/<source>.csv with the line number and the reason."""
+    path = staging.run_dir(context.run_id) / "cleaned.parquet"
+    q_path = quarantine_path(raw_csv.source.name)
+    q_path.parent.mkdir(parents=True, exist_ok=True)
+    cleaner = ChunkCleaner()
+    writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
+    counts: Counter = Counter()
+    first = None
+    with open(q_path, "w", newline="", encoding="utf-8") as quarantine:
+        pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(quarantine, index=False)
+        for raw in raw_csv.chunks():
+            result = cleaner.clean(raw)
+            writer.write(result.cleaned)
+            result.quarantined.to_csv(quarantine, index=False, header=False)
+            counts.update(result.counts)
+            first = result.cleaned if first is None or first.empty else first
+            context.log.info(f"cleaned {counts['rows_in']:,} of {raw_csv.rows:,} rows")
+    writer.close()
+    if counts["rows_quarantined"] == 0:
+        q_path.unlink()  # no file means nothing was rejected
+
+    by_reason = {k.removeprefix("quarantined: "): v for k, v in sorted(counts.items()) if k.startswith("quarantined: ")}
+    repairs = {k: counts[k] for k in ("negative_billing_corrected", "names_normalized",
+                                      "hospital_names_trimmed", "categories_canonicalized")}
+    totals = {k: counts[k] for k in ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")}
+    report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
+              "quarantined_by_reason": by_reason,
+              "quarantine_file": str(q_path) if totals["rows_quarantined"] else None}
+    report_path = settings.reports_dir() / "cleaning_report.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2))
+
+    staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows), {**totals, **repairs})
+    return dg.Output(
+        staged,
+        metadata={
+            "dagster/row_count": writer.rows,
+            "dagster/column_schema": column_schema(CLEANED_DTYPES),
+            **totals,
+            **repairs,
+            "quarantined_by_reason": dg.MetadataValue.json(by_reason),
+            "row_accounting": counts_table({**totals, **repairs}),
+            "cleaning_report": dg.MetadataValue.path(str(report_path)),
+            "preview": preview(first if first is not None else pd.DataFrame()),
+        },
+    )
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True)
+def no_duplicate_rows(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    seen: set[str] = set()
+    duplicates = 0
+    for chunk in cleaned_frame.chunks(["record_key"]):
+        keys = chunk["record_key"]
+        duplicates += int(keys.duplicated().sum() + keys.isin(seen).sum())
+        seen.update(keys)
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_rows": duplicates})
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True)
+def billing_is_non_negative(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    negative = sum(int((c["billing_amount"] < 0).sum()) for c in cleaned_frame.chunks(["billing_amount"]))
+    return dg.AssetCheckResult(passed=negative == 0, metadata={"negative_amounts": negative})
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True)
+def discharge_on_or_after_admission(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    bad = sum(int((c["discharge_date"] < c["date_of_admission"]).sum())
+              for c in cleaned_frame.chunks(["date_of_admission", "discharge_date"]))
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"discharge_before_admission": bad})
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True)
+def ages_in_range(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    low, high = AGE_RANGE
+    bad = sum(int(((c["age"] < low) | (c["age"] > high)).sum()) for c in cleaned_frame.chunks(["age"]))
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"ages_out_of_range": bad, "range": f"{low}..{high}"})
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True, additional_deps=[raw_csv])
+def rows_add_up(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    """rows in = rows cleaned + rows quarantined + duplicates removed, counted from the files."""
+    cleaned = sum(len(c) for c in cleaned_frame.chunks(["record_key"]))
+    q_path = quarantine_path(cleaned_frame.source.name)
+    quarantined = len(pd.read_csv(q_path, usecols=["line_number"])) if q_path.exists() else 0
+    counts = cleaned_frame.counts
+    total = cleaned + quarantined + counts["duplicates_removed"]
+    return dg.AssetCheckResult(
+        passed=total == counts["rows_in"],
+        metadata={"rows_in": counts["rows_in"], "rows_cleaned": cleaned, "rows_quarantined": quarantined,
+                  "duplicates_removed": counts["duplicates_removed"]},
+    )
+
+
+@dg.asset_check(asset=cleaned_frame, blocking=True)
+def quarantine_within_ceiling(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+    """A mostly-broken file fails here instead of quietly loading what little was good."""
+    rows_in = cleaned_frame.counts["rows_in"]
+    share = cleaned_frame.counts["rows_quarantined"] / rows_in if rows_in else 1.0
+    ceiling = settings.quarantine_ceiling()
+    return dg.AssetCheckResult(passed=share <= ceiling,
+                               metadata={"quarantined_share": round(share, 6), "ceiling": ceiling})

@@ -1,0 +1,92 @@
+"""raw_csv: the export as read, staged as Parquet of raw strings, with its provenance."""
+
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healthcare_assets import staging
+from healthcare_assets.defs.metadata import column_schema, preview
+from healthcare_assets.resources import settings
+from healthcare_assets.schema import CSV_COLUMNS, FIELDS
+from healthcare_assets.sources import RawCsvReader, SourceReadError, open_source, source_name
+from healthcare_assets.staging import SourceFile, StagedFrame
+
+RAW_SCHEMA = pa.schema(
+    [("line_number", pa.int64()), ("parse_error", pa.string())] + [(f, pa.string()) for f in FIELDS]
+)
+
+
+class SourceConfig(dg.Config):
+    source: str | None = None  # a path or s3://bucket/key; default $HEALTHCARE_SOURCE_CSV
+
+
+@dg.asset(group_name="ingestion", kinds={"csv", "parquet"})
+def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig) -> dg.Output[StagedFrame]:
+    """The hospital export exactly as read: header matched against the known export versions,
+    every row kept as text (malformed rows flagged, not dropped), with file size and SHA-256."""
+    uri = config.source or settings.source_csv()
+    staging.remove_old_runs()
+    path = staging.run_dir(context.run_id) / "raw.parquet"
+    try:
+        stream, store_info = open_source(uri)
+    except SourceReadError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    reader = RawCsvReader(stream, source_name(uri), staging.CHUNK_ROWS)
+    writer = staging.ParquetChunkWriter(path, RAW_SCHEMA)
+    first_chunk = None
+    malformed = 0
+    try:
+        for chunk in reader.chunks():
+            first_chunk = chunk if first_chunk is None else first_chunk
+            malformed += int((chunk["parse_error"] != "").sum())
+            writer.write(chunk)
+            context.log.info(f"read {reader.rows:,} rows of {reader.name}")
+    except SourceReadError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        writer.close()
+        stream.close()
+
+    source = SourceFile(uri=uri, name=reader.name, size=reader.size, sha256=reader.sha256,
+                        schema_version=reader.version.name, etag=store_info.get("etag"))
+    staged = StagedFrame(str(path), reader.rows, source, tuple(writer.chunk_rows),
+                         {"malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines})
+    return dg.Output(
+        staged,
+        metadata={
+            "dagster/row_count": reader.rows,
+            "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
+            **source.as_metadata(),
+            "malformed_rows": malformed,
+            "blank_lines_skipped": reader.blank_lines,
+            "preview": preview(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS)),
+        },
+    )
+
+
+@dg.asset_check(asset=raw_csv, blocking=True)
+def staged_rows_match_file(raw_csv: StagedFrame) -> dg.AssetCheckResult:
+    """Every row read from the file is in the staged copy, once."""
+    parquet = pq.ParquetFile(raw_csv.path)
+    staged = parquet.metadata.num_rows
+    lines = set()
+    for chunk in raw_csv.chunks(columns=["line_number"]):
+        lines.update(chunk["line_number"])
+    return dg.AssetCheckResult(
+        passed=staged == raw_csv.rows == len(lines),
+        metadata={"rows_read": raw_csv.rows, "rows_staged": staged, "distinct_lines": len(lines)},
+    )
+
+
+@dg.asset_check(asset=raw_csv, blocking=True)
+def malformed_rows_within_ceiling(raw_csv: StagedFrame) -> dg.AssetCheckResult:
+    """A file whose rows mostly have the wrong number of fields is refused, not half loaded."""
+    malformed = sum(int((c["parse_error"] != "").sum()) for c in raw_csv.chunks(columns=["parse_error"]))
+    share = malformed / raw_csv.rows if raw_csv.rows else 1.0
+    ceiling = settings.quarantine_ceiling()
+    return dg.AssetCheckResult(
+        passed=share <= ceiling,
+        metadata={"malformed_rows": malformed, "share": round(share, 6), "ceiling": ceiling},
+        description=None if share <= ceiling else f"{malformed:,} of {raw_csv.rows:,} rows have the wrong number of fields",
+    )

@@ -1,0 +1,244 @@
+"""The CSV schema versions, the cleaned-row columns and the MongoDB document model, in one place.
+
+Every other module imports its column names, value sets and ranges from here, so a new export
+version or a new field is a change to this file only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+# Canonical field name -> header in the client's current (v2) export, in export order.
+CSV_COLUMNS: dict[str, str] = {
+    "name": "Name",
+    "age": "Age",
+    "gender": "Gender",
+    "blood_type": "Blood Type",
+    "medical_condition": "Medical Condition",
+    "date_of_admission": "Date of Admission",
+    "doctor": "Doctor",
+    "hospital": "Hospital",
+    "insurance_provider": "Insurance Provider",
+    "billing_amount": "Billing Amount",
+    "room_number": "Room Number",
+    "admission_type": "Admission Type",
+    "discharge_date": "Discharge Date",
+    "medication": "Medication",
+    "test_results": "Test Results",
+}
+FIELDS: tuple[str, ...] = tuple(CSV_COLUMNS)
+
+# Closed value sets of the categorical columns (the original export's, exactly).
+GENDERS = ("Female", "Male")
+BLOOD_TYPES = ("A+", "A-", "AB+", "AB-", "B+", "B-", "O+", "O-")
+CONDITIONS = ("Arthritis", "Asthma", "Cancer", "Diabetes", "Hypertension", "Obesity")
+MEDICATIONS = ("Aspirin", "Ibuprofen", "Lipitor", "Paracetamol", "Penicillin")
+INSURERS = ("Aetna", "Blue Cross", "Cigna", "Medicare", "UnitedHealthcare")
+ADMISSION_TYPES = ("Elective", "Emergency", "Urgent")
+TEST_RESULTS = ("Abnormal", "Inconclusive", "Normal")
+
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "gender": GENDERS,
+    "blood_type": BLOOD_TYPES,
+    "medical_condition": CONDITIONS,
+    "medication": MEDICATIONS,
+    "insurance_provider": INSURERS,
+    "admission_type": ADMISSION_TYPES,
+    "test_results": TEST_RESULTS,
+}
+
+# The client's room plan: a room outside it passes cleaning (it is a valid number) but fails the
+# quality gate, because it means the export changed and someone should look before loading.
+ROOM_NUMBERS = tuple(range(101, 501))
+
+# Hard limits: a value outside them is quarantined, never loaded.
+AGE_RANGE = (0, 120)
+ROOM_RANGE = (1, 9999)
+BILLING_MAX = 10_000_000.0
+STAY_DAYS_MAX = 365
+DATE_FORMAT = "%Y-%m-%d"
+
+# Columns of the cleaned frame (staged as Parquet between assets), with their pandas dtypes.
+CLEANED_DTYPES: dict[str, str] = {
+    "record_key": "str",
+    "line_number": "int64",
+    "name": "str",
+    "age": "int64",
+    "gender": "str",
+    "blood_type": "str",
+    "medical_condition": "str",
+    "date_of_admission": "datetime64[ms]",
+    "doctor": "str",
+    "hospital": "str",
+    "insurance_provider": "str",
+    "billing_amount": "float64",
+    "room_number": "int64",
+    "admission_type": "str",
+    "discharge_date": "datetime64[ms]",
+    "medication": "str",
+    "test_results": "str",
+    "duration_days": "int64",
+}
+CLEANED_COLUMNS = tuple(CLEANED_DTYPES)
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One known export layout: which headers it has and what missing fields default to."""
+
+    name: str
+    headers: dict[str, str]  # canonical field -> CSV header
+    defaults: dict[str, str]  # canonical field -> raw value when the export lacks the column
+    description: str
+
+
+SCHEMA_VERSIONS: tuple[SchemaVersion, ...] = (
+    SchemaVersion("v2", dict(CSV_COLUMNS), {}, "current export, 15 columns"),
+    SchemaVersion(
+        "v1-no-test-results",
+        {k: v for k, v in CSV_COLUMNS.items() if k != "test_results"},
+        {"test_results": ""},
+        "older export without the Test Results column",
+    ),
+)
+
+
+class UnknownSchemaError(ValueError):
+    """The header matches no known export version."""
+
+
+def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVersion:
+    """Return the version whose columns match the header (in any order), or explain the mismatch."""
+    found = [h.strip() for h in header]
+    for version in SCHEMA_VERSIONS:
+        if sorted(found) == sorted(version.headers.values()):
+            return version
+    expected = list(CSV_COLUMNS.values())
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    duplicated = sorted({c for c in found if found.count(c) > 1})
+    parts = [f"{source}: the header matches no known export version"]
+    if missing:
+        parts.append(f"missing columns {missing}")
+    if extra:
+        parts.append(f"unexpected columns {extra}")
+    if duplicated:
+        parts.append(f"repeated columns {duplicated}")
+    parts.append(f"expected (v2) {expected}")
+    parts.append(f"found {found}")
+    raise UnknownSchemaError("; ".join(parts))
+
+
+# ---- the document model -------------------------------------------------------------------
+
+MIGRATION_VERSION = 1
+
+
+def _as_datetime(value) -> dt.datetime:
+    # pandas Timestamps and numpy datetimes both become naive UTC datetimes (BSON dates).
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    return dt.datetime(value.year, value.month, value.day)
+
+
+def document_body(row: dict) -> dict:
+    """The four parts of a hospitalization document that come from the row itself."""
+    return {
+        "personal_info": {
+            "name": row["name"],
+            "age": int(row["age"]),
+            "gender": row["gender"],
+            "blood_type": row["blood_type"],
+        },
+        "medical_info": {
+            "condition": row["medical_condition"],
+            "medication": row["medication"],
+            "test_results": [row["test_results"]] if row["test_results"] else [],
+        },
+        "admission_info": {
+            "date_admission": _as_datetime(row["date_of_admission"]),
+            "date_discharge": _as_datetime(row["discharge_date"]),
+            "duration_days": int(row["duration_days"]),
+            "admission_type": row["admission_type"],
+            "room_number": int(row["room_number"]),
+        },
+        "administrative_info": {
+            "doctor": row["doctor"],
+            "hospital": row["hospital"],
+            "insurance_provider": row["insurance_provider"],
+            "billing_amount": float(row["billing_amount"]),
+        },
+    }
+
+
+def to_document(row: dict, source: dict, created_at: dt.datetime) -> dict:
+    """One cleaned row -> one hospitalization document (the client's nested model)."""
+    return {
+        "_id": row["record_key"],
+        **document_body(row),
+        "metadata": {
+            "created_at": created_at,
+            "source": source,
+            "sources": [source["sha256"]],
+            "source_line": int(row["line_number"]),
+            "migration_version": MIGRATION_VERSION,
+        },
+    }
+
+
+def _string(enum: tuple[str, ...] | None = None) -> dict:
+    return {"bsonType": "string", "enum": list(enum)} if enum else {"bsonType": "string"}
+
+
+def _object(properties: dict) -> dict:
+    return {"bsonType": "object", "required": list(properties), "properties": properties}
+
+
+# The collection's $jsonSchema validator, derived from the same value sets and ranges.
+DOCUMENT_JSON_SCHEMA: dict = _object(
+    {
+        "_id": _string(),
+        "personal_info": _object(
+            {
+                "name": _string(),
+                "age": {"bsonType": ["int", "long"], "minimum": AGE_RANGE[0], "maximum": AGE_RANGE[1]},
+                "gender": _string(GENDERS),
+                "blood_type": _string(BLOOD_TYPES),
+            }
+        ),
+        "medical_info": _object(
+            {
+                "condition": _string(CONDITIONS),
+                "medication": _string(MEDICATIONS),
+                "test_results": {"bsonType": "array", "items": _string(TEST_RESULTS)},
+            }
+        ),
+        "admission_info": _object(
+            {
+                "date_admission": {"bsonType": "date"},
+                "date_discharge": {"bsonType": "date"},
+                "duration_days": {"bsonType": ["int", "long"], "minimum": 0, "maximum": STAY_DAYS_MAX},
+                "admission_type": _string(ADMISSION_TYPES),
+                "room_number": {"bsonType": ["int", "long"], "minimum": ROOM_RANGE[0], "maximum": ROOM_RANGE[1]},
+            }
+        ),
+        "administrative_info": _object(
+            {
+                "doctor": _string(),
+                "hospital": _string(),
+                "insurance_provider": _string(INSURERS),
+                "billing_amount": {"bsonType": "double", "minimum": 0, "maximum": BILLING_MAX},
+            }
+        ),
+        "metadata": {
+            "bsonType": "object",
+            "required": ["created_at", "source", "sources", "migration_version"],
+            "properties": {
+                "created_at": {"bsonType": "date"},
+                "sources": {"bsonType": "array", "items": _string()},
+                "migration_version": {"bsonType": ["int", "long"]},
+            },
+        },
+    }
+)

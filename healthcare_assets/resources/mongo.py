@@ -28,8 +28,8 @@ def connect(uri: str) -> pymongo.MongoClient:
     """A cached client for the URI, checked with a ping so a dead server fails fast and clearly."""
     client = _clients.get(uri)
     if client is None:
-        client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True,
-                                     serverSelectionTimeoutMS=10_000, tz_aware=False)
+        options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+        client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True, tz_aware=False, **options)
         try:
             client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:

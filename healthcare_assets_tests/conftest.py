@@ -1,0 +1,75 @@
+"""Fixtures start real servers (the embedded MongoDB daemon) on free ports; nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from healthcare_assets.definitions import defs
+from healthcare_assets.generate import generate_csv
+from healthcare_assets.resources import embedded_mongo
+from healthcare_assets.resources.mongo import MongoResource, connect
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory) -> str:
+    """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""
+    data_dir = tmp_path_factory.mktemp("embedded-mongo")
+    uri = embedded_mongo.ensure_running(data_dir)
+    os.environ["MONGODB_URI"] = uri
+    yield uri
+    os.environ.pop("MONGODB_URI", None)
+    embedded_mongo.stop(data_dir)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """Reports, quarantine and staging for one test."""
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def mongo(mongo_uri, data_dir) -> MongoResource:
+    """A MongoResource on a database of its own, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    yield MongoResource(database=name)
+    connect(mongo_uri).drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory) -> Path:
+    """A 2,000-row export with the committed file's defects (duplicates, negative amounts)."""
+    path = tmp_path_factory.mktemp("exports") / "small_export.csv"
+    generate_csv(rows=2_000, seed=11, out=path)
+    return path
+
+
+def materialize(source: Path | str, mongo: MongoResource, selection: list | None = None) -> dg.ExecuteInProcessResult:
+    """Run the chain (every asset and check, or a selection) on one file, in process."""
+    targets = selection or [*defs.assets, *defs.asset_checks]
+    return dg.materialize(
+        targets,
+        resources={"mongo": mongo},
+        run_config={"ops": {"raw_csv": {"config": {"source": str(source)}}}},
+        raise_on_error=False,
+    )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """asset name -> its materialization metadata (plain values)."""
+    return {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }

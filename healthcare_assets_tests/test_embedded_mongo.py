@@ -1,0 +1,99 @@
+"""The zero-infrastructure default: one embedded daemon per data folder, found again, stopped."""
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pymongo
+import pytest
+
+from healthcare_assets.resources import embedded_mongo
+from healthcare_assets.resources.mongo import MongoResource, MongoUnreachableError, connect
+
+
+def daemons_on(storage) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "secantus" in " ".join(cmdline) and str(storage) in cmdline:
+            found.append(proc)
+    return found
+
+
+def cli(*args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "healthcare_assets.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def own_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    yield tmp_path
+    embedded_mongo.stop(tmp_path)
+
+
+def test_started_once_then_reused_then_stopped(own_data_dir):
+    uri = embedded_mongo.ensure_running(own_data_dir)
+    state = embedded_mongo.status(own_data_dir)
+    assert embedded_mongo.ensure_running(own_data_dir) == uri
+    assert embedded_mongo.status(own_data_dir)["pid"] == state["pid"]
+    assert len(daemons_on(own_data_dir / "mongo")) == 1
+    pymongo.MongoClient(uri).t.c.insert_one({"x": 1})
+
+    assert embedded_mongo.stop(own_data_dir)["pid"] == state["pid"]
+    assert embedded_mongo.status(own_data_dir) is None
+    assert daemons_on(own_data_dir / "mongo") == []
+
+    # storage survives a restart
+    uri = embedded_mongo.ensure_running(own_data_dir)
+    assert pymongo.MongoClient(uri).t.c.count_documents({"x": 1}) == 1
+
+
+def test_concurrent_starts_make_one_daemon(own_data_dir):
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: cli("mongo", "start", env=env), range(4)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert len({r.stdout.strip() for r in results}) == 1
+    assert len(daemons_on(own_data_dir / "mongo")) == 1
+
+
+def test_cli_status_uri_stop(own_data_dir):
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
+    assert cli("mongo", "status", env=env).returncode == 3
+    uri = cli("mongo", "uri", env=env).stdout.strip()
+    assert uri.startswith("mongodb://127.0.0.1:")
+    assert '"pid"' in cli("mongo", "status", env=env).stdout
+    assert "stopped pid" in cli("mongo", "stop", env=env).stdout
+    assert cli("mongo", "status", env=env).returncode == 3
+
+
+def test_a_dead_daemon_is_replaced(own_data_dir):
+    embedded_mongo.ensure_running(own_data_dir)
+    old = embedded_mongo.status(own_data_dir)
+    psutil.Process(old["pid"]).kill()
+    psutil.Process(old["pid"]).wait(10)
+    uri = embedded_mongo.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir)["pid"] != old["pid"]
+    assert pymongo.MongoClient(uri).admin.command("ping")["ok"] == 1
+
+
+def test_resource_uses_embedded_server_without_uri(own_data_dir):
+    resource = MongoResource(database="resource_test")
+    resource.hospitalizations().insert_one({"_id": "a"})
+    assert embedded_mongo.status(own_data_dir) is not None
+    assert "embedded" in resource.server_label()
+
+
+def test_unreachable_server_gives_a_clear_error():
+    with pytest.raises(MongoUnreachableError, match=r"cannot reach MongoDB at 127\.0\.0\.1:9: .*MONGODB_URI"):
+        connect("mongodb://user:secret@127.0.0.1:9/?serverSelectionTimeoutMS=300")
+
+
+def test_unreachable_error_never_shows_the_password():
+    with pytest.raises(MongoUnreachableError) as error:
+        connect("mongodb://user:s3cr3t@127.0.0.1:9/?serverSelectionTimeoutMS=300")
+    assert "s3cr3t" not in str(error.value)

@@ -100,16 +100,21 @@ class RawCsvReader:
                 return
             except UnicodeDecodeError as exc:
                 bad = exc.object[exc.start : exc.start + 4]
-                raise self._fail(reader.line_num + 1, f"not UTF-8 text (bytes {bad!r}); re-export the file as UTF-8") from None
+                raise SourceReadError(
+                    f"{self.name}: not UTF-8 text (bytes {bad!r} near line {reader.line_num + 1}); "
+                    "re-export the file as UTF-8") from None
             except csv.Error as exc:
                 if "NUL" in str(exc):
-                    raise self._fail(reader.line_num or 1, "contains NUL bytes: this is a binary file, not a CSV export") from None
+                    raise self._fail(reader.line_num or 1, "contains a NUL byte; is this a binary file?") from None
                 raise self._fail(start, f"broken CSV quoting ({exc}); the file may be truncated") from None
             line = reader.line_num + 1
             yield start, record
 
     def chunks(self) -> Iterator[pd.DataFrame]:
-        text = io.TextIOWrapper(io.BufferedReader(self._bytes), encoding="utf-8-sig", newline="")
+        buffered = io.BufferedReader(self._bytes, buffer_size=1 << 16)
+        if b"\x00" in buffered.peek(4096)[:4096]:
+            raise SourceReadError(f"{self.name}: contains NUL bytes: this is a binary file, not a CSV export")
+        text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
         records = self._records(text)
         first = next(records, None)
         if first is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from healthcare_assets.privacy import patient_ids
 from healthcare_assets.schema import (
     AGE_RANGE,
     BILLING_MAX,
@@ -63,8 +64,9 @@ class CleanedChunk:
 class ChunkCleaner:
     """Cleans chunk after chunk, remembering record keys (not rows) to find duplicates across chunks."""
 
-    def __init__(self):
+    def __init__(self, pseudonym_key: bytes):
         self.seen_keys: set[str] = set()
+        self.pseudonym_key = pseudonym_key
 
     def clean(self, raw: pd.DataFrame) -> CleanedChunk:
         counts: Counter = Counter()
@@ -135,6 +137,7 @@ class ChunkCleaner:
         counts["duplicates_removed"] = int(duplicate.sum())
         good = good.loc[~duplicate]
         self.seen_keys.update(good["record_key"])
+        good["patient_id"] = patient_ids(good, self.pseudonym_key) if len(good) else pd.Series(dtype=str)
         for rule, mask in repaired.items():  # repairs count only on the rows that are kept
             counts[rule] = int(mask.loc[good.index].sum())
         counts["rows_in"] = len(raw)

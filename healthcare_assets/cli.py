@@ -42,6 +42,15 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision_access(args: argparse.Namespace) -> int:
+    from healthcare_assets import access
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    for line in access.provision_all(mongo_resource_from_env().hospitalizations()):
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = commands.add_parser("summary", help="where the results of the last run are")
     summary.set_defaults(handler=_summary)
+
+    provision = commands.add_parser("provision-access", help="create or update roles and users (idempotent)")
+    provision.set_defaults(handler=_provision_access)
 
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -62,6 +62,7 @@ DATE_FORMAT = "%Y-%m-%d"
 # Columns of the cleaned frame (staged as Parquet between assets), with their pandas dtypes.
 CLEANED_DTYPES: dict[str, str] = {
     "record_key": "str",
+    "patient_id": "str",  # keyed pseudonym (HMAC-SHA256), see privacy.py
     "line_number": "int64",
     "name": "str",
     "age": "int64",
@@ -176,6 +177,7 @@ def to_document(row: dict, source: dict, created_at: dt.datetime) -> dict:
     """One cleaned row -> one hospitalization document (the client's nested model)."""
     return {
         "_id": row["record_key"],
+        "patient_id": row["patient_id"],
         **document_body(row),
         "metadata": {
             "created_at": created_at,
@@ -199,6 +201,7 @@ def _object(properties: dict) -> dict:
 DOCUMENT_JSON_SCHEMA: dict = _object(
     {
         "_id": _string(),
+        "patient_id": _string(),
         "personal_info": _object(
             {
                 "name": _string(),

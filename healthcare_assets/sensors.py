@@ -30,6 +30,8 @@ SOURCE_ETAG_TAG = "healthcare/source_etag"
 LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
+# On by default only where a bucket is configured; elsewhere it would only log skips.
+DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED
 
 s3_csv_drop_job = dg.define_asset_job(
     "s3_csv_drop_job",
@@ -95,18 +97,20 @@ def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
 @dg.sensor(
     job=s3_csv_drop_job,
     minimum_interval_seconds=30,
-    # On by default only where a bucket is configured; elsewhere it would only log skips.
-    default_status=dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED,
+    default_status=DEFAULT_STATUS,
 )
-def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3Resource) -> dg.SensorResult | dg.SkipReason:
+def s3_csv_drop_sensor(
+    context: dg.SensorEvaluationContext, s3: S3Resource
+) -> dg.SensorResult | dg.SkipReason:
     """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
     $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names and empty objects."""
     bucket, prefix = drop_bucket(), drop_prefix()
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")
-    where = f"s3://{bucket}/{prefix}"
     cursor = DropCursor.parse(context.cursor)
-    objects = get_objects(bucket, prefix, since_last_modified=cursor.list_after(), client=s3.get_client())
+    objects = get_objects(
+        bucket, prefix, since_last_modified=cursor.list_after(), client=s3.get_client()
+    )
 
     runs: list[dg.RunRequest] = []
     ignored = 0
@@ -116,7 +120,9 @@ def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3Resource) -> d
         if version in cursor.seen:
             continue
         if len(runs) >= MAX_RUNS_PER_TICK:
-            context.log.info(f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick")
+            context.log.info(
+                f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick"
+            )
             break
         cursor.mark(version, obj["LastModified"].timestamp())
         reason = why_not_a_finished_csv(key, obj["Size"])
@@ -124,10 +130,18 @@ def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3Resource) -> d
             ignored += 1
             context.log.info(f"ignored s3://{bucket}/{key}: {reason}")
             continue
-        context.log.info(f"new file s3://{bucket}/{key} (ETag {etag}, {obj['Size']:,} bytes): requesting a run")
+        context.log.info(
+            f"new file s3://{bucket}/{key} (ETag {etag}, {obj['Size']:,} bytes): requesting a run"
+        )
         runs.append(run_request_for(bucket, key, etag))
 
     if runs:
         return dg.SensorResult(run_requests=runs, cursor=cursor.dump())
-    note = f"; ignored {ignored} object(s) that are not finished CSV files (see the tick log)" if ignored else ""
-    return dg.SensorResult(skip_reason=f"no new CSV file in {where}{note}", cursor=cursor.dump())
+    note = (
+        f"; ignored {ignored} object(s) that are not finished CSV files (see the tick log)"
+        if ignored
+        else ""
+    )
+    return dg.SensorResult(
+        skip_reason=f"no new CSV file in s3://{bucket}/{prefix}{note}", cursor=cursor.dump()
+    )

@@ -22,7 +22,8 @@ COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 def mongo_uri(tmp_path_factory) -> str:
     """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""
     data_dir = tmp_path_factory.mktemp("embedded-mongo")
-    uri = embedded_mongo.ensure_running(data_dir)
+    embedded_mongo.ensure_running(data_dir)
+    uri = embedded_mongo.client_uri(data_dir)  # authentication is on: the admin's credentials
     os.environ["MONGODB_URI"] = uri
     yield uri
     os.environ.pop("MONGODB_URI", None)

@@ -24,7 +24,7 @@ def raw_chunk(*changes: dict, first_line: int = 2) -> pd.DataFrame:
 
 
 def clean(*changes: dict):
-    return ChunkCleaner().clean(raw_chunk(*changes))
+    return ChunkCleaner(b"test-key").clean(raw_chunk(*changes))
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -93,13 +93,13 @@ def test_rule_breaking_rows_are_quarantined_with_reason(change, reason):
 def test_wrong_field_count_is_quarantined():
     chunk = raw_chunk({})
     chunk.loc[0, "parse_error"] = "row has 14 fields, expected 15"
-    result = ChunkCleaner().clean(chunk)
+    result = ChunkCleaner(b"test-key").clean(chunk)
     assert result.cleaned.empty
     assert result.quarantined["reason"].iloc[0] == "row: wrong number of fields (row has 14 fields, expected 15)"
 
 
 def test_duplicates_removed_within_and_across_chunks():
-    cleaner = ChunkCleaner()
+    cleaner = ChunkCleaner(b"test-key")
     first = cleaner.clean(raw_chunk({}, {}, {"age": "31"}))
     second = cleaner.clean(raw_chunk({"name": "BOBBY JACKSON"}, {"age": "32"}, first_line=10))
     assert first.counts["duplicates_removed"] == 1

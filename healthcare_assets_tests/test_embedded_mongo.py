@@ -41,15 +41,28 @@ def test_started_once_then_reused_then_stopped(own_data_dir):
     assert embedded_mongo.ensure_running(own_data_dir) == uri
     assert embedded_mongo.status(own_data_dir)["pid"] == state["pid"]
     assert len(daemons_on(own_data_dir / "mongo")) == 1
-    pymongo.MongoClient(uri).t.c.insert_one({"x": 1})
+    pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.insert_one({"x": 1})
 
     assert embedded_mongo.stop(own_data_dir)["pid"] == state["pid"]
     assert embedded_mongo.status(own_data_dir) is None
     assert daemons_on(own_data_dir / "mongo") == []
 
-    # storage survives a restart
+    # storage (and the users) survive a restart
+    embedded_mongo.ensure_running(own_data_dir)
+    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.count_documents({"x": 1}) == 1
+
+
+def test_authentication_is_on_after_the_first_start(own_data_dir):
     uri = embedded_mongo.ensure_running(own_data_dir)
-    assert pymongo.MongoClient(uri).t.c.count_documents({"x": 1}) == 1
+    assert embedded_mongo.status(own_data_dir)["auth"] is True
+    with pytest.raises(pymongo.errors.OperationFailure, match="requires authentication"):
+        pymongo.MongoClient(uri).healthcare_db.hospitalizations.find_one()
+    wrong = uri.replace("mongodb://", "mongodb://admin_master:wrong@") + "&authSource=admin"
+    with pytest.raises(pymongo.errors.OperationFailure, match="authentication failed"):
+        pymongo.MongoClient(wrong).healthcare_db.hospitalizations.find_one()
+    secrets_file = own_data_dir / "secrets.env"
+    assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+    assert "HEALTHCARE_ADMIN_MASTER_PASSWORD=" in secrets_file.read_text()
 
 
 def test_concurrent_starts_make_one_daemon(own_data_dir):
@@ -76,9 +89,9 @@ def test_a_dead_daemon_is_replaced(own_data_dir):
     old = embedded_mongo.status(own_data_dir)
     psutil.Process(old["pid"]).kill()
     psutil.Process(old["pid"]).wait(10)
-    uri = embedded_mongo.ensure_running(own_data_dir)
+    embedded_mongo.ensure_running(own_data_dir)
     assert embedded_mongo.status(own_data_dir)["pid"] != old["pid"]
-    assert pymongo.MongoClient(uri).admin.command("ping")["ok"] == 1
+    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).admin.command("ping")["ok"] == 1
 
 
 def test_resource_uses_embedded_server_without_uri(own_data_dir):

@@ -17,7 +17,7 @@ from healthcare_assets_tests.conftest import materialize
 def kill_when_loading(data_dir, database, at_least, killed: list):
     """Watch the collection grow; SIGKILL the daemon once `at_least` documents are in."""
     state = embedded_mongo.status(data_dir)
-    client = pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=2000)
+    client = pymongo.MongoClient(embedded_mongo.client_uri(data_dir), serverSelectionTimeoutMS=2000)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

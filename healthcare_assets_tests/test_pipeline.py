@@ -20,7 +20,7 @@ def test_committed_export_loads_54966_documents(mongo):
     assert result.success
     assert all(check_results(result).values()), check_results(result)
     meta = materialized(result)
-    assert set(meta) == CHAIN
+    assert CHAIN <= set(meta)
     assert meta["raw_csv"]["dagster/row_count"] == rows == 55_500
     assert meta["cleaned_frame"]["duplicates_removed"] == duplicates == 534
     assert meta["cleaned_frame"]["negative_billing_corrected"] == 106

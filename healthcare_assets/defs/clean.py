@@ -12,6 +12,7 @@ from healthcare_assets import staging
 from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner
 from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.defs.metadata import column_schema, counts_table, preview
+from healthcare_assets.privacy import pseudonym_key
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import AGE_RANGE, CLEANED_DTYPES
 from healthcare_assets.staging import StagedFrame
@@ -33,7 +34,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     path = staging.run_dir(context.run_id) / "cleaned.parquet"
     q_path = quarantine_path(raw_csv.source.name)
     q_path.parent.mkdir(parents=True, exist_ok=True)
-    cleaner = ChunkCleaner()
+    cleaner = ChunkCleaner(pseudonym_key())
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
     first = None

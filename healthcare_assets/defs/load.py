@@ -10,6 +10,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from healthcare_assets import audit
 from healthcare_assets.defs.clean import cleaned_frame
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.resources.mongo import MongoResource
@@ -77,9 +78,10 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     new rows (the existing documents get the new file added to metadata.sources)."""
     collection = mongo.hospitalizations()
     prepare_collection(collection)
+    erased = audit.erased_patient_ids(collection.database)  # GDPR: never load them again
     sha = cleaned_frame.source.sha256
     started = time.perf_counter()
-    inserted = already = sources_added = 0
+    inserted = already = sources_added = skipped_erased = 0
     if collection.count_documents({"metadata.sources": sha}) == cleaned_frame.rows:
         context.log.info(f"{cleaned_frame.source.name} ({sha[:12]}) is already loaded: nothing to write")
         already = cleaned_frame.rows
@@ -87,12 +89,14 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
         source = cleaned_frame.source.as_metadata()
         created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
         for batch in pq.ParquetFile(cleaned_frame.path).iter_batches(batch_size=LOAD_BATCH):
-            docs = [to_document(row, source, created_at) for row in batch.to_pylist()]
-            new, existing = insert_new(collection, docs)
+            rows = batch.to_pylist()
+            docs = [to_document(row, source, created_at) for row in rows if row["patient_id"] not in erased]
+            skipped_erased += len(rows) - len(docs)
+            new, existing = insert_new(collection, docs) if docs else (0, [])
             inserted += new
             already += len(existing)
             sources_added += add_source(collection, existing, sha)
-            done = inserted + already
+            done = inserted + already + skipped_erased
             elapsed = time.perf_counter() - started
             context.log.info(f"wrote {done:,} of {cleaned_frame.rows:,} rows ({100 * done / cleaned_frame.rows:.0f}%), "
                              f"{inserted:,} new, {done / elapsed:,.0f} rows/s")
@@ -101,10 +105,13 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     summary = {
         "source_sha256": sha, "source_name": cleaned_frame.source.name, "cleaned_path": cleaned_frame.path,
         "rows_in": counts["rows_in"], "rows_quarantined": counts["rows_quarantined"],
-        "duplicates_removed": counts["duplicates_removed"], "rows_loaded": cleaned_frame.rows,
+        "duplicates_removed": counts["duplicates_removed"], "rows_erased_patients": skipped_erased,
+        "rows_loaded": cleaned_frame.rows - skipped_erased,
         "documents_inserted": inserted, "documents_already_present": already,
         "documents_given_this_source": sources_added,
     }
+    audit.record(collection.database, "load", f"{collection.database.name}.{collection.name}", inserted,
+                 source_sha256=sha, source_name=cleaned_frame.source.name, already_present=already)
     return dg.Output(summary, metadata={
         **{k: v for k, v in summary.items() if k != "cleaned_path"},
         "dagster/row_count": collection.estimated_document_count(),
@@ -126,7 +133,9 @@ def document_count_matches_cleaned_rows(mongo_hospitalizations: dict, mongo: Mon
 @dg.asset_check(asset=mongo_hospitalizations, blocking=True)
 def sampled_documents_match_source_rows(mongo_hospitalizations: dict, mongo: MongoResource) -> dg.AssetCheckResult:
     """100 random cleaned rows, read back from MongoDB, equal their source field by field."""
-    rows = sample_rows(mongo_hospitalizations["cleaned_path"], SAMPLE_SIZE, mongo_hospitalizations["source_sha256"])
+    erased = audit.erased_patient_ids(mongo.db())
+    rows = [r for r in sample_rows(mongo_hospitalizations["cleaned_path"], SAMPLE_SIZE,
+                                   mongo_hospitalizations["source_sha256"]) if r["patient_id"] not in erased]
     found = {d["_id"]: d for d in mongo.hospitalizations().find({"_id": {"$in": [r["record_key"] for r in rows]}})}
     mismatches = []
     for row in rows:

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 # Direct identifiers never shown in the UI, even in a five-row preview.
-_REDACTED = {"name", "doctor", "Name", "Doctor", "record_key"}
+_REDACTED = {"name", "doctor", "Name", "Doctor", "record_key", "patient_id"}
 
 
 def column_schema(dtypes: dict[str, str]) -> dg.TableSchema:

@@ -49,6 +49,7 @@ def expectations() -> dict[str, list]:
         gxe.ExpectColumnValuesToBeBetween(column="duration_days", min_value=0, max_value=STAY_DAYS_MAX),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="discharge_date", column_B="date_of_admission", or_equal=True),
         gxe.ExpectColumnValuesToMatchRegex(column="record_key", regex=r"^[0-9a-f]{32}$"),
+        gxe.ExpectColumnValuesToMatchRegex(column="patient_id", regex=r"^[0-9a-f]{64}$"),
         gxe.ExpectColumnValueLengthsToBeBetween(column="name", min_value=1),
     ]
     return {"counts": counts, "types": types, "values": values}

@@ -2,7 +2,9 @@
 
 Every Dagster step runs in its own process, so the daemon is started detached and found again
 through a state file; a file lock makes sure concurrent runs never start two daemons on one
-storage directory.
+storage directory. Authentication is on: the very first start provisions the roles and users of
+healthcare_assets.access without auth, then restarts the daemon with --auth (the server has no
+localhost exception). TLS is on when HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE are set.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from urllib.parse import quote_plus
+
 import psutil
 import pymongo
+
+from healthcare_assets import access
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -36,11 +42,37 @@ def _paths(data_dir: Path) -> dict[str, Path]:
         "state": data_dir / "mongo.json",
         "lock": data_dir / "mongo.lock",
         "log": data_dir / "mongo.log",
+        "provisioned": data_dir / "mongo.provisioned",
     }
 
 
-def uri_for(port: int) -> str:
-    return f"mongodb://{HOST}:{port}/?directConnection=true"
+def _tls() -> dict[str, str]:
+    """TLS files from the environment: cert and key turn TLS on, a CA file lets clients verify."""
+    names = {"cert": "HEALTHCARE_MONGO_TLS_CERT_FILE", "key": "HEALTHCARE_MONGO_TLS_KEY_FILE",
+             "ca": "HEALTHCARE_MONGO_TLS_CA_FILE"}
+    found = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
+    return found if {"cert", "key"} <= set(found) else {}
+
+
+def uri_for(port: int, user: str | None = None, password: str | None = None) -> str:
+    credentials = f"{quote_plus(user)}:{quote_plus(password)}@" if user else ""
+    options = "directConnection=true" + ("&authSource=admin" if user else "")
+    tls = _tls()
+    if tls:
+        options += "&tls=true" + (f"&tlsCAFile={quote_plus(tls['ca'])}" if "ca" in tls else "")
+    return f"mongodb://{credentials}{HOST}:{port}/?{options}"
+
+
+def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
+    """The running daemon's URI with one role's credentials (the pipeline itself uses ADMIN_MASTER:
+    it writes every database and provisions users)."""
+    state = _read_state(Path(data_dir).resolve())
+    if state is None:
+        raise EmbeddedMongoError(f"no embedded server runs for {data_dir}")
+    password = access.passwords(Path(data_dir).resolve()).get(role)
+    if password is None:
+        raise EmbeddedMongoError(f"no password for {role}: set {access.role(role).password_variable}")
+    return uri_for(state["port"], access.role(role).user, password)
 
 
 @contextlib.contextmanager
@@ -65,6 +97,8 @@ def _answers(uri: str, timeout_ms: int = 1000) -> bool:
     try:
         client.admin.command("ping")
         return True
+    except pymongo.errors.OperationFailure:
+        return True  # it answered: "authentication required" is an answer
     except pymongo.errors.PyMongoError:
         return False
     finally:
@@ -102,12 +136,17 @@ def _log_tail(log: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _start(data_dir: Path) -> dict:
+def _start(data_dir: Path, auth: bool) -> dict:
     paths = _paths(data_dir)
     paths["storage"].mkdir(parents=True, exist_ok=True)
     port = _free_port()
     command = [sys.executable, "-m", "secantus", "--host", HOST, "--port", str(port),
                "--storage-path", str(paths["storage"]), "--log-level", "WARNING"]
+    if auth:
+        command.append("--auth")
+    tls = _tls()
+    if tls:
+        command += ["--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"]]
     with open(paths["log"], "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # outlives the step process that started it
@@ -123,7 +162,7 @@ def _start(data_dir: Path) -> dict:
             )
         time.sleep(0.2)
     state = {"pid": proc.pid, "port": port, "uri": uri, "storage": str(paths["storage"]),
-             "started_at": time.time()}
+             "auth": auth, "tls": bool(tls), "started_at": time.time()}
     paths["state"].write_text(json.dumps(state))
     return state
 
@@ -137,8 +176,22 @@ def ensure_running(data_dir: Path) -> str:
             old = _read_state(data_dir)
             if old and _is_our_daemon(old["pid"]):  # alive but not answering: replace it
                 _terminate(old["pid"])
-            state = _start(data_dir)
+            if not _paths(data_dir)["provisioned"].exists():
+                _provision(data_dir)
+            state = _start(data_dir, auth=True)
         return state["uri"]
+
+
+def _provision(data_dir: Path) -> None:
+    """First start only: create roles and users while auth is off, then stop."""
+    state = _start(data_dir, auth=False)
+    client = pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=10_000)
+    try:
+        access.provision(client, access.passwords(data_dir, generate=True))
+    finally:
+        client.close()
+        _terminate(state["pid"])
+    _paths(data_dir)["provisioned"].touch()
 
 
 def _terminate(pid: int) -> None:

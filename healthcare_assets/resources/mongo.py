@@ -52,8 +52,11 @@ class MongoResource(dg.ConfigurableResource):
     data_dir: str | None = None  # embedded storage root; None means $HEALTHCARE_DATA_DIR
 
     def uri(self) -> str:
+        if settings.mongodb_uri():
+            return settings.mongodb_uri()
         data_dir = Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
-        return settings.mongodb_uri() or embedded_mongo.ensure_running(data_dir)
+        embedded_mongo.ensure_running(data_dir)
+        return embedded_mongo.client_uri(data_dir)
 
     def client(self) -> pymongo.MongoClient:
         return connect(self.uri())

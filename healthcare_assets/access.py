@@ -1,0 +1,148 @@
+"""Least-privilege roles and users: the single definition used by the code, the embedded server's
+first start and the compose deployment's init step.
+
+The embedded server enforces privileges per database, not per collection, so every promise is
+kept by putting data of different sensitivity in different databases:
+
+  healthcare_db          raw hospitalizations (+ the client's anonymized view)
+  (the companions are named after the main database: see databases())
+  healthcare_analytics   the materialized anonymized copy: all an analyst can read
+  healthcare_doctor_app  one configured hospital's records: all the doctor app can touch
+  healthcare_audit       the audit log: only ADMIN_MASTER reads it
+
+The same layout holds on MongoDB 7, where the grants are also per collection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymongo
+
+from healthcare_assets.resources import settings
+
+
+
+def databases(database: str | None = None) -> dict[str, str]:
+    """The hospitalization database and its companions, named after it (healthcare_db ->
+    healthcare_analytics, healthcare_doctor_app, healthcare_audit)."""
+    main = database or settings.database_name()
+    prefix = main.removesuffix("_db")
+    return {"main": main, "analytics": f"{prefix}_analytics", "doctor_app": f"{prefix}_doctor_app",
+            "audit": f"{prefix}_audit"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    description: str
+    privileges: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (database, collection, actions)
+    inherits: tuple[tuple[str, str], ...] = ()  # (built-in role, database)
+
+    @property
+    def user(self) -> str:
+        return self.name.lower()
+
+    @property
+    def password_variable(self) -> str:
+        return f"HEALTHCARE_{self.name}_PASSWORD"
+
+
+def roles(database: str | None = None, collection: str | None = None) -> tuple[Role, ...]:
+    dbs = databases(database)
+    db = dbs["main"]
+    coll = collection or settings.collection_name()
+    return (
+        Role("ADMIN_MASTER", "everything, including user management", inherits=(("root", "admin"),)),
+        Role("DATA_ENGINEER", "read/write and indexes on the hospitalization database",
+             inherits=(("readWrite", db), ("dbAdmin", db))),
+        Role("BACKEND_API", "read/write documents of the collection; no indexes, no admin",
+             privileges=((db, coll, ("find", "insert", "update", "remove")),)),
+        Role("ANALYST_READONLY", "read the anonymized copy only",
+             privileges=((dbs["analytics"], "", ("find",)),)),
+        Role("DOCTOR_APP", "read and write one configured hospital's records",
+             privileges=((dbs["doctor_app"], coll, ("find", "insert", "update")),)),
+    )
+
+
+def role(name: str, database: str | None = None) -> Role:
+    return next(r for r in roles(database) if r.name == name)
+
+
+def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
+    """Role name -> password, from the environment; for the embedded server, missing ones are
+    generated once into $HEALTHCARE_DATA_DIR/secrets.env (mode 0600, never in git)."""
+    stored: dict[str, str] = {}
+    path = (data_dir or settings.data_dir()) / "secrets.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            stored[key] = value
+    result = {}
+    for r in roles():
+        value = os.environ.get(r.password_variable) or stored.get(r.password_variable)
+        if not value and generate:
+            value = stored[r.password_variable] = secrets.token_urlsafe(24)
+        if value:
+            result[r.name] = value
+    if generate:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+    return result
+
+
+def _role_document(r: Role) -> dict:
+    return {
+        "privileges": [{"resource": {"db": d, "collection": c}, "actions": list(a)} for d, c, a in r.privileges],
+        "roles": [{"role": name, "db": d} for name, d in r.inherits],
+    }
+
+
+def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None) -> list[str]:
+    """Create or update every role and its user (idempotent). Returns what was done, per role."""
+    admin = client.admin
+    existing_roles = {x["role"] for x in admin.command("rolesInfo")["roles"]}
+    existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
+    done = []
+    for r in roles(database):
+        admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **_role_document(r))
+        password = role_passwords.get(r.name)
+        if password is None:
+            done.append(f"{r.name}: role only ({r.password_variable} is not set)")
+            continue
+        verb = "updateUser" if r.user in existing_users else "createUser"
+        admin.command(verb, r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
+        done.append(f"{r.name}: {'updated' if verb == 'updateUser' else 'created'} user {r.user}")
+    return done
+
+
+def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str) -> int:
+    """Copy one hospital's records into the doctor app's database; records the app already has
+    are kept as the app left them. Returns how many records that database holds."""
+    target = databases(collection.database.name)["doctor_app"]
+    collection.aggregate([
+        {"$match": {"administrative_info.hospital": hospital}},
+        {"$merge": {"into": {"db": target, "coll": collection.name}, "on": "_id",
+                    "whenMatched": "keepExisting", "whenNotMatched": "insert"}},
+    ])
+    return collection.database.client[target][collection.name].count_documents({})
+
+
+def provision_all(collection: pymongo.collection.Collection) -> list[str]:
+    """Roles, users and the doctor app's slice, as `provision-access` and the job do it."""
+    from healthcare_assets import audit
+
+    db = collection.database
+    done = provision(db.client, passwords(), db.name)
+    hospital = os.environ.get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
+    if hospital:
+        count = refresh_doctor_app(collection, hospital)
+        done.append(f"DOCTOR_APP: {count} records of the configured hospital in {databases(db.name)['doctor_app']}")
+    else:
+        done.append("DOCTOR_APP: HEALTHCARE_DOCTOR_APP_HOSPITAL is not set, no records copied")
+    audit.record(db, "provision_access", "roles and users", len(roles(db.name)))
+    return done

@@ -1,0 +1,35 @@
+"""The audit log: who wrote what, when, how many. Lives in its own database, which only
+ADMIN_MASTER can read (per-database grants hold on the embedded server and on MongoDB 7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+
+from pymongo.database import Database
+
+from healthcare_assets.access import databases
+
+AUDIT_COLLECTION = "audit_log"
+ERASURES_COLLECTION = "erased_patients"  # patient_ids (keyed hashes) never to be loaded again
+
+
+def audit_db(db: Database) -> Database:
+    return db.client[databases(db.name)["audit"]]
+
+
+def record(db: Database, action: str, target: str, count: int, **details) -> None:
+    """One entry per write to `db` or its companions. Details never quote patient data."""
+    status = db.client.admin.command("connectionStatus")["authInfo"]["authenticatedUsers"]
+    audit_db(db)[AUDIT_COLLECTION].insert_one({
+        "at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        "who": {"database_user": status[0]["user"] if status else None, "os_user": getpass.getuser()},
+        "action": action,
+        "target": target,
+        "count": count,
+        **details,
+    })
+
+
+def erased_patient_ids(db: Database) -> set[str]:
+    return {d["_id"] for d in audit_db(db)[ERASURES_COLLECTION].find({}, {"_id": 1})}

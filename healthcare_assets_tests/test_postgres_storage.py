@@ -1,0 +1,175 @@
+"""Dagster's Postgres storage, for real: a throwaway PostgreSQL cluster (Debian's `postgresql`),
+the instance configured by deploy/dagster.yaml exactly as the compose deployment ships it (only the
+environment differs), the whole chain materialized into it, then read back by a fresh instance."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster import DagsterEventType
+
+from healthcare_assets.definitions import defs
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
+
+
+def unavailable(reason: str):
+    """Skip on a developer machine without the tool; in CI a missing tool is a failure."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI must have it: .ci/system-deps.sh installs it)")
+    pytest.skip(reason)
+
+
+def _pg_bin() -> Path | None:
+    """The newest installed PostgreSQL server's bin directory (Debian layout)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL cluster in a temporary directory on a free loopback port, password-protected;
+    yields its connection settings, then stops and deletes it."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        unavailable("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+    # initdb refuses to run as root: as root, the cluster belongs to the `postgres` user.
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="healthcare-pg-"))  # not under pytest's 0700 root-only tmp
+    settings = {"host": "127.0.0.1", "port": _free_port(), "user": "dagster",
+                "password": secrets.token_urlsafe(16), "db": "dagster"}
+    (root / "pwfile").write_text(settings["password"])
+    (root / "sock").mkdir()
+    if as_owner:
+        shutil.chown(root, "postgres")
+        for path in root.iterdir():
+            shutil.chown(path, "postgres")
+    data, log = root / "data", root / "postgres.log"
+
+    def pg(tool: str, *args: str) -> None:
+        subprocess.run([*as_owner, str(bin_dir / tool), *args], check=True, capture_output=True, text=True,
+                       timeout=120)
+
+    try:
+        pg("initdb", "-D", str(data), "-U", settings["user"], f"--pwfile={root / 'pwfile'}",
+           "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync")
+        pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
+           "-o", f"-p {settings['port']} -k {root / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off")
+    except subprocess.CalledProcessError as exc:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"{exc.cmd[len(as_owner)]} failed: {exc.stderr}\n{tail}") from exc
+    try:
+        _create_database(settings)
+        yield settings
+    finally:
+        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _connect(settings: dict, db: str):
+    import psycopg2  # installed with dagster-postgres
+
+    return psycopg2.connect(host=settings["host"], port=settings["port"], user=settings["user"],
+                            password=settings["password"], dbname=db, connect_timeout=10)
+
+
+def _create_database(settings: dict) -> None:
+    conn = _connect(settings, "postgres")
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{settings["db"]}"')
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def instance_dir(postgres, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME holding deploy/dagster.yaml byte for byte; the cluster comes in through the
+    same DAGSTER_POSTGRES_* variables docker-compose.yml sets."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(DEPLOY_INSTANCE, home / "dagster.yaml")
+    for name, key in [("HOST", "host"), ("PORT", "port"), ("USER", "user"), ("PASSWORD", "password"), ("DB", "db")]:
+        monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", str(postgres[key]))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_deploy_instance_is_postgres_backed(instance_dir):
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert instance.all_instigator_state() == []  # the schedule storage answers (its tables exist)
+
+
+def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, small_csv):
+    with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources={"mongo": mongo},
+            run_config={"ops": {"raw_csv": {"config": {"source": str(small_csv)}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    checks_in_process = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assets_in_process = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert checks_in_process and all(checks_in_process.values())
+    assert {"raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations"} <= assets_in_process
+
+    # A fresh instance on the same configuration sees the run, its checks and materializations.
+    with dg.DagsterInstance.from_config(str(instance_dir)) as fresh:
+        run = fresh.get_run_by_id(result.run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+        stored_checks = {
+            e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
+            for e in fresh.all_logs(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        }
+        assert stored_checks == checks_in_process
+        stored_assets = {
+            e.dagster_event.asset_key.to_user_string()
+            for e in fresh.all_logs(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        }
+        assert stored_assets == assets_in_process
+        latest = fresh.get_latest_materialization_event(dg.AssetKey("mongo_hospitalizations"))
+        assert latest.run_id == result.run_id
+        row_count = latest.asset_materialization.metadata["dagster/row_count"].value
+        assert row_count == mongo.hospitalizations().count_documents({}) > 0
+        check = fresh.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("mongo_hospitalizations"), "document_count_matches_cleaned_rows")]
+        )
+        record = next(iter(check.values()))
+        assert record.run_id == result.run_id and record.status.value == "SUCCEEDED"
+
+    # And it is PostgreSQL that holds them, not a local fallback.
+    conn = _connect(postgres, postgres["db"])
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
+        assert cur.fetchone() == ("SUCCESS",)
+        cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
+                    (result.run_id, "ASSET_CHECK_EVALUATION"))
+        assert cur.fetchone()[0] == len(checks_in_process)
+    conn.close()

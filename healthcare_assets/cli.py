@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from healthcare_assets.generate import add_generate_arguments, run_generate
 from healthcare_assets.resources import embedded_mongo, settings
@@ -51,6 +52,29 @@ def _provision_access(args: argparse.Namespace) -> int:
     return 0
 
 
+def _patient(args: argparse.Namespace) -> dict:
+    return {"name": args.name, "gender": args.gender, "blood_type": args.blood_type}
+
+
+def _export_patient(args: argparse.Namespace) -> int:
+    from healthcare_assets import gdpr
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    count = gdpr.export_patient(mongo_resource_from_env().hospitalizations(), Path(args.out), **_patient(args))
+    print(f"wrote {count} records to {args.out}")
+    return 0 if count else 4
+
+
+def _erase_patient(args: argparse.Namespace) -> int:
+    from healthcare_assets import gdpr
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    removed = gdpr.erase_patient(mongo_resource_from_env().hospitalizations(), **_patient(args))
+    for place, count in removed.items():
+        print(f"removed {count:>6}  {place}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
     provision = commands.add_parser("provision-access", help="create or update roles and users (idempotent)")
     provision.set_defaults(handler=_provision_access)
+
+    for command, handler, text in (("export-patient", _export_patient, "write one patient's records as JSON"),
+                                   ("erase-patient", _erase_patient, "remove one patient everywhere")):
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("--name", required=True, help="as exported; letter case does not matter")
+        sub.add_argument("--gender", help="narrow to one gender when names are shared")
+        sub.add_argument("--blood-type", help="narrow to one blood type when names are shared")
+        if command == "export-patient":
+            sub.add_argument("--out", required=True, help="the JSON file to write")
+        sub.set_defaults(handler=handler)
 
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -4,12 +4,15 @@ import dagster as dg
 
 from healthcare_assets.defs import anonymize, clean, ingest, load, provisioning, quality
 from healthcare_assets.resources.mongo import mongo_resource_from_env
+from healthcare_assets.resources.s3 import s3_resource_from_env
+from healthcare_assets.sensors import s3_csv_drop_job, s3_csv_drop_sensor
 
 _modules = [ingest, clean, quality, load, anonymize]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),
     asset_checks=dg.load_asset_checks_from_modules(_modules),
-    jobs=[provisioning.provision_access],
-    resources={"mongo": mongo_resource_from_env()},
+    jobs=[provisioning.provision_access, s3_csv_drop_job],
+    sensors=[s3_csv_drop_sensor],
+    resources={"mongo": mongo_resource_from_env(), "s3": s3_resource_from_env()},
 )

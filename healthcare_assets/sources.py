@@ -53,10 +53,15 @@ def open_source(uri: str) -> tuple[BinaryIO, dict]:
     """A binary stream of the file plus what the store says of it (S3: key, ETag, size)."""
     if uri.startswith("s3://"):
         import boto3
+        import botocore.exceptions
 
         parts = urlsplit(uri)
         bucket, key = parts.netloc, parts.path.lstrip("/")
-        response = boto3.client("s3").get_object(Bucket=bucket, Key=key)
+        try:
+            response = boto3.client("s3").get_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            raise SourceReadError(f"{uri}: cannot read the object ({exc.response['Error'].get('Code')}); "
+                                  "check that it still exists and that the credentials may read it") from None
         info = {"s3_key": key, "etag": response["ETag"].strip('"'), "size": response["ContentLength"]}
         return response["Body"], info
     path = Path(uri)

@@ -25,10 +25,9 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo: MongoResource) -> 
     small = [g for g in groups if g["records"] < privacy.K_ANONYMITY]
     suppressed = [g["_id"] for g in small]
     pipeline = privacy.view_pipeline(suppressed)
-    if privacy.VIEW_NAME in db.list_collection_names():
-        db.command("collMod", privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
-    else:
-        db.create_collection(privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
+    # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
+    db.drop_collection(privacy.VIEW_NAME)
+    db.create_collection(privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
     db[privacy.VIEW_NAME].aggregate([{"$out": {"db": analytics, "coll": privacy.COPY_COLLECTION}}])
     copied = db.client[analytics][privacy.COPY_COLLECTION].estimated_document_count()
     audit.record(db, "refresh_anonymized_copy", f"{analytics}.{privacy.COPY_COLLECTION}", copied,

@@ -15,6 +15,7 @@ from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.mongo import MongoResource, connect
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key")  # test_privacy covers the unset case
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 

@@ -45,7 +45,8 @@ def test_second_run_writes_nothing_new(mongo, small_csv):
 def test_documents_follow_the_model(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     doc = mongo.hospitalizations().find_one()
-    assert set(doc) == {"_id", "personal_info", "medical_info", "admission_info", "administrative_info", "metadata"}
+    assert set(doc) == {"_id", "patient_id", "personal_info", "medical_info", "admission_info", "administrative_info", "metadata"}
+    assert len(doc["patient_id"]) == 64
     assert isinstance(doc["personal_info"]["age"], int)
     assert isinstance(doc["administrative_info"]["billing_amount"], float)
     assert doc["admission_info"]["date_admission"].year >= 2019  # a BSON date, read back as datetime

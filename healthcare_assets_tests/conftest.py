@@ -19,6 +19,13 @@ os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key")  # 
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 
+def unavailable(reason: str):
+    """Skip on a developer machine without a system tool; in CI a missing tool is a failure."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI must have it: .ci/system-deps.sh and the dev extra install it)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory) -> str:
     """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""

@@ -17,16 +17,11 @@ import pytest
 from dagster import DagsterEventType
 
 from healthcare_assets.definitions import defs
+from healthcare_assets_tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
 
-
-def unavailable(reason: str):
-    """Skip on a developer machine without the tool; in CI a missing tool is a failure."""
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason} (CI must have it: .ci/system-deps.sh installs it)")
-    pytest.skip(reason)
 
 
 def _pg_bin() -> Path | None:
@@ -79,7 +74,7 @@ def postgres():
         yield settings
     finally:
         subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=60)
+                       check=False, capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -114,7 +109,11 @@ def instance_dir(postgres, tmp_path, monkeypatch) -> Path:
 
 
 def test_deploy_instance_is_postgres_backed(instance_dir):
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
 
     with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)

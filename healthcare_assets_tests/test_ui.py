@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-START_TIMEOUT_S = 90
-RUN_TIMEOUT_S = 180
+START_TIMEOUT_S = 240  # generous: two cores shared with the rest of the suite
+RUN_TIMEOUT_S = 360
 
 pytestmark = pytest.mark.ui
 

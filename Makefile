@@ -35,6 +35,9 @@ test: install
 dev: install $(DAGSTER_HOME)
 	$(BIN)/dagster dev
 
+bench: install
+	$(BIN)/python -m healthcare_assets.bench
+
 mongo-stop: install
 	$(BIN)/healthcare-assets mongo stop
 

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,34 +45,63 @@ SPEEDUP_MIN = 10
 
 # ---- child: one size, in its own process --------------------------------------------------
 
-def _selection():
+def _selection() -> tuple[list, list]:
+    """(the chain's assets and checks, the benchmark asset and its check)."""
     from healthcare_assets.definitions import defs
     from healthcare_assets.defs.benchmark import every_query_uses_its_index, index_benchmarks
 
-    assets = list(defs.assets)
-    checks = list(defs.asset_checks)
-    # Until definitions.py lists the benchmark module, add it here (and never twice after).
-    if not any(index_benchmarks.key in a.keys for a in assets):
-        assets.append(index_benchmarks)
-        checks.append(every_query_uses_its_index)
-    return assets + checks
+    chain = [a for a in defs.assets if index_benchmarks.key not in a.keys]
+    chain += [c for c in defs.asset_checks
+              if all(s.asset_key != index_benchmarks.key for s in c.check_specs)]
+    return chain, [index_benchmarks, every_query_uses_its_index]
 
 
-def _step_seconds(result) -> dict[str, float]:
-    return {e.step_key: round(e.event_specific_data.duration_ms / 1000, 3)
-            for e in result.all_events if e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+class RssSampler(threading.Thread):
+    """Samples this process's and the server's RSS, so each step gets its own peak."""
+
+    def __init__(self, server_pid: int | None):
+        super().__init__(daemon=True)
+        self.server_pid = server_pid
+        self.samples: list[tuple[float, float, float]] = []  # (time, own MB, server MB)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(POLL_S):
+            self.samples.append((time.time(), _rss_mb(os.getpid()), _rss_mb(self.server_pid) if self.server_pid else 0.0))
+
+    def peaks(self, start: float, end: float) -> tuple[float, float]:
+        window = [(own, server) for t, own, server in self.samples if start <= t <= end + POLL_S]
+        return (round(max((w[0] for w in window), default=0), 1), round(max((w[1] for w in window), default=0), 1))
 
 
-def _per_asset(steps: dict[str, float], assets: list[str]) -> dict[str, dict]:
+def _steps(result, instance, sampler: RssSampler) -> dict[str, dict]:
+    """Seconds and peak RSS (this process, the server) of every step of a run."""
+    entries = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.step_key]
+    starts = {e.dagster_event.step_key: e.timestamp for e in entries if e.dagster_event.event_type_value == "STEP_START"}
+    steps = {}
+    for e in entries:
+        event = e.dagster_event
+        if event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            rss, server = sampler.peaks(starts.get(event.step_key, e.timestamp), e.timestamp)
+            steps[event.step_key] = {"s": round(e.timestamp - starts.get(event.step_key, e.timestamp), 3),
+                                     "peak_rss_mb": rss, "server_peak_rss_mb": server}
+    return steps
+
+
+def _per_asset(steps: dict[str, dict], assets: list[str]) -> dict[str, dict]:
     """Each step counted under its asset: the asset's own step, and its checks' steps."""
-    out = {a: {"asset_s": 0.0, "checks_s": 0.0} for a in assets}
-    for key, seconds in steps.items():
-        if key in out:
-            out[key]["asset_s"] = seconds
+    out = {a: {"asset_s": 0.0, "checks_s": 0.0, "peak_rss_mb": 0.0, "server_peak_rss_mb": 0.0} for a in assets}
+    for key, step in steps.items():
+        owner = key if key in out else max((a for a in assets if key.startswith(a + "_")), key=len, default=None)
+        if owner is None:
+            continue
+        part = out[owner]
+        if key == owner:
+            part["asset_s"] = step["s"]
         else:
-            owner = max((a for a in assets if key.startswith(a + "_")), key=len, default=None)
-            if owner:
-                out[owner]["checks_s"] = round(out[owner]["checks_s"] + seconds, 3)
+            part["checks_s"] = round(part["checks_s"] + step["s"], 3)
+        part["peak_rss_mb"] = max(part["peak_rss_mb"], step["peak_rss_mb"])
+        part["server_peak_rss_mb"] = max(part["server_peak_rss_mb"], step["server_peak_rss_mb"])
     return out
 
 
@@ -107,57 +137,66 @@ def measure_ceiling(db, cleaned_path: str, source: dict) -> dict:
 
 
 def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int) -> dict:
+    """The chain, then the insert_many ceiling (on the server as the load left it, before the
+    benchmark's collection scans grow the server's heap), then the index benchmarks."""
     import dagster as dg
 
     from healthcare_assets.resources.mongo import MongoResource
 
     mongo = MongoResource(database=database)
-    selection = _selection()
+    mongo.client()  # starts nothing new: the parent's server answers for this data directory
+    sampler = RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
+    sampler.start()
+    chain, benchmark = _selection()
     started = time.perf_counter()
-    result = dg.materialize(
-        selection,
-        resources={"mongo": mongo},
-        run_config={"ops": {"raw_csv": {"config": {"source": csv}},
-                            "index_benchmarks": {"config": {"repeats": repeats, "scan_repeats": scan_repeats}}}},
-        raise_on_error=False,
-    )
-    run_s = time.perf_counter() - started
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    steps = _step_seconds(result)
-    assets = [a for a in ("raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations",
-                          "anonymized_view", "index_benchmarks") if a in steps]
-    per_asset = _per_asset(steps, assets)
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    out = {"size": size, "csv": csv, "database": database, "success": result.success, "checks": checks,
-           "run_s": round(run_s, 2), "steps_s": steps, "per_asset": per_asset,
-           # the chain proper; the benchmark asset is measurement, not pipeline
-           "pipeline_s": round(sum(v["asset_s"] + v["checks_s"] for k, v in per_asset.items()
-                                   if k != "index_benchmarks"), 2),
-           "peak_rss_mb": round(peak_rss_mb, 1)}
-    if not result.success:
-        return out
-    load = result.output_for_node("mongo_hospitalizations")
-    load_meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                     if e.asset_key.to_user_string() == "mongo_hospitalizations")
-    load_s = load_meta["load_seconds"].value
-    out["load"] = {"documents": load["documents_inserted"], "load_s": load_s,
-                   "docs_per_s": round(load["documents_inserted"] / load_s) if load_s else None,
-                   "step_s": per_asset["mongo_hospitalizations"]["asset_s"],
-                   "rows_in": load["rows_in"]}
-    bench = result.output_for_node("index_benchmarks")
-    out["index_benchmarks"] = {
-        "documents": bench["documents"], "index_build_s": bench["index_build_seconds"],
-        "min_speedup": bench["min_speedup"],
-        "queries": {q["name"]: {"speedup": q["speedup"], "indexed_median_ms": q["indexed"]["median_ms"],
-                                "indexed_p95_ms": q["indexed"]["p95_ms"], "collscan_median_ms": q["collscan"]["median_ms"],
-                                "pandas_median_ms": q["pandas"]["median_ms"] if q["pandas"] else None,
-                                "plan": f"{q['indexed']['stage']} {q['indexed']['index']}", "rows": q["rows"]}
-                    for q in bench["queries"]},
-    }
-    source = result.output_for_node("cleaned_frame").source.as_metadata()
-    ceiling = measure_ceiling(mongo.db(), load["cleaned_path"], source)
-    out["ceiling"] = ceiling
-    out["load"]["ratio_to_bare_insert_many"] = round(out["load"]["docs_per_s"] / ceiling["bare_docs_per_s"], 3)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(chain, resources={"mongo": mongo}, instance=instance,
+                            run_config={"ops": {"raw_csv": {"config": {"source": csv}}}}, raise_on_error=False)
+    chain_s = time.perf_counter() - started
+    steps = _steps(result, instance, sampler)
+    out = {"size": size, "csv": csv, "database": database, "success": result.success,
+           "checks": {e.check_name: e.passed for e in result.get_asset_check_evaluations()},
+           "pipeline_run_s": round(chain_s, 2)}
+    if result.success:
+        load = result.output_for_node("mongo_hospitalizations")
+        load_s = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                      if e.asset_key.to_user_string() == "mongo_hospitalizations")["load_seconds"].value
+        out["load"] = {"documents": load["documents_inserted"], "load_s": load_s, "rows_in": load["rows_in"],
+                       "docs_per_s": round(load["documents_inserted"] / load_s) if load_s else None}
+        source = result.output_for_node("cleaned_frame").source.as_metadata()
+        out["ceiling"] = measure_ceiling(mongo.db(), load["cleaned_path"], source)
+        out["load"]["ratio_to_bare_insert_many"] = round(out["load"]["docs_per_s"] / out["ceiling"]["bare_docs_per_s"], 3)
+        out["load"]["ratio_to_validated_insert_many"] = round(
+            out["load"]["docs_per_s"] / out["ceiling"]["validated_docs_per_s"], 3)
+
+        bench = dg.materialize(benchmark, resources={"mongo": mongo}, instance=instance, raise_on_error=False, run_config={
+            "ops": {"index_benchmarks": {"config": {"repeats": repeats, "scan_repeats": scan_repeats}}}})
+        out["success"] = bench.success
+        out["checks"] |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}
+        steps |= _steps(bench, instance, sampler)
+        if any(e.asset_key.to_user_string() == "index_benchmarks" for e in bench.get_asset_materialization_events()):
+            report = bench.output_for_node("index_benchmarks")
+            out["index_benchmarks"] = {
+                "documents": report["documents"], "index_build_s": report["index_build_seconds"],
+                "min_speedup": report["min_speedup"],
+                "queries": {q["name"]: {"speedup": q["speedup"], "indexed_median_ms": q["indexed"]["median_ms"],
+                                        "indexed_p95_ms": q["indexed"]["p95_ms"],
+                                        "collscan_median_ms": q["collscan"]["median_ms"],
+                                        "pandas_median_ms": q["pandas"]["median_ms"] if q["pandas"] else None,
+                                        "plan": f"{q['indexed']['stage']} {q['indexed']['index']}",
+                                        "rows": q["rows"]}
+                            for q in report["queries"]},
+            }
+    sampler.done.set()
+    assets = [k.to_user_string() for a in chain + benchmark if isinstance(a, dg.AssetsDefinition) for k in a.keys]
+    out["steps"] = steps
+    out["per_asset"] = _per_asset(steps, assets)
+    # the chain proper; the benchmark asset is measurement, not pipeline
+    out["pipeline_s"] = round(sum(v["asset_s"] + v["checks_s"] for k, v in out["per_asset"].items()
+                                  if k != "index_benchmarks"), 2)
+    out["peak_rss_mb"] = max((v["peak_rss_mb"] for v in out["per_asset"].values()), default=0)
+    out["server_peak_rss_mb"] = max((v["server_peak_rss_mb"] for v in out["per_asset"].values()), default=0)
+    out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
     return out
 
 
@@ -181,27 +220,17 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def run_child(size: int, csv: str, args, env: dict, log: Path, server_pid: int) -> dict:
+def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
+    """One size in its own process, so its peak memory is its own; the child prints one JSON line."""
     command = [sys.executable, "-m", "healthcare_assets.bench", "--one", str(size), "--csv", csv,
                "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(args.scan_repeats)]
     started = time.perf_counter()
-    peaks = {"child": 0.0, "server": 0.0}
-    with open(log, "w") as err:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, text=True)
-        # stdout is one JSON line at the end, so polling cannot deadlock on a full pipe
-        while child.poll() is None:
-            peaks["child"] = max(peaks["child"], _rss_mb(child.pid))
-            peaks["server"] = max(peaks["server"], _rss_mb(server_pid))
-            time.sleep(POLL_S)
-        stdout = child.stdout.read()
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    with open(log, "w") as err:  # Dagster's event log goes here
+        child = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, text=True)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
         raise RuntimeError(f"size {size}: the child exited {child.returncode}; see {log}")
-    out = json.loads(lines[-1])
-    out["process_s"] = round(time.perf_counter() - started, 2)
-    out["polled_peak_rss_mb"] = round(peaks["child"], 1)
-    out["server_peak_rss_mb"] = round(peaks["server"], 1)
-    return out
+    return {**json.loads(lines[-1]), "process_s": round(time.perf_counter() - started, 2)}
 
 
 def evaluate(results: dict[int, dict]) -> list[dict]:
@@ -232,36 +261,39 @@ def evaluate(results: dict[int, dict]) -> list[dict]:
 
 def print_report(results: dict[int, dict], targets: list[dict]) -> None:
     sizes = list(results)
-    print("\n== chain, per size ==")
-    print(f"{'':34}" + "".join(f"{s:>16,}" for s in sizes))
 
     def row(label, value):
-        print(f"{label:34}" + "".join(f"{value(results[s]):>16}" for s in sizes))
+        cells = []
+        for size in sizes:
+            try:
+                cells.append(value(results[size]))
+            except (KeyError, TypeError):  # that size stopped early
+                cells.append("-")
+        print(f"{label:38}" + "".join(f"{c:>22}" for c in cells))
 
-    for asset in ("raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations", "anonymized_view",
-                  "index_benchmarks"):
-        if any(asset in r.get("per_asset", {}) for r in results.values()):
-            row(f"{asset} s (+checks)", lambda r, a=asset: (
-                f"{r['per_asset'][a]['asset_s']:.1f} +{r['per_asset'][a]['checks_s']:.1f}" if a in r["per_asset"] else "-"))
-    row("pipeline wall s (w/o benchmark)", lambda r: f"{r['pipeline_s']:.1f}")
-    row("whole run s", lambda r: f"{r['run_s']:.1f}")
-    row("load docs/s", lambda r: f"{r['load']['docs_per_s']:,}" if "load" in r else "-")
-    row("bare insert_many docs/s", lambda r: f"{r['ceiling']['bare_docs_per_s']:,}" if "ceiling" in r else "-")
-    row("insert_many, validated coll docs/s", lambda r: f"{r['ceiling']['validated_docs_per_s']:,}" if "ceiling" in r else "-")
-    row("building documents docs/s", lambda r: f"{r['ceiling']['build_docs_per_s']:,}" if "ceiling" in r else "-")
-    row("load / bare insert_many", lambda r: f"{r['load']['ratio_to_bare_insert_many']:.2f}" if "load" in r else "-")
-    row("peak RSS MB (pipeline process)", lambda r: f"{r['peak_rss_mb']:,.0f}")
-    row("peak RSS MB (embedded server)", lambda r: f"{r['server_peak_rss_mb']:,.0f}")
-    row("index build s (7 indexes)", lambda r: f"{r['index_benchmarks']['index_build_s']:.1f}" if "index_benchmarks" in r else "-")
+    print("\n== chain, per size: step s + its checks s, peak RSS MB of the pipeline process / server ==")
+    print(f"{'':38}" + "".join(f"{s:>22,}" for s in sizes))
+    for asset in dict.fromkeys(a for r in results.values() for a in r.get("per_asset", {})):
+        row(asset, lambda r, a=asset: (f"{r['per_asset'][a]['asset_s']:.1f}+{r['per_asset'][a]['checks_s']:.1f}s "
+                                       f"{r['per_asset'][a]['peak_rss_mb']:,.0f}/{r['per_asset'][a]['server_peak_rss_mb']:,.0f}"))
+    row("pipeline s (w/o index_benchmarks)", lambda r: f"{r['pipeline_s']:.1f}")
+    row("load docs/s", lambda r: f"{r['load']['docs_per_s']:,}")
+    row("bare insert_many docs/s", lambda r: f"{r['ceiling']['bare_docs_per_s']:,}")
+    row("insert_many like the load's coll", lambda r: f"{r['ceiling']['validated_docs_per_s']:,}")
+    row("building the documents docs/s", lambda r: f"{r['ceiling']['build_docs_per_s']:,}")
+    row("load / bare insert_many", lambda r: f"{r['load']['ratio_to_bare_insert_many']:.2f}")
+    row("load / insert_many like the load's", lambda r: f"{r['load']['ratio_to_validated_insert_many']:.2f}")
+    row("peak RSS MB, pipeline process", lambda r: f"{r['peak_rss_mb']:,.0f}")
+    row("peak RSS MB, embedded server", lambda r: f"{r['server_peak_rss_mb']:,.0f}")
+    row("index build s (7 indexes)", lambda r: f"{r['index_benchmarks']['index_build_s']:.1f}")
     names = next((list(r["index_benchmarks"]["queries"]) for r in results.values() if "index_benchmarks" in r), [])
-    print("\n== index speedup (median COLLSCAN / median with index); indexed median ms ==")
+    print("\n== index queries: speedup (COLLSCAN median / indexed median), indexed median ms ==")
     for name in names:
         row(name, lambda r, n=name: (f"{r['index_benchmarks']['queries'][n]['speedup']}x "
-                                     f"{r['index_benchmarks']['queries'][n]['indexed_median_ms']:.0f}ms")
-            if "index_benchmarks" in r else "-")
+                                     f"{r['index_benchmarks']['queries'][n]['indexed_median_ms']:,.0f}ms"))
     print("\n== targets (issue 5) ==")
     for t in targets:
-        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']:60} {t['measured']}")
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']:62} {t['measured']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,14 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("MONGODB_URI", None)  # always the fresh embedded server
     env.pop("HEALTHCARE_SOURCE_CSV", None)
     results: dict[int, dict] = {}
+    failed = True
     try:
         uri = embedded_mongo.ensure_running(work)
-        server_pid = embedded_mongo.status(work)["pid"]
-        print(f"embedded server {uri} (pid {server_pid}), data in {work}")
+        print(f"embedded server {uri}, data in {work}")
         for size in sizes:
             csv, generate_s = _export_for(size, work)
             print(f"{size:,} rows: {csv}" + (f" (generated in {generate_s} s)" if generate_s else ""), flush=True)
-            results[size] = run_child(size, csv, args, env, work / f"bench_{size}.log", server_pid)
+            results[size] = run_child(size, csv, args, env, work / f"bench_{size}.log")
             results[size]["generate_s"] = generate_s
             r = results[size]
             print(f"  done in {r['process_s']:.0f} s, success={r['success']}, peak RSS {r['peak_rss_mb']:.0f} MB"
@@ -308,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                     (report_dir / "bench").mkdir(parents=True, exist_ok=True)
                     shutil.copy(bench_reports / f"index_benchmarks.{suffix}",
                                 report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
+        failed = False
     finally:
         embedded_mongo.stop(work)
-        if not args.keep:
+        if failed:
+            print(f"kept {work} (the child's Dagster log is bench_<size>.log there)")
+        elif not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     targets = evaluate(results)

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from healthcare_assets.defs import anonymize, clean, ingest, load, provisioning, quality
+from healthcare_assets.defs import anonymize, benchmark, clean, ingest, load, provisioning, quality
 from healthcare_assets.resources.mongo import mongo_resource_from_env
 from healthcare_assets.resources.s3 import s3_resource_from_env
 from healthcare_assets.sensors import s3_csv_drop_job, s3_csv_drop_sensor
 
-_modules = [ingest, clean, quality, load, anonymize]
+_modules = [ingest, clean, quality, load, anonymize, benchmark]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),

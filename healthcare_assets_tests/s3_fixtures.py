@@ -9,13 +9,13 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from healthcare_assets.resources.embedded_mongo import HOST, _free_port
+from healthcare_assets.resources.embedded_mongo import HOST, free_port
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """One moto S3 server for the session; each test gets a bucket of its own."""
-    port = _free_port()
+    port = free_port()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns failures
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()

@@ -17,6 +17,7 @@ import pytest
 from dagster import DagsterEventType
 
 from healthcare_assets.definitions import defs
+from healthcare_assets.resources.embedded_mongo import free_port
 from healthcare_assets_tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,10 +31,6 @@ def _pg_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +43,7 @@ def postgres():
     # initdb refuses to run as root: as root, the cluster belongs to the `postgres` user.
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="healthcare-pg-"))  # not under pytest's 0700 root-only tmp
-    settings = {"host": "127.0.0.1", "port": _free_port(), "user": "dagster",
+    settings = {"host": "127.0.0.1", "port": free_port(), "user": "dagster",
                 "password": secrets.token_urlsafe(16), "db": "dagster"}
     (root / "pwfile").write_text(settings["password"])
     (root / "sock").mkdir()

@@ -22,6 +22,7 @@ import pytest
 
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources.mongo import connect
+from healthcare_assets.resources.embedded_mongo import free_port
 from healthcare_assets_tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +36,6 @@ pytestmark = pytest.mark.ui
 
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log_tail(path: Path, chars: int = 3000) -> str:
@@ -50,7 +47,7 @@ class DagsterDev:
     workers it starts all stop with it."""
 
     def __init__(self, env: dict, log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port)]

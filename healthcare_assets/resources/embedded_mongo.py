@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -86,10 +87,17 @@ def _locked(data_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def free_port() -> int:
+    """A free loopback port below Linux's ephemeral range (32768+), so that no outgoing
+    connection can take it between this check and the server's own bind."""
+    for port in random.sample(range(20_000, 32_000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+                return port
+            except OSError:
+                continue
+    raise EmbeddedMongoError("no free port on 127.0.0.1 between 20000 and 32000")
 
 
 def _answers(uri: str, timeout_ms: int = 1000) -> bool:
@@ -139,7 +147,7 @@ def _log_tail(log: Path, lines: int = 20) -> str:
 def _start(data_dir: Path, auth: bool) -> dict:
     paths = _paths(data_dir)
     paths["storage"].mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "secantus", "--host", HOST, "--port", str(port),
                "--storage-path", str(paths["storage"]), "--log-level", "WARNING"]
     if auth:

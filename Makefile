@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
-# `dagster asset materialize` does not read [tool.dagster] from pyproject.toml; this does the same.
-export DAGSTER_MODULE_NAME := healthcare_assets.definitions
+# `dagster asset materialize` does not read [tool.dagster] from pyproject.toml (only `dagster dev`
+# does); it gets the module from this variable, set for that command only (see tools/dagster-env.sh).
+MODULE := healthcare_assets.definitions
 
 .PHONY: install run test dev bench mongo-stop clean
 
@@ -13,9 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# so that `dagster ...` works with no flags inside the activated venv
-	printf '\nexport DAGSTER_MODULE_NAME=%s\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\n' \
-		'$(DAGSTER_MODULE_NAME)' '$(DAGSTER_HOME)' >> $(BIN)/activate
+	# so that `dagster asset materialize --select '*'` works with no flags inside the activated venv
+	printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\n. "%s/tools/dagster-env.sh"\n' \
+		'$(DAGSTER_HOME)' '$(CURDIR)' >> $(BIN)/activate
 	touch $@
 
 install: $(BIN)/.installed
@@ -26,7 +27,7 @@ $(DAGSTER_HOME):
 
 run: install $(DAGSTER_HOME)
 	$(BIN)/healthcare-assets mongo start
-	$(BIN)/dagster asset materialize --select '*'
+	DAGSTER_MODULE_NAME=$(MODULE) $(BIN)/dagster asset materialize --select '*'
 	$(BIN)/healthcare-assets summary
 
 test: install

@@ -121,6 +121,7 @@ def dagster_dev(mongo_uri, data_dir, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "HEALTHCARE_DATA_DIR": str(data_dir),
            "HEALTHCARE_SOURCE_CSV": str(export), "MONGODB_URI": mongo_uri, "MONGODB_DATABASE": database}
     env.pop("HEALTHCARE_S3_BUCKET", None)  # the sensor stays off: this run is the UI's
+    env.pop("DAGSTER_MODULE_NAME", None)  # with it, the webserver gets a module and a workspace and refuses both
     dev = DagsterDev(env, tmp_path / "dagster_dev.log")
     try:
         dev.wait_ready()

@@ -88,6 +88,11 @@ def _steps(result, instance, sampler: RssSampler) -> dict[str, dict]:
     return steps
 
 
+def _failures(result) -> list[dict]:
+    return [{"step": e.step_key, "error": str(e.event_specific_data.error.message)[:500]}
+            for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+
+
 def _per_asset(steps: dict[str, dict], assets: list[str]) -> dict[str, dict]:
     """Each step counted under its asset: the asset's own step, and its checks' steps."""
     out = {a: {"asset_s": 0.0, "checks_s": 0.0, "peak_rss_mb": 0.0, "server_peak_rss_mb": 0.0} for a in assets}
@@ -136,7 +141,7 @@ def measure_ceiling(db, cleaned_path: str, source: dict) -> dict:
     return {"documents": documents, "batch": LOAD_BATCH, **{k: round(v, 2) for k, v in timings.items()}, **rate}
 
 
-def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int) -> dict:
+def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int, chain_only: bool = False) -> dict:
     """The chain, then the insert_many ceiling (on the server as the load left it, before the
     benchmark's collection scans grow the server's heap), then the index benchmarks."""
     import dagster as dg
@@ -156,22 +161,24 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int)
     steps = _steps(result, instance, sampler)
     out = {"size": size, "csv": csv, "database": database, "success": result.success,
            "checks": {e.check_name: e.passed for e in result.get_asset_check_evaluations()},
-           "pipeline_run_s": round(chain_s, 2)}
-    if result.success:
+           "pipeline_run_s": round(chain_s, 2), "failures": _failures(result)}
+    loaded = any(e.asset_key.to_user_string() == "mongo_hospitalizations" for e in result.get_asset_materialization_events())
+    if loaded:  # a later stage failing (the view, ...) does not void the load's figures
         load = result.output_for_node("mongo_hospitalizations")
         load_s = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                       if e.asset_key.to_user_string() == "mongo_hospitalizations")["load_seconds"].value
         out["load"] = {"documents": load["documents_inserted"], "load_s": load_s, "rows_in": load["rows_in"],
                        "docs_per_s": round(load["documents_inserted"] / load_s) if load_s else None}
         source = result.output_for_node("cleaned_frame").source.as_metadata()
+    if loaded and not chain_only:  # the largest sizes: the chain alone, it is what must scale
         out["ceiling"] = measure_ceiling(mongo.db(), load["cleaned_path"], source)
         out["load"]["ratio_to_bare_insert_many"] = round(out["load"]["docs_per_s"] / out["ceiling"]["bare_docs_per_s"], 3)
         out["load"]["ratio_to_validated_insert_many"] = round(
             out["load"]["docs_per_s"] / out["ceiling"]["validated_docs_per_s"], 3)
-
         bench = dg.materialize(benchmark, resources={"mongo": mongo}, instance=instance, raise_on_error=False, run_config={
             "ops": {"index_benchmarks": {"config": {"repeats": repeats, "scan_repeats": scan_repeats}}}})
-        out["success"] = bench.success
+        out["success"] = result.success and bench.success
+        out["failures"] += _failures(bench)
         out["checks"] |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}
         steps |= _steps(bench, instance, sampler)
         if any(e.asset_key.to_user_string() == "index_benchmarks" for e in bench.get_asset_materialization_events()):
@@ -220,10 +227,15 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
+def scan_repeats(size: int, args) -> int:
+    return args.scan_repeats or (3 if size < 1_000_000 else 1)
+
+
 def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     """One size in its own process, so its peak memory is its own; the child prints one JSON line."""
     command = [sys.executable, "-m", "healthcare_assets.bench", "--one", str(size), "--csv", csv,
-               "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(args.scan_repeats)]
+               "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(scan_repeats(size, args))]
+    command += ["--chain-only"] if args.chain_only else []
     started = time.perf_counter()
     with open(log, "w") as err:  # Dagster's event log goes here
         child = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, text=True)
@@ -237,21 +249,24 @@ def evaluate(results: dict[int, dict]) -> list[dict]:
     """The issue's targets, each with the measured figure; only for the sizes that ran."""
     targets = []
     for size, r in results.items():
-        if "load" in r:
+        if "ceiling" in r:
             targets.append({"target": f"load / bare insert_many >= {LOAD_RATIO_MIN} ({size:,} rows)",
                             "measured": r["load"]["ratio_to_bare_insert_many"],
                             "met": r["load"]["ratio_to_bare_insert_many"] >= LOAD_RATIO_MIN})
-    small, big = results.get(COMMITTED_ROWS), results.get(1_000_000)
-    if big:
-        targets.append({"target": f"peak RSS at 1,000,000 rows < {RSS_MAX_MB} MB",
+    small = results.get(COMMITTED_ROWS)
+    for size, big in results.items():
+        if size < 1_000_000:
+            continue
+        targets.append({"target": f"peak RSS at {size:,} rows < {RSS_MAX_MB} MB",
                         "measured": big["peak_rss_mb"], "met": big["peak_rss_mb"] < RSS_MAX_MB})
-    if big and small:
-        growth = round(big["peak_rss_mb"] / small["peak_rss_mb"], 2)
-        targets.append({"target": f"peak RSS 1M / 55.5k <= {RSS_GROWTH_MAX}", "measured": growth,
-                        "met": growth <= RSS_GROWTH_MAX})
-        wall = round(big["pipeline_s"] / small["pipeline_s"], 2)
-        targets.append({"target": f"pipeline wall time 1M / 55.5k <= {WALL_GROWTH_MAX}", "measured": wall,
-                        "met": wall <= WALL_GROWTH_MAX})
+        if small:
+            growth = round(big["peak_rss_mb"] / small["peak_rss_mb"], 2)
+            targets.append({"target": f"peak RSS {size:,} / 55,500 rows <= {RSS_GROWTH_MAX}", "measured": growth,
+                            "met": growth <= RSS_GROWTH_MAX})
+            wall = round(big["pipeline_s"] / small["pipeline_s"], 2)
+            limit = WALL_GROWTH_MAX * size / 1_000_000
+            targets.append({"target": f"pipeline wall time {size:,} / 55,500 rows <= {limit:g}", "measured": wall,
+                            "met": wall <= limit})
     if small and "index_benchmarks" in small:
         for name, q in small["index_benchmarks"]["queries"].items():
             targets.append({"target": f"{name}: index >= {SPEEDUP_MIN}x its COLLSCAN (committed data)",
@@ -302,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=f"{COMMITTED_ROWS},1000000",
                         help="comma-separated row counts; 55500 is the committed export, others are generated")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per query with its index")
-    parser.add_argument("--scan-repeats", type=int, default=3,
-                        help="timed runs per query forced to a COLLSCAN (~25 s each at 1M rows) and per pandas scan")
+    parser.add_argument("--scan-repeats", type=int,
+                        help="timed runs per query forced to a COLLSCAN and per pandas scan "
+                             "(default 3, and 1 from 1,000,000 rows where one scan takes ~25 s)")
+    parser.add_argument("--chain-only", action="store_true",
+                        help="only the chain: no insert_many ceiling, no index benchmarks (for 5,000,000 rows)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--csv", help=argparse.SUPPRESS)
@@ -311,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.one:
-        print(json.dumps(run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats)), flush=True)
+        print(json.dumps(run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats, args.chain_only)),
+              flush=True)
         return 0
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -332,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             results[size]["generate_s"] = generate_s
             r = results[size]
             print(f"  done in {r['process_s']:.0f} s, success={r['success']}, peak RSS {r['peak_rss_mb']:.0f} MB"
-                  + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}"),
+                  + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}, "
+                                             f"failed steps: {r['failures']}"),
                   flush=True)
             bench_reports = work / "reports"
             for suffix in ("json", "png"):
@@ -340,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                     (report_dir / "bench").mkdir(parents=True, exist_ok=True)
                     shutil.copy(bench_reports / f"index_benchmarks.{suffix}",
                                 report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
-        failed = False
+        failed = not all(r["success"] for r in results.values())
     finally:
         embedded_mongo.stop(work)
         if failed:
@@ -353,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
-              "repeats": args.repeats, "scan_repeats": args.scan_repeats,
+              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats(size, args) for size in sizes},
               "sizes": {str(k): v for k, v in results.items()}, "targets": targets}
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "bench.json").write_text(json.dumps(report, indent=2))

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from healthcare_assets.privacy import patient_ids
@@ -54,6 +55,30 @@ def record_keys(frame: pd.DataFrame) -> pd.Series:
     return joined.map(lambda text: hashlib.sha256(text.encode()).hexdigest()[:32])
 
 
+class SeenKeys:
+    """The record keys met so far, as a sorted array of 16-byte digests: 16 bytes a row however
+    wide the row, and a chunk is looked up by binary search, not by rebuilding a set."""
+
+    def __init__(self) -> None:
+        self.digests = np.empty(0, dtype="S16")
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def add(self, keys: pd.Series) -> np.ndarray:
+        """Remember a chunk's keys; return a mask of the ones met before (earlier in it or in an
+        earlier chunk), so the first of equal rows is kept."""
+        chunk = np.fromiter((bytes.fromhex(k) for k in keys), dtype="S16", count=len(keys))
+        at = np.searchsorted(self.digests, chunk)
+        seen = self.digests[np.minimum(at, len(self.digests) - 1)] == chunk if len(self.digests) else np.zeros(len(chunk), bool)
+        unique, first = np.unique(chunk, return_index=True)  # sorted, first occurrences
+        repeated = np.ones(len(chunk), bool)
+        repeated[first] = False
+        new = unique[~seen[first]]
+        self.digests = np.insert(self.digests, np.searchsorted(self.digests, new), new)
+        return seen | repeated
+
+
 @dataclass
 class CleanedChunk:
     cleaned: pd.DataFrame  # typed, CLEANED_COLUMNS
@@ -65,7 +90,7 @@ class ChunkCleaner:
     """Cleans chunk after chunk, remembering record keys (not rows) to find duplicates across chunks."""
 
     def __init__(self, pseudonym_key: bytes):
-        self.seen_keys: set[str] = set()
+        self.seen_keys = SeenKeys()
         self.pseudonym_key = pseudonym_key
 
     def clean(self, raw: pd.DataFrame) -> CleanedChunk:
@@ -133,10 +158,9 @@ class ChunkCleaner:
         repaired["hospital_names_trimmed"] = out["hospital"] != text["hospital"]
 
         good["record_key"] = record_keys(good) if len(good) else pd.Series(dtype=str)
-        duplicate = good["record_key"].duplicated() | good["record_key"].isin(self.seen_keys)
+        duplicate = self.seen_keys.add(good["record_key"])
         counts["duplicates_removed"] = int(duplicate.sum())
         good = good.loc[~duplicate]
-        self.seen_keys.update(good["record_key"])
         good["patient_id"] = patient_ids(good, self.pseudonym_key) if len(good) else pd.Series(dtype=str)
         for rule, mask in repaired.items():  # repairs count only on the rows that are kept
             counts[rule] = int(mask.loc[good.index].sum())

@@ -1,9 +1,11 @@
 """Each cleaning rule: what it repairs, what it rejects (with which reason), what it counts."""
 
+import random
+
 import pandas as pd
 import pytest
 
-from healthcare_assets.cleaning import ChunkCleaner, normalize_hospitals, normalize_names
+from healthcare_assets.cleaning import ChunkCleaner, SeenKeys, normalize_hospitals, normalize_names
 from healthcare_assets.schema import FIELDS
 
 GOOD = {
@@ -105,6 +107,22 @@ def test_duplicates_removed_within_and_across_chunks():
     assert first.counts["duplicates_removed"] == 1
     assert second.counts["duplicates_removed"] == 1  # same row after normalization, earlier chunk
     assert len(first.cleaned) + len(second.cleaned) == 3
+
+
+def test_seen_keys_marks_what_a_set_would():
+    """The digest array against a plain set, over chunks with repeats inside and across them,
+    and digests that end in zero bytes (numpy's fixed-width bytes pad with them)."""
+    rng = random.Random(7)
+    pool = [f"{rng.getrandbits(128):032x}" for _ in range(300)] + ["ab" + "00" * 15, "ab" + "00" * 14 + "01"]
+    seen, reference = SeenKeys(), set()
+    for _ in range(20):
+        chunk = [rng.choice(pool) for _ in range(rng.randint(0, 60))]
+        expected = []
+        for key in chunk:
+            expected.append(key in reference)
+            reference.add(key)
+        assert seen.add(pd.Series(chunk, dtype=object)).tolist() == expected
+    assert len(seen) == len(reference)
 
 
 def test_every_row_is_accounted_for():

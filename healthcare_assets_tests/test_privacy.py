@@ -6,6 +6,9 @@ import pandas as pd
 import pytest
 
 from healthcare_assets import privacy
+from healthcare_assets.defs.anonymize import view_findings
+from healthcare_assets.generate import generate_csv
+from healthcare_assets_tests.conftest import check_results, materialize
 
 
 def test_patient_id_is_a_keyed_hash_not_a_plain_one():
@@ -40,3 +43,45 @@ def test_unset_key_is_generated_once_per_installation(tmp_path, monkeypatch):
         assert privacy.pseudonym_key() == first
     assert len(first) == 64
     assert oct((tmp_path / "secrets.env").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.fixture
+def loaded(tmp_path, mongo):
+    """20,000 rows through the chain (enough for most quasi-identifier groups to reach k); checks passed."""
+    export = tmp_path / "export.csv"
+    generate_csv(rows=20_000, seed=3, out=export)
+    result = materialize(export, mongo)
+    assert result.success
+    assert all(check_results(result).values())
+    return mongo
+
+
+def test_view_findings_on_the_real_view_are_clean(loaded):
+    found = view_findings(loaded.hospitalizations(), loaded.db()[privacy.VIEW_NAME])
+    assert found["groups"] > 100
+    assert found["names_checked"] == 3 * loaded.hospitalizations().count_documents({})
+    assert (found["wrong_fields"], found["not_banded"], found["leaks"], found["exposed_ids"]) == ({}, {}, 0, 0)
+    assert found["k_reached"] >= privacy.K_ANONYMITY
+
+
+def test_view_findings_catch_each_kind_of_leak(loaded):
+    """A copy of the view, broken five ways, and one source id made a plain hash: each is counted."""
+    source, db = loaded.hospitalizations(), loaded.db()
+    tampered = db["tampered_view"]
+    tampered.insert_many(list(db[privacy.VIEW_NAME].find({})))
+    first = tampered.find_one()
+    person = source.find_one()
+    doctor = source.find_one({"administrative_info.doctor": {"$ne": person["personal_info"]["name"]}})
+    doctor = doctor["administrative_info"]["doctor"]
+    tampered.update_one({"_id": first["_id"]}, {"$set": {"medication": doctor.upper(), "billing_range": "12,345",
+                                                         "name": "x", "patient_id": "someone"}})
+    tampered.insert_many([{**{k: v for k, v in first.items() if k != "_id"}, "gender": "Other"} for _ in range(3)])
+    plain = hashlib.sha256(person["personal_info"]["name"].encode()).hexdigest()
+    source.update_one({"_id": person["_id"]}, {"$set": {"patient_id": plain}})
+
+    found = view_findings(source, tampered)
+    assert found["wrong_fields"] == {"name": 1, "_id": tampered.count_documents({})}
+    assert found["leaks"] == 1
+    assert found["not_banded"] == {"billing_range": 1}
+    assert found["k_reached"] == 3
+    assert found["exposed_ids"] == 1

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from healthcare_assets import staging
-from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner
+from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
 from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.defs.metadata import column_schema, counts_table, preview
 from healthcare_assets.privacy import pseudonym_key
@@ -80,12 +80,8 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
 def no_duplicate_rows(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
-    seen: set[str] = set()
-    duplicates = 0
-    for chunk in cleaned_frame.chunks(["record_key"]):
-        keys = chunk["record_key"]
-        duplicates += int(keys.duplicated().sum() + keys.isin(seen).sum())
-        seen.update(keys)
+    seen = SeenKeys()
+    duplicates = sum(int(seen.add(chunk["record_key"]).sum()) for chunk in cleaned_frame.chunks(["record_key"]))
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_rows": duplicates})
 
 

@@ -31,6 +31,7 @@ run: install $(DAGSTER_HOME)
 	$(BIN)/healthcare-assets summary
 
 test: install
+	$(BIN)/ruff check healthcare_assets healthcare_assets_tests
 	$(BIN)/pytest
 
 dev: install $(DAGSTER_HOME)

@@ -25,7 +25,6 @@ import pymongo
 from healthcare_assets.resources import settings
 
 
-
 def databases(database: str | None = None) -> dict[str, str]:
     """The hospitalization database and its companions, named after it (healthcare_db ->
     healthcare_analytics, healthcare_doctor_app, healthcare_audit)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import secrets
 import warnings
@@ -66,7 +67,7 @@ def patient_id(name: str, gender: str, blood_type: str, key: bytes) -> str:
 def _band_expression(field: str, bands: tuple) -> dict:
     """A MongoDB $switch that puts a number in its band, from the same table Python uses."""
     branches = [{"case": {"$lt": [field, upper]}, "then": label}
-                for (_, label), (upper, _) in zip(bands, bands[1:])]
+                for (_, label), (upper, _) in itertools.pairwise(bands)]
     return {"$switch": {"branches": branches, "default": bands[-1][1]}}
 
 

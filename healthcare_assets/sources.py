@@ -10,13 +10,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import pandas as pd
 
-from healthcare_assets.schema import FIELDS, SchemaVersion, UnknownSchemaError, detect_schema_version
+from healthcare_assets.schema import (
+    FIELDS,
+    SchemaVersion,
+    UnknownSchemaError,
+    detect_schema_version,
+)
 
 csv.field_size_limit(1 << 20)  # one absurd field must not abort a whole file
 

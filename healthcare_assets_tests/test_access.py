@@ -5,8 +5,8 @@ import pymongo
 import pytest
 
 from healthcare_assets import access, privacy
-from healthcare_assets.generate import generate_csv
 from healthcare_assets.audit import AUDIT_COLLECTION
+from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets_tests.conftest import materialize

@@ -1,5 +1,7 @@
 """Every definition loads, and every stage is gated by blocking checks."""
 
+import itertools
+
 import dagster as dg
 
 from healthcare_assets.definitions import defs
@@ -16,7 +18,7 @@ def test_definitions_load():
 
 def test_chain_order():
     graph = defs.resolve_asset_graph()
-    for upstream, downstream in zip(CHAIN, CHAIN[1:]):
+    for upstream, downstream in itertools.pairwise(CHAIN):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, f"{downstream} should depend on {upstream}"
 

@@ -15,7 +15,7 @@ SYSTEM_DATABASES = {"admin", "local", "config"}
 
 def cli(*args, mongo, data_dir):
     env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "healthcare_assets.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "healthcare_assets.cli", *args], check=False, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -43,9 +43,9 @@ def mentions(mongo, data_dir, name: str) -> list[str]:
             if hits:
                 found.append(f"{db_name}.{coll}: {hits}")
     for path in data_dir.rglob("*"):
-        if path.is_file() and "mongo" not in path.relative_to(data_dir).parts[:1]:
-            if needle.encode() in path.read_bytes().lower():
-                found.append(str(path))
+        if (path.is_file() and "mongo" not in path.relative_to(data_dir).parts[:1]
+                and needle.encode() in path.read_bytes().lower()):
+            found.append(str(path))
     return found
 
 

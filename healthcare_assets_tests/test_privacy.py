@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from healthcare_assets import privacy
-from healthcare_assets.defs.anonymize import view_findings
+from healthcare_assets.defs.anonymize import view_documents, view_findings
 from healthcare_assets.generate import generate_csv
 from healthcare_assets_tests.conftest import check_results, materialize
 
@@ -57,7 +57,7 @@ def loaded(tmp_path, mongo):
 
 
 def test_view_findings_on_the_real_view_are_clean(loaded):
-    found = view_findings(loaded.hospitalizations(), loaded.db()[privacy.VIEW_NAME])
+    found = view_findings(loaded.hospitalizations(), view_documents(loaded.db()))
     assert found["groups"] > 100
     assert found["names_checked"] == 3 * loaded.hospitalizations().count_documents({})
     assert (found["wrong_fields"], found["not_banded"], found["leaks"], found["exposed_ids"]) == ({}, {}, 0, 0)
@@ -79,7 +79,7 @@ def test_view_findings_catch_each_kind_of_leak(loaded):
     plain = hashlib.sha256(person["personal_info"]["name"].encode()).hexdigest()
     source.update_one({"_id": person["_id"]}, {"$set": {"patient_id": plain}})
 
-    found = view_findings(source, tampered)
+    found = view_findings(source, tampered.find({}))
     assert found["wrong_fields"] == {"name": 1, "_id": tampered.count_documents({})}
     assert found["leaks"] == 1
     assert found["not_banded"] == {"billing_range": 1}

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from healthcare_assets.generate import generate_csv
-from healthcare_assets.resources.mongo import connect
 from healthcare_assets.resources.embedded_mongo import free_port
+from healthcare_assets.resources.mongo import connect
 from healthcare_assets_tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,11 +3,13 @@
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 from pymongo.collection import Collection
+from pymongo.database import Database
 
-from healthcare_assets import audit, privacy
+from healthcare_assets import audit, privacy, scans
 from healthcare_assets.access import databases
 from healthcare_assets.defs.load import mongo_hospitalizations
 from healthcare_assets.resources.mongo import MongoResource
@@ -22,24 +24,35 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo: MongoResource) -> 
     suppressed and counted."""
     source = mongo.hospitalizations()
     db = source.database
-    analytics = databases(db.name)["analytics"]
-    groups = list(source.aggregate(privacy.group_sizes_pipeline()))
+    analytics = db.client[databases(db.name)["analytics"]]
+    sizes: Counter = Counter()
+    for group in scans.aggregate(source, privacy.group_sizes_pipeline()):  # partial sizes, range by range
+        sizes[tuple(group["_id"].items())] += group["records"]
+    groups = [{"_id": dict(key), "records": records} for key, records in sizes.items()]
     small = [g for g in groups if g["records"] < privacy.K_ANONYMITY]
-    suppressed = [g["_id"] for g in small]
-    pipeline = privacy.view_pipeline(suppressed)
+    pipeline = privacy.view_pipeline([g["_id"] for g in small])
     # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
     db.drop_collection(privacy.VIEW_NAME)
     db.create_collection(privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
-    db[privacy.VIEW_NAME].aggregate([{"$out": {"db": analytics, "coll": privacy.COPY_COLLECTION}}])
-    copied = db.client[analytics][privacy.COPY_COLLECTION].estimated_document_count()
-    audit.record(db, "refresh_anonymized_copy", f"{analytics}.{privacy.COPY_COLLECTION}", copied,
+    # The analysts' copy: the view's pipeline range by range into a fresh collection, swapped in
+    # whole by a rename, so readers never see a half-written copy.
+    incoming = analytics[privacy.COPY_COLLECTION + "_incoming"]
+    incoming.drop()
+    analytics.create_collection(incoming.name)
+    for match in scans.ranges(source):
+        documents = list(source.aggregate([{"$match": match}, *pipeline]))
+        if documents:
+            incoming.insert_many(documents, ordered=False)
+    incoming.rename(privacy.COPY_COLLECTION, dropTarget=True)
+    copied = analytics[privacy.COPY_COLLECTION].estimated_document_count()
+    audit.record(db, "refresh_anonymized_copy", f"{analytics.name}.{privacy.COPY_COLLECTION}", copied,
                  groups_suppressed=len(small))
     kept = [g["records"] for g in groups if g["records"] >= privacy.K_ANONYMITY]
     context.log.info(f"{copied:,} anonymized records; {len(small)} small groups suppressed")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": copied,
         "view": f"{db.name}.{privacy.VIEW_NAME}",
-        "analyst_copy": f"{analytics}.{privacy.COPY_COLLECTION}",
+        "analyst_copy": f"{analytics.name}.{privacy.COPY_COLLECTION}",
         "k_required": privacy.K_ANONYMITY,
         "k_reached": min(kept) if kept else 0,
         "groups": len(groups),
@@ -67,13 +80,20 @@ def _plain_hashes(person: dict) -> set[str]:
     return {h(t.encode()).hexdigest() for t in texts for h in (hashlib.sha256, hashlib.md5)}
 
 
-def view_findings(source: Collection, view: Collection) -> dict:
+def view_documents(db: Database) -> Iterator[dict]:
+    """What the view serves, from its stored definition run range by range on its source (a find on
+    the view would have the embedded server build the whole view in memory first)."""
+    spec = next(db.list_collections(filter={"name": privacy.VIEW_NAME}))["options"]
+    return scans.aggregate(db[spec["viewOn"]], spec["pipeline"])
+
+
+def view_findings(source: Collection, view: Iterable[dict]) -> dict:
     """What the five checks need, in one pass over the view and one over the source, in memory that
     does not grow with the collection: set aside the keyed ids, the view's texts are a few bands and
     categories, so each source name is looked up among them (not every name kept); and each source
     document's id, which the view projects as stored, is compared with its own patient's plain hashes."""
     wrong_fields, not_banded, groups, texts = Counter(), Counter(), Counter(), Counter()
-    for doc in view.find({}):
+    for doc in view:
         for field in set(doc) ^ set(privacy.VIEW_FIELDS):
             wrong_fields[field] += 1
         for field, value in doc.items():
@@ -88,7 +108,7 @@ def view_findings(source: Collection, view: Collection) -> dict:
     leaked: set[str] = set()
     names = exposed = 0
     fields = {"patient_id": 1, "personal_info": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
-    for doc in source.find({}, fields):
+    for doc in scans.aggregate(source, [{"$project": fields}]):
         person, admin = doc["personal_info"], doc["administrative_info"]
         for name in (person["name"], admin["doctor"], admin["hospital"]):
             names += 1
@@ -104,7 +124,7 @@ def view_findings(source: Collection, view: Collection) -> dict:
                              for name, text in CHECKS.items()])
 def anonymized_view_checks(mongo: MongoResource):
     """All five privacy checks from one pass over the view and one over the source."""
-    found = view_findings(mongo.hospitalizations(), mongo.db()[privacy.VIEW_NAME])
+    found = view_findings(mongo.hospitalizations(), view_documents(mongo.db()))
     yield dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not found["wrong_fields"],
                               metadata={"unexpected_or_missing_fields": found["wrong_fields"]})
     yield dg.AssetCheckResult(check_name="no_source_name_in_view", passed=found["leaks"] == 0,

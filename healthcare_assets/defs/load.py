@@ -10,8 +10,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets import audit
-from healthcare_assets.defs.clean import cleaned_frame
+from healthcare_assets import audit, scans
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import DOCUMENT_JSON_SCHEMA, document_body, to_document
@@ -35,7 +34,8 @@ def prepare_collection(collection: Collection) -> None:
         db.command("collMod", collection.name, **options)
     else:
         db.create_collection(collection.name, **options)
-    collection.create_index("metadata.sources")  # per-file counts, provenance, erasure
+    collection.create_index("metadata.sources")  # provenance, erasure
+    collection.create_index("patient_id")  # a patient's records (GDPR), and whole-collection passes (scans)
 
 
 def insert_new(collection: Collection, docs: list[dict]) -> tuple[int, list[str]]:
@@ -82,7 +82,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     sha = cleaned_frame.source.sha256
     started = time.perf_counter()
     inserted = already = sources_added = skipped_erased = 0
-    if collection.count_documents({"metadata.sources": sha}) == cleaned_frame.rows:
+    if scans.count(collection, {"metadata.sources": sha}) == cleaned_frame.rows:
         context.log.info(f"{cleaned_frame.source.name} ({sha[:12]}) is already loaded: nothing to write")
         already = cleaned_frame.rows
     else:
@@ -125,7 +125,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
 @dg.asset_check(asset=mongo_hospitalizations, blocking=True)
 def document_count_matches_cleaned_rows(mongo_hospitalizations: dict, mongo: MongoResource) -> dg.AssetCheckResult:
     """Every cleaned row of this file is one document, no more, no less."""
-    found = mongo.hospitalizations().count_documents({"metadata.sources": mongo_hospitalizations["source_sha256"]})
+    found = scans.count(mongo.hospitalizations(), {"metadata.sources": mongo_hospitalizations["source_sha256"]})
     expected = mongo_hospitalizations["rows_loaded"]
     return dg.AssetCheckResult(passed=found == expected, metadata={"expected": expected, "documents": found})
 
@@ -155,5 +155,5 @@ def sampled_documents_match_source_rows(mongo_hospitalizations: dict, mongo: Mon
 @dg.asset_check(asset=mongo_hospitalizations, blocking=True)
 def documents_pass_validator(mongo: MongoResource) -> dg.AssetCheckResult:
     """No document in the collection breaks the $jsonSchema (including any written around it)."""
-    invalid = mongo.hospitalizations().count_documents({"$nor": [{"$jsonSchema": DOCUMENT_JSON_SCHEMA}]})
+    invalid = scans.count(mongo.hospitalizations(), {"$nor": [{"$jsonSchema": DOCUMENT_JSON_SCHEMA}]})
     return dg.AssetCheckResult(passed=invalid == 0, metadata={"invalid_documents": invalid})

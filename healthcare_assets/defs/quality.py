@@ -8,7 +8,6 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from healthcare_assets.defs.clean import cleaned_frame
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import (
     AGE_RANGE,

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 from urllib.parse import quote_plus
 
 import psutil

@@ -6,7 +6,7 @@ import dagster as dg
 
 from healthcare_assets.definitions import defs
 
-CHAIN = ["raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations"]
+CHAIN = ["raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations", "anonymized_view", "index_benchmarks"]
 
 
 def test_definitions_load():

@@ -114,10 +114,9 @@ def measure_ceiling(db, cleaned_path: str, source: dict) -> dict:
     """Insert the load's documents again, batch by batch, with a bare insert_many: into a plain
     collection (the server's ceiling) and into one prepared like the pipeline's (validator and
     metadata.sources index), timing documents built and inserted separately."""
-    import pyarrow.parquet as pq
-
     from healthcare_assets.defs.load import LOAD_BATCH, prepare_collection
     from healthcare_assets.schema import to_document
+    from healthcare_assets.staging import row_batches
 
     bare, validated = db["bench_ceiling_bare"], db["bench_ceiling_validated"]
     bare.drop()
@@ -126,9 +125,9 @@ def measure_ceiling(db, cleaned_path: str, source: dict) -> dict:
     created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     timings = {"build_s": 0.0, "bare_s": 0.0, "validated_s": 0.0}
     documents = 0
-    for batch in pq.ParquetFile(cleaned_path).iter_batches(batch_size=LOAD_BATCH):
+    for rows in row_batches(cleaned_path, LOAD_BATCH):
         started = time.perf_counter()
-        docs = [to_document(row, source, created_at) for row in batch.to_pylist()]
+        docs = [to_document(row, source, created_at) for row in rows]
         timings["build_s"] += time.perf_counter() - started
         for name, target in (("bare_s", bare), ("validated_s", validated)):
             started = time.perf_counter()

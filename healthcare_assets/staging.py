@@ -53,6 +53,15 @@ class StagedFrame:
             yield parquet.read_row_group(i, columns=columns).to_pandas()
 
 
+def row_batches(path: str, size: int) -> Iterator[list[dict]]:
+    """Staged rows as dicts, `size` at a time, reading one row group at a time: pyarrow's
+    iter_batches keeps what it has read allocated (≈ 120 MB more per million rows)."""
+    parquet = pq.ParquetFile(path)
+    for i in range(parquet.num_row_groups):
+        for batch in parquet.read_row_group(i).to_batches(max_chunksize=size):
+            yield batch.to_pylist()
+
+
 def run_dir(run_id: str) -> Path:
     path = settings.staging_dir() / run_id
     path.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,11 @@ import datetime as dt
 import time
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets import audit, scans
+from healthcare_assets import audit, scans, staging
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import DOCUMENT_JSON_SCHEMA, document_body, to_document
@@ -88,8 +87,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     else:
         source = cleaned_frame.source.as_metadata()
         created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-        for batch in pq.ParquetFile(cleaned_frame.path).iter_batches(batch_size=LOAD_BATCH):
-            rows = batch.to_pylist()
+        for rows in staging.row_batches(cleaned_frame.path, LOAD_BATCH):
             docs = [to_document(row, source, created_at) for row in rows if row["patient_id"] not in erased]
             skipped_erased += len(rows) - len(docs)
             new, existing = insert_new(collection, docs) if docs else (0, [])

@@ -69,8 +69,10 @@ class SeenKeys:
         """Remember a chunk's keys; return a mask of the ones met before (earlier in it or in an
         earlier chunk), so the first of equal rows is kept."""
         chunk = np.fromiter((bytes.fromhex(k) for k in keys), dtype="S16", count=len(keys))
-        at = np.searchsorted(self.digests, chunk)
-        seen = self.digests[np.minimum(at, len(self.digests) - 1)] == chunk if len(self.digests) else np.zeros(len(chunk), bool)
+        seen = np.zeros(len(chunk), bool)
+        if len(self.digests):
+            at = np.minimum(np.searchsorted(self.digests, chunk), len(self.digests) - 1)
+            seen = self.digests[at] == chunk
         unique, first = np.unique(chunk, return_index=True)  # sorted, first occurrences
         repeated = np.ones(len(chunk), bool)
         repeated[first] = False

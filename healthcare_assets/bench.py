@@ -226,14 +226,14 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def scan_repeats(size: int, args) -> int:
+def scan_repeats_for(size: int, args) -> int:
     return args.scan_repeats or (3 if size < 1_000_000 else 1)
 
 
 def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     """One size in its own process, so its peak memory is its own; the child prints one JSON line."""
     command = [sys.executable, "-m", "healthcare_assets.bench", "--one", str(size), "--csv", csv,
-               "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(scan_repeats(size, args))]
+               "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(scan_repeats_for(size, args))]
     command += ["--chain-only"] if args.chain_only else []
     started = time.perf_counter()
     with open(log, "w") as err:  # Dagster's event log goes here
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
-              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats(size, args) for size in sizes},
+              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats_for(size, args) for size in sizes},
               "sizes": {str(k): v for k, v in results.items()}, "targets": targets}
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "bench.json").write_text(json.dumps(report, indent=2))

@@ -29,10 +29,16 @@ def ranges(collection: Collection) -> list[dict]:
     return [*slices, {FIELD: None}]
 
 
-def aggregate(collection: Collection, pipeline: list[dict]) -> Iterator[dict]:
-    """The pipeline's results, range after range (a $group or $sort holds within a range only)."""
+def batches(collection: Collection, pipeline: list[dict]) -> Iterator[list[dict]]:
+    """The pipeline's results, one range's worth at a time (a $group or $sort holds within a range only)."""
     for match in ranges(collection):
-        yield from collection.aggregate([{"$match": match}, *pipeline])
+        yield list(collection.aggregate([{"$match": match}, *pipeline]))
+
+
+def aggregate(collection: Collection, pipeline: list[dict]) -> Iterator[dict]:
+    """The pipeline's results, range after range."""
+    for batch in batches(collection, pipeline):
+        yield from batch
 
 
 def count(collection: Collection, query: dict | None = None) -> int:

@@ -25,12 +25,11 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo: MongoResource) -> 
     source = mongo.hospitalizations()
     db = source.database
     analytics = db.client[databases(db.name)["analytics"]]
-    sizes: Counter = Counter()
-    for group in scans.aggregate(source, privacy.group_sizes_pipeline()):  # partial sizes, range by range
+    sizes: Counter = Counter()  # quasi-identifier group -> records, summed over the ranges' partial sizes
+    for group in scans.aggregate(source, privacy.group_sizes_pipeline()):
         sizes[tuple(group["_id"].items())] += group["records"]
-    groups = [{"_id": dict(key), "records": records} for key, records in sizes.items()]
-    small = [g for g in groups if g["records"] < privacy.K_ANONYMITY]
-    pipeline = privacy.view_pipeline([g["_id"] for g in small])
+    small = {group: records for group, records in sizes.items() if records < privacy.K_ANONYMITY}
+    pipeline = privacy.view_pipeline([dict(group) for group in small])
     # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
     db.drop_collection(privacy.VIEW_NAME)
     db.create_collection(privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
@@ -39,25 +38,23 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo: MongoResource) -> 
     incoming = analytics[privacy.COPY_COLLECTION + "_incoming"]
     incoming.drop()
     analytics.create_collection(incoming.name)
-    for match in scans.ranges(source):
-        documents = list(source.aggregate([{"$match": match}, *pipeline]))
+    for documents in scans.batches(source, pipeline):
         if documents:
             incoming.insert_many(documents, ordered=False)
     incoming.rename(privacy.COPY_COLLECTION, dropTarget=True)
     copied = analytics[privacy.COPY_COLLECTION].estimated_document_count()
     audit.record(db, "refresh_anonymized_copy", f"{analytics.name}.{privacy.COPY_COLLECTION}", copied,
                  groups_suppressed=len(small))
-    kept = [g["records"] for g in groups if g["records"] >= privacy.K_ANONYMITY]
     context.log.info(f"{copied:,} anonymized records; {len(small)} small groups suppressed")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": copied,
         "view": f"{db.name}.{privacy.VIEW_NAME}",
         "analyst_copy": f"{analytics.name}.{privacy.COPY_COLLECTION}",
         "k_required": privacy.K_ANONYMITY,
-        "k_reached": min(kept) if kept else 0,
-        "groups": len(groups),
+        "k_reached": min((n for n in sizes.values() if n >= privacy.K_ANONYMITY), default=0),
+        "groups": len(sizes),
         "groups_suppressed": len(small),
-        "records_suppressed": sum(g["records"] for g in small),
+        "records_suppressed": sum(small.values()),
         "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
     })
 

@@ -9,6 +9,8 @@ records back. The audit log gets counts and keyed ids, never the name.
 
 from __future__ import annotations
 
+import getpass
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from pymongo.collection import Collection
 from healthcare_assets import audit, privacy
 from healthcare_assets.access import databases
 from healthcare_assets.cleaning import normalize_names
+from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
 
 
@@ -35,10 +38,8 @@ def patient_query(name: str, gender: str | None = None, blood_type: str | None =
     return query
 
 
-def _copies(collection: Collection) -> list[Collection]:
-    """Every collection that holds records of a patient: the source and its materialized copies."""
-    client, dbs = collection.database.client, databases(collection.database.name)
-    return [collection, client[dbs["analytics"]][privacy.COPY_COLLECTION], client[dbs["doctor_app"]][collection.name]]
+def _doctor_app_copy(collection: Collection) -> Collection:
+    return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
 
 
 def export_patient(collection: Collection, out: Path, **who) -> int:
@@ -77,9 +78,17 @@ def _scrub_files(name: str) -> dict[str, int]:
 def erase_patient(collection: Collection, **who) -> dict:
     """Remove the patient everywhere; returns what was removed, per place."""
     ids = sorted(set(collection.distinct("patient_id", patient_query(**who))))
-    removed = {}
-    for copy in _copies(collection):
-        removed[f"{copy.database.name}.{copy.name}"] = copy.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0
+    release = Release(collection, privacy.pseudonym_key())
+    # The source and the analysts' copy in one release operation: the groups the patient leaves are
+    # re-evaluated, and one that falls under k leaves the copy whole.
+    plan, copy_removed = release.erase(ids, owner=f"erase-patient:{getpass.getuser()}:{os.getpid()}") \
+        if ids else (None, 0)
+    doctor_app = _doctor_app_copy(collection)
+    removed = {
+        collection.full_name: len(plan.erased_stays) if plan else 0,
+        release.copy.full_name: copy_removed,
+        doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0,
+    }
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
     for patient_id in ids:
         erasures.update_one({"_id": patient_id}, {"$setOnInsert": {"_id": patient_id}}, upsert=True)

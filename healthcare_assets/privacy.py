@@ -90,15 +90,9 @@ _QUASI_IDENTIFIER_SOURCES = {
 }
 
 
-def group_sizes_pipeline() -> list[dict]:
-    """Group sizes over the quasi-identifiers, computed on the source collection."""
-    return [{"$group": {"_id": _QUASI_IDENTIFIER_SOURCES, "records": {"$sum": 1}}}]
-
-
-def view_pipeline(suppressed_groups: list[dict]) -> list[dict]:
-    """Allow-listed, banded fields; groups smaller than K_ANONYMITY left out."""
-    stages: list[dict] = [{"$project": {
-        "_id": 0,
+def release_projection() -> dict:
+    """The view's fields, computed from a source document: allow-listed, banded, keyed ids only."""
+    return {
         "patient_id": 1,
         **_QUASI_IDENTIFIER_SOURCES,
         "medication": "$medical_info.medication",
@@ -109,7 +103,36 @@ def view_pipeline(suppressed_groups: list[dict]) -> list[dict]:
         "admission_year": {"$year": "$admission_info.date_admission"},
         "discharge_year": {"$year": "$admission_info.date_discharge"},
         "billing_range": _band_expression("$administrative_info.billing_amount", BILLING_BANDS),
-    }}]
+    }
+
+
+def view_pipeline(suppressed_groups: list[dict]) -> list[dict]:
+    """Allow-listed, banded fields; the groups known to be smaller than K_ANONYMITY left out."""
+    stages: list[dict] = [{"$project": {"_id": 0, **release_projection()}}]
     if suppressed_groups:
         stages.append({"$match": {"$nor": suppressed_groups}})
     return stages
+
+
+def group_of(released: dict) -> dict:
+    """A released document's quasi-identifier group."""
+    return {q: released.get(q) for q in QUASI_IDENTIFIERS}
+
+
+def group_key(group: dict) -> str:
+    return "|".join(str(group[q]) for q in QUASI_IDENTIFIERS)
+
+
+def source_filter(group: dict) -> dict:
+    """The source documents that fall in a group (the inverse of the projection above)."""
+    lowers = [lower for lower, _ in AGE_BANDS]
+    position = AGE_LABELS.index(group["age_range"])
+    age = {"$gte": lowers[position]} | ({"$lt": lowers[position + 1]} if position + 1 < len(lowers) else {})
+    return {"personal_info.age": age, "personal_info.gender": group["gender"],
+            "personal_info.blood_type": group["blood_type"], "medical_info.condition": group["medical_condition"]}
+
+
+def release_id(record_key: str, key: bytes) -> str:
+    """The analysts' copy's _id for a stay: keyed, so it cannot be matched to the source's _id
+    (a hash of the row) without the key, and fixed, so publishing a stay twice is a no-op."""
+    return hmac.new(key, b"analysts-copy|" + record_key.encode(), hashlib.sha256).hexdigest()[:32]

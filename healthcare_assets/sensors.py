@@ -19,6 +19,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.sensor import get_objects
 
+from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.resources.s3 import drop_bucket, drop_prefix
 
 SOURCE_KEY_TAG = "healthcare/source_key"
@@ -33,10 +34,13 @@ TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 # On by default only where a bucket is configured; elsewhere it would only log skips.
 DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED
 
+# Everything a file goes through: every stage and its checks, but the benchmark and the audit,
+# which measure and judge the whole collection, not a file.
+DROP_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
+
 s3_csv_drop_job = dg.define_asset_job(
     "s3_csv_drop_job",
-    # every stage but the benchmark, which measures the collection, not a file
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks"),
+    selection=DROP_SELECTION,
     description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).",
 )
 

@@ -13,6 +13,7 @@ from healthcare_assets.definitions import defs
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.mongo import MongoResource, connect
+from healthcare_assets.sensors import DROP_SELECTION
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key")  # test_privacy covers the unset case
@@ -61,19 +62,12 @@ def small_csv(tmp_path_factory) -> Path:
     return path
 
 
-BENCHMARK = dg.AssetKey("index_benchmarks")
-
-
-def _asset_keys(definition) -> set:
-    return set(definition.keys) | {k.asset_key for k in definition.check_keys}
-
-
 def materialize(source: Path | str, mongo: MongoResource, selection: list | None = None) -> dg.ExecuteInProcessResult:
-    """Run the chain on one file, in process: every asset and check but the index benchmark
-    (test_benchmark covers it; its forced collection scans would only slow every test), or a selection."""
-    targets = selection or [d for d in [*defs.assets, *defs.asset_checks] if BENCHMARK not in _asset_keys(d)]
+    """Run the chain on one file, in process, as a drop runs it: every asset and check but the index
+    benchmark and the whole-collection audit (each covered by its own tests), or a selection."""
     return dg.materialize(
-        targets,
+        selection or [*defs.assets, *defs.asset_checks],
+        selection=None if selection else DROP_SELECTION,
         resources={"mongo": mongo},
         run_config={"ops": {"raw_csv": {"config": {"source": str(source)}}}},
         raise_on_error=False,

@@ -1,69 +1,30 @@
-"""anonymized_view: the client's de-identified view, and the copy analysts actually read."""
+"""anonymized_view: the client's de-identified view, and the copy analysts actually read.
+
+Each run publishes its own file's stays (healthcare_assets.release): the privacy checks judge
+exactly what the run is about to release, inside the step and before anything is written, so a
+failing check leaves the analysts' copy untouched. The whole-collection audit of the copy is a
+separate, scheduled job that never gates a drop.
+"""
 
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import dagster as dg
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets import audit, privacy, scans
-from healthcare_assets.access import databases
-from healthcare_assets.defs.load import mongo_hospitalizations
+from healthcare_assets.release import AppliedSources, Plan, Release, released
 from healthcare_assets.resources.mongo import MongoResource
 
-
-@dg.asset(group_name="privacy", kinds={"mongodb"}, deps=[mongo_hospitalizations])
-def anonymized_view(context: dg.AssetExecutionContext, mongo: MongoResource) -> dg.MaterializeResult:
-    """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
-    its materialized copy in `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
-    read: the embedded server grants per database). Allow-listed fields only, ages and amounts in
-    bands, dates as years, keyed patient ids; quasi-identifier groups smaller than k=11 are
-    suppressed and counted."""
-    source = mongo.hospitalizations()
-    db = source.database
-    analytics = db.client[databases(db.name)["analytics"]]
-    sizes: Counter = Counter()  # quasi-identifier group -> records, summed over the ranges' partial sizes
-    for group in scans.aggregate(source, privacy.group_sizes_pipeline()):
-        sizes[tuple(group["_id"].items())] += group["records"]
-    small = {group: records for group, records in sizes.items() if records < privacy.K_ANONYMITY}
-    pipeline = privacy.view_pipeline([dict(group) for group in small])
-    # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
-    db.drop_collection(privacy.VIEW_NAME)
-    db.create_collection(privacy.VIEW_NAME, viewOn=source.name, pipeline=pipeline)
-    # The analysts' copy: the view's pipeline range by range into a fresh collection, swapped in
-    # whole by a rename, so readers never see a half-written copy.
-    incoming = analytics[privacy.COPY_COLLECTION + "_incoming"]
-    incoming.drop()
-    analytics.create_collection(incoming.name)
-    for documents in scans.batches(source, pipeline):
-        if documents:
-            incoming.insert_many(documents, ordered=False)
-    incoming.rename(privacy.COPY_COLLECTION, dropTarget=True)
-    copied = analytics[privacy.COPY_COLLECTION].estimated_document_count()
-    audit.record(db, "refresh_anonymized_copy", f"{analytics.name}.{privacy.COPY_COLLECTION}", copied,
-                 groups_suppressed=len(small))
-    context.log.info(f"{copied:,} anonymized records; {len(small)} small groups suppressed")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": copied,
-        "view": f"{db.name}.{privacy.VIEW_NAME}",
-        "analyst_copy": f"{analytics.name}.{privacy.COPY_COLLECTION}",
-        "k_required": privacy.K_ANONYMITY,
-        "k_reached": min((n for n in sizes.values() if n >= privacy.K_ANONYMITY), default=0),
-        "groups": len(sizes),
-        "groups_suppressed": len(small),
-        "records_suppressed": sum(small.values()),
-        "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
-    })
-
-
+RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
 CHECKS = {
-    "view_fields_are_allow_listed": "every view document has exactly the allow-listed fields",
-    "no_source_name_in_view": "no patient, doctor or hospital name from the source appears in the view",
+    "view_fields_are_allow_listed": "every released document has exactly the allow-listed fields",
+    "no_source_name_in_view": "no patient, doctor or hospital name from the source appears in what is released",
     "ages_and_dates_are_banded": "ages and amounts are bands, dates are years",
-    "k_anonymity_at_least_11": "every quasi-identifier group has at least 11 records",
+    "k_anonymity_at_least_11": "every quasi-identifier group in the copy has at least 11 stays after this release",
     "patient_ids_are_keyed_hashes": "no patient_id is the unkeyed SHA-256 or MD5 of its patient's name "
                                     "or identity (dictionary attack)",
 }
@@ -77,59 +38,195 @@ def _plain_hashes(person: dict) -> set[str]:
     return {h(t.encode()).hexdigest() for t in texts for h in (hashlib.sha256, hashlib.md5)}
 
 
-def view_documents(db: Database) -> Iterator[dict]:
+def _texts(doc: dict) -> Iterable[str]:
+    """A released document's text values, keyed ids set aside."""
+    for name, value in doc.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not (name == "patient_id" and KEYED_ID.fullmatch(item)):
+                yield item.casefold()
+
+
+class Findings:
+    """What the five privacy checks count, fed one released document and one source person at a time
+    (memory does not grow with the documents: texts are a few bands and categories)."""
+
+    def __init__(self):
+        self.wrong_fields, self.not_banded, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
+        self.names_checked = self.exposed_ids = 0
+        self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
+
+    def add_released(self, doc: dict) -> None:
+        for name in set(doc) ^ set(privacy.VIEW_FIELDS):
+            self.wrong_fields[name] += 1
+        self.texts.update(_texts(doc))
+        self.not_banded["age_range"] += doc.get("age_range") not in privacy.AGE_LABELS
+        self.not_banded["billing_range"] += doc.get("billing_range") not in privacy.BILLING_LABELS
+        for name in ("admission_year", "discharge_year"):
+            self.not_banded[name] += not (isinstance(doc.get(name), int) and 1900 <= doc[name] <= 2100)
+        self.groups[privacy.group_key(privacy.group_of(doc))] += 1
+
+    def add_person(self, person: dict, staff: list[str], patient_id: str | None, texts: Counter | None = None) -> None:
+        """One source stay: are its names among the released texts, is its id a plain hash?"""
+        texts = self.texts if texts is None else texts
+        for name in (person["name"], *staff):
+            self.names_checked += 1
+            if texts[name.casefold()]:
+                self.leaked.add(name.casefold())
+        self.exposed_ids += patient_id in _plain_hashes(person)
+
+    def add_candidate(self, candidate: dict) -> None:
+        """A stay about to be released, judged against its own source names."""
+        doc = {k: v for k, v in released(candidate, b"").items() if k != "_id"}
+        self.add_released(doc)
+        self.add_person(candidate["_person"], candidate["_staff"], candidate.get("patient_id"), Counter(_texts(doc)))
+
+    @property
+    def leaks(self) -> int:
+        """Released values that are a source name."""
+        return sum(self.texts[name] for name in self.leaked)
+
+    def results(self, k_passed: bool, k_metadata: dict) -> list[dg.AssetCheckResult]:
+        not_banded = {k: v for k, v in self.not_banded.items() if v}
+        return [
+            dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not self.wrong_fields,
+                                metadata={"unexpected_or_missing_fields": dict(self.wrong_fields)}),
+            dg.AssetCheckResult(check_name="no_source_name_in_view", passed=self.leaks == 0,
+                                metadata={"names_checked": self.names_checked, "leaks": self.leaks}),
+            dg.AssetCheckResult(check_name="ages_and_dates_are_banded", passed=not not_banded,
+                                metadata={"not_banded": not_banded}),
+            dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k_passed, metadata=k_metadata),
+            dg.AssetCheckResult(check_name="patient_ids_are_keyed_hashes", passed=self.exposed_ids == 0,
+                                metadata={"exposed_ids": self.exposed_ids}),
+        ]
+
+
+def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.AssetCheckResult]:
+    """The checks on one operation. Groups published whole now (they reached k) bring stays counted
+    earlier: those are judged too, and must be exactly as many as the group was counted with."""
+    published = [c for c in plan.groups if c.after >= privacy.K_ANONYMITY]
+    crossing = {c.key: c.before for c in published if c.before < privacy.K_ANONYMITY}
+    earlier: Counter = Counter()
+    for batch in release.earlier_candidates(plan):
+        for candidate in batch:
+            findings.add_candidate(candidate)
+            earlier[privacy.group_key(privacy.group_of(candidate))] += 1
+    inconsistent = sorted(key for key, before in crossing.items() if earlier[key] != before)
+    k_reached = min((c.after for c in published), default=0)
+    return findings.results((k_reached >= privacy.K_ANONYMITY or not published) and not inconsistent, {
+        "k_reached": k_reached, "groups_touched": len(plan.groups), "groups_published_whole": len(crossing),
+        "groups_still_under_k": len(plan.groups) - len(published),
+        "groups_with_wrong_bookkeeping": dg.MetadataValue.json(inconsistent[:20])})
+
+
+@dg.asset(
+    group_name="privacy",
+    kinds={"mongodb"},
+    pool=RELEASE_POOL,
+    check_specs=[dg.AssetCheckSpec(name, asset="anonymized_view", blocking=True, description=text)
+                 for name, text in CHECKS.items()],
+)
+def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
+    """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
+    its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
+    read: the embedded server grants per database). Allow-listed fields only, ages and amounts in
+    bands, dates as years, keyed patient ids; quasi-identifier groups under k = 11 are held back
+    until they reach k. This run publishes its own file's stays, after its checks pass."""
+    source = mongo.hospitalizations()
+    release = Release(source, privacy.pseudonym_key())
+    sha = mongo_hospitalizations["source_sha256"]
+    with release.lease(context.run_id) as lease:
+        for op in release.finish_interrupted(lease):
+            context.log.warning(f"finished the interrupted release operation {op[:16]}")
+        if release.needs_rebuild():
+            context.log.warning("the analysts' copy predates incremental releases: rebuilding it once")
+            release.rebuild(lease)
+        findings = Findings()
+        plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
+        results = judge_plan(findings, plan, release)
+        yield from results
+        failed = [r.check_name for r in results if not r.passed]
+        if failed:
+            raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed for this file's stays",
+                             allow_retries=False)
+        published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
+    copy = release.copy
+    audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
+                 groups_touched=len(plan.groups))
+    context.log.info(f"{published:,} stays published; {plan.stays:,} counted; "
+                     f"{sum(c.after < privacy.K_ANONYMITY for c in plan.groups)} touched groups still under k")
+    yield dg.MaterializeResult(metadata={
+        "dagster/row_count": copy.estimated_document_count(),
+        "view": f"{source.database.name}.{privacy.VIEW_NAME}",
+        "analyst_copy": copy.full_name,
+        "k_required": privacy.K_ANONYMITY,
+        "source_sha256": sha,
+        "already_published": plan.already_applied,
+        "stays_counted": plan.stays,
+        "stays_published": published,
+        "groups_touched": len(plan.groups),
+        "groups_suppressed": len(release.small_groups()),
+        "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
+    })
+
+
+# ---- the whole-collection audit: scheduled, never part of a drop ------------------------------
+
+def view_documents(db: Database):
     """What the view serves, from its stored definition run range by range on its source (a find on
     the view would have the embedded server build the whole view in memory first)."""
     spec = next(db.list_collections(filter={"name": privacy.VIEW_NAME}))["options"]
     return scans.aggregate(db[spec["viewOn"]], spec["pipeline"])
 
 
-def view_findings(source: Collection, view: Iterable[dict]) -> dict:
-    """What the five checks need, in one pass over the view and one over the source, in memory that
-    does not grow with the collection: set aside the keyed ids, the view's texts are a few bands and
-    categories, so each source name is looked up among them (not every name kept); and each source
-    document's id, which the view projects as stored, is compared with its own patient's plain hashes."""
-    wrong_fields, not_banded, groups, texts = Counter(), Counter(), Counter(), Counter()
+def view_findings(source: Collection, view: Iterable[dict]) -> Findings:
+    """The five checks over everything released: one pass over the released documents (collecting
+    their few texts), one over the source (each name looked up among them)."""
+    findings = Findings()
     for doc in view:
-        for field in set(doc) ^ set(privacy.VIEW_FIELDS):
-            wrong_fields[field] += 1
-        for field, value in doc.items():
-            if isinstance(value, str) and not (field == "patient_id" and KEYED_ID.fullmatch(value)):
-                texts[value.casefold()] += 1
-        not_banded["age_range"] += doc.get("age_range") not in privacy.AGE_LABELS
-        not_banded["billing_range"] += doc.get("billing_range") not in privacy.BILLING_LABELS
-        for field in ("admission_year", "discharge_year"):
-            not_banded[field] += not (isinstance(doc.get(field), int) and 1900 <= doc[field] <= 2100)
-        groups[tuple(doc.get(q) for q in privacy.QUASI_IDENTIFIERS)] += 1
-
-    leaked: set[str] = set()
-    names = exposed = 0
+        findings.add_released(doc)
     fields = {"patient_id": 1, "personal_info": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
     for doc in scans.aggregate(source, [{"$project": fields}]):
-        person, admin = doc["personal_info"], doc["administrative_info"]
-        for name in (person["name"], admin["doctor"], admin["hospital"]):
-            names += 1
-            if name.casefold() in texts:
-                leaked.add(name.casefold())
-        exposed += doc.get("patient_id") in _plain_hashes(person)
-    return {"wrong_fields": dict(wrong_fields), "not_banded": {k: v for k, v in not_banded.items() if v},
-            "k_reached": min(groups.values()) if groups else 0, "groups": len(groups),
-            "names_checked": names, "leaks": sum(texts[name] for name in leaked), "exposed_ids": exposed}
+        admin = doc["administrative_info"]
+        findings.add_person(doc["personal_info"], [admin["doctor"], admin["hospital"]], doc.get("patient_id"))
+    return findings
 
 
-@dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=anonymized_view, blocking=True, description=text)
-                             for name, text in CHECKS.items()])
-def anonymized_view_checks(mongo: MongoResource):
-    """All five privacy checks from one pass over the view and one over the source."""
-    found = view_findings(mongo.hospitalizations(), view_documents(mongo.db()))
-    yield dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not found["wrong_fields"],
-                              metadata={"unexpected_or_missing_fields": found["wrong_fields"]})
-    yield dg.AssetCheckResult(check_name="no_source_name_in_view", passed=found["leaks"] == 0,
-                              metadata={"names_checked": found["names_checked"], "leaks": found["leaks"]})
-    yield dg.AssetCheckResult(check_name="ages_and_dates_are_banded", passed=not found["not_banded"],
-                              metadata={"not_banded": found["not_banded"]})
-    yield dg.AssetCheckResult(check_name="k_anonymity_at_least_11",
-                              passed=not found["groups"] or found["k_reached"] >= privacy.K_ANONYMITY,
-                              metadata={"k_reached": found["k_reached"], "groups": found["groups"]})
-    yield dg.AssetCheckResult(check_name="patient_ids_are_keyed_hashes", passed=found["exposed_ids"] == 0,
-                              metadata={"exposed_ids": found["exposed_ids"]})
+def counted_group_sizes(release: Release) -> Counter:
+    """Group sizes recounted from the source: the stays of files whose publication is applied."""
+    applied, sizes = AppliedSources(release.ledger), Counter()
+    pipeline = [{"$project": {**privacy.release_projection(), "metadata.sources": 1}}]
+    for doc in scans.aggregate(release.source, pipeline):
+        if applied.any(doc["metadata"]["sources"]):
+            sizes[privacy.group_key(privacy.group_of(doc))] += 1
+    return sizes
+
+
+AUDIT_CHECKS = {
+    "released_copy_is_anonymous": "the whole analysts' copy: allow-listed fields, bands, no source name, "
+                                  "keyed ids, every group at least k",
+    "release_bookkeeping_matches_source": "group sizes kept by the releases equal a recount of the source, "
+                                          "and the copy holds exactly the stays of the groups of at least k",
+}
+
+
+@dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=anonymized_view, blocking=False, description=text)
+                             for name, text in AUDIT_CHECKS.items()])
+def analysts_release_audit(mongo: MongoResource):
+    """Whole-collection audit (costs the collection; scheduled, never part of a drop's run)."""
+    release = Release(mongo.hospitalizations(), b"")
+    found = view_findings(release.source, scans.aggregate(release.copy, [{"$project": {"_id": 0}}]))
+    k_reached = min(found.groups.values(), default=0)
+    failures = [r.check_name for r in found.results(not found.groups or k_reached >= privacy.K_ANONYMITY, {})
+                if not r.passed]
+    yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
+                              metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),
+                                        "groups": len(found.groups), "k_reached": k_reached, "leaks": found.leaks})
+    recount = counted_group_sizes(release)
+    kept = {d["_id"]: d["records"] for d in release.groups.find({}, {"records": 1}) if d["records"]}
+    differing = sorted(set(recount.items()) ^ set(kept.items()))
+    expected_copy = sum(n for n in kept.values() if n >= privacy.K_ANONYMITY)
+    copy_count = release.copy.count_documents({})
+    yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source",
+                              passed=not differing and copy_count == expected_copy,
+                              metadata={"groups_differing": len({k for k, _ in differing}), "copy_documents": copy_count,
+                                        "expected_copy_documents": expected_copy})

@@ -1,0 +1,212 @@
+"""The analysts' release, operation by operation: what each drop publishes, groups that reach or
+leave k, checks that stop a release before anyone can read it, an interrupted operation finished
+by the next run, and the whole-collection audit that recounts everything."""
+
+import csv
+from collections import Counter
+
+import dagster as dg
+import pytest
+from bson import json_util
+
+from healthcare_assets import gdpr, privacy, release
+from healthcare_assets.definitions import defs
+from healthcare_assets.defs.anonymize import analysts_release_audit
+from healthcare_assets.release import Lease, Release, ReleaseLockError
+from healthcare_assets_tests.conftest import check_results, materialize, materialized
+
+K = privacy.K_ANONYMITY
+RARE = {"Age": "95", "Gender": "Female", "Blood Type": "AB-", "Medical Condition": "Asthma"}  # 90+ band
+
+
+def rows_of(path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return header, list(map(list, dict.fromkeys(map(tuple, rows))))  # distinct rows
+
+
+def write_rows(path, header, rows, rare: int = 0):
+    """The rows, the first `rare` of them moved into one rare quasi-identifier group."""
+    out = []
+    for i, row in enumerate(rows):
+        row = list(row)
+        if i < rare:
+            for column, value in RARE.items():
+                row[header.index(column)] = value
+        out.append(row)
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *out])
+    return path
+
+
+def rare_group() -> dict:
+    return {"age_range": "90+", "gender": "Female", "blood_type": "AB-", "medical_condition": "Asthma"}
+
+
+def canonical(docs) -> list[str]:
+    return sorted(json_util.dumps({k: v for k, v in d.items() if k != "_id"}, sort_keys=True) for d in docs)
+
+
+def assert_copy_equals_view(mongo):
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    copy, view = list(rel.copy.find({})), list(mongo.db()[privacy.VIEW_NAME].find({}))
+    assert len(copy) == len(view)
+    assert canonical(copy) == canonical(view)
+    return rel, copy
+
+
+def audit(mongo) -> dict[str, bool]:
+    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.checks(analysts_release_audit),
+                            resources={"mongo": mongo}, raise_on_error=False)
+    return check_results(result)
+
+
+@pytest.fixture
+def export(small_csv):
+    return rows_of(small_csv)
+
+
+def test_each_drop_publishes_its_own_stays_and_a_group_is_published_whole_at_k(mongo, export, tmp_path):
+    header, rows = export
+    first = write_rows(tmp_path / "first.csv", header, rows[:900], rare=K - 4)  # the rare group: 7 stays
+    second = write_rows(tmp_path / "second.csv", header, rows[900:1400], rare=4)  # 4 more: 11
+
+    one = materialize(first, mongo)
+    assert one.success, check_results(one)
+    rel, copy = assert_copy_equals_view(mongo)
+    key = privacy.group_key(rare_group())
+    group = rel.groups.find_one({"_id": key})
+    assert group["records"] == K - 4 and len(group["members"]) == K - 4
+    assert rel.copy.count_documents(rare_group()) == 0
+    published = materialized(one)["anonymized_view"]["stays_published"]
+    assert published == len(copy) == sum(d["records"] for d in rel.groups.find({"records": {"$gte": K}}))
+
+    two = materialize(second, mongo)
+    assert two.success, check_results(two)
+    rel, copy = assert_copy_equals_view(mongo)
+    assert rel.copy.count_documents(rare_group()) == K  # the 7 held back and the 4 new ones
+    assert "members" not in rel.groups.find_one({"_id": key})
+    meta = materialized(two)["anonymized_view"]
+    assert meta["stays_published"] == len(copy) - published
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+    again = materialize(second, mongo)  # the same file again: nothing to publish
+    assert again.success
+    assert materialized(again)["anonymized_view"]["already_published"] is True
+    assert rel.copy.count_documents({}) == len(copy)
+
+
+def test_a_failing_privacy_check_publishes_nothing(mongo, export, tmp_path, monkeypatch):
+    header, rows = export
+    first = write_rows(tmp_path / "first.csv", header, rows[:800], rare=K - 3)
+    assert materialize(first, mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    before = canonical(rel.copy.find({}))
+
+    projection = privacy.release_projection
+    monkeypatch.setattr(privacy, "release_projection",  # a projection that lets the doctor through
+                        lambda: {**projection(), "doctor": "$administrative_info.doctor"})
+    monkeypatch.setattr(privacy, "VIEW_FIELDS", (*privacy.VIEW_FIELDS, "doctor"))
+    second = write_rows(tmp_path / "second.csv", header, rows[800:1600], rare=5)  # the rare group would reach k
+    result = materialize(second, mongo)
+    assert not result.success
+    assert check_results(result)["no_source_name_in_view"] is False
+    assert canonical(rel.copy.find({})) == before
+    sha = materialized(result)["mongo_hospitalizations"]["source_sha256"]
+    assert rel.ledger.find_one({"_id": sha}) is None
+
+
+def test_wrong_bookkeeping_fails_k_anonymity_before_publishing(mongo, export, tmp_path):
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:600], rare=K - 2), mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    key = privacy.group_key(rare_group())
+    rel.groups.update_one({"_id": key}, {"$set": {"records": K - 5}})  # says 6 stays; 9 are counted
+    before = rel.copy.count_documents({})
+    result = materialize(write_rows(tmp_path / "b.csv", header, rows[600:1000], rare=5), mongo)
+    assert not result.success
+    assert check_results(result)["k_anonymity_at_least_11"] is False
+    assert rel.copy.count_documents({}) == before
+
+
+def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, export, tmp_path):
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:700], rare=K), mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    assert rel.copy.count_documents(rare_group()) == K
+    who = {"name": rows[0][header.index("Name")], "gender": "Female", "blood_type": "AB-"}
+    ids = mongo.hospitalizations().distinct("patient_id", gdpr.patient_query(**who))
+    own = rel.copy.count_documents({"patient_id": {"$in": ids}})  # the rare stay, and any other of theirs
+    removed = gdpr.erase_patient(mongo.hospitalizations(), **who)
+    assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of the rare group
+    assert rel.copy.count_documents(rare_group()) == 0
+    assert rel.groups.find_one({"_id": privacy.group_key(rare_group())})["records"] == K - 1
+    assert_copy_equals_view(mongo)
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_an_interrupted_release_is_finished_by_the_next_run(mongo, export, tmp_path):
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:500]), mongo).success
+    second = write_rows(tmp_path / "b.csv", header, rows[500:1500])
+    loaded = materialize(second, mongo, selection=[a for a in defs.assets if a.key.path[0] in
+                                                   ("raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations")])
+    sha = loaded.output_for_node("mongo_hospitalizations")["source_sha256"]
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+
+    class Crash(Exception):
+        pass
+
+    class CrashingLease(Lease):
+        def renew(self):
+            raise Crash  # after the first batch is in the copy
+
+    with CrashingLease(rel.db, "crashed-run") as lease:
+        plan = rel.plan_file(sha, 1000)
+        with pytest.raises(Crash):
+            rel.apply(plan, lease)
+    assert rel.ledger.find_one({"_id": sha})["state"] == "applying"
+    with rel.lease("next-run", wait_s=5) as lease:
+        assert rel.finish_interrupted(lease) == [sha]
+    assert rel.ledger.find_one({"_id": sha})["state"] == "applied"
+    assert_copy_equals_view(mongo)
+    assert audit(mongo)["release_bookkeeping_matches_source"] is True
+
+
+def test_the_lease_is_exclusive_until_it_runs_out(mongo):
+    db = mongo.db()
+    with Lease(db, "first"):
+        with pytest.raises(ReleaseLockError, match="held by first"):
+            Lease(db, "second", wait_s=1).__enter__()
+        db[release.LOCK].update_one({"_id": "release"}, {"$set": {"expires_at": release._now()}})
+        with Lease(db, "second", wait_s=5) as taken_over:  # the first holder's lease ran out
+            pass
+    assert db[release.LOCK].count_documents({}) == 0
+    with pytest.raises(ReleaseLockError, match="lost"):
+        taken_over.renew()
+
+
+def test_audit_catches_a_copy_that_drifted_from_its_bookkeeping(mongo, export, tmp_path):
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:800], rare=K), mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    doc = rel.copy.find_one()
+    rel.copy.insert_many([{**doc, "_id": f"extra{i}", "gender": "Male", "age_range": "90+", "blood_type": "O-",
+                           "medical_condition": "Cancer"} for i in range(3)])
+    found = audit(mongo)
+    assert found == {"released_copy_is_anonymous": False, "release_bookkeeping_matches_source": False}
+
+
+def test_a_copy_built_whole_by_an_earlier_version_is_rebuilt_once(mongo, export, tmp_path):
+    header, rows = export
+    first = write_rows(tmp_path / "a.csv", header, rows[:800], rare=K)
+    assert materialize(first, mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel.groups.drop()
+    rel.ledger.drop()  # as an earlier version left it: a copy, no bookkeeping
+    rel.copy.update_many({}, {"$set": {"legacy": True}})
+    result = materialize(write_rows(tmp_path / "b.csv", header, rows[800:1400]), mongo)
+    assert result.success
+    assert rel.copy.count_documents({"legacy": True}) == 0
+    assert_copy_equals_view(mongo)
+    assert Counter(d["state"] for d in rel.ledger.find({}, {"state": 1})) == {"applied": 2, "done": 1}

@@ -23,7 +23,7 @@ install: $(BIN)/.installed
 
 $(DAGSTER_HOME):
 	mkdir -p $@
-	printf 'telemetry:\n  enabled: false\n' > $@/dagster.yaml
+	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml
 
 run: install $(DAGSTER_HOME)
 	$(BIN)/healthcare-assets mongo start

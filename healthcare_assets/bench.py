@@ -6,41 +6,105 @@ A fresh embedded server in a temporary data directory serves every size, each in
 own. 55,500 rows is the committed export; other sizes are generated (seeded). Each size runs the
 whole chain through Dagster in a child process (`--one SIZE`), so peak memory is that size's
 alone. The child then inserts the very same documents with a bare `insert_many` (same batch size,
-same server) to measure the ceiling the load can reach. Results print as tables and land in
-`$HEALTHCARE_DATA_DIR/reports/bench.json` (the caller's data directory, not the temporary one).
+same server) to measure the ceiling the load can reach, and runs the index benchmarks.
 
-Speed and memory targets live here, never in tests; a missed target is printed, not raised.
+Then whole processes, started as a user or the sensor starts them, on the same server:
+
+- a 1,000-row file through `s3_csv_drop_job` (`dagster job execute`) into an empty collection and
+  into the 1,000,000-row one: a file's run must cost what the file costs, not the collection;
+- two such runs started at the same moment on two new files into the 55,500-row database: both
+  succeed, each loads every row of its own file, and the analysts' copy then equals the
+  anonymized view, document for document;
+- the gated chain up to a loaded collection (`dagster asset materialize`) against the client's own
+  ungated script (`../shared/bench/client_approach.py`) on the committed export, alternating,
+  median of three each.
+
+Results print as tables and land in `$HEALTHCARE_DATA_DIR/reports/bench.json` (the caller's data
+directory, not the temporary one). Speed and memory targets live here, never in tests; a missed
+target is printed, not raised.
 """
+
+from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import psutil
+from bson import json_util
+from pymongo.database import Database
 
+from healthcare_assets import privacy
+from healthcare_assets.access import databases
 from healthcare_assets.resources import embedded_mongo, settings
+from healthcare_assets.resources.mongo import MongoResource, connect
 
 REPO = Path(__file__).resolve().parents[1]
+CLIENT_APPROACH = REPO.parent / "shared" / "bench" / "client_approach.py"
+DAGSTER = str(Path(sys.executable).parent / "dagster")  # the venv's CLI, next to this interpreter
+DEFINITIONS = "healthcare_assets.definitions"
 COMMITTED_ROWS = 55_500
+BIG_ROWS = 1_000_000  # the collection a 1,000-row drop is compared in
 SEED = 5  # generated exports are a pure function of (rows, seed)
+DROP_ROWS, DROP_SEED = 1_000, 101  # a new seed: its rows are new to every collection of the bench
+CONCURRENT_DROPS = ((1_000, 102), (5_000, 103))  # (rows, seed) of the two files dropped at once
+PEER_REPEATS = 3
 POLL_S = 0.25
+PROCESS_TIMEOUT_S = 3600
+DROP_TAG = "healthcare_bench/drop"  # finds a drop's run in the bench's DAGSTER_HOME
 
-# The issue's targets (issue 5, "Done when").
+# The targets.
 LOAD_RATIO_MIN = 0.8
 RSS_MAX_MB = 1500
 RSS_GROWTH_MAX = 1.5
 WALL_GROWTH_MAX = 25
 SPEEDUP_MIN = 10
+DROP_S_MAX = 15  # a 1,000-row file end to end, every step but index_benchmarks, on this machine
+DROP_GROWTH_MAX = 1.5  # the same file into the large collection / into an empty one
+PEER_RATIO_MAX = 2  # the gated chain to a loaded collection / the client's ungated script
+HUGE_ROWS = 5_000_000  # from this size on, the memory targets below hold as well
+HUGE_RSS_MAX_MB = 1024
+HUGE_SERVER_RSS_MAX_MB = 6144
+
+
+@dataclass
+class Target:
+    """One target and the figure measured against it."""
+
+    target: str
+    measured: float | int | str | None
+    met: bool
+
+    @classmethod
+    def at_least(cls, target: str, measured: float | None, minimum: float) -> Target:
+        return cls(target, measured, measured is not None and measured >= minimum)
+
+    @classmethod
+    def at_most(cls, target: str, measured: float | None, maximum: float) -> Target:
+        return cls(target, measured, measured is not None and measured <= maximum)
+
+    @classmethod
+    def below(cls, target: str, measured: float | None, limit: float) -> Target:
+        return cls(target, measured, measured is not None and measured < limit)
+
+
+def _ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    return round(numerator / denominator, digits) if numerator and denominator else None
 
 
 # ---- child: one size, in its own process --------------------------------------------------
@@ -74,17 +138,26 @@ class RssSampler(threading.Thread):
         return (round(max((w[0] for w in window), default=0), 1), round(max((w[1] for w in window), default=0), 1))
 
 
-def _steps(result, instance, sampler: RssSampler) -> dict[str, dict]:
+def _step_windows(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) epoch seconds of every step of a run that ended, from its event log."""
+    starts, windows = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if not (event and event.step_key):
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            windows[event.step_key] = (starts.get(event.step_key, entry.timestamp), entry.timestamp)
+    return windows
+
+
+def _steps(run_id: str, instance: dg.DagsterInstance, sampler: RssSampler) -> dict[str, dict]:
     """Seconds and peak RSS (this process, the server) of every step of a run."""
-    entries = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.step_key]
-    starts = {e.dagster_event.step_key: e.timestamp for e in entries if e.dagster_event.event_type_value == "STEP_START"}
     steps = {}
-    for e in entries:
-        event = e.dagster_event
-        if event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            rss, server = sampler.peaks(starts.get(event.step_key, e.timestamp), e.timestamp)
-            steps[event.step_key] = {"s": round(e.timestamp - starts.get(event.step_key, e.timestamp), 3),
-                                     "peak_rss_mb": rss, "server_peak_rss_mb": server}
+    for key, (start, end) in _step_windows(instance, run_id).items():
+        rss, server = sampler.peaks(start, end)
+        steps[key] = {"s": round(end - start, 3), "peak_rss_mb": rss, "server_peak_rss_mb": server}
     return steps
 
 
@@ -140,13 +213,75 @@ def measure_ceiling(db, cleaned_path: str, source: dict) -> dict:
     return {"documents": documents, "batch": LOAD_BATCH, **{k: round(v, 2) for k, v in timings.items()}, **rate}
 
 
+def _load_figures(result) -> dict | None:
+    """The load's documents and seconds, as its metadata has them: the whole step, its insert
+    phase, and the index builds a first load defers to the end. None when the load did not run."""
+    event = next((e for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == "mongo_hospitalizations"), None)
+    if event is None:
+        return None
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    load = result.output_for_node("mongo_hospitalizations")
+    documents, load_s, insert_s = load["documents_inserted"], metadata["load_seconds"], metadata["insert_seconds"]
+    return {"documents": documents, "rows_in": load["rows_in"], "load_s": load_s, "insert_s": insert_s,
+            "index_build_s": metadata["index_build_seconds"],
+            "docs_per_s": round(documents / load_s) if load_s else None,
+            "insert_docs_per_s": round(documents / insert_s) if insert_s else None}
+
+
+def _load_ratios(load: dict, ceiling: dict) -> dict:
+    """The load against the insert_many ceiling: the whole step (deferred index builds included),
+    its insert phase alone, and the whole step against a collection configured like the load's."""
+    bare = ceiling["bare_docs_per_s"]
+    return {"ratio_to_bare_insert_many": _ratio(load["docs_per_s"], bare),
+            "insert_ratio_to_bare_insert_many": _ratio(load["insert_docs_per_s"], bare),
+            "ratio_to_validated_insert_many": _ratio(load["docs_per_s"], ceiling["validated_docs_per_s"])}
+
+
+def _index_figures(report: dict) -> dict:
+    """What the index benchmark's report says, per query."""
+    return {
+        "documents": report["documents"], "index_build_s": report["index_build_seconds"],
+        "min_speedup": report["min_speedup"],
+        "queries": {q["name"]: {"speedup": q["speedup"], "indexed_median_ms": q["indexed"]["median_ms"],
+                                "indexed_p95_ms": q["indexed"]["p95_ms"],
+                                "collscan_median_ms": q["collscan"]["median_ms"],
+                                "pandas_median_ms": q["pandas"]["median_ms"] if q["pandas"] else None,
+                                "plan": f"{q['indexed']['stage']} {q['indexed']['index']}",
+                                "rows": q["rows"]}
+                    for q in report["queries"]},
+    }
+
+
+def _run_index_benchmarks(out: dict, benchmark: list, mongo: MongoResource, instance: dg.DagsterInstance,
+                          repeats: int, scan_repeats: int):
+    """The benchmark asset and its check, after the chain; adds its outcome to `out`."""
+    bench = dg.materialize(benchmark, resources={"mongo": mongo}, instance=instance, raise_on_error=False, run_config={
+        "ops": {"index_benchmarks": {"config": {"repeats": repeats, "scan_repeats": scan_repeats}}}})
+    out["success"] = out["success"] and bench.success
+    out["failures"] += _failures(bench)
+    out["checks"] |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}
+    if any(e.asset_key.to_user_string() == "index_benchmarks" for e in bench.get_asset_materialization_events()):
+        out["index_benchmarks"] = _index_figures(bench.output_for_node("index_benchmarks"))
+    return bench
+
+
+def _summarize(out: dict, steps: dict[str, dict], definitions: list) -> None:
+    """Steps per asset, the chain's seconds, and the peaks of the pipeline process and the server."""
+    assets = [k.to_user_string() for a in definitions if isinstance(a, dg.AssetsDefinition) for k in a.keys]
+    out["steps"] = steps
+    out["per_asset"] = _per_asset(steps, assets)
+    # the chain proper; the benchmark asset is measurement, not pipeline
+    out["pipeline_s"] = round(sum(v["asset_s"] + v["checks_s"] for k, v in out["per_asset"].items()
+                                  if k != "index_benchmarks"), 2)
+    out["peak_rss_mb"] = max((v["peak_rss_mb"] for v in out["per_asset"].values()), default=0)
+    out["server_peak_rss_mb"] = max((v["server_peak_rss_mb"] for v in out["per_asset"].values()), default=0)
+    out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
 def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int, chain_only: bool = False) -> dict:
     """The chain, then the insert_many ceiling (on the server as the load left it, before the
     benchmark's collection scans grow the server's heap), then the index benchmarks."""
-    import dagster as dg
-
-    from healthcare_assets.resources.mongo import MongoResource
-
     mongo = MongoResource(database=database)
     mongo.client()  # starts nothing new: the parent's server answers for this data directory
     sampler = RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
@@ -157,66 +292,304 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
     result = dg.materialize(chain, resources={"mongo": mongo}, instance=instance,
                             run_config={"ops": {"raw_csv": {"config": {"source": csv}}}}, raise_on_error=False)
     chain_s = time.perf_counter() - started
-    steps = _steps(result, instance, sampler)
+    steps = _steps(result.run_id, instance, sampler)
     out = {"size": size, "csv": csv, "database": database, "success": result.success,
            "checks": {e.check_name: e.passed for e in result.get_asset_check_evaluations()},
            "pipeline_run_s": round(chain_s, 2), "failures": _failures(result)}
-    loaded = any(e.asset_key.to_user_string() == "mongo_hospitalizations" for e in result.get_asset_materialization_events())
-    if loaded:  # a later stage failing (the view, ...) does not void the load's figures
-        load = result.output_for_node("mongo_hospitalizations")
-        load_s = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                      if e.asset_key.to_user_string() == "mongo_hospitalizations")["load_seconds"].value
-        out["load"] = {"documents": load["documents_inserted"], "load_s": load_s, "rows_in": load["rows_in"],
-                       "docs_per_s": round(load["documents_inserted"] / load_s) if load_s else None}
+    load = _load_figures(result)  # a later stage failing (the view, ...) does not void the load's figures
+    if load:
+        out["load"] = load
+    if load and not chain_only:  # --chain-only: the chain alone, it is what must scale
+        cleaned_path = result.output_for_node("mongo_hospitalizations")["cleaned_path"]
         source = result.output_for_node("cleaned_frame").source.as_metadata()
-    if loaded and not chain_only:  # the largest sizes: the chain alone, it is what must scale
-        out["ceiling"] = measure_ceiling(mongo.db(), load["cleaned_path"], source)
-        out["load"]["ratio_to_bare_insert_many"] = round(out["load"]["docs_per_s"] / out["ceiling"]["bare_docs_per_s"], 3)
-        out["load"]["ratio_to_validated_insert_many"] = round(
-            out["load"]["docs_per_s"] / out["ceiling"]["validated_docs_per_s"], 3)
-        bench = dg.materialize(benchmark, resources={"mongo": mongo}, instance=instance, raise_on_error=False, run_config={
-            "ops": {"index_benchmarks": {"config": {"repeats": repeats, "scan_repeats": scan_repeats}}}})
-        out["success"] = result.success and bench.success
-        out["failures"] += _failures(bench)
-        out["checks"] |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}
-        steps |= _steps(bench, instance, sampler)
-        if any(e.asset_key.to_user_string() == "index_benchmarks" for e in bench.get_asset_materialization_events()):
-            report = bench.output_for_node("index_benchmarks")
-            out["index_benchmarks"] = {
-                "documents": report["documents"], "index_build_s": report["index_build_seconds"],
-                "min_speedup": report["min_speedup"],
-                "queries": {q["name"]: {"speedup": q["speedup"], "indexed_median_ms": q["indexed"]["median_ms"],
-                                        "indexed_p95_ms": q["indexed"]["p95_ms"],
-                                        "collscan_median_ms": q["collscan"]["median_ms"],
-                                        "pandas_median_ms": q["pandas"]["median_ms"] if q["pandas"] else None,
-                                        "plan": f"{q['indexed']['stage']} {q['indexed']['index']}",
-                                        "rows": q["rows"]}
-                            for q in report["queries"]},
-            }
+        out["ceiling"] = measure_ceiling(mongo.db(), cleaned_path, source)
+        out["load"] |= _load_ratios(load, out["ceiling"])
+        bench = _run_index_benchmarks(out, benchmark, mongo, instance, repeats, scan_repeats)
+        steps |= _steps(bench.run_id, instance, sampler)
     sampler.done.set()
-    assets = [k.to_user_string() for a in chain + benchmark if isinstance(a, dg.AssetsDefinition) for k in a.keys]
-    out["steps"] = steps
-    out["per_asset"] = _per_asset(steps, assets)
-    # the chain proper; the benchmark asset is measurement, not pipeline
-    out["pipeline_s"] = round(sum(v["asset_s"] + v["checks_s"] for k, v in out["per_asset"].items()
-                                  if k != "index_benchmarks"), 2)
-    out["peak_rss_mb"] = max((v["peak_rss_mb"] for v in out["per_asset"].values()), default=0)
-    out["server_peak_rss_mb"] = max((v["server_peak_rss_mb"] for v in out["per_asset"].values()), default=0)
-    out["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    _summarize(out, steps, chain + benchmark)
     return out
+
+
+# ---- whole processes: drops through the CLI, the client's approach ---------------------------
+
+@dataclass
+class Processes:
+    """Starts whole processes as a user does: `dagster` on a DAGSTER_HOME of the bench's own
+    (SQLite, no telemetry) and the client's script, all on the bench's embedded server. They run
+    in the temporary directory (no .env there for Dagster to pick up), output to a log each."""
+
+    work: Path
+    env: dict[str, str]
+    home: Path
+
+    @classmethod
+    def prepare(cls, work: Path, env: dict[str, str]) -> Processes:
+        home = work / "dagster_home"
+        home.mkdir(exist_ok=True)
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # The storage is created now: two runs that both find it missing race to create it.
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_pool_limits()
+        own = {k: v for k, v in env.items() if not k.startswith("DAGSTER_")}  # no other module, workspace
+        return cls(work, {**own, "DAGSTER_HOME": str(home)}, home)
+
+    def run(self, command: list[str], log: str, **env: str) -> tuple[float, bool]:
+        """Wall seconds from start to exit, and whether it exited 0; its output is in `log`.log."""
+        started = time.perf_counter()
+        with open(self.work / f"{log}.log", "w") as out:
+            try:
+                code = subprocess.run(command, env={**self.env, **env}, cwd=self.work, stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=PROCESS_TIMEOUT_S, check=False).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        return round(time.perf_counter() - started, 2), code == 0
+
+    def db(self, name: str) -> Database:
+        return connect(embedded_mongo.client_uri(self.work))[name]
+
+    def drop_databases(self, name: str) -> None:
+        """A database and its companions (analytics, doctor app, audit)."""
+        for database in databases(name).values():
+            self.db(database).client.drop_database(database)
+
+    def drop_record(self, drop: str) -> tuple[dict[str, float], dict]:
+        """The seconds of each step of the drop's run and its load's metadata, from its event log."""
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={DROP_TAG: drop}), limit=1)
+            if not runs:
+                return {}, {}
+            windows = _step_windows(instance, runs[0].run_id)
+            load = next((e.asset_materialization.metadata for e in instance.all_logs(
+                runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                if e.asset_materialization.asset_key == dg.AssetKey("mongo_hospitalizations")), {})
+        return ({key: round(end - start, 2) for key, (start, end) in windows.items()},
+                {k: v.value for k, v in load.items()})
+
+
+@dataclass
+class DropRun:
+    """One file through s3_csv_drop_job (every asset and check but index_benchmarks and the
+    whole-collection audit), in a `dagster job execute` process of its own."""
+
+    name: str
+    csv: str
+    rows: int
+    database: str
+    documents_before: int = 0
+    indexes_before: int = 0
+    seconds: float | None = None  # the whole process, start to exit
+    exited_ok: bool = False
+    steps: dict[str, float] = field(default_factory=dict)
+    outside_steps_s: float | None = None  # the process's start, imports, Dagster's own work
+    loaded_own_file: bool = False  # the run's load recorded this file's SHA-256, not another's
+    rows_loaded: int | None = None  # as the run's load recorded it
+    documents_with_file: int = 0  # documents carrying this file's SHA-256 afterwards
+
+    @property
+    def success(self) -> bool:
+        """Exited 0, and every row the run says it loaded from this very file is there."""
+        return self.exited_ok and self.loaded_own_file and self.documents_with_file == self.rows_loaded
+
+    def run(self, processes: Processes) -> DropRun:
+        from healthcare_assets.sensors import s3_csv_drop_job
+
+        collection = processes.db(self.database)[MongoResource(database=self.database).collection]
+        self.documents_before = collection.estimated_document_count()
+        self.indexes_before = len(collection.index_information()) if self.documents_before else 0
+        config = processes.work / f"drop_{self.name}.json"  # JSON is YAML: `-c` takes it as run config
+        config.write_text(json.dumps({"ops": {"raw_csv": {"config": {"source": self.csv}}}}))
+        command = [DAGSTER, "job", "execute", "-m", DEFINITIONS, "-j", s3_csv_drop_job.name, "-c", str(config),
+                   "--tags", json.dumps({DROP_TAG: self.name})]
+        self.seconds, self.exited_ok = processes.run(command, f"drop_{self.name}", MONGODB_DATABASE=self.database)
+        self.steps, load = processes.drop_record(self.name)
+        self.outside_steps_s = round(self.seconds - sum(self.steps.values()), 2)
+        sha = hashlib.sha256(Path(self.csv).read_bytes()).hexdigest()
+        self.loaded_own_file = load.get("source_sha256") == sha
+        self.rows_loaded = load.get("rows_loaded")
+        self.documents_with_file = collection.count_documents({"metadata.sources": sha})
+        return self
+
+
+@dataclass
+class DropScaling:
+    """The same new 1,000-row file dropped into an empty collection and into the large one."""
+
+    empty: DropRun
+    big: DropRun
+    ratio: float | None = field(init=False)
+
+    def __post_init__(self):
+        self.ratio = _ratio(self.big.seconds, self.empty.seconds, 2) if self.success else None
+
+    @property
+    def success(self) -> bool:
+        return self.empty.success and self.big.success
+
+    def targets(self) -> list[Target]:
+        documents = f"{self.big.documents_before:,} documents"
+        return [Target.at_most(f"drop of {self.empty.rows:,} rows: into {documents} / into empty <= {DROP_GROWTH_MAX}",
+                               self.ratio, DROP_GROWTH_MAX),
+                *(Target.at_most(f"drop of {r.rows:,} rows into {label}, whole process <= {DROP_S_MAX} s",
+                                 r.seconds if r.success else None, DROP_S_MAX)
+                  for r, label in ((self.empty, "an empty collection"), (self.big, documents)))]
+
+
+def measure_drop_scaling(processes: Processes, big_database: str) -> DropScaling:
+    csv = _generated(DROP_ROWS, DROP_SEED, processes.work)
+    processes.drop_databases("bench_drop_empty")  # empty it is, whatever ran before
+    empty = DropRun("into_empty", csv, DROP_ROWS, "bench_drop_empty").run(processes)
+    big = DropRun("into_big", csv, DROP_ROWS, big_database).run(processes)
+    return DropScaling(empty, big)
+
+
+def _canonical(documents) -> list[str]:
+    """Documents as sorted canonical JSON without `_id`: two collections hold the same documents,
+    as many times each, exactly when these lists are equal."""
+    return sorted(json_util.dumps({k: v for k, v in d.items() if k != "_id"}, sort_keys=True) for d in documents)
+
+
+@dataclass
+class ConcurrentDrops:
+    """Two drops started at the same moment into one database, and the analysts' copy after them."""
+
+    runs: list[DropRun]
+    copy_documents: int
+    view_documents: int
+    copy_equals_view: bool
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.runs)
+
+    def targets(self) -> list[Target]:
+        sizes = " and ".join(f"{r.rows:,}" for r in self.runs)
+        return [Target(f"two drops at once ({sizes} rows): both succeed, each loads its own file",
+                       "yes" if self.success else "no", self.success),
+                Target("after them, the analysts' copy equals the view (documents: copy/view)",
+                       f"{self.copy_documents:,}/{self.view_documents:,}", self.copy_equals_view and self.view_documents > 0)]
+
+
+def measure_concurrent_drops(processes: Processes, database: str) -> ConcurrentDrops:
+    runs = [DropRun(f"concurrent_{rows}", _generated(rows, seed, processes.work), rows, database)
+            for rows, seed in CONCURRENT_DROPS]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        list(pool.map(lambda drop: drop.run(processes), runs))
+    db = processes.db(database)
+    copy = _canonical(db.client[databases(database)["analytics"]][privacy.COPY_COLLECTION].find({}))
+    view = _canonical(db[privacy.VIEW_NAME].find({}))
+    return ConcurrentDrops(runs, len(copy), len(view), copy == view)
+
+
+@dataclass
+class PeerComparison:
+    """The gated chain up to a loaded collection against the client's ungated script: whole
+    processes, same CSV, same server, alternating, median of each."""
+
+    csv: str
+    ours_s: list[float]
+    theirs_s: list[float]
+    failures: list[str]
+    ours_median_s: float | None = field(init=False)
+    theirs_median_s: float | None = field(init=False)
+    ratio: float | None = field(init=False)
+
+    def __post_init__(self):
+        self.ours_median_s = statistics.median(self.ours_s) if self.ours_s else None
+        self.theirs_median_s = statistics.median(self.theirs_s) if self.theirs_s else None
+        self.ratio = _ratio(self.ours_median_s, self.theirs_median_s, 2) if self.success else None
+
+    @property
+    def success(self) -> bool:
+        return not self.failures
+
+    def targets(self) -> list[Target]:
+        return [Target.at_most(f"gated chain to a loaded collection / client's approach <= {PEER_RATIO_MAX} "
+                               f"(median of {len(self.ours_s)})", self.ratio, PEER_RATIO_MAX)]
+
+
+def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPEATS) -> PeerComparison:
+    """Ours: `dagster asset materialize --select '*mongo_hospitalizations'` into a fresh database
+    each time. Theirs: client_approach.py, which drops and refills baseline_db itself."""
+    uri = embedded_mongo.client_uri(processes.work)  # with credentials: the script is a plain client
+    ours, theirs, failures = [], [], []
+    for i in range(repeats):
+        database = f"bench_gated_{i}"
+        seconds, ok = processes.run([DAGSTER, "asset", "materialize", "-m", DEFINITIONS, "--select",
+                                     "*mongo_hospitalizations"], f"gated_{i}",
+                                    MONGODB_DATABASE=database, HEALTHCARE_SOURCE_CSV=csv)
+        ours.append(seconds)
+        failures += [] if ok else [f"gated chain, repeat {i + 1}: see gated_{i}.log"]
+        seconds, ok = processes.run([sys.executable, str(CLIENT_APPROACH), csv, uri], f"client_{i}")
+        theirs.append(seconds)
+        failures += [] if ok else [f"client's approach, repeat {i + 1}: see client_{i}.log"]
+        processes.drop_databases(database)  # every repeat starts from the same server state
+    processes.db("baseline_db").client.drop_database("baseline_db")
+    return PeerComparison(csv, ours, theirs, failures)
+
+
+@dataclass
+class ProcessFigures:
+    """What the whole processes measured; None where the sizes needed did not run."""
+
+    drop_scaling: DropScaling | None = None
+    concurrent_drops: ConcurrentDrops | None = None
+    client_comparison: PeerComparison | None = None
+
+    def parts(self) -> list:
+        return [p for p in (self.drop_scaling, self.concurrent_drops, self.client_comparison) if p]
+
+    def targets(self) -> list[Target]:
+        return [t for part in self.parts() for t in part.targets()]
+
+    @property
+    def success(self) -> bool:
+        return all(part.success for part in self.parts())
+
+
+def run_processes(results: dict[int, dict], args, processes: Processes) -> ProcessFigures:
+    """The whole-process figures the sizes that ran allow: the drops need their databases loaded,
+    the comparison with the client needs the committed export."""
+    figures = ProcessFigures()
+    loaded = {size for size, r in results.items() if "load" in r}
+    if COMMITTED_ROWS in results:
+        if CLIENT_APPROACH.exists():
+            print("the gated chain and the client's approach, alternating ...", flush=True)
+            figures.client_comparison = compare_with_client(processes, _export_for(COMMITTED_ROWS, processes.work)[0])
+        else:
+            print(f"no {CLIENT_APPROACH}: the comparison with the client's approach is left out")
+    if args.big_size in loaded:
+        print(f"a {DROP_ROWS:,}-row drop into an empty collection and into {args.big_size:,} rows ...", flush=True)
+        figures.drop_scaling = measure_drop_scaling(processes, _database(args.big_size))
+    if COMMITTED_ROWS in loaded:
+        print(f"two drops at once into {COMMITTED_ROWS:,} rows ...", flush=True)
+        figures.concurrent_drops = measure_concurrent_drops(processes, _database(COMMITTED_ROWS))
+    return figures
 
 
 # ---- parent: sizes, processes, memory, the report -------------------------------------------
 
+def _generated(rows: int, seed: int, folder: Path) -> str:
+    from healthcare_assets.generate import generate_csv
+
+    path = folder / f"generated_{rows}_{seed}.csv"
+    if not path.exists():
+        generate_csv(rows=rows, seed=seed, out=path)
+    return str(path)
+
+
 def _export_for(size: int, folder: Path) -> tuple[str, float]:
     if size == COMMITTED_ROWS:
         return str(REPO / "data" / "healthcare_dataset.csv"), 0.0
-    from healthcare_assets.generate import generate_csv
-
-    path = folder / f"generated_{size}.csv"
     started = time.perf_counter()
-    generate_csv(rows=size, seed=SEED, out=path)
-    return str(path), round(time.perf_counter() - started, 2)
+    path = _generated(size, SEED, folder)
+    return path, round(time.perf_counter() - started, 2)
+
+
+def _database(size: int) -> str:
+    return f"bench_{size}"
 
 
 def _rss_mb(pid: int) -> float:
@@ -233,7 +606,8 @@ def scan_repeats_for(size: int, args) -> int:
 def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     """One size in its own process, so its peak memory is its own; the child prints one JSON line."""
     command = [sys.executable, "-m", "healthcare_assets.bench", "--one", str(size), "--csv", csv,
-               "--database", f"bench_{size}", "--repeats", str(args.repeats), "--scan-repeats", str(scan_repeats_for(size, args))]
+               "--database", _database(size), "--repeats", str(args.repeats),
+               "--scan-repeats", str(scan_repeats_for(size, args))]
     command += ["--chain-only"] if args.chain_only else []
     started = time.perf_counter()
     with open(log, "w") as err:  # Dagster's event log goes here
@@ -244,36 +618,64 @@ def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     return {**json.loads(lines[-1]), "process_s": round(time.perf_counter() - started, 2)}
 
 
-def evaluate(results: dict[int, dict]) -> list[dict]:
-    """The issue's targets, each with the measured figure; only for the sizes that ran."""
-    targets = []
-    for size, r in results.items():
-        if "ceiling" in r:
-            targets.append({"target": f"load / bare insert_many >= {LOAD_RATIO_MIN} ({size:,} rows)",
-                            "measured": r["load"]["ratio_to_bare_insert_many"],
-                            "met": r["load"]["ratio_to_bare_insert_many"] >= LOAD_RATIO_MIN})
-    small = results.get(COMMITTED_ROWS)
+def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:
+    """Each size's chain, ceiling and index benchmarks, one child process per size."""
+    results: dict[int, dict] = {}
+    for size in sizes:
+        csv, generate_s = _export_for(size, work)
+        print(f"{size:,} rows: {csv}" + (f" (generated in {generate_s} s)" if generate_s else ""), flush=True)
+        r = results[size] = {**run_child(size, csv, args, env, work / f"bench_{size}.log"), "generate_s": generate_s}
+        print(f"  done in {r['process_s']:.0f} s, success={r['success']}, peak RSS {r['peak_rss_mb']:.0f} MB"
+              + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}, "
+                                         f"failed steps: {r['failures']}"),
+              flush=True)
+        for suffix in ("json", "png"):
+            produced = work / "reports" / f"index_benchmarks.{suffix}"
+            if produced.exists():
+                (report_dir / "bench").mkdir(parents=True, exist_ok=True)
+                shutil.copy(produced, report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
+    return results
+
+
+def _memory_targets(results: dict[int, dict]) -> list[Target]:
+    small, targets = results.get(COMMITTED_ROWS), []
     for size, big in results.items():
         if size < 1_000_000:
             continue
-        targets.append({"target": f"peak RSS at {size:,} rows < {RSS_MAX_MB} MB",
-                        "measured": big["peak_rss_mb"], "met": big["peak_rss_mb"] < RSS_MAX_MB})
+        targets.append(Target.below(f"peak RSS at {size:,} rows < {RSS_MAX_MB} MB", big["peak_rss_mb"], RSS_MAX_MB))
+        if size >= HUGE_ROWS:
+            targets.append(Target.below(f"peak RSS of the pipeline process at {size:,} rows < {HUGE_RSS_MAX_MB} MB",
+                                        big["peak_rss_mb"], HUGE_RSS_MAX_MB))
+            targets.append(Target.below(f"peak RSS of the embedded server at {size:,} rows < {HUGE_SERVER_RSS_MAX_MB} MB",
+                                        big["server_peak_rss_mb"], HUGE_SERVER_RSS_MAX_MB))
         if small:
-            growth = round(big["peak_rss_mb"] / small["peak_rss_mb"], 2)
-            targets.append({"target": f"peak RSS {size:,} / 55,500 rows <= {RSS_GROWTH_MAX}", "measured": growth,
-                            "met": growth <= RSS_GROWTH_MAX})
-            wall = round(big["pipeline_s"] / small["pipeline_s"], 2)
+            targets.append(Target.at_most(f"peak RSS {size:,} / 55,500 rows <= {RSS_GROWTH_MAX}",
+                                          _ratio(big["peak_rss_mb"], small["peak_rss_mb"], 2), RSS_GROWTH_MAX))
             limit = WALL_GROWTH_MAX * size / 1_000_000
-            targets.append({"target": f"pipeline wall time {size:,} / 55,500 rows <= {limit:g}", "measured": wall,
-                            "met": wall <= limit})
-    if small and "index_benchmarks" in small:
-        for name, q in small["index_benchmarks"]["queries"].items():
-            targets.append({"target": f"{name}: index >= {SPEEDUP_MIN}x its COLLSCAN (committed data)",
-                            "measured": q["speedup"], "met": (q["speedup"] or 0) >= SPEEDUP_MIN})
+            targets.append(Target.at_most(f"pipeline wall time {size:,} / 55,500 rows <= {limit:g}",
+                                          _ratio(big["pipeline_s"], small["pipeline_s"], 2), limit))
     return targets
 
 
-def print_report(results: dict[int, dict], targets: list[dict]) -> None:
+def evaluate(results: dict[int, dict]) -> list[Target]:
+    """The targets on each size's figures, each with the measured figure; only for the sizes that ran."""
+    targets = []
+    for size, r in results.items():
+        if "ceiling" in r:
+            targets.append(Target.at_least(f"load's insert phase / bare insert_many >= {LOAD_RATIO_MIN} ({size:,} rows)",
+                                           r["load"]["insert_ratio_to_bare_insert_many"], LOAD_RATIO_MIN))
+            targets.append(Target.at_least(f"whole load step (index builds in) / bare insert_many >= {LOAD_RATIO_MIN} "
+                                           f"({size:,} rows)", r["load"]["ratio_to_bare_insert_many"], LOAD_RATIO_MIN))
+    targets += _memory_targets(results)
+    small = results.get(COMMITTED_ROWS)
+    if small and "index_benchmarks" in small:
+        for name, q in small["index_benchmarks"]["queries"].items():
+            targets.append(Target.at_least(f"{name}: index >= {SPEEDUP_MIN}x its COLLSCAN (committed data)",
+                                           q["speedup"], SPEEDUP_MIN))
+    return targets
+
+
+def print_sizes(results: dict[int, dict]) -> None:
     sizes = list(results)
 
     def row(label, value):
@@ -291,11 +693,14 @@ def print_report(results: dict[int, dict], targets: list[dict]) -> None:
         row(asset, lambda r, a=asset: (f"{r['per_asset'][a]['asset_s']:.1f}+{r['per_asset'][a]['checks_s']:.1f}s "
                                        f"{r['per_asset'][a]['peak_rss_mb']:,.0f}/{r['per_asset'][a]['server_peak_rss_mb']:,.0f}"))
     row("pipeline s (w/o index_benchmarks)", lambda r: f"{r['pipeline_s']:.1f}")
+    row("load s: insert + index builds", lambda r: f"{r['load']['insert_s']:.1f}+{r['load']['index_build_s']:.1f}")
     row("load docs/s", lambda r: f"{r['load']['docs_per_s']:,}")
+    row("load's insert phase docs/s", lambda r: f"{r['load']['insert_docs_per_s']:,}")
     row("bare insert_many docs/s", lambda r: f"{r['ceiling']['bare_docs_per_s']:,}")
     row("insert_many like the load's coll", lambda r: f"{r['ceiling']['validated_docs_per_s']:,}")
     row("building the documents docs/s", lambda r: f"{r['ceiling']['build_docs_per_s']:,}")
     row("load / bare insert_many", lambda r: f"{r['load']['ratio_to_bare_insert_many']:.2f}")
+    row("load's insert phase / bare", lambda r: f"{r['load']['insert_ratio_to_bare_insert_many']:.2f}")
     row("load / insert_many like the load's", lambda r: f"{r['load']['ratio_to_validated_insert_many']:.2f}")
     row("peak RSS MB, pipeline process", lambda r: f"{r['peak_rss_mb']:,.0f}")
     row("peak RSS MB, embedded server", lambda r: f"{r['server_peak_rss_mb']:,.0f}")
@@ -305,28 +710,81 @@ def print_report(results: dict[int, dict], targets: list[dict]) -> None:
     for name in names:
         row(name, lambda r, n=name: (f"{r['index_benchmarks']['queries'][n]['speedup']}x "
                                      f"{r['index_benchmarks']['queries'][n]['indexed_median_ms']:,.0f}ms"))
-    print("\n== targets (issue 5) ==")
+
+
+def _print_drops(runs: list[DropRun]) -> None:
+    """Each drop's whole process, what it loaded, then its steps side by side."""
+    def row(label: str, cells) -> None:
+        print(f"{label:48}" + "".join(f"{c:>22}" for c in cells))
+
+    row("", (r.name for r in runs))
+    row("documents / indexes before", (f"{r.documents_before:,} / {r.indexes_before}" for r in runs))
+    row("whole process s (exit 0)", (f"{r.seconds:.1f} ({'yes' if r.exited_ok else 'NO'})" for r in runs))
+    row("its file's rows loaded / documents with it", (f"{r.rows_loaded}/{r.documents_with_file:,}" for r in runs))
+    row("loaded its own file", ("yes" if r.loaded_own_file else "NO: another" for r in runs))
+    row("  outside the steps s", (f"{r.outside_steps_s:.1f}" for r in runs))
+    for step in dict.fromkeys(s for r in runs for s in r.steps):
+        row(f"  {step}", (r.steps.get(step, "-") for r in runs))
+
+
+def print_processes(figures: ProcessFigures) -> None:
+    if figures.drop_scaling:
+        print("\n== a new 1,000-row file through s3_csv_drop_job (`dagster job execute`), empty vs large ==")
+        _print_drops([figures.drop_scaling.empty, figures.drop_scaling.big])
+        print(f"{'large / empty':48}{figures.drop_scaling.ratio!s:>22}")
+    if figures.concurrent_drops:
+        both = figures.concurrent_drops
+        print("\n== two drops started at the same moment, into one database ==")
+        _print_drops(both.runs)
+        print(f"analysts' copy {both.copy_documents:,} documents, view {both.view_documents:,}, "
+              f"equal: {'yes' if both.copy_equals_view else 'NO'}")
+    if figures.client_comparison:
+        peer = figures.client_comparison
+        print("\n== to a loaded collection, whole processes: the gated chain vs the client's approach ==")
+        print(f"gated chain (dagster asset materialize)  median {peer.ours_median_s} s of {peer.ours_s}")
+        print(f"client's approach (client_approach.py)   median {peer.theirs_median_s} s of {peer.theirs_s}")
+        print(f"ratio {peer.ratio}" + (f"; failed: {peer.failures}" if peer.failures else ""))
+
+
+def print_targets(targets: list[Target]) -> None:
+    print("\n== targets ==")
     for t in targets:
-        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']:62} {t['measured']}")
+        print(f"{'met ' if t.met else 'MISS'}  {t.target:78} {t.measured}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="healthcare_assets.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=f"{COMMITTED_ROWS},1000000",
+    parser.add_argument("--sizes", default=f"{COMMITTED_ROWS},{BIG_ROWS}",
                         help="comma-separated row counts; 55500 is the committed export, others are generated")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per query with its index")
     parser.add_argument("--scan-repeats", type=int,
                         help="timed runs per query forced to a COLLSCAN and per pandas scan "
                              "(default 3, and 1 from 1,000,000 rows where one scan takes ~25 s)")
     parser.add_argument("--chain-only", action="store_true",
-                        help="only the chain: no insert_many ceiling, no index benchmarks (for 5,000,000 rows)")
+                        help="only the chain: no insert_many ceiling, no index benchmarks")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    # the size whose collection a 1,000-row drop is compared in (a smaller one to try the bench out)
+    parser.add_argument("--big-size", type=int, default=BIG_ROWS, help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--csv", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def write_report(path: Path, args, results: dict[int, dict], figures: ProcessFigures, targets: list[Target]) -> None:
+    report = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats_for(size, args) for size in results},
+              "sizes": {str(k): v for k, v in results.items()}, "processes": asdict(figures),
+              "targets": [asdict(t) for t in targets]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     if args.one:
         print(json.dumps(run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats, args.chain_only)),
               flush=True)
@@ -336,46 +794,27 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = settings.reports_dir()  # the caller's, before the temporary one takes over
     work = Path(tempfile.mkdtemp(prefix="healthcare-bench-"))
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work)}
-    env.pop("MONGODB_URI", None)  # always the fresh embedded server
-    env.pop("HEALTHCARE_SOURCE_CSV", None)
+    for name in ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HEALTHCARE_SOURCE_CSV"):
+        env.pop(name, None)  # always the fresh embedded server, the bench's own databases and files
     results: dict[int, dict] = {}
-    failed = True
+    figures, failed = ProcessFigures(), True
     try:
-        uri = embedded_mongo.ensure_running(work)
-        print(f"embedded server {uri}, data in {work}")
-        for size in sizes:
-            csv, generate_s = _export_for(size, work)
-            print(f"{size:,} rows: {csv}" + (f" (generated in {generate_s} s)" if generate_s else ""), flush=True)
-            results[size] = run_child(size, csv, args, env, work / f"bench_{size}.log")
-            results[size]["generate_s"] = generate_s
-            r = results[size]
-            print(f"  done in {r['process_s']:.0f} s, success={r['success']}, peak RSS {r['peak_rss_mb']:.0f} MB"
-                  + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}, "
-                                             f"failed steps: {r['failures']}"),
-                  flush=True)
-            bench_reports = work / "reports"
-            for suffix in ("json", "png"):
-                if (bench_reports / f"index_benchmarks.{suffix}").exists():
-                    (report_dir / "bench").mkdir(parents=True, exist_ok=True)
-                    shutil.copy(bench_reports / f"index_benchmarks.{suffix}",
-                                report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
-        failed = not all(r["success"] for r in results.values())
+        print(f"embedded server {embedded_mongo.ensure_running(work)}, data in {work}")
+        results = run_sizes(sizes, args, env, work, report_dir)
+        figures = run_processes(results, args, Processes.prepare(work, env))
+        failed = not all(r["success"] for r in results.values()) or not figures.success
     finally:
         embedded_mongo.stop(work)
         if failed:
-            print(f"kept {work} (the child's Dagster log is bench_<size>.log there)")
+            print(f"kept {work} (the child's Dagster log is bench_<size>.log there, each process's <name>.log)")
         elif not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    targets = evaluate(results)
-    print_report(results, targets)
-    report = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
-              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats_for(size, args) for size in sizes},
-              "sizes": {str(k): v for k, v in results.items()}, "targets": targets}
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "bench.json").write_text(json.dumps(report, indent=2))
+    targets = evaluate(results) + figures.targets()
+    print_sizes(results)
+    print_processes(figures)
+    print_targets(targets)
+    write_report(report_dir / "bench.json", args, results, figures, targets)
     print(f"\nreport: {report_dir / 'bench.json'}" + (f"; data kept in {work}" if args.keep else ""))
     return 0
 

@@ -5,6 +5,7 @@ import dagster as dg
 from healthcare_assets.defs import anonymize, benchmark, clean, ingest, load, provisioning, quality
 from healthcare_assets.defs.collection_audit import collection_audit_job, collection_audit_schedule
 from healthcare_assets.resources.mongo import mongo_resource_from_env
+from healthcare_assets.resources.outputs import RunScopedOutputs
 from healthcare_assets.resources.s3 import s3_resource_from_env
 from healthcare_assets.sensors import s3_csv_drop_job, s3_csv_drop_sensor
 
@@ -16,7 +17,7 @@ defs = dg.Definitions(
     jobs=[provisioning.provision_access, s3_csv_drop_job, collection_audit_job],
     schedules=[collection_audit_schedule],
     sensors=[s3_csv_drop_sensor],
-    resources={"mongo": mongo_resource_from_env(), "s3": s3_resource_from_env()},
+    resources={"mongo": mongo_resource_from_env(), "s3": s3_resource_from_env(), "io_manager": RunScopedOutputs()},
     # One process per run, not per step: a drop's steps are short, and a process per step cost
     # more than the steps themselves (Dagster's and pandas' imports, each time).
     executor=dg.in_process_executor,

@@ -142,10 +142,14 @@ def _projection() -> list[dict]:
     }}]
 
 
+def released_fields(candidate: dict) -> dict:
+    """What a candidate from _projection() releases: the view's fields."""
+    return {f: candidate[f] for f in privacy.VIEW_FIELDS if f in candidate}
+
+
 def released(candidate: dict, key: bytes) -> dict:
-    """The analysts' copy's document for a candidate from _projection()."""
-    return {"_id": privacy.release_id(candidate["_id"], key),
-            **{f: candidate[f] for f in privacy.VIEW_FIELDS if f in candidate}}
+    """The analysts' copy's document for a candidate."""
+    return {"_id": privacy.release_id(candidate["_id"], key), **released_fields(candidate)}
 
 
 class AppliedSources:

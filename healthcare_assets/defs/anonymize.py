@@ -16,7 +16,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets import audit, privacy, scans
-from healthcare_assets.release import AppliedSources, Plan, Release, released
+from healthcare_assets.release import AppliedSources, Plan, Release, released_fields
 from healthcare_assets.resources.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
@@ -76,7 +76,7 @@ class Findings:
 
     def add_candidate(self, candidate: dict) -> None:
         """A stay about to be released, judged against its own source names."""
-        doc = {k: v for k, v in released(candidate, b"").items() if k != "_id"}
+        doc = released_fields(candidate)
         self.add_released(doc)
         self.add_person(candidate["_person"], candidate["_staff"], candidate.get("patient_id"), Counter(_texts(doc)))
 

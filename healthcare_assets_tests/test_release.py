@@ -3,7 +3,10 @@ leave k, checks that stop a release before anyone can read it, an interrupted op
 by the next run, and the whole-collection audit that recounts everything."""
 
 import csv
+import threading
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pytest
@@ -210,3 +213,31 @@ def test_a_copy_built_whole_by_an_earlier_version_is_rebuilt_once(mongo, export,
     assert rel.copy.count_documents({"legacy": True}) == 0
     assert_copy_equals_view(mongo)
     assert Counter(d["state"] for d in rel.ledger.find({}, {"state": 1})) == {"applied": 2, "done": 1}
+
+
+def test_two_releases_at_once_are_applied_one_after_the_other(mongo, export, tmp_path):
+    """Two runs reach the publishing step together, each with half of a group that only reaches k
+    with both halves. Under the lease the second plans after the first applied, so the group is
+    published whole; without it both would plan from the same sizes and one count would be lost."""
+    header, rows = export
+    load_only = [a for a in defs.assets if a.key.path[0] in ("raw_csv", "cleaned_frame", "quality_report",
+                                                              "mongo_hospitalizations")]
+    files = [write_rows(tmp_path / "a.csv", header, rows[:500], rare=6),
+             write_rows(tmp_path / "b.csv", header, rows[500:1000], rare=6)]
+    loads = [materialize(f, mongo, selection=load_only).output_for_node("mongo_hospitalizations") for f in files]
+    start = threading.Barrier(2)
+
+    def publish(loaded: dict) -> int:
+        rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+        start.wait()
+        with rel.lease(loaded["source_sha256"], wait_s=60) as lease:
+            plan = rel.plan_file(loaded["source_sha256"], loaded["rows_loaded"])
+            time.sleep(1)  # as long as a run's checks take: the other run is waiting, not planning
+            return rel.apply(plan, lease)
+
+    with ThreadPoolExecutor(2) as pool:
+        published = list(pool.map(publish, loads))
+    rel, copy = assert_copy_equals_view(mongo)
+    assert rel.copy.count_documents(rare_group()) == 12
+    assert sum(published) == len(copy)
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}

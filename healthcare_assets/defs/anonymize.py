@@ -16,6 +16,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets import audit, privacy, scans
+from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.release import AppliedSources, Plan, Release, released_fields
 from healthcare_assets.resources.mongo import MongoResource
 
@@ -122,8 +123,7 @@ def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.Asse
     group_name="privacy",
     kinds={"mongodb"},
     pool=RELEASE_POOL,
-    check_specs=[dg.AssetCheckSpec(name, asset="anonymized_view", blocking=True, description=text)
-                 for name, text in CHECKS.items()],
+    check_specs=check_specs("anonymized_view", CHECKS),
 )
 def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
@@ -209,8 +209,7 @@ AUDIT_CHECKS = {
 }
 
 
-@dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=anonymized_view, blocking=False, description=text)
-                             for name, text in AUDIT_CHECKS.items()])
+@dg.multi_asset_check(specs=check_specs(anonymized_view, AUDIT_CHECKS, blocking=False))
 def analysts_release_audit(mongo: MongoResource):
     """Whole-collection audit (costs the collection; scheduled, never part of a drop's run)."""
     release = Release(mongo.hospitalizations(), b"")

@@ -12,6 +12,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from healthcare_assets import audit, scans, staging
+from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import (
@@ -204,8 +205,7 @@ LOAD_CHECKS = {
 }
 
 
-@dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=mongo_hospitalizations, blocking=True, description=text)
-                             for name, text in LOAD_CHECKS.items()])
+@dg.multi_asset_check(specs=check_specs(mongo_hospitalizations, LOAD_CHECKS))
 def loaded_file_checks(mongo_hospitalizations: dict, mongo: MongoResource):
     """The three checks on this file's documents, in one pass over them (range by range over the
     file's slice of the index): their cost follows the file, not the collection."""

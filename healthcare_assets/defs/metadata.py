@@ -22,3 +22,9 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MarkdownMetadataValue:
 def counts_table(counts: dict[str, int]) -> dg.MarkdownMetadataValue:
     lines = ["| what | rows |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in counts.items()]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def check_specs(asset, descriptions: dict[str, str], blocking: bool = True) -> list[dg.AssetCheckSpec]:
+    """One check spec per name, described by what it asserts."""
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
+            for name, text in descriptions.items()]

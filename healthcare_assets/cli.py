@@ -29,6 +29,8 @@ def _mongo(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     """What a run produced and where to look, for people and for `make run`."""
+    from healthcare_assets.privacy import VIEW_NAME
+    from healthcare_assets.release import Release
     from healthcare_assets.resources.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
@@ -36,6 +38,9 @@ def _summary(args: argparse.Namespace) -> int:
     reports = settings.reports_dir()
     print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")
     print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
+    release = Release(collection, b"")
+    print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
+          f"({len(release.small_groups())} groups under k held back; view {collection.database.name}.{VIEW_NAME})")
     for path in sorted(reports.rglob("*.json")) + sorted(reports.glob("quality/index.html")):
         print(f"report        {path}")
     for path in sorted(settings.quarantine_dir().glob("*.csv")):

@@ -117,7 +117,7 @@ def _selection() -> tuple[list, list]:
 
     # what a drop runs: the scheduled whole-collection audit is not part of it
     chain = [a for a in defs.assets if index_benchmarks.key not in a.keys]
-    chain += [c for c in defs.asset_checks if c is not analysts_release_audit
+    chain += [c for c in defs.asset_checks if c.node_def.name != analysts_release_audit.node_def.name
               and all(s.asset_key != index_benchmarks.key for s in c.check_specs)]
     return chain, [index_benchmarks, every_query_uses_its_index]
 
@@ -168,11 +168,21 @@ def _failures(result) -> list[dict]:
             for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
 
 
-def _per_asset(steps: dict[str, dict], assets: list[str]) -> dict[str, dict]:
+def _owners(definitions: list) -> dict[str, str]:
+    """Step key -> the asset it belongs to: an asset's own step, or one of its checks' steps."""
+    owners = {}
+    for d in definitions:
+        asset = next(iter(d.check_specs)).asset_key if isinstance(d, dg.AssetChecksDefinition) else next(iter(d.keys))
+        owners[d.node_def.name] = asset.to_user_string()
+    return owners
+
+
+def _per_asset(steps: dict[str, dict], owners: dict[str, str]) -> dict[str, dict]:
     """Each step counted under its asset: the asset's own step, and its checks' steps."""
-    out = {a: {"asset_s": 0.0, "checks_s": 0.0, "peak_rss_mb": 0.0, "server_peak_rss_mb": 0.0} for a in assets}
+    out = {a: {"asset_s": 0.0, "checks_s": 0.0, "peak_rss_mb": 0.0, "server_peak_rss_mb": 0.0}
+           for a in dict.fromkeys(owners.values())}
     for key, step in steps.items():
-        owner = key if key in out else max((a for a in assets if key.startswith(a + "_")), key=len, default=None)
+        owner = owners.get(key)
         if owner is None:
             continue
         part = out[owner]
@@ -270,9 +280,8 @@ def _run_index_benchmarks(out: dict, benchmark: list, mongo: MongoResource, inst
 
 def _summarize(out: dict, steps: dict[str, dict], definitions: list) -> None:
     """Steps per asset, the chain's seconds, and the peaks of the pipeline process and the server."""
-    assets = [k.to_user_string() for a in definitions if isinstance(a, dg.AssetsDefinition) for k in a.keys]
     out["steps"] = steps
-    out["per_asset"] = _per_asset(steps, assets)
+    out["per_asset"] = _per_asset(steps, _owners(definitions))
     # the chain proper; the benchmark asset is measurement, not pipeline
     out["pipeline_s"] = round(sum(v["asset_s"] + v["checks_s"] for k, v in out["per_asset"].items()
                                   if k != "index_benchmarks"), 2)

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from healthcare_assets.resources import settings
 
@@ -43,9 +44,12 @@ class RunScopedOutputs(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext):
         key = context.asset_key
         try:
-            path = self._run_path(context.upstream_output.run_id, key)
-        except dg.DagsterInvariantViolationError:  # no run produced it in this run's lineage
-            path = self._newest_path(key)
+            run_id = context.upstream_output.run_id
+        except dg.DagsterInvariantViolationError:
+            run_id = None
+        # Dagster names an upstream asset that no run of this lineage produced with a placeholder
+        produced = run_id and run_id != RUN_ID_PLACEHOLDER
+        path = self._run_path(run_id, key) if produced else self._newest_path(key)
         if not path.exists():  # never another run's output in its place
             raise dg.Failure(f"the output of {key.to_user_string()} for this run is gone ({path}); "
                              "materialize it again", allow_retries=False)

@@ -159,7 +159,8 @@ class AppliedSources:
         self.ledger, self.known = ledger, {}
 
     def any(self, shas: Iterable[str]) -> bool:
-        unknown = [s for s in set(shas) if s not in self.known]
+        shas = set(shas)
+        unknown = [s for s in shas if s not in self.known]
         if unknown:
             applied = {d["_id"] for d in self.ledger.find({"_id": {"$in": unknown}, "state": "applied"}, {"_id": 1})}
             self.known.update({s: s in applied for s in unknown})

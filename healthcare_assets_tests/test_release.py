@@ -241,3 +241,16 @@ def test_two_releases_at_once_are_applied_one_after_the_other(mongo, export, tmp
     assert rel.copy.count_documents(rare_group()) == 12
     assert sum(published) == len(copy)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_a_stay_in_two_files_is_counted_once(mongo, export, tmp_path):
+    header, rows = export
+    first = write_rows(tmp_path / "a.csv", header, rows[:700], rare=8)
+    second = write_rows(tmp_path / "b.csv", header, rows[:700] + rows[700:900], rare=8)  # the first file again, and more
+    assert materialize(first, mongo).success
+    result = materialize(second, mongo)
+    assert result.success
+    assert materialized(result)["anonymized_view"]["stays_counted"] == 200
+    rel, _ = assert_copy_equals_view(mongo)
+    assert rel.groups.find_one({"_id": privacy.group_key(rare_group())})["records"] == 8  # not 16: no group reached k
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}

@@ -17,6 +17,7 @@ from healthcare_assets.definitions import defs
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.release import Lease, Release, ReleaseLockError
 from healthcare_assets_tests.conftest import check_results, materialize, materialized
+from healthcare_assets_tests.test_gdpr import cli
 
 K = privacy.K_ANONYMITY
 RARE = {"Age": "95", "Gender": "Female", "Blood Type": "AB-", "Medical Condition": "Asthma"}  # 90+ band
@@ -254,3 +255,12 @@ def test_a_stay_in_two_files_is_counted_once(mongo, export, tmp_path):
     rel, _ = assert_copy_equals_view(mongo)
     assert rel.groups.find_one({"_id": privacy.group_key(rare_group())})["records"] == 8  # not 16: no group reached k
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_summary_shows_the_analysts_copy(mongo, data_dir, export, tmp_path):
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:600], rare=K), mongo).success
+    result = cli("summary", mongo=mongo, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    copy = Release(mongo.hospitalizations(), b"").copy
+    assert f"{copy.full_name}: {copy.count_documents({}):,} documents" in result.stdout

@@ -48,10 +48,10 @@ pytest_plugins = ["healthcare_assets_tests.s3_fixtures"]  # moto_endpoint, s3_bu
 BIN = Path(sys.executable).parent  # the venv's console scripts: dagster, dagster-daemon
 MODULE = "healthcare_assets.definitions"
 JOB = "s3_csv_drop_job"
-PRELOAD_ROWS = 20_000  # a database already holding data, so the copy is not trivial to rebuild
+PRELOAD_ROWS = 8_000  # a database already holding data, so the copy is not trivial to rebuild
 # file -> (rows, seed): two disjoint exports of one size, so that both runs reach the analysts'
 # copy at about the same moment instead of one after the other
-DROPS = {"north": (4_000, 4101), "south": (4_000, 4202)}
+DROPS = {"north": (2_500, 4101), "south": (2_500, 4202)}
 # a released stay's quasi-identifiers: the fields k-anonymity counts groups by
 GROUP_FIELDS = ("age_range", "gender", "blood_type", "medical_condition")
 TEST_TAG = "healthcare_test/drop"

@@ -16,7 +16,8 @@ COPY pyproject.toml ./
 COPY healthcare_assets ./healthcare_assets
 # Versions are pinned in pyproject.toml (dagster==, dagster-postgres== in the `deploy` extra).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[deploy]"
+RUN pip install --no-cache-dir ".[deploy]" \
+ && pip install --no-cache-dir --no-deps "pycanon==1.3.6"
 
 # The instance (Postgres storage, queued runs) and the workspace (the gRPC code server).
 COPY deploy/dagster.yaml ${DAGSTER_HOME}/dagster.yaml

@@ -49,8 +49,9 @@ import psutil
 from bson import json_util
 from pymongo.database import Database
 
-from healthcare_assets import privacy
+from healthcare_assets import generalization, privacy, scans
 from healthcare_assets.access import databases
+from healthcare_assets.release import Release
 from healthcare_assets.resources import embedded_mongo, settings
 from healthcare_assets.resources.mongo import MongoResource, connect
 
@@ -241,6 +242,26 @@ def _load_figures(result) -> dict | None:
             "insert_docs_per_s": round(documents / insert_s) if insert_s else None}
 
 
+def _release_figures(result, mongo: MongoResource) -> dict | None:
+    """What analysts can read after the chain: the release's own figures, and k and l measured on
+    the copy by pycanon, independently of the release's bookkeeping. None when it did not publish."""
+    event = next((e for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == "anonymized_view"), None)
+    if event is None:
+        return None
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    copy = Release(mongo.hospitalizations(), b"").copy
+    started = time.perf_counter()
+    released = generalization.Encoder(privacy.VIEW_FIELDS)
+    for doc in scans.aggregate(copy, [{"$project": {"_id": 0}}], scans.copy_ranges(copy)):
+        released.add(doc)
+    k, l_div = generalization.independent_k_and_l(released.frame())
+    return {"released": len(released.codes[privacy.QI_FIELDS[0]]), "k_pycanon": k, "l_pycanon": l_div,
+            "judge_s": round(time.perf_counter() - started, 1),
+            **{name: metadata[name] for name in ("stays_counted", "stays_held_back", "held_back_share",
+                                                 "groups_held_back", "generalization", "uniqueness")}}
+
+
 def _load_ratios(load: dict, ceiling: dict) -> dict:
     """The load against the insert_many ceiling: the whole step (deferred index builds included),
     its insert phase alone, and the whole step against a collection configured like the load's."""
@@ -310,6 +331,9 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
     load = _load_figures(result)  # a later stage failing (the view, ...) does not void the load's figures
     if load:
         out["load"] = load
+    release = _release_figures(result, mongo)
+    if release:
+        out["release"] = release
     if load and not chain_only:  # --chain-only: the chain alone, it is what must scale
         cleaned_path = result.output_for_node("mongo_hospitalizations")["cleaned_path"]
         source = result.output_for_node("cleaned_frame").source.as_metadata()
@@ -679,6 +703,14 @@ def evaluate(results: dict[int, dict]) -> list[Target]:
             targets.append(Target.at_least(f"whole load step (index builds in) / bare insert_many >= {LOAD_RATIO_MIN} "
                                            f"({size:,} rows)", r["load"]["ratio_to_bare_insert_many"], LOAD_RATIO_MIN))
     targets += _memory_targets(results)
+    for size, r in results.items():
+        if "release" in r:
+            rel = r["release"]
+            targets.append(Target(f"the analysts' copy: k >= {privacy.K_ANONYMITY}, l >= {privacy.L_DIVERSITY} on every "
+                                  f"quasi-identifier (pycanon), held back <= {privacy.MAX_SUPPRESSED:.0%} ({size:,} rows)",
+                                  f"k {rel['k_pycanon']}, l {rel['l_pycanon']}, {rel['held_back_share']:.1%}",
+                                  rel["k_pycanon"] >= privacy.K_ANONYMITY and rel["l_pycanon"] >= privacy.L_DIVERSITY
+                                  and rel["held_back_share"] <= privacy.MAX_SUPPRESSED))
     small = results.get(COMMITTED_ROWS)
     if small and "index_benchmarks" in small:
         for name, q in small["index_benchmarks"]["queries"].items():
@@ -717,6 +749,14 @@ def print_sizes(results: dict[int, dict]) -> None:
     row("peak RSS MB, pipeline process", lambda r: f"{r['peak_rss_mb']:,.0f}")
     row("peak RSS MB, embedded server", lambda r: f"{r['server_peak_rss_mb']:,.0f}")
     row("index build s (7 indexes)", lambda r: f"{r['index_benchmarks']['index_build_s']:.1f}")
+    row("released: stays, k/l (pycanon)", lambda r: f"{r['release']['released']:,} k{r['release']['k_pycanon']} "
+                                                    f"l{r['release']['l_pycanon']}")
+    row("held back (suppressed)", lambda r: f"{r['release']['stays_held_back']:,} {r['release']['held_back_share']:.1%}")
+    for r in results.values():
+        if "release" in r:
+            print(f"\n== release of {r['size']:,} rows: generalization and uniqueness ==")
+            print("\n".join(f"  {field}: {level}" for field, level in r["release"]["generalization"].items()))
+            print(r["release"]["uniqueness"])
     names = next((list(r["index_benchmarks"]["queries"]) for r in results.values() if "index_benchmarks" in r), [])
     print("\n== index queries: speedup (COLLSCAN median / indexed median), indexed median ms ==")
     for name in names:

@@ -7,9 +7,12 @@ touches, not the collection.
 
 Bookkeeping lives in the main database, which analysts cannot read:
 
-- `release_groups`: one document per quasi-identifier group: the stays counted in it and, while
-  it is under k, which ones (source _ids, at most k - 1), so that the group can be published whole
-  the moment it reaches k.
+- `release_scheme`: the generalization levels in force (privacy's policy, chosen for the data by
+  healthcare_assets.generalization), with the stays counted and held back.
+- `release_groups`: one document per quasi-identifier group under that scheme: the stays counted
+  in it, how often each sensitive value occurs, whether it is published (at least k stays, at least
+  l values of each sensitive field) and, while it is held back, which stays (source _ids), so that
+  the group can be published whole the moment it qualifies. The view reads `published` from here.
 - `release_ledger`: one document per operation (a file's is its SHA-256): its plan while it is
   being applied, `applied` after. A stay is counted once, by the first applied operation among
   the files it came in (`metadata.sources`).
@@ -18,9 +21,15 @@ Bookkeeping lives in the main database, which analysts cannot read:
 
 An operation is planned from its own stays (nothing written), judged by the caller's checks, then
 written to the ledger and applied: documents into the copy (ids derived from the record key, so a
-repeat is a no-op), each touched group set to its planned size and members, the view re-created
-with the new list of small groups, the ledger entry marked applied. Whoever takes the lease next
-first finishes an operation that was interrupted, from its ledger plan: every step is idempotent.
+repeat is a no-op), each touched group set to its planned size, values and members, the ledger
+entry marked applied. Whoever takes the lease next first finishes an operation that was
+interrupted, from its ledger plan: every step is idempotent.
+
+The scheme is chosen again, and the release rebuilt whole, when there is none yet (the first
+release), when the stays counted have doubled since it was chosen (a finer scheme may now keep
+k and l), or when an operation would hold back more than privacy.MAX_SUPPRESSED. The rebuild costs
+the collection, but doubling makes it rare: its cost per stay, amortized, stays constant. It is
+judged like any operation before any of it is written where analysts can read.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Self
 
@@ -37,17 +47,23 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from healthcare_assets import privacy, scans
+from healthcare_assets import generalization, privacy, scans
 from healthcare_assets.access import databases
+from healthcare_assets.privacy import Scheme
 
 GROUPS = "release_groups"
 LEDGER = "release_ledger"
 LOCK = "release_lock"
+SCHEME = "release_scheme"
 REBUILD = "rebuild"  # the ledger entry of a whole-collection rebuild
+STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
+MEMBERS_KEPT = 10_000  # a held-back group with more stays is looked up in the source when published
+REPLAN_GROWTH = 2
 LEASE_S = 600  # renewed between batches; a crashed holder's lease runs out after this
 WAIT_S = 3600
 ID_BATCH = 1000  # $in lists stay short: the embedded server's $in is quadratic
 K = privacy.K_ANONYMITY
+L = privacy.L_DIVERSITY
 
 
 class ReleaseLockError(RuntimeError):
@@ -96,13 +112,47 @@ class Lease:
         self.locks.delete_one({"_id": "release", "owner": self.owner})
 
 
+@contextmanager
+def loading(db: Database, sha: str) -> Iterator[None]:
+    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its
+    stays to its own run (it would see only some of them). A load that fails stays marked, until
+    the file is loaded again."""
+    ledger = db[LEDGER]
+    ledger.update_one({"_id": sha}, {"$setOnInsert": {"kind": "publish", "state": "loading"}}, upsert=True)
+    yield
+    ledger.update_one({"_id": sha, "state": "loading"}, {"$set": {"state": "loaded"}})
+
+
+Sensitive = dict[str, dict[str, int]]  # sensitive field -> value -> stays
+
+
+def is_published(records: int, sensitive: Sensitive) -> bool:
+    """At least k stays, and at least l values of every sensitive field."""
+    return records >= K and all(diversity(sensitive, f) >= L for f in privacy.SENSITIVE)
+
+
+def diversity(sensitive: Sensitive, field: str) -> int:
+    return sum(1 for n in sensitive.get(field, {}).values() if n > 0)
+
+
+def _add(sensitive: Sensitive, counts: Sensitive, sign: int = 1) -> Sensitive:
+    out = {f: dict(values) for f, values in sensitive.items()}
+    for name, values in counts.items():
+        for value, n in values.items():
+            out.setdefault(name, {})[value] = max(out.get(name, {}).get(value, 0) + sign * n, 0)
+    return out
+
+
 @dataclass
 class GroupChange:
     key: str
     group: dict
     before: int
     after: int
-    members: list[str] | None  # the group's counted stays after the operation, while under k
+    sensitive: Sensitive  # after the operation
+    published_before: bool
+    published_after: bool
+    members: list[str] | None  # the counted stays while held back (None: published, or too many to keep)
 
 
 @dataclass
@@ -112,9 +162,11 @@ class Plan:
     documents: int = 0  # the file's documents (sizes its range pass)
     groups: list[GroupChange] = field(default_factory=list)
     earlier_members: list[str] = field(default_factory=list)  # counted before, published now
-    unpublished_members: list[str] = field(default_factory=list)  # their group fell under k
+    unpublished_members: list[str] = field(default_factory=list)  # their group no longer qualifies
     erased_patients: list[str] = field(default_factory=list)
     erased_stays: list[str] = field(default_factory=list)  # their source _ids
+    counted: int = 0  # stays in the release after the operation
+    suppressed: int = 0  # of which held back
     already_applied: bool = False
 
     @property
@@ -122,34 +174,50 @@ class Plan:
         return sum(abs(c.after - c.before) for c in self.groups)
 
     def published_groups(self) -> set[str]:
-        return {c.key for c in self.groups if c.after >= K}
+        return {c.key for c in self.groups if c.published_after}
 
     @classmethod
     def from_ledger(cls, entry: dict) -> Plan:
         fields = {k: entry[k] for k in ("op", "kind", "documents", "earlier_members", "unpublished_members",
-                                        "erased_patients", "erased_stays")}
+                                        "erased_patients", "erased_stays", "counted", "suppressed")}
         return cls(**fields, groups=[GroupChange(**g) for g in entry["groups"]])
 
 
+@dataclass
+class Rebuilt:
+    """A whole release planned from every stay present: the scheme chosen and every group."""
+
+    evaluation: generalization.Evaluation
+    schemes_tried: int
+    uniqueness_before: list[dict]
+    groups: dict[str, GroupChange]
+    files: set[str]  # whose stays it counts: marked applied with it
+    loading: set[str]  # files being loaded as it began: their runs publish them
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.evaluation.scheme
+
+
 def _projection() -> list[dict]:
-    """What a source document releases, plus what the checks and the bookkeeping need (dropped
-    before anything is written to the copy)."""
+    """A source document's exact quasi-identifiers and released sensitive fields, plus what the
+    checks and the bookkeeping need (none of it written to the copy)."""
     return [{"$project": {
-        **privacy.release_projection(), "_id": 1, "_sources": "$metadata.sources",
+        **privacy.exact_values(), "_id": 1, "_sources": "$metadata.sources",
         "_person": {"name": "$personal_info.name", "gender": "$personal_info.gender",
                     "blood_type": "$personal_info.blood_type"},
         "_staff": ["$administrative_info.doctor", "$administrative_info.hospital"],
     }}]
 
 
-def released_fields(candidate: dict) -> dict:
-    """What a candidate from _projection() releases: the view's fields."""
-    return {f: candidate[f] for f in privacy.VIEW_FIELDS if f in candidate}
+def exact(candidate: dict) -> dict:
+    """A candidate's exact quasi-identifiers and sensitive fields (generalization.Encoder's input)."""
+    return {**candidate["_values"], **{f: candidate[f] for f in privacy.SENSITIVE}}
 
 
-def released(candidate: dict, key: bytes) -> dict:
-    """The analysts' copy's document for a candidate."""
-    return {"_id": privacy.release_id(candidate["_id"], key), **released_fields(candidate)}
+def released_fields(candidate: dict, scheme: Scheme) -> dict:
+    """What a candidate from _projection() releases under a scheme: the view's fields."""
+    return {**privacy.generalize(candidate["_values"], scheme), **{f: candidate[f] for f in privacy.SENSITIVE}}
 
 
 class AppliedSources:
@@ -167,17 +235,50 @@ class AppliedSources:
         return any(self.known[s] for s in shas)
 
 
+Observer = Callable[[dict, dict, Scheme], None]  # (candidate, what it releases, the scheme)
+
+
+class _Tally:
+    """Stays added to (or taken from) groups during planning."""
+
+    def __init__(self):
+        self.records: Counter = Counter()
+        self.sensitive: dict[str, Sensitive] = {}
+        self.groups: dict[str, dict] = {}
+        self.members: dict[str, list[str]] = {}
+
+    def add(self, doc: dict, stay: str) -> str:
+        group = privacy.group_of(doc)
+        key = privacy.group_key(group)
+        self.records[key] += 1
+        self.groups[key] = group
+        counts = self.sensitive.setdefault(key, {})
+        for f in privacy.SENSITIVE:
+            counts.setdefault(f, {})[doc[f]] = counts.get(f, {}).get(doc[f], 0) + 1
+        members = self.members.setdefault(key, [])
+        if len(members) <= MEMBERS_KEPT:
+            members.append(stay)
+        return key
+
+
 class Release:
     """The release of one hospitalization collection: its bookkeeping, its copy and its view."""
 
     def __init__(self, source: Collection, key: bytes):
         self.source, self.key = source, key
         self.db = source.database
-        self.groups, self.ledger = self.db[GROUPS], self.db[LEDGER]
+        self.groups, self.ledger, self.schemes = self.db[GROUPS], self.db[LEDGER], self.db[SCHEME]
         self.copy = self.db.client[databases(self.db.name)["analytics"]][privacy.COPY_COLLECTION]
 
     def lease(self, owner: str, wait_s: float = WAIT_S) -> Lease:
         return Lease(self.db, owner, wait_s)
+
+    def state(self) -> dict | None:
+        """The scheme in force and the release's totals (None before the first release)."""
+        return self.schemes.find_one({"_id": "current"})
+
+    def held_back_groups(self) -> int:
+        return self.groups.count_documents({"records": {"$gt": 0}, "published": False})
 
     # ---- planning: reads only -------------------------------------------------------------
 
@@ -187,78 +288,103 @@ class Release:
     def _current(self, keys: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for batch in _chunks(keys, ID_BATCH) for d in self.groups.find({"_id": {"$in": batch}})}
 
-    def plan_file(self, sha: str, documents: int, observe: Callable[[dict], None] = lambda _: None) -> Plan:
+    def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> Plan:
         """What publishing one loaded file changes. `observe` sees every stay this file counts
         (the stays the operation may release), so checks judge them before anything is written."""
         plan = Plan(op=sha, kind="publish", documents=documents)
         if self.ledger.find_one({"_id": sha, "state": "applied"}, {"_id": 1}):
             plan.already_applied = True
             return plan
-        applied = AppliedSources(self.ledger)
-        deltas: Counter = Counter()
-        groups: dict[str, dict] = {}
-        members: dict[str, list[str]] = {}
+        state = self.state()
+        scheme, applied, tally = state["scheme"], AppliedSources(self.ledger), _Tally()
         for batch in self._file_candidates(sha, documents):
             for candidate in batch:
                 if applied.any(s for s in candidate["_sources"] if s != sha):
                     continue  # counted by an earlier file it also came in
-                observe(candidate)
-                group = privacy.group_of(candidate)
-                key = privacy.group_key(group)
-                deltas[key] += 1
-                groups[key] = group
-                if deltas[key] < K:
-                    members.setdefault(key, []).append(candidate["_id"])
-        current = self._current(list(deltas))
-        for key, added in deltas.items():
-            before = current.get(key, {}).get("records", 0)
-            earlier = current.get(key, {}).get("members") or []
-            after = before + added
-            plan.groups.append(GroupChange(key, groups[key], before, after,
-                                           earlier + members.get(key, []) if after < K else None))
-            if before < K <= after:
-                plan.earlier_members += earlier
+                doc = released_fields(candidate, scheme)
+                observe(candidate, doc, scheme)
+                tally.add(doc, candidate["_id"])
+        current = self._current(list(tally.records))
+        held_back = state["suppressed"]
+        for key, added in tally.records.items():
+            now = current.get(key, {})
+            before, published_before = now.get("records", 0), now.get("published", False)
+            after, sensitive = before + added, _add(now.get("sensitive", {}), tally.sensitive[key])
+            published_after = is_published(after, sensitive)
+            members = None
+            if not published_after or not published_before:
+                earlier = [] if before == 0 else self._members(now, tally.groups[key], scheme, applied)
+                if published_after:
+                    plan.earlier_members += earlier
+                else:
+                    members = earlier + tally.members[key]
+            plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
+                                           published_after, _kept(members)))
+            held_back += (0 if published_after else after) - (0 if published_before else before)
+        plan.counted, plan.suppressed = state["counted"] + sum(tally.records.values()), held_back
         return plan
+
+    def _members(self, group_doc: dict, group: dict, scheme: Scheme, applied: AppliedSources,
+                 excluded: set[str] = frozenset()) -> list[str]:
+        """A held-back group's counted stays: kept in its document, or found in the source when
+        there were too many to keep."""
+        if group_doc.get("members") is not None:
+            return [m for m in group_doc["members"] if m not in excluded]
+        return self._counted_members(group, scheme, excluded, applied)
+
+    def _counted_members(self, group: dict, scheme: Scheme, excluded: set[str], applied: AppliedSources) -> list[str]:
+        """A group's counted stays, found in the source (only when a published group stops
+        qualifying, or a huge held-back one starts: rare)."""
+        pipeline = [{"$project": {**privacy.release_projection(scheme), "_sources": "$metadata.sources"}},
+                    {"$match": group}]
+        return [d["_id"] for d in scans.aggregate(self.source, pipeline)
+                if d["_id"] not in excluded and applied.any(d["_sources"])]
+
+    def needs_replan(self, plan: Plan) -> bool:
+        """Should the scheme be chosen again instead of applying this plan (see the module's doc)?"""
+        state = self.state()
+        return (not plan.already_applied and plan.counted > 0
+                and (plan.suppressed / plan.counted > privacy.MAX_SUPPRESSED
+                     or plan.counted >= REPLAN_GROWTH * state["chosen_on"]))
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
         """What erasing these patients changes: their counted stays leave their groups, and a group
-        that falls under k leaves the copy whole."""
+        that no longer qualifies leaves the copy whole."""
         plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
-        applied = AppliedSources(self.ledger)
-        removed: Counter = Counter()
-        groups: dict[str, dict] = {}
+        state = self.state()
+        applied, tally = AppliedSources(self.ledger), _Tally()
         for batch in _chunks(plan.erased_patients, ID_BATCH):
             for candidate in self.source.aggregate([{"$match": {"patient_id": {"$in": batch}}}, *_projection()]):
                 plan.erased_stays.append(candidate["_id"])
-                if applied.any(candidate["_sources"]):
-                    key = privacy.group_key(group := privacy.group_of(candidate))
-                    removed[key] += 1
-                    groups[key] = group
-        current, erased_ids = self._current(list(removed)), set(plan.erased_stays)
-        for key, gone in removed.items():
-            before = current.get(key, {}).get("records", 0)
-            after = max(before - gone, 0)
+                if state and applied.any(candidate["_sources"]):
+                    tally.add(released_fields(candidate, state["scheme"]), candidate["_id"])
+        if not state:
+            return plan  # nothing released yet: only the source changes
+        current, erased = self._current(list(tally.records)), set(plan.erased_stays)
+        held_back = state["suppressed"]
+        for key, gone in tally.records.items():
+            now = current.get(key, {})
+            before, published_before = now.get("records", 0), now.get("published", False)
+            after, sensitive = max(before - gone, 0), _add(now.get("sensitive", {}), tally.sensitive[key], -1)
+            published_after = is_published(after, sensitive)
             members = None
-            if after < K:
-                members = ([m for m in current.get(key, {}).get("members") or [] if m not in erased_ids] if before < K
-                           else self._counted_members(groups[key], erased_ids, applied))
-                if before >= K:
+            if not published_after:
+                members = self._members(now, tally.groups[key], state["scheme"], applied, erased)
+                if published_before:
                     plan.unpublished_members += members
-            plan.groups.append(GroupChange(key, groups[key], before, after, members))
+            plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
+                                           published_after, _kept(members)))
+            held_back += (0 if published_after else after) - (0 if published_before else before)
+        plan.counted, plan.suppressed = state["counted"] - sum(tally.records.values()), held_back
         return plan
-
-    def _counted_members(self, group: dict, excluded: set[str], applied: AppliedSources) -> list[str]:
-        """A group's counted stays, found in the source (only when a group falls under k: rare)."""
-        pipeline = [{"$match": privacy.source_filter(group)}, {"$project": {"_id": 1, "metadata.sources": 1}}]
-        return [d["_id"] for d in scans.aggregate(self.source, pipeline)
-                if d["_id"] not in excluded and applied.any(d["metadata"]["sources"])]
 
     def candidates_to_publish(self, plan: Plan) -> Iterator[list[dict]]:
         """The stays the plan releases, batch by batch, as _projection() candidates."""
         if plan.kind == "publish":
             published, applied = plan.published_groups(), AppliedSources(self.ledger)
+            scheme = self.state()["scheme"]
             for batch in self._file_candidates(plan.op, plan.documents):
-                yield [c for c in batch if privacy.group_key(privacy.group_of(c)) in published
+                yield [c for c in batch if privacy.group_key(released_fields(c, scheme)) in published
                        and not applied.any(s for s in c["_sources"] if s != plan.op)]
         yield from self.earlier_candidates(plan)
 
@@ -276,26 +402,33 @@ class Release:
         self.ledger.replace_one({"_id": plan.op}, entry, upsert=True)
         published = self._publish(plan, lease) if plan.kind == "publish" else self._erase(plan)
         for batch in _chunks(plan.groups, ID_BATCH):
-            self._set_groups(batch)
-        self.refresh_view()
+            self._set_groups(self.groups, batch)
+        if plan.groups:
+            self.schemes.update_one({"_id": "current"}, {"$set": {"counted": plan.counted,
+                                                                  "suppressed": plan.suppressed}})
         self.ledger.update_one({"_id": plan.op}, {
             "$set": {"state": "applied", "applied_at": _now(), "published": published},
             "$unset": {"groups": "", "earlier_members": "", "unpublished_members": "", "erased_stays": ""}})
         return published
 
     def _publish(self, plan: Plan, lease: Lease) -> int:
-        published = 0
+        published, scheme = 0, self.state()["scheme"]
         for batch in self.candidates_to_publish(plan):
-            published += self._insert([released(c, self.key) for c in batch])
+            published += self._insert(self.copy, [self._released(c, scheme) for c in batch])
             lease.renew()
         return published
 
-    def _insert(self, documents: list[dict]) -> int:
+    def _released(self, candidate: dict, scheme: Scheme) -> dict:
+        """The analysts' copy's document for a candidate."""
+        return {"_id": privacy.release_id(candidate["_id"], self.key), **released_fields(candidate, scheme)}
+
+    @staticmethod
+    def _insert(copy: Collection, documents: list[dict]) -> int:
         """Insert into the copy; a document already there (an interrupted operation redone) is kept."""
         if not documents:
             return 0
         try:
-            self.copy.insert_many(documents, ordered=False)
+            copy.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             if any(e["code"] != 11000 for e in exc.details["writeErrors"]):
                 raise
@@ -303,7 +436,7 @@ class Release:
 
     def _erase(self, plan: Plan) -> int:
         """The patients' stays leave the source and the copy, and so do the other stays of groups
-        that fell under k; returns the copy's documents removed."""
+        that no longer qualify; returns the copy's documents removed."""
         removed = 0
         for batch in _chunks(plan.erased_stays + plan.unpublished_members, ID_BATCH):
             removed += self.copy.delete_many({"_id": {"$in": [privacy.release_id(r, self.key) for r in batch]}}).deleted_count
@@ -311,21 +444,20 @@ class Release:
             self.source.delete_many({"patient_id": {"$in": batch}})
         return removed
 
-    def _set_groups(self, changes: list[GroupChange]) -> None:
+    @staticmethod
+    def _set_groups(groups: Collection, changes: Iterable[GroupChange]) -> None:
         for change in changes:
-            update = {"group": change.group, "records": change.after}
-            self.groups.update_one({"_id": change.key},
-                                   {"$set": {**update, "members": change.members}} if change.members is not None
-                                   else {"$set": update, "$unset": {"members": ""}}, upsert=True)
+            update = {"group": change.group, "records": change.after, "sensitive": change.sensitive,
+                      "published": change.published_after}
+            groups.update_one({"_id": change.key},
+                              {"$set": {**update, "members": change.members}} if change.members is not None
+                              else {"$set": update, "$unset": {"members": ""}}, upsert=True)
 
-    def small_groups(self) -> list[dict]:
-        return [d["group"] for d in self.groups.find({"records": {"$gt": 0, "$lt": K}}, {"group": 1}).sort("_id", 1)]
-
-    def refresh_view(self) -> None:
+    def refresh_view(self, scheme: Scheme) -> None:
         # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
         self.db.drop_collection(privacy.VIEW_NAME)
         self.db.create_collection(privacy.VIEW_NAME, viewOn=self.source.name,
-                                  pipeline=privacy.view_pipeline(self.small_groups()))
+                                  pipeline=privacy.view_pipeline(scheme, GROUPS))
 
     def finish_interrupted(self, lease: Lease) -> list[str]:
         """Apply, from their ledger plans, operations a crashed holder left half done."""
@@ -340,48 +472,82 @@ class Release:
         the copy's documents removed."""
         with self.lease(owner) as lease:
             self.finish_interrupted(lease)
-            if self.needs_rebuild():
-                self.rebuild(lease)
             plan = self.plan_erasure(patient_ids)
             return plan, self.apply(plan, lease, owner)
 
-    # ---- the whole collection at once: first use on a collection loaded before -------------------
+    # ---- the whole collection at once: the first release, a new scheme, a repair -----------------
 
     def needs_rebuild(self) -> bool:
-        """A copy exists but no operation was ever recorded: it was built whole, by an earlier version."""
-        if self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1}):
-            return True  # one was interrupted
-        return self.ledger.estimated_document_count() == 0 and self.copy.estimated_document_count() > 0
+        """No scheme yet (a first release, or a copy built whole by an earlier version), or a
+        rebuild was interrupted."""
+        return self.state() is None or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1}))
 
-    def rebuild(self, lease: Lease) -> int:
-        """Count every stay present, publish every group of at least k, mark every file applied.
-        Costs the whole collection: for a collection whose copy predates the bookkeeping, or a repair."""
+    def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
+        """Choose the scheme for every stay present, then plan every group under it; `observe`
+        sees every stay. Nothing is written but the ledger's note that a rebuild is under way."""
         self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": _now()},
                                 upsert=True)
-        sizes: Counter = Counter()
-        members: dict[str, list[str]] = {}
-        groups: dict[str, dict] = {}
-        files: set[str] = set()
-        for batch in scans.batches(self.source, _projection()):
+        encoder = generalization.Encoder()
+        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}]):
+            for values in batch:
+                encoder.add({**values.pop("_values"), **values})
+            lease.renew()
+        table = encoder.table()
+        del encoder
+        evaluation, tried = generalization.choose(table)
+        rebuilt = Rebuilt(evaluation, tried, table.uniqueness_before(), {}, set(),
+                          {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})})
+        del table
+        tally = _Tally()
+        for batch in self._settled_candidates(rebuilt):
             for candidate in batch:
-                key = privacy.group_key(group := privacy.group_of(candidate))
-                sizes[key] += 1
-                groups[key] = group
-                files.update(candidate["_sources"])
-                if sizes[key] < K:
-                    members.setdefault(key, []).append(candidate["_id"])
+                doc = released_fields(candidate, rebuilt.scheme)
+                observe(candidate, doc, rebuilt.scheme)
+                tally.add(doc, candidate["_id"])
+                rebuilt.files.update(set(candidate["_sources"]) - rebuilt.loading)
             lease.renew()
-        self.copy.drop()
-        self.groups.drop()
-        published = 0
+        for key, records in tally.records.items():
+            published = is_published(records, tally.sensitive[key])
+            rebuilt.groups[key] = GroupChange(key, tally.groups[key], 0, records, tally.sensitive[key], False,
+                                              published, None if published else _kept(tally.members[key]))
+        return rebuilt
+
+    def _settled_candidates(self, rebuilt: Rebuilt) -> Iterator[list[dict]]:
+        """Every stay present but those of files still being loaded (as the rebuild began)."""
         for batch in scans.batches(self.source, _projection()):
-            published += self._insert([released(c, self.key) for c in batch
-                                       if sizes[privacy.group_key(privacy.group_of(c))] >= K])
+            yield [c for c in batch if not rebuilt.loading.issuperset(c["_sources"])]
+
+    def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
+        """Write a judged rebuild: the new copy and groups beside the live ones, then in their place."""
+        staged_copy, staged_groups = (c.database[c.name + STAGED] for c in (self.copy, self.groups))
+        staged_copy.drop()
+        staged_groups.drop()
+        staged_copy.create_index(scans.COPY_INDEX)
+        published, scheme = 0, rebuilt.scheme
+        keys = {k for k, change in rebuilt.groups.items() if change.published_after}
+        for batch in self._settled_candidates(rebuilt):
+            published += self._insert(staged_copy, [self._released(c, scheme) for c in batch
+                                                    if privacy.group_key(released_fields(c, scheme)) in keys])
             lease.renew()
-        self._set_groups([GroupChange(k, groups[k], 0, n, members[k] if n < K else None) for k, n in sizes.items()])
-        for sha in files:
+        for batch in _chunks(list(rebuilt.groups.values()), ID_BATCH):
+            self._set_groups(staged_groups, batch)
+        staged_groups.rename(GROUPS, dropTarget=True)
+        if published:
+            staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
+        else:
+            self.copy.drop()
+        held_back = sum(c.after for c in rebuilt.groups.values() if not c.published_after)
+        self.schemes.replace_one({"_id": "current"}, {
+            "scheme": scheme, "chosen_on": sum(c.after for c in rebuilt.groups.values()),
+            "counted": sum(c.after for c in rebuilt.groups.values()), "suppressed": held_back,
+            "evaluation": rebuilt.evaluation.summary(), "chosen_at": _now()}, upsert=True)
+        for sha in rebuilt.files:
             self.ledger.update_one({"_id": sha}, {"$set": {"kind": "publish", "state": "applied",
                                                             "applied_at": _now(), "rebuilt": True}}, upsert=True)
-        self.refresh_view()
+        self.refresh_view(scheme)
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "done", "applied_at": _now(), "published": published}})
         return published
+
+
+def _kept(members: list[str] | None) -> list[str] | None:
+    return members if members is not None and len(members) <= MEMBERS_KEPT else None

@@ -7,7 +7,9 @@ RANGE_DOCUMENTS documents, each served by an index. On MongoDB it only adds roun
 
 Two kinds of pass: over the whole collection (`patient_id` index), and over one source file's
 documents (the compound `metadata.sources, patient_id` index), whose cost follows the file's size,
-not the collection's.
+not the collection's. The analysts' copy has no patient_id: its passes slice its keyed `_id`
+(32 hex digits), through an index that starts with `_id` (the embedded server's planner scans the
+whole collection for a range on the plain `_id` index).
 """
 
 import math
@@ -21,22 +23,30 @@ RANGE_DOCUMENTS = 20_000
 _HEX_DIGITS = 64  # HMAC-SHA256
 
 
-def ranges(documents: int) -> list[dict]:
+def ranges(documents: int, field: str = FIELD, digits: int = _HEX_DIGITS) -> list[dict]:
     """$match filters that together take every one of `documents` documents once: slices of the
-    hex space (the first and last open-ended, so any string falls in one), and documents with no
-    patient_id at all."""
+    hex space of `field` (the first and last open-ended, so any string falls in one), and documents
+    without the field."""
     parts = math.ceil(documents / RANGE_DOCUMENTS)
     if parts <= 1:
         return [{}]
-    bounds = [f"{16**_HEX_DIGITS * i // parts:0{_HEX_DIGITS}x}" for i in range(1, parts)]
+    bounds = [f"{16**digits * i // parts:0{digits}x}" for i in range(1, parts)]
     lows, highs = [None, *bounds], [*bounds, None]
-    slices = [{FIELD: {op: v for op, v in (("$gte", low), ("$lt", high)) if v is not None}}
+    slices = [{field: {op: v for op, v in (("$gte", low), ("$lt", high)) if v is not None}}
               for low, high in zip(lows, highs, strict=True)]
-    return [*slices, {FIELD: None}]
+    return [*slices, {field: None}]
 
 
 def collection_ranges(collection: Collection) -> list[dict]:
     return ranges(collection.estimated_document_count())
+
+
+COPY_INDEX = [("_id", 1), ("medical_condition", 1)]
+
+
+def copy_ranges(copy: Collection) -> list[dict]:
+    """Slices of the analysts' copy by its keyed _id (see the module's doc for COPY_INDEX)."""
+    return ranges(copy.estimated_document_count(), "_id", 32)
 
 
 def file_ranges(source_sha256: str, documents: int) -> list[dict]:

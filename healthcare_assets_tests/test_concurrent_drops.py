@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,12 +33,16 @@ from pymongo.database import Database
 from healthcare_assets.access import databases
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.privacy import (
-    AGE_BANDS,
     COPY_COLLECTION,
     K_ANONYMITY,
+    L_DIVERSITY,
+    QI_FIELDS,
+    SENSITIVE,
     VIEW_NAME,
-    band,
+    exact_values,
+    generalize,
 )
+from healthcare_assets.release import SCHEME
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.sensors import SOURCE_KEY_TAG
 from healthcare_assets_tests.conftest import materialize, materialized, unavailable
@@ -52,8 +56,6 @@ PRELOAD_ROWS = 8_000  # a database already holding data, so the copy is not triv
 # file -> (rows, seed): two disjoint exports of one size, so that both runs reach the analysts'
 # copy at about the same moment instead of one after the other
 DROPS = {"north": (2_500, 4101), "south": (2_500, 4202)}
-# a released stay's quasi-identifiers: the fields k-anonymity counts groups by
-GROUP_FIELDS = ("age_range", "gender", "blood_type", "medical_condition")
 TEST_TAG = "healthcare_test/drop"
 RUN_TIMEOUT = 240  # seconds a CLI run may take before the test gives up on it
 DAEMON_TIMEOUT = 360  # seconds the daemon has to finish both sensor runs
@@ -119,18 +121,21 @@ def copy_view_problems(db: Database, collection: str) -> list[str]:
 
 def released_group_problems(hospitalizations: Collection, view_docs: list[dict]) -> list[str]:
     """Nothing lost, nothing let through: the view (hence the copy) holds every stay of each
-    quasi-identifier group that has at least K_ANONYMITY stays in the collection, and none of a
-    smaller group. The groups are recounted here from the source documents with the published
-    bands, independently of how the release keeps its own counts."""
+    quasi-identifier group, under the scheme in force, that has at least K_ANONYMITY stays and
+    L_DIVERSITY values of each sensitive field in the collection, and none of another group. The
+    groups are recounted here from the source documents, independently of how the release keeps
+    its own counts."""
+    scheme = hospitalizations.database[SCHEME].find_one({"_id": "current"})["scheme"]
     sizes: Counter = Counter()
-    fields = {"_id": 0, "personal_info.age": 1, "personal_info.gender": 1, "personal_info.blood_type": 1,
-              "medical_info.condition": 1}
-    for doc in hospitalizations.find({}, fields):
-        person = doc["personal_info"]
-        sizes[(band(person["age"], AGE_BANDS), person["gender"], person["blood_type"],
-               doc["medical_info"]["condition"])] += 1
-    expected = Counter({group: n for group, n in sizes.items() if n >= K_ANONYMITY})
-    released = Counter(tuple(doc.get(q) for q in GROUP_FIELDS) for doc in view_docs)
+    values: dict = defaultdict(lambda: defaultdict(set))
+    for doc in hospitalizations.aggregate([{"$project": {"_id": 0, **exact_values()}}]):
+        group = tuple(generalize(doc["_values"], scheme).values())
+        sizes[group] += 1
+        for field in SENSITIVE:
+            values[group][field].add(doc[field])
+    expected = Counter({group: n for group, n in sizes.items()
+                        if n >= K_ANONYMITY and all(len(values[group][f]) >= L_DIVERSITY for f in SENSITIVE)})
+    released = Counter(tuple(doc.get(q) for q in QI_FIELDS) for doc in view_docs)
     if released == expected:
         return []
     short = {g: (released[g], n) for g, n in expected.items() if released[g] < n}

@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 
+from healthcare_assets import generalization, privacy
+from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
 from healthcare_assets_tests.conftest import COMMITTED_CSV, check_results, materialize, materialized
 
@@ -28,6 +30,23 @@ def test_committed_export_loads_54966_documents(mongo):
     report = (settings.reports_dir() / "cleaning_report.json").read_text()
     assert '"duplicates_removed": 534' in report
     assert (settings.reports_dir() / "quality" / "index.html").exists()
+    assert_release_meets_the_policy(mongo, meta["anonymized_view"])
+
+
+def assert_release_meets_the_policy(mongo, meta: dict):
+    """What analysts can read: k and l on every quasi-identifier (measured by pycanon), at most 5%
+    held back, and no stay in a group under k on any row of the uniqueness table."""
+    copy = pd.DataFrame(list(Release(mongo.hospitalizations(), b"").copy.find({}, {"_id": 0})))
+    assert list(copy.columns) == list(privacy.VIEW_FIELDS)
+    k, l_div = generalization.independent_k_and_l(copy)
+    assert k >= privacy.K_ANONYMITY and l_div >= privacy.L_DIVERSITY
+    assert meta["held_back_share"] <= privacy.MAX_SUPPRESSED
+    assert len(copy) == meta["stays_counted"] - meta["stays_held_back"]
+    sizes = copy.groupby(list(privacy.QI_FIELDS)).size()
+    after = generalization.uniqueness((dict(zip(privacy.QI_FIELDS, key, strict=True)), n) for key, n in sizes.items())
+    assert [row["under_k"] for row in after] == [0.0] * len(generalization.UNIQUENESS_ROWS)
+    # as the copy released the committed stays before: exact length of stay singled out most of them
+    assert "| + length_of_stay | 64.5% | 100.0% | 0.0% | 0.0% |" in meta["uniqueness"]
 
 
 def test_second_run_writes_nothing_new(mongo, small_csv):

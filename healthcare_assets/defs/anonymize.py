@@ -6,8 +6,6 @@ failing check leaves the analysts' copy untouched. The whole-collection audit of
 separate, scheduled job that never gates a drop.
 """
 
-import hashlib
-import re
 from collections import Counter
 from collections.abc import Iterable
 
@@ -15,108 +13,157 @@ import dagster as dg
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets import audit, privacy, scans
+from healthcare_assets import audit, generalization, privacy, scans
 from healthcare_assets.defs.metadata import check_specs
-from healthcare_assets.release import AppliedSources, Plan, Release, released_fields
+from healthcare_assets.release import (
+    AppliedSources,
+    GroupChange,
+    Plan,
+    Rebuilt,
+    Release,
+    diversity,
+    exact,
+    is_published,
+    released_fields,
+)
 from healthcare_assets.resources.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
 CHECKS = {
     "view_fields_are_allow_listed": "every released document has exactly the allow-listed fields",
     "no_source_name_in_view": "no patient, doctor or hospital name from the source appears in what is released",
-    "ages_and_dates_are_banded": "ages and amounts are bands, dates are years",
-    "k_anonymity_at_least_11": "every quasi-identifier group in the copy has at least 11 stays after this release",
-    "patient_ids_are_keyed_hashes": "no patient_id is the unkeyed SHA-256 or MD5 of its patient's name "
-                                    "or identity (dictionary attack)",
+    "quasi_identifiers_are_generalized": "every quasi-identifier is released at its scheme's level (a band, a "
+                                         "span of years, a category or *), every sensitive value from its set",
+    "k_anonymity_at_least_11": "every released group on the full set of quasi-identifiers has at least 11 stays",
+    "l_diversity_at_least_2": "every released group has at least 2 values of each sensitive field",
 }
-KEYED_ID = re.compile(r"[0-9a-f]{64}")  # an HMAC-SHA256 hex digest
-
-
-def _plain_hashes(person: dict) -> set[str]:
-    """What a dictionary attack tries: unkeyed SHA-256 and MD5 of the name and the identity."""
-    texts = {person["name"], person["name"].casefold(),
-             privacy.patient_identity(person["name"], person["gender"], person["blood_type"])}
-    return {h(t.encode()).hexdigest() for t in texts for h in (hashlib.sha256, hashlib.md5)}
 
 
 def _texts(doc: dict) -> Iterable[str]:
-    """A released document's text values, keyed ids set aside."""
-    for name, value in doc.items():
+    """A released document's text values."""
+    for value in doc.values():
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and not (name == "patient_id" and KEYED_ID.fullmatch(item)):
+            if isinstance(item, str):
                 yield item.casefold()
 
 
 class Findings:
-    """What the five privacy checks count, fed one released document and one source person at a time
-    (memory does not grow with the documents: texts are a few bands and categories)."""
+    """What the checks count, fed one released document and one source person at a time (memory
+    does not grow with the documents: texts are a few bands and categories)."""
 
-    def __init__(self):
-        self.wrong_fields, self.not_banded, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
-        self.names_checked = self.exposed_ids = 0
+    def __init__(self, keep_exact: bool = True):
+        self.wrong_fields, self.not_generalized, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
+        self.names_checked = 0
         self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
+        self.exact = generalization.Encoder() if keep_exact else None  # for the uniqueness table "before"
 
-    def add_released(self, doc: dict) -> None:
+    def add_released(self, doc: dict, scheme: privacy.Scheme) -> None:
         for name in set(doc) ^ set(privacy.VIEW_FIELDS):
             self.wrong_fields[name] += 1
         self.texts.update(_texts(doc))
-        self.not_banded["age_range"] += doc.get("age_range") not in privacy.AGE_LABELS
-        self.not_banded["billing_range"] += doc.get("billing_range") not in privacy.BILLING_LABELS
-        for name in ("admission_year", "discharge_year"):
-            self.not_banded[name] += not (isinstance(doc.get(name), int) and 1900 <= doc[name] <= 2100)
+        for name in privacy.VIEW_FIELDS:
+            self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)
         self.groups[privacy.group_key(privacy.group_of(doc))] += 1
 
-    def add_person(self, person: dict, staff: list[str], patient_id: str | None, texts: Counter | None = None) -> None:
-        """One source stay: are its names among the released texts, is its id a plain hash?"""
+    def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
+        """One source stay: are its patient's, doctor's and hospital's names among the released texts?"""
         texts = self.texts if texts is None else texts
-        for name in (person["name"], *staff):
+        for name in names:
             self.names_checked += 1
             if texts[name.casefold()]:
                 self.leaked.add(name.casefold())
-        self.exposed_ids += patient_id in _plain_hashes(person)
 
-    def add_candidate(self, candidate: dict) -> None:
+    def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:
         """A stay about to be released, judged against its own source names."""
-        doc = released_fields(candidate)
-        self.add_released(doc)
-        self.add_person(candidate["_person"], candidate["_staff"], candidate.get("patient_id"), Counter(_texts(doc)))
+        self.add_released(doc, scheme)
+        self.add_person([candidate["_person"]["name"], *candidate["_staff"]], Counter(_texts(doc)))
+        if self.exact is not None:
+            self.exact.add(exact(candidate))
+
+    def uniqueness_before(self) -> list[dict]:
+        """The uniqueness table of the stays judged, as the copy released them before this policy."""
+        return self.exact.table().uniqueness_before()
 
     @property
     def leaks(self) -> int:
         """Released values that are a source name."""
         return sum(self.texts[name] for name in self.leaked)
 
-    def results(self, k_passed: bool, k_metadata: dict) -> list[dg.AssetCheckResult]:
-        not_banded = {k: v for k, v in self.not_banded.items() if v}
+    def results(self, k: tuple[bool, dict], l_div: tuple[bool, dict]) -> list[dg.AssetCheckResult]:
+        not_generalized = {k: v for k, v in self.not_generalized.items() if v}
         return [
             dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not self.wrong_fields,
                                 metadata={"unexpected_or_missing_fields": dict(self.wrong_fields)}),
             dg.AssetCheckResult(check_name="no_source_name_in_view", passed=self.leaks == 0,
                                 metadata={"names_checked": self.names_checked, "leaks": self.leaks}),
-            dg.AssetCheckResult(check_name="ages_and_dates_are_banded", passed=not not_banded,
-                                metadata={"not_banded": not_banded}),
-            dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k_passed, metadata=k_metadata),
-            dg.AssetCheckResult(check_name="patient_ids_are_keyed_hashes", passed=self.exposed_ids == 0,
-                                metadata={"exposed_ids": self.exposed_ids}),
+            dg.AssetCheckResult(check_name="quasi_identifiers_are_generalized", passed=not not_generalized,
+                                metadata={"not_generalized": not_generalized}),
+            dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k[0], metadata=k[1]),
+            dg.AssetCheckResult(check_name="l_diversity_at_least_2", passed=l_div[0], metadata=l_div[1]),
         ]
 
 
+def _smallest(groups: Iterable[GroupChange]) -> tuple[int, int]:
+    """k and l reached by the published groups among these (0 when none is published)."""
+    published = [c for c in groups if c.published_after]
+    k = min((c.after for c in published), default=0)
+    l_div = min((diversity(c.sensitive, f) for c in published for f in privacy.SENSITIVE), default=0)
+    return k, l_div
+
+
+def _k_and_l(k: int, l_div: int, published: int, extra: dict) -> tuple[tuple[bool, dict], tuple[bool, dict]]:
+    ok = not published
+    return ((ok or k >= privacy.K_ANONYMITY, {"k_reached": k, "groups_published": published, **extra}),
+            (ok or l_div >= privacy.L_DIVERSITY, {"l_reached": l_div, "sensitive_fields": list(privacy.SENSITIVE)}))
+
+
 def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.AssetCheckResult]:
-    """The checks on one operation. Groups published whole now (they reached k) bring stays counted
-    earlier: those are judged too, and must be exactly as many as the group was counted with."""
-    published = [c for c in plan.groups if c.after >= privacy.K_ANONYMITY]
-    crossing = {c.key: c.before for c in published if c.before < privacy.K_ANONYMITY}
+    """The checks on one operation. Groups published whole now bring stays counted earlier: those
+    are judged too, and must be exactly as many as the group was counted with."""
+    scheme = release.state()["scheme"]
+    crossing = {c.key: c.before for c in plan.groups if c.published_after and not c.published_before}
     earlier: Counter = Counter()
     for batch in release.earlier_candidates(plan):
         for candidate in batch:
-            findings.add_candidate(candidate)
-            earlier[privacy.group_key(privacy.group_of(candidate))] += 1
+            doc = released_fields(candidate, scheme)
+            findings.add_candidate(candidate, doc, scheme)
+            earlier[privacy.group_key(doc)] += 1
     inconsistent = sorted(key for key, before in crossing.items() if earlier[key] != before)
-    k_reached = min((c.after for c in published), default=0)
-    return findings.results((k_reached >= privacy.K_ANONYMITY or not published) and not inconsistent, {
-        "k_reached": k_reached, "groups_touched": len(plan.groups), "groups_published_whole": len(crossing),
-        "groups_still_under_k": len(plan.groups) - len(published),
+    k, l_div = _smallest(plan.groups)
+    k_check, l_check = _k_and_l(k, l_div, len(plan.published_groups()), {
+        "groups_touched": len(plan.groups), "groups_published_whole": len(crossing),
+        "groups_held_back": len(plan.groups) - len(plan.published_groups()),
         "groups_with_wrong_bookkeeping": dg.MetadataValue.json(inconsistent[:20])})
+    return findings.results((k_check[0] and not inconsistent, k_check[1]), l_check)
+
+
+def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckResult]:
+    k, l_div = _smallest(rebuilt.groups.values())
+    published = sum(c.published_after for c in rebuilt.groups.values())
+    return findings.results(*_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
+
+
+def _released_groups(release: Release) -> list[tuple[dict, int]]:
+    return [(d["group"], d["records"]) for d in release.groups.find({"published": True}, {"group": 1, "records": 1})]
+
+
+def _release_metadata(release: Release, before: list[dict]) -> dict:
+    """The release as a whole: its scheme, k, l, what is held back, and how identifying it is."""
+    state = release.state()
+    after = generalization.uniqueness(_released_groups(release))
+    levels = {q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS}
+    return {
+        "quasi_identifiers": dg.MetadataValue.json(list(privacy.QI_FIELDS)),
+        "sensitive_fields": dg.MetadataValue.json(list(privacy.SENSITIVE)),
+        "generalization": dg.MetadataValue.json(levels),
+        "generalization_loss": round(generalization.generalization_loss(state["scheme"]), 4),
+        "scheme_chosen_at": str(state["chosen_at"]),
+        "stays_counted": state["counted"],
+        "stays_held_back": state["suppressed"],
+        "held_back_share": round(state["suppressed"] / state["counted"], 4) if state["counted"] else 0.0,
+        "groups_held_back": release.held_back_groups(),
+        "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(before, after)),
+    }
 
 
 @dg.asset(
@@ -128,43 +175,53 @@ def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.Asse
 def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
     its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
-    read: the embedded server grants per database). Allow-listed fields only, ages and amounts in
-    bands, dates as years, keyed patient ids; quasi-identifier groups under k = 11 are held back
-    until they reach k. This run publishes its own file's stays, after its checks pass."""
+    read: the embedded server grants per database). Released under the policy in
+    healthcare_assets.privacy: quasi-identifiers generalized at levels chosen for the data, groups
+    of at least k = 11 stays with at least 2 values of each sensitive field, no linkable id. This
+    run publishes its own file's stays, after its checks pass."""
     source = mongo.hospitalizations()
     release = Release(source, privacy.pseudonym_key())
     sha = mongo_hospitalizations["source_sha256"]
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        if release.needs_rebuild():
-            context.log.warning("the analysts' copy predates incremental releases: rebuilding it once")
-            release.rebuild(lease)
-        findings = Findings()
-        plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
-        results = judge_plan(findings, plan, release)
+        findings, plan = Findings(), None
+        if not release.needs_rebuild():
+            plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
+            if release.needs_replan(plan):
+                context.log.warning(f"choosing the generalization again ({plan.counted:,} stays, "
+                                    f"{plan.suppressed:,} would be held back): rebuilding the release")
+                plan = None
+        if plan is None:
+            findings = Findings(keep_exact=False)  # the rebuild measures "before" on its own table
+            rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
+            results, before = judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before
+        else:
+            results, before = judge_plan(findings, plan, release), findings.uniqueness_before()
         yield from results
         failed = [r.check_name for r in results if not r.passed]
         if failed:
-            raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed for this file's stays",
-                             allow_retries=False)
-        published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
+            raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
+        if plan is None:
+            published = release.apply_rebuild(rebuilt, lease)
+        else:
+            published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
     copy = release.copy
     audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
-                 groups_touched=len(plan.groups))
-    context.log.info(f"{published:,} stays published; {plan.stays:,} counted; "
-                     f"{sum(c.after < privacy.K_ANONYMITY for c in plan.groups)} touched groups still under k")
+                 rebuilt=plan is None)
+    context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if plan is None else ""))
     yield dg.MaterializeResult(metadata={
         "dagster/row_count": copy.estimated_document_count(),
         "view": f"{source.database.name}.{privacy.VIEW_NAME}",
         "analyst_copy": copy.full_name,
         "k_required": privacy.K_ANONYMITY,
+        "l_required": privacy.L_DIVERSITY,
         "source_sha256": sha,
-        "already_published": plan.already_applied,
-        "stays_counted": plan.stays,
+        "rebuilt": plan is None,
+        "already_published": bool(plan and plan.already_applied),
+        "stays_added": plan.stays if plan else rebuilt.evaluation.stays,
         "stays_published": published,
-        "groups_touched": len(plan.groups),
-        "groups_suppressed": len(release.small_groups()),
+        **_release_metadata(release, before),
         "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
     })
 
@@ -178,34 +235,38 @@ def view_documents(db: Database):
     return scans.aggregate(db[spec["viewOn"]], spec["pipeline"])
 
 
-def view_findings(source: Collection, view: Iterable[dict]) -> Findings:
-    """The five checks over everything released: one pass over the released documents (collecting
+def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
+    """The checks over everything released: one pass over the released documents (collecting
     their few texts), one over the source (each name looked up among them)."""
     findings = Findings()
     for doc in view:
-        findings.add_released(doc)
-    fields = {"patient_id": 1, "personal_info": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
+        findings.add_released(doc, scheme)
+    fields = {"personal_info.name": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
     for doc in scans.aggregate(source, [{"$project": fields}]):
         admin = doc["administrative_info"]
-        findings.add_person(doc["personal_info"], [admin["doctor"], admin["hospital"]], doc.get("patient_id"))
+        findings.add_person([doc["personal_info"]["name"], admin["doctor"], admin["hospital"]])
     return findings
 
 
-def counted_group_sizes(release: Release) -> Counter:
-    """Group sizes recounted from the source: the stays of files whose publication is applied."""
-    applied, sizes = AppliedSources(release.ledger), Counter()
-    pipeline = [{"$project": {**privacy.release_projection(), "metadata.sources": 1}}]
+def recount(release: Release, scheme: privacy.Scheme) -> dict[str, tuple[int, dict]]:
+    """Each group's stays and sensitive values, recounted from the source: the stays of files whose
+    publication is applied."""
+    applied, groups = AppliedSources(release.ledger), {}
+    pipeline = [{"$project": {**privacy.release_projection(scheme), "metadata.sources": 1}}]
     for doc in scans.aggregate(release.source, pipeline):
         if applied.any(doc["metadata"]["sources"]):
-            sizes[privacy.group_key(privacy.group_of(doc))] += 1
-    return sizes
+            records, sensitive = groups.get(privacy.group_key(doc), (0, {}))
+            for name in privacy.SENSITIVE:
+                sensitive.setdefault(name, Counter())[doc[name]] += 1
+            groups[privacy.group_key(doc)] = (records + 1, sensitive)
+    return {key: (n, {f: dict(c) for f, c in sensitive.items()}) for key, (n, sensitive) in groups.items()}
 
 
 AUDIT_CHECKS = {
-    "released_copy_is_anonymous": "the whole analysts' copy: allow-listed fields, bands, no source name, "
-                                  "keyed ids, every group at least k",
-    "release_bookkeeping_matches_source": "group sizes kept by the releases equal a recount of the source, "
-                                          "and the copy holds exactly the stays of the groups of at least k",
+    "released_copy_is_anonymous": "the whole analysts' copy: allow-listed, generalized fields, no source name, "
+                                  "k and l measured by pycanon on the full quasi-identifier set",
+    "release_bookkeeping_matches_source": "group sizes and sensitive values kept by the releases equal a recount "
+                                          "of the source, and the copy holds exactly the stays of published groups",
 }
 
 
@@ -213,19 +274,34 @@ AUDIT_CHECKS = {
 def analysts_release_audit(mongo: MongoResource):
     """Whole-collection audit (costs the collection; scheduled, never part of a drop's run)."""
     release = Release(mongo.hospitalizations(), b"")
-    found = view_findings(release.source, scans.aggregate(release.copy, [{"$project": {"_id": 0}}]))
-    k_reached = min(found.groups.values(), default=0)
-    failures = [r.check_name for r in found.results(not found.groups or k_reached >= privacy.K_ANONYMITY, {})
-                if not r.passed]
+    state = release.state()
+    scheme = state["scheme"] if state else privacy.FINEST
+    frame = generalization.Encoder(privacy.VIEW_FIELDS)
+
+    def released():
+        for doc in scans.aggregate(release.copy, [{"$project": {"_id": 0}}], scans.copy_ranges(release.copy)):
+            frame.add({f: doc.get(f) for f in privacy.VIEW_FIELDS})
+            yield doc
+
+    found = view_findings(release.source, released(), scheme)
+    k, l_div = generalization.independent_k_and_l(frame.frame())
+    failures = [r.check_name for r in found.results(*_k_and_l(k, l_div, len(found.groups), {})) if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
                               metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),
-                                        "groups": len(found.groups), "k_reached": k_reached, "leaks": found.leaks})
-    recount = counted_group_sizes(release)
-    kept = {d["_id"]: d["records"] for d in release.groups.find({}, {"records": 1}) if d["records"]}
-    differing = sorted(set(recount.items()) ^ set(kept.items()))
-    expected_copy = sum(n for n in kept.values() if n >= privacy.K_ANONYMITY)
+                                        "groups": len(found.groups), "k_pycanon": k, "l_pycanon": l_div,
+                                        "leaks": found.leaks})
+    counted = recount(release, scheme)
+    kept = {d["_id"]: (d["records"], _nonzero(d.get("sensitive", {})))
+            for d in release.groups.find({"records": {"$gt": 0}})}
+    differing = {key for key in counted.keys() | kept.keys() if counted.get(key) != kept.get(key)}
+    flags = sum(d.get("published") != is_published(d["records"], d.get("sensitive", {})) for d in release.groups.find({}))
+    expected_copy = sum(n for key, (n, sensitive) in kept.items() if is_published(n, sensitive))
     copy_count = release.copy.count_documents({})
     yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source",
-                              passed=not differing and copy_count == expected_copy,
-                              metadata={"groups_differing": len({k for k, _ in differing}), "copy_documents": copy_count,
-                                        "expected_copy_documents": expected_copy})
+                              passed=not differing and not flags and copy_count == expected_copy,
+                              metadata={"groups_differing": len(differing), "published_flags_wrong": flags,
+                                        "copy_documents": copy_count, "expected_copy_documents": expected_copy})
+
+
+def _nonzero(sensitive: dict) -> dict:
+    return {f: {v: n for v, n in values.items() if n} for f, values in sensitive.items()}

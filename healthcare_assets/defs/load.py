@@ -14,6 +14,7 @@ from pymongo.errors import BulkWriteError
 from healthcare_assets import audit, scans, staging
 from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
+from healthcare_assets.release import loading
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import (
     DOCUMENT_JSON_SCHEMA,
@@ -134,7 +135,7 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
         tally.already += len(existing)
         tally.sources_added += add_source(collection, existing, sha)
 
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with loading(collection.database, sha), ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
         for rows in staging.row_batches(staged.path, LOAD_BATCH):
             docs = build_documents(rows, source, created_at, erased)

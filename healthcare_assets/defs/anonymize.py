@@ -6,6 +6,7 @@ failing check leaves the analysts' copy untouched. The whole-collection audit of
 separate, scheduled job that never gates a drop.
 """
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 
@@ -26,6 +27,7 @@ from healthcare_assets.release import (
     is_published,
     released_fields,
 )
+from healthcare_assets.resources import settings
 from healthcare_assets.resources.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
@@ -143,26 +145,26 @@ def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckRes
     return findings.results(*_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
 
 
-def _released_groups(release: Release) -> list[tuple[dict, int]]:
-    return [(d["group"], d["records"]) for d in release.groups.find({"published": True}, {"group": 1, "records": 1})]
-
-
-def _release_metadata(release: Release, before: list[dict]) -> dict:
-    """The release as a whole: its scheme, k, l, what is held back, and how identifying it is."""
+def release_report(release: Release, before: list[dict]) -> dict:
+    """The release as a whole: its scheme, what it holds back, and how identifying it is, before
+    (as the copy released stays until this policy) and as released."""
     state = release.state()
-    after = generalization.uniqueness(_released_groups(release))
-    levels = {q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS}
+    released = [(d["group"], d["records"]) for d in release.groups.find({"published": True}, {"group": 1, "records": 1})]
     return {
-        "quasi_identifiers": dg.MetadataValue.json(list(privacy.QI_FIELDS)),
-        "sensitive_fields": dg.MetadataValue.json(list(privacy.SENSITIVE)),
-        "generalization": dg.MetadataValue.json(levels),
+        "quasi_identifiers": list(privacy.QI_FIELDS),
+        "sensitive_fields": list(privacy.SENSITIVE),
+        "k_required": privacy.K_ANONYMITY,
+        "l_required": privacy.L_DIVERSITY,
+        "generalization": {q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
         "generalization_loss": round(generalization.generalization_loss(state["scheme"]), 4),
         "scheme_chosen_at": str(state["chosen_at"]),
         "stays_counted": state["counted"],
         "stays_held_back": state["suppressed"],
         "held_back_share": round(state["suppressed"] / state["counted"], 4) if state["counted"] else 0.0,
+        "groups_released": len(released),
         "groups_held_back": release.held_back_groups(),
-        "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(before, after)),
+        "uniqueness_before": before,
+        "uniqueness_released": generalization.uniqueness(released),
     }
 
 
@@ -207,6 +209,10 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
         else:
             published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
     copy = release.copy
+    report = release_report(release, before)
+    path = settings.reports_dir() / "release_report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"source_sha256": sha, "run_id": context.run_id, **report}, indent=2))
     audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
                  rebuilt=plan is None)
     context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if plan is None else ""))
@@ -214,14 +220,16 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
         "dagster/row_count": copy.estimated_document_count(),
         "view": f"{source.database.name}.{privacy.VIEW_NAME}",
         "analyst_copy": copy.full_name,
-        "k_required": privacy.K_ANONYMITY,
-        "l_required": privacy.L_DIVERSITY,
         "source_sha256": sha,
         "rebuilt": plan is None,
         "already_published": bool(plan and plan.already_applied),
         "stays_added": plan.stays if plan else rebuilt.evaluation.stays,
         "stays_published": published,
-        **_release_metadata(release, before),
+        **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in report.items()
+           if not k.startswith("uniqueness")},
+        "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(report["uniqueness_before"],
+                                                                             report["uniqueness_released"])),
+        "report": str(path),
         "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
     })
 

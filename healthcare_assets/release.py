@@ -312,12 +312,11 @@ class Release:
             after, sensitive = before + added, _add(now.get("sensitive", {}), tally.sensitive[key])
             published_after = is_published(after, sensitive)
             members = None
-            if not published_after or not published_before:
-                earlier = [] if before == 0 else self._members(now, tally.groups[key], scheme, applied)
-                if published_after:
-                    plan.earlier_members += earlier
-                else:
-                    members = earlier + tally.members[key]
+            if published_after and not published_before and before:
+                plan.earlier_members += self._members(now, tally.groups[key], scheme, applied)
+            elif not published_after:
+                earlier = now.get("members") if before else []  # None: too many to keep
+                members = None if earlier is None else earlier + tally.members[key]
             plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
                                            published_after, _kept(members)))
             held_back += (0 if published_after else after) - (0 if published_before else before)

@@ -59,13 +59,16 @@ class Findings:
         self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
         self.exact = generalization.Encoder() if keep_exact else None  # for the uniqueness table "before"
 
-    def add_released(self, doc: dict, scheme: privacy.Scheme) -> None:
+    def add_released(self, doc: dict, scheme: privacy.Scheme) -> Counter:
+        """Count one released document; returns its texts."""
         for name in set(doc) ^ set(privacy.VIEW_FIELDS):
             self.wrong_fields[name] += 1
-        self.texts.update(_texts(doc))
+        texts = Counter(_texts(doc))
+        self.texts.update(texts)
         for name in privacy.VIEW_FIELDS:
             self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)
         self.groups[privacy.group_key(privacy.group_of(doc))] += 1
+        return texts
 
     def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
         """One source stay: are its patient's, doctor's and hospital's names among the released texts?"""
@@ -77,8 +80,7 @@ class Findings:
 
     def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:
         """A stay about to be released, judged against its own source names."""
-        self.add_released(doc, scheme)
-        self.add_person([candidate["_person"]["name"], *candidate["_staff"]], Counter(_texts(doc)))
+        self.add_person([candidate["_person"]["name"], *candidate["_staff"]], self.add_released(doc, scheme))
         if self.exact is not None:
             self.exact.add(exact(candidate))
 

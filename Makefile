@@ -7,6 +7,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 # `dagster asset materialize` does not read [tool.dagster] from pyproject.toml (only `dagster dev`
 # does); it gets the module from this variable, set for that command only (see tools/dagster-env.sh).
 MODULE := healthcare_assets.definitions
+# .data holds patient data and secrets: what make's commands write there is owner-only.
+OWNER_ONLY := umask 077 &&
 
 .PHONY: install run test dev bench mongo-stop clean
 
@@ -25,12 +27,11 @@ $(BIN)/.installed: pyproject.toml Makefile
 install: $(BIN)/.installed
 
 $(DAGSTER_HOME):
-	mkdir -p $@
-	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml
+	$(OWNER_ONLY) mkdir -p $@ && printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml
 
 run: install $(DAGSTER_HOME)
-	$(BIN)/healthcare-assets mongo start
-	DAGSTER_MODULE_NAME=$(MODULE) $(BIN)/dagster asset materialize --select '*'
+	$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
+	$(OWNER_ONLY) DAGSTER_MODULE_NAME=$(MODULE) $(BIN)/dagster asset materialize --select '*'
 	$(BIN)/healthcare-assets summary
 
 test: install
@@ -38,10 +39,10 @@ test: install
 	$(BIN)/pytest
 
 dev: install $(DAGSTER_HOME)
-	$(BIN)/dagster dev
+	$(OWNER_ONLY) $(BIN)/dagster dev
 
 bench: install
-	$(BIN)/python -m healthcare_assets.bench
+	$(OWNER_ONLY) $(BIN)/python -m healthcare_assets.bench
 
 mongo-stop: install
 	$(BIN)/healthcare-assets mongo stop

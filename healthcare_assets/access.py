@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pymongo
 
+from healthcare_assets import secrets_file
 from healthcare_assets.resources import settings
 
 
@@ -72,26 +73,18 @@ def role(name: str, database: str | None = None) -> Role:
 
 
 def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
-    """Role name -> password, from the environment; for the embedded server, missing ones are
-    generated once into $HEALTHCARE_DATA_DIR/secrets.env (mode 0600, never in git)."""
-    stored: dict[str, str] = {}
-    path = (data_dir or settings.data_dir()) / "secrets.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition("=")
-            stored[key] = value
-    result = {}
-    for r in roles():
-        value = os.environ.get(r.password_variable) or stored.get(r.password_variable)
-        if not value and generate:
-            value = stored[r.password_variable] = secrets.token_urlsafe(24)
-        if value:
-            result[r.name] = value
+    """Role name -> password, from the environment (never a placeholder of .env.example in
+    production); for the embedded server, missing ones are generated once into
+    $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
+    from_env = {r.password_variable: secrets_file.checked(r.password_variable, os.environ[r.password_variable])
+                for r in roles() if os.environ.get(r.password_variable)}
     if generate:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
-    return result
+        missing = [r.password_variable for r in roles() if r.password_variable not in from_env]
+        stored = secrets_file.ensure(dict.fromkeys(missing, lambda: secrets.token_urlsafe(24)), data_dir)
+    else:
+        stored = secrets_file.read(data_dir)
+    found = {**stored, **from_env}
+    return {r.name: found[r.password_variable] for r in roles() if found.get(r.password_variable)}
 
 
 def _role_document(r: Role) -> dict:

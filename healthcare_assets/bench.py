@@ -668,8 +668,9 @@ def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -
         for suffix in ("json", "png"):
             produced = work / "reports" / f"index_benchmarks.{suffix}"
             if produced.exists():
-                (report_dir / "bench").mkdir(parents=True, exist_ok=True)
-                shutil.copy(produced, report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
+                settings.private_dir(report_dir / "bench")
+                copied = shutil.copy(produced, report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")
+                settings.owner_only(Path(copied))
     return results
 
 
@@ -831,8 +832,7 @@ def write_report(path: Path, args, results: dict[int, dict], figures: ProcessFig
               "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats_for(size, args) for size in results},
               "sizes": {str(k): v for k, v in results.items()}, "processes": asdict(figures),
               "targets": [asdict(t) for t in targets]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
+    settings.write_owner_only(path, json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

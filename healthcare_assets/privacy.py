@@ -55,18 +55,16 @@ COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.dat
 
 
 def pseudonym_key() -> bytes:
-    """HEALTHCARE_PSEUDONYM_KEY, or a per-installation key generated once into
-    $HEALTHCARE_DATA_DIR/secrets.env (with a warning): never a key written in the code."""
+    """HEALTHCARE_PSEUDONYM_KEY (in production at least 32 bytes, never the .env.example
+    placeholder), or a per-installation key generated once into $HEALTHCARE_DATA_DIR/secrets.env
+    (with a warning): never a key written in the code."""
+    from healthcare_assets import secrets_file
+
     key = os.environ.get("HEALTHCARE_PSEUDONYM_KEY")
     if key:
-        return key.encode()
-    path = settings.data_dir() / "secrets.env"
-    stored = dict(line.partition("=")[::2] for line in path.read_text().splitlines()) if path.exists() else {}
-    if not stored.get("HEALTHCARE_PSEUDONYM_KEY"):
-        stored["HEALTHCARE_PSEUDONYM_KEY"] = secrets.token_hex(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+        return secrets_file.checked("HEALTHCARE_PSEUDONYM_KEY", key, secrets_file.MIN_KEY_BYTES).encode()
+    stored = secrets_file.ensure({"HEALTHCARE_PSEUDONYM_KEY": lambda: secrets.token_hex(32)})
+    path = secrets_file.path(settings.data_dir())
     warnings.warn(f"HEALTHCARE_PSEUDONYM_KEY is not set: using the development key in {path}", stacklevel=2)
     return stored["HEALTHCARE_PSEUDONYM_KEY"].encode()
 

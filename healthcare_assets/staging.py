@@ -63,9 +63,7 @@ def row_batches(path: str, size: int) -> Iterator[list[dict]]:
 
 
 def run_dir(run_id: str) -> Path:
-    path = settings.staging_dir() / run_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return settings.private_dir(settings.staging_dir() / run_id)
 
 
 def remove_old_runs(now: float | None = None) -> None:
@@ -87,6 +85,7 @@ class ParquetChunkWriter:
         self.rows = 0
         self.chunk_rows: list[int] = []
         self._writer = pq.ParquetWriter(path, schema)
+        settings.owner_only(path)  # staged rows are patient data
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:

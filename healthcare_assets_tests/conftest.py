@@ -16,7 +16,7 @@ from healthcare_assets.resources.mongo import MongoResource, connect
 from healthcare_assets.sensors import DROP_SELECTION
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key")  # test_privacy covers the unset case
+os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at-least-32-bytes")  # test_privacy covers the unset case
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 

@@ -3,14 +3,22 @@
 import os
 import subprocess
 import sys
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pymongo
 import pytest
 
+from healthcare_assets import access
 from healthcare_assets.resources import embedded_mongo
-from healthcare_assets.resources.mongo import MongoResource, MongoUnreachableError, connect
+from healthcare_assets.resources.mongo import (
+    UNPARSED,
+    MongoResource,
+    MongoUnreachableError,
+    connect,
+    redact,
+)
 
 
 def daemons_on(storage) -> list[psutil.Process]:
@@ -110,3 +118,59 @@ def test_unreachable_error_never_shows_the_password():
     with pytest.raises(MongoUnreachableError) as error:
         connect("mongodb://user:s3cr3t@127.0.0.1:9/?serverSelectionTimeoutMS=300")
     assert "s3cr3t" not in str(error.value)
+
+
+def test_a_user_added_while_auth_is_off_is_refused(own_data_dir, monkeypatch):
+    provision = access.provision
+
+    def provision_and_intrude(client, role_passwords, database=None):
+        done = provision(client, role_passwords, database)
+        # another local process, in the window of the first start without authentication
+        client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+        return done
+
+    monkeypatch.setattr(access, "provision", provision_and_intrude)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match=r"not exactly the roles.*intruder@admin"):
+        embedded_mongo.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir) is None and daemons_on(own_data_dir / "mongo") == []
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@admin"):  # and at every start
+        embedded_mongo.ensure_running(own_data_dir)
+
+
+def test_a_user_of_another_database_is_refused_at_the_next_start(own_data_dir):
+    embedded_mongo.ensure_running(own_data_dir)
+    admin = pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir))
+    admin.other.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+    embedded_mongo.stop(own_data_dir)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@other"):
+        embedded_mongo.ensure_running(own_data_dir)
+    assert daemons_on(own_data_dir / "mongo") == []
+
+
+@pytest.mark.parametrize("uri, label", [
+    ("mongodb://admin_master:S3cret#pw@db:27017/", "db:27017"),
+    ("mongodb://admin_master:S3cret%3Fpw%2F@db:27017/healthcare_db?authSource=admin", "db:27017"),
+    ("mongodb://admin_master:S3c%40ret%23pw@db1:27017,db2:27018/?replicaSet=rs0", "db1:27017,db2:27018"),
+    ("mongodb://admin_master:S3c@ret#pw@db:27017/", "db:27017"),  # an unescaped '@': the last one counts
+    ("mongodb+srv://admin_master:S3cret%23pw@cluster0.example.net/?retryWrites=true", "cluster0.example.net (SRV)"),
+    ("mongodb://127.0.0.1:27017/?directConnection=true", "127.0.0.1:27017"),
+    ("mongodb://db", "db:27017"),
+    ("mongodb://admin_master:S3cret?pw@db:27017/", UNPARSED),  # unescaped '?' and '/' cut the URI early
+    ("mongodb://admin_master:S3cret/pw@db:27017/", UNPARSED),
+    ("mongodb://admin_master:12/pw@db/", UNPARSED),  # would read as host admin_master, port 12
+    ("postgresql://admin_master:S3cret@db/", UNPARSED),
+])
+def test_server_labels_never_carry_credentials(uri, label):
+    assert redact(uri) == label
+    assert not [part for part in ("admin_master", "S3c", "ret", "pw") if part in label]
+
+
+@pytest.mark.parametrize("uri", [
+    "mongodb://admin_master:S3cret#pw@127.0.0.1:9/?serverSelectionTimeoutMS=300",
+    "mongodb://admin_master:S3cret?pw@127.0.0.1:9/",
+    "mongodb://admin_master:S3cret:pw@127.0.0.1:9/?serverSelectionTimeoutMS=300",
+])
+def test_connection_errors_never_show_a_password(uri):
+    with pytest.raises(MongoUnreachableError) as error:
+        connect(uri)
+    assert "S3cret" not in "".join(traceback.format_exception(error.value))

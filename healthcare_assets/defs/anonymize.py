@@ -212,9 +212,8 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
             published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
     copy = release.copy
     report = release_report(release, before)
-    path = settings.reports_dir() / "release_report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"source_sha256": sha, "run_id": context.run_id, **report}, indent=2))
+    path = settings.write_owner_only(settings.reports_dir() / "release_report.json",
+                                     json.dumps({"source_sha256": sha, "run_id": context.run_id, **report}, indent=2))
     audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
                  rebuilt=plan is None)
     context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if plan is None else ""))

@@ -574,10 +574,10 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     reports = settings.reports_dir()
-    reports.mkdir(parents=True, exist_ok=True)
     json_path, png_path = reports / "index_benchmarks.json", reports / "index_benchmarks.png"
-    json_path.write_text(json_util.dumps(report, indent=2, json_options=json_util.RELAXED_JSON_OPTIONS))
+    settings.write_owner_only(json_path, json_util.dumps(report, indent=2, json_options=json_util.RELAXED_JSON_OPTIONS))
     write_chart(results, documents, notes, png_path)
+    settings.owner_only(png_path)
 
     # The output keeps the real queries (the check asks the server about them again).
     value = {**report, "suite": [asdict(q) for q, _ in suite]}

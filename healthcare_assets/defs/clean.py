@@ -2,6 +2,7 @@
 
 
 import json
+import os
 from collections import Counter
 
 import dagster as dg
@@ -33,12 +34,13 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     break a hard rule go to quarantine/<source>.csv with the line number and the reason."""
     path = staging.run_dir(context.run_id) / "cleaned.parquet"
     q_path = quarantine_path(raw_csv.source.name)
-    q_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.private_dir(q_path.parent)
     cleaner = ChunkCleaner(pseudonym_key())
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
     first = None
     with open(q_path, "w", newline="", encoding="utf-8") as quarantine:
+        os.fchmod(quarantine.fileno(), 0o600)
         pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(quarantine, index=False)
         for raw in raw_csv.chunks():
             result = cleaner.clean(raw)
@@ -58,9 +60,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
               "quarantined_by_reason": by_reason,
               "quarantine_file": str(q_path) if totals["rows_quarantined"] else None}
-    report_path = settings.reports_dir() / "cleaning_report.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2))
+    report_path = settings.write_owner_only(settings.reports_dir() / "cleaning_report.json", json.dumps(report, indent=2))
 
     staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows), {**totals, **repairs})
     return dg.Output(

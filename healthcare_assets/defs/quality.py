@@ -85,7 +85,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     """Great Expectations validation of the cleaned rows, chunk by chunk: counts (rows equal what
     cleaning staged, unique record keys), types (every column's dtype, no nulls) and values (value
     sets, ranges, discharge after admission). Data Docs land in reports/quality/."""
-    docs_dir = settings.reports_dir() / "quality"
+    docs_dir = settings.private_dir(settings.reports_dir() / "quality")
     checkpoint = _checkpoint(docs_dir)
     stats: Counter = Counter()
     failures: list[dict] = []
@@ -107,6 +107,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
                                      "unexpected_count": r.result.get("unexpected_count"),
                                      "observed": str(r.result.get("observed_value", ""))[:80]})
         context.log.info(f"validated chunk {number} of {total}")
+    settings.owner_only(docs_dir)  # Great Expectations writes Data Docs under the umask
 
     rows = ["| suite | evaluated | failed |", "|---|---:|---:|"]
     rows += [f"| {s} | {stats[s + '_evaluated']} | {stats[s + '_failed']} |" for s in ("counts", "types", "values")]

@@ -4,7 +4,10 @@ Every Dagster step runs in its own process, so the daemon is started detached an
 through a state file; a file lock makes sure concurrent runs never start two daemons on one
 storage directory. Authentication is on: the very first start provisions the roles and users of
 healthcare_assets.access without auth, then restarts the daemon with --auth (the server has no
-localhost exception). TLS is on when HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE are set.
+localhost exception); any local process could add a user in that window, so every start with
+auth refuses a storage whose users are not exactly the roles' users. TLS is on when
+HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE are set. Everything here is owner-only: the data
+directory 0700, the daemon started with umask 077.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import psutil
 import pymongo
 
 from healthcare_assets import access
+from healthcare_assets.resources import settings
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -77,8 +81,9 @@ def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
 
 @contextlib.contextmanager
 def _locked(data_dir: Path):
-    data_dir.mkdir(parents=True, exist_ok=True)
+    settings.private_dir(data_dir)
     with open(_paths(data_dir)["lock"], "w") as lock:
+        os.fchmod(lock.fileno(), 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -145,7 +150,7 @@ def _log_tail(log: Path, lines: int = 20) -> str:
 
 def _start(data_dir: Path, auth: bool) -> dict:
     paths = _paths(data_dir)
-    paths["storage"].mkdir(parents=True, exist_ok=True)
+    settings.owner_only(settings.private_dir(paths["storage"]))  # storage an older version left readable
     port = free_port()
     command = [sys.executable, "-m", "secantus", "--host", HOST, "--port", str(port),
                "--storage-path", str(paths["storage"]), "--log-level", "WARNING"]
@@ -155,7 +160,9 @@ def _start(data_dir: Path, auth: bool) -> dict:
     if tls:
         command += ["--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"]]
     with open(paths["log"], "ab") as log:
+        os.fchmod(log.fileno(), 0o600)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                umask=0o077,  # its storage files hold patient data
                                 start_new_session=True)  # outlives the step process that started it
     uri = uri_for(port)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -170,7 +177,7 @@ def _start(data_dir: Path, auth: bool) -> dict:
         time.sleep(0.2)
     state = {"pid": proc.pid, "port": port, "uri": uri, "storage": str(paths["storage"]),
              "auth": auth, "tls": bool(tls), "started_at": time.time()}
-    paths["state"].write_text(json.dumps(state))
+    settings.write_owner_only(paths["state"], json.dumps(state))
     return state
 
 
@@ -186,6 +193,7 @@ def ensure_running(data_dir: Path) -> str:
             if not _paths(data_dir)["provisioned"].exists():
                 _provision(data_dir)
             state = _start(data_dir, auth=True)
+            _check_users(data_dir, state)
         return state["uri"]
 
 
@@ -198,7 +206,35 @@ def _provision(data_dir: Path) -> None:
     finally:
         client.close()
         _terminate(state["pid"])
-    _paths(data_dir)["provisioned"].touch()
+    _paths(data_dir)["provisioned"].touch(mode=0o600)
+
+
+def _check_users(data_dir: Path, state: dict) -> None:
+    """Refuse (and stop the daemon) unless the users are exactly the roles' users, each with its
+    own role only: the first start ran without authentication, and another local process could
+    have added a user, or changed one, in that window."""
+    expected = {(r.user, "admin"): [{"role": r.name, "db": "admin"}] for r in access.roles()}
+    admin = access.role("ADMIN_MASTER")
+    uri = uri_for(state["port"], admin.user, access.passwords(data_dir).get(admin.name, ""))
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000)
+    try:
+        # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)
+        found = {(u["user"], u["db"]): u.get("roles", []) for u in client.admin["system.users"].find()}
+        problem = ", ".join(f"{user}@{db}" for (user, db), granted in sorted(found.items())
+                            if expected.get((user, db)) != granted)
+    except pymongo.errors.OperationFailure as exc:
+        problem = f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"
+    finally:
+        client.close()
+    if problem:
+        _terminate(state["pid"])
+        _paths(data_dir)["state"].unlink(missing_ok=True)
+        raise EmbeddedMongoError(
+            f"refusing the embedded server with storage {state['storage']}: its users are not exactly "
+            f"the roles of healthcare_assets/access.py ({problem}). Its first start runs without "
+            "authentication, and another local process may have changed them then. It was stopped; find "
+            f"out who did it, then delete {state['storage']} and {_paths(data_dir)['provisioned']} to "
+            "provision a new one.")
 
 
 def _terminate(pid: int) -> None:

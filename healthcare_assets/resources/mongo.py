@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pymongo
+from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from healthcare_assets import secrets_file
 from healthcare_assets.resources import embedded_mongo, settings
 
 _clients: dict[str, pymongo.MongoClient] = {}
@@ -19,9 +21,49 @@ class MongoUnreachableError(RuntimeError):
     pass
 
 
+UNPARSED = "(a MongoDB URI that does not parse)"
+
+
+def _split(uri: str) -> tuple[str, str, str] | None:
+    """(scheme, credentials, hosts) as the URI spec and pymongo split them: options after the
+    first '?', the database after the first '/', credentials before the last '@' of what is left.
+    None when an '@' is left elsewhere: a '/' or '?' in a password was not percent-encoded, and
+    what looks like the hosts may be a piece of it."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme not in ("mongodb", "mongodb+srv"):
+        return None
+    netloc = rest.partition("?")[0].partition("/")[0]
+    if "@" in rest[len(netloc):]:
+        return None
+    credentials, _, hosts = netloc.rpartition("@")
+    return scheme, credentials, hosts
+
+
 def redact(uri: str) -> str:
-    """host:port part of a URI, safe for logs and metadata (no credentials, no options)."""
-    return urlsplit(uri).netloc.rpartition("@")[2] or uri
+    """The hosts of a URI ("db1:27017,db2:27017", an SRV name), safe for logs and metadata: built
+    from the parsed host list, never the URI's text, so no credentials or options can reach them.
+    No DNS lookup for mongodb+srv."""
+    split = _split(uri)
+    if split is None:
+        return UNPARSED
+    scheme, _, hosts = split
+    srv = scheme == "mongodb+srv"
+    try:
+        nodes = uri_parser.split_hosts(hosts, default_port=None if srv else 27017)
+    except (ValueError, pymongo.errors.PyMongoError):
+        return UNPARSED
+    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host
+                     for host, port in nodes)
+    return f"{label} (SRV)" if srv else label
+
+
+def _production_uri(uri: str) -> str:
+    """MONGODB_URI, refused when its password is still a placeholder of .env.example."""
+    split = _split(uri)
+    if split and split[1]:
+        with contextlib.suppress(pymongo.errors.PyMongoError):  # pymongo itself reports a bad URI
+            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1])
+    return uri
 
 
 def connect(uri: str) -> pymongo.MongoClient:
@@ -29,7 +71,14 @@ def connect(uri: str) -> pymongo.MongoClient:
     client = _clients.get(uri)
     if client is None:
         options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
-        client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True, tz_aware=False, **options)
+        try:
+            client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True, tz_aware=False, **options)
+        except pymongo.errors.ConfigurationError as exc:
+            # pymongo's message can quote a piece of the URI, and of a password in it: not chained
+            raise MongoUnreachableError(
+                f"MongoDB URI {redact(uri)} is not valid: {type(exc).__name__}. Percent-encode "
+                "'@', ':', '/', '?' and '%' in the user name and password of MONGODB_URI."
+            ) from None
         try:
             client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:
@@ -53,7 +102,7 @@ class MongoResource(dg.ConfigurableResource):
 
     def uri(self) -> str:
         if settings.mongodb_uri():
-            return settings.mongodb_uri()
+            return _production_uri(settings.mongodb_uri())
         data_dir = Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
         embedded_mongo.ensure_running(data_dir)
         return embedded_mongo.client_uri(data_dir)

@@ -21,8 +21,8 @@ from healthcare_assets.resources import settings
 
 
 def _write(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as tmp:
+    settings.private_dir(path.parent)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as tmp:  # created 0600
         pickle.dump(obj, tmp)
     os.replace(tmp.name, path)  # a reader never sees half a file
 

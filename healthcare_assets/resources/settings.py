@@ -13,6 +13,44 @@ def data_dir() -> Path:
     return Path(os.environ.get("HEALTHCARE_DATA_DIR", ".data")).resolve()
 
 
+# Everything under the data directory is patient data or a secret: owner-only whatever the umask
+# it is written under, so that no other local user can read it.
+
+def private_dir(path: Path | None = None) -> Path:
+    """The data directory, or a folder under it, created owner-only (0700) with every folder it
+    has to create; an existing one of ours (an older version's 0755) is made 0700 too."""
+    root = data_dir()
+    path = Path(path or root)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    ours = [folder for folder in {path, *([root] if path.is_relative_to(root) else [])}
+            if folder.stat().st_uid == os.getuid()]  # a mounted volume may belong to root
+    for folder in {*created, *ours}:
+        folder.chmod(0o700)
+    return path
+
+
+def owner_only(path: Path) -> Path:
+    """Make a file we wrote 0600, or a folder we filled 0700 with everything in it 0700 / 0600."""
+    path = Path(path)
+    if not path.is_dir():
+        path.chmod(0o600)
+        return path
+    path.chmod(0o700)
+    for folder, folders, files in os.walk(path):
+        for entry in (Path(folder, name) for name in folders + files):
+            if not entry.is_symlink():  # chmod would change what it points to
+                entry.chmod(0o700 if entry.is_dir() else 0o600)
+    return path
+
+
+def write_owner_only(path: Path, text: str) -> Path:
+    """Write a report (or any text) under the data directory, owner-only."""
+    private_dir(path.parent)
+    path.write_text(text)
+    return owner_only(path)
+
+
 def source_csv() -> str:
     return os.environ.get("HEALTHCARE_SOURCE_CSV", DEFAULT_SOURCE_CSV)
 

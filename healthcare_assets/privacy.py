@@ -44,7 +44,7 @@ from typing import Any
 
 import pandas as pd
 
-from healthcare_assets import schema
+from healthcare_assets import schema, secrets_file
 from healthcare_assets.resources import settings
 
 K_ANONYMITY = 11  # the CMS small-cell rule
@@ -58,8 +58,6 @@ def pseudonym_key() -> bytes:
     """HEALTHCARE_PSEUDONYM_KEY (in production at least 32 bytes, never the .env.example
     placeholder), or a per-installation key generated once into $HEALTHCARE_DATA_DIR/secrets.env
     (with a warning): never a key written in the code."""
-    from healthcare_assets import secrets_file
-
     key = os.environ.get("HEALTHCARE_PSEUDONYM_KEY")
     if key:
         return secrets_file.checked("HEALTHCARE_PSEUDONYM_KEY", key, secrets_file.MIN_KEY_BYTES).encode()

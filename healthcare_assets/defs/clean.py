@@ -12,7 +12,7 @@ import pyarrow as pa
 from healthcare_assets import staging
 from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
 from healthcare_assets.defs.ingest import raw_csv
-from healthcare_assets.defs.metadata import column_schema, counts_table, preview
+from healthcare_assets.defs.metadata import column_schema, counts_table, profile
 from healthcare_assets.privacy import pseudonym_key
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import AGE_RANGE, CLEANED_DTYPES
@@ -73,7 +73,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
             "quarantined_by_reason": dg.MetadataValue.json(by_reason),
             "row_accounting": counts_table({**totals, **repairs}),
             "cleaning_report": dg.MetadataValue.path(str(report_path)),
-            "preview": preview(first if first is not None else pd.DataFrame()),
+            "profile": profile(first if first is not None else pd.DataFrame()),
         },
     )
 

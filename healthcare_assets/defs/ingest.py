@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healthcare_assets import staging
-from healthcare_assets.defs.metadata import column_schema, preview
+from healthcare_assets.defs.metadata import column_schema, profile
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import CSV_COLUMNS, FIELDS
 from healthcare_assets.sources import RawCsvReader, SourceReadError, open_source, source_name
@@ -60,7 +60,7 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig) -> dg.Outpu
             **source.as_metadata(),
             "malformed_rows": malformed,
             "blank_lines_skipped": reader.blank_lines,
-            "preview": preview(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS)),
+            "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS)),
         },
     )
 

@@ -40,7 +40,7 @@ def _summary(args: argparse.Namespace) -> int:
     print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
     release = Release(collection, b"")
     print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
-          f"({release.held_back_groups()} groups held back under k or l; view {collection.database.name}.{VIEW_NAME})")
+          f"({(release.state() or {}).get('groups_held_back', 0)} groups held back under k or l; view {collection.database.name}.{VIEW_NAME})")
     for path in sorted(reports.rglob("*.json")) + sorted(reports.glob("quality/index.html")):
         print(f"report        {path}")
     for path in sorted(settings.quarantine_dir().glob("*.csv")):

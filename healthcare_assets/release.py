@@ -47,7 +47,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from healthcare_assets import generalization, privacy, scans
+from healthcare_assets import document_counts, generalization, privacy, scans
 from healthcare_assets.access import databases
 from healthcare_assets.privacy import Scheme
 
@@ -165,8 +165,7 @@ class Plan:
     unpublished_members: list[str] = field(default_factory=list)  # their group no longer qualifies
     erased_patients: list[str] = field(default_factory=list)
     erased_stays: list[str] = field(default_factory=list)  # their source _ids
-    counted: int = 0  # stays in the release after the operation
-    suppressed: int = 0  # of which held back
+    totals: dict = field(default_factory=dict)  # the release's TOTALS after the operation
     already_applied: bool = False
 
     @property
@@ -179,7 +178,7 @@ class Plan:
     @classmethod
     def from_ledger(cls, entry: dict) -> Plan:
         fields = {k: entry[k] for k in ("op", "kind", "documents", "earlier_members", "unpublished_members",
-                                        "erased_patients", "erased_stays", "counted", "suppressed")}
+                                        "erased_patients", "erased_stays", "totals")}
         return cls(**fields, groups=[GroupChange(**g) for g in entry["groups"]])
 
 
@@ -277,9 +276,6 @@ class Release:
         """The scheme in force and the release's totals (None before the first release)."""
         return self.schemes.find_one({"_id": "current"})
 
-    def held_back_groups(self) -> int:
-        return self.groups.count_documents({"records": {"$gt": 0}, "published": False})
-
     # ---- planning: reads only -------------------------------------------------------------
 
     def _file_candidates(self, sha: str, documents: int) -> Iterator[list[dict]]:
@@ -305,7 +301,6 @@ class Release:
                 observe(candidate, doc, scheme)
                 tally.add(doc, candidate["_id"])
         current = self._current(list(tally.records))
-        held_back = state["suppressed"]
         for key, added in tally.records.items():
             now = current.get(key, {})
             before, published_before = now.get("records", 0), now.get("published", False)
@@ -319,8 +314,7 @@ class Release:
                 members = None if earlier is None else earlier + tally.members[key]
             plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
                                            published_after, _kept(members)))
-            held_back += (0 if published_after else after) - (0 if published_before else before)
-        plan.counted, plan.suppressed = state["counted"] + sum(tally.records.values()), held_back
+        plan.totals = _totals(state, plan.groups)
         return plan
 
     def _members(self, group_doc: dict, group: dict, scheme: Scheme, applied: AppliedSources,
@@ -341,10 +335,10 @@ class Release:
 
     def needs_replan(self, plan: Plan) -> bool:
         """Should the scheme be chosen again instead of applying this plan (see the module's doc)?"""
-        state = self.state()
-        return (not plan.already_applied and plan.counted > 0
-                and (plan.suppressed / plan.counted > privacy.MAX_SUPPRESSED
-                     or plan.counted >= REPLAN_GROWTH * state["chosen_on"]))
+        counted = plan.totals.get("counted", 0)
+        return (not plan.already_applied and counted > 0
+                and (plan.totals["suppressed"] / counted > privacy.MAX_SUPPRESSED
+                     or counted >= REPLAN_GROWTH * self.state()["chosen_on"]))
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
         """What erasing these patients changes: their counted stays leave their groups, and a group
@@ -360,7 +354,6 @@ class Release:
         if not state:
             return plan  # nothing released yet: only the source changes
         current, erased = self._current(list(tally.records)), set(plan.erased_stays)
-        held_back = state["suppressed"]
         for key, gone in tally.records.items():
             now = current.get(key, {})
             before, published_before = now.get("records", 0), now.get("published", False)
@@ -373,8 +366,7 @@ class Release:
                     plan.unpublished_members += members
             plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
                                            published_after, _kept(members)))
-            held_back += (0 if published_after else after) - (0 if published_before else before)
-        plan.counted, plan.suppressed = state["counted"] - sum(tally.records.values()), held_back
+        plan.totals = _totals(state, plan.groups)
         return plan
 
     def candidates_to_publish(self, plan: Plan) -> Iterator[list[dict]]:
@@ -403,8 +395,7 @@ class Release:
         for batch in _chunks(plan.groups, ID_BATCH):
             self._set_groups(self.groups, batch)
         if plan.groups:
-            self.schemes.update_one({"_id": "current"}, {"$set": {"counted": plan.counted,
-                                                                  "suppressed": plan.suppressed}})
+            self.schemes.update_one({"_id": "current"}, {"$set": plan.totals})
         self.ledger.update_one({"_id": plan.op}, {
             "$set": {"state": "applied", "applied_at": _now(), "published": published},
             "$unset": {"groups": "", "earlier_members": "", "unpublished_members": "", "erased_stays": ""}})
@@ -439,8 +430,9 @@ class Release:
         removed = 0
         for batch in _chunks(plan.erased_stays + plan.unpublished_members, ID_BATCH):
             removed += self.copy.delete_many({"_id": {"$in": [privacy.release_id(r, self.key) for r in batch]}}).deleted_count
-        for batch in _chunks(plan.erased_patients, ID_BATCH):
-            self.source.delete_many({"patient_id": {"$in": batch}})
+        erased = sum(self.source.delete_many({"patient_id": {"$in": batch}}).deleted_count
+                     for batch in _chunks(plan.erased_patients, ID_BATCH))
+        document_counts.adjust(self.source, -erased)
         return removed
 
     @staticmethod
@@ -535,10 +527,9 @@ class Release:
             staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
         else:
             self.copy.drop()
-        held_back = sum(c.after for c in rebuilt.groups.values() if not c.published_after)
+        totals = _totals({}, list(rebuilt.groups.values()))
         self.schemes.replace_one({"_id": "current"}, {
-            "scheme": scheme, "chosen_on": sum(c.after for c in rebuilt.groups.values()),
-            "counted": sum(c.after for c in rebuilt.groups.values()), "suppressed": held_back,
+            "scheme": scheme, "chosen_on": totals["counted"], **totals,
             "evaluation": rebuilt.evaluation.summary(), "chosen_at": _now()}, upsert=True)
         for sha in rebuilt.files:
             self.ledger.update_one({"_id": sha}, {"$set": {"kind": "publish", "state": "applied",
@@ -546,6 +537,22 @@ class Release:
         self.refresh_view(scheme)
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "done", "applied_at": _now(), "published": published}})
         return published
+
+
+TOTALS = ("counted", "suppressed", "groups_released", "groups_held_back")
+
+
+def _totals(state: dict, changes: list[GroupChange]) -> dict:
+    """The release's totals after these group changes: stays counted and held back, groups
+    released and held back (kept as they change: counting them would read every group)."""
+    totals = {name: state.get(name, 0) for name in TOTALS}
+    for c in changes:
+        totals["counted"] += c.after - c.before
+        totals["suppressed"] += (0 if c.published_after else c.after) - (0 if c.published_before else c.before)
+        totals["groups_released"] += int(c.published_after) - int(c.published_before)
+        totals["groups_held_back"] += (int(not c.published_after and c.after > 0)
+                                       - int(not c.published_before and c.before > 0))
+    return totals
 
 
 def _kept(members: list[str] | None) -> list[str] | None:

@@ -27,6 +27,7 @@ def test_committed_export_loads_54966_documents(mongo):
     assert meta["cleaned_frame"]["duplicates_removed"] == duplicates == 534
     assert meta["cleaned_frame"]["negative_billing_corrected"] == 106
     assert mongo.hospitalizations().count_documents({}) == rows - duplicates == 54_966
+    assert meta["mongo_hospitalizations"]["dagster/row_count"] == 54_966  # kept, not counted by the server
     report = (settings.reports_dir() / "cleaning_report.json").read_text()
     assert '"duplicates_removed": 534' in report
     assert (settings.reports_dir() / "quality" / "index.html").exists()

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from bson import json_util
 
-from healthcare_assets import gdpr, generalization, privacy, release
+from healthcare_assets import document_counts, gdpr, generalization, privacy, release
 from healthcare_assets.definitions import defs
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.release import Lease, Release, ReleaseLockError
@@ -175,6 +175,8 @@ def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, 
     assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of the rare group
     assert rel.copy.count_documents(rare_group(rel)) == 0
     assert rel.groups.find_one({"_id": rare_key(rel)})["records"] == K - 1
+    source = mongo.hospitalizations()
+    assert document_counts.adjust(source, 0) == source.count_documents({})  # the kept count follows erasures
     assert_copy_equals_view(mongo)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
 

@@ -147,11 +147,13 @@ def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckRes
     return findings.results(*_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
 
 
-def release_report(release: Release, before: list[dict]) -> dict:
+def release_report(release: Release, before: list[dict], touched: list[GroupChange]) -> dict:
     """The release as a whole: its scheme, what it holds back, and how identifying it is, before
-    (as the copy released stays until this policy) and as released."""
+    (as the copy released the stays judged until this policy) and as released, over the released
+    groups this operation touched (prefix groups summed over them only: a lower bound on every
+    prefix group's size, so the table can only overstate uniqueness)."""
     state = release.state()
-    released = [(d["group"], d["records"]) for d in release.groups.find({"published": True}, {"group": 1, "records": 1})]
+    released = [(c.group, c.after) for c in touched if c.published_after]
     return {
         "quasi_identifiers": list(privacy.QI_FIELDS),
         "sensitive_fields": list(privacy.SENSITIVE),
@@ -163,8 +165,8 @@ def release_report(release: Release, before: list[dict]) -> dict:
         "stays_counted": state["counted"],
         "stays_held_back": state["suppressed"],
         "held_back_share": round(state["suppressed"] / state["counted"], 4) if state["counted"] else 0.0,
-        "groups_released": len(released),
-        "groups_held_back": release.held_back_groups(),
+        "groups_released": state["groups_released"],
+        "groups_held_back": state["groups_held_back"],
         "uniqueness_before": before,
         "uniqueness_released": generalization.uniqueness(released),
     }
@@ -193,8 +195,8 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
         if not release.needs_rebuild():
             plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
             if release.needs_replan(plan):
-                context.log.warning(f"choosing the generalization again ({plan.counted:,} stays, "
-                                    f"{plan.suppressed:,} would be held back): rebuilding the release")
+                context.log.warning(f"choosing the generalization again ({plan.totals['counted']:,} stays, "
+                                    f"{plan.totals['suppressed']:,} would be held back): rebuilding the release")
                 plan = None
         if plan is None:
             findings = Findings(keep_exact=False)  # the rebuild measures "before" on its own table
@@ -211,14 +213,14 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
         else:
             published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
     copy = release.copy
-    report = release_report(release, before)
+    report = release_report(release, before, list(rebuilt.groups.values()) if plan is None else plan.groups)
     path = settings.write_owner_only(settings.reports_dir() / "release_report.json",
                                      json.dumps({"source_sha256": sha, "run_id": context.run_id, **report}, indent=2))
     audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
                  rebuilt=plan is None)
     context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if plan is None else ""))
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": copy.estimated_document_count(),
+        "dagster/row_count": report["stays_counted"] - report["stays_held_back"],  # what the copy holds
         "view": f"{source.database.name}.{privacy.VIEW_NAME}",
         "analyst_copy": copy.full_name,
         "source_sha256": sha,

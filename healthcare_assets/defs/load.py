@@ -11,7 +11,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets import audit, scans, staging
+from healthcare_assets import audit, document_counts, scans, staging
 from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.release import loading
@@ -40,19 +40,20 @@ INDEXES = ([("metadata.sources", 1), ("patient_id", 1)], [("patient_id", 1)])
 
 def prepare_collection(collection: Collection) -> bool:
     """Create the collection with its $jsonSchema validator (or refresh the validator). Returns
-    whether it already held documents: a first load builds the secondary indexes afterwards, in
-    one pass, instead of maintaining them insert by insert (the larger cost on the embedded server)."""
+    whether it existed: a new collection gets its secondary indexes after its first load, in one
+    pass, instead of maintaining them insert by insert (the larger cost on the embedded server).
+    Nothing here reads documents: on the embedded server even finding one reads them all."""
     db = collection.database
     options = {"validator": {"$jsonSchema": DOCUMENT_JSON_SCHEMA}, "validationLevel": "strict",
                "validationAction": "error"}
-    if collection.name in db.list_collection_names():
+    existed = collection.name in db.list_collection_names()
+    if existed:
         db.command("collMod", collection.name, **options)
+        create_indexes(collection)  # no-ops when they exist
     else:
         db.create_collection(collection.name, **options)
-    existing = collection.find_one({}, {"_id": 1}) is not None
-    if existing:
-        create_indexes(collection)
-    return existing
+        document_counts.start(collection)
+    return existed
 
 
 def create_indexes(collection: Collection) -> None:
@@ -174,6 +175,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     if not indexed:
         create_indexes(collection)
     elapsed = time.perf_counter() - started
+    documents = document_counts.adjust(collection, tally.inserted)
     counts = cleaned_frame.counts
     summary = {
         "source_sha256": sha, "source_name": cleaned_frame.source.name, "cleaned_path": cleaned_frame.path,
@@ -187,7 +189,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
                  source_sha256=sha, source_name=cleaned_frame.source.name, already_present=tally.already)
     return dg.Output(summary, metadata={
         **{k: v for k, v in summary.items() if k != "cleaned_path"},
-        "dagster/row_count": collection.estimated_document_count(),
+        "dagster/row_count": documents,
         "collection": f"{collection.database.name}.{collection.name}",
         "server": mongo.server_label(),
         "load_seconds": round(elapsed, 2),

@@ -1,0 +1,28 @@
+"""How many documents a collection holds, kept as loads add them and erasures remove them.
+
+The embedded server counts by reading every document (estimated_document_count included: 6 s at a
+million documents, 1.3 s at 200,000), so a drop never asks it. Loads and erasures adjust a count
+kept in the collection's database instead; the first use on a collection that has none counts once.
+"""
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+
+COUNTS = "document_counts"
+
+
+def start(collection: Collection) -> None:
+    """A collection just created: it holds nothing."""
+    collection.database[COUNTS].update_one({"_id": collection.name}, {"$setOnInsert": {"documents": 0}}, upsert=True)
+
+
+def adjust(collection: Collection, delta: int) -> int:
+    """Add `delta` (already applied to the collection) to its count; returns the count."""
+    counts = collection.database[COUNTS]
+    kept = counts.find_one_and_update({"_id": collection.name}, {"$inc": {"documents": delta}},
+                                      return_document=ReturnDocument.AFTER)
+    if kept is None:  # a collection from before the count was kept: count it once
+        counts.update_one({"_id": collection.name}, {"$setOnInsert": {"documents": collection.count_documents({})}},
+                          upsert=True)
+        kept = counts.find_one({"_id": collection.name})
+    return kept["documents"]

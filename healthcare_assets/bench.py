@@ -845,7 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     report_dir = settings.reports_dir()  # the caller's, before the temporary one takes over
     work = Path(tempfile.mkdtemp(prefix="healthcare-bench-"))
-    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work)}
+    # its generated exports live in the work folder: runs may read them from there
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work),
+           "HEALTHCARE_IMPORT_DIR": os.pathsep.join([str(work), str(REPO / "data")])}
     for name in ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HEALTHCARE_SOURCE_CSV"):
         env.pop(name, None)  # always the fresh embedded server, the bench's own databases and files
     results: dict[int, dict] = {}

@@ -57,15 +57,27 @@ def _provision_access(args: argparse.Namespace) -> int:
     return 0
 
 
-def _patient(args: argparse.Namespace) -> dict:
-    return {"name": args.name, "gender": args.gender, "blood_type": args.blood_type}
+def _selection(args: argparse.Namespace, collection):
+    """The patients the arguments stand for and 0, or None and the exit code after saying why they
+    do not pick any safely (2: not a name; 5: a name of several patients)."""
+    from healthcare_assets import gdpr
+
+    try:
+        return gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
+    except gdpr.PatientSelectionError as exc:
+        print(exc, file=sys.stderr)
+        return None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
 
 
 def _export_patient(args: argparse.Namespace) -> int:
     from healthcare_assets import gdpr
     from healthcare_assets.resources.mongo import mongo_resource_from_env
 
-    count = gdpr.export_patient(mongo_resource_from_env().hospitalizations(), Path(args.out), **_patient(args))
+    collection = mongo_resource_from_env().hospitalizations()
+    selection, code = _selection(args, collection)
+    if selection is None:
+        return code
+    count = gdpr.export_patient(collection, Path(args.out), selection)
     print(f"wrote {count} records to {args.out}")
     return 0 if count else 4
 
@@ -74,9 +86,21 @@ def _erase_patient(args: argparse.Namespace) -> int:
     from healthcare_assets import gdpr
     from healthcare_assets.resources.mongo import mongo_resource_from_env
 
-    removed = gdpr.erase_patient(mongo_resource_from_env().hospitalizations(), **_patient(args))
+    collection = mongo_resource_from_env().hospitalizations()
+    selection, code = _selection(args, collection)
+    if selection is None:
+        return code
+    for patient in selection.patients:
+        print(patient.describe())
+    if not selection.patients:
+        print(f"no records of {selection.name!r} in the collection or in quarantine")
+    removed = gdpr.erase_patient(collection, selection, apply=args.yes)
+    verb = "removed" if args.yes else "would remove"
     for place, count in removed.items():
-        print(f"removed {count:>6}  {place}")
+        print(f"{'kept' if place == gdpr.KEPT else verb} {count:>6}  {place}")
+    if not args.yes:
+        print("dry run: nothing was removed (the analysts' and doctor app's copies lose the same stays); "
+              "run again with --yes to erase")
     return 0
 
 
@@ -101,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     for command, handler, text in (("export-patient", _export_patient, "write one patient's records as JSON"),
                                    ("erase-patient", _erase_patient, "remove one patient everywhere")):
         sub = commands.add_parser(command, help=text)
-        sub.add_argument("--name", required=True, help="as exported; letter case does not matter")
-        sub.add_argument("--gender", help="narrow to one gender when names are shared")
-        sub.add_argument("--blood-type", help="narrow to one blood type when names are shared")
+        sub.add_argument("--name", required=True, help="the full name as exported; letter case does not matter")
+        sub.add_argument("--gender", help="narrow to one gender when the name is shared")
+        sub.add_argument("--blood-type", help="narrow to one blood type when the name is shared")
+        sub.add_argument("--all", action="store_true",
+                         help="every patient of that name (and gender, blood type), when it is shared")
         if command == "export-patient":
             sub.add_argument("--out", required=True, help="the JSON file to write")
+        else:
+            sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
         sub.set_defaults(handler=handler)
 
     args = parser.parse_args(argv)

@@ -1,32 +1,92 @@
 """GDPR rights: export one patient's records (portability) and erase them everywhere they live.
 
-A patient is found by name (normalized as the cleaning step does), optionally narrowed by gender
-and blood type. Erasure removes the records from the collection, the analyst copy and the doctor
-app's copy, drops the patient's rows from quarantine files, deletes staged Parquet files and any
-report that quotes the name, and records the keyed patient_id so that no later load brings the
-records back. The audit log gets counts and keyed ids, never the name.
+A patient is a name (normalized as the cleaning step does) with a gender and a blood type: the
+keyed patient_id is made of those three, and many names belong to several patients. So a name is
+first resolved to patients (`select`): a blank or one-letter name is refused, and a name that
+belongs to several patients is refused, with the patients listed, until a gender or blood type
+narrows it to one or the caller asks for all of them.
+
+Erasure removes the patients' records from the collection, the analyst copy and the doctor app's
+copy, drops their rows from quarantine files, deletes every report that quotes the name as a
+whole value (a CSV cell or JSON string equal to it, or the name between non-letters in HTML and
+Markdown; never a substring: "Mary" is not in "summary") and the staging folders of finished runs
+(never of a run in progress, see staging.py), and records the keyed patient_ids so that no later
+load brings the records back. The audit log gets counts and keyed ids, never the name.
 """
 
 from __future__ import annotations
 
+import csv
 import getpass
+import html
+import io
+import json
 import os
-import shutil
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from bson import json_util
 from pymongo.collection import Collection
 
-from healthcare_assets import audit, privacy
+from healthcare_assets import audit, privacy, staging
 from healthcare_assets.access import databases
 from healthcare_assets.cleaning import normalize_names
 from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
+from healthcare_assets.schema import BLOOD_TYPES, GENDERS
+
+MIN_LETTERS = 2  # a blank or one-letter name matches rows without a name, or everyone's initial
+REPORT_SUFFIXES = {".html", ".json", ".md", ".csv"}
+KEPT = "staging_folders_of_runs_in_progress_kept"
+
+
+class PatientSelectionError(ValueError):
+    """The name does not pick out patients safely; the message says why and what to add."""
+
+
+class SeveralPatientsError(PatientSelectionError):
+    pass
 
 
 def normalized(name: str) -> str:
     return normalize_names(pd.Series([name])).iloc[0]
+
+
+def _folded(text) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def _canonical(value: str, allowed: tuple[str, ...]) -> str:
+    """A quarantined row's raw gender or blood type as the cleaning step would have it, if it can."""
+    return {v.casefold(): v for v in allowed}.get(_folded(value), str(value).strip())
+
+
+@dataclass(frozen=True)
+class Patient:
+    patient_id: str  # keyed (HMAC): safe to print, shortened
+    gender: str
+    blood_type: str
+    stays: int = 0  # documents in the collection
+    quarantined: int = 0  # rows in quarantine files
+
+    def describe(self) -> str:
+        return (f"patient {self.patient_id[:12]}  {self.gender:<6}  {self.blood_type:<3}  "
+                f"{self.stays} stays, {self.quarantined} quarantined rows")
+
+
+@dataclass(frozen=True)
+class Selection:
+    name: str  # normalized
+    patients: tuple[Patient, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(p.patient_id for p in self.patients)
+
+    def has(self, gender: str, blood_type: str) -> bool:
+        return any(p.gender == gender and p.blood_type == blood_type for p in self.patients)
 
 
 def patient_query(name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
@@ -38,52 +98,129 @@ def patient_query(name: str, gender: str | None = None, blood_type: str | None =
     return query
 
 
+def _quarantined(name: str) -> pd.DataFrame:
+    """Every quarantined row of that name, with its file, gender and blood type made canonical."""
+    frames = []
+    for path in sorted(settings.quarantine_dir().glob("*.csv")):
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        mine = rows.loc[normalize_names(rows["Name"]).map(_folded) == _folded(name)]
+        frames.append(pd.DataFrame({"file": str(path), "gender": mine["Gender"].map(lambda g: _canonical(g, GENDERS)),
+                                    "blood_type": mine["Blood Type"].map(lambda b: _canonical(b, BLOOD_TYPES))}))
+    return pd.concat(frames) if frames else pd.DataFrame(columns=["file", "gender", "blood_type"])
+
+
+def select(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None,
+           everyone: bool = False) -> Selection:
+    """The patients the name (and gender, blood type) stands for, in the collection and in
+    quarantine. Raises PatientSelectionError for a blank or one-letter name, and
+    SeveralPatientsError, listing them, when there are several and `everyone` is not set."""
+    target = normalized(name)
+    if sum(c.isalpha() for c in target) < MIN_LETTERS:
+        raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
+                                    "give the patient's full name as exported")
+    found: dict[tuple[str, str], dict] = {}
+    pipeline = [{"$match": patient_query(target, gender, blood_type)},
+                {"$group": {"_id": "$patient_id", "gender": {"$first": "$personal_info.gender"},
+                            "blood_type": {"$first": "$personal_info.blood_type"}, "stays": {"$sum": 1}}}]
+    for group in collection.aggregate(pipeline):
+        found[(group["gender"], group["blood_type"])] = {"patient_id": group["_id"], "stays": group["stays"]}
+    rows = _quarantined(target)
+    if gender:
+        rows = rows.loc[rows["gender"].map(_folded) == _folded(gender)]
+    if blood_type:
+        rows = rows.loc[rows["blood_type"].map(_folded) == _folded(blood_type)]
+    key = privacy.pseudonym_key()
+    for (g, b), count in rows.groupby(["gender", "blood_type"]).size().items():
+        entry = found.setdefault((g, b), {"patient_id": privacy.patient_id(target, g, b, key), "stays": 0})
+        entry["quarantined"] = int(count)
+    patients = tuple(sorted((Patient(gender=g, blood_type=b, **entry) for (g, b), entry in found.items()),
+                            key=lambda p: (-p.stays, p.gender, p.blood_type)))
+    if len(patients) > 1 and not everyone:
+        listing = "\n".join(f"  {p.describe()}" for p in patients)
+        raise SeveralPatientsError(
+            f"{target!r} is the name of {len(patients)} patients:\n{listing}\n"
+            "pick one with --gender and/or --blood-type, or pass --all for every one of them")
+    return Selection(target, patients)
+
+
 def _doctor_app_copy(collection: Collection) -> Collection:
     return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
 
 
-def export_patient(collection: Collection, out: Path, **who) -> int:
-    """Write every record of the patient (source collection) as Extended JSON; returns the count."""
-    records = list(collection.find(patient_query(**who)))
-    out.write_text(json_util.dumps({"patient": normalized(who["name"]), "records": records},
+def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
+    """Write every record of the patients (source collection) as Extended JSON; returns the count."""
+    records = list(collection.find({"patient_id": {"$in": selection.ids}})) if selection.ids else []
+    out.write_text(json_util.dumps({"patient": selection.name, "records": records},
                                    json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
     audit.record(collection.database, "export_patient", str(out), len(records),
                  patient_ids=sorted({r["patient_id"] for r in records}))
     return len(records)
 
 
-def _scrub_files(name: str) -> dict[str, int]:
-    """Quarantine rows of the patient, staged Parquet files, reports quoting the name."""
-    done = {"quarantine_rows": 0, "staging_folders": 0, "report_files": 0}
-    target = normalized(name).casefold()
-    for path in settings.quarantine_dir().glob("*.csv"):
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def quotes(path: Path, name: str) -> bool:
+    """Whether a report holds the name as a whole value (see the module's doc), letter case aside."""
+    text, target = path.read_text(errors="ignore"), _folded(name)
+    if path.suffix == ".csv":
+        return any(_folded(cell) == target for row in csv.reader(io.StringIO(text)) for cell in row)
+    if path.suffix == ".json":
+        try:
+            return any(_folded(s) == target for s in _strings(json.loads(text)))
+        except ValueError:
+            pass  # not JSON after all: read as text
+    words = r"\s+".join(re.escape(w) for w in target.split())
+    return re.search(rf"(?<!\w){words}(?!\w)", html.unescape(text), re.IGNORECASE) is not None
+
+
+def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
+    """Quarantine rows of the patients, reports quoting the name, staging folders of finished runs."""
+    done = {"quarantine_rows": 0, "report_files": 0, "staging_folders": 0, KEPT: 0}
+    target = _folded(selection.name)
+    for path in sorted(settings.quarantine_dir().glob("*.csv")):
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
-        mine = normalize_names(rows["Name"]).str.casefold() == target
+        theirs = pd.Series([selection.has(_canonical(g, GENDERS), _canonical(b, BLOOD_TYPES))
+                            for g, b in zip(rows["Gender"], rows["Blood Type"], strict=True)], index=rows.index, dtype=bool)
+        mine = (normalize_names(rows["Name"]).map(_folded) == target) & theirs
         if mine.any():
-            rows.loc[~mine].to_csv(path, index=False)
+            if apply:
+                rows.loc[~mine].to_csv(path, index=False)
             done["quarantine_rows"] += int(mine.sum())
-    if settings.staging_dir().exists():  # staged rows are transient; the next run stages again
-        for folder in settings.staging_dir().iterdir():
-            shutil.rmtree(folder, ignore_errors=True)
-            done["staging_folders"] += 1
     if settings.reports_dir().exists():
-        for path in settings.reports_dir().rglob("*"):
-            if path.is_file() and path.suffix in {".html", ".json", ".md", ".csv"} \
-                    and target in path.read_text(errors="ignore").casefold():
-                path.unlink()  # regenerated by the next run
+        for path in sorted(settings.reports_dir().rglob("*")):
+            if path.is_file() and path.suffix in REPORT_SUFFIXES and quotes(path, selection.name):
+                if apply:
+                    path.unlink()  # regenerated by the next run
                 done["report_files"] += 1
+    if settings.staging_dir().exists():  # staged rows are transient; the next run stages again
+        for folder in sorted(p for p in settings.staging_dir().iterdir() if p.is_dir()):
+            removed = staging.remove_if_unused(folder) if apply else not staging.in_use(folder)
+            done["staging_folders" if removed else KEPT] += 1
     return done
 
 
-def erase_patient(collection: Collection, **who) -> dict:
-    """Remove the patient everywhere; returns what was removed, per place."""
-    ids = sorted(set(collection.distinct("patient_id", patient_query(**who))))
+def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:
+    """Remove the patients everywhere; returns what was removed per place (KEPT: what was not).
+    Not applied, a dry run: what would be removed from the collection and the files (the copies
+    lose the same stays, and the analysts' copy any group that falls under k)."""
+    ids = selection.ids
+    if not apply:
+        return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}
     release = Release(collection, privacy.pseudonym_key())
-    # The source and the analysts' copy in one release operation: the groups the patient leaves are
+    doctor_app = _doctor_app_copy(collection)
+    # The source and the analysts' copy in one release operation: the groups the patients leave are
     # re-evaluated, and one that falls under k leaves the copy whole.
     plan, copy_removed = release.erase(ids, owner=f"erase-patient:{getpass.getuser()}:{os.getpid()}") \
         if ids else (None, 0)
-    doctor_app = _doctor_app_copy(collection)
     removed = {
         collection.full_name: len(plan.erased_stays) if plan else 0,
         release.copy.full_name: copy_removed,
@@ -92,7 +229,7 @@ def erase_patient(collection: Collection, **who) -> dict:
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
     for patient_id in ids:
         erasures.update_one({"_id": patient_id}, {"$setOnInsert": {"_id": patient_id}}, upsert=True)
-    removed.update(_scrub_files(who["name"]))
-    audit.record(collection.database, "erase_patient", collection.full_name, sum(removed.values()),
-                 patient_ids=ids, removed=removed)
+    removed.update(_scrub_files(selection, apply=True))
+    audit.record(collection.database, "erase_patient", collection.full_name,
+                 sum(n for place, n in removed.items() if place != KEPT), patient_ids=ids, removed=removed)
     return removed

@@ -7,6 +7,7 @@ version or a new field is a change to this file only.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 # Canonical field name -> header in the client's current (v2) export, in export order.
@@ -109,6 +110,23 @@ class UnknownSchemaError(ValueError):
     """The header matches no known export version."""
 
 
+SHOWN_COLUMNS, SHOWN_CHARS = 20, 40
+
+
+def shown_columns(names: list[str]) -> list[str]:
+    """Column names as a message may quote them. A header can be any file's first line (a
+    secrets file's `NAME=value`), so: at most SHOWN_COLUMNS names, each printable characters
+    only and cut at SHOWN_CHARS, and none that holds an '='."""
+    shown = []
+    for name in names[:SHOWN_COLUMNS]:
+        printable = "".join(c for c in name if c.isprintable())
+        shown.append("<withheld>" if "=" in printable else
+                     printable[:SHOWN_CHARS] + ("..." if len(printable) > SHOWN_CHARS else ""))
+    if len(names) > SHOWN_COLUMNS:
+        shown.append(f"... {len(names) - SHOWN_COLUMNS:,} more")
+    return shown
+
+
 def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVersion:
     """Return the version whose columns match the header (in any order), or explain the mismatch."""
     found = [h.strip() for h in header]
@@ -116,18 +134,18 @@ def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVer
         if sorted(found) == sorted(version.headers.values()):
             return version
     expected = list(CSV_COLUMNS.values())
-    missing = [c for c in expected if c not in found]
-    extra = [c for c in found if c not in expected]
-    duplicated = sorted({c for c in found if found.count(c) > 1})
+    counts, known = Counter(found), set(expected)  # linear: a header may be wide
+    missing = [c for c in expected if c not in counts]
+    extra = [c for c in found if c not in known]
+    duplicated = sorted(c for c, n in counts.items() if n > 1)
     parts = [f"{source}: the header matches no known export version"]
     if missing:
         parts.append(f"missing columns {missing}")
     if extra:
-        parts.append(f"unexpected columns {extra}")
+        parts.append(f"unexpected columns {shown_columns(extra)}")
     if duplicated:
-        parts.append(f"repeated columns {duplicated}")
+        parts.append(f"repeated columns {shown_columns(duplicated)}")
     parts.append(f"expected (v2) {expected}")
-    parts.append(f"found {found}")
     raise UnknownSchemaError("; ".join(parts))
 
 

@@ -20,6 +20,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.sensor import get_objects
 
 from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
+from healthcare_assets.resources import settings
 from healthcare_assets.resources.s3 import drop_bucket, drop_prefix
 
 SOURCE_KEY_TAG = "healthcare/source_key"
@@ -88,13 +89,18 @@ def why_not_a_finished_csv(key: str, size: int) -> str | None:
         return "not a .csv file"
     if size == 0:
         return "empty (0 bytes): an upload in progress or a placeholder"
+    cap = settings.limit("HEALTHCARE_MAX_FILE_BYTES")
+    if size > cap:
+        return (f"too large ({size:,} bytes, more than the limit of {cap:,}); raise "
+                "HEALTHCARE_MAX_FILE_BYTES and copy the object to a new key to load it")
     return None
 
 
 def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
+    # Bucket and key apart, never an s3:// URL: a key may hold '#', '?', '%' or spaces.
     return dg.RunRequest(
         run_key=f"{key}@{etag}",
-        run_config={"ops": {"raw_csv": {"config": {"source": f"s3://{bucket}/{key}"}}}},
+        run_config={"ops": {"raw_csv": {"config": {"s3_bucket": bucket, "s3_key": key}}}},
         tags={SOURCE_KEY_TAG: key, SOURCE_ETAG_TAG: etag},
     )
 
@@ -108,7 +114,8 @@ def s3_csv_drop_sensor(
     context: dg.SensorEvaluationContext, s3: S3Resource
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
-    $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names and empty objects."""
+    $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names, empty objects and objects
+    over $HEALTHCARE_MAX_FILE_BYTES."""
     bucket, prefix = drop_bucket(), drop_prefix()
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")

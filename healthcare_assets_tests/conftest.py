@@ -27,6 +27,13 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def import_roots(tmp_path_factory) -> None:
+    """Tests write their exports under pytest's temporary folder: runs (and the processes tests
+    start) may read them there and in the repo's data/, whatever the working directory."""
+    os.environ["HEALTHCARE_IMPORT_DIR"] = os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(REPO / "data")])
+
+
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory) -> str:
     """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""

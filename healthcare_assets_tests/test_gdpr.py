@@ -1,6 +1,8 @@
-"""Right to portability and right to erasure, end to end on the embedded server."""
+"""Right to portability and right to erasure, end to end on the embedded server; names that
+pick out no one, or several people, or that are part of other words."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +10,8 @@ import sys
 from bson import json_util
 
 from healthcare_assets import access, gdpr
-from healthcare_assets_tests.conftest import materialize, materialized
+from healthcare_assets.resources import settings
+from healthcare_assets_tests.conftest import REPO, materialize, materialized
 
 SYSTEM_DATABASES = {"admin", "local", "config"}
 
@@ -49,11 +52,28 @@ def mentions(mongo, data_dir, name: str) -> list[str]:
     return found
 
 
+def run_in_a_process(source, mongo, data_dir, folder) -> None:
+    """The drop job on one file in a process of its own, as Dagster runs every run: once it has
+    exited, its staging folder is no longer in use and erasure may remove it."""
+    home = folder / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = folder / "run.json"
+    config.write_text(json.dumps({"ops": {"raw_csv": {"config": {"source": str(source)}}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(MONGODB_DATABASE=mongo.database, HEALTHCARE_DATA_DIR=str(data_dir), DAGSTER_HOME=str(home),
+               PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "healthcare_assets.definitions",
+                             "-j", "s3_csv_drop_job", "-c", str(config)], env=env, cwd=folder, check=False,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+
 def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     source = tmp_path / "export.csv"
     row = export_with_quarantined_row(small_csv, source)
     name = gdpr.normalized(row[0])
-    assert materialize(source, mongo).success
+    run_in_a_process(source, mongo, data_dir, tmp_path)
     collection = mongo.hospitalizations()
     access.refresh_doctor_app(collection, row[7])  # the patient's hospital, as the doctor app sees it
     stays = collection.count_documents({"personal_info.name": name})
@@ -67,10 +87,16 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     in_db = list(collection.find({"personal_info.name": name}))
     assert sorted(exported, key=lambda d: d["_id"]) == sorted(in_db, key=lambda d: d["_id"])  # round trip
 
-    result = cli("erase-patient", "--name", name, mongo=mongo, data_dir=data_dir)
+    dry_run = cli("erase-patient", "--name", name, mongo=mongo, data_dir=data_dir)
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert f"would remove {stays:>6}  {mongo.database}.hospitalizations" in dry_run.stdout
+    assert "would remove      1  quarantine_rows" in dry_run.stdout and "dry run" in dry_run.stdout
+    assert collection.count_documents({"personal_info.name": name}) == stays
+
+    result = cli("erase-patient", "--name", name, "--yes", mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert f"removed {stays:>6}  {mongo.database}.hospitalizations" in result.stdout
-    assert "quarantine_rows" in result.stdout
+    assert "removed      1  quarantine_rows" in result.stdout
     assert mentions(mongo, data_dir, name) == []
 
     # loading the same file again does not bring the patient back
@@ -79,3 +105,90 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     assert rerun.success
     assert materialized(rerun)["mongo_hospitalizations"]["rows_erased_patients"] == stays
     assert collection.count_documents({"personal_info.name": name}) == 0
+
+
+def files_under(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_blank_and_one_letter_names_are_refused(mongo, data_dir):
+    """A blank name matched every row without a name, every report (the empty string is in every
+    text) and every staging folder."""
+    (data_dir / "quarantine").mkdir(parents=True)
+    (data_dir / "quarantine" / "q.csv").write_text("line_number,Name,Gender,Blood Type,reason\n2,,Male,A+,Name: missing\n")
+    (data_dir / "reports").mkdir()
+    (data_dir / "reports" / "summary.json").write_text('{"rows": 3}')
+    (data_dir / "staging" / "some-run").mkdir(parents=True)
+    (data_dir / "staging" / "some-run" / "raw.parquet").write_bytes(b"staged")
+    before = files_under(data_dir)
+    for name in (" ", "", "A", " b. ", "-"):
+        result = cli("erase-patient", "--name", name, "--yes", mongo=mongo, data_dir=data_dir)
+        assert result.returncode == 2 and "is not a name" in result.stderr, (name, result.stdout, result.stderr)
+    assert files_under(data_dir) == before
+
+
+def test_reports_are_matched_by_whole_value_not_substring(mongo, data_dir):
+    reports = data_dir / "reports"
+    reports.mkdir(parents=True)
+    keep = {"summary.json": '{"title": "Summary of stays", "note": "Mary Smith, Marylebone"}',
+            "people.csv": "name,ward\nMary Smith,3\nRosemary,4\n",
+            "index.html": "<h1>Summary</h1><p>Maryland</p>",
+            "table.md": "| Primary | Maryanne |"}
+    erase = {"patient.json": '{"rows": [{"name": "mary"}]}', "quarantine.csv": "name\n MARY \n",
+             "page.html": "<td>Mary</td>", "notes.md": "stay of Mary, 2021"}
+    for file, text in {**keep, **erase}.items():
+        (reports / file).write_text(text)
+    result = cli("erase-patient", "--name", "mary", "--yes", mongo=mongo, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in reports.iterdir()) == sorted(keep)
+
+
+def shared_name_export(small_csv, path) -> list[list[str]]:
+    """The small export with five stays renamed Alex Morgan: three of a Male B-, two of a Female O+."""
+    with open(small_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    people = [("Male", "B-")] * 3 + [("Female", "O+")] * 2
+    for i, (gender, blood) in enumerate(people, start=1):
+        rows[i][0], rows[i][2], rows[i][3] = "alex MORGAN", gender, blood
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return rows
+
+
+def test_a_shared_name_lists_its_patients_and_erases_only_the_one_picked(mongo, data_dir, small_csv, tmp_path):
+    source = tmp_path / "shared.csv"
+    shared_name_export(small_csv, source)
+    result = materialize(source, mongo)  # in this process, which lives on: its run counts as in progress
+    assert result.success
+    collection = mongo.hospitalizations()
+    name = {"personal_info.name": "Alex Morgan"}
+    assert collection.count_documents(name) == 5
+    in_progress = settings.staging_dir() / result.run_id
+    finished = settings.staging_dir() / "a-run-that-ended"
+    finished.mkdir(parents=True)
+
+    refused = cli("erase-patient", "--name", "Alex Morgan", "--yes", mongo=mongo, data_dir=data_dir)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    listing = refused.stderr
+    assert "is the name of 2 patients" in listing and "--all" in listing
+    ids = sorted(collection.distinct("patient_id", name))
+    assert all(f"patient {i[:12]}" in listing for i in ids) and not any(i in listing for i in ids)
+    assert "Male    B-   3 stays" in listing and "Female  O+   2 stays" in listing
+    assert collection.count_documents(name) == 5
+
+    export = cli("export-patient", "--name", "Alex Morgan", "--all", "--out", str(tmp_path / "all.json"),
+                 mongo=mongo, data_dir=data_dir)
+    assert export.returncode == 0 and "wrote 5 records" in export.stdout, export.stderr
+
+    dry_run = cli("erase-patient", "--name", "Alex Morgan", "--gender", "Female", mongo=mongo, data_dir=data_dir)
+    assert dry_run.returncode == 0 and "dry run" in dry_run.stdout, dry_run.stderr
+    assert collection.count_documents(name) == 5
+
+    erased = cli("erase-patient", "--name", "Alex Morgan", "--gender", "Female", "--yes", mongo=mongo, data_dir=data_dir)
+    assert erased.returncode == 0, erased.stderr
+    assert f"removed      2  {mongo.database}.hospitalizations" in erased.stdout
+    assert collection.count_documents(name) == 3
+    assert set(collection.distinct("personal_info.gender", name)) == {"Male"}
+    # the run of this process is still in progress as far as anyone can tell: its folder stays
+    assert (in_progress / "raw.parquet").exists() and not finished.exists()
+    assert f"kept      1  {gdpr.KEPT}" in erased.stdout

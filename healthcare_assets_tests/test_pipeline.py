@@ -1,9 +1,14 @@
 """The chain end to end, on the embedded server: counts, idempotence, gates that stop the load."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from healthcare_assets import generalization, privacy
+from healthcare_assets.defs.clean import cleaned_frame
+from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
 from healthcare_assets_tests.conftest import COMMITTED_CSV, check_results, materialize, materialized
@@ -28,7 +33,7 @@ def test_committed_export_loads_54966_documents(mongo):
     assert meta["cleaned_frame"]["negative_billing_corrected"] == 106
     assert mongo.hospitalizations().count_documents({}) == rows - duplicates == 54_966
     assert meta["mongo_hospitalizations"]["dagster/row_count"] == 54_966  # kept, not counted by the server
-    report = (settings.reports_dir() / "cleaning_report.json").read_text()
+    report = Path(meta["cleaned_frame"]["cleaning_report"]).read_text()
     assert '"duplicates_removed": 534' in report
     assert (settings.reports_dir() / "quality" / "index.html").exists()
     assert_release_meets_the_policy(mongo, meta["anonymized_view"])
@@ -106,10 +111,27 @@ def test_broken_rows_are_quarantined_and_the_rest_loads(mongo, small_csv, tmp_pa
     assert result.success, check_results(result)
     meta = materialized(result)["cleaned_frame"]
     assert meta["rows_quarantined"] == 2
-    quarantine = pd.read_csv(settings.quarantine_dir() / "two_bad_rows.csv", dtype=str)
+    quarantine = pd.read_csv(meta["quarantine_file"], dtype=str)
+    assert Path(meta["quarantine_file"]).name.endswith("-two_bad_rows.csv")
     assert quarantine["line_number"].tolist() == ["7", "8"]  # header is line 1
     assert quarantine["reason"].str.startswith(("Age:", "Discharge Date:")).all()
     assert mongo.hospitalizations().count_documents({}) == rows - duplicates - 2
+
+
+def test_sources_of_one_name_keep_their_own_quarantine_and_report(mongo, small_csv, tmp_path):
+    """incoming/a/x.csv and incoming/b/x.csv: the second, clean, must not delete the first's quarantine."""
+    raw = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
+    raw.loc[5, "Age"] = "unknown"
+    first, second = tmp_path / "a" / "x.csv", tmp_path / "b" / "x.csv"
+    for path, rows in ((first, raw), (second, raw.iloc[1000:])):
+        path.parent.mkdir()
+        rows.to_csv(path, index=False)
+    for path in (first, second):
+        assert materialize(path, mongo, selection=[raw_csv, cleaned_frame]).success
+    quarantined = [pd.read_csv(q, dtype=str) for q in settings.quarantine_dir().glob("*.csv")]
+    assert [q["line_number"].tolist() for q in quarantined] == [["7"]]
+    reports = [json.loads(r.read_text()) for r in settings.reports_dir().rglob("*.json")]
+    assert sorted(r["rows_in"] for r in reports) == [len(raw) - 1000, len(raw)]
 
 
 def test_unknown_header_fails_naming_file_and_columns(mongo, small_csv, tmp_path):

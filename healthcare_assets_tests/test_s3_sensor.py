@@ -3,9 +3,11 @@ into the embedded MongoDB."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
+from pathlib import Path
 
 import boto3
 import dagster as dg
@@ -79,12 +81,14 @@ def requested_keys(evaluation) -> list[str]:
 
 
 def execute(
-    drop_defs: dg.Definitions, instance, request: dg.RunRequest
+    drop_defs: dg.Definitions, instance, request: dg.RunRequest, assets: list[str] | None = None
 ) -> dg.ExecuteInProcessResult:
-    """Launch the requested run of the sensor's job, with the request's config and tags."""
+    """Launch the requested run of the sensor's job, with the request's config and tags (only
+    some of its assets, if named)."""
     job = drop_defs.resolve_job_def(s3_csv_drop_job.name)
     return job.execute_in_process(
-        run_config=request.run_config, tags=request.tags, instance=instance, raise_on_error=False
+        run_config=request.run_config, tags=request.tags, instance=instance, raise_on_error=False,
+        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
     )
 
 
@@ -130,7 +134,7 @@ def test_new_file_runs_once_and_the_next_tick_requests_nothing(
     request = first.run_requests[0]
     assert request.run_key == f"{key}@{obj['etag']}"
     assert request.run_config == {
-        "ops": {"raw_csv": {"config": {"source": f"s3://{s3_bucket}/{key}"}}}
+        "ops": {"raw_csv": {"config": {"s3_bucket": s3_bucket, "s3_key": key}}}
     }
     assert request.tags[SOURCE_KEY_TAG] == key and request.tags[SOURCE_ETAG_TAG] == obj["etag"]
 
@@ -305,3 +309,59 @@ def test_a_backlog_drains_over_several_ticks_each_file_once(
         cursor = evaluation.cursor
     assert sorted(requested) == keys
     assert tick(drop_defs, instance, cursor).run_requests == []
+
+
+# Keys a URL parser misreads ('#' starts a fragment, '?' a query), and others a URL would need quoted.
+AWKWARD_KEYS = [f"{PREFIX}ward#3.csv", f"{PREFIX}ward?version=2.csv", f"{PREFIX}ward 3.csv",
+                f"{PREFIX}ward%233.csv", f"{PREFIX}wärd-ß-病棟.csv"]
+
+
+def test_keys_with_url_characters_are_read_as_named(s3_bucket, drop_defs, instance, mongo, exports):
+    put(s3_bucket, f"{PREFIX}ward", exports["south"])  # what ward#3.csv and ward?... read as a URL name
+    for key in AWKWARD_KEYS:
+        put(s3_bucket, key, exports["north"])
+    evaluation = tick(drop_defs, instance, cursor=None)
+    assert requested_keys(evaluation) == sorted(AWKWARD_KEYS)
+    expected = hashlib.sha256(exports["north"]).hexdigest()
+    for request in evaluation.run_requests:
+        key = request.tags[SOURCE_KEY_TAG]
+        assert request.run_config["ops"]["raw_csv"]["config"] == {"s3_bucket": s3_bucket, "s3_key": key}
+        result = execute(drop_defs, instance, request, assets=["raw_csv"])
+        assert result.success, key
+        raw = materialized(result)["raw_csv"]
+        assert (raw["bucket"], raw["key"], raw["sha256"]) == (s3_bucket, key, expected)
+
+    # and through the whole load: the documents name the object as S3 has it
+    request = next(r for r in evaluation.run_requests if r.tags[SOURCE_KEY_TAG] == AWKWARD_KEYS[0])
+    load_file(drop_defs, instance, request)
+    source = mongo.hospitalizations().find_one()["metadata"]["source"]
+    assert (source["bucket"], source["key"], source["sha256"]) == (s3_bucket, AWKWARD_KEYS[0], expected)
+
+
+def test_a_key_with_a_long_name_gets_a_short_quarantine_file(s3_bucket, drop_defs, instance, exports):
+    key = f"{PREFIX}{'ü' * 200}.csv"  # a 404-byte name: S3 allows 1,024, a file system 255
+    rows = exports["north"].decode().splitlines()
+    rows[5] = rows[5].replace(",Male,", ",Unknown,").replace(",Female,", ",Unknown,")
+    put(s3_bucket, key, ("\n".join(rows) + "\n").encode())
+    request = tick(drop_defs, instance, cursor=None).run_requests[0]
+    result = execute(drop_defs, instance, request, assets=["raw_csv", "cleaned_frame"])
+    assert result.success
+    quarantine = Path(materialized(result)["cleaned_frame"]["quarantine_file"])
+    assert len(quarantine.name.encode()) <= 255
+    assert pd.read_csv(quarantine, dtype=str)["line_number"].tolist() == ["6"]
+
+
+def test_an_object_over_the_size_limit_is_not_run(s3_bucket, drop_defs, instance, exports, monkeypatch, capfd):
+    monkeypatch.setenv("HEALTHCARE_MAX_FILE_BYTES", "10000")
+    key = f"{PREFIX}huge.csv"
+    obj = put(s3_bucket, key, exports["north"])
+    evaluation = tick(drop_defs, instance, cursor=None)
+    assert evaluation.run_requests == []
+    size = len(exports["north"])
+    assert (f"ignored s3://{s3_bucket}/{key}: too large ({size:,} bytes, more than the limit of 10,000); "
+            "raise HEALTHCARE_MAX_FILE_BYTES") in capfd.readouterr().err
+
+    # a run of it launched by hand fails before reading it, saying the same
+    result = execute(drop_defs, instance, sensors.run_request_for(s3_bucket, key, obj["etag"]), assets=["raw_csv"])
+    description = result.failure_data_for_node("raw_csv").user_failure_data.description
+    assert "more than the limit of 10,000 (raise HEALTHCARE_MAX_FILE_BYTES" in description

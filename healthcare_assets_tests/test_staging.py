@@ -1,8 +1,16 @@
-"""Staged Parquet read back in batches and samples: every row once, in order."""
+"""Staged Parquet read back in batches and samples: every row once, in order; run folders
+removed only when no process uses them."""
+
+import os
+import subprocess
+import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from healthcare_assets import staging
+from healthcare_assets.resources import settings
 from healthcare_assets.staging import row_batches, sample_rows
 
 
@@ -25,3 +33,33 @@ def test_sample_rows_are_reproducible_and_distinct(tmp_path):
     assert first == again
     assert len({row["n"] for row in first}) == 50
     assert sample_rows(path, 900, "seed") == [{"n": n} for n in range(500)]
+
+
+HOLD = ("import sys, time; from pathlib import Path; from healthcare_assets import staging; "
+        "staging.hold(Path(sys.argv[1]), create=True); print('held', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def hold_in_a_process(folder) -> subprocess.Popen:
+    """Another process using a run's staging folder, as a run in progress does, until stopped."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "600"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_old_staging_folders_of_runs_in_progress_are_kept(data_dir):
+    in_progress, finished = settings.staging_dir() / "run-in-progress", settings.staging_dir() / "run-finished"
+    process = hold_in_a_process(in_progress)
+    try:
+        subprocess.run([sys.executable, "-c", HOLD, str(finished), "0"], check=True, capture_output=True)  # a run that ended
+        day_old = time.time() - staging.STAGING_KEEP_S - 60  # a long run's folder is older than a day
+        for folder in (in_progress, finished):
+            (folder / "raw.parquet").write_bytes(b"staged rows")
+            os.utime(folder, (day_old, day_old))
+        staging.remove_old_runs()
+        assert (in_progress / "raw.parquet").exists()  # its process still runs
+        assert not finished.exists()
+    finally:
+        process.kill()
+        process.wait()
+    assert staging.remove_if_unused(in_progress)  # once the process is gone, so is its hold
+    assert not in_progress.exists()

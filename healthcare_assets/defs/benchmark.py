@@ -50,7 +50,7 @@ from healthcare_assets.defs.load import mongo_hospitalizations
 from healthcare_assets.resources import settings
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import CSV_COLUMNS, DATE_FORMAT
-from healthcare_assets.sources import SourceReadError, open_source
+from healthcare_assets.sources import Location, SourceReadError, open_source
 from healthcare_assets.staging import CHUNK_ROWS
 
 # The client's indexes, by name. Everything else (queries, check, report) refers to these names.
@@ -270,9 +270,9 @@ def _timed(repeats: int, run: Callable[..., int], *args, scale: float = 1.0, **k
     return _latency(samples, scale), rows
 
 
-def scan_csv(uri: str, question: CsvQuestion) -> int:
+def scan_csv(csv: Location, question: CsvQuestion) -> int:
     """Answer one question by reading the whole CSV with pandas, chunk by chunk (bounded memory)."""
-    stream, _ = open_source(uri)
+    stream, _ = open_source(csv)
     headers = [CSV_COLUMNS[c] for c in question.columns]
     with stream:
         chunks = pd.read_csv(stream, usecols=headers, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS)
@@ -486,7 +486,7 @@ class IndexBenchmarkConfig(dg.Config):
 
 
 def measure(query: Query, question: CsvQuestion, collection: Target, sample: Target | None,
-            sample_indexes: set[str], config: IndexBenchmarkConfig, csv_uri: str, log) -> dict:
+            sample_indexes: set[str], config: IndexBenchmarkConfig, csv: Location, log) -> dict:
     """One query: timed with its index and forced to a collection scan, each on the collection or
     on the scan sample (see the module's docstring), and answered by pandas from the CSV."""
     scan_on = sample or collection
@@ -505,7 +505,7 @@ def measure(query: Query, question: CsvQuestion, collection: Target, sample: Tar
     if rows_estimated and not query.group:
         rows = round(rows * index_on.scale)
     try:
-        pandas_scan, pandas_rows = _timed(config.scan_repeats, scan_csv, csv_uri, question)
+        pandas_scan, pandas_rows = _timed(config.scan_repeats, scan_csv, csv, question)
         pandas_result = {**pandas_scan, "rows": pandas_rows}
     except (SourceReadError, OSError) as exc:  # the file moved or is gone: report, don't fail
         log.warning(f"pandas baseline skipped: {exc}")
@@ -542,7 +542,7 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
     example = example_document(collection, documents)
     if example is None:
         raise dg.Failure(f"{collection.full_name} is empty: nothing to benchmark")
-    csv_uri = example["metadata"]["source"]["uri"]  # the one place the source CSV's location is recorded
+    csv = Location.recorded(example["metadata"]["source"])  # the one place the source CSV's location is recorded
     suite = query_suite(example)
 
     whole, sample, sample_indexes = Target(collection, documents, 1.0, "collection"), None, set()
@@ -553,7 +553,7 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
             copied = copy_scan_sample(collection, scratch, documents, config.max_held_documents)
             sample = Target(scratch, copied, documents / copied, "sample")
             context.log.info(f"scan sample: {copied:,} of {documents:,} documents in {scratch.full_name}")
-        results = [measure(query, question, whole, sample, sample_indexes, config, csv_uri, context.log)
+        results = [measure(query, question, whole, sample, sample_indexes, config, csv, context.log)
                    for query, question in suite]
     finally:
         if scratch is not None:
@@ -566,7 +566,7 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
     speedups = [r["speedup"] for r in results if r["speedup"]]
     report = {
         "collection": collection.full_name, "server": mongo.server_label(), "documents": documents,
-        "csv": csv_uri, "repeats": config.repeats, "scan_repeats": config.scan_repeats,
+        "csv": csv.uri, "repeats": config.repeats, "scan_repeats": config.scan_repeats,
         "max_held_documents": config.max_held_documents,
         "scan_sample_documents": sample and sample.documents,
         "indexes": indexes, "index_build_seconds": round(build_seconds, 2),

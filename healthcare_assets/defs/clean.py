@@ -4,6 +4,7 @@
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -16,30 +17,41 @@ from healthcare_assets.defs.metadata import column_schema, counts_table, profile
 from healthcare_assets.privacy import pseudonym_key
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import AGE_RANGE, CLEANED_DTYPES
-from healthcare_assets.staging import StagedFrame
+from healthcare_assets.staging import SourceFile, StagedFrame
 
 _ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
                 "datetime64[ms]": pa.timestamp("ms")}
 CLEANED_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in CLEANED_DTYPES.items()])
 
 
-def quarantine_path(source_name: str):
-    return settings.quarantine_dir() / (source_name.removesuffix(".csv") + ".csv")
+def quarantine_path(source: SourceFile) -> Path:
+    return settings.quarantine_dir() / f"{source.file_stem}.csv"
+
+
+def report_path(source: SourceFile) -> Path:
+    return settings.reports_dir() / "cleaning" / f"{source.file_stem}.json"
+
+
+def _publish(written: Path, path: Path) -> None:
+    # Written whole in the run's staging folder, then renamed into place: two runs of one file
+    # at once each leave a whole file, and a reader never sees half of one.
+    settings.private_dir(path.parent)
+    os.replace(written, path)
 
 
 @dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
 def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
     """Rows typed and repaired (names in title case, negative billing made positive, categories
     canonical, hospital names trimmed, stay length computed), exact duplicates removed; rows that
-    break a hard rule go to quarantine/<source>.csv with the line number and the reason."""
-    path = staging.run_dir(context.run_id) / "cleaned.parquet"
-    q_path = quarantine_path(raw_csv.source.name)
-    settings.private_dir(q_path.parent)
+    break a hard rule go to quarantine/<sha256 prefix>-<name>.csv with the line number and the reason."""
+    run_dir = staging.run_dir(context.run_id)
+    path, q_written = run_dir / "cleaned.parquet", run_dir / "quarantine.csv"
+    q_path = quarantine_path(raw_csv.source)
     cleaner = ChunkCleaner(pseudonym_key())
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
     first = None
-    with open(q_path, "w", newline="", encoding="utf-8") as quarantine:
+    with open(q_written, "w", newline="", encoding="utf-8") as quarantine:
         os.fchmod(quarantine.fileno(), 0o600)
         pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(quarantine, index=False)
         for raw in raw_csv.chunks():
@@ -50,8 +62,8 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
             first = result.cleaned if first is None or first.empty else first
             context.log.info(f"cleaned {counts['rows_in']:,} of {raw_csv.rows:,} rows")
     writer.close()
-    if counts["rows_quarantined"] == 0:
-        q_path.unlink()  # no file means nothing was rejected
+    if counts["rows_quarantined"]:  # no file means nothing was rejected; another source's is never touched
+        _publish(q_written, q_path)
 
     by_reason = {k.removeprefix("quarantined: "): v for k, v in sorted(counts.items()) if k.startswith("quarantined: ")}
     repairs = {k: counts[k] for k in ("negative_billing_corrected", "names_normalized",
@@ -60,7 +72,8 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
               "quarantined_by_reason": by_reason,
               "quarantine_file": str(q_path) if totals["rows_quarantined"] else None}
-    report_path = settings.write_owner_only(settings.reports_dir() / "cleaning_report.json", json.dumps(report, indent=2))
+    r_path = report_path(raw_csv.source)
+    _publish(settings.write_owner_only(run_dir / "cleaning_report.json", json.dumps(report, indent=2)), r_path)
 
     staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows), {**totals, **repairs})
     return dg.Output(
@@ -72,7 +85,8 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
             **repairs,
             "quarantined_by_reason": dg.MetadataValue.json(by_reason),
             "row_accounting": counts_table({**totals, **repairs}),
-            "cleaning_report": dg.MetadataValue.path(str(report_path)),
+            "cleaning_report": dg.MetadataValue.path(str(r_path)),
+            **({"quarantine_file": dg.MetadataValue.path(str(q_path))} if counts["rows_quarantined"] else {}),
             "profile": profile(first if first is not None else pd.DataFrame()),
         },
     )
@@ -109,7 +123,7 @@ def ages_in_range(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
 def rows_add_up(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
     """rows in = rows cleaned + rows quarantined + duplicates removed, counted from the files."""
     cleaned = sum(len(c) for c in cleaned_frame.chunks(["record_key"]))
-    q_path = quarantine_path(cleaned_frame.source.name)
+    q_path = quarantine_path(cleaned_frame.source)
     quarantined = len(pd.read_csv(q_path, usecols=["line_number"])) if q_path.exists() else 0
     counts = cleaned_frame.counts
     total = cleaned + quarantined + counts["duplicates_removed"]

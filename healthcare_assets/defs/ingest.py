@@ -9,7 +9,7 @@ from healthcare_assets import staging
 from healthcare_assets.defs.metadata import column_schema, profile
 from healthcare_assets.resources import settings
 from healthcare_assets.schema import CSV_COLUMNS, FIELDS
-from healthcare_assets.sources import RawCsvReader, SourceReadError, open_source, source_name
+from healthcare_assets.sources import RawCsvReader, SourceReadError, locate, open_source
 from healthcare_assets.staging import SourceFile, StagedFrame
 
 RAW_SCHEMA = pa.schema(
@@ -18,21 +18,25 @@ RAW_SCHEMA = pa.schema(
 
 
 class SourceConfig(dg.Config):
-    source: str | None = None  # a path or s3://bucket/key; default $HEALTHCARE_SOURCE_CSV
+    # A path under data/ or $HEALTHCARE_IMPORT_DIR, or s3://bucket/key; default $HEALTHCARE_SOURCE_CSV.
+    source: str | None = None
+    # An S3 object, bucket and key apart (what the sensor sends): a key may hold '#', '?' or '%'.
+    s3_bucket: str | None = None
+    s3_key: str | None = None
 
 
 @dg.asset(group_name="ingestion", kinds={"csv", "parquet"})
 def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig) -> dg.Output[StagedFrame]:
     """The hospital export exactly as read: header matched against the known export versions,
     every row kept as text (malformed rows flagged, not dropped), with file size and SHA-256."""
-    uri = config.source or settings.source_csv()
     staging.remove_old_runs()
     path = staging.run_dir(context.run_id) / "raw.parquet"
     try:
-        stream, store_info = open_source(uri)
+        location = locate(config.source, config.s3_bucket, config.s3_key)
+        stream, store_info = open_source(location)
     except SourceReadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    reader = RawCsvReader(stream, source_name(uri), staging.CHUNK_ROWS)
+    reader = RawCsvReader(stream, location.name, staging.CHUNK_ROWS)
     writer = staging.ParquetChunkWriter(path, RAW_SCHEMA)
     first_chunk = None
     malformed = 0
@@ -48,8 +52,9 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig) -> dg.Outpu
         writer.close()
         stream.close()
 
-    source = SourceFile(uri=uri, name=reader.name, size=reader.size, sha256=reader.sha256,
-                        schema_version=reader.version.name, etag=store_info.get("etag"))
+    source = SourceFile(uri=location.uri, name=reader.name, size=reader.size, sha256=reader.sha256,
+                        schema_version=reader.version.name, etag=store_info.get("etag"),
+                        bucket=location.bucket, key=location.key)
     staged = StagedFrame(str(path), reader.rows, source, tuple(writer.chunk_rows),
                          {"malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines})
     return dg.Output(

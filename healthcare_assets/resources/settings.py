@@ -82,3 +82,29 @@ def staging_dir() -> Path:
 def quarantine_ceiling() -> float:
     """Share of rows that may be quarantined before the file as a whole is refused."""
     return float(os.environ.get("HEALTHCARE_QUARANTINE_CEILING", "0.05"))
+
+
+def import_roots() -> list[Path]:
+    """The folders a run's `source` may name a file under: the repo's data/ and each folder of
+    HEALTHCARE_IMPORT_DIR (os.pathsep-separated). Not the temp dir, not the data dir: a run's
+    config is typed by whoever can launch a run, and must not read the server's other files."""
+    extra = [p for p in os.environ.get("HEALTHCARE_IMPORT_DIR", "").split(os.pathsep) if p.strip()]
+    return [Path(p).resolve() for p in ["data", *extra]]
+
+
+# Limits on what one export may be, each raised by its environment variable (see the README).
+LIMITS = {
+    "HEALTHCARE_MAX_FILE_BYTES": 4 << 30,  # one file or S3 object
+    "HEALTHCARE_MAX_LINE_BYTES": 1 << 20,  # one physical line (a line without newline is read whole)
+    "HEALTHCARE_MAX_HEADER_COLUMNS": 100,  # an export has 15
+    "HEALTHCARE_MAX_HEADER_BYTES": 8 << 10,
+}
+
+
+def limit(variable: str) -> int:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return LIMITS[variable]
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"{variable}={value!r}: expected a positive whole number")
+    return int(value)

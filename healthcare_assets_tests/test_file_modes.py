@@ -35,9 +35,10 @@ def test_everything_under_the_data_directory_is_owner_only(umask_022, small_csv,
         embedded_mongo.stop(data_dir)
 
     modes = {path.relative_to(data_dir).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in data_dir.rglob("*")}
-    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "quarantine/one_bad_row.csv",
-                    "reports/cleaning_report.json", "reports/release_report.json", "reports/quality/index.html"):
+    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "reports/release_report.json",
+                    "reports/quality/index.html"):
         assert written in modes, sorted(modes)
-    assert [name for name in modes if name.endswith("/cleaned.parquet")], sorted(modes)
+    for pattern in ("/cleaned.parquet", "-one_bad_row.csv", "-one_bad_row.json"):  # staging, quarantine, report
+        assert [name for name in modes if name.endswith(pattern)], (pattern, sorted(modes))
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert {name: oct(mode) for name, mode in modes.items() if mode & 0o077} == {}

@@ -1,6 +1,6 @@
 """Everything under the data directory is owner-only whatever the umask: the folder 0700, and the
-embedded server's storage, secrets, staged Parquet, quarantine and reports readable by their owner
-alone (other local users must not read patient data)."""
+embedded server's storage, secrets, TLS keys, staged Parquet, quarantine and reports readable by
+their owner alone (other local users must not read patient data)."""
 
 import os
 import stat
@@ -35,7 +35,8 @@ def test_everything_under_the_data_directory_is_owner_only(umask_022, small_csv,
         embedded_mongo.stop(data_dir)
 
     modes = {path.relative_to(data_dir).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in data_dir.rglob("*")}
-    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "quarantine/one_bad_row.csv",
+    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "tls/server.key", "tls/client.pem",
+                    "quarantine/one_bad_row.csv",
                     "reports/cleaning_report.json", "reports/release_report.json", "reports/quality/index.html"):
         assert written in modes, sorted(modes)
     assert [name for name in modes if name.endswith("/cleaned.parquet")], sorted(modes)

@@ -1,6 +1,6 @@
 """Everything under the data directory is owner-only whatever the umask: the folder 0700, and the
-embedded server's storage, secrets, staged Parquet, quarantine and reports readable by their owner
-alone (other local users must not read patient data)."""
+embedded server's storage, secrets, TLS keys, staged Parquet, quarantine and reports readable by
+their owner alone (other local users must not read patient data)."""
 
 import os
 import stat
@@ -35,8 +35,8 @@ def test_everything_under_the_data_directory_is_owner_only(umask_022, small_csv,
         embedded_mongo.stop(data_dir)
 
     modes = {path.relative_to(data_dir).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in data_dir.rglob("*")}
-    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "reports/release_report.json",
-                    "reports/quality/index.html"):
+    for written in ("mongo/WiredTiger.wt", "mongo.log", "secrets.env", "tls/server.key", "tls/client.pem",
+                    "reports/release_report.json", "reports/quality/index.html"):
         assert written in modes, sorted(modes)
     for pattern in ("/cleaned.parquet", "-one_bad_row.csv", "-one_bad_row.json"):  # staging, quarantine, report
         assert [name for name in modes if name.endswith(pattern)], (pattern, sorted(modes))

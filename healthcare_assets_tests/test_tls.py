@@ -1,57 +1,93 @@
-"""TLS for the embedded server: a test CA and server certificate made by the fixture."""
+"""TLS for the embedded server: mutual by default, with certificates issued into the data
+directory; HEALTHCARE_MONGO_TLS_* files of your own instead (the fixture makes a set elsewhere)."""
 
-import datetime as dt
-import ipaddress
+import stat
+from urllib.parse import quote_plus
 
 import pymongo
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from healthcare_assets.resources import embedded_mongo
+from healthcare_assets.resources import certificates, embedded_mongo
+
+KINDS = ("CERT", "KEY", "CA", "CLIENT")
 
 
-def _certificate(subject: str, key, issuer_key, issuer_name=None, ca=False):
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+def ping(uri: str) -> float:
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000) as client:
+        return client.admin.command("ping")["ok"]
+
+
+def without_client_certificate(uri: str, client_file) -> str:
+    option = f"&tlsCertificateKeyFile={quote_plus(str(client_file))}"
+    assert option in uri
+    return uri.replace(option, "")
 
 
 @pytest.fixture
-def tls_files(tmp_path, monkeypatch):
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("healthcare-assets test CA", ca_key, ca_key, ca=True)
-    server = _certificate("127.0.0.1", server_key, ca_key, issuer_name=ca.subject)
-    pem = serialization.Encoding.PEM
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key"}
-    files["ca"].write_bytes(ca.public_bytes(pem))
-    files["cert"].write_bytes(server.public_bytes(pem))
-    files["key"].write_bytes(server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    for kind, path in files.items():
-        monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind.upper()}_FILE", str(path))
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    for kind in KINDS:
+        monkeypatch.delenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", raising=False)
+    yield tmp_path / "data"
+    embedded_mongo.stop(tmp_path / "data")
+
+
+@pytest.fixture
+def tls_files(data_dir, tmp_path, monkeypatch):
+    """A CA, server and client certificate of your own, outside the data directory; the server's
+    and the CA are set (the client's is for the test to set)."""
+    files = certificates.ensure(tmp_path / "own")  # after data_dir, which clears the variables
+    for kind in ("CERT", "KEY", "CA"):
+        monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", str(files[kind.lower()]))
     return files
 
 
-def test_embedded_server_speaks_tls(tls_files, tmp_path, monkeypatch):
-    monkeypatch.delenv("MONGODB_URI", raising=False)
-    data_dir = tmp_path / "data"
-    try:
+def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
+    embedded_mongo.ensure_running(data_dir)
+    state = embedded_mongo.status(data_dir)
+    assert state["tls"] is True and state["mutual_tls"] is True and state["auth"] is True
+    folder = data_dir / "tls"
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()} == dict.fromkeys(
+        ["ca.pem", "client.pem", "server.key", "server.pem"], "0o600")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+    uri = embedded_mongo.client_uri(data_dir)  # the admin's password and the client certificate
+    assert ping(uri) == 1
+    # the right password is not enough: no client certificate, or one another CA issued, is refused
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):  # the handshake fails
+        ping(without_client_certificate(uri, folder / "client.pem"))
+    stranger = certificates.ensure(tmp_path / "stranger")
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        ping(uri.replace(quote_plus(str(folder / "client.pem")), quote_plus(str(stranger["client"]))))
+    log = (data_dir / "mongo.log").read_text()
+    assert "peer did not return a certificate" in log and "certificate verify failed" in log
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        ping(f"mongodb://127.0.0.1:{state['port']}/?directConnection=true")
+
+    # another process with other TLS settings is told to stop the server, not left unable to connect
+    for kind in ("CERT", "KEY", "CA"):
+        monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", str(stranger[kind.lower()]))
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match="other TLS files.*mongo stop"):
         embedded_mongo.ensure_running(data_dir)
-        state = embedded_mongo.status(data_dir)
-        assert state["tls"] is True and state["auth"] is True
-        uri = embedded_mongo.client_uri(data_dir)
-        assert "tls=true" in uri
-        assert pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000).admin.command("ping")["ok"] == 1
-        plain = f"mongodb://127.0.0.1:{state['port']}/?directConnection=true"
-        with pytest.raises(pymongo.errors.PyMongoError):
-            pymongo.MongoClient(plain, serverSelectionTimeoutMS=1500).admin.command("ping")
-    finally:
-        embedded_mongo.stop(data_dir)
+
+
+def test_files_of_your_own_for_server_tls(tls_files, data_dir):
+    embedded_mongo.ensure_running(data_dir)
+    state = embedded_mongo.status(data_dir)
+    assert state["tls"] is True and state["mutual_tls"] is False and state["auth"] is True
+    assert not (data_dir / "tls").exists()
+    uri = embedded_mongo.client_uri(data_dir)
+    assert "tls=true" in uri and "tlsCertificateKeyFile" not in uri
+    assert ping(uri) == 1
+    with pytest.raises(pymongo.errors.PyMongoError):
+        ping(f"mongodb://127.0.0.1:{state['port']}/?directConnection=true")
+
+
+def test_files_of_your_own_for_mutual_tls(tls_files, data_dir, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_MONGO_TLS_CLIENT_FILE", str(tls_files["client"]))
+    embedded_mongo.ensure_running(data_dir)
+    assert embedded_mongo.status(data_dir)["mutual_tls"] is True
+    uri = embedded_mongo.client_uri(data_dir)
+    assert ping(uri) == 1
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):  # the handshake fails
+        ping(without_client_certificate(uri, tls_files["client"]))

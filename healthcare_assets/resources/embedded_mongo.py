@@ -5,9 +5,15 @@ through a state file; a file lock makes sure concurrent runs never start two dae
 storage directory. Authentication is on: the very first start provisions the roles and users of
 healthcare_assets.access without auth, then restarts the daemon with --auth (the server has no
 localhost exception); any local process could add a user in that window, so every start with
-auth refuses a storage whose users are not exactly the roles' users. TLS is on when
-HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE are set. Everything here is owner-only: the data
-directory 0700, the daemon started with umask 077.
+auth refuses a storage whose users are not exactly the roles' users.
+
+The server's roles are not a security boundary (commands missing from its permission table, such
+as bulkWrite, are open to every user), so the boundary is the OS user: everything here is
+owner-only (the data directory 0700, the daemon started with umask 077), and the daemon requires
+mutual TLS with certificates issued into the data directory (certificates.py), which only their
+owner can read; that also closes the first start's window without authentication to other users.
+HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE replace them with files of your own (mutual when
+_CA_FILE and _CLIENT_FILE are set too).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import psutil
 import pymongo
 
 from healthcare_assets import access
-from healthcare_assets.resources import settings
+from healthcare_assets.resources import certificates, settings
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -50,33 +56,48 @@ def _paths(data_dir: Path) -> dict[str, Path]:
     }
 
 
-def _tls() -> dict[str, str]:
-    """TLS files from the environment: cert and key turn TLS on, a CA file lets clients verify."""
+def _tls(data_dir: Path, issue: bool = False) -> dict[str, str]:
+    """The TLS files (ca, cert, key, client): from HEALTHCARE_MONGO_TLS_* when its cert and key are
+    set, otherwise the installation's own under the data directory (issued first when `issue`)."""
     names = {"cert": "HEALTHCARE_MONGO_TLS_CERT_FILE", "key": "HEALTHCARE_MONGO_TLS_KEY_FILE",
-             "ca": "HEALTHCARE_MONGO_TLS_CA_FILE"}
+             "ca": "HEALTHCARE_MONGO_TLS_CA_FILE", "client": "HEALTHCARE_MONGO_TLS_CLIENT_FILE"}
     found = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
-    return found if {"cert", "key"} <= set(found) else {}
+    if {"cert", "key"} <= set(found):
+        return found
+    folder = Path(data_dir) / "tls"
+    if issue:
+        certificates.ensure(settings.private_dir(folder))
+    return {k: str(v) for k, v in certificates.files(folder).items()}
 
 
-def uri_for(port: int, user: str | None = None, password: str | None = None) -> str:
+def _mutual(tls: dict[str, str]) -> bool:
+    return {"ca", "client"} <= set(tls)
+
+
+def uri_for(port: int, user: str | None = None, password: str | None = None,
+            data_dir: Path | None = None) -> str:
+    """A URI of the daemon on `port`, presenting the client certificate of the installation whose
+    data directory is `data_dir` (default: $HEALTHCARE_DATA_DIR) and verifying the server's."""
     credentials = f"{quote_plus(user)}:{quote_plus(password)}@" if user else ""
-    options = "directConnection=true" + ("&authSource=admin" if user else "")
-    tls = _tls()
-    if tls:
-        options += "&tls=true" + (f"&tlsCAFile={quote_plus(tls['ca'])}" if "ca" in tls else "")
+    options = "directConnection=true" + ("&authSource=admin" if user else "") + "&tls=true"
+    tls = _tls(data_dir or settings.data_dir())
+    for name, option in (("ca", "tlsCAFile"), ("client", "tlsCertificateKeyFile")):
+        if name in tls:
+            options += f"&{option}={quote_plus(tls[name])}"
     return f"mongodb://{credentials}{HOST}:{port}/?{options}"
 
 
 def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
     """The running daemon's URI with one role's credentials (the pipeline itself uses ADMIN_MASTER:
     it writes every database and provisions users)."""
-    state = _read_state(Path(data_dir).resolve())
+    data_dir = Path(data_dir).resolve()
+    state = _read_state(data_dir)
     if state is None:
         raise EmbeddedMongoError(f"no embedded server runs for {data_dir}")
-    password = access.passwords(Path(data_dir).resolve()).get(role)
+    password = access.passwords(data_dir).get(role)
     if password is None:
         raise EmbeddedMongoError(f"no password for {role}: set {access.role(role).password_variable}")
-    return uri_for(state["port"], access.role(role).user, password)
+    return uri_for(state["port"], access.role(role).user, password, data_dir)
 
 
 @contextlib.contextmanager
@@ -156,15 +177,16 @@ def _start(data_dir: Path, auth: bool) -> dict:
                "--storage-path", str(paths["storage"]), "--log-level", "WARNING"]
     if auth:
         command.append("--auth")
-    tls = _tls()
-    if tls:
-        command += ["--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"]]
+    tls = _tls(data_dir, issue=True)
+    command += ["--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"]]
+    if _mutual(tls):
+        command += ["--tls-ca-file", tls["ca"], "--tls-require-client-cert"]
     with open(paths["log"], "ab") as log:
         os.fchmod(log.fileno(), 0o600)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 umask=0o077,  # its storage files hold patient data
                                 start_new_session=True)  # outlives the step process that started it
-    uri = uri_for(port)
+    uri = uri_for(port, data_dir=data_dir)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not _answers(uri, timeout_ms=500):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -176,7 +198,8 @@ def _start(data_dir: Path, auth: bool) -> dict:
             )
         time.sleep(0.2)
     state = {"pid": proc.pid, "port": port, "uri": uri, "storage": str(paths["storage"]),
-             "auth": auth, "tls": bool(tls), "started_at": time.time()}
+             "auth": auth, "tls": True, "mutual_tls": _mutual(tls), "tls_files": tls,
+             "started_at": time.time()}
     settings.write_owner_only(paths["state"], json.dumps(state))
     return state
 
@@ -186,6 +209,12 @@ def ensure_running(data_dir: Path) -> str:
     data_dir = Path(data_dir).resolve()
     with _locked(data_dir):
         state = status(data_dir)
+        if state is not None and state.get("tls_files") != _tls(data_dir):
+            raise EmbeddedMongoError(
+                f"the embedded server for {data_dir} (pid {state['pid']}) runs with other TLS files "
+                "than this process would use (HEALTHCARE_MONGO_TLS_* differ, or an older version "
+                "started it without mutual TLS): stop it with `healthcare-assets mongo stop`, then "
+                "start again.")
         if state is None:
             old = _read_state(data_dir)
             if old and _is_our_daemon(old["pid"]):  # alive but not answering: replace it
@@ -215,7 +244,7 @@ def _check_users(data_dir: Path, state: dict) -> None:
     have added a user, or changed one, in that window."""
     expected = {(r.user, "admin"): [{"role": r.name, "db": "admin"}] for r in access.roles()}
     admin = access.role("ADMIN_MASTER")
-    uri = uri_for(state["port"], admin.user, access.passwords(data_dir).get(admin.name, ""))
+    uri = uri_for(state["port"], admin.user, access.passwords(data_dir).get(admin.name, ""), data_dir)
     client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000)
     try:
         # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)

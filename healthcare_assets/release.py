@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Self
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -187,7 +188,6 @@ class Rebuilt:
     """A whole release planned from every stay present: the scheme chosen and every group."""
 
     evaluation: generalization.Evaluation
-    schemes_tried: int
     uniqueness_before: list[dict]
     groups: dict[str, GroupChange]
     files: set[str]  # whose stays it counts: marked applied with it
@@ -203,9 +203,7 @@ def _projection() -> list[dict]:
     checks and the bookkeeping need (none of it written to the copy)."""
     return [{"$project": {
         **privacy.exact_values(), "_id": 1, "_sources": "$metadata.sources",
-        "_person": {"name": "$personal_info.name", "gender": "$personal_info.gender",
-                    "blood_type": "$personal_info.blood_type"},
-        "_staff": ["$administrative_info.doctor", "$administrative_info.hospital"],
+        "_names": ["$personal_info.name", "$administrative_info.doctor", "$administrative_info.hospital"],
     }}]
 
 
@@ -246,7 +244,7 @@ class _Tally:
         self.groups: dict[str, dict] = {}
         self.members: dict[str, list[str]] = {}
 
-    def add(self, doc: dict, stay: str) -> str:
+    def add(self, doc: dict, stay: str) -> None:
         group = privacy.group_of(doc)
         key = privacy.group_key(group)
         self.records[key] += 1
@@ -257,7 +255,6 @@ class _Tally:
         members = self.members.setdefault(key, [])
         if len(members) <= MEMBERS_KEPT:
             members.append(stay)
-        return key
 
 
 class Release:
@@ -369,15 +366,16 @@ class Release:
         plan.totals = _totals(state, plan.groups)
         return plan
 
-    def candidates_to_publish(self, plan: Plan) -> Iterator[list[dict]]:
-        """The stays the plan releases, batch by batch, as _projection() candidates."""
+    def _documents_to_publish(self, plan: Plan, scheme: Scheme) -> Iterator[list[dict]]:
+        """The copy's documents for the stays the plan releases, batch by batch."""
         if plan.kind == "publish":
             published, applied = plan.published_groups(), AppliedSources(self.ledger)
-            scheme = self.state()["scheme"]
             for batch in self._file_candidates(plan.op, plan.documents):
-                yield [c for c in batch if privacy.group_key(released_fields(c, scheme)) in published
+                yield [self._copy_document(c, doc) for c in batch
+                       if privacy.group_key(doc := released_fields(c, scheme)) in published
                        and not applied.any(s for s in c["_sources"] if s != plan.op)]
-        yield from self.earlier_candidates(plan)
+        for batch in self.earlier_candidates(plan):
+            yield [self._copy_document(c, released_fields(c, scheme)) for c in batch]
 
     def earlier_candidates(self, plan: Plan) -> Iterator[list[dict]]:
         """Stays counted by earlier operations whose group the plan publishes whole."""
@@ -402,15 +400,15 @@ class Release:
         return published
 
     def _publish(self, plan: Plan, lease: Lease) -> int:
-        published, scheme = 0, self.state()["scheme"]
-        for batch in self.candidates_to_publish(plan):
-            published += self._insert(self.copy, [self._released(c, scheme) for c in batch])
+        published = 0
+        for documents in self._documents_to_publish(plan, self.state()["scheme"]):
+            published += self._insert(self.copy, documents)
             lease.renew()
         return published
 
-    def _released(self, candidate: dict, scheme: Scheme) -> dict:
-        """The analysts' copy's document for a candidate."""
-        return {"_id": privacy.release_id(candidate["_id"], self.key), **released_fields(candidate, scheme)}
+    def _copy_document(self, candidate: dict, released: dict) -> dict:
+        """The analysts' copy's document for a candidate, given what it releases."""
+        return {"_id": privacy.release_id(candidate["_id"], self.key), **released}
 
     @staticmethod
     def _insert(copy: Collection, documents: list[dict]) -> int:
@@ -436,13 +434,17 @@ class Release:
         return removed
 
     @staticmethod
-    def _set_groups(groups: Collection, changes: Iterable[GroupChange]) -> None:
+    def _set_groups(groups: Collection, changes: list[GroupChange]) -> None:
+        """Each group to its planned size, values and members: one round trip for the batch."""
+        requests = []
         for change in changes:
             update = {"group": change.group, "records": change.after, "sensitive": change.sensitive,
                       "published": change.published_after}
-            groups.update_one({"_id": change.key},
-                              {"$set": {**update, "members": change.members}} if change.members is not None
-                              else {"$set": update, "$unset": {"members": ""}}, upsert=True)
+            requests.append(UpdateOne({"_id": change.key},
+                                      {"$set": {**update, "members": change.members}} if change.members is not None
+                                      else {"$set": update, "$unset": {"members": ""}}, upsert=True))
+        if requests:
+            groups.bulk_write(requests, ordered=False)
 
     def refresh_view(self, scheme: Scheme) -> None:
         # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
@@ -485,8 +487,8 @@ class Release:
             lease.renew()
         table = encoder.table()
         del encoder
-        evaluation, tried = generalization.choose(table)
-        rebuilt = Rebuilt(evaluation, tried, table.uniqueness_before(), {}, set(),
+        evaluation, _ = generalization.choose(table)
+        rebuilt = Rebuilt(evaluation, table.uniqueness_before(), {}, set(),
                           {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})})
         del table
         tally = _Tally()
@@ -517,8 +519,8 @@ class Release:
         published, scheme = 0, rebuilt.scheme
         keys = {k for k, change in rebuilt.groups.items() if change.published_after}
         for batch in self._settled_candidates(rebuilt):
-            published += self._insert(staged_copy, [self._released(c, scheme) for c in batch
-                                                    if privacy.group_key(released_fields(c, scheme)) in keys])
+            published += self._insert(staged_copy, [self._copy_document(c, doc) for c in batch
+                                                    if privacy.group_key(doc := released_fields(c, scheme)) in keys])
             lease.renew()
         for batch in _chunks(list(rebuilt.groups.values()), ID_BATCH):
             self._set_groups(staged_groups, batch)

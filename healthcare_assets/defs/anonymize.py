@@ -80,7 +80,7 @@ class Findings:
 
     def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:
         """A stay about to be released, judged against its own source names."""
-        self.add_person([candidate["_person"]["name"], *candidate["_staff"]], self.add_released(doc, scheme))
+        self.add_person(candidate["_names"], self.add_released(doc, scheme))
         if self.exact is not None:
             self.exact.add(exact(candidate))
 

@@ -16,6 +16,13 @@ def start(collection: Collection) -> None:
     collection.database[COUNTS].update_one({"_id": collection.name}, {"$setOnInsert": {"documents": 0}}, upsert=True)
 
 
+def known(collection: Collection) -> int:
+    """The kept count, or the server's estimate for a collection whose count is not kept (only
+    sizes range passes: an estimate is enough)."""
+    kept = collection.database[COUNTS].find_one({"_id": collection.name})
+    return kept["documents"] if kept else collection.estimated_document_count()
+
+
 def adjust(collection: Collection, delta: int) -> int:
     """Add `delta` (already applied to the collection) to its count; returns the count."""
     counts = collection.database[COUNTS]

@@ -91,6 +91,10 @@ class Encoder:
             known = self.known[field]
             self.codes[field].append(known.setdefault(values[field], len(known)))
 
+    @property
+    def rows(self) -> int:
+        return len(self.codes[self.fields[0]])
+
     def _columns(self) -> dict[str, tuple[list, np.ndarray]]:
         return {f: (list(self.known[f]), np.frombuffer(self.codes[f], dtype=np.int32)) for f in self.fields}
 

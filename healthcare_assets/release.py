@@ -236,9 +236,11 @@ Observer = Callable[[dict, dict, Scheme], None]  # (candidate, what it releases,
 
 
 class _Tally:
-    """Stays added to (or taken from) groups during planning."""
+    """Stays added to (or taken from) groups during planning; with `members`, which stays (a
+    rebuild counts every stay and collects only the held-back groups' members as it writes)."""
 
-    def __init__(self):
+    def __init__(self, members: bool = True):
+        self.keep_members = members
         self.records: Counter = Counter()
         self.sensitive: dict[str, Sensitive] = {}
         self.groups: dict[str, dict] = {}
@@ -252,16 +254,16 @@ class _Tally:
         counts = self.sensitive.setdefault(key, {})
         for f in privacy.SENSITIVE:
             counts.setdefault(f, {})[doc[f]] = counts.get(f, {}).get(doc[f], 0) + 1
-        members = self.members.setdefault(key, [])
-        if len(members) <= MEMBERS_KEPT:
-            members.append(stay)
+        if self.keep_members:
+            _remember(self.members.setdefault(key, []), stay)
 
 
 class Release:
     """The release of one hospitalization collection: its bookkeeping, its copy and its view."""
 
-    def __init__(self, source: Collection, key: bytes):
-        self.source, self.key = source, key
+    def __init__(self, source: Collection, key: bytes, log: Callable[[str], None] = lambda _: None):
+        self.source, self.key, self.log = source, key, log  # log: progress of whole-collection passes
+        self._reported: dict[str, int] = {}
         self.db = source.database
         self.groups, self.ledger, self.schemes = self.db[GROUPS], self.db[LEDGER], self.db[SCHEME]
         self.copy = self.db.client[databases(self.db.name)["analytics"]][privacy.COPY_COLLECTION]
@@ -485,13 +487,14 @@ class Release:
             for values in batch:
                 encoder.add({**values.pop("_values"), **values})
             lease.renew()
+            self._progress("choosing the generalization", encoder.rows)
         table = encoder.table()
         del encoder
         evaluation, _ = generalization.choose(table)
         rebuilt = Rebuilt(evaluation, table.uniqueness_before(), {}, set(),
                           {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})})
         del table
-        tally = _Tally()
+        tally = _Tally(members=False)
         for batch in self._settled_candidates(rebuilt):
             for candidate in batch:
                 doc = released_fields(candidate, rebuilt.scheme)
@@ -499,11 +502,18 @@ class Release:
                 tally.add(doc, candidate["_id"])
                 rebuilt.files.update(set(candidate["_sources"]) - rebuilt.loading)
             lease.renew()
+            self._progress("judging every stay", sum(tally.records.values()))
         for key, records in tally.records.items():
             published = is_published(records, tally.sensitive[key])
             rebuilt.groups[key] = GroupChange(key, tally.groups[key], 0, records, tally.sensitive[key], False,
-                                              published, None if published else _kept(tally.members[key]))
+                                              published, None if published else [])
         return rebuilt
+
+    def _progress(self, stage: str, done: int, every: int = 100_000) -> None:
+        """A line each time a whole-collection pass passes another `every` stays."""
+        if done // every > self._reported.get(stage, 0):
+            self._reported[stage] = done // every
+            self.log(f"release rebuild, {stage}: {done:,} stays")
 
     def _settled_candidates(self, rebuilt: Rebuilt) -> Iterator[list[dict]]:
         """Every stay present but those of files still being loaded (as the rebuild began)."""
@@ -517,11 +527,18 @@ class Release:
         staged_groups.drop()
         staged_copy.create_index(scans.COPY_INDEX)
         published, scheme = 0, rebuilt.scheme
-        keys = {k for k, change in rebuilt.groups.items() if change.published_after}
+        held_back = {k: change for k, change in rebuilt.groups.items() if not change.published_after}
         for batch in self._settled_candidates(rebuilt):
-            published += self._insert(staged_copy, [self._copy_document(c, doc) for c in batch
-                                                    if privacy.group_key(doc := released_fields(c, scheme)) in keys])
+            documents = []
+            for candidate in batch:
+                doc = released_fields(candidate, scheme)
+                if (change := held_back.get(privacy.group_key(doc))) is None:
+                    documents.append(self._copy_document(candidate, doc))
+                elif change.members is not None:
+                    change.members = _kept(_remember(change.members, candidate["_id"]))
+            published += self._insert(staged_copy, documents)
             lease.renew()
+            self._progress("writing the analysts' copy", published)
         for batch in _chunks(list(rebuilt.groups.values()), ID_BATCH):
             self._set_groups(staged_groups, batch)
         staged_groups.rename(GROUPS, dropTarget=True)
@@ -555,6 +572,13 @@ def _totals(state: dict, changes: list[GroupChange]) -> dict:
         totals["groups_held_back"] += (int(not c.published_after and c.after > 0)
                                        - int(not c.published_before and c.before > 0))
     return totals
+
+
+def _remember(members: list[str], stay: str) -> list[str]:
+    """Add a stay to a group's members, up to one more than are kept (so that _kept sees too many)."""
+    if len(members) <= MEMBERS_KEPT:
+        members.append(stay)
+    return members
 
 
 def _kept(members: list[str] | None) -> list[str] | None:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 from pymongo.collection import Collection
 
+from healthcare_assets import document_counts
+
 FIELD = "patient_id"
 SOURCES = "metadata.sources"
 RANGE_DOCUMENTS = 20_000
@@ -38,7 +40,7 @@ def ranges(documents: int, field: str = FIELD, digits: int = _HEX_DIGITS) -> lis
 
 
 def collection_ranges(collection: Collection) -> list[dict]:
-    return ranges(collection.estimated_document_count())
+    return ranges(document_counts.known(collection))
 
 
 COPY_INDEX = [("_id", 1), ("medical_condition", 1)]

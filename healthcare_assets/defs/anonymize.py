@@ -186,7 +186,7 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     of at least k = 11 stays with at least 2 values of each sensitive field, no linkable id. This
     run publishes its own file's stays, after its checks pass."""
     source = mongo.hospitalizations()
-    release = Release(source, privacy.pseudonym_key())
+    release = Release(source, privacy.pseudonym_key(), log=context.log.info)
     sha = mongo_hospitalizations["source_sha256"]
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):

@@ -136,6 +136,10 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
         tally.already += len(existing)
         tally.sources_added += add_source(collection, existing, sha)
 
+    def progress() -> None:  # rows written so far (the batch being written is not counted yet)
+        context.log.info(f"wrote {tally.done:,} of {staged.rows:,} rows, {tally.inserted:,} new, "
+                         f"{tally.done / (time.perf_counter() - started):,.0f} rows/s")
+
     with loading(collection.database, sha), ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
         for rows in staging.row_batches(staged.path, LOAD_BATCH):
@@ -144,10 +148,10 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
                 pending.result()
             tally.skipped_erased += len(rows) - len(docs)
             pending = writer.submit(write, docs)
-            context.log.info(f"wrote {tally.done:,} of {staged.rows:,} rows, {tally.inserted:,} new, "
-                             f"{tally.done / (time.perf_counter() - started):,.0f} rows/s")
+            progress()
         if pending:
             pending.result()
+    progress()
     return tally
 
 

@@ -16,6 +16,7 @@ import pytest
 from healthcare_assets import quality_pages, staging
 from healthcare_assets.definitions import defs
 from healthcare_assets.defs.quality import expectations
+from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import settings
 from healthcare_assets_tests.conftest import check_results, materialize, materialized, unavailable
 from healthcare_assets_tests.test_ui import CHROMIUM, CHROMIUM_ARGS
@@ -171,3 +172,33 @@ def test_report_opens_offline_with_every_figure(chromium, data_dir, small_csv, t
     opened = requests + index_requests
     assert page_path.as_uri() in opened and quality_pages.index_path().as_uri() in opened  # the recorder works
     assert [url for url in opened if not url.startswith("file://")] == []
+
+
+def test_the_last_runs_are_kept(data_dir, tmp_path, monkeypatch):
+    """HEALTHCARE_REPORTS_KEEP runs of reports and of Data Docs validations, the newest; the
+    indexes list exactly those."""
+    monkeypatch.setenv("HEALTHCARE_REPORTS_KEEP", "2")
+    export = tmp_path / "tiny_export.csv"
+    generate_csv(rows=200, seed=5, out=export)
+    runs = []
+    for _ in range(3):
+        result = materialize(export, None, selection=TO_QUALITY)
+        assert result.success
+        runs.append(result.run_id)
+    kept = set(runs[1:])
+
+    pages = {p.stem for p in quality_pages.runs_dir().glob("*.html")} - {"index"}
+    assert pages == kept
+    assert {p.stem for p in quality_pages.runs_dir().glob("*.json")} == kept
+    index = quality_pages.index_path().read_text()
+    assert [run for run in runs if run in index] == runs[1:]
+    assert index.index(runs[2]) < index.index(runs[1])  # newest first
+
+    quality = quality_pages.quality_dir()
+    for folder, suffix in (("validations", ".html"), ("validation_results", ".json")):
+        files = list((quality / folder).rglob(f"*{suffix}"))
+        assert len(files) == len(expectations()) * len(kept)  # one chunk: one page per suite and run
+        assert {p.parent.parent.name for p in files} == kept
+    data_docs = (quality / "index.html").read_text()
+    assert [run for run in runs if run in data_docs] == runs[1:]
+    assert "tiny_export" in data_docs  # the data asset is the source file

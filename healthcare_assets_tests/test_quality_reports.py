@@ -149,6 +149,10 @@ def test_report_opens_offline_with_every_figure(chromium, data_dir, small_csv, t
         expect(row.locator("td").last).to_have_text(f"{count:,}")
 
     chunks = math.ceil(len(raw) / staging.CHUNK_ROWS)
+    row_count = page.locator("tr", has=page.locator("td:text-is('expect table row count to equal')"))
+    per_chunk = re.findall(r"([\d,]+) \((\d+) chunks?\)", row_count.locator("td").nth(4).inner_text())
+    assert sum(int(n) * int(rows.replace(",", "")) for rows, n in per_chunk) == figures["cleaned"]
+    assert sum(int(n) for _, n in per_chunk) == chunks
     for suite, suite_expectations in expectations().items():
         heading = page.locator(f"#suite-{suite}")
         expect(heading).to_be_visible()

@@ -91,9 +91,11 @@ class Validation:
         batch = context.data_sources.add_pandas("staging").add_dataframe_asset(asset_name) \
             .add_batch_definition_whole_dataframe("chunk")
         definitions = []
+        self.expected: dict[str, str] = {}  # expectation id -> what it asks for, as configured
         for name, suite_expectations in expectations().items():
             suite = context.suites.add(gx.ExpectationSuite(name=f"hospitalizations.{name}", expectations=suite_expectations))
             definitions.append(context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+            self.expected.update({e.id: _expected(e.configuration.kwargs) for e in suite.expectations})
         self.checkpoint = context.checkpoints.add(gx.Checkpoint(
             name="quality_report", validation_definitions=definitions, result_format=RESULT_FORMAT))
         self.context, self.asset_name, self.run_name = context, asset_name, run_id
@@ -146,7 +148,8 @@ def _shown(value, column: str | None, expectation: str):
 
 
 def _expected(kwargs: dict) -> str:
-    """What an expectation asks for, from its configuration (schema.py's values, not the data's)."""
+    """What an expectation asks for, from its configuration (schema.py's values, not the data's;
+    a parameter by its name, as its value changes from chunk to chunk)."""
     shown = []
     for key, value in kwargs.items():
         if key in ("column", "column_A", "column_B", "batch_id", "result_format"):
@@ -167,13 +170,13 @@ class Tally:
         self.observed: dict[tuple[str, str], Counter] = {}
         self.failures: list[dict] = []
 
-    def add(self, chunk: int, suite: str, result) -> None:
+    def add(self, chunk: int, suite: str, result, expected: str) -> None:
         config = result.expectation_config
         column = config.kwargs.get("column") or " > ".join(
             config.kwargs[k] for k in ("column_A", "column_B") if k in config.kwargs) or None
-        key = (suite, config.id or f"{config.type}{sorted(config.kwargs.items())}")
+        key = (suite, config.id)
         row = self.rows.setdefault(key, {"suite": suite, "type": config.type, "column": column,
-                                         "expected": _expected(config.kwargs), "passed": True,
+                                         "expected": expected, "passed": True,
                                          "failed_chunks": 0, "unexpected_count": None, "elements": 0})
         details = result.result or {}
         if "unexpected_count" in details:  # a row-by-row expectation: count what failed
@@ -223,7 +226,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     for number, (expected_rows, chunk) in enumerate(chunks, start=1):
         for suite, result in validation.run(chunk, expected_rows).items():
             for expectation in result.results:
-                tally.add(number, suite, expectation)
+                tally.add(number, suite, expectation, validation.expected[expectation.expectation_config.id])
         context.log.info(f"validated chunk {number} of {total}")
 
     suites = tally.suites()

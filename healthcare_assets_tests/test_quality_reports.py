@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from healthcare_assets import quality_pages, staging
+from healthcare_assets import cli, quality_pages, staging
 from healthcare_assets.definitions import defs
 from healthcare_assets.defs.quality import expectations
 from healthcare_assets.generate import generate_csv
@@ -79,6 +79,10 @@ def test_no_report_metadata_or_log_quotes_a_patient(mongo, small_csv, tmp_path, 
     out, err = capfd.readouterr()  # what Dagster, Great Expectations and the rest printed
     assert "quality_report" in err + out
     assert quoted(out + err) == []
+
+    assert cli.main(["summary"]) == 0  # where a person finds the report
+    out, _ = capfd.readouterr()
+    assert f"quality       {meta['quality_report']['report']}  " in out and quoted(out) == []
 
 
 @pytest.fixture

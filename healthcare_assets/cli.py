@@ -29,6 +29,7 @@ def _mongo(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     """What a run produced and where to look, for people and for `make run`."""
+    from healthcare_assets import quality_pages
     from healthcare_assets.privacy import VIEW_NAME
     from healthcare_assets.release import Release
     from healthcare_assets.resources.mongo import mongo_resource_from_env
@@ -41,8 +42,14 @@ def _summary(args: argparse.Namespace) -> int:
     release = Release(collection, b"")
     print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
           f"({(release.state() or {}).get('groups_held_back', 0)} groups held back under k or l; view {collection.database.name}.{VIEW_NAME})")
-    for path in sorted(reports.rglob("*.json")) + sorted(reports.glob("quality/index.html")):
+    quality = quality_pages.quality_dir()
+    for path in sorted(p for p in reports.rglob("*.json") if quality not in p.parents):
         print(f"report        {path}")
+    latest = quality_pages.latest()
+    if latest:
+        print(f"quality       {latest}  (opens offline; the last runs: {quality_pages.index_path()})")
+    if (quality / "index.html").exists():
+        print(f"data docs     {quality / 'index.html'}  (Great Expectations; needs internet)")
     for path in sorted(settings.quarantine_dir().glob("*.csv")):
         print(f"quarantine    {path}")
     return 0

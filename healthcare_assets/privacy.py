@@ -47,6 +47,9 @@ import pandas as pd
 from healthcare_assets import schema, secrets_file
 from healthcare_assets.resources import settings
 
+# Columns whose values name or single out a person by themselves: never quoted in a report or in
+# metadata, not even as a sample of what failed a check (counts only).
+IDENTIFYING_COLUMNS = ("name", "doctor", "hospital", "patient_id", "record_key")
 K_ANONYMITY = 11  # the CMS small-cell rule
 L_DIVERSITY = 2
 MAX_SUPPRESSED = 0.05  # of the stays counted

@@ -69,15 +69,18 @@ def small_csv(tmp_path_factory) -> Path:
     return path
 
 
-def materialize(source: Path | str, mongo: MongoResource, selection: list | None = None) -> dg.ExecuteInProcessResult:
+def materialize(source: Path | str, mongo: MongoResource | None, selection: list | None = None,
+                instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     """Run the chain on one file, in process, as a drop runs it: every asset and check but the index
-    benchmark and the whole-collection audit (each covered by its own tests), or a selection."""
+    benchmark and the whole-collection audit (each covered by its own tests), or a selection (one
+    that stops before MongoDB needs no `mongo`). An `instance` keeps the run's logs to read back."""
     return dg.materialize(
         selection or [*defs.assets, *defs.asset_checks],
         selection=None if selection else DROP_SELECTION,
-        resources={"mongo": mongo},
+        resources={"mongo": mongo} if mongo else None,
         run_config={"ops": {"raw_csv": {"config": {"source": str(source)}}}},
         raise_on_error=False,
+        instance=instance,
     )
 
 

@@ -75,7 +75,8 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     r_path = report_path(raw_csv.source)
     _publish(settings.write_owner_only(run_dir / "cleaning_report.json", json.dumps(report, indent=2)), r_path)
 
-    staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows), {**totals, **repairs})
+    staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows),
+                         {**totals, **repairs, "quarantined_by_reason": by_reason})
     return dg.Output(
         staged,
         metadata={

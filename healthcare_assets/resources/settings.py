@@ -79,6 +79,11 @@ def staging_dir() -> Path:
     return data_dir() / "staging"
 
 
+def reports_keep() -> int:
+    """How many runs' quality reports and Data Docs validation pages are kept (the newest)."""
+    return _positive_int("HEALTHCARE_REPORTS_KEEP", 50)
+
+
 def quarantine_ceiling() -> float:
     """Share of rows that may be quarantined before the file as a whole is refused."""
     return float(os.environ.get("HEALTHCARE_QUARANTINE_CEILING", "0.05"))
@@ -102,9 +107,13 @@ LIMITS = {
 
 
 def limit(variable: str) -> int:
+    return _positive_int(variable, LIMITS[variable])
+
+
+def _positive_int(variable: str, default: int) -> int:
     value = os.environ.get(variable, "").strip()
     if not value:
-        return LIMITS[variable]
+        return default
     if not value.isdigit() or int(value) <= 0:
         raise ValueError(f"{variable}={value!r}: expected a positive whole number")
     return int(value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from healthcare_assets import access
 from healthcare_assets.definitions import defs
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
@@ -36,14 +37,24 @@ def import_roots(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory) -> str:
-    """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""
+    """One embedded secantusdb daemon for the session, on a free port, in a temporary folder.
+    At the end it must hold no database: every test drops what it made (see drop_deployment)."""
     data_dir = tmp_path_factory.mktemp("embedded-mongo")
     embedded_mongo.ensure_running(data_dir)
     uri = embedded_mongo.client_uri(data_dir)  # authentication is on: the admin's credentials
     os.environ["MONGODB_URI"] = uri
     yield uri
+    left = sorted(set(connect(uri).list_database_names()) - {"admin", "config", "local"})
     os.environ.pop("MONGODB_URI", None)
     embedded_mongo.stop(data_dir)
+    assert not left, f"databases left on the shared server by the tests that made them: {left}"
+
+
+def drop_deployment(client, database: str) -> None:
+    """A test's database and its companions (analytics, doctor app, audit), which runs and
+    erasures create beside it."""
+    for name in access.databases(database).values():
+        client.drop_database(name)
 
 
 @pytest.fixture
@@ -55,10 +66,10 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def mongo(mongo_uri, data_dir) -> MongoResource:
-    """A MongoResource on a database of its own, dropped afterwards."""
+    """A MongoResource on a database of its own, dropped afterwards with its companions."""
     name = f"test_{uuid.uuid4().hex[:10]}"
     yield MongoResource(database=name)
-    connect(mongo_uri).drop_database(name)
+    drop_deployment(connect(mongo_uri), name)
 
 
 @pytest.fixture(scope="session")

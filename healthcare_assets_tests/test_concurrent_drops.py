@@ -252,12 +252,10 @@ def exports(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def loaded(mongo: MongoResource, exports) -> dict:
     """The test's database with the preload's whole chain materialized (view and copy included);
-    yields the preload's load metadata. The companion databases go with the main one afterwards."""
+    yields the preload's load metadata."""
     result = materialize(exports["preload"], mongo)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     yield materialized(result)["mongo_hospitalizations"]
-    for companion in databases(mongo.database).values():
-        mongo.client().drop_database(companion)
 
 
 def make_dagster_home(folder: Path, instance_yaml: str) -> Path:

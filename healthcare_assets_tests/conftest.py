@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
+import bson
 import dagster as dg
 import pytest
 
@@ -90,6 +92,12 @@ def materialize(source: Path | str, mongo: MongoResource, selection: list | None
         run_config={"ops": {"raw_csv": {"config": {"source": str(source)}}}},
         raise_on_error=False,
     )
+
+
+def document_digests(collection) -> dict[str, str]:
+    """_id -> a hash of the document as the server holds it (metadata.created_at included): a
+    re-run that rewrites a document changes its digest even when every count stays the same."""
+    return {doc["_id"]: hashlib.sha256(bson.encode(doc)).hexdigest() for doc in collection.find()}
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

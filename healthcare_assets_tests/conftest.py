@@ -23,11 +23,25 @@ os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 
-def unavailable(reason: str):
-    """Skip on a developer machine without a system tool; in CI a missing tool is a failure."""
+SYSTEM_DEPS = "bash .ci/system-deps.sh"  # the Debian packages
+DEV_EXTRA = "pip install -e '.[dev]'"  # `make install` does it
+_missing: dict[str, set[str]] = {}  # install command -> tools this session skipped for want of
+
+
+def unavailable(tool: str, install: str):
+    """Skip on a developer machine without `tool`; in CI (.ci/run sets CI=true) a missing tool
+    is a failure. What was skipped is said again in the session's last line."""
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason} (CI must have it: .ci/system-deps.sh and the dev extra install it)")
-    pytest.skip(reason)
+        pytest.fail(f"{tool} is not installed (CI must have it: {install})")
+    _missing.setdefault(install, set()).add(tool)
+    pytest.skip(f"{tool} is not installed ({install})")
+
+
+def pytest_unconfigure(config):
+    """One line after pytest's own summary, so that a quiet skip is not missed at the end of a run."""
+    if _missing:
+        print("\nSKIPPED for want of " + "; ".join(f"{', '.join(sorted(tools))} (install: {install})"
+                                                  for install, tools in sorted(_missing.items())))
 
 
 @pytest.fixture(scope="session", autouse=True)

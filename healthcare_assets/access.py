@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pymongo
 
 from healthcare_assets import secrets_file
-from healthcare_assets.resources import settings
+from healthcare_assets.resources import credentials, settings
 
 
 def databases(database: str | None = None) -> dict[str, str]:
@@ -94,21 +95,30 @@ def _role_document(r: Role) -> dict:
     }
 
 
-def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None) -> list[str]:
-    """Create or update every role and its user (idempotent). Returns what was done, per role."""
+def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None,
+              has_password: Callable[[str, str], bool] | None = None) -> list[str]:
+    """Create or update every role and its user (idempotent). Returns what was done, per role, and
+    with `has_password(user, password)` whether an existing user's password changed (never the
+    password itself). The admin's own user is done last: it may be the one this client logged in as."""
     admin = client.admin
     existing_roles = {x["role"] for x in admin.command("rolesInfo")["roles"]}
     existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
     done = []
-    for r in roles(database):
+    for r in sorted(roles(database), key=lambda r: r.name == "ADMIN_MASTER"):
         admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **_role_document(r))
         password = role_passwords.get(r.name)
         if password is None:
             done.append(f"{r.name}: role only ({r.password_variable} is not set)")
             continue
-        verb = "updateUser" if r.user in existing_users else "createUser"
-        admin.command(verb, r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
-        done.append(f"{r.name}: {'updated' if verb == 'updateUser' else 'created'} user {r.user}")
+        if r.user not in existing_users:
+            admin.command("createUser", r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
+            done.append(f"{r.name}: created user {r.user}")
+            continue
+        changed = has_password is not None and not has_password(r.user, password)
+        admin.command("updateUser", r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
+        done.append(f"{r.name}: updated user {r.user}, " + (
+            f"password changed to the one of {credentials.origin(r.password_variable)}" if changed
+            else "password unchanged" if has_password else "password set"))
     return done
 
 
@@ -124,12 +134,15 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
     return collection.database.client[target][collection.name].count_documents({})
 
 
-def provision_all(collection: pymongo.collection.Collection) -> list[str]:
-    """Roles, users and the doctor app's slice, as `provision-access` and the job do it."""
+def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:
+    """Roles, users and the doctor app's slice, as `provision-access` and the job do it; `uri` is
+    the one `collection` was reached by (whether a user already has its password is tried on it)."""
     from healthcare_assets import audit
+    from healthcare_assets.resources.mongo import authenticates, with_credentials
 
     db = collection.database
-    done = provision(db.client, passwords(), db.name)
+    done = provision(db.client, passwords(), db.name,
+                     has_password=lambda user, password: authenticates(with_credentials(uri, user, password)))
     hospital = os.environ.get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
     if hospital:
         count = refresh_doctor_app(collection, hospital)

@@ -59,7 +59,8 @@ def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets import access
     from healthcare_assets.resources.mongo import mongo_resource_from_env
 
-    for line in access.provision_all(mongo_resource_from_env().hospitalizations()):
+    mongo = mongo_resource_from_env()
+    for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
         print(line)
     return 0
 

@@ -406,7 +406,10 @@ class Release:
             self.schemes.update_one({"_id": "current"}, {"$set": plan.totals})
         self.ledger.update_one({"_id": plan.op}, {
             "$set": {"state": "applied", "applied_at": _now(), "published": published},
-            "$unset": {"groups": "", "earlier_members": "", "unpublished_members": "", "erased_stays": ""}})
+            # an applied plan keeps its counts only: the erased patients' keyed ids are kept in the
+            # erasure list alone, where erasure records them on purpose
+            "$unset": {"groups": "", "earlier_members": "", "unpublished_members": "", "erased_stays": "",
+                       "erased_patients": ""}})
         return published
 
     def _publish(self, plan: Plan, lease: Lease) -> int:

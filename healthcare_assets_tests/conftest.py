@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
+import bson
 import dagster as dg
 import pytest
 
+from healthcare_assets import access
 from healthcare_assets.definitions import defs
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
@@ -20,11 +23,25 @@ os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 
-def unavailable(reason: str):
-    """Skip on a developer machine without a system tool; in CI a missing tool is a failure."""
+SYSTEM_DEPS = "bash .ci/system-deps.sh"  # the Debian packages
+DEV_EXTRA = "pip install -e '.[dev]'"  # `make install` does it
+_missing: dict[str, set[str]] = {}  # install command -> tools this session skipped for want of
+
+
+def unavailable(tool: str, install: str):
+    """Skip on a developer machine without `tool`; in CI (.ci/run sets CI=true) a missing tool
+    is a failure. What was skipped is said again in the session's last line."""
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason} (CI must have it: .ci/system-deps.sh and the dev extra install it)")
-    pytest.skip(reason)
+        pytest.fail(f"{tool} is not installed (CI must have it: {install})")
+    _missing.setdefault(install, set()).add(tool)
+    pytest.skip(f"{tool} is not installed ({install})")
+
+
+def pytest_unconfigure(config):
+    """One line after pytest's own summary, so that a quiet skip is not missed at the end of a run."""
+    if _missing:
+        print("\nSKIPPED for want of " + "; ".join(f"{', '.join(sorted(tools))} (install: {install})"
+                                                  for install, tools in sorted(_missing.items())))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,14 +53,24 @@ def import_roots(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory) -> str:
-    """One embedded secantusdb daemon for the session, on a free port, in a temporary folder."""
+    """One embedded secantusdb daemon for the session, on a free port, in a temporary folder.
+    At the end it must hold no database: every test drops what it made (see drop_deployment)."""
     data_dir = tmp_path_factory.mktemp("embedded-mongo")
     embedded_mongo.ensure_running(data_dir)
     uri = embedded_mongo.client_uri(data_dir)  # authentication is on: the admin's credentials
     os.environ["MONGODB_URI"] = uri
     yield uri
+    left = sorted(set(connect(uri).list_database_names()) - {"admin", "config", "local"})
     os.environ.pop("MONGODB_URI", None)
     embedded_mongo.stop(data_dir)
+    assert not left, f"databases left on the shared server by the tests that made them: {left}"
+
+
+def drop_deployment(client, database: str) -> None:
+    """A test's database and its companions (analytics, doctor app, audit), which runs and
+    erasures create beside it."""
+    for name in access.databases(database).values():
+        client.drop_database(name)
 
 
 @pytest.fixture
@@ -55,10 +82,10 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def mongo(mongo_uri, data_dir) -> MongoResource:
-    """A MongoResource on a database of its own, dropped afterwards."""
+    """A MongoResource on a database of its own, dropped afterwards with its companions."""
     name = f"test_{uuid.uuid4().hex[:10]}"
     yield MongoResource(database=name)
-    connect(mongo_uri).drop_database(name)
+    drop_deployment(connect(mongo_uri), name)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +109,12 @@ def materialize(source: Path | str, mongo: MongoResource | None, selection: list
         raise_on_error=False,
         instance=instance,
     )
+
+
+def document_digests(collection) -> dict[str, str]:
+    """_id -> a hash of the document as the server holds it (metadata.created_at included): a
+    re-run that rewrites a document changes its digest even when every count stays the same."""
+    return {doc["_id"]: hashlib.sha256(bson.encode(doc)).hexdigest() for doc in collection.find()}
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

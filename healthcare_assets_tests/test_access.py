@@ -6,11 +6,14 @@ server and, when HEALTHCARE_TEST_MONGODB7_URI names one, on MongoDB 7. The embed
 some commands open to every user (EMBEDDED_GAPS): those cells are expected to fail there, strictly,
 so that a version that closes a gap fails the test until the gap is taken off the list."""
 
+import contextlib
 import os
 import re
 import secrets
 import uuid
+from pathlib import Path
 
+import pandas as pd
 import pymongo
 import pytest
 from bson import Binary, Code, Int64
@@ -34,27 +37,50 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory):
-    """A fresh embedded server (auth on after its first start), loaded, with users provisioned.
-    10,000 rows, so that most quasi-identifier groups reach k=11 and the analyst copy is not empty."""
-    data_dir = tmp_path_factory.mktemp("secured")
-    export = generate_csv(rows=10_000, seed=3, out=data_dir / "export.csv")["path"]
+@contextlib.contextmanager
+def secured_server(data_dir: Path, export: Path):
+    """A fresh embedded server (auth on after its first start) in `data_dir`, the export loaded,
+    users provisioned; stopped, and the environment restored, however it ends."""
     patch = pytest.MonkeyPatch()
     patch.delenv("MONGODB_URI", raising=False)
     patch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
-    mongo = MongoResource()
-    assert materialize(export, mongo).success
-    hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
-    own, other = hospitals[0], hospitals[1]
-    patch.setenv("HEALTHCARE_DOCTOR_APP_HOSPITAL", own)
-    access.provision_all(mongo.hospitalizations())
-    port = embedded_mongo.status(data_dir)["port"]
-    template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
-    yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(),
-           "template": template}
-    embedded_mongo.stop(data_dir)
-    patch.undo()
+    try:
+        mongo = MongoResource()
+        assert materialize(export, mongo).success
+        hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
+        own, other = hospitals[0], hospitals[1]
+        patch.setenv("HEALTHCARE_DOCTOR_APP_HOSPITAL", own)
+        access.provision_all(mongo.hospitalizations(), mongo.uri())
+        port = embedded_mongo.status(data_dir)["port"]
+        template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
+        yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(),
+               "template": template}
+    finally:  # a failed setup too: no daemon left running, no variable left set for the next module
+        embedded_mongo.stop(data_dir)
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """10,000 rows, so that most quasi-identifier groups reach k=11 and the analyst copy is not empty."""
+    data_dir = tmp_path_factory.mktemp("secured")
+    with secured_server(data_dir, generate_csv(rows=10_000, seed=3, out=data_dir / "export.csv")["path"]) as server:
+        yield server
+
+
+def test_a_setup_that_fails_leaves_no_server_and_no_variable(tmp_path):
+    """An export of one hospital fails the setup (it needs two) after the server has started."""
+    export = tmp_path / "one_hospital.csv"
+    generate_csv(rows=40, seed=6, out=export)
+    rows = pd.read_csv(export, dtype=str, keep_default_na=False).assign(Hospital="Only Hospital")
+    rows.to_csv(export, index=False)
+    before = {k: os.environ.get(k) for k in ("MONGODB_URI", "HEALTHCARE_DATA_DIR", "HEALTHCARE_DOCTOR_APP_HOSPITAL")}
+    data_dir = tmp_path / "data"
+    with pytest.raises(IndexError), secured_server(data_dir, export):
+        pass
+    assert (data_dir / "mongo.provisioned").exists()  # it had started
+    assert embedded_mongo.status(data_dir) is None
+    assert {k: os.environ.get(k) for k in before} == before
 
 
 def client_for(secured, role: str, password: str | None = None) -> pymongo.MongoClient:

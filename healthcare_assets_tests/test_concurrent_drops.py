@@ -45,7 +45,7 @@ from healthcare_assets.privacy import (
 from healthcare_assets.release import SCHEME
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.sensors import SOURCE_KEY_TAG
-from healthcare_assets_tests.conftest import materialize, materialized, unavailable
+from healthcare_assets_tests.conftest import DEV_EXTRA, materialize, materialized, unavailable
 
 pytest_plugins = ["healthcare_assets_tests.s3_fixtures"]  # moto_endpoint, s3_bucket
 
@@ -252,12 +252,10 @@ def exports(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def loaded(mongo: MongoResource, exports) -> dict:
     """The test's database with the preload's whole chain materialized (view and copy included);
-    yields the preload's load metadata. The companion databases go with the main one afterwards."""
+    yields the preload's load metadata."""
     result = materialize(exports["preload"], mongo)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     yield materialized(result)["mongo_hospitalizations"]
-    for companion in databases(mongo.database).values():
-        mongo.client().drop_database(companion)
 
 
 def make_dagster_home(folder: Path, instance_yaml: str) -> Path:
@@ -321,7 +319,7 @@ def require_tool(name: str) -> str:
     if not path.exists():
         found = shutil.which(name)
         if found is None:
-            unavailable(f"`{name}` is not installed next to {sys.executable} nor on PATH")
+            unavailable(f"`{name}` (next to {sys.executable} or on PATH)", DEV_EXTRA)
         return found
     return str(path)
 

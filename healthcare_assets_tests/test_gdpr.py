@@ -4,12 +4,15 @@ pick out no one, or several people, or that are part of other words."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
+import pandas as pd
 from bson import json_util
 
-from healthcare_assets import access, gdpr
+from healthcare_assets import access, gdpr, privacy
+from healthcare_assets.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.resources import settings
 from healthcare_assets_tests.conftest import REPO, materialize, materialized
 
@@ -34,22 +37,39 @@ def export_with_quarantined_row(small_csv, path):
     return rows[10]
 
 
-def mentions(mongo, data_dir, name: str) -> list[str]:
-    """Every collection of this deployment and every file under the data folder that mentions the name
-    (the database's own storage files excepted: see the README on erasure)."""
-    needle = name.casefold()
+def mentions(mongo, data_dir, needles: set[str]) -> list[str]:
+    """Every collection of this deployment and every file under the data folder that holds one of
+    the needles (a name, keyed ids), letter case aside; staged Parquet is decoded first (its pages
+    are compressed, so a name in it is not in its bytes). The database's own storage files are
+    not searched: see the README on erasure."""
+    folded = {n.casefold() for n in needles}
+
+    def holds(text: str) -> bool:
+        text = text.casefold()
+        return any(n in text for n in folded)
+
     client = mongo.client()
     found = []
     for db_name in set(access.databases(mongo.database).values()) - SYSTEM_DATABASES:
         for coll in client[db_name].list_collection_names():
-            hits = sum(needle in json_util.dumps(doc).casefold() for doc in client[db_name][coll].find())
+            hits = sum(holds(json_util.dumps(doc)) for doc in client[db_name][coll].find())
             if hits:
-                found.append(f"{db_name}.{coll}: {hits}")
+                found.append(f"{db_name}.{coll}")
     for path in data_dir.rglob("*"):
-        if (path.is_file() and "mongo" not in path.relative_to(data_dir).parts[:1]
-                and needle.encode() in path.read_bytes().lower()):
-            found.append(str(path))
+        if not path.is_file() or path.relative_to(data_dir).parts[0] == "mongo":
+            continue
+        if path.suffix == ".parquet":
+            text = pd.read_parquet(path).astype(str).to_csv(index=False)
+        else:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        if holds(text):
+            found.append(str(path.relative_to(data_dir)))
     return found
+
+
+def places(output: str, verb: str) -> dict[str, int]:
+    """What erase-patient printed it removed (or would remove), per place."""
+    return {place: int(count) for count, place in re.findall(rf"^{verb} +(\d+)  (\S+)$", output, flags=re.MULTILINE)}
 
 
 def run_in_a_process(source, mongo, data_dir, folder) -> None:
@@ -75,36 +95,59 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     name = gdpr.normalized(row[0])
     run_in_a_process(source, mongo, data_dir, tmp_path)
     collection = mongo.hospitalizations()
-    access.refresh_doctor_app(collection, row[7])  # the patient's hospital, as the doctor app sees it
-    stays = collection.count_documents({"personal_info.name": name})
-    assert stays >= 1
-    assert mentions(mongo, data_dir, name), "the patient should be findable before erasure"
+    stays = list(collection.find({"personal_info.name": name}))
+    assert stays
+    [patient_id] = {d["patient_id"] for d in stays}
+    # the doctor app serves the patient's hospital (as cleaned: the raw name may end in a comma)
+    [hospital] = {d["administrative_info"]["hospital"] for d in stays}
+    access.refresh_doctor_app(collection, hospital)
+    dbs = access.databases(mongo.database)
+    doctor_app = mongo.client()[dbs["doctor_app"]]["hospitalizations"]
+    assert doctor_app.count_documents({"patient_id": patient_id}) == len(stays)
+    # the analysts' copy holds the patient's stays under keyed ids of their own
+    copy = mongo.client()[dbs["analytics"]][privacy.COPY_COLLECTION]
+    copy_ids = [privacy.release_id(d["_id"], privacy.pseudonym_key()) for d in stays]
+    assert copy.count_documents({"_id": {"$in": copy_ids}}) == len(stays)
+    copy_before = copy.count_documents({})
+    keyed = {patient_id, *copy_ids, *(d["_id"] for d in stays)}
+    before = mentions(mongo, data_dir, {name, *keyed})
+    staged = [p for p in before if p.startswith("staging/") and p.endswith(".parquet")]
+    assert staged, before  # the decoded Parquet is searched: the patient's staged rows are seen
+    reports = [p for p in mentions(mongo, data_dir, {name}) if p.startswith("reports/")]
+    staging_folders = len([p for p in (data_dir / "staging").iterdir() if p.is_dir()])
 
     out = tmp_path / "patient.json"
     result = cli("export-patient", "--name", row[0].upper(), "--out", str(out), mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     exported = json_util.loads(out.read_text())["records"]
-    in_db = list(collection.find({"personal_info.name": name}))
-    assert sorted(exported, key=lambda d: d["_id"]) == sorted(in_db, key=lambda d: d["_id"])  # round trip
+    assert sorted(exported, key=lambda d: d["_id"]) == sorted(stays, key=lambda d: d["_id"])  # round trip
 
     dry_run = cli("erase-patient", "--name", name, mongo=mongo, data_dir=data_dir)
     assert dry_run.returncode == 0, dry_run.stderr
-    assert f"would remove {stays:>6}  {mongo.database}.hospitalizations" in dry_run.stdout
-    assert "would remove      1  quarantine_rows" in dry_run.stdout and "dry run" in dry_run.stdout
-    assert collection.count_documents({"personal_info.name": name}) == stays
+    assert places(dry_run.stdout, "would remove") == {
+        collection.full_name: len(stays), "quarantine_rows": 1, "report_files": len(reports),
+        "staging_folders": staging_folders}
+    assert "dry run" in dry_run.stdout
+    assert collection.count_documents({"personal_info.name": name}) == len(stays)
 
     result = cli("erase-patient", "--name", name, "--yes", mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
-    assert f"removed {stays:>6}  {mongo.database}.hospitalizations" in result.stdout
-    assert "removed      1  quarantine_rows" in result.stdout
-    assert mentions(mongo, data_dir, name) == []
+    removed = places(result.stdout, "removed")
+    copy_removed = copy_before - copy.count_documents({})  # the stays, and any group left under k
+    assert copy_removed >= len(stays)
+    assert removed == {
+        collection.full_name: len(stays), copy.full_name: copy_removed, doctor_app.full_name: len(stays),
+        "quarantine_rows": 1, "report_files": len(reports), "staging_folders": staging_folders}
+    assert mentions(mongo, data_dir, {name}) == []
+    # keyed ids stay only where erasure itself records them: the erasure list and the audit log
+    assert mentions(mongo, data_dir, keyed) == [f"{dbs['audit']}.{c}" for c in sorted((AUDIT_COLLECTION, ERASURES_COLLECTION))]
 
     # loading the same file again does not bring the patient back
     out.unlink()
     rerun = materialize(source, mongo)
     assert rerun.success
-    assert materialized(rerun)["mongo_hospitalizations"]["rows_erased_patients"] == stays
-    assert collection.count_documents({"personal_info.name": name}) == 0
+    assert materialized(rerun)["mongo_hospitalizations"]["rows_erased_patients"] == len(stays)
+    assert collection.count_documents({"patient_id": patient_id}) == 0
 
 
 def files_under(folder) -> dict[str, bytes]:

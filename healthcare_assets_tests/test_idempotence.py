@@ -2,7 +2,7 @@
 
 import csv
 
-from healthcare_assets_tests.conftest import materialize, materialized
+from healthcare_assets_tests.conftest import document_digests, materialize, materialized
 
 
 def write_rows(path, header, rows):
@@ -31,5 +31,7 @@ def test_overlapping_files_add_only_new_rows(mongo, small_csv, tmp_path):
     assert both == 200
     assert collection.count_documents({"metadata.sources": b["source_sha256"]}) == 600
 
+    before = document_digests(collection)
     again = materialized(materialize(second, mongo))["mongo_hospitalizations"]
-    assert again["documents_inserted"] == 0 and collection.count_documents({}) == 1000
+    assert again["documents_inserted"] == 0 and len(before) == 1000
+    assert document_digests(collection) == before  # not one document rewritten

@@ -11,7 +11,13 @@ from healthcare_assets.defs.clean import cleaned_frame
 from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
-from healthcare_assets_tests.conftest import COMMITTED_CSV, check_results, materialize, materialized
+from healthcare_assets_tests.conftest import (
+    COMMITTED_CSV,
+    check_results,
+    document_digests,
+    materialize,
+    materialized,
+)
 
 CHAIN = {"raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations"}
 
@@ -59,12 +65,14 @@ def test_second_run_writes_nothing_new(mongo, small_csv):
     rows, duplicates = expected_counts(small_csv)
     first = materialize(small_csv, mongo)
     assert first.success
+    before = document_digests(mongo.hospitalizations())
     second = materialize(small_csv, mongo)
     assert second.success
     load = materialized(second)["mongo_hospitalizations"]
     assert load["documents_inserted"] == 0
     assert load["documents_already_present"] == rows - duplicates
-    assert mongo.hospitalizations().count_documents({}) == rows - duplicates
+    assert len(before) == rows - duplicates
+    assert document_digests(mongo.hospitalizations()) == before  # not one document rewritten
 
 
 def test_documents_follow_the_model(mongo, small_csv):

@@ -17,7 +17,7 @@ from dagster import DagsterEventType
 
 from healthcare_assets.definitions import defs
 from healthcare_assets.resources.embedded_mongo import free_port
-from healthcare_assets_tests.conftest import unavailable
+from healthcare_assets_tests.conftest import SYSTEM_DEPS, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
@@ -38,7 +38,7 @@ def postgres():
     yields its connection settings, then stops and deletes it."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        unavailable("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+        unavailable("PostgreSQL (server binaries under /usr/lib/postgresql)", SYSTEM_DEPS)
     # initdb refuses to run as root: as root, the cluster belongs to the `postgres` user.
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="healthcare-pg-"))  # not under pytest's 0700 root-only tmp

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from pathlib import Path
 
 import boto3
@@ -14,6 +13,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 from dagster_aws.s3 import S3Resource
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
 
 from healthcare_assets import sensors
 from healthcare_assets.definitions import defs
@@ -153,28 +154,28 @@ def test_new_file_runs_once_and_the_next_tick_requests_nothing(
     assert "no new CSV file" in second.skip_message
 
 
-def _wait_for_a_new_second() -> None:
-    time.sleep(1 - time.time() % 1 + 0.01)
+def stamp_like(bucket: str, key: str, other: str) -> None:
+    """Give an object the LastModified of another, as when both were uploaded in one second (S3
+    stamps objects to the second). moto's server runs in this process: its store is set directly,
+    so the test does not depend on two uploads landing in one wall-clock second."""
+    keys = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[bucket].keys
+    keys[key].last_modified = keys[other].last_modified
 
 
 def test_two_files_in_the_same_second_both_run(s3_bucket, drop_defs, instance, mongo, exports):
     # The hard case: the second object arrives after a tick but carries the same LastModified
     # second as the one that tick saw. A cursor holding only the newest timestamp loses it.
     cursor = tick(drop_defs, instance, cursor=None).cursor
-    for attempt in range(3):
-        _wait_for_a_new_second()
-        first_key, second_key = f"{PREFIX}north-{attempt}.csv", f"{PREFIX}south-{attempt}.csv"
-        first = put(s3_bucket, first_key, exports["north"])
-        after_first = tick(drop_defs, instance, cursor)
-        second = put(s3_bucket, second_key, exports["south"])
-        after_second = tick(drop_defs, instance, after_first.cursor)
-        assert requested_keys(after_first) == [first_key]
-        assert requested_keys(after_second) == [second_key]
-        cursor = after_second.cursor
-        if first["last_modified"] == second["last_modified"]:
-            break
-    else:
-        pytest.fail("could not upload two objects within one second in three attempts")
+    first_key, second_key = f"{PREFIX}north.csv", f"{PREFIX}south.csv"
+    first = put(s3_bucket, first_key, exports["north"])
+    after_first = tick(drop_defs, instance, cursor)
+    put(s3_bucket, second_key, exports["south"])
+    stamp_like(s3_bucket, second_key, first_key)
+    assert boto3.client("s3").head_object(Bucket=s3_bucket, Key=second_key)["LastModified"] == first["last_modified"]
+    after_second = tick(drop_defs, instance, after_first.cursor)
+    assert requested_keys(after_first) == [first_key]
+    assert requested_keys(after_second) == [second_key]
+    cursor = after_second.cursor
 
     for request in after_first.run_requests + after_second.run_requests:
         load_file(drop_defs, instance, request)

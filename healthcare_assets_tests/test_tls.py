@@ -17,6 +17,19 @@ def ping(uri: str) -> float:
         return client.admin.command("ping")["ok"]
 
 
+def refused_in_the_handshake(data_dir, uri: str, reason: str) -> None:
+    """The connection fails, and the server's log says its TLS handshake failed for `reason`:
+    not a wrong port, a dead server or a password (those fail differently)."""
+    log = data_dir / "mongo.log"
+    seen = log.stat().st_size
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
+        ping(uri)
+    with open(log, "rb") as f:
+        f.seek(seen)
+        logged = f.read().decode(errors="replace")
+    assert "TLS handshake from ('127.0.0.1'" in logged and reason in logged, logged[-2000:]
+
+
 def without_client_certificate(uri: str, client_file) -> str:
     option = f"&tlsCertificateKeyFile={quote_plus(str(client_file))}"
     assert option in uri
@@ -54,15 +67,13 @@ def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
     uri = embedded_mongo.client_uri(data_dir)  # the admin's password and the client certificate
     assert ping(uri) == 1
     # the right password is not enough: no client certificate, or one another CA issued, is refused
-    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):  # the handshake fails
-        ping(without_client_certificate(uri, folder / "client.pem"))
+    refused_in_the_handshake(data_dir, without_client_certificate(uri, folder / "client.pem"),
+                             "peer did not return a certificate")
     stranger = certificates.ensure(tmp_path / "stranger")
-    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
-        ping(uri.replace(quote_plus(str(folder / "client.pem")), quote_plus(str(stranger["client"]))))
-    log = (data_dir / "mongo.log").read_text()
-    assert "peer did not return a certificate" in log and "certificate verify failed" in log
-    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
-        ping(f"mongodb://127.0.0.1:{state['port']}/?directConnection=true")
+    refused_in_the_handshake(data_dir, uri.replace(quote_plus(str(folder / "client.pem")), quote_plus(str(stranger["client"]))),
+                             "certificate verify failed")
+    refused_in_the_handshake(data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
+                             "wrong version number")  # plain TCP to a TLS port
 
     # another process with other TLS settings is told to stop the server, not left unable to connect
     for kind in ("CERT", "KEY", "CA"):
@@ -79,8 +90,11 @@ def test_files_of_your_own_for_server_tls(tls_files, data_dir):
     uri = embedded_mongo.client_uri(data_dir)
     assert "tls=true" in uri and "tlsCertificateKeyFile" not in uri
     assert ping(uri) == 1
-    with pytest.raises(pymongo.errors.PyMongoError):
-        ping(f"mongodb://127.0.0.1:{state['port']}/?directConnection=true")
+    refused_in_the_handshake(data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
+                             "wrong version number")  # plain TCP to a TLS port
+    # and the client verifies the server: without the CA that issued its certificate, no connection
+    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError, match="CERTIFICATE_VERIFY_FAILED"):
+        ping(uri.replace(f"&tlsCAFile={quote_plus(str(tls_files['ca']))}", ""))
 
 
 def test_files_of_your_own_for_mutual_tls(tls_files, data_dir, monkeypatch):
@@ -89,5 +103,5 @@ def test_files_of_your_own_for_mutual_tls(tls_files, data_dir, monkeypatch):
     assert embedded_mongo.status(data_dir)["mutual_tls"] is True
     uri = embedded_mongo.client_uri(data_dir)
     assert ping(uri) == 1
-    with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):  # the handshake fails
-        ping(without_client_certificate(uri, tls_files["client"]))
+    refused_in_the_handshake(data_dir, without_client_certificate(uri, tls_files["client"]),
+                             "peer did not return a certificate")

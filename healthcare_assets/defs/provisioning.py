@@ -9,7 +9,7 @@ from healthcare_assets.resources.mongo import MongoResource
 @dg.op
 def provision_roles_and_users(context: dg.OpExecutionContext, mongo: MongoResource) -> None:
     """Idempotent: creates what is missing, updates what exists (passwords from the environment)."""
-    for line in access.provision_all(mongo.hospitalizations()):
+    for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
         context.log.info(line)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import random
 import signal
@@ -34,12 +35,14 @@ from urllib.parse import quote_plus
 import psutil
 import pymongo
 
-from healthcare_assets import access
-from healthcare_assets.resources import certificates, settings
+from healthcare_assets import access, secrets_file
+from healthcare_assets.resources import certificates, credentials, settings
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedMongoError(RuntimeError):
@@ -222,8 +225,57 @@ def ensure_running(data_dir: Path) -> str:
             if not _paths(data_dir)["provisioned"].exists():
                 _provision(data_dir)
             state = _start(data_dir, auth=True)
+            _apply_environment_passwords(data_dir, state)
             _check_users(data_dir, state)
+        else:
+            _apply_environment_passwords(data_dir, state)
         return state["uri"]
+
+
+def refused(data_dir: Path, user: str) -> credentials.AuthenticationRefusedError:
+    """The error for a role's password the embedded server refused, with what to do about it."""
+    variable = next(r.password_variable for r in access.roles() if r.user == user)
+    stored = secrets_file.path(data_dir)
+    if variable in os.environ:
+        advice = (f"A password set in the environment is applied to the server with the admin_master password "
+                  f"stored in {stored}, and that one was refused too or is missing. Set {variable} to the "
+                  f"password the server has, or unset it (delete it from .env) to use the one in {stored}.")
+    else:
+        advice = (f"{stored} does not hold this server's passwords: put back the one it was provisioned with, "
+                  f"or stop the server (`healthcare-assets mongo stop`) and delete {_paths(data_dir)['storage']} "
+                  f"and {_paths(data_dir)['provisioned']} to provision a new one (its data is lost).")
+    return credentials.refused(f"{HOST} (embedded secantusdb, storage {_paths(data_dir)['storage']})", user,
+                               variable, advice, data_dir)
+
+
+def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
+    """Give each role's user the password HEALTHCARE_<ROLE>_PASSWORD sets when it differs from the
+    one the server has (recorded in secrets.env), using the admin credentials recorded there, and
+    record it: a `.env` copied from .env.example, or a rotated secret, then just works. Logged
+    with the variable and where it came from, never the value."""
+    stored = secrets_file.read(data_dir)
+    changed = sorted((r for r in access.roles() if os.environ.get(r.password_variable)
+                      and stored.get(r.password_variable) not in (None, os.environ[r.password_variable])),
+                     key=lambda r: r.name == "ADMIN_MASTER")  # the admin's own last: the others use it
+    if not changed:
+        return
+    admin = access.role("ADMIN_MASTER")
+    if admin.password_variable not in stored:
+        return  # provisioned by a version that did not record it: a refusal will say what to do
+    uri = uri_for(state["port"], admin.user, stored[admin.password_variable], data_dir)
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+        for r in changed:
+            try:
+                client.admin.command("updateUser", r.user, pwd=os.environ[r.password_variable])
+            except pymongo.errors.OperationFailure as exc:
+                if credentials.is_refused(exc):
+                    raise refused(data_dir, admin.user) from None
+                raise
+            # recorded at once: the admin's own new password is what the next change must use
+            secrets_file.store({r.password_variable: os.environ[r.password_variable]}, data_dir)
+            log.warning("the embedded server's user %s now has the password of %s (it differed from the one "
+                        "the server had; changed with the admin credentials in %s, and recorded there)",
+                        r.user, credentials.origin(r.password_variable, data_dir), secrets_file.path(data_dir))
 
 
 def _provision(data_dir: Path) -> None:
@@ -231,7 +283,11 @@ def _provision(data_dir: Path) -> None:
     state = _start(data_dir, auth=False)
     client = pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=10_000)
     try:
-        access.provision(client, access.passwords(data_dir, generate=True))
+        given = access.passwords(data_dir, generate=True)
+        access.provision(client, given)
+        # secrets.env records every password the server has, from the environment too: the server
+        # stays reachable when the variable goes away, and a later change can be applied with it
+        secrets_file.store({access.role(name).password_variable: pw for name, pw in given.items()}, data_dir)
     finally:
         client.close()
         _terminate(state["pid"])
@@ -252,6 +308,8 @@ def _check_users(data_dir: Path, state: dict) -> None:
         problem = ", ".join(f"{user}@{db}" for (user, db), granted in sorted(found.items())
                             if expected.get((user, db)) != granted)
     except pymongo.errors.OperationFailure as exc:
+        if credentials.is_refused(exc):
+            raise refused(data_dir, admin.user) from None  # a wrong password says nothing about the users
         problem = f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"
     finally:
         client.close()

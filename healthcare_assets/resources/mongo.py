@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import dagster as dg
 import pymongo
@@ -12,7 +13,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets import secrets_file
-from healthcare_assets.resources import embedded_mongo, settings
+from healthcare_assets.resources import credentials, embedded_mongo, settings
 
 _clients: dict[str, pymongo.MongoClient] = {}
 
@@ -81,6 +82,11 @@ def connect(uri: str) -> pymongo.MongoClient:
             ) from None
         try:
             client.admin.command("ping")
+        except pymongo.errors.OperationFailure as exc:
+            client.close()
+            if credentials.is_refused(exc):
+                raise _refused(uri) from None  # the server answered: not a connection problem
+            raise
         except pymongo.errors.PyMongoError as exc:
             client.close()
             raise MongoUnreachableError(
@@ -90,6 +96,40 @@ def connect(uri: str) -> pymongo.MongoClient:
             ) from exc
         _clients[uri] = client
     return client
+
+
+def _refused(uri: str) -> credentials.AuthenticationRefusedError:
+    """The error for a password the server refused: whose it is and where it came from."""
+    user = uri_parser.parse_userinfo(_split(uri)[1])[0]
+    if uri != settings.mongodb_uri():
+        return embedded_mongo.refused(settings.data_dir(), user)
+    return credentials.refused(
+        redact(uri), user, "MONGODB_URI",
+        "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
+        "on the server as its administrator (`healthcare-assets provision-access` sets every other role's "
+        "password from HEALTHCARE_<ROLE>_PASSWORD).")
+
+
+def with_credentials(uri: str, user: str, password: str) -> str:
+    """The same URI (hosts, options, TLS files) with another user's credentials, checked against admin."""
+    scheme, _, hosts = _split(uri)
+    rest = uri.partition("://")[2]
+    tail = rest[len(rest.partition("?")[0].partition("/")[0]):]
+    if "authsource=" not in tail.lower():
+        tail = (tail if "?" in tail else (tail or "/") + "?") + ("&" if "=" in tail else "") + "authSource=admin"
+    return f"{scheme}://{quote_plus(user)}:{quote_plus(password)}@{hosts}{tail}"
+
+
+def authenticates(uri: str) -> bool:
+    """Whether the server accepts the URI's credentials (False only when it refuses them)."""
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.OperationFailure as exc:
+            if credentials.is_refused(exc):
+                return False
+            raise
 
 
 class MongoResource(dg.ConfigurableResource):

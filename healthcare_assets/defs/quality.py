@@ -256,12 +256,14 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
         rows += ["", "| chunk | suite | expectation | column | unexpected |", "|---|---|---|---|---:|"]
         rows += [f"| {f['chunk']} | {f['suite']} | {f['expectation']} | {f['column'] or ''} | {f['unexpected_count'] or ''} |"
                  for f in failures[:50]]
-    summary = {"chunks": total, "rows": cleaned_frame.rows, "failures": failures, "report": str(page),
-               "data_docs": str(docs_dir / "index.html")}
+    statistics = {f"{s['name']}_{what}": n for s in suites
+                  for what, n in (("evaluated", len(s["expectations"]) * total), ("failed", s["failed"]))}
+    summary = {"chunks": total, "rows": cleaned_frame.rows, "failures": failures, "statistics": statistics,
+               "report": str(page), "data_docs": str(docs_dir / "index.html")}
     return dg.Output(summary, metadata={
         "dagster/row_count": cleaned_frame.rows,
         "dagster/uri": page.as_uri(),
-        "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
+        "expectations_evaluated": sum(n for name, n in statistics.items() if name.endswith("_evaluated")),
         "expectations_failed": len(failures),
         "summary": dg.MetadataValue.md("\n".join(rows)),
         "report": dg.MetadataValue.path(str(page)),

@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import struct
 import time
 import zlib
@@ -78,6 +79,15 @@ def project_version() -> str:
 def new_name(now: dt.datetime | None = None) -> str:
     """A backup's folder: its UTC time, to the microsecond, so names sort by age."""
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
+
+
+def backups(store: Store) -> list[str]:
+    """The backups in a store, oldest first. Only folders named like one: retention deletes what
+    this lists, and a mistyped HEALTHCARE_BACKUP_URI may point at a folder holding anything."""
+    return [name for name in store.names() if NAME.fullmatch(name)]
 
 
 def bson_file(collection: str) -> str:
@@ -357,7 +367,7 @@ def open_backup(uri: str, latest: bool = False) -> Opened:
         store = open_store(parent)
         return Opened(store, name, read_manifest(store, name))
     store = open_store(uri)
-    complete = [n for n in store.names() if store.exists(n, MANIFEST)]
+    complete = [n for n in backups(store) if store.exists(n, MANIFEST)]
     if not complete:
         raise BackupError(f"{store}: no backup (no folder with a {MANIFEST}) under it")
     return Opened(store, complete[-1], read_manifest(store, complete[-1]))
@@ -397,7 +407,7 @@ def prune(store: Store, verified: str, keep_count: int | None = None) -> list[st
     `keep_count` verified ones (HEALTHCARE_BACKUP_KEEP). Nothing newer is touched: it may be a
     backup still being written."""
     keep_count = keep() if keep_count is None else keep_count
-    names = [n for n in store.names() if n <= verified]
+    names = [n for n in backups(store) if n <= verified]
     kept = set([n for n in names if store.exists(n, VERIFIED)][-keep_count:])
     deleted = [n for n in names if n not in kept and n != verified]
     for name in deleted:

@@ -83,7 +83,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
         assert set(next(bson.decode_file_iter(stream))) >= {"_id", "personal_info", "metadata", "patient_id"}
 
     # Another server, empty: the restore gives the same databases.
-    second_dir = tmp_path / "second"
+    second_dir, first_uri = tmp_path / "second", os.environ["MONGODB_URI"]
     embedded_mongo.ensure_running(second_dir)
     try:
         monkeypatch.setenv("MONGODB_URI", embedded_mongo.client_uri(second_dir))
@@ -97,9 +97,8 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
         assert restored.hospitalizations.count_documents({}) == expected
         assert f"{dbs['main']}.hospitalizations: {expected:,} documents" in printed
         assert describe(restored) == describe(main)
-        assert list(restored[VIEW_NAME].find({}).sort("_id", 1).limit(500)) == \
-            list(main[VIEW_NAME].find({}).sort("_id", 1).limit(500))
-        assert restored[VIEW_NAME].count_documents({}) == main[VIEW_NAME].count_documents({})
+        view = documents(restored[VIEW_NAME])
+        assert view and view == documents(main[VIEW_NAME])  # the view answers as before
         copy_name = COPY_COLLECTION
         assert documents(target[dbs["analytics"]][copy_name]) == documents(source[dbs["analytics"]][copy_name])
         assert describe(target[dbs["analytics"]]) == describe(source[dbs["analytics"]])
@@ -120,6 +119,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
         assert cli.main(["restore", "--from", str(folder), "--drop"]) == 0
         assert restored.hospitalizations.count_documents({}) == expected
     finally:
+        monkeypatch.setenv("MONGODB_URI", first_uri)
         embedded_mongo.stop(second_dir)
 
 

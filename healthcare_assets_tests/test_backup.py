@@ -288,7 +288,7 @@ def test_the_asset_its_check_and_the_restore_drill(loaded, tmp_path):
     try:
         backup.restore(opened, client, rename=scratch)
         restored = client[scratch[databases(loaded.database)["main"]]].hospitalizations
-        restored.update_one({}, {"$set": {"personal_info.age": 200}})
+        restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
         report = backup.compare(client, client, opened, scratch)
         assert report[f"{loaded.database}.hospitalizations"]["differing"] == 1
     finally:

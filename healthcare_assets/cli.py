@@ -1,4 +1,4 @@
-"""`healthcare-assets`: manage the embedded database, generate data, say where results are."""
+"""`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore."""
 
 from __future__ import annotations
 
@@ -112,6 +112,46 @@ def _erase_patient(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    """Back up, read the backup back, then prune: what the scheduled job does."""
+    from healthcare_assets import backup
+    from healthcare_assets.backup_store import open_store
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), args.to, log=print)
+    try:
+        opened = backup.open_backup(written.location)
+        report = backup.verify(opened)
+    except backup.BackupError as exc:
+        print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
+        return 6
+    backup.mark_verified(opened, report)
+    deleted = backup.prune(open_store(str(opened.store)), opened.name)
+    print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
+          f"{written.seconds:.1f} s; read back intact")
+    for name in deleted:
+        print(f"deleted older backup {name}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from healthcare_assets import audit, backup
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    try:
+        opened = backup.open_backup(args.source, latest=args.latest)
+        print(f"restoring {opened.location} into {mongo.server_label()}")
+        counts = backup.restore(opened, mongo.client(), drop=args.drop, log=print)
+    except (backup.BackupError, backup.RestoreRefusedError) as exc:
+        print(exc, file=sys.stderr)
+        return 7
+    audit.record(mongo.db(), "restore", opened.name, sum(counts.values()), collections=len(counts))
+    print(f"restored {sum(counts.values()):,} documents in {len(counts)} collections")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
         sub.set_defaults(handler=handler)
+
+    backup = commands.add_parser("backup", help="back up every database of the deployment, then read it back")
+    backup.add_argument("--to", help="a folder or s3://bucket/prefix (default: HEALTHCARE_BACKUP_URI, or "
+                                     "$HEALTHCARE_DATA_DIR/backups)")
+    backup.set_defaults(handler=_backup)
+
+    restore = commands.add_parser("restore", help="restore a backup into the configured server")
+    restore.add_argument("--from", dest="source", required=True,
+                         help="a backup's folder, or with --latest the folder or s3:// prefix holding backups")
+    restore.add_argument("--latest", action="store_true", help="the newest complete backup under --from")
+    restore.add_argument("--drop", action="store_true", help="replace databases that already hold collections")
+    restore.set_defaults(handler=_restore)
 
     args = parser.parse_args(argv)
     return args.handler(args)

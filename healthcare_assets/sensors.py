@@ -36,8 +36,10 @@ TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED
 
 # Everything a file goes through: every stage and its checks, but the benchmark and the audit,
-# which measure and judge the whole collection, not a file.
-DROP_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
+# which measure and judge the whole collection, not a file, and the backups, which have their
+# own schedule.
+DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
+                  - dg.AssetSelection.groups("backups"))
 
 s3_csv_drop_job = dg.define_asset_job(
     "s3_csv_drop_job",

@@ -27,6 +27,9 @@ from healthcare_assets.staging import StagedFrame, sample_rows
 LOAD_BATCH = 5_000
 SAMPLE_SIZE = 100
 DUPLICATE_KEY = 11000
+# One load at a time per deployment, and never during a backup (mongo_backup takes this pool too),
+# so a backup never holds half a file.
+WRITES_POOL = "mongo_writes"
 
 
 class DocumentRejectedError(RuntimeError):
@@ -159,6 +162,7 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
     group_name="mongodb",
     kinds={"mongodb"},
     deps=[quality_report],
+    pool=WRITES_POOL,
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
 )
 def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,

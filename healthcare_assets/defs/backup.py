@@ -1,0 +1,124 @@
+"""mongo_backup: every database of the deployment, daily, read back before older backups go.
+
+The backup step takes the load's pool, so no load writes while it reads (healthcare_assets.backup
+says what a backup is consistent with). Its blocking check reads the whole backup back; only once
+it passes are older backups deleted (HEALTHCARE_BACKUP_KEEP). The weekly `restore_drill` takes a
+backup, restores it into scratch databases and compares every document with the source.
+"""
+
+import dagster as dg
+
+from healthcare_assets import backup
+from healthcare_assets.backup_store import open_store
+from healthcare_assets.defs.anonymize import anonymized_view
+from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
+from healthcare_assets.resources import settings
+from healthcare_assets.resources.mongo import MongoResource
+
+GROUP = "backups"
+DRILL_SUFFIX = "__restore_drill"
+
+
+class BackupConfig(dg.Config):
+    to: str = ""  # a folder or s3://bucket/prefix; empty: HEALTHCARE_BACKUP_URI, or $HEALTHCARE_DATA_DIR/backups
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"mongodb", "s3"},
+    deps=[mongo_hospitalizations, anonymized_view],
+    pool=WRITES_POOL,
+)
+def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo: MongoResource) -> dg.MaterializeResult:
+    """Every database of the deployment (the hospitalizations, the analysts' copy, the doctor
+    app's copy, the audit log) in mongodump's --gzip layout, with a manifest of counts and SHA-256."""
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), config.to or None,
+                                  log=context.log.info)
+    files = written.manifest["files"]
+    table = ["| collection | documents |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in written.collections.items()]
+    return dg.MaterializeResult(metadata={
+        "backup": written.location,
+        "name": written.name,
+        "documents": sum(written.collections.values()),
+        "collections": dg.MetadataValue.md("\n".join(table)),
+        "files": len(files),
+        "bytes": sum(f["bytes"] for f in files.values()),
+        "seconds": round(written.seconds, 2),
+        "consistency": backup.CONSISTENCY,
+    })
+
+
+def _newest(context: dg.AssetCheckExecutionContext) -> backup.Opened:
+    """The backup this run wrote (its materialization names it)."""
+    event = context.instance.get_latest_materialization_event(mongo_backup.key)
+    location = event.asset_materialization.metadata["backup"].value
+    return backup.open_backup(location)
+
+
+@dg.asset_check(asset=mongo_backup, blocking=True, description=(
+    "the backup reads back: every file's size and SHA-256 equal the manifest's, every document is "
+    "whole, counts equal what was written and what the source held; then older backups are pruned"))
+def backup_reads_back_intact(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    try:
+        written = _newest(context)
+        report = backup.verify(written)
+    except backup.BackupError as exc:
+        return dg.AssetCheckResult(passed=False, metadata={"problem": str(exc)})
+    backup.mark_verified(written, report)
+    # Deleting only now: an older backup goes once a newer one is known to be whole.
+    deleted = backup.prune(open_store(str(written.store)), written.name)
+    return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted)})
+
+
+@dg.asset_check(asset=mongo_backup, blocking=False, pool=WRITES_POOL, description=(
+    "the newest backup, restored into scratch databases, equals the source document by document "
+    "(a SHA-256 of each document's BSON)"))
+def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: MongoResource) -> dg.AssetCheckResult:
+    written = _newest(context)
+    client = mongo.client()
+    rename = {db: f"{db}{DRILL_SUFFIX}" for db in written.manifest["databases"]}
+    for scratch in rename.values():  # what an interrupted drill left behind
+        client.drop_database(scratch)
+    try:
+        restored = backup.restore(written, client, rename=rename, log=context.log.info)
+        report = backup.compare(client, client, written, rename)
+    finally:
+        for scratch in rename.values():
+            client.drop_database(scratch)
+    expected = {f"{rename[db]}.{coll}": e["documents"] for db, coll, e in written.collections() if e["type"] != "view"}
+    problems = {name: tally for name, tally in report.items()
+                if tally["differing"] or tally["only_in_backup"] or tally["only_in_source"]}
+    table = ["| collection | identical | differing | only in backup | only in source |", "|---|---:|---:|---:|---:|"]
+    table += [f"| {k} | {t['identical']:,} | {t['differing']:,} | {t['only_in_backup']:,} | {t['only_in_source']:,} |"
+              for k, t in report.items()]
+    return dg.AssetCheckResult(
+        passed=restored == expected and not problems,
+        metadata={"backup": written.location, "documents_restored": sum(restored.values()),
+                  "restored_counts_match_manifest": restored == expected,
+                  "comparison": dg.MetadataValue.md("\n".join(table))},
+    )
+
+
+BACKUP_SELECTION = dg.AssetSelection.assets(mongo_backup) - dg.AssetSelection.checks(backup_restores_identically)
+
+mongo_backup_job = dg.define_asset_job(
+    "mongo_backup_job", selection=BACKUP_SELECTION,
+    description="Back up every database of the deployment and read the backup back.",
+)
+
+# Running in production (MONGODB_URI set, as in the compose deployment); stopped by default on
+# the embedded server, so a developer's `dagster dev` does not pile up daily copies (the UI starts them).
+_IN_PRODUCTION = dg.DefaultScheduleStatus.RUNNING if settings.mongodb_uri() else dg.DefaultScheduleStatus.STOPPED
+
+mongo_backup_schedule = dg.ScheduleDefinition(
+    job=mongo_backup_job, cron_schedule="15 2 * * *", default_status=_IN_PRODUCTION,
+)
+
+restore_drill = dg.define_asset_job(
+    "restore_drill", selection=dg.AssetSelection.assets(mongo_backup),
+    description="Take a backup, restore it into scratch databases, compare every document with the source.",
+)
+
+restore_drill_schedule = dg.ScheduleDefinition(
+    job=restore_drill, cron_schedule="45 4 * * 0", default_status=_IN_PRODUCTION,
+)

@@ -6,7 +6,9 @@ A fresh embedded server in a temporary data directory serves every size, each in
 own. 55,500 rows is the committed export; other sizes are generated (seeded). Each size runs the
 whole chain through Dagster in a child process (`--one SIZE`), so peak memory is that size's
 alone. The child then inserts the very same documents with a bare `insert_many` (same batch size,
-same server) to measure the ceiling the load can reach, and runs the index benchmarks.
+same server) to measure the ceiling the load can reach, and runs the index benchmarks. A
+backup of what the chain left (every database of the deployment) is then written and read back
+in a process of its own (`--backup`), whose peak memory must stay under 500 MB at any size.
 
 Then whole processes, started as a user or the sensor starts them, on the same server:
 
@@ -49,7 +51,7 @@ import psutil
 from bson import json_util
 from pymongo.database import Database
 
-from healthcare_assets import generalization, privacy, scans
+from healthcare_assets import backup, generalization, privacy, scans
 from healthcare_assets.access import databases
 from healthcare_assets.release import Release
 from healthcare_assets.resources import embedded_mongo, settings
@@ -81,6 +83,7 @@ PEER_RATIO_MAX = 2  # the gated chain to a loaded collection / the client's unga
 HUGE_ROWS = 5_000_000  # from this size on, the memory targets below hold as well
 HUGE_RSS_MAX_MB = 1024
 HUGE_SERVER_RSS_MAX_MB = 6144
+BACKUP_RSS_MAX_MB = 500  # the backup's process, whatever the collection's size
 
 
 @dataclass
@@ -345,6 +348,19 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
     sampler.done.set()
     _summarize(out, steps, chain + benchmark)
     return out
+
+
+def measure_backup(database: str, to: Path) -> dict:
+    """A backup of every database of the deployment as the chain left it, written then read back,
+    in this process alone: its peak RSS is the backup's."""
+    mongo = MongoResource(database=database)
+    written = backup.write_backup(mongo.client(), database, mongo.server_label(), str(to))
+    started = time.perf_counter()
+    backup.verify(backup.open_backup(written.location))
+    return {"documents": sum(written.collections.values()),
+            "bytes": sum(f["bytes"] for f in written.manifest["files"].values()),
+            "backup_s": round(written.seconds, 2), "verify_s": round(time.perf_counter() - started, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 # ---- whole processes: drops through the CLI, the client's approach ---------------------------
@@ -654,6 +670,14 @@ def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     return {**json.loads(lines[-1]), "process_s": round(time.perf_counter() - started, 2)}
 
 
+def run_backup_child(size: int, env: dict, work: Path) -> dict:
+    """The size's backup in a process of its own (`--backup`), into the work folder."""
+    command = [sys.executable, "-m", "healthcare_assets.bench", "--backup", _database(size),
+               "--to", str(work / f"backups_{size}")]
+    child = subprocess.run(command, check=True, stdout=subprocess.PIPE, env=env, cwd=REPO, text=True)
+    return json.loads([line for line in child.stdout.splitlines() if line.startswith("{")][-1])
+
+
 def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:
     """Each size's chain, ceiling and index benchmarks, one child process per size."""
     results: dict[int, dict] = {}
@@ -665,6 +689,10 @@ def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -
               + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}, "
                                          f"failed steps: {r['failures']}"),
               flush=True)
+        if r.get("load"):
+            r["backup"] = run_backup_child(size, env, work)
+            print(f"  backup of {r['backup']['documents']:,} documents in {r['backup']['backup_s']:.0f} s, "
+                  f"peak RSS {r['backup']['peak_rss_mb']:.0f} MB", flush=True)
         for suffix in ("json", "png"):
             produced = work / "reports" / f"index_benchmarks.{suffix}"
             if produced.exists():
@@ -704,6 +732,10 @@ def evaluate(results: dict[int, dict]) -> list[Target]:
             targets.append(Target.at_least(f"whole load step (index builds in) / bare insert_many >= {LOAD_RATIO_MIN} "
                                            f"({size:,} rows)", r["load"]["ratio_to_bare_insert_many"], LOAD_RATIO_MIN))
     targets += _memory_targets(results)
+    for size, r in results.items():
+        if "backup" in r:
+            targets.append(Target.below(f"backup's process at {size:,} rows < {BACKUP_RSS_MAX_MB} MB",
+                                        r["backup"]["peak_rss_mb"], BACKUP_RSS_MAX_MB))
     for size, r in results.items():
         if "release" in r:
             rel = r["release"]
@@ -749,6 +781,9 @@ def print_sizes(results: dict[int, dict]) -> None:
     row("load / insert_many like the load's", lambda r: f"{r['load']['ratio_to_validated_insert_many']:.2f}")
     row("peak RSS MB, pipeline process", lambda r: f"{r['peak_rss_mb']:,.0f}")
     row("peak RSS MB, embedded server", lambda r: f"{r['server_peak_rss_mb']:,.0f}")
+    row("backup: documents, MB", lambda r: f"{r['backup']['documents']:,}, {r['backup']['bytes'] / 2**20:,.1f}")
+    row("backup s + reading it back s", lambda r: f"{r['backup']['backup_s']:.1f}+{r['backup']['verify_s']:.1f}")
+    row("backup's peak RSS MB", lambda r: f"{r['backup']['peak_rss_mb']:,.0f}")
     row("index build s (7 indexes)", lambda r: f"{r['index_benchmarks']['index_build_s']:.1f}")
     row("released: stays, k/l (pycanon)", lambda r: f"{r['release']['released']:,} k{r['release']['k_pycanon']} "
                                                     f"l{r['release']['l_pycanon']}")
@@ -822,6 +857,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--csv", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--backup", metavar="DATABASE", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--to", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -840,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats, args.chain_only)),
               flush=True)
+        return 0
+    if args.backup:
+        print(json.dumps(measure_backup(args.backup, Path(args.to))), flush=True)
         return 0
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]

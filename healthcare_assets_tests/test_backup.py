@@ -17,7 +17,7 @@ import pytest
 from bson import json_util
 from pymongo import uri_parser
 
-from healthcare_assets import backup, cli, scans
+from healthcare_assets import backup, bench, cli, scans
 from healthcare_assets.access import databases
 from healthcare_assets.backup_store import PART_BYTES, LocalStore, S3Store
 from healthcare_assets.definitions import defs
@@ -135,6 +135,18 @@ def test_a_backup_holds_no_secret(loaded, tmp_path):
     for name, value in secrets.items():
         assert value.encode() not in payload, name
     assert loaded.uri().encode() not in payload
+
+
+def test_the_bench_figures_a_backup_from_what_it_wrote(loaded, tmp_path):
+    figures = bench.measure_backup(loaded.database, tmp_path / "backups")
+    client = loaded.client()
+    in_source = sum(client[db][info["name"]].count_documents({}) for db in databases(loaded.database).values()
+                    for info in client[db].list_collections() if info["type"] == "collection")
+    folder = newest(tmp_path / "backups")
+    on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.parent != folder)
+    assert figures["documents"] == in_source > 0
+    assert figures["bytes"] == on_disk > 0
+    assert 0 < figures["peak_rss_mb"] < 100_000 and figures["backup_s"] > 0
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])

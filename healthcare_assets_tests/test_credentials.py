@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pymongo
@@ -162,11 +163,25 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
     in MONGODB_URI and every role's new password in its variable, then the stack on the new .env.
     Every user's password changes, the old ones stop working, no document is lost; the health
     probe (`hello`, no login) answers throughout. The new passwords start with `-` on purpose."""
-    guide = (REPO / "docs" / "deployment.md").read_text()
-    assert "docker compose run --rm -e MONGODB_URI provision-access" in guide
+    guide = (REPO / "docs" / "deployment.md").read_text().split("### Rotating passwords", 1)[1]
+    steps = guide.split("```", 2)[1].splitlines()
+    assert "docker compose run --rm -e MONGODB_URI provision-access   # 3. old admin logs in, sets the new ones" in steps
     old = secrets_file.read(server)
     new = {variable: f"-{secrets.token_hex(32)}" for variable in PASSWORD_VARIABLES}
     port = embedded_mongo.status(server)["port"]
+
+    # Step 1, run by bash in a checkout whose .env holds the current passwords: the admin URI
+    # carries the current admin password, and no other value of .env reaches the environment
+    # (Compose would prefer it to the edited .env of step 2).
+    checkout = server.parent / "checkout"
+    checkout.mkdir()
+    (checkout / ".env").write_text("".join(f"{k}={v}\n" for k, v in old.items()))
+    step1 = next(line for line in steps if line.startswith("export MONGODB_URI="))
+    shell = subprocess.run(["bash", "-c", f"{step1}\nenv -0"], cwd=checkout, env={"PATH": "/usr/bin:/bin"},
+                           check=True, capture_output=True, text=True, timeout=30)
+    exported = dict(item.split("=", 1) for item in shell.stdout.split("\0") if item)
+    assert not [k for k in exported if k.startswith("HEALTHCARE_")]
+    assert urlsplit(exported["MONGODB_URI"]).password == old[ADMIN]
 
     def admin(password: str) -> pymongo.MongoClient:
         return pymongo.MongoClient(with_credentials(embedded_mongo.client_uri(server), "admin_master", password))
@@ -193,7 +208,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
         before = _documents(client)
     assert healthy()
 
-    changed = provision_access(old[ADMIN])
+    changed = provision_access(urlsplit(exported["MONGODB_URI"]).password)
     again = provision_access(new[ADMIN])  # the stack recreated on the new .env
     assert healthy()
     for variable in PASSWORD_VARIABLES:

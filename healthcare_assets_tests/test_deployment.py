@@ -16,11 +16,14 @@ import tomllib
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 import yaml
 
 from healthcare_assets import access
 from healthcare_assets_tests.conftest import DEV_EXTRA, SYSTEM_DEPS, unavailable
+
+pytest_plugins = ["healthcare_assets_tests.s3_fixtures"]  # moto_endpoint
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -262,25 +265,46 @@ def _run_mongosh_script(script: str, environment: dict, configured: bool, tmp_pa
     return json.loads(result.stdout)
 
 
-def test_backups_go_to_the_bucket_the_stack_creates_daily(tmp_path):
-    """The code server's backup settings, as the code reads them from its rendered environment:
-    the schedule is on, the store is the bucket minio-bucket creates, encrypted by MinIO."""
+def test_backups_go_to_the_bucket_the_stack_creates_daily(tmp_path, mongo, moto_endpoint):
+    """The code server's rendered environment, read by the code: the daily schedule is on, and a
+    backup lands, encrypted, in the bucket minio-bucket's command creates. Only the endpoints are
+    this machine's (moto for MinIO, the embedded server for mongo); MinIO's own SSE-S3 with
+    MINIO_KMS_SECRET_KEY is not exercised (moto does not need a key)."""
     env_file, _ = _dash_leading_env(tmp_path)
     services = _rendered(env_file)["services"]
+    assert services["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]  # MinIO refuses SSE-S3 without a key
+    bin_dir, log = tmp_path / "bin", tmp_path / "argv.jsonl"
+    _recording(bin_dir, log, "mc")
+    [mc] = _run_shell("/bin/sh", services["minio-bucket"]["command"][0], services["minio-bucket"]["environment"],
+                      bin_dir, log)
+    buckets = [target.removeprefix("drop/") for target in mc[3:]]
     code = {k: str(v) for k, v in services["user-code"]["environment"].items()}
     uri = urlsplit(code["HEALTHCARE_BACKUP_URI"])
-    assert uri.scheme == "s3" and uri.netloc == services["minio-bucket"]["environment"]["HEALTHCARE_BACKUP_BUCKET"]
-    assert "drop/$${HEALTHCARE_BACKUP_BUCKET}" in services["minio-bucket"]["command"][0]
-    assert services["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]  # MinIO refuses SSE-S3 without a key
-    probe = ("import json; from healthcare_assets.defs import backup; from healthcare_assets.backup_store import open_store;"
-             "store = open_store(); print(json.dumps([backup.mongo_backup_schedule.default_status.value,"
-             "backup.restore_drill_schedule.default_status.value, store.bucket, store.prefix, store.encryption()]))")
-    result = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120,
-                            env={**code, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO),
-                                 "HEALTHCARE_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.splitlines()[-1]) == [
-        "RUNNING", "RUNNING", uri.netloc, uri.path.strip("/") + "/", {"ServerSideEncryption": "AES256"}]
+    assert uri.scheme == "s3" and uri.netloc in buckets and code["HEALTHCARE_S3_BUCKET"] in buckets
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id=code["AWS_ACCESS_KEY_ID"], aws_secret_access_key=code["AWS_SECRET_ACCESS_KEY"])
+    for bucket in buckets:
+        s3.create_bucket(Bucket=bucket)
+    mongo.hospitalizations().insert_many([{"_id": f"r{n}", "n": n} for n in range(30)])
+    env = {**code, "AWS_ENDPOINT_URL": moto_endpoint, "MONGODB_URI": mongo.uri(), "MONGODB_DATABASE": mongo.database,
+           "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HEALTHCARE_DATA_DIR": str(tmp_path / "data"),
+           "DAGSTER_HOME": str(tmp_path)}
+    probe = ("import json; from healthcare_assets.defs import backup;"
+             "print(json.dumps([backup.mongo_backup_schedule.default_status.value,"
+             "backup.restore_drill_schedule.default_status.value]))")
+    for command in ([sys.executable, "-c", probe], [sys.executable, "-m", "healthcare_assets.cli", "backup"]):
+        result = subprocess.run(command, env=env, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        if command[1] == "-c":
+            assert json.loads(result.stdout.splitlines()[-1]) == ["RUNNING", "RUNNING"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=uri.netloc)["Contents"]]
+    prefix = uri.path.strip("/") + "/"
+    manifests = [k for k in keys if k.startswith(prefix) and k.endswith("/manifest.json")]
+    assert len(manifests) == 1, keys
+    manifest = json.loads(s3.get_object(Bucket=uri.netloc, Key=manifests[0])["Body"].read())
+    assert manifest["databases"][mongo.database][mongo.collection]["documents"] == 30
+    assert {s3.head_object(Bucket=uri.netloc, Key=k)["ServerSideEncryption"] for k in keys} == {"AES256"}
 
 
 def test_only_the_provisioning_one_shot_holds_the_roles_passwords(compose):

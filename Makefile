@@ -14,7 +14,7 @@ OWNER_ONLY := umask 077 &&
 # resolved for Python 3.11 on every platform. requirements.lock: the package and its `deploy`
 # extra (the image); requirements-dev.lock: with the `dev` extra (make install), equal where they
 # overlap; requirements-nodeps.lock: what goes in without its own dependencies (pycanon).
-# Both include the build backend ([build-system]), so the project itself builds from the lock too.
+# The first two include the build backend ([build-system]): the project itself builds from the lock.
 # `make lock` after editing pyproject.toml keeps every pin it can; `make lock UPGRADE=--upgrade`
 # moves them all.
 LOCK = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \

@@ -10,21 +10,40 @@ MODULE := healthcare_assets.definitions
 # .data holds patient data and secrets: what make's commands write there is owner-only.
 OWNER_ONLY := umask 077 &&
 
-.PHONY: install run test dev bench mongo-stop clean
+# The locks: every package of the dependency tree at one version, with the SHA-256 of its files,
+# resolved for Python 3.11 on every platform. requirements.lock: the package and its `deploy`
+# extra (the image); requirements-dev.lock: with the `dev` extra (make install), equal where they
+# overlap; requirements-nodeps.lock: what goes in without its own dependencies (pycanon).
+# The first two include the build backend ([build-system]): the project itself builds from the lock.
+# `make lock` after editing pyproject.toml keeps every pin it can; `make lock UPGRADE=--upgrade`
+# moves them all.
+LOCK = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command 'make lock' $(UPGRADE)
+BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
 
-$(BIN)/.installed: pyproject.toml Makefile
+.PHONY: install lock run test dev bench mongo-stop clean
+
+$(BIN)/.installed: pyproject.toml Makefile requirements-dev.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# every dependency from the lock, hashes checked; then this project, resolving nothing more
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	# pycanon (the privacy audit's independent judge) pins exact pandas/numpy versions for its PDF
 	# reports and CLI; pycanon.anonymity needs only numpy and pandas, so it goes in without them
-	$(BIN)/pip install --quiet --no-deps 'pycanon==1.3.6'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-nodeps.lock
 	# so that `dagster asset materialize --select '*'` works with no flags inside the activated venv
 	printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\n. "%s/tools/dagster-env.sh"\n' \
 		'$(DAGSTER_HOME)' '$(CURDIR)' >> $(BIN)/activate
 	touch $@
 
 install: $(BIN)/.installed
+
+lock: install
+	$(BUILD_REQUIRES) | $(LOCK) pyproject.toml - --extra deploy -o requirements.lock
+	$(BUILD_REQUIRES) | $(LOCK) pyproject.toml - --extra dev -c requirements.lock -o requirements-dev.lock
+	$(LOCK) --no-deps requirements-nodeps.lock -o requirements-nodeps.lock
 
 $(DAGSTER_HOME):
 	$(OWNER_ONLY) mkdir -p $@ && printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: docker-compose (validates docker-compose.yml; no engine
-# needed), postgresql (a throwaway cluster for Dagster's Postgres storage test) and chromium
-# with fonts-liberation (the browser test, driven by Playwright without downloading a browser).
+# needed), postgresql (a throwaway cluster for Dagster's Postgres storage test), chromium
+# with fonts-liberation (the browser test, driven by Playwright without downloading a browser) and
+# nodejs (runs mongo-init's mongosh script with mongosh's globals stubbed).
 # Idempotent: apt-get runs only when one of them is missing, and `apt-get update` only then.
 set -euo pipefail
 
-packages=(docker-compose postgresql chromium fonts-liberation)
+packages=(docker-compose postgresql chromium fonts-liberation nodejs)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -135,7 +135,7 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
 
 
 def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:
-    """Roles, users and the doctor app's slice, as `provision-access` and the job do it; `uri` is
+    """Roles, users and the doctor app's slice, as `provision-access` does it; `uri` is
     the one `collection` was reached by (whether a user already has its password is tried on it)."""
     from healthcare_assets import audit
     from healthcare_assets.resources.mongo import authenticates, with_credentials

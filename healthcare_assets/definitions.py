@@ -9,7 +9,6 @@ from healthcare_assets.defs import (
     clean,
     ingest,
     load,
-    provisioning,
     quality,
 )
 from healthcare_assets.defs.collection_audit import collection_audit_job, collection_audit_schedule
@@ -23,7 +22,7 @@ _modules = [ingest, clean, quality, load, anonymize, benchmark, backup]
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),
     asset_checks=dg.load_asset_checks_from_modules(_modules),
-    jobs=[provisioning.provision_access, s3_csv_drop_job, collection_audit_job, backup.mongo_backup_job,
+    jobs=[s3_csv_drop_job, collection_audit_job, backup.mongo_backup_job,
           backup.restore_drill],
     schedules=[collection_audit_schedule, backup.mongo_backup_schedule, backup.restore_drill_schedule],
     sensors=[s3_csv_drop_sensor],

@@ -5,14 +5,17 @@ copied from .env.example in the working directory of `dagster asset materialize`
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pymongo
 import pytest
 
-from healthcare_assets import secrets_file
+from healthcare_assets import access, secrets_file
+from healthcare_assets.audit import AUDIT_COLLECTION
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.credentials import AuthenticationRefusedError
@@ -145,6 +148,83 @@ def test_provision_access_applies_a_changed_password_on_mongodb(server, monkeypa
     assert not accepted(server, "analyst_readonly", generated[ANALYST])
     again = provision_access()
     assert "ANALYST_READONLY: updated user analyst_readonly, password unchanged" in again
+
+
+def _documents(client) -> dict[str, int]:
+    """Documents per collection of every database but the server's own."""
+    return {f"{db}.{c['name']}": client[db][c["name"]].count_documents({})
+            for db in client.list_database_names() if db not in ("admin", "config", "local")
+            for c in client[db].list_collections() if c.get("type", "collection") == "collection"}
+
+
+def test_rotating_every_password_as_the_deployment_guide_says(server):
+    """docs/deployment.md "Rotating passwords", on a server with authentication, reached through
+    MONGODB_URI as in production: the one-shot `provision-access` run with the old admin password
+    in MONGODB_URI and every role's new password in its variable, then the stack on the new .env.
+    Every user's password changes, the old ones stop working, no document is lost; the health
+    probe (`hello`, no login) answers throughout. The new passwords start with `-` on purpose."""
+    guide = (REPO / "docs" / "deployment.md").read_text().split("### Rotating passwords", 1)[1]
+    steps = guide.split("```", 2)[1].splitlines()
+    assert "docker compose run --rm -e MONGODB_URI provision-access   # 3. old admin logs in, sets the new ones" in steps
+    old = secrets_file.read(server)
+    new = {variable: f"-{secrets.token_hex(32)}" for variable in PASSWORD_VARIABLES}
+    port = embedded_mongo.status(server)["port"]
+
+    # Step 1, run by bash in a checkout whose .env holds the current passwords: the admin URI
+    # carries the current admin password, and no other value of .env reaches the environment
+    # (Compose would prefer it to the edited .env of step 2).
+    checkout = server.parent / "checkout"
+    checkout.mkdir()
+    (checkout / ".env").write_text("".join(f"{k}={v}\n" for k, v in old.items()))
+    step1 = next(line for line in steps if line.startswith("export MONGODB_URI="))
+    shell = subprocess.run(["bash", "-c", f"{step1}\nenv -0"], cwd=checkout, env={"PATH": "/usr/bin:/bin"},
+                           check=True, capture_output=True, text=True, timeout=30)
+    exported = dict(item.split("=", 1) for item in shell.stdout.split("\0") if item)
+    assert not [k for k in exported if k.startswith("HEALTHCARE_")]
+    assert urlsplit(exported["MONGODB_URI"]).password == old[ADMIN]
+
+    def admin(password: str) -> pymongo.MongoClient:
+        return pymongo.MongoClient(with_credentials(embedded_mongo.client_uri(server), "admin_master", password))
+
+    def healthy() -> bool:
+        with pymongo.MongoClient(embedded_mongo.uri_for(port, data_dir=server)) as anonymous:
+            with pytest.raises(pymongo.errors.OperationFailure):
+                anonymous.list_database_names()  # authentication is on ...
+            return anonymous.admin.command("hello")["isWritablePrimary"]  # ... and hello needs none
+
+    def provision_access(admin_password: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "HEALTHCARE_DOCTOR_APP_HOSPITAL"}
+        env.update(new, MONGODB_URI=with_credentials(embedded_mongo.client_uri(server), "admin_master", admin_password))
+        result = subprocess.run([sys.executable, "-m", "healthcare_assets.cli", "provision-access"], env=env,
+                                cwd=server, check=False, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert not [p for p in (*old.values(), *new.values()) if p in output]
+        return result.stdout
+
+    with admin(old[ADMIN]) as client:  # something in every database of the deployment
+        for database in access.databases().values():
+            client[database]["rotation_probe"].insert_many([{"n": n} for n in range(25)])
+        before = _documents(client)
+    assert healthy()
+
+    changed = provision_access(urlsplit(exported["MONGODB_URI"]).password)
+    again = provision_access(new[ADMIN])  # the stack recreated on the new .env
+    assert healthy()
+    for variable in PASSWORD_VARIABLES:
+        role = variable.removeprefix("HEALTHCARE_").removesuffix("_PASSWORD")
+        user = role.lower()
+        assert (f"{role}: updated user {user}, password changed to the one of the environment variable "
+                f"{variable}") in changed
+        assert f"{role}: updated user {user}, password unchanged" in again
+        assert accepted(server, user, new[variable]), user
+        assert not accepted(server, user, old[variable]), user
+
+    with admin(new[ADMIN]) as client:
+        after = _documents(client)
+    audit = f"{access.databases()['audit']}.{AUDIT_COLLECTION}"
+    assert after.pop(audit) == before.pop(audit, 0) + 2  # each provisioning is in the audit log
+    assert after == before and len(before) >= len(access.databases())
 
 
 def test_a_dotenv_with_other_passwords_in_the_working_directory_of_dagster(tmp_path, monkeypatch):

@@ -85,10 +85,14 @@ WORKSPACE_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries { n
 
 
 def instance_config() -> dict:
-    """deploy/dagster.yaml with the test's timings, and nothing else, changed."""
+    """deploy/dagster.yaml with the test's timings, and nothing else, changed: each is a setting
+    the file makes (the test never adds a protection the deployment lacks)."""
     config = yaml.safe_load(DEPLOY_INSTANCE.read_text())
-    config["run_monitoring"].update(TIMINGS["run_monitoring"])
-    config["run_coordinator"]["config"].update(TIMINGS["run_coordinator"])
+    for section, timings in TIMINGS.items():
+        settings = config[section]["config"] if section == "run_coordinator" else config[section]
+        missing = set(timings) - set(settings)
+        assert not missing, f"deploy/dagster.yaml sets no {section} {sorted(missing)}"
+        settings.update(timings)
     return config
 
 

@@ -48,6 +48,12 @@ def test_deploy_instance_is_postgres_backed(instance_dir):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         assert instance.all_instigator_state() == []  # the schedule storage answers (its tables exist)
+        # What the daemon reads of run monitoring, retries and the queue (test_deployment says why)
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
+        assert instance.get_concurrency_config().run_queue_config.max_user_code_failure_retries > 0
 
 
 def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, small_csv):

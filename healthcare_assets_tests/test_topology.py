@@ -198,9 +198,10 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def wait_for(condition, timeout: float, what: str, topology: Topology, *services: str):
+def wait_for(condition, timeout: float, what, topology: Topology, *services: str):
     """Polls `condition` until it returns something true; fails with the services' logs if one of
-    them exits or the time runs out."""
+    them exits or the time runs out. `what` says what was awaited: text, or a function giving it
+    (the state when the time ran out)."""
     deadline = time.monotonic() + timeout
     while True:
         found = condition()
@@ -210,7 +211,7 @@ def wait_for(condition, timeout: float, what: str, topology: Topology, *services
             topology.alive(service)
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {s}:\n{tail(topology.logs[s], 2500)}" for s in services)
-            pytest.fail(f"{what}: not after {timeout} s\n{logs}", pytrace=False)
+            pytest.fail(f"{what() if callable(what) else what}: not after {timeout} s\n{logs}", pytrace=False)
         time.sleep(1)
 
 
@@ -329,6 +330,9 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
             def finished(*names: str) -> bool:
                 return all(runs_of(n) and all(r.status in FINISHED for r in runs_of(n)) for n in names)
 
+            def states(*names: str) -> str:
+                return "; ".join(f"{n}: {[r.status.value for r in runs_of(n)]}" for n in names)
+
             def drop(name: str) -> None:
                 s3.put_object(Bucket=s3_bucket, Key=keys[name], Body=exports[name].read_bytes())
 
@@ -342,8 +346,8 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
 
             # 1. A drop is loaded: sensor, queue, run in the code server.
             drop("first")
-            wait_for(lambda: finished("first"), RUN_TIMEOUT, "the first file's run", topology,
-                     "user-code", "daemon")
+            wait_for(lambda: finished("first"), RUN_TIMEOUT, lambda: f"the first file's run ({states('first')})",
+                     topology, "user-code", "daemon")
 
             # 2. The second file's run is killed with the code server in the middle of its load.
             drop("second")
@@ -371,7 +375,8 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
 
             wait_for(lambda: finished(*FILES) and any(
                 r.status == dg.DagsterRunStatus.SUCCESS for r in runs_of("second")),
-                RUN_LIMIT + 2 * RUN_TIMEOUT, "every file's runs", topology, "user-code", "daemon")
+                RUN_LIMIT + 2 * RUN_TIMEOUT, lambda: f"every file's runs finished, one success each ({states(*FILES)})",
+                topology, "user-code", "daemon")
             liveness = topology.healthcheck("daemon")
             assert liveness.returncode == 0, liveness.stdout + liveness.stderr
             jobs = wait_for(topology.loaded_jobs, READY_TIMEOUT, "the webserver after the restarts",

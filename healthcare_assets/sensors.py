@@ -41,10 +41,18 @@ DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.Default
 DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
                   - dg.AssetSelection.groups("backups"))
 
+# A file's run that dies with its process (its code server recreated) is launched again, whole:
+# staging is per run, and the load writes each row once however many runs load the file. A run
+# failed by its own steps (a bad file, a failed check) is not: the same file would fail the same way.
+# The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
+RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
+              "dagster/retry_on_asset_or_op_failure": "false"}
+
 s3_csv_drop_job = dg.define_asset_job(
     "s3_csv_drop_job",
     selection=DROP_SELECTION,
     description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).",
+    tags=RETRY_TAGS,
 )
 
 

@@ -20,6 +20,8 @@ from healthcare_assets.sensors import DROP_SELECTION
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at-least-32-bytes")  # test_privacy covers the unset case
+# Fixture modules that tests both name in pytest_plugins and import from: rewritten like conftest.
+pytest.register_assert_rewrite("healthcare_assets_tests.postgres_fixtures")
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 

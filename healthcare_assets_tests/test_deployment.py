@@ -487,6 +487,45 @@ def test_instance_yaml_reads_postgres_from_the_environment(compose):
         assert code_env[f"DAGSTER_POSTGRES_{ours}"] == postgres_env[theirs]
 
 
+def _seconds(duration: str) -> int:
+    """A compose duration (`1m30s`, `60s`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a compose duration: {duration!r}"
+    return sum(int(n) * units[u] for n, u in zip(parts.groups(), "hms", strict=True) if n)
+
+
+def test_runs_the_code_server_takes_down_are_failed_and_retried(compose):
+    """Runs execute in the code server's container (DefaultRunLauncher), so recreating it kills
+    them; the launcher can neither check a run's process nor resume it, so the monitor ends such
+    a run by its run time limit, frees the pool slots it held, and the drop job's runs are retried
+    whole. test_topology shows it happen."""
+    from dagster import DefaultRunLauncher
+
+    from healthcare_assets.sensors import s3_csv_drop_job
+
+    instance = yaml.safe_load(INSTANCE.read_text())
+    launcher = DefaultRunLauncher()
+    assert instance["run_launcher"]["class"] == type(launcher).__name__
+    assert not launcher.supports_check_run_worker_health and not launcher.supports_resume_run
+    monitoring = instance["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["max_resume_run_attempts"] == 0  # resuming would fail on this launcher, every poll
+    assert monitoring["max_runtime_seconds"] > 0  # the only end of a STARTED run whose process died
+    assert 0 < monitoring["poll_interval_seconds"] < monitoring["start_timeout_seconds"]
+    assert instance["concurrency"]["pools"] and monitoring["free_slots_after_run_end_seconds"] > 0
+    assert instance["run_retries"] == {"enabled": True, "max_retries": 0, "retry_on_asset_or_op_failure": False}
+    tags = s3_csv_drop_job.tags
+    assert int(tags["dagster/max_retries"]) > 0 and tags["dagster/retry_strategy"] == "ALL_STEPS"
+    assert tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    # A run dequeued while the code server is away waits (in the queue) at least as long as
+    # compose takes to declare a new one healthy, instead of failing.
+    queue = instance["run_coordinator"]["config"]
+    check = compose["services"]["user-code"]["healthcheck"]
+    window = _seconds(check["start_period"]) + _seconds(check["interval"]) * check["retries"]
+    assert queue["max_user_code_failure_retries"] * queue["user_code_failure_retry_delay"] >= window
+
+
 # ---- the Dockerfile --------------------------------------------------------------------------------
 
 def _instructions() -> list[tuple[str, str]]:

@@ -4,11 +4,7 @@ environment differs), the whole chain materialized into it, then read back by a 
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -16,79 +12,13 @@ import pytest
 from dagster import DagsterEventType
 
 from healthcare_assets.definitions import defs
-from healthcare_assets.resources.embedded_mongo import free_port
-from healthcare_assets_tests.conftest import SYSTEM_DEPS, unavailable
+from healthcare_assets_tests.postgres_fixtures import (
+    DEPLOY_INSTANCE,
+    connect,
+    dagster_postgres_environment,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
-
-
-
-def _pg_bin() -> Path | None:
-    """The newest installed PostgreSQL server's bin directory (Debian layout)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    return found[-1].parent if found else None
-
-
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL cluster in a temporary directory on a free loopback port, password-protected;
-    yields its connection settings, then stops and deletes it."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        unavailable("PostgreSQL (server binaries under /usr/lib/postgresql)", SYSTEM_DEPS)
-    # initdb refuses to run as root: as root, the cluster belongs to the `postgres` user.
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="healthcare-pg-"))  # not under pytest's 0700 root-only tmp
-    settings = {"host": "127.0.0.1", "port": free_port(), "user": "dagster",
-                "password": secrets.token_urlsafe(16), "db": "dagster"}
-    (root / "pwfile").write_text(settings["password"])
-    (root / "sock").mkdir()
-    if as_owner:
-        shutil.chown(root, "postgres")
-        for path in root.iterdir():
-            shutil.chown(path, "postgres")
-    data, log = root / "data", root / "postgres.log"
-
-    def pg(tool: str, *args: str) -> None:
-        subprocess.run([*as_owner, str(bin_dir / tool), *args], check=True, capture_output=True, text=True,
-                       timeout=120)
-
-    try:
-        pg("initdb", "-D", str(data), "-U", settings["user"], f"--pwfile={root / 'pwfile'}",
-           "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync")
-        pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-           "-o", f"-p {settings['port']} -k {root / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off")
-    except subprocess.CalledProcessError as exc:
-        tail = log.read_text()[-2000:] if log.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        raise RuntimeError(f"{exc.cmd[len(as_owner)]} failed: {exc.stderr}\n{tail}") from exc
-    try:
-        _create_database(settings)
-        yield settings
-    finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       check=False, capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _connect(settings: dict, db: str):
-    import psycopg2  # installed with dagster-postgres
-
-    return psycopg2.connect(host=settings["host"], port=settings["port"], user=settings["user"],
-                            password=settings["password"], dbname=db, connect_timeout=10)
-
-
-def _create_database(settings: dict) -> None:
-    conn = _connect(settings, "postgres")
-    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{settings["db"]}"')
-    finally:
-        conn.close()
+pytest_plugins = ["healthcare_assets_tests.postgres_fixtures"]  # postgres
 
 
 @pytest.fixture
@@ -98,8 +28,8 @@ def instance_dir(postgres, tmp_path, monkeypatch) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(DEPLOY_INSTANCE, home / "dagster.yaml")
-    for name, key in [("HOST", "host"), ("PORT", "port"), ("USER", "user"), ("PASSWORD", "password"), ("DB", "db")]:
-        monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", str(postgres[key]))
+    for name, value in dagster_postgres_environment(postgres).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
@@ -118,6 +48,12 @@ def test_deploy_instance_is_postgres_backed(instance_dir):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         assert instance.all_instigator_state() == []  # the schedule storage answers (its tables exist)
+        # What the daemon reads of run monitoring, retries and the queue (test_deployment says why)
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
+        assert instance.get_concurrency_config().run_queue_config.max_user_code_failure_retries > 0
 
 
 def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, small_csv):
@@ -160,7 +96,7 @@ def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, 
         assert record.run_id == result.run_id and record.status.value == "SUCCEEDED"
 
     # And it is PostgreSQL that holds them, not a local fallback.
-    conn = _connect(postgres, postgres["db"])
+    conn = connect(postgres, postgres["db"])
     with conn, conn.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchone() == ("SUCCESS",)

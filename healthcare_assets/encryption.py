@@ -79,6 +79,8 @@ def master_key() -> bytes:
     $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
     set): a key generated inside a container is lost with it, and every name with it."""
     value = os.environ.get(MASTER_KEY_VARIABLE)
+    if value and value.startswith(secrets_file.PLACEHOLDER) and not settings.mongodb_uri():
+        value = None  # a development checkout's .env copied from .env.example: its own key instead
     if not value:
         if settings.mongodb_uri():
             raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "

@@ -41,7 +41,7 @@ START_ORDER = {
     "daemon": {"postgres": "service_healthy", "user-code": "service_healthy"},
 }
 DAGSTER_POSTGRES = {f"DAGSTER_POSTGRES_{n}" for n in ("HOST", "PORT", "USER", "PASSWORD", "DB")}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PSEUDONYM_KEY|ACCESS_KEY")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PSEUDONYM_KEY|MASTER_KEY|ACCESS_KEY")
 REFERENCE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
 
 

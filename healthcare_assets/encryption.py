@@ -57,6 +57,10 @@ class MasterKeyError(ValueError):
     pass
 
 
+class NoDataKeyError(LookupError):
+    """The collection's data key does not exist yet: nothing was encrypted with it."""
+
+
 def new_master_key() -> str:
     return base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
 
@@ -174,7 +178,7 @@ class FieldCipher:
                 if found is None:
                     raise
         if found is None:
-            raise MasterKeyError(f"no data key {name!r} in {self.namespace}")
+            raise NoDataKeyError(f"no data key {name!r} in {self.namespace}")
         return found["_id"]
 
     def encrypt(self, field: str, value: str) -> Binary:
@@ -208,9 +212,6 @@ class FieldCipher:
             if name in doc.get(part, {}):
                 doc[part] = {**doc[part], name: self.decrypt(doc[part][name])}
         return doc
-
-    def decrypt_all(self, values: Iterable) -> list:
-        return [self.decrypt(v) for v in values]
 
     def close(self) -> None:
         self.encryption.close()

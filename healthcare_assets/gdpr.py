@@ -92,7 +92,11 @@ class Selection:
 def patient_query(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
     """The collection's filter for a name: names are stored encrypted deterministically, so the
     normalized name is encrypted under the same data key and matched as it is stored."""
-    query = {"personal_info.name": encryption.cipher(collection).encrypt("personal_info.name", normalized(name))}
+    try:
+        stored = encryption.cipher(collection).encrypt("personal_info.name", normalized(name))
+    except encryption.NoDataKeyError:  # nothing was ever loaded: no document holds a name
+        stored = {"$in": []}
+    query = {"personal_info.name": stored}
     if gender:
         query["personal_info.gender"] = gender
     if blood_type:

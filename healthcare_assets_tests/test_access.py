@@ -157,11 +157,16 @@ def test_doctor_app_decrypts_its_copy_with_its_own_key_only(secured):
     clear = own.decrypt_document(stored)
     admin = client_for(secured, "ADMIN_MASTER")
     main = admin[secured["dbs"]["main"]]["hospitalizations"]
-    assert encryption.cipher(main).decrypt_document(main.find_one({"_id": stored["_id"]})) == clear
+    source = encryption.cipher(main).decrypt_document(main.find_one({"_id": stored["_id"]}))
+    assert [source[part][name] for part, name in ENCRYPTED_FIELDS] == [clear[part][name] for part, name in ENCRYPTED_FIELDS]
     assert main.find_one({"_id": stored["_id"]})["personal_info"]["name"] != stored["personal_info"]["name"]
-    # a main-collection ciphertext needs a key of encryption.__keyVault, which it may not read
+    # a main-collection ciphertext needs a key of encryption.__keyVault: not in its own vault ...
+    main_name = secured["template"]["personal_info"]["name"]
+    with pytest.raises(pymongo.errors.EncryptionError, match="not all keys requested were satisfied"):
+        own.decrypt(main_name)
+    # ... and that vault it may not read
     with pytest.raises(pymongo.errors.EncryptionError) as refused:
-        own.decrypt(secured["template"]["personal_info"]["name"])
+        encryption.cipher(client[secured["dbs"]["main"]]["hospitalizations"]).decrypt(main_name)
     assert isinstance(refused.value.cause, pymongo.errors.OperationFailure) and refused.value.cause.code == 13
 
 

@@ -42,10 +42,12 @@ CHECKS = {
 }
 
 
-def _texts(doc: dict) -> Iterable[str]:
-    """A released document's text values."""
+def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
+    """A released document's text values, an encrypted one decrypted (a released ciphertext of a
+    name is that name: deterministic, it links to the source as well as the name would)."""
     for value in doc.values():
         for item in value if isinstance(value, list) else [value]:
+            item = reveal(item)
             if isinstance(item, str):
                 yield item.casefold()
 
@@ -55,7 +57,7 @@ class Findings:
     does not grow with the documents: texts are a few bands and categories)."""
 
     def __init__(self, reveal: Callable[[Any], str], keep_exact: bool = True):
-        self.reveal = reveal  # a source name in clear (the source stores names encrypted)
+        self.reveal = reveal  # an encrypted name in clear, anything else as it is
         self.wrong_fields, self.not_generalized, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
         self.names_checked = 0
         self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
@@ -65,7 +67,7 @@ class Findings:
         """Count one released document; returns its texts."""
         for name in set(doc) ^ set(privacy.VIEW_FIELDS):
             self.wrong_fields[name] += 1
-        texts = Counter(_texts(doc))
+        texts = Counter(_texts(doc, self.reveal))
         self.texts.update(texts)
         for name in privacy.VIEW_FIELDS:
             self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)

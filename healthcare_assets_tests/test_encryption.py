@@ -11,7 +11,7 @@ import dagster as dg
 import pymongo
 import pytest
 
-from healthcare_assets import encryption, gdpr, migration, secrets_file
+from healthcare_assets import access, encryption, gdpr, migration, secrets_file
 from healthcare_assets.defs.load import prepare_collection
 from healthcare_assets.defs.migration import encrypt_existing_documents
 from healthcare_assets.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
@@ -201,11 +201,19 @@ def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remain
     collection = mongo.hospitalizations()
     cipher = encryption.cipher(collection)
     encrypted = {d["_id"]: d for d in collection.find()}
+    hospital = next(iter(encrypted.values()))["administrative_info"]["hospital"]
+    copy = access.doctor_app_copy(collection)
+    access.refresh_doctor_app(collection, hospital)
+    copied = {d["_id"]: d for d in copy.find()}
     # as an older version stored them: every identifier in clear, the validator of strings
     collection.database.command("collMod", collection.name, validator={})
     for doc in encrypted.values():
         collection.replace_one({"_id": doc["_id"]}, cipher.decrypt_document(doc))
+    own = encryption.doctor_app_cipher(copy, hospital)
+    for doc in copied.values():
+        copy.replace_one({"_id": doc["_id"]}, own.decrypt_document(doc))
     assert migration.clear_identifiers(collection) == len(encrypted)
+    assert migration.clear_identifiers(copy) == len(copied) > 0
     # a first run stopped half-way: half the documents done
     half = list(encrypted)[: len(encrypted) // 2]
     for i in half:
@@ -214,9 +222,10 @@ def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remain
 
     result = encrypt_existing_documents.execute_in_process(resources={"mongo": mongo})
     assert result.success
-    assert result.output_for_node("encrypt_clear_identifiers") == len(encrypted) - len(half)
-    assert migration.clear_identifiers(collection) == 0
+    assert result.output_for_node("encrypt_clear_identifiers") == len(encrypted) - len(half) + len(copied)
+    assert migration.clear_identifiers(collection) == migration.clear_identifiers(copy) == 0
     assert {d["_id"]: d for d in collection.find()} == encrypted  # deterministic: as the load writes them
+    assert {d["_id"]: d for d in copy.find()} == copied  # under the hospital's own key
     assert collection.options()["validator"] == {"$jsonSchema": DOCUMENT_JSON_SCHEMA}
     # run again: nothing to do
     assert encrypt_existing_documents.execute_in_process(resources={"mongo": mongo}).output_for_node(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from healthcare_assets import migration
+from healthcare_assets import access, migration
 from healthcare_assets.defs.load import WRITES_POOL, prepare_collection
 from healthcare_assets.resources.mongo import MongoResource
 
@@ -14,13 +14,15 @@ def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResour
     collection = mongo.hospitalizations()
     changed = migration.encrypt_existing(collection, log=context.log.info)
     prepare_collection(collection)
-    return changed
+    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), log=context.log.info)
 
 
 @dg.op
 def no_clear_identifier_remains(context: dg.OpExecutionContext, encrypted: int, mongo: MongoResource) -> None:
-    """Fails the run unless every document's identifiers are encrypted."""
-    remaining = migration.clear_identifiers(mongo.hospitalizations())
+    """Fails the run unless every document's identifiers are encrypted, in the collection and in
+    the doctor app's copy."""
+    collection = mongo.hospitalizations()
+    remaining = sum(migration.clear_identifiers(c) for c in (collection, access.doctor_app_copy(collection)))
     context.log.info(f"{encrypted:,} documents encrypted by this run; {remaining:,} with a clear identifier left")
     if remaining:
         raise dg.Failure(description=f"{remaining:,} documents still hold a clear name: run the job again",

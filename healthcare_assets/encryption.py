@@ -119,7 +119,8 @@ def kms_providers() -> dict:
     providers = {}
     if aws_master_key():
         providers["aws"] = {}
-    if not providers or os.environ.get(MASTER_KEY_VARIABLE):
+    local = os.environ.get(MASTER_KEY_VARIABLE, "")
+    if not providers or (local and not local.startswith(secrets_file.PLACEHOLDER)):  # unused placeholder under AWS
         key = master_key()
         providers[local_provider(key)] = {"key": key}
     return providers

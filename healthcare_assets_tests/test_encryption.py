@@ -124,7 +124,7 @@ def test_aws_kms_is_chosen_by_its_key_arn(monkeypatch):
         encryption.provider()
     monkeypatch.setenv("HEALTHCARE_KMS_REGION", "eu-west-3")
     assert encryption.provider() == ("aws", {"key": arn, "region": "eu-west-3"})
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, "change-me-master-key")  # .env.example's, unused
     assert encryption.kms_providers() == {"aws": {}}  # credentials from the AWS environment
 
 

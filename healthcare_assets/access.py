@@ -9,8 +9,12 @@ kept by putting data of different sensitivity in different databases:
   healthcare_analytics   the materialized anonymized copy: all an analyst can read
   healthcare_doctor_app  one configured hospital's records: all the doctor app can touch
   healthcare_audit       the audit log: only ADMIN_MASTER reads it
+  encryption             the key vault (__keyVault): the roles that decrypt names read it
 
-The same layout holds on MongoDB 7, where the grants are also per collection.
+The same layout holds on MongoDB 7, where the grants are also per collection. Decrypting a name
+takes find on a key vault and the master key (encryption.py): the roles that serve the
+hospitalizations read `encryption.__keyVault`; the doctor app reads only the key vault in its own
+database, which holds only its hospital's data key; the analysts read no key vault.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from pathlib import Path
 
 import pymongo
 
-from healthcare_assets import secrets_file
+from healthcare_assets import encryption, secrets_file
 from healthcare_assets.resources import credentials, settings
+
+DUPLICATE_KEY = 11000
 
 
 def databases(database: str | None = None) -> dict[str, str]:
@@ -56,16 +62,18 @@ def roles(database: str | None = None, collection: str | None = None) -> tuple[R
     dbs = databases(database)
     db = dbs["main"]
     coll = collection or settings.collection_name()
+    key_vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION, ("find",))
     return (
         Role("ADMIN_MASTER", "everything, including user management", inherits=(("root", "admin"),)),
-        Role("DATA_ENGINEER", "read/write and indexes on the hospitalization database",
-             inherits=(("readWrite", db), ("dbAdmin", db))),
-        Role("BACKEND_API", "read/write documents of the collection; no indexes, no admin",
-             privileges=((db, coll, ("find", "insert", "update", "remove")),)),
+        Role("DATA_ENGINEER", "read/write and indexes on the hospitalization database; decrypts names",
+             privileges=(key_vault,), inherits=(("readWrite", db), ("dbAdmin", db))),
+        Role("BACKEND_API", "read/write documents of the collection, decrypts names; no indexes, no admin",
+             privileges=((db, coll, ("find", "insert", "update", "remove")), key_vault)),
         Role("ANALYST_READONLY", "read the anonymized copy only",
              privileges=((dbs["analytics"], "", ("find",)),)),
-        Role("DOCTOR_APP", "read and write one configured hospital's records",
-             privileges=((dbs["doctor_app"], coll, ("find", "insert", "update")),)),
+        Role("DOCTOR_APP", "read and write one configured hospital's records, decrypted with its own data key",
+             privileges=((dbs["doctor_app"], coll, ("find", "insert", "update")),
+                         (dbs["doctor_app"], encryption.KEY_VAULT_COLLECTION, ("find",)))),
     )
 
 
@@ -122,16 +130,26 @@ def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], datab
     return done
 
 
+def doctor_app_copy(collection: pymongo.collection.Collection) -> pymongo.collection.Collection:
+    return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
+
+
 def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str) -> int:
-    """Copy one hospital's records into the doctor app's database; records the app already has
-    are kept as the app left them. Returns how many records that database holds."""
-    target = databases(collection.database.name)["doctor_app"]
-    collection.aggregate([
-        {"$match": {"administrative_info.hospital": hospital}},
-        {"$merge": {"into": {"db": target, "coll": collection.name}, "on": "_id",
-                    "whenMatched": "keepExisting", "whenNotMatched": "insert"}},
-    ])
-    return collection.database.client[target][collection.name].count_documents({})
+    """Copy one hospital's records into the doctor app's database, their names re-encrypted under
+    the hospital's own data key in the app's key vault; records the app already has are kept as
+    the app left them. Returns how many records that database holds."""
+    target = doctor_app_copy(collection)
+    source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
+    present = set(target.distinct("_id"))  # one hospital's records
+    new = [own.encrypt_document(source.decrypt_document(doc))
+           for doc in collection.find({"administrative_info.hospital": hospital}) if doc["_id"] not in present]
+    if new:
+        try:
+            target.insert_many(new, ordered=False)
+        except pymongo.errors.BulkWriteError as exc:  # written by the app meanwhile: the app's version stays
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+    return target.count_documents({})
 
 
 def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:

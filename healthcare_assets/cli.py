@@ -1,9 +1,11 @@
-"""`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore."""
+"""`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore,
+rotate the master key."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +64,21 @@ def _provision_access(args: argparse.Namespace) -> int:
     mongo = mongo_resource_from_env()
     for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
         print(line)
+    return 0
+
+
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from healthcare_assets import access, encryption
+    from healthcare_assets.resources.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    copy = access.doctor_app_copy(mongo.hospitalizations())
+    rewrapped = encryption.rotate_master_key(mongo.client(), [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
+    for vault, count in rewrapped.items():
+        print(f"re-wrapped {count:>4}  data keys in {vault}")
+    if encryption.aws_master_key() is None and encryption.MASTER_KEY_VARIABLE in os.environ:
+        print(f"now set {encryption.MASTER_KEY_VARIABLE} to the value of {encryption.NEW_MASTER_KEY_VARIABLE} "
+              "wherever the pipeline and the roles that decrypt run, then unset the latter")
     return 0
 
 
@@ -183,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
         sub.set_defaults(handler=handler)
+
+    rotate = commands.add_parser("rotate-keys", help="re-wrap every data key under a new master key "
+                                                     "(HEALTHCARE_NEW_MASTER_KEY, or HEALTHCARE_KMS_KEY_ARN)")
+    rotate.set_defaults(handler=_rotate_keys)
 
     backup = commands.add_parser("backup", help="back up every database of the deployment, then read it back")
     backup.add_argument("--to", help="a folder or s3://bucket/prefix (default: HEALTHCARE_BACKUP_URI, or "

@@ -9,6 +9,7 @@ from healthcare_assets.defs import (
     clean,
     ingest,
     load,
+    migration,
     quality,
 )
 from healthcare_assets.defs.collection_audit import collection_audit_job, collection_audit_schedule
@@ -23,7 +24,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(_modules),
     asset_checks=dg.load_asset_checks_from_modules(_modules),
     jobs=[s3_csv_drop_job, collection_audit_job, backup.mongo_backup_job,
-          backup.restore_drill],
+          backup.restore_drill, migration.encrypt_existing_documents],
     schedules=[collection_audit_schedule, backup.mongo_backup_schedule, backup.restore_drill_schedule],
     sensors=[s3_csv_drop_sensor],
     resources={"mongo": mongo_resource_from_env(), "s3": s3_resource_from_env(), "io_manager": RunScopedOutputs()},

@@ -30,8 +30,8 @@ import pandas as pd
 from bson import json_util
 from pymongo.collection import Collection
 
-from healthcare_assets import audit, privacy, staging
-from healthcare_assets.access import databases
+from healthcare_assets import audit, encryption, privacy, staging
+from healthcare_assets.access import doctor_app_copy
 from healthcare_assets.cleaning import normalize_names
 from healthcare_assets.release import Release
 from healthcare_assets.resources import settings
@@ -89,8 +89,14 @@ class Selection:
         return any(p.gender == gender and p.blood_type == blood_type for p in self.patients)
 
 
-def patient_query(name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
-    query = {"personal_info.name": normalized(name)}
+def patient_query(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
+    """The collection's filter for a name: names are stored encrypted deterministically, so the
+    normalized name is encrypted under the same data key and matched as it is stored."""
+    try:
+        stored = encryption.cipher(collection).encrypt("personal_info.name", normalized(name))
+    except encryption.NoDataKeyError:  # nothing was ever loaded: no document holds a name
+        stored = {"$in": []}
+    query = {"personal_info.name": stored}
     if gender:
         query["personal_info.gender"] = gender
     if blood_type:
@@ -119,7 +125,7 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
         raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
                                     "give the patient's full name as exported")
     found: dict[tuple[str, str], dict] = {}
-    pipeline = [{"$match": patient_query(target, gender, blood_type)},
+    pipeline = [{"$match": patient_query(collection, target, gender, blood_type)},
                 {"$group": {"_id": "$patient_id", "gender": {"$first": "$personal_info.gender"},
                             "blood_type": {"$first": "$personal_info.blood_type"}, "stays": {"$sum": 1}}}]
     for group in collection.aggregate(pipeline):
@@ -143,13 +149,12 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
     return Selection(target, patients)
 
 
-def _doctor_app_copy(collection: Collection) -> Collection:
-    return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
-
-
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write every record of the patients (source collection) as Extended JSON; returns the count."""
-    records = list(collection.find({"patient_id": {"$in": selection.ids}})) if selection.ids else []
+    """Write every record of the patients (source collection), names decrypted, as Extended JSON;
+    returns the count."""
+    cipher = encryption.cipher(collection)
+    records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
+        if selection.ids else []
     out.write_text(json_util.dumps({"patient": selection.name, "records": records},
                                    json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
     audit.record(collection.database, "export_patient", str(out), len(records),
@@ -216,7 +221,7 @@ def erase_patient(collection: Collection, selection: Selection, apply: bool = Tr
     if not apply:
         return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}
     release = Release(collection, privacy.pseudonym_key())
-    doctor_app = _doctor_app_copy(collection)
+    doctor_app = doctor_app_copy(collection)
     # The source and the analysts' copy in one release operation: the groups the patients leave are
     # re-evaluated, and one that falls under k leaves the copy whole.
     plan, copy_removed = release.erase(ids, owner=f"erase-patient:{getpass.getuser()}:{os.getpid()}") \

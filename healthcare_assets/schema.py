@@ -10,6 +10,8 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
+from bson.binary import Binary
+
 # Canonical field name -> header in the client's current (v2) export, in export order.
 CSV_COLUMNS: dict[str, str] = {
     "name": "Name",
@@ -153,6 +155,11 @@ def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVer
 
 MIGRATION_VERSION = 1
 
+# The direct identifiers: stored encrypted (encryption.py), as BinData subtype 6. The other fields
+# single out no one alone (the hospital names an organization, shared by many stays); the
+# quasi-identifiers among them are generalized for the analysts instead (privacy.py).
+ENCRYPTED_FIELDS = (("personal_info", "name"), ("administrative_info", "doctor"))
+
 
 def _as_datetime(value) -> dt.datetime:
     # pandas Timestamps and numpy datetimes both become naive UTC datetimes (BSON dates).
@@ -192,7 +199,8 @@ def document_body(row: dict) -> dict:
 
 
 def to_document(row: dict, source: dict, created_at: dt.datetime) -> dict:
-    """One cleaned row -> one hospitalization document (the client's nested model)."""
+    """One cleaned row -> one hospitalization document (the client's nested model), its direct
+    identifiers still in clear: the load encrypts them before it validates and writes."""
     return {
         "_id": row["record_key"],
         "patient_id": row["patient_id"],
@@ -222,7 +230,7 @@ DOCUMENT_JSON_SCHEMA: dict = _object(
         "patient_id": _string(),
         "personal_info": _object(
             {
-                "name": _string(),
+                "name": {"bsonType": "binData"},
                 "age": {"bsonType": ["int", "long"], "minimum": AGE_RANGE[0], "maximum": AGE_RANGE[1]},
                 "gender": _string(GENDERS),
                 "blood_type": _string(BLOOD_TYPES),
@@ -246,7 +254,7 @@ DOCUMENT_JSON_SCHEMA: dict = _object(
         ),
         "administrative_info": _object(
             {
-                "doctor": _string(),
+                "doctor": {"bsonType": "binData"},
                 "hospital": _string(),
                 "insurance_provider": _string(INSURERS),
                 "billing_amount": {"bsonType": "double", "minimum": 0, "maximum": BILLING_MAX},
@@ -265,7 +273,7 @@ DOCUMENT_JSON_SCHEMA: dict = _object(
 )
 
 
-_BSON_TYPES = {"string": str, "object": dict, "array": list, "date": dt.datetime, "double": float, "int": int,
+_BSON_TYPES = {"binData": (Binary, bytes), "string": str, "object": dict, "array": list, "date": dt.datetime, "double": float, "int": int,
                "long": int}
 
 

@@ -11,7 +11,7 @@ import bson
 import dagster as dg
 import pytest
 
-from healthcare_assets import access
+from healthcare_assets import access, encryption
 from healthcare_assets.definitions import defs
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at-least-32-bytes")  # test_privacy covers the unset case
 # Fixture modules that tests both name in pytest_plugins and import from: rewritten like conftest.
 pytest.register_assert_rewrite("healthcare_assets_tests.postgres_fixtures")
+# The session's master key (MONGODB_URI is set for most tests: production refuses a missing one);
+# test_encryption covers the unset case.
+os.environ.setdefault("HEALTHCARE_MASTER_KEY", encryption.new_master_key())
 COMMITTED_CSV = REPO / "data" / "healthcare_dataset.csv"
 
 
@@ -62,7 +65,10 @@ def mongo_uri(tmp_path_factory) -> str:
     uri = embedded_mongo.client_uri(data_dir)  # authentication is on: the admin's credentials
     os.environ["MONGODB_URI"] = uri
     yield uri
-    left = sorted(set(connect(uri).list_database_names()) - {"admin", "config", "local"})
+    client = connect(uri)
+    keys_left = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION].count_documents({})
+    left = sorted(set(client.list_database_names()) - {"admin", "config", "local"}
+                  - ({encryption.KEY_VAULT_DB} if not keys_left else set()))
     os.environ.pop("MONGODB_URI", None)
     embedded_mongo.stop(data_dir)
     assert not left, f"databases left on the shared server by the tests that made them: {left}"
@@ -70,9 +76,10 @@ def mongo_uri(tmp_path_factory) -> str:
 
 def drop_deployment(client, database: str) -> None:
     """A test's database and its companions (analytics, doctor app, audit), which runs and
-    erasures create beside it."""
+    erasures create beside it, and its data keys."""
     for name in access.databases(database).values():
         client.drop_database(name)
+    encryption.drop_keys(client, database)
 
 
 @pytest.fixture

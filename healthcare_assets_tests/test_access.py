@@ -18,22 +18,23 @@ import pymongo
 import pytest
 from bson import Binary, Code, Int64
 
-from healthcare_assets import access, privacy
+from healthcare_assets import access, encryption, privacy
 from healthcare_assets.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.mongo import MongoResource
+from healthcare_assets.schema import ENCRYPTED_FIELDS
 from healthcare_assets_tests.conftest import materialize
 
 Y, N = True, False
 OPERATIONS = ["read raw", "read anonymized", "insert", "update", "create index", "create user",
-              "read another hospital", "read audit log"]
+              "read another hospital", "read audit log", "read key vault", "decrypt a name"]
 EXPECTED = {
-    "ADMIN_MASTER":     [Y, Y, Y, Y, Y, Y, Y, Y],
-    "DATA_ENGINEER":    [Y, N, Y, Y, Y, N, Y, N],
-    "BACKEND_API":      [Y, N, Y, Y, N, N, Y, N],
-    "ANALYST_READONLY": [N, Y, N, N, N, N, N, N],
-    "DOCTOR_APP":       [N, N, Y, Y, N, N, N, N],
+    "ADMIN_MASTER":     [Y, Y, Y, Y, Y, Y, Y, Y, Y, Y],
+    "DATA_ENGINEER":    [Y, N, Y, Y, Y, N, Y, N, Y, Y],
+    "BACKEND_API":      [Y, N, Y, Y, N, N, Y, N, Y, Y],
+    "ANALYST_READONLY": [N, Y, N, N, N, N, N, N, N, N],
+    "DOCTOR_APP":       [N, N, Y, Y, N, N, N, N, N, N],
 }
 
 
@@ -104,7 +105,20 @@ def operations(secured, client: pymongo.MongoClient, role: str) -> dict:
         "create user": lambda: client.admin.command("createUser", f"probe_{role.lower()}", pwd="x", roles=[]),
         "read another hospital": lambda: raw.find_one({"administrative_info.hospital": secured["other"]}),
         "read audit log": lambda: client[dbs["audit"]][AUDIT_COLLECTION].find_one(),
+        "read key vault": lambda: client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION].find_one(),
+        # a main-collection name (as the admin read it), decrypted with this role's connection and the master key
+        "decrypt a name": lambda: decrypted(encryption.cipher(raw), secured["template"]["personal_info"]["name"]),
     }
+
+
+def decrypted(cipher: encryption.FieldCipher, value):
+    """The clear value; a refused read of the key vault raised as the server's refusal."""
+    try:
+        clear = cipher.decrypt(value)
+    except pymongo.errors.EncryptionError as exc:
+        raise exc.cause if isinstance(exc.cause, pymongo.errors.OperationFailure) else exc from None
+    assert isinstance(clear, str) and clear
+    return clear
 
 
 def allowed(operation) -> bool:
@@ -128,6 +142,55 @@ def test_doctor_app_sees_only_its_hospital(secured):
     slice_ = client_for(secured, "DOCTOR_APP")[secured["dbs"]["doctor_app"]]["hospitalizations"]
     hospitals = set(slice_.distinct("administrative_info.hospital")) - {None}
     assert hospitals == {secured["own"]}
+
+
+def test_doctor_app_decrypts_its_copy_with_its_own_key_only(secured):
+    """Its copy is encrypted under its hospital's data key, in the key vault of its own database:
+    the only key it can read. The same names in the main collection are under other keys."""
+    client = client_for(secured, "DOCTOR_APP")
+    copy = client[secured["dbs"]["doctor_app"]]["hospitalizations"]
+    vault = client[secured["dbs"]["doctor_app"]][encryption.KEY_VAULT_COLLECTION]
+    assert [k["keyAltNames"] for k in vault.find()] == [[f"{copy.full_name}:hospital:{secured['own']}"]]
+    own = encryption.doctor_app_cipher(copy, secured["own"])
+    stored = copy.find_one()
+    assert all(encryption.is_encrypted(stored[part][name]) for part, name in ENCRYPTED_FIELDS)
+    clear = own.decrypt_document(stored)
+    admin = client_for(secured, "ADMIN_MASTER")
+    main = admin[secured["dbs"]["main"]]["hospitalizations"]
+    source = encryption.cipher(main).decrypt_document(main.find_one({"_id": stored["_id"]}))
+    assert [source[part][name] for part, name in ENCRYPTED_FIELDS] == [clear[part][name] for part, name in ENCRYPTED_FIELDS]
+    assert main.find_one({"_id": stored["_id"]})["personal_info"]["name"] != stored["personal_info"]["name"]
+    # a main-collection ciphertext needs a key of encryption.__keyVault: not in its own vault ...
+    main_name = secured["template"]["personal_info"]["name"]
+    with pytest.raises(pymongo.errors.EncryptionError, match="not all keys requested were satisfied"):
+        own.decrypt(main_name)
+    # ... and that vault it may not read
+    with pytest.raises(pymongo.errors.EncryptionError) as refused:
+        encryption.cipher(client[secured["dbs"]["main"]]["hospitalizations"]).decrypt(main_name)
+    assert isinstance(refused.value.cause, pymongo.errors.OperationFailure) and refused.value.cause.code == 13
+
+
+def test_no_role_but_the_decrypting_ones_is_granted_a_key_vault():
+    """As MongoDB 7 enforces it, per collection: the role documents themselves (the embedded server
+    grants per database, so a grant on another collection of that database would pass there)."""
+    grants = {r.name: {(d, c) for d, c, actions in r.privileges if "find" in actions} for r in access.roles()}
+    vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)
+    assert {name for name, g in grants.items() if vault in g} == {"DATA_ENGINEER", "BACKEND_API"}  # + root
+    doctor_vault = (access.databases()["doctor_app"], encryption.KEY_VAULT_COLLECTION)
+    assert {name for name, g in grants.items() if doctor_vault in g} == {"DOCTOR_APP"}
+    assert not any(d == encryption.KEY_VAULT_DB for r in access.roles() for _, d in r.inherits)
+
+
+def test_a_client_without_the_master_key_reads_bindata_only(secured):
+    """Every role that may read the collection sees BinData subtype 6 for both identifiers on
+    every document; the key vault alone (wrapped keys) decrypts nothing without the master key."""
+    for role in ("ADMIN_MASTER", "DATA_ENGINEER", "BACKEND_API"):
+        docs = list(client_for(secured, role)[secured["dbs"]["main"]]["hospitalizations"].find())
+        assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
+    admin = client_for(secured, "ADMIN_MASTER")
+    wrong = {encryption.local_provider(b"w" * 96): {"key": b"w" * 96}}
+    with encryption.client_encryption(admin, providers=wrong) as other, pytest.raises(pymongo.errors.EncryptionError):
+        other.decrypt(secured["template"]["personal_info"]["name"])
 
 
 def test_analyst_copy_has_only_anonymized_fields(secured):

@@ -17,7 +17,7 @@ import pytest
 from bson import json_util
 from pymongo import uri_parser
 
-from healthcare_assets import backup, bench, cli, scans
+from healthcare_assets import backup, bench, cli, encryption, scans
 from healthcare_assets.access import databases
 from healthcare_assets.backup_store import PART_BYTES, LocalStore, S3Store
 from healthcare_assets.definitions import defs
@@ -25,6 +25,7 @@ from healthcare_assets.defs.backup import mongo_backup
 from healthcare_assets.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.resources import embedded_mongo
 from healthcare_assets.resources.mongo import MongoResource, connect
+from healthcare_assets.schema import ENCRYPTED_FIELDS
 from healthcare_assets_tests.conftest import COMMITTED_CSV, check_results, materialize
 
 pytest_plugins = ["healthcare_assets_tests.s3_fixtures"]  # moto_endpoint, s3_bucket
@@ -126,7 +127,8 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
 def test_a_backup_holds_no_secret(loaded, tmp_path):
     written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path))
     secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
-               "admin password": uri_parser.parse_uri(loaded.uri())["password"]}
+               "admin password": uri_parser.parse_uri(loaded.uri())["password"],
+               "master key": os.environ[encryption.MASTER_KEY_VARIABLE]}
     assert all(len(value) >= 16 for value in secrets.values())
     folder = Path(written.location)
     payload = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
@@ -134,7 +136,15 @@ def test_a_backup_holds_no_secret(loaded, tmp_path):
     assert b"personal_info" in payload  # the search does read the documents
     for name, value in secrets.items():
         assert value.encode() not in payload, name
+    assert encryption.master_key() not in payload
     assert loaded.uri().encode() not in payload
+    # the names stay encrypted: a leaked backup without the master key holds none
+    dump = folder / databases(loaded.database)["main"] / "hospitalizations.bson.gz"
+    docs = bson.decode_all(gzip.decompress(dump.read_bytes()))
+    assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
+    clear = encryption.cipher(loaded.hospitalizations()).decrypt_document(docs[0])
+    for part, name in ENCRYPTED_FIELDS:
+        assert clear[part][name].encode() not in payload
 
 
 def test_the_bench_figures_a_backup_from_what_it_wrote(loaded, tmp_path):

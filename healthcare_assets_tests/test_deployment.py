@@ -50,7 +50,7 @@ START_ORDER = {
     "daemon": {"postgres": "service_healthy", "user-code": "service_healthy"},
 }
 DAGSTER_POSTGRES = {f"DAGSTER_POSTGRES_{n}" for n in ("HOST", "PORT", "USER", "PASSWORD", "DB")}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PSEUDONYM_KEY|ACCESS_KEY")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PSEUDONYM_KEY|MASTER_KEY|ACCESS_KEY")
 REFERENCE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
 
 
@@ -456,9 +456,13 @@ def test_pipeline_environment(compose):
     assert environment["minio-bucket"]["HEALTHCARE_S3_BUCKET"] == code["HEALTHCARE_S3_BUCKET"]
     for name in ("user-code", "webserver", "daemon"):
         assert DAGSTER_POSTGRES <= set(environment[name]), name
-    # Only the code server (and its runs) holds the database and S3 credentials.
+    # Whatever encrypts or decrypts names (the runs; provisioning, which re-encrypts the doctor
+    # app's copy) gets the master key's settings; only they hold it and the database credentials.
+    encryption_settings = {"HEALTHCARE_MASTER_KEY", "HEALTHCARE_KMS_KEY_ARN", "HEALTHCARE_KMS_REGION"}
+    for name in ("user-code", "provision-access"):
+        assert encryption_settings <= set(environment[name]), name
     for name in ("webserver", "daemon"):
-        assert not {"MONGODB_URI", "AWS_SECRET_ACCESS_KEY"} & set(environment[name]), name
+        assert not {"MONGODB_URI", "AWS_SECRET_ACCESS_KEY", "HEALTHCARE_MASTER_KEY"} & set(environment[name]), name
 
 
 def test_code_location_is_the_one_dagster_dev_loads(compose):

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 from bson import json_util
 
-from healthcare_assets import access, gdpr, privacy
+from healthcare_assets import access, encryption, gdpr, privacy
 from healthcare_assets.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.resources import settings
 from healthcare_assets_tests.conftest import REPO, materialize, materialized
@@ -95,7 +95,8 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     name = gdpr.normalized(row[0])
     run_in_a_process(source, mongo, data_dir, tmp_path)
     collection = mongo.hospitalizations()
-    stays = list(collection.find({"personal_info.name": name}))
+    by_name = gdpr.patient_query(collection, name)  # the name as stored: encrypted
+    stays = list(collection.find(by_name))
     assert stays
     [patient_id] = {d["patient_id"] for d in stays}
     # the doctor app serves the patient's hospital (as cleaned: the raw name may end in a comma)
@@ -113,14 +114,19 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     before = mentions(mongo, data_dir, {name, *keyed})
     staged = [p for p in before if p.startswith("staging/") and p.endswith(".parquet")]
     assert staged, before  # the decoded Parquet is searched: the patient's staged rows are seen
-    reports = [p for p in mentions(mongo, data_dir, {name}) if p.startswith("reports/")]
+    named = mentions(mongo, data_dir, {name})
+    reports = [p for p in named if p.startswith("reports/")]
+    # encrypted in the collection and in the doctor app's copy: in clear in no database
+    assert not [p for p in named if p.split(".")[0] in dbs.values()], named
     staging_folders = len([p for p in (data_dir / "staging").iterdir() if p.is_dir()])
 
     out = tmp_path / "patient.json"
     result = cli("export-patient", "--name", row[0].upper(), "--out", str(out), mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     exported = json_util.loads(out.read_text())["records"]
-    assert sorted(exported, key=lambda d: d["_id"]) == sorted(stays, key=lambda d: d["_id"])  # round trip
+    clear = [encryption.cipher(collection).decrypt_document(d) for d in stays]
+    assert {d["personal_info"]["name"] for d in exported} == {name}  # decrypted for the patient
+    assert sorted(exported, key=lambda d: d["_id"]) == sorted(clear, key=lambda d: d["_id"])  # round trip
 
     dry_run = cli("erase-patient", "--name", name, mongo=mongo, data_dir=data_dir)
     assert dry_run.returncode == 0, dry_run.stderr
@@ -128,7 +134,7 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
         collection.full_name: len(stays), "quarantine_rows": 1, "report_files": len(reports),
         "staging_folders": staging_folders}
     assert "dry run" in dry_run.stdout
-    assert collection.count_documents({"personal_info.name": name}) == len(stays)
+    assert collection.count_documents(by_name) == len(stays)
 
     result = cli("erase-patient", "--name", name, "--yes", mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
@@ -204,7 +210,7 @@ def test_a_shared_name_lists_its_patients_and_erases_only_the_one_picked(mongo, 
     result = materialize(source, mongo)  # in this process, which lives on: its run counts as in progress
     assert result.success
     collection = mongo.hospitalizations()
-    name = {"personal_info.name": "Alex Morgan"}
+    name = gdpr.patient_query(collection, "Alex Morgan")
     assert collection.count_documents(name) == 5
     in_progress = settings.staging_dir() / result.run_id
     finished = settings.staging_dir() / "a-run-that-ended"

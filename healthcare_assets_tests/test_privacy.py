@@ -6,7 +6,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from healthcare_assets import privacy
+from healthcare_assets import encryption, privacy
 from healthcare_assets.defs.anonymize import view_documents, view_findings
 from healthcare_assets.generate import generate_csv
 from healthcare_assets.release import Release
@@ -74,9 +74,7 @@ def test_view_findings_catch_each_kind_of_leak(loaded):
     tampered = db["tampered_view"]
     tampered.insert_many(list(db[privacy.VIEW_NAME].find({})))
     first = tampered.find_one()
-    person = source.find_one()
-    doctor = source.find_one({"administrative_info.doctor": {"$ne": person["personal_info"]["name"]}})
-    doctor = doctor["administrative_info"]["doctor"]
+    doctor = encryption.cipher(source).decrypt(source.find_one()["administrative_info"]["doctor"])
     tampered.update_one({"_id": first["_id"]}, {"$set": {"medication": doctor.upper(), "billing_range": "12,345",
                                                          "length_of_stay": "12", "name": "x"}})
     tampered.insert_many([{**{k: v for k, v in first.items() if k != "_id"}, "age_range": "95"} for _ in range(3)])

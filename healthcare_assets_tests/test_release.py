@@ -169,7 +169,7 @@ def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, 
     rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
     assert rel.copy.count_documents(rare_group(rel)) == K
     who = {"name": rows[0][header.index("Name")], "gender": "Female", "blood_type": "AB-"}
-    stays = [d["_id"] for d in mongo.hospitalizations().find(gdpr.patient_query(**who), {"_id": 1})]
+    stays = [d["_id"] for d in mongo.hospitalizations().find(gdpr.patient_query(mongo.hospitalizations(), **who), {"_id": 1})]
     own = rel.copy.count_documents({"_id": {"$in": [privacy.release_id(s, rel.key) for s in stays]}})
     removed = gdpr.erase_patient(mongo.hospitalizations(), gdpr.select(mongo.hospitalizations(), **who))
     assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of the rare group

@@ -2,6 +2,7 @@
 
 import pytest
 
+from healthcare_assets import encryption
 from healthcare_assets.schema import (
     CSV_COLUMNS,
     DOCUMENT_JSON_SCHEMA,
@@ -66,6 +67,8 @@ BREAKAGES = {
     "bad test result": lambda d: d["medical_info"].update(test_results=["Fine"]),
     "text date": lambda d: d["admission_info"].update(date_admission="2024-01-02"),
     "sources not a list": lambda d: d["metadata"].update(sources="s"),
+    "clear name": lambda d: d["personal_info"].update(name="Ann Lee"),
+    "clear doctor": lambda d: d["administrative_info"].update(doctor="Dr X"),
 }
 
 
@@ -75,7 +78,7 @@ def test_schema_evaluator_agrees_with_the_server(mongo, breakage):
     evaluator must reject exactly what the server's $jsonSchema validator rejects."""
     from pymongo.errors import WriteError
 
-    doc = _valid_document()
+    doc = encryption.cipher(mongo.hospitalizations(), create=True).encrypt_document(_valid_document())
     if breakage:
         BREAKAGES[breakage](doc)
     db = mongo.db()

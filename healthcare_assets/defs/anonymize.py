@@ -8,13 +8,14 @@ separate, scheduled job that never gates a drop.
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import dagster as dg
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets import audit, generalization, privacy, scans
+from healthcare_assets import audit, encryption, generalization, privacy, scans
 from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.release import (
     AppliedSources,
@@ -41,10 +42,12 @@ CHECKS = {
 }
 
 
-def _texts(doc: dict) -> Iterable[str]:
-    """A released document's text values."""
+def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
+    """A released document's text values, an encrypted one decrypted (a released ciphertext of a
+    name is that name: deterministic, it links to the source as well as the name would)."""
     for value in doc.values():
         for item in value if isinstance(value, list) else [value]:
+            item = reveal(item)
             if isinstance(item, str):
                 yield item.casefold()
 
@@ -53,7 +56,8 @@ class Findings:
     """What the checks count, fed one released document and one source person at a time (memory
     does not grow with the documents: texts are a few bands and categories)."""
 
-    def __init__(self, keep_exact: bool = True):
+    def __init__(self, reveal: Callable[[Any], str], keep_exact: bool = True):
+        self.reveal = reveal  # an encrypted name in clear, anything else as it is
         self.wrong_fields, self.not_generalized, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
         self.names_checked = 0
         self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
@@ -63,7 +67,7 @@ class Findings:
         """Count one released document; returns its texts."""
         for name in set(doc) ^ set(privacy.VIEW_FIELDS):
             self.wrong_fields[name] += 1
-        texts = Counter(_texts(doc))
+        texts = Counter(_texts(doc, self.reveal))
         self.texts.update(texts)
         for name in privacy.VIEW_FIELDS:
             self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)
@@ -73,7 +77,7 @@ class Findings:
     def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
         """One source stay: are its patient's, doctor's and hospital's names among the released texts?"""
         texts = self.texts if texts is None else texts
-        for name in names:
+        for name in map(self.reveal, names):
             self.names_checked += 1
             if texts[name.casefold()]:
                 self.leaked.add(name.casefold())
@@ -191,7 +195,8 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        findings, plan = Findings(), None
+        names = encryption.cipher(source)
+        findings, plan = Findings(names.decrypt), None
         if not release.needs_rebuild():
             plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
             if release.needs_replan(plan):
@@ -199,7 +204,7 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
                                     f"{plan.totals['suppressed']:,} would be held back): rebuilding the release")
                 plan = None
         if plan is None:
-            findings = Findings(keep_exact=False)  # the rebuild measures "before" on its own table
+            findings = Findings(names.decrypt, keep_exact=False)  # the rebuild measures "before" on its own table
             rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
             results, before = judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before
         else:
@@ -248,8 +253,8 @@ def view_documents(db: Database):
 
 def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
     """The checks over everything released: one pass over the released documents (collecting
-    their few texts), one over the source (each name looked up among them)."""
-    findings = Findings()
+    their few texts), one over the source (each name decrypted and looked up among them)."""
+    findings = Findings(encryption.cipher(source).decrypt)
     for doc in view:
         findings.add_released(doc, scheme)
     fields = {"personal_info.name": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}

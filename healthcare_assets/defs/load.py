@@ -11,7 +11,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets import audit, document_counts, scans, staging
+from healthcare_assets import audit, document_counts, encryption, scans, staging
 from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.release import loading
@@ -113,10 +113,12 @@ class LoadTally:
         return self.inserted + self.already + self.skipped_erased
 
 
-def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, erased: set[str]) -> list[dict]:
-    """The batch's documents, each checked against the collection's schema before it is written
-    (the insert bypasses the server's validation)."""
-    docs = [to_document(row, source, created_at) for row in rows if row["patient_id"] not in erased]
+def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, erased: set[str],
+                    cipher: encryption.FieldCipher) -> list[dict]:
+    """The batch's documents, their direct identifiers encrypted, each checked against the
+    collection's schema before it is written (the insert bypasses the server's validation)."""
+    docs = [cipher.encrypt_document(to_document(row, source, created_at))
+            for row in rows if row["patient_id"] not in erased]
     for doc in docs:
         problems = schema_violations(doc)
         if problems:
@@ -132,6 +134,7 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
     source, sha = staged.source.as_metadata(), staged.source.sha256
     created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     tally, started = LoadTally(), time.perf_counter()
+    cipher = encryption.cipher(collection, create=True)
 
     def write(docs: list[dict]) -> None:
         new, existing = insert_new(collection, docs) if docs else (0, [])
@@ -146,7 +149,7 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
     with loading(collection.database, sha), ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
         for rows in staging.row_batches(staged.path, LOAD_BATCH):
-            docs = build_documents(rows, source, created_at, erased)
+            docs = build_documents(rows, source, created_at, erased, cipher)
             if pending:
                 pending.result()
             tally.skipped_erased += len(rows) - len(docs)
@@ -155,6 +158,7 @@ def load_file(context: dg.AssetExecutionContext, collection: Collection, staged:
         if pending:
             pending.result()
     progress()
+    cipher.close()
     return tally
 
 
@@ -211,8 +215,8 @@ LOAD_CHECKS = {
     "document_count_matches_cleaned_rows": "every cleaned row of this file is one document, no more, no less",
     "documents_pass_validator": "every document of this file fits the collection's $jsonSchema, and the "
                                 "server agrees on a sample",
-    "sampled_documents_match_source_rows": "100 random cleaned rows, read back from MongoDB, equal their "
-                                           "source field by field",
+    "sampled_documents_match_source_rows": "100 random cleaned rows, read back from MongoDB and decrypted, "
+                                           "equal their source field by field",
 }
 
 
@@ -249,13 +253,14 @@ def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict],
     rows = [r for r in sample_rows(loaded["cleaned_path"], SAMPLE_SIZE, loaded["source_sha256"])
             if r["patient_id"] not in erased]
     found = {d["_id"]: d for d in collection.find({"_id": {"$in": [r["record_key"] for r in rows]}})}
-    mismatches = []
+    cipher, mismatches = encryption.cipher(collection), []
     for row in rows:
         doc = found.get(row["record_key"])
         if doc is None:
             mismatches.append({"line": row["line_number"], "parts": ["missing document"]})
             continue
-        differing = [part for part, value in document_body(row).items() if doc.get(part) != value]
+        clear = cipher.decrypt_document(doc)
+        differing = [part for part, value in document_body(row).items() if clear.get(part) != value]
         if differing:
             mismatches.append({"line": row["line_number"], "parts": differing})
         elif loaded["source_sha256"] not in doc["metadata"]["sources"]:

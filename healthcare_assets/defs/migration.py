@@ -1,0 +1,35 @@
+"""encrypt_existing_documents: the one-time job that encrypts names loaded before encryption."""
+
+import dagster as dg
+
+from healthcare_assets import access, migration
+from healthcare_assets.defs.load import WRITES_POOL, prepare_collection
+from healthcare_assets.resources.mongo import MongoResource
+
+
+@dg.op(pool=WRITES_POOL)
+def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
+    """Resumable: a document already encrypted is not read again. The validator (identifiers as
+    BinData) is applied afterwards, as the next load would."""
+    collection = mongo.hospitalizations()
+    changed = migration.encrypt_existing(collection, log=context.log.info)
+    prepare_collection(collection)
+    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), log=context.log.info)
+
+
+@dg.op
+def no_clear_identifier_remains(context: dg.OpExecutionContext, encrypted: int, mongo: MongoResource) -> None:
+    """Fails the run unless every document's identifiers are encrypted, in the collection and in
+    the doctor app's copy."""
+    collection = mongo.hospitalizations()
+    remaining = sum(migration.clear_identifiers(c) for c in (collection, access.doctor_app_copy(collection)))
+    context.log.info(f"{encrypted:,} documents encrypted by this run; {remaining:,} with a clear identifier left")
+    if remaining:
+        raise dg.Failure(description=f"{remaining:,} documents still hold a clear name: run the job again",
+                         metadata={"documents_with_clear_identifiers": remaining}, allow_retries=False)
+
+
+@dg.job(description="One time: encrypt the names of documents loaded before field-level encryption, "
+                    "then prove that no clear name remains.")
+def encrypt_existing_documents():
+    no_clear_identifier_remains(encrypt_clear_identifiers())

@@ -11,7 +11,12 @@ One backup is a folder named by its UTC time, holding for every database of the 
 so `mongorestore --gzip --dir <backup>` restores it too (manifest.json and verified.json are not
 in a database folder, and mongorestore ignores them). Views have a metadata file and no documents.
 
-Only those databases are read: never `admin` (users and their password hashes) and nothing of
+The deployment's data keys in the key vault (`encryption/__keyVault.*`) go too: without them no
+restored name can be decrypted. The vault is shared by every deployment of a server, so only the
+keys named after this deployment's databases are read, and a restore replaces only those.
+They are useless without the master key, which a backup never holds.
+
+Nothing else is read: never `admin` (users and their password hashes) and nothing of
 secrets.env (the pseudonym key, role passwords, the master key), which live outside MongoDB.
 
 Memory: documents are streamed as raw BSON, never decoded, one range at a time (scans: the
@@ -45,6 +50,7 @@ from pymongo.collection import Collection
 from healthcare_assets import scans
 from healthcare_assets.access import databases
 from healthcare_assets.backup_store import LocalStore, S3Store, keep, open_store
+from healthcare_assets.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 
 MANIFEST = "manifest.json"
 VERIFIED = "verified.json"
@@ -194,8 +200,16 @@ def _collection_infos(client: MongoClient, db: str) -> list[dict]:
     return sorted(infos, key=lambda i: (i.get("type", "collection") == "view", i["name"]))
 
 
+def key_vault_filter(main_database: str) -> dict:
+    """This deployment's data keys: their alt names start with one of its databases."""
+    names = "|".join(re.escape(db) for db in databases(main_database).values())
+    return {"keyAltNames": {"$regex": f"^({names})\\."}}
+
+
 def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict,
-                     files: dict, log: Callable[[str], None]) -> dict:
+                     files: dict, log: Callable[[str], None], match: dict | None = None) -> dict:
+    """One collection's metadata and documents; with `match`, only the documents it selects (a
+    collection the deployment shares, small: read in one query)."""
     coll_name, kind = info["name"], info.get("type", "collection")
     meta = {"options": info.get("options", {}), "collectionName": coll_name, "type": kind,
             "indexes": [] if kind == "view" else [dict(ix) for ix in client[db][coll_name].list_indexes()]}
@@ -204,17 +218,22 @@ def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info
     if kind == "view":
         return {"type": "view"}
     collection = client[db][coll_name]
-    source_documents = collection.estimated_document_count()  # an exact count once no write runs
+    if match is None:
+        source_documents = collection.estimated_document_count()  # an exact count once no write runs
+        matches = read_ranges(collection, source_documents)
+    else:
+        source_documents, matches = collection.count_documents(match), [match]
     counted = [0]
 
     def chunks() -> Iterator[bytes]:
-        for doc in raw_documents(collection, read_ranges(collection, source_documents)):
+        for doc in raw_documents(collection, matches):
             counted[0] += 1
             yield doc.raw
 
     files[f"{db}/{bson_file(coll_name)}"] = _write(store, name, f"{db}/{bson_file(coll_name)}", chunks())
     log(f"{db}.{coll_name}: {counted[0]:,} documents")
-    return {"type": "collection", "documents": counted[0], "source_documents": source_documents}
+    entry = {"type": "collection", "documents": counted[0], "source_documents": source_documents}
+    return entry if match is None else {**entry, "filter": match}
 
 
 def write_backup(client: MongoClient, main_database: str, server: str, uri: str | None = None,
@@ -227,6 +246,10 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
     for db in databases(main_database).values():
         contents[db] = {info["name"]: _dump_collection(store, name, client, db, info, files, log)
                         for info in _collection_infos(client, db)}
+    for info in _collection_infos(client, KEY_VAULT_DB):
+        if info["name"] == KEY_VAULT_COLLECTION:
+            contents[KEY_VAULT_DB] = {KEY_VAULT_COLLECTION: _dump_collection(
+                store, name, client, KEY_VAULT_DB, info, files, log, key_vault_filter(main_database))}
     manifest = {
         "format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
@@ -443,16 +466,25 @@ def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dic
     then their indexes (built once, as mongorestore does), then the views. Refuses, before writing
     anything, a backup that does not verify and a target database that holds collections unless
     `drop`. `rename` maps a backed-up database to another (the restore drill's scratch databases).
-    Returns documents per "db.collection" of the target."""
+    A collection backed up through a filter (the shared key vault) counts as busy when it holds
+    documents the filter selects, and only those are replaced. Returns documents per
+    "db.collection" of the target."""
     rename = rename or {}
     verify(backup)
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
-    busy = {target: found for target in targets.values() if (found := _non_empty(client, target))}
-    if busy and not drop:
+    shared = {(targets[db], coll): entry["filter"] for db, coll, entry in backup.collections() if "filter" in entry}
+    busy = {target: found for target in set(targets.values()) - {db for db, _ in shared}
+            if (found := _non_empty(client, target))}
+    held = {(db, coll): n for (db, coll), match in shared.items() if (n := client[db][coll].count_documents(match))}
+    if (busy or held) and not drop:
         raise RestoreRefusedError("refusing to restore into non-empty databases: " + "; ".join(
-            f"{db} holds {', '.join(sorted(names)[:5])}" for db, names in busy.items()) + ". Add --drop to replace them.")
+            [f"{db} holds {', '.join(sorted(names)[:5])}" for db, names in busy.items()]
+            + [f"{db}.{coll} holds {n} of this deployment's documents" for (db, coll), n in held.items()])
+            + ". Add --drop to replace them.")
     for target in busy:
         client.drop_database(target)
+    for db, coll in held:
+        client[db][coll].delete_many(shared[(db, coll)])
     counts: dict[str, int] = {}
     views = []
     for db, coll, entry in backup.collections():
@@ -460,7 +492,8 @@ def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dic
         if entry["type"] == "view":
             views.append((target, coll, meta))
             continue
-        target.create_collection(coll, **meta.get("options", {}))
+        if coll not in target.list_collection_names():
+            target.create_collection(coll, **meta.get("options", {}))
         collection, batch, inserted = target[coll], [], 0
         for raw in backup.documents(db, coll):
             batch.append(RawBSONDocument(raw))
@@ -496,7 +529,9 @@ def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: 
             continue
         ours, theirs = source[db][coll], restored[rename.get(db, db)][coll]
         tally = dict.fromkeys(("identical", "differing", "only_in_backup", "only_in_source"), 0)
-        for match in read_ranges(ours, max(entry["documents"], ours.estimated_document_count())):
+        matches = ([entry["filter"]] if "filter" in entry
+                   else read_ranges(ours, max(entry["documents"], ours.estimated_document_count())))
+        for match in matches:
             want, got = _hashes(ours, match), _hashes(theirs, match)
             both = want.keys() & got.keys()
             same = sum(want[k] == got[k] for k in both)

@@ -68,9 +68,18 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
     assert materialize(COMMITTED_CSV, deployment).success
     dbs = databases(deployment.database)
     main = source[dbs["main"]]
-    assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
+    # Another deployment's data key in the shared key vault: not this backup's to take.
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    encryption.cipher(source[other].hospitalizations, create=True).key_id("personal_info.name")
+    try:
+        assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
+    finally:
+        assert encryption.drop_keys(source, other) == 1
     folder = newest(tmp_path / "backups")
     assert (folder / backup.VERIFIED).is_file()
+    with gzip.open(folder / encryption.KEY_VAULT_DB / f"{encryption.KEY_VAULT_COLLECTION}.bson.gz") as stream:
+        backed_up_keys = [name for key in bson.decode_file_iter(stream) for name in key["keyAltNames"]]
+    assert sorted(backed_up_keys) == sorted(encryption.key_names(main.hospitalizations).values())
 
     # Layout: mongodump --gzip, owner-only files.
     assert (folder / dbs["main"] / "hospitalizations.bson.gz").is_file()
@@ -107,6 +116,12 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
         audit_after = documents(target[dbs["audit"]].audit_log)
         assert [d for d in audit_after if d["action"] != "restore"] == audit_before
         assert [d["action"] for d in audit_after if d not in audit_before] == ["restore"]
+        # The names decrypt there: the deployment's data keys came with the backup.
+        stay = main.hospitalizations.find_one({}, sort=[("_id", 1)])
+        names = encryption.cipher(restored.hospitalizations)
+        assert encryption.is_encrypted(stay["personal_info"]["name"])
+        assert names.decrypt(restored.hospitalizations.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
+            == encryption.cipher(main.hospitalizations).decrypt(stay["personal_info"]["name"])
         # The validator holds on the restored collection.
         with pytest.raises(Exception, match="[Vv]alidation"):
             restored.hospitalizations.insert_one({"not": "a hospitalization"})
@@ -117,8 +132,11 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
         assert restored.hospitalizations.count_documents({}) == expected
         # ... unless --drop replaces them.
         restored.hospitalizations.delete_many({"personal_info.gender": "Male"})
+        vault = target[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
+        vault.insert_one({"keyAltNames": ["kept_elsewhere.c:personal_info.name"]})  # not this deployment's
         assert cli.main(["restore", "--from", str(folder), "--drop"]) == 0
         assert restored.hospitalizations.count_documents({}) == expected
+        assert vault.count_documents({}) == len(backed_up_keys) + 1
     finally:
         monkeypatch.setenv("MONGODB_URI", first_uri)
         embedded_mongo.stop(second_dir)
@@ -152,6 +170,8 @@ def test_the_bench_figures_a_backup_from_what_it_wrote(loaded, tmp_path):
     client = loaded.client()
     in_source = sum(client[db][info["name"]].count_documents({}) for db in databases(loaded.database).values()
                     for info in client[db].list_collections() if info["type"] == "collection")
+    in_source += client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION].count_documents(
+        backup.key_vault_filter(loaded.database))
     folder = newest(tmp_path / "backups")
     on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.parent != folder)
     assert figures["documents"] == in_source > 0

@@ -30,8 +30,6 @@ import pymongo
 from healthcare_assets import encryption, secrets_file
 from healthcare_assets.resources import credentials, settings
 
-DUPLICATE_KEY = 11000
-
 
 def databases(database: str | None = None) -> dict[str, str]:
     """The hospitalization database and its companions, named after it (healthcare_db ->
@@ -138,17 +136,14 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
     """Copy one hospital's records into the doctor app's database, their names re-encrypted under
     the hospital's own data key in the app's key vault; records the app already has are kept as
     the app left them. Returns how many records that database holds."""
+    from healthcare_assets.release import insert_keeping_existing
+
     target = doctor_app_copy(collection)
     source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
     present = set(target.distinct("_id"))  # one hospital's records
     new = [own.encrypt_document(source.decrypt_document(doc))
            for doc in collection.find({"administrative_info.hospital": hospital}) if doc["_id"] not in present]
-    if new:
-        try:
-            target.insert_many(new, ordered=False)
-        except pymongo.errors.BulkWriteError as exc:  # written by the app meanwhile: the app's version stays
-            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                raise
+    insert_keeping_existing(target, new)  # a record the app wrote meanwhile: the app's version stays
     return target.count_documents({})
 
 

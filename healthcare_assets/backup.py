@@ -194,6 +194,10 @@ class Written:
     seconds: float = 0.0
     collections: dict[str, int] = field(default_factory=dict)  # "db.collection" -> documents
 
+    @property
+    def bytes(self) -> int:
+        return sum(f["bytes"] for f in self.manifest["files"].values())
+
 
 def _collection_infos(client: MongoClient, db: str) -> list[dict]:
     infos = [i for i in client[db].list_collections() if not i["name"].startswith("system.")]

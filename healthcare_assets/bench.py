@@ -367,7 +367,7 @@ def measure_backup(database: str, to: Path) -> dict:
     started = time.perf_counter()
     backup.verify(backup.open_backup(written.location))
     return {"documents": sum(written.collections.values()),
-            "bytes": sum(f["bytes"] for f in written.manifest["files"].values()),
+            "bytes": written.bytes,
             "backup_s": round(written.seconds, 2), "verify_s": round(time.perf_counter() - started, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -673,10 +673,16 @@ def run_child(size: int, csv: str, args, env: dict, log: Path) -> dict:
     started = time.perf_counter()
     with open(log, "w") as err:  # Dagster's event log goes here
         child = subprocess.run(command, check=False, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, text=True)
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
+    figures = _printed_figures(child.stdout)
+    if child.returncode != 0 or figures is None:
         raise RuntimeError(f"size {size}: the child exited {child.returncode}; see {log}")
-    return {**json.loads(lines[-1]), "process_s": round(time.perf_counter() - started, 2)}
+    return {**figures, "process_s": round(time.perf_counter() - started, 2)}
+
+
+def _printed_figures(stdout: str) -> dict | None:
+    """The JSON line a child mode prints last (`--one`, `--backup`)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
 
 
 def run_backup_child(size: int, env: dict, work: Path) -> dict:
@@ -684,7 +690,7 @@ def run_backup_child(size: int, env: dict, work: Path) -> dict:
     command = [sys.executable, "-m", "healthcare_assets.bench", "--backup", _database(size),
                "--to", str(work / f"backups_{size}")]
     child = subprocess.run(command, check=True, stdout=subprocess.PIPE, env=env, cwd=REPO, text=True)
-    return json.loads([line for line in child.stdout.splitlines() if line.startswith("{")][-1])
+    return _printed_figures(child.stdout)
 
 
 def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:

@@ -68,6 +68,7 @@ ID_BATCH = 100
 WRITE_BATCH = 1000  # group updates per bulk write
 K = privacy.K_ANONYMITY
 L = privacy.L_DIVERSITY
+DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is already there
 
 
 class ReleaseLockError(RuntimeError):
@@ -76,6 +77,19 @@ class ReleaseLockError(RuntimeError):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def insert_keeping_existing(collection: Collection, documents: list[dict]) -> int:
+    """Insert the documents; one whose _id is already there (an interrupted operation redone, or
+    written by someone else meanwhile) is kept as it is. Returns how many were given."""
+    if not documents:
+        return 0
+    try:
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+            raise
+    return len(documents)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -415,25 +429,13 @@ class Release:
     def _publish(self, plan: Plan, lease: Lease) -> int:
         published = 0
         for documents in self._documents_to_publish(plan, self.state()["scheme"]):
-            published += self._insert(self.copy, documents)
+            published += insert_keeping_existing(self.copy, documents)
             lease.renew()
         return published
 
     def _copy_document(self, candidate: dict, released: dict) -> dict:
         """The analysts' copy's document for a candidate, given what it releases."""
         return {"_id": privacy.release_id(candidate["_id"], self.key), **released}
-
-    @staticmethod
-    def _insert(copy: Collection, documents: list[dict]) -> int:
-        """Insert into the copy; a document already there (an interrupted operation redone) is kept."""
-        if not documents:
-            return 0
-        try:
-            copy.insert_many(documents, ordered=False)
-        except BulkWriteError as exc:
-            if any(e["code"] != 11000 for e in exc.details["writeErrors"]):
-                raise
-        return len(documents)
 
     def _erase(self, plan: Plan) -> int:
         """The patients' stays leave the source and the copy, and so do the other stays of groups
@@ -547,7 +549,7 @@ class Release:
                     documents.append(self._copy_document(candidate, doc))
                 elif change.members is not None:
                     change.members = _kept(_remember(change.members, candidate["_id"]))
-            published += self._insert(staged_copy, documents)
+            published += insert_keeping_existing(staged_copy, documents)
             lease.renew()
             self._progress("writing the analysts' copy", published)
         for batch in _chunks(list(rebuilt.groups.values()), WRITE_BATCH):

@@ -42,7 +42,7 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
         "documents": sum(written.collections.values()),
         "collections": dg.MetadataValue.md("\n".join(table)),
         "files": len(files),
-        "bytes": sum(f["bytes"] for f in files.values()),
+        "bytes": written.bytes,
         "seconds": round(written.seconds, 2),
         "consistency": backup.CONSISTENCY,
     })

@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError
 from healthcare_assets import audit, document_counts, encryption, scans, staging
 from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
-from healthcare_assets.release import loading
+from healthcare_assets.release import DUPLICATE_KEY, loading
 from healthcare_assets.resources.mongo import MongoResource
 from healthcare_assets.schema import (
     DOCUMENT_JSON_SCHEMA,
@@ -26,7 +26,6 @@ from healthcare_assets.staging import StagedFrame, sample_rows
 
 LOAD_BATCH = 5_000
 SAMPLE_SIZE = 100
-DUPLICATE_KEY = 11000
 # One load at a time per deployment, and never during a backup (mongo_backup takes this pool too),
 # so a backup never holds half a file.
 WRITES_POOL = "mongo_writes"

@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
-# `dagster asset materialize` does not read [tool.dagster] from pyproject.toml (only `dagster dev`
-# does); it gets the module from this variable, set for that command only (see tools/dagster-env.sh).
-MODULE := healthcare_assets.definitions
+# `dagster asset materialize` (Dagster 1.13) reads neither pyproject.toml nor workspace.yaml: it
+# finds the code in this variable, which the venv's activate script exports (`make install`). Of the
+# variables that name a code location it is the only one the webserver of `dagster dev`, started
+# with a workspace file, does not refuse. With it set, no `dagster` command takes `-m` as well.
+CODE := DAGSTER_autoload_defs_module_name=healthcare_assets.defs
 # .data holds patient data and secrets: what make's commands write there is owner-only.
 OWNER_ONLY := umask 077 &&
 
@@ -34,8 +36,7 @@ $(BIN)/.installed: pyproject.toml Makefile requirements-dev.lock requirements-no
 	# reports and CLI; pycanon.anonymity needs only numpy and pandas, so it goes in without them
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-nodeps.lock
 	# so that `dagster asset materialize --select '*'` works with no flags inside the activated venv
-	printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\n. "%s/tools/dagster-env.sh"\n' \
-		'$(DAGSTER_HOME)' '$(CURDIR)' >> $(BIN)/activate
+	printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\nexport %s\n' '$(DAGSTER_HOME)' '$(CODE)' >> $(BIN)/activate
 	touch $@
 
 install: $(BIN)/.installed
@@ -50,18 +51,20 @@ $(DAGSTER_HOME):
 
 run: install $(DAGSTER_HOME)
 	$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
-	$(OWNER_ONLY) DAGSTER_MODULE_NAME=$(MODULE) $(BIN)/dagster asset materialize --select '*'
+	$(OWNER_ONLY) $(CODE) $(BIN)/dagster asset materialize --select '*'
 	$(BIN)/healthcare-assets summary
 
 test: install
 	$(BIN)/ruff check healthcare_assets healthcare_assets_tests
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs > /dev/null
 	$(BIN)/pytest
 
 dev: install $(DAGSTER_HOME)
-	$(OWNER_ONLY) $(BIN)/dagster dev
+	$(OWNER_ONLY) $(BIN)/dg dev
 
 bench: install
-	$(OWNER_ONLY) $(BIN)/python -m healthcare_assets.bench
+	$(OWNER_ONLY) $(BIN)/python -m healthcare_assets.tooling.bench
 
 mongo-stop: install
 	$(BIN)/healthcare-assets mongo stop

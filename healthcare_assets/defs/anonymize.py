@@ -1,6 +1,6 @@
 """anonymized_view: the client's de-identified view, and the copy analysts actually read.
 
-Each run publishes its own file's stays (healthcare_assets.release): the privacy checks judge
+Each run publishes its own file's stays (healthcare_assets.domain.release): the privacy checks judge
 exactly what the run is about to release, inside the step and before anything is written, so a
 failing check leaves the analysts' copy untouched. The whole-collection audit of the copy is a
 separate, scheduled job that never gates a drop.
@@ -15,9 +15,9 @@ import dagster as dg
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets import audit, encryption, generalization, privacy, scans
-from healthcare_assets.defs.metadata import check_specs
-from healthcare_assets.release import (
+from healthcare_assets.domain import audit, encryption, generalization, privacy
+from healthcare_assets.domain.previews import check_specs
+from healthcare_assets.domain.release import (
     AppliedSources,
     GroupChange,
     Plan,
@@ -28,8 +28,8 @@ from healthcare_assets.release import (
     is_published,
     released_fields,
 )
-from healthcare_assets.resources import settings
-from healthcare_assets.resources.mongo import MongoResource
+from healthcare_assets.plumbing import scans, settings
+from healthcare_assets.plumbing.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
 CHECKS = {
@@ -186,7 +186,7 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
     its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
     read: the embedded server grants per database). Released under the policy in
-    healthcare_assets.privacy: quasi-identifiers generalized at levels chosen for the data, groups
+    healthcare_assets.domain.privacy: quasi-identifiers generalized at levels chosen for the data, groups
     of at least k = 11 stays with at least 2 values of each sensitive field, no linkable id. This
     run publishes its own file's stays, after its checks pass."""
     source = mongo.hospitalizations()

@@ -1,6 +1,6 @@
 """mongo_backup: every database of the deployment, daily, read back before older backups go.
 
-The backup step takes the load's pool, so no load writes while it reads (healthcare_assets.backup
+The backup step takes the load's pool, so no load writes while it reads (healthcare_assets.domain.backup
 says what a backup is consistent with). Its blocking check reads the whole backup back; only once
 it passes are older backups deleted (HEALTHCARE_BACKUP_KEEP). The weekly `restore_drill` takes a
 backup, restores it into scratch databases and compares every document with the source.
@@ -8,12 +8,12 @@ backup, restores it into scratch databases and compares every document with the 
 
 import dagster as dg
 
-from healthcare_assets import backup
-from healthcare_assets.backup_store import open_store
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
-from healthcare_assets.resources import settings
-from healthcare_assets.resources.mongo import MongoResource
+from healthcare_assets.domain import backup
+from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.backup_store import open_store
+from healthcare_assets.plumbing.mongo import MongoResource
 
 GROUP = "backups"
 DRILL_SUFFIX = "__restore_drill"

@@ -10,14 +10,13 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from healthcare_assets import staging
-from healthcare_assets.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
 from healthcare_assets.defs.ingest import raw_csv
-from healthcare_assets.defs.metadata import column_schema, counts_table, profile
-from healthcare_assets.privacy import pseudonym_key
-from healthcare_assets.resources import settings
-from healthcare_assets.schema import AGE_RANGE, CLEANED_DTYPES
-from healthcare_assets.staging import SourceFile, StagedFrame
+from healthcare_assets.domain.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
+from healthcare_assets.domain.previews import column_schema, counts_table, profile
+from healthcare_assets.domain.privacy import pseudonym_key
+from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
+from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
 _ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
                 "datetime64[ms]": pa.timestamp("ms")}

@@ -5,12 +5,11 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healthcare_assets import staging
-from healthcare_assets.defs.metadata import column_schema, profile
-from healthcare_assets.resources import settings
-from healthcare_assets.schema import CSV_COLUMNS, FIELDS
-from healthcare_assets.sources import RawCsvReader, SourceReadError, locate, open_source
-from healthcare_assets.staging import SourceFile, StagedFrame
+from healthcare_assets.domain.previews import column_schema, profile
+from healthcare_assets.domain.schema import CSV_COLUMNS, FIELDS
+from healthcare_assets.domain.sources import RawCsvReader, SourceReadError, locate, open_source
+from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
 RAW_SCHEMA = pa.schema(
     [("line_number", pa.int64()), ("parse_error", pa.string())] + [(f, pa.string()) for f in FIELDS]

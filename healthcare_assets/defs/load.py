@@ -11,18 +11,19 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets import audit, document_counts, encryption, scans, staging
-from healthcare_assets.defs.metadata import check_specs
 from healthcare_assets.defs.quality import quality_report
-from healthcare_assets.release import DUPLICATE_KEY, loading
-from healthcare_assets.resources.mongo import MongoResource
-from healthcare_assets.schema import (
+from healthcare_assets.domain import audit, encryption
+from healthcare_assets.domain.previews import check_specs
+from healthcare_assets.domain.release import DUPLICATE_KEY, loading
+from healthcare_assets.domain.schema import (
     DOCUMENT_JSON_SCHEMA,
     document_body,
     schema_violations,
     to_document,
 )
-from healthcare_assets.staging import StagedFrame, sample_rows
+from healthcare_assets.plumbing import document_counts, scans, staging
+from healthcare_assets.plumbing.mongo import MongoResource
+from healthcare_assets.plumbing.staging import StagedFrame, sample_rows
 
 LOAD_BATCH = 5_000
 SAMPLE_SIZE = 100

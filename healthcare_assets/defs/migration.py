@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from healthcare_assets import access, migration
 from healthcare_assets.defs.load import WRITES_POOL, prepare_collection
-from healthcare_assets.resources.mongo import MongoResource
+from healthcare_assets.domain import access, migration
+from healthcare_assets.plumbing.mongo import MongoResource
 
 
 @dg.op(pool=WRITES_POOL)

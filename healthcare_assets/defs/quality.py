@@ -11,10 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from healthcare_assets import quality_pages
-from healthcare_assets.privacy import IDENTIFYING_COLUMNS
-from healthcare_assets.resources import settings
-from healthcare_assets.schema import (
+from healthcare_assets.domain import quality_pages
+from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
+from healthcare_assets.domain.schema import (
     AGE_RANGE,
     BILLING_MAX,
     CATEGORIES,
@@ -23,7 +22,8 @@ from healthcare_assets.schema import (
     ROOM_NUMBERS,
     STAY_DAYS_MAX,
 )
-from healthcare_assets.staging import StagedFrame
+from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.staging import StagedFrame
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROWS_PARAMETER = "expected_rows"

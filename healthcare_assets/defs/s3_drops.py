@@ -1,0 +1,169 @@
+"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3.
+
+Exactly once per object version: the run_key is key@ETag (the daemon never launches a run_key
+twice, and a changed re-upload has a new ETag), and the JSON cursor remembers every version it
+has handled, so a restarted daemon or two objects stamped with the same second lose nothing.
+
+Each file's runs are found in the UI by the run tags `healthcare/source_key` and
+`healthcare/source_etag`, not by dynamic partitions: partitioning the chain per file would make
+`dagster asset materialize --select '*'` on the local default file require `--partition`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.sensor import get_objects
+
+from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
+from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.s3 import drop_bucket, drop_prefix
+
+SOURCE_KEY_TAG = "healthcare/source_key"
+SOURCE_ETAG_TAG = "healthcare/source_etag"
+
+# S3 stamps an object with the second its upload *started* (a long multipart upload appears
+# late with an old LastModified), so each tick re-lists this far behind the newest object seen
+# and skips what it already handled by key@ETag, not by timestamp alone.
+LOOKBACK = dt.timedelta(hours=1)
+MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
+TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
+# On by default only where a bucket is configured; elsewhere it would only log skips.
+DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED
+
+# Everything a file goes through: every stage and its checks, but the benchmark and the audit,
+# which measure and judge the whole collection, not a file, and the backups, which have their
+# own schedule.
+DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
+                  - dg.AssetSelection.groups("backups"))
+
+# A file's run that dies with its process (its code server recreated) is launched again, whole:
+# staging is per run, and the load writes each row once however many runs load the file. A run
+# failed by its own steps (a bad file, a failed check) is not: the same file would fail the same way.
+# The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
+RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
+              "dagster/retry_on_asset_or_op_failure": "false"}
+
+s3_csv_drop_job = dg.define_asset_job(
+    "s3_csv_drop_job",
+    selection=DROP_SELECTION,
+    description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).",
+    tags=RETRY_TAGS,
+)
+
+
+@dataclass
+class DropCursor:
+    """What the sensor has handled: the newest LastModified seen (epoch seconds) and every
+    object version (key@ETag) stamped within LOOKBACK of it."""
+
+    newest: float = 0.0
+    seen: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> DropCursor:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(float(data["newest"]), dict(data["seen"]))
+
+    def list_after(self) -> dt.datetime | None:
+        """The bound for get_objects (exclusive); None on the first tick: list everything."""
+        if not self.newest:
+            return None
+        return dt.datetime.fromtimestamp(self.newest, dt.UTC) - LOOKBACK
+
+    def mark(self, version: str, last_modified: float) -> None:
+        self.seen[version] = last_modified
+        self.newest = max(self.newest, last_modified)
+
+    def dump(self) -> str:
+        # Only versions the next listing can still return need remembering.
+        horizon = self.newest - LOOKBACK.total_seconds()
+        seen = {v: t for v, t in self.seen.items() if t > horizon}
+        return json.dumps({"newest": self.newest, "seen": seen}, sort_keys=True)
+
+
+def why_not_a_finished_csv(key: str, size: int) -> str | None:
+    """None for a finished CSV export, otherwise why the object is ignored."""
+    name = key.rsplit("/", 1)[-1].lower()
+    if not name:
+        return "a folder marker"
+    if any(marker in name for marker in TEMPORARY_MARKERS):
+        return "a temporary or partial upload (name contains _tmp, .part or .tmp)"
+    if not name.endswith(".csv"):
+        return "not a .csv file"
+    if size == 0:
+        return "empty (0 bytes): an upload in progress or a placeholder"
+    cap = settings.limit("HEALTHCARE_MAX_FILE_BYTES")
+    if size > cap:
+        return (f"too large ({size:,} bytes, more than the limit of {cap:,}); raise "
+                "HEALTHCARE_MAX_FILE_BYTES and copy the object to a new key to load it")
+    return None
+
+
+def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
+    # Bucket and key apart, never an s3:// URL: a key may hold '#', '?', '%' or spaces.
+    return dg.RunRequest(
+        run_key=f"{key}@{etag}",
+        run_config={"ops": {"raw_csv": {"config": {"s3_bucket": bucket, "s3_key": key}}}},
+        tags={SOURCE_KEY_TAG: key, SOURCE_ETAG_TAG: etag},
+    )
+
+
+@dg.sensor(
+    job=s3_csv_drop_job,
+    minimum_interval_seconds=30,
+    default_status=DEFAULT_STATUS,
+)
+def s3_csv_drop_sensor(
+    context: dg.SensorEvaluationContext, s3: S3Resource
+) -> dg.SensorResult | dg.SkipReason:
+    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
+    $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names, empty objects and objects
+    over $HEALTHCARE_MAX_FILE_BYTES."""
+    bucket, prefix = drop_bucket(), drop_prefix()
+    if not bucket:
+        return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")
+    cursor = DropCursor.parse(context.cursor)
+    objects = get_objects(
+        bucket, prefix, since_last_modified=cursor.list_after(), client=s3.get_client()
+    )
+
+    runs: list[dg.RunRequest] = []
+    ignored = 0
+    for obj in objects:  # oldest first
+        key, etag = obj["Key"], obj["ETag"].strip('"')
+        version = f"{key}@{etag}"
+        if version in cursor.seen:
+            continue
+        if len(runs) >= MAX_RUNS_PER_TICK:
+            context.log.info(
+                f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick"
+            )
+            break
+        cursor.mark(version, obj["LastModified"].timestamp())
+        reason = why_not_a_finished_csv(key, obj["Size"])
+        if reason:
+            ignored += 1
+            context.log.info(f"ignored s3://{bucket}/{key}: {reason}")
+            continue
+        context.log.info(
+            f"new file s3://{bucket}/{key} (ETag {etag}, {obj['Size']:,} bytes): requesting a run"
+        )
+        runs.append(run_request_for(bucket, key, etag))
+
+    if runs:
+        return dg.SensorResult(run_requests=runs, cursor=cursor.dump())
+    note = (
+        f"; ignored {ignored} object(s) that are not finished CSV files (see the tick log)"
+        if ignored
+        else ""
+    )
+    return dg.SensorResult(
+        skip_reason=f"no new CSV file in s3://{bucket}/{prefix}{note}", cursor=cursor.dump()
+    )

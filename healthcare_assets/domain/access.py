@@ -1,0 +1,166 @@
+"""Least-privilege roles and users: the single definition used by the code, the embedded server's
+first start and the compose deployment's init step.
+
+The embedded server enforces privileges per database, not per collection, so every promise is
+kept by putting data of different sensitivity in different databases:
+
+  healthcare_db          raw hospitalizations (+ the client's anonymized view)
+  (the companions are named after the main database: see databases())
+  healthcare_analytics   the materialized anonymized copy: all an analyst can read
+  healthcare_doctor_app  one configured hospital's records: all the doctor app can touch
+  healthcare_audit       the audit log: only ADMIN_MASTER reads it
+  encryption             the key vault (__keyVault): the roles that decrypt names read it
+
+The same layout holds on MongoDB 7, where the grants are also per collection. Decrypting a name
+takes find on a key vault and the master key (encryption.py): the roles that serve the
+hospitalizations read `encryption.__keyVault`; the doctor app reads only the key vault in its own
+database, which holds only its hospital's data key; the analysts read no key vault.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymongo
+
+from healthcare_assets.domain import encryption
+from healthcare_assets.plumbing import credentials, secrets_file, settings
+
+
+def databases(database: str | None = None) -> dict[str, str]:
+    """The hospitalization database and its companions, named after it (healthcare_db ->
+    healthcare_analytics, healthcare_doctor_app, healthcare_audit)."""
+    main = database or settings.database_name()
+    prefix = main.removesuffix("_db")
+    return {"main": main, "analytics": f"{prefix}_analytics", "doctor_app": f"{prefix}_doctor_app",
+            "audit": f"{prefix}_audit"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    description: str
+    privileges: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (database, collection, actions)
+    inherits: tuple[tuple[str, str], ...] = ()  # (built-in role, database)
+
+    @property
+    def user(self) -> str:
+        return self.name.lower()
+
+    @property
+    def password_variable(self) -> str:
+        return f"HEALTHCARE_{self.name}_PASSWORD"
+
+
+def roles(database: str | None = None, collection: str | None = None) -> tuple[Role, ...]:
+    dbs = databases(database)
+    db = dbs["main"]
+    coll = collection or settings.collection_name()
+    key_vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION, ("find",))
+    return (
+        Role("ADMIN_MASTER", "everything, including user management", inherits=(("root", "admin"),)),
+        Role("DATA_ENGINEER", "read/write and indexes on the hospitalization database; decrypts names",
+             privileges=(key_vault,), inherits=(("readWrite", db), ("dbAdmin", db))),
+        Role("BACKEND_API", "read/write documents of the collection, decrypts names; no indexes, no admin",
+             privileges=((db, coll, ("find", "insert", "update", "remove")), key_vault)),
+        Role("ANALYST_READONLY", "read the anonymized copy only",
+             privileges=((dbs["analytics"], "", ("find",)),)),
+        Role("DOCTOR_APP", "read and write one configured hospital's records, decrypted with its own data key",
+             privileges=((dbs["doctor_app"], coll, ("find", "insert", "update")),
+                         (dbs["doctor_app"], encryption.KEY_VAULT_COLLECTION, ("find",)))),
+    )
+
+
+def role(name: str, database: str | None = None) -> Role:
+    return next(r for r in roles(database) if r.name == name)
+
+
+def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
+    """Role name -> password, from the environment (never a placeholder of .env.example in
+    production); for the embedded server, missing ones are generated once into
+    $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
+    from_env = {r.password_variable: secrets_file.checked(r.password_variable, os.environ[r.password_variable])
+                for r in roles() if os.environ.get(r.password_variable)}
+    if generate:
+        missing = [r.password_variable for r in roles() if r.password_variable not in from_env]
+        stored = secrets_file.ensure(dict.fromkeys(missing, lambda: secrets.token_urlsafe(24)), data_dir)
+    else:
+        stored = secrets_file.read(data_dir)
+    found = {**stored, **from_env}
+    return {r.name: found[r.password_variable] for r in roles() if found.get(r.password_variable)}
+
+
+def _role_document(r: Role) -> dict:
+    return {
+        "privileges": [{"resource": {"db": d, "collection": c}, "actions": list(a)} for d, c, a in r.privileges],
+        "roles": [{"role": name, "db": d} for name, d in r.inherits],
+    }
+
+
+def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None,
+              has_password: Callable[[str, str], bool] | None = None) -> list[str]:
+    """Create or update every role and its user (idempotent). Returns what was done, per role, and
+    with `has_password(user, password)` whether an existing user's password changed (never the
+    password itself). The admin's own user is done last: it may be the one this client logged in as."""
+    admin = client.admin
+    existing_roles = {x["role"] for x in admin.command("rolesInfo")["roles"]}
+    existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
+    done = []
+    for r in sorted(roles(database), key=lambda r: r.name == "ADMIN_MASTER"):
+        admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **_role_document(r))
+        password = role_passwords.get(r.name)
+        if password is None:
+            done.append(f"{r.name}: role only ({r.password_variable} is not set)")
+            continue
+        if r.user not in existing_users:
+            admin.command("createUser", r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
+            done.append(f"{r.name}: created user {r.user}")
+            continue
+        changed = has_password is not None and not has_password(r.user, password)
+        admin.command("updateUser", r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
+        done.append(f"{r.name}: updated user {r.user}, " + (
+            f"password changed to the one of {credentials.origin(r.password_variable)}" if changed
+            else "password unchanged" if has_password else "password set"))
+    return done
+
+
+def doctor_app_copy(collection: pymongo.collection.Collection) -> pymongo.collection.Collection:
+    return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
+
+
+def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str) -> int:
+    """Copy one hospital's records into the doctor app's database, their names re-encrypted under
+    the hospital's own data key in the app's key vault; records the app already has are kept as
+    the app left them. Returns how many records that database holds."""
+    from healthcare_assets.domain.release import insert_keeping_existing
+
+    target = doctor_app_copy(collection)
+    source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
+    present = set(target.distinct("_id"))  # one hospital's records
+    new = [own.encrypt_document(source.decrypt_document(doc))
+           for doc in collection.find({"administrative_info.hospital": hospital}) if doc["_id"] not in present]
+    insert_keeping_existing(target, new)  # a record the app wrote meanwhile: the app's version stays
+    return target.count_documents({})
+
+
+def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:
+    """Roles, users and the doctor app's slice, as `provision-access` does it; `uri` is
+    the one `collection` was reached by (whether a user already has its password is tried on it)."""
+    from healthcare_assets.domain import audit
+    from healthcare_assets.plumbing.mongo import authenticates, with_credentials
+
+    db = collection.database
+    done = provision(db.client, passwords(), db.name,
+                     has_password=lambda user, password: authenticates(with_credentials(uri, user, password)))
+    hospital = os.environ.get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
+    if hospital:
+        count = refresh_doctor_app(collection, hospital)
+        done.append(f"DOCTOR_APP: {count} records of the configured hospital in {databases(db.name)['doctor_app']}")
+    else:
+        done.append("DOCTOR_APP: HEALTHCARE_DOCTOR_APP_HOSPITAL is not set, no records copied")
+    audit.record(db, "provision_access", "roles and users", len(roles(db.name)))
+    return done

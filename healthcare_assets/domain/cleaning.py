@@ -1,0 +1,177 @@
+"""The cleaning rules, applied to one chunk of raw strings at a time.
+
+Each rule either repairs a value (and is counted) or rejects the row with a reason naming the
+column and the rule. Nothing is dropped without a count: every raw row ends up cleaned,
+quarantined or removed as a duplicate of an earlier row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from healthcare_assets.domain.privacy import patient_ids
+from healthcare_assets.domain.schema import (
+    AGE_RANGE,
+    BILLING_MAX,
+    CATEGORIES,
+    CLEANED_COLUMNS,
+    CLEANED_DTYPES,
+    CSV_COLUMNS,
+    DATE_FORMAT,
+    FIELDS,
+    ROOM_RANGE,
+    STAY_DAYS_MAX,
+)
+
+# Tokens whose letter case str.title() gets wrong.
+_NAME_TOKENS = {"Md": "MD", "Dds": "DDS", "Dvm": "DVM", "Phd": "PhD", "Ii": "II", "Iii": "III", "Iv": "IV"}
+_NAME_TOKEN_RE = re.compile(r"\b(" + "|".join(_NAME_TOKENS) + r")\b")
+_SPACES_RE = r"\s+"
+
+QUARANTINE_COLUMNS = ["line_number", *CSV_COLUMNS.values(), "reason"]
+
+
+def normalize_names(names: pd.Series) -> pd.Series:
+    """'mrs. brandy FLOWERS' -> 'Mrs. Brandy Flowers', 'desiree williams md' -> 'Desiree Williams MD'."""
+    titled = names.str.replace(_SPACES_RE, " ", regex=True).str.strip().str.title()
+    return titled.str.replace(_NAME_TOKEN_RE, lambda m: _NAME_TOKENS[m.group(1)], regex=True)
+
+
+def normalize_hospitals(hospitals: pd.Series) -> pd.Series:
+    """'Hernandez Rogers and Vang,' -> 'Hernandez Rogers and Vang' (the export's trailing commas)."""
+    return hospitals.str.replace(_SPACES_RE, " ", regex=True).str.strip(" ,")
+
+
+def record_keys(frame: pd.DataFrame) -> pd.Series:
+    """A deterministic key per cleaned row: equal rows, equal keys, whatever file they came in."""
+    columns = [frame[field].astype(str) for field in FIELDS]
+    joined = columns[0].str.cat(columns[1:], sep="\x1f")
+    return joined.map(lambda text: hashlib.sha256(text.encode()).hexdigest()[:32])
+
+
+class SeenKeys:
+    """The record keys met so far, as a sorted array of 16-byte digests: 16 bytes a row however
+    wide the row, and a chunk is looked up by binary search, not by rebuilding a set."""
+
+    def __init__(self) -> None:
+        self.digests = np.empty(0, dtype="S16")
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def add(self, keys: pd.Series) -> np.ndarray:
+        """Remember a chunk's keys; return a mask of the ones met before (earlier in it or in an
+        earlier chunk), so the first of equal rows is kept."""
+        chunk = np.fromiter((bytes.fromhex(k) for k in keys), dtype="S16", count=len(keys))
+        seen = np.zeros(len(chunk), bool)
+        if len(self.digests):
+            at = np.minimum(np.searchsorted(self.digests, chunk), len(self.digests) - 1)
+            seen = self.digests[at] == chunk
+        unique, first = np.unique(chunk, return_index=True)  # sorted, first occurrences
+        repeated = np.ones(len(chunk), bool)
+        repeated[first] = False
+        new = unique[~seen[first]]
+        self.digests = np.insert(self.digests, np.searchsorted(self.digests, new), new)
+        return seen | repeated
+
+
+@dataclass
+class CleanedChunk:
+    cleaned: pd.DataFrame  # typed, CLEANED_COLUMNS
+    quarantined: pd.DataFrame  # QUARANTINE_COLUMNS
+    counts: Counter  # what each rule changed or rejected
+
+
+class ChunkCleaner:
+    """Cleans chunk after chunk, remembering record keys (not rows) to find duplicates across chunks."""
+
+    def __init__(self, pseudonym_key: bytes):
+        self.seen_keys = SeenKeys()
+        self.pseudonym_key = pseudonym_key
+
+    def clean(self, raw: pd.DataFrame) -> CleanedChunk:
+        counts: Counter = Counter()
+        raw = raw.reset_index(drop=True)
+        text = raw[list(FIELDS)].apply(lambda col: col.astype(str).str.strip())
+        reasons = pd.Series("", index=raw.index, dtype=object)
+
+        def reject(mask: pd.Series, column: str, rule: str, detail: pd.Series | None = None) -> None:
+            mask = mask.fillna(False).astype(bool) & (reasons == "")  # the first broken rule is the reason
+            if mask.any():
+                reason = f"{column}: {rule}"
+                counts[f"quarantined: {reason}"] += int(mask.sum())
+                reasons[mask] = reason if detail is None else reason + " (" + detail[mask] + ")"
+
+        def got(field: str) -> pd.Series:
+            return "got '" + text[field] + "'"
+
+        reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
+        for field in FIELDS:
+            if field != "test_results":  # absent from older exports
+                reject(text[field] == "", CSV_COLUMNS[field], "required value is missing")
+
+        out = pd.DataFrame(index=raw.index)
+        out["line_number"] = raw["line_number"].astype("int64")
+        out["name"] = normalize_names(text["name"])
+        out["doctor"] = text["doctor"].str.replace(_SPACES_RE, " ", regex=True)
+        out["hospital"] = normalize_hospitals(text["hospital"])
+
+        for field, low, high in (("age", *AGE_RANGE), ("room_number", *ROOM_RANGE)):
+            number = pd.to_numeric(text[field], errors="coerce")
+            header = CSV_COLUMNS[field]
+            reject(number.isna() | (number % 1 != 0), header, "not a whole number", got(field))
+            reject((number < low) | (number > high), header, f"outside {low}..{high}", got(field))
+            out[field] = number.fillna(0).astype("int64")
+
+        billing = pd.to_numeric(text["billing_amount"], errors="coerce")
+        reject(billing.isna(), "Billing Amount", "not a number", got("billing_amount"))
+        reject(billing.abs() > BILLING_MAX, "Billing Amount", f"above {BILLING_MAX:,.0f}", got("billing_amount"))
+        repaired = {"negative_billing_corrected": billing < 0,
+                    "categories_canonicalized": pd.Series(False, index=raw.index)}
+        out["billing_amount"] = billing.abs().fillna(0.0).astype("float64")
+
+        for field in ("date_of_admission", "discharge_date"):
+            parsed = pd.to_datetime(text[field], format=DATE_FORMAT, errors="coerce")
+            reject(parsed.isna(), CSV_COLUMNS[field], "not a date (YYYY-MM-DD)", got(field))
+            out[field] = parsed.astype("datetime64[ms]")
+        stay = (out["discharge_date"] - out["date_of_admission"]).dt.days
+        reject(stay < 0, "Discharge Date", "before Date of Admission")
+        reject(stay > STAY_DAYS_MAX, "Discharge Date", f"stay longer than {STAY_DAYS_MAX} days")
+        out["duration_days"] = stay.fillna(0).astype("int64")
+
+        for field, allowed in CATEGORIES.items():
+            canonical = text[field].str.casefold().map({v.casefold(): v for v in allowed})
+            unknown = canonical.isna() & ~((field == "test_results") & (text[field] == ""))
+            reject(unknown, CSV_COLUMNS[field], f"not one of {list(allowed)}", got(field))
+            repaired["categories_canonicalized"] |= canonical.notna() & (canonical != text[field])
+            out[field] = canonical.fillna("")
+
+        bad = reasons != ""
+        quarantined = raw.loc[bad, ["line_number", *FIELDS]].rename(columns=CSV_COLUMNS)
+        quarantined["reason"] = reasons[bad]
+        good = out.loc[~bad].copy()
+        repaired["names_normalized"] = out["name"] != text["name"]
+        repaired["hospital_names_trimmed"] = out["hospital"] != text["hospital"]
+
+        good["record_key"] = record_keys(good) if len(good) else pd.Series(dtype=str)
+        duplicate = self.seen_keys.add(good["record_key"])
+        counts["duplicates_removed"] = int(duplicate.sum())
+        good = good.loc[~duplicate]
+        good["patient_id"] = patient_ids(good, self.pseudonym_key) if len(good) else pd.Series(dtype=str)
+        for rule, mask in repaired.items():  # repairs count only on the rows that are kept
+            counts[rule] = int(mask.loc[good.index].sum())
+        counts["rows_in"] = len(raw)
+        counts["rows_cleaned"] = len(good)
+        counts["rows_quarantined"] = int(bad.sum())
+        return CleanedChunk(
+            cleaned=good[list(CLEANED_COLUMNS)].astype(CLEANED_DTYPES).reset_index(drop=True),
+            quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True),
+            counts=counts,
+        )
+

@@ -1,0 +1,285 @@
+"""Client-side field-level encryption of the direct identifiers (MongoDB's explicit CSFLE).
+
+The patient's and the doctor's names (schema.ENCRYPTED_FIELDS) are encrypted in this process
+before they are written, with AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic: the same name gives the
+same ciphertext under the same data key, so an equality lookup encrypts its value and is served by
+the index on the field. The server, its storage files and every dump hold BinData subtype 6.
+
+Keys:
+  data keys    in the key vault `encryption.__keyVault` (unique partial index on keyAltNames), one
+               per encrypted field of a collection, by alt name `<db>.<collection>:<field>`: a
+               patient and a doctor of the same name do not share a ciphertext. The doctor app's
+               copy has a key vault of its own in its database, one data key per hospital
+               (doctor_app_cipher): the only keys DOCTOR_APP can read.
+  master key   wraps the data keys, from the KMS provider the environment chooses: `aws` when
+               HEALTHCARE_KMS_KEY_ARN is set (with HEALTHCARE_KMS_REGION or AWS_REGION; AWS
+               credentials from the AWS environment), otherwise `local` with HEALTHCARE_MASTER_KEY
+               (96 bytes, base64), generated once into $HEALTHCARE_DATA_DIR/secrets.env with a
+               warning for a development installation and refused missing in production.
+
+Decrypting needs both find on the key vault and the master key: a role without the key vault's
+privilege (ANALYST_READONLY, DOCTOR_APP for the main vault), or a client without the master key,
+reads BinData only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Iterable
+
+from bson.binary import STANDARD, Binary
+from bson.codec_options import CodecOptions
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.encryption import Algorithm, ClientEncryption
+from pymongo.errors import EncryptionError
+
+from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
+from healthcare_assets.plumbing import secrets_file, settings
+
+KEY_VAULT_DB, KEY_VAULT_COLLECTION = "encryption", "__keyVault"
+KEY_VAULT = f"{KEY_VAULT_DB}.{KEY_VAULT_COLLECTION}"
+MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
+MASTER_KEY_BYTES = 96  # what the local KMS provider takes
+DETERMINISTIC = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic
+ENCRYPTED_SUBTYPE = 6
+_OPTIONS = CodecOptions(uuid_representation=STANDARD)
+
+
+class MasterKeyError(ValueError):
+    pass
+
+
+class NoDataKeyError(LookupError):
+    """The collection's data key does not exist yet: nothing was encrypted with it."""
+
+
+def new_master_key() -> str:
+    return base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
+
+
+def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
+    """A base64 master key as bytes; the error names the variable, never the value."""
+    secrets_file.checked(variable, value)
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != MASTER_KEY_BYTES:
+        raise MasterKeyError(f"{variable} is not {MASTER_KEY_BYTES} bytes in base64 (make one with "
+                             "`python -c 'import base64,os;print(base64.b64encode(os.urandom(96)).decode())'`)")
+    return key
+
+
+def master_key() -> bytes:
+    """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
+    $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
+    set): a key generated inside a container is lost with it, and every name with it."""
+    value = os.environ.get(MASTER_KEY_VARIABLE)
+    if value and value.startswith(secrets_file.PLACEHOLDER) and not settings.mongodb_uri():
+        value = None  # a development checkout's .env copied from .env.example: its own key instead
+    if not value:
+        if settings.mongodb_uri():
+            raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
+                                 "is set, so this is production; set one of them (see docs/deployment.md)")
+        value = secrets_file.ensure({MASTER_KEY_VARIABLE: new_master_key})[MASTER_KEY_VARIABLE]
+        warnings.warn(f"{MASTER_KEY_VARIABLE} is not set: using the development master key in "
+                      f"{secrets_file.path()}", stacklevel=2)
+    return decode_master_key(value)
+
+
+def aws_master_key() -> dict | None:
+    """The AWS KMS key that wraps data keys, when HEALTHCARE_KMS_KEY_ARN chooses AWS."""
+    arn = os.environ.get("HEALTHCARE_KMS_KEY_ARN")
+    if not arn:
+        return None
+    region = os.environ.get("HEALTHCARE_KMS_REGION") or os.environ.get("AWS_REGION")
+    if not region:
+        raise MasterKeyError("HEALTHCARE_KMS_KEY_ARN is set without HEALTHCARE_KMS_REGION (or AWS_REGION)")
+    return {"key": arn, "region": region}
+
+
+def local_provider(key: bytes) -> str:
+    """The name of the local KMS provider holding `key`: named after a digest of it, so that a data
+    key says which master key wraps it, rotation re-wraps exactly those of the old key (and can be
+    run again after an interruption), and a wrong key is refused by name rather than by a failed MAC."""
+    return f"local:{hashlib.sha256(key).hexdigest()[:16]}"
+
+
+def kms_providers() -> dict:
+    """`aws` (credentials fetched from the AWS environment when needed) when chosen; the local
+    master key when not, or when HEALTHCARE_MASTER_KEY is set too (data keys made before a move to AWS)."""
+    providers = {}
+    if aws_master_key():
+        providers["aws"] = {}
+    local = os.environ.get(MASTER_KEY_VARIABLE, "")
+    if not providers or (local and not local.startswith(secrets_file.PLACEHOLDER)):  # unused placeholder under AWS
+        key = master_key()
+        providers[local_provider(key)] = {"key": key}
+    return providers
+
+
+def provider() -> tuple[str, dict | None]:
+    """The provider new data keys are wrapped by, and its master key options."""
+    aws = aws_master_key()
+    return ("aws", aws) if aws else (local_provider(master_key()), None)
+
+
+def ensure_key_vault(client: MongoClient, namespace: str = KEY_VAULT) -> None:
+    """The key vault's unique partial index on keyAltNames: two processes creating the same
+    data key at once leave one."""
+    db, _, coll = namespace.partition(".")
+    client[db][coll].create_index("keyAltNames", unique=True,
+                                  partialFilterExpression={"keyAltNames": {"$exists": True}})
+
+
+def client_encryption(client: MongoClient, namespace: str = KEY_VAULT, providers: dict | None = None) -> ClientEncryption:
+    return ClientEncryption(providers or kms_providers(), namespace, client, _OPTIONS)
+
+
+def is_encrypted(value) -> bool:
+    return isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE
+
+
+class FieldCipher:
+    """Encrypts one collection's direct identifiers under their data keys (created on first use
+    when `create`), and decrypts what any key of the vault encrypted. Deterministic: values are
+    cached both ways, so a load encrypts each distinct name once."""
+
+    def __init__(self, client: MongoClient, key_names: dict[str, str], namespace: str = KEY_VAULT,
+                 create: bool = False):
+        self.client, self.namespace, self.key_names, self.create = client, namespace, key_names, create
+        self.encryption = client_encryption(client, namespace)
+        self._keys: dict[str, Binary] = {}
+        self._encrypted: dict[tuple[str, str], Binary] = {}
+        self._decrypted: dict[bytes, str] = {}
+
+    def key_id(self, field: str) -> Binary:
+        name = self.key_names[field]
+        if name not in self._keys:
+            self._keys[name] = self._find_or_create(name)
+        return self._keys[name]
+
+    def _find_or_create(self, name: str) -> Binary:
+        found = self.encryption.get_key_by_alt_name(name)
+        if found is None and self.create:
+            ensure_key_vault(self.client, self.namespace)
+            kind, options = provider()
+            try:
+                return self.encryption.create_data_key(kind, options, key_alt_names=[name])
+            except EncryptionError:  # made by another process meanwhile (the unique index), or a real error
+                found = self.encryption.get_key_by_alt_name(name)
+                if found is None:
+                    raise
+        if found is None:
+            raise NoDataKeyError(f"no data key {name!r} in {self.namespace}")
+        return found["_id"]
+
+    def encrypt(self, field: str, value: str) -> Binary:
+        cached = self._encrypted.get((field, value))
+        if cached is None:
+            cached = self.encryption.encrypt(value, DETERMINISTIC, key_id=self.key_id(field))
+            self._encrypted[(field, value)] = cached
+        return cached
+
+    def decrypt(self, value):
+        """A clear value from an encrypted one; anything else as it is."""
+        if not is_encrypted(value):
+            return value
+        clear = self._decrypted.get(bytes(value))
+        if clear is None:
+            clear = self._decrypted[bytes(value)] = self.encryption.decrypt(value)
+        return clear
+
+    def encrypt_document(self, doc: dict) -> dict:
+        """The document with its direct identifiers encrypted, in place (clear ones only)."""
+        for part, name in ENCRYPTED_FIELDS:
+            value = doc.get(part, {}).get(name)
+            if isinstance(value, str):
+                doc[part][name] = self.encrypt(f"{part}.{name}", value)
+        return doc
+
+    def decrypt_document(self, doc: dict) -> dict:
+        """A copy of the document with its direct identifiers in clear."""
+        doc = dict(doc)
+        for part, name in ENCRYPTED_FIELDS:
+            if name in doc.get(part, {}):
+                doc[part] = {**doc[part], name: self.decrypt(doc[part][name])}
+        return doc
+
+    def close(self) -> None:
+        self.encryption.close()
+
+
+def field_paths() -> list[str]:
+    return [f"{part}.{name}" for part, name in ENCRYPTED_FIELDS]
+
+
+def key_names(collection: Collection) -> dict[str, str]:
+    """The data keys of a collection's encrypted fields, by alt name."""
+    return {path: f"{collection.full_name}:{path}" for path in field_paths()}
+
+
+def cipher(collection: Collection, create: bool = False) -> FieldCipher:
+    """The cipher of a collection's direct identifiers, its data keys in `encryption.__keyVault`."""
+    return FieldCipher(collection.database.client, key_names(collection), create=create)
+
+
+def doctor_app_vault(copy: Collection) -> str:
+    """The doctor app's own key vault, in its database: the one DOCTOR_APP may read."""
+    return f"{copy.database.name}.{KEY_VAULT_COLLECTION}"
+
+
+def doctor_app_cipher(copy: Collection, hospital: str, create: bool = False) -> FieldCipher:
+    """The cipher of the doctor app's copy: one data key for the hospital, in the app's vault."""
+    name = f"{copy.full_name}:hospital:{hospital}"
+    return FieldCipher(copy.database.client, dict.fromkeys(field_paths(), name), doctor_app_vault(copy), create)
+
+
+def drop_keys(client: MongoClient, database: str) -> int:
+    """Delete the data keys of one database's collections (a test deployment's, when dropped)."""
+    vault = client[KEY_VAULT_DB][KEY_VAULT_COLLECTION]
+    return vault.delete_many({"keyAltNames": {"$regex": "^" + re.escape(database + ".")}}).deleted_count
+
+
+NEW_MASTER_KEY_VARIABLE = "HEALTHCARE_NEW_MASTER_KEY"
+
+
+def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, int]:
+    """Re-wrap the data keys of every vault under a new master key (rewrap_many_data_key): the
+    data keys, and so every stored ciphertext, stay the same. The target is AWS KMS when
+    HEALTHCARE_KMS_KEY_ARN is set (every key not already under it moves there: a key rotated by
+    AWS, or local keys moving to AWS); otherwise HEALTHCARE_NEW_MASTER_KEY, or for a development
+    installation a new key kept in secrets.env under that name until every data key is re-wrapped,
+    then made HEALTHCARE_MASTER_KEY. Returns the keys re-wrapped per vault."""
+    aws = aws_master_key()
+    if aws:
+        providers, target, options = kms_providers(), "aws", aws
+        which = {"$or": [{"masterKey.provider": {"$ne": "aws"}}, {"masterKey.key": {"$ne": aws["key"]}},
+                         {"masterKey.region": {"$ne": aws["region"]}}]}
+    else:
+        old = master_key()
+        pending = os.environ.get(NEW_MASTER_KEY_VARIABLE)
+        development = not pending and not os.environ.get(MASTER_KEY_VARIABLE)
+        if not pending and not development:
+            raise MasterKeyError(f"{MASTER_KEY_VARIABLE} comes from the environment: set {NEW_MASTER_KEY_VARIABLE} "
+                                 "to the new key (96 bytes, base64) to re-wrap the data keys under it")
+        if development:  # stored before any key is re-wrapped under it: an interruption loses nothing
+            pending = secrets_file.ensure({NEW_MASTER_KEY_VARIABLE: new_master_key})[NEW_MASTER_KEY_VARIABLE]
+        new = decode_master_key(pending, NEW_MASTER_KEY_VARIABLE)
+        providers = {local_provider(old): {"key": old}, local_provider(new): {"key": new}}
+        target, options, which = local_provider(new), None, {"masterKey.provider": local_provider(old)}
+    rewrapped = {}
+    for vault in vaults:
+        with client_encryption(client, vault, providers) as keys:
+            result = keys.rewrap_many_data_key(which, provider=target, master_key=options)
+        rewrapped[vault] = result.bulk_write_result.modified_count if result.bulk_write_result else 0
+    if not aws and development:
+        secrets_file.store({MASTER_KEY_VARIABLE: pending, NEW_MASTER_KEY_VARIABLE: ""})
+    return rewrapped

@@ -1,0 +1,253 @@
+"""Choosing how far to generalize each quasi-identifier, for the data at hand, and measuring a release.
+
+The candidates are every combination of levels of the hierarchies in privacy.QUASI_IDENTIFIERS
+(the lattice: 1,728 schemes). Utility is measured as
+
+    loss = generalization + suppression
+
+- generalization: the weighted mean height of the chosen levels (0 = finest band released, 1 = "*"),
+  weighted by what the analyses need (a medical condition weighs 4, ages, years and lengths of stay
+  2, the rest 1);
+- suppression: the share of stays held back because their group has fewer than k stays or a
+  sensitive field with fewer than l values.
+
+The scheme chosen is the one of least loss whose suppression is at most privacy.MAX_SUPPRESSED.
+Schemes are tried in order of generalization; the search stops when the generalization alone
+exceeds the best loss found, so the result is the optimum, usually after a few hundred schemes.
+Each is one pass of integer arithmetic over the stays' codes (numpy), not a pass over the database.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from healthcare_assets.domain import privacy
+from healthcare_assets.domain.privacy import (
+    K_ANONYMITY,
+    L_DIVERSITY,
+    MAX_SUPPRESSED,
+    QUASI_IDENTIFIERS,
+    Scheme,
+)
+
+_WEIGHTS = sum(q.weight for q in QUASI_IDENTIFIERS)
+
+
+def generalization_loss(scheme: Scheme) -> float:
+    return sum(q.weight * scheme[q.field] / (len(q.levels) - 1) for q in QUASI_IDENTIFIERS) / _WEIGHTS
+
+
+@dataclass
+class Evaluation:
+    """A scheme applied to a table of stays."""
+
+    scheme: Scheme
+    stays: int
+    suppressed: int
+    groups: int  # released
+    k: int  # the smallest released group (0: none released)
+    l: int  # the fewest values of a sensitive field in a released group
+
+    @property
+    def generalization(self) -> float:
+        return generalization_loss(self.scheme)
+
+    @property
+    def suppressed_share(self) -> float:
+        return self.suppressed / self.stays if self.stays else 0.0
+
+    @property
+    def loss(self) -> float:
+        return self.generalization + self.suppressed_share
+
+    def summary(self) -> dict:
+        return {"scheme": self.scheme, "stays": self.stays, "suppressed": self.suppressed,
+                "suppressed_share": round(self.suppressed_share, 4), "groups_released": self.groups,
+                "k": self.k, "l": self.l, "generalization_loss": round(self.generalization, 4),
+                "loss": round(self.loss, 4)}
+
+
+class Encoder:
+    """Stays' values as integer codes, one field at a time, as they stream past (memory: four bytes
+    a value, whatever the values are)."""
+
+    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE)
+
+    def __init__(self, fields: tuple[str, ...] = FIELDS):
+        self.fields = fields
+        self.known: dict[str, dict] = {f: {} for f in fields}
+        self.codes: dict[str, array] = {f: array("i") for f in fields}
+
+    def add(self, values: dict) -> None:
+        """values: a stay's exact quasi-identifiers and released sensitive fields (for table()), or
+        any values of the fields (for frame())."""
+        for field in self.fields:
+            known = self.known[field]
+            self.codes[field].append(known.setdefault(values[field], len(known)))
+
+    @property
+    def rows(self) -> int:
+        return len(self.codes[self.fields[0]])
+
+    def _columns(self) -> dict[str, tuple[list, np.ndarray]]:
+        return {f: (list(self.known[f]), np.frombuffer(self.codes[f], dtype=np.int32)) for f in self.fields}
+
+    def table(self) -> Table:
+        return Table(self._columns())
+
+    def frame(self) -> pd.DataFrame:
+        """The values as a DataFrame of categorical columns (a few bytes a cell)."""
+        return pd.DataFrame({f: pd.Categorical.from_codes(codes, categories=pd.Index(values, dtype=object))
+                             for f, (values, codes) in self._columns().items()})
+
+
+def independent_k_and_l(released: pd.DataFrame) -> tuple[int, int]:
+    """k and l of a released table on the full quasi-identifier set, measured by pycanon (an
+    independent implementation of the definitions; 0, 0 for an empty table)."""
+    from pycanon import anonymity  # only the audit and the tests need it
+
+    if released.empty:
+        return 0, 0
+    qi, sensitive = list(privacy.QI_FIELDS), list(privacy.SENSITIVE)
+    return int(anonymity.k_anonymity(released, qi)), int(anonymity.l_diversity(released, qi, sensitive))
+
+
+def _before_label(field: str, level, value) -> str:
+    """How the copy released a value before this policy: finest bands, exact length of stay."""
+    return str(value) if field == "length_of_stay" else level.label(value)
+
+
+class Table:
+    """Stays as integer codes: for each quasi-identifier, its label's code at every level (and as
+    released before this policy); for each sensitive field, its value's code. Built once, then any
+    scheme is evaluated on it."""
+
+    def __init__(self, columns: dict[str, tuple[list, np.ndarray]]):
+        """columns: for each field of Encoder.FIELDS, its distinct values and each stay's code."""
+        self.stays = len(next(iter(columns.values()))[1])
+        self.codes: dict[str, list[np.ndarray]] = {}
+        self.sizes: dict[str, list[int]] = {}
+        self.before: dict[str, tuple[np.ndarray, int]] = {}
+        for qi in QUASI_IDENTIFIERS:
+            distinct, inverse = columns[qi.field]
+            self.codes[qi.field], self.sizes[qi.field] = [], []
+            for level in qi.levels:
+                codes, labels = pd.factorize(np.array([level.label(v) for v in distinct], dtype=object))
+                self.codes[qi.field].append(codes[inverse].astype(np.int64))
+                self.sizes[qi.field].append(len(labels))
+            codes, labels = pd.factorize(np.array([_before_label(qi.field, qi.levels[0], v) for v in distinct],
+                                                  dtype=object))
+            self.before[qi.field] = (codes[inverse].astype(np.int64), len(labels))
+        self.sensitive = [(columns[f][1].astype(np.int64), len(columns[f][0])) for f in privacy.SENSITIVE]
+
+    @classmethod
+    def from_frame(cls, values: pd.DataFrame) -> Table:
+        """values: one row per stay, a column per field of Encoder.FIELDS."""
+        encoder = Encoder()
+        for row in values[list(Encoder.FIELDS)].to_dict("records"):
+            encoder.add(row)
+        return encoder.table()
+
+    def evaluate(self, scheme: Scheme) -> Evaluation:
+        key, space = _keys([(self.codes[q.field][scheme[q.field]], self.sizes[q.field][scheme[q.field]])
+                            for q in QUASI_IDENTIFIERS], self.stays)
+        sizes = np.bincount(key, minlength=space)
+        diversity = np.full(space, np.iinfo(np.int64).max)
+        for codes, values in self.sensitive:
+            present = np.bincount(key * values + codes, minlength=space * values).reshape(space, values) > 0
+            diversity = np.minimum(diversity, present.sum(axis=1))
+        released = (sizes >= K_ANONYMITY) & (diversity >= L_DIVERSITY)
+        return Evaluation(dict(scheme), self.stays, int(sizes[~released].sum()), int(released.sum()),
+                          int(sizes[released].min()) if released.any() else 0,
+                          int(diversity[released].min()) if released.any() else 0)
+
+    def uniqueness_before(self) -> list[dict]:
+        """The uniqueness table on these stays as the copy released them before this policy."""
+        rows, columns = [], []
+        for added in UNIQUENESS_ROWS:
+            columns += [self.before[field] for field in added]
+            key, space = _keys(columns, self.stays)
+            sizes = np.bincount(key, minlength=space)
+            rows.append(_uniqueness_row(added, columns, sizes, self.stays))
+        return rows
+
+
+def _keys(columns: list[tuple[np.ndarray, int]], stays: int) -> tuple[np.ndarray, int]:
+    """One group number per stay from its codes (mixed radix), and how many numbers there may be."""
+    key = np.zeros(stays, dtype=np.int64)
+    space = 1
+    for codes, size in columns:
+        key = key * size + codes
+        space *= size
+    if space > 1 << 24:  # a sparse key space: number the groups present instead
+        key = np.unique(key, return_inverse=True)[1]
+        space = int(key.max()) + 1 if stays else 1
+    return key, space
+
+
+def lattice() -> list[Scheme]:
+    """Every scheme, least generalized first."""
+    fields = [q.field for q in QUASI_IDENTIFIERS]
+    schemes = [dict(zip(fields, levels, strict=True))
+               for levels in itertools.product(*(range(len(q.levels)) for q in QUASI_IDENTIFIERS))]
+    return sorted(schemes, key=generalization_loss)
+
+
+def choose(table: Table) -> tuple[Evaluation, int]:
+    """The scheme of least loss with suppression at most MAX_SUPPRESSED (or, if none has, the one
+    that holds back the fewest stays); and how many schemes were evaluated."""
+    best: Evaluation | None = None
+    fallback: Evaluation | None = None
+    tried = 0
+    for scheme in lattice():
+        if best is not None and generalization_loss(scheme) >= best.loss:
+            break
+        found = table.evaluate(scheme)
+        tried += 1
+        if found.suppressed_share <= MAX_SUPPRESSED:
+            if best is None or found.loss < best.loss:
+                best = found
+        elif fallback is None or found.suppressed < fallback.suppressed:
+            fallback = found
+    return (best or fallback), tried
+
+
+# ---- how identifying a table is: the uniqueness table, before and after -----------------------
+
+# What an outsider may know, added one field at a time (the last row is the full set).
+UNIQUENESS_ROWS = (("age_range", "gender", "blood_type", "medical_condition"), ("admission_year",),
+                   ("length_of_stay",), ("insurance_provider",), ("admission_type",))
+
+
+def _uniqueness_row(added: tuple, fields: list, sizes, total: int) -> dict:
+    return {"quasi_identifiers": ", ".join(added) if len(fields) == len(added) else "+ " + ", ".join(added),
+            "stays": total,
+            "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
+            "under_k": round(float(sizes[sizes < K_ANONYMITY].sum()) / total, 4) if total else 0.0}
+
+
+def uniqueness(groups: Iterable[tuple[dict, int]]) -> list[dict]:
+    """The uniqueness table of released groups: (field values, stays) pairs."""
+    frame = pd.DataFrame([{**group, "_n": n} for group, n in groups])
+    total = int(frame["_n"].sum()) if len(frame) else 0
+    rows, fields = [], []
+    for added in UNIQUENESS_ROWS:
+        fields += added
+        sizes = frame.groupby(fields)["_n"].sum().to_numpy() if total else np.zeros(0, dtype=int)
+        rows.append(_uniqueness_row(added, fields, sizes, total))
+    return rows
+
+
+def uniqueness_markdown(before: list[dict], after: list[dict]) -> str:
+    lines = ["| quasi-identifiers | stays unique before | under k before | stays unique released | under k released |",
+             "|---|---:|---:|---:|---:|"]
+    for b, a in zip(before, after, strict=True):
+        lines.append(f"| {b['quasi_identifiers']} | {b['unique']:.1%} | {b['under_k']:.1%} "
+                     f"| {a['unique']:.1%} | {a['under_k']:.1%} |")
+    return "\n".join(lines)

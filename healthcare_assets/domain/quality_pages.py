@@ -1,0 +1,101 @@
+"""The quality report of every run as one HTML page that opens anywhere, and the index of the last runs.
+
+A page is self-contained: its styles are inline and it loads nothing (no script, font or image),
+so it reads the same offline, with JavaScript off, and makes no request to anyone when opened; a
+Content-Security-Policy says so to the browser as well. It is rendered from a plain dict by Jinja2
+templates (autoescaped: a file name is text, never markup), and the dict is kept next to it as
+JSON, which is what the index is drawn from. The dict never holds a patient's value: defs/quality.py
+builds it from counts and aggregates only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import jinja2
+
+from healthcare_assets.plumbing import settings
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("healthcare_assets", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,  # a missing figure fails the run instead of printing nothing
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_TEMPLATES.filters["number"] = lambda value: f"{value:,}" if isinstance(value, int) else value
+
+
+def quality_dir() -> Path:
+    """The Data Docs site; the runs' pages are in its runs/ folder."""
+    return settings.reports_dir() / "quality"
+
+
+def runs_dir() -> Path:
+    return quality_dir() / "runs"
+
+
+def index_path() -> Path:
+    return runs_dir() / "index.html"
+
+
+def report_path(run_id: str) -> Path:
+    return runs_dir() / f"{run_id}.html"
+
+
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """Runs may end at the same moment: one at a time prunes and rewrites the indexes."""
+    folder = settings.private_dir(quality_dir())
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def keep_newest(paths: Iterable[Path], keep: int) -> list[Path]:
+    """Remove all but the `keep` most recently modified files or folders; return what was removed."""
+    existing = [(p.stat().st_mtime, p) for p in paths if p.exists()]
+    removed = [p for _, p in sorted(existing, reverse=True)[keep:]]
+    for path in removed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def _write(path: Path, text: str) -> None:
+    # Whole or not at all: a person may open the page while the run writes it.
+    written = settings.write_owner_only(path.with_name(f".{path.name}.tmp"), text)
+    os.replace(written, path)
+
+
+def publish(report: dict) -> Path:
+    """Write the run's page and its data, keep the newest HEALTHCARE_REPORTS_KEEP runs, rewrite
+    the index; the caller holds `exclusive()`. Returns the page."""
+    settings.private_dir(runs_dir())
+    page = report_path(report["run_id"])
+    _write(page.with_suffix(".json"), json.dumps(report, indent=2))
+    _write(page, _TEMPLATES.get_template("quality_report.html.j2").render(report=report))
+    for dropped in keep_newest(runs_dir().glob("*.json"), settings.reports_keep()):
+        dropped.with_suffix(".html").unlink(missing_ok=True)
+    runs = [json.loads(p.read_text()) for p in runs_dir().glob("*.json")]
+    runs.sort(key=lambda run: run["written_at"], reverse=True)
+    _write(index_path(), _TEMPLATES.get_template("quality_index.html.j2").render(runs=runs))
+    return page
+
+
+def latest() -> Path | None:
+    """The page of the run that wrote last, if any."""
+    pages = [p.with_suffix(".html") for p in runs_dir().glob("*.json")]
+    pages = [p for p in pages if p.exists()]
+    return max(pages, key=lambda p: p.stat().st_mtime) if pages else None

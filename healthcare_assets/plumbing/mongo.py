@@ -1,0 +1,166 @@
+"""MongoResource: real MongoDB when MONGODB_URI is set, otherwise the embedded daemon."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import dagster as dg
+import pymongo
+from pymongo import uri_parser
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from healthcare_assets.plumbing import credentials, embedded_mongo, secrets_file, settings
+
+_clients: dict[str, pymongo.MongoClient] = {}
+
+
+class MongoUnreachableError(RuntimeError):
+    pass
+
+
+UNPARSED = "(a MongoDB URI that does not parse)"
+
+
+def _split(uri: str) -> tuple[str, str, str] | None:
+    """(scheme, credentials, hosts) as the URI spec and pymongo split them: options after the
+    first '?', the database after the first '/', credentials before the last '@' of what is left.
+    None when an '@' is left elsewhere: a '/' or '?' in a password was not percent-encoded, and
+    what looks like the hosts may be a piece of it."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme not in ("mongodb", "mongodb+srv"):
+        return None
+    netloc = rest.partition("?")[0].partition("/")[0]
+    if "@" in rest[len(netloc):]:
+        return None
+    credentials, _, hosts = netloc.rpartition("@")
+    return scheme, credentials, hosts
+
+
+def redact(uri: str) -> str:
+    """The hosts of a URI ("db1:27017,db2:27017", an SRV name), safe for logs and metadata: built
+    from the parsed host list, never the URI's text, so no credentials or options can reach them.
+    No DNS lookup for mongodb+srv."""
+    split = _split(uri)
+    if split is None:
+        return UNPARSED
+    scheme, _, hosts = split
+    srv = scheme == "mongodb+srv"
+    try:
+        nodes = uri_parser.split_hosts(hosts, default_port=None if srv else 27017)
+    except (ValueError, pymongo.errors.PyMongoError):
+        return UNPARSED
+    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host
+                     for host, port in nodes)
+    return f"{label} (SRV)" if srv else label
+
+
+def _production_uri(uri: str) -> str:
+    """MONGODB_URI, refused when its password is still a placeholder of .env.example."""
+    split = _split(uri)
+    if split and split[1]:
+        with contextlib.suppress(pymongo.errors.PyMongoError):  # pymongo itself reports a bad URI
+            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1])
+    return uri
+
+
+def connect(uri: str) -> pymongo.MongoClient:
+    """A cached client for the URI, checked with a ping so a dead server fails fast and clearly."""
+    client = _clients.get(uri)
+    if client is None:
+        options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+        try:
+            client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True, tz_aware=False, **options)
+        except pymongo.errors.ConfigurationError as exc:
+            # pymongo's message can quote a piece of the URI, and of a password in it: not chained
+            raise MongoUnreachableError(
+                f"MongoDB URI {redact(uri)} is not valid: {type(exc).__name__}. Percent-encode "
+                "'@', ':', '/', '?' and '%' in the user name and password of MONGODB_URI."
+            ) from None
+        try:
+            client.admin.command("ping")
+        except pymongo.errors.OperationFailure as exc:
+            client.close()
+            if credentials.is_refused(exc):
+                raise _refused(uri) from None  # the server answered: not a connection problem
+            raise
+        except pymongo.errors.PyMongoError as exc:
+            client.close()
+            raise MongoUnreachableError(
+                f"cannot reach MongoDB at {redact(uri)}: {type(exc).__name__}. Check that the server "
+                "is running and reachable from here, and the host, port, credentials and TLS options "
+                "in MONGODB_URI (unset it to use the embedded server)."
+            ) from exc
+        _clients[uri] = client
+    return client
+
+
+def _refused(uri: str) -> credentials.AuthenticationRefusedError:
+    """The error for a password the server refused: whose it is and where it came from."""
+    user = uri_parser.parse_userinfo(_split(uri)[1])[0]
+    if uri != settings.mongodb_uri():
+        return embedded_mongo.refused(settings.data_dir(), user)
+    return credentials.refused(
+        redact(uri), user, "MONGODB_URI",
+        "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
+        "on the server as its administrator (`healthcare-assets provision-access` sets every other role's "
+        "password from HEALTHCARE_<ROLE>_PASSWORD).")
+
+
+def with_credentials(uri: str, user: str, password: str) -> str:
+    """The same URI (hosts, options, TLS files) with another user's credentials, checked against admin."""
+    scheme, _, hosts = _split(uri)
+    rest = uri.partition("://")[2]
+    tail = rest[len(rest.partition("?")[0].partition("/")[0]):]
+    if "authsource=" not in tail.lower():
+        tail = (tail if "?" in tail else (tail or "/") + "?") + ("&" if "=" in tail else "") + "authSource=admin"
+    return f"{scheme}://{quote_plus(user)}:{quote_plus(password)}@{hosts}{tail}"
+
+
+def authenticates(uri: str) -> bool:
+    """Whether the server accepts the URI's credentials (False only when it refuses them)."""
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.OperationFailure as exc:
+            if credentials.is_refused(exc):
+                return False
+            raise
+
+
+class MongoResource(dg.ConfigurableResource):
+    """Where the documents go. The URI is read from MONGODB_URI at run time, never stored in
+    config, so credentials never show up in the UI or in run metadata."""
+
+    database: str = "healthcare_db"
+    collection: str = "hospitalizations"
+    data_dir: str | None = None  # embedded storage root; None means $HEALTHCARE_DATA_DIR
+
+    def uri(self) -> str:
+        if settings.mongodb_uri():
+            return _production_uri(settings.mongodb_uri())
+        data_dir = Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
+        embedded_mongo.ensure_running(data_dir)
+        return embedded_mongo.client_uri(data_dir)
+
+    def client(self) -> pymongo.MongoClient:
+        return connect(self.uri())
+
+    def db(self) -> Database:
+        return self.client()[self.database]
+
+    def hospitalizations(self) -> Collection:
+        return self.db()[self.collection]
+
+    def server_label(self) -> str:
+        return redact(self.uri()) + ("" if settings.mongodb_uri() else " (embedded secantusdb)")
+
+
+def mongo_resource_from_env() -> MongoResource:
+    return MongoResource(
+        database=settings.database_name(),
+        collection=settings.collection_name(),
+    )

@@ -1,0 +1,97 @@
+"""$HEALTHCARE_DATA_DIR/secrets.env, the secrets generated for a development installation (the
+roles' passwords for the embedded server, the pseudonym key), and the rule that production
+secrets are not placeholders. Only this module reads or writes the file.
+
+Several processes may generate at once (two first runs, a run and the CLI), so a change is made
+under an exclusive lock, from a fresh read, and lands by renaming a complete 0600 file over the
+old one: no value is generated twice or lost, and a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from healthcare_assets.plumbing import settings
+
+PLACEHOLDER = "change-me"  # how .env.example marks every secret to be replaced
+MIN_KEY_BYTES = 32
+
+
+class PlaceholderSecretError(ValueError):
+    pass
+
+
+def path(data_dir: Path | None = None) -> Path:
+    return Path(data_dir or settings.data_dir()) / "secrets.env"
+
+
+def read(data_dir: Path | None = None) -> dict[str, str]:
+    """Every stored value. A file that others can read (written by an older version) is made 0600."""
+    file = path(data_dir)
+    if not file.exists():
+        return {}
+    if file.stat().st_mode & 0o077:
+        file.chmod(0o600)
+    return dict(line.partition("=")[::2] for line in file.read_text().splitlines() if line)
+
+
+def ensure(generators: dict[str, Callable[[], str]], data_dir: Path | None = None) -> dict[str, str]:
+    """Every stored value, after storing a new one for each name of `generators` (name -> function
+    making a value) that has none."""
+    return _update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)},
+                   data_dir)
+
+
+def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str]:
+    """Every stored value, after replacing those of `values` (what the embedded server now has)."""
+    return _update(lambda stored: {k: v for k, v in values.items() if stored.get(k) != v}, data_dir)
+
+
+def _update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None) -> dict[str, str]:
+    """Apply `changes` (stored values -> values to set) under the lock, from a fresh read."""
+    file = path(data_dir)
+    settings.private_dir(file.parent)
+    with open(file.with_suffix(".lock"), "a") as lock:
+        os.fchmod(lock.fileno(), 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        stored = read(data_dir)
+        changed = changes(stored)
+        if changed:
+            stored.update(changed)
+            _replace(file, "".join(f"{k}={v}\n" for k, v in stored.items()))
+    return stored
+
+
+def _replace(file: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".secrets.", suffix=".tmp")  # mkstemp: 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def checked(variable: str, value: str, min_bytes: int = 0) -> str:
+    """`value` of the environment variable `variable`, refused in production (MONGODB_URI is set)
+    when it is still a placeholder of .env.example or shorter than `min_bytes`. The error names
+    the variable, never the value."""
+    if settings.mongodb_uri():
+        if value.startswith(PLACEHOLDER):
+            raise PlaceholderSecretError(
+                f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: MONGODB_URI is set, "
+                "so this is production; set a long random value")
+        if len(value.encode()) < min_bytes:
+            raise PlaceholderSecretError(
+                f"{variable} is shorter than {min_bytes} bytes: MONGODB_URI is set, so this is "
+                f"production; set a random value of at least {min_bytes} bytes")
+    return value

@@ -1,0 +1,225 @@
+"""`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore,
+rotate the master key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from healthcare_assets.plumbing import embedded_mongo, settings
+from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
+
+
+def _mongo(args: argparse.Namespace) -> int:
+    data_dir = settings.data_dir()
+    if args.action == "start":
+        print(embedded_mongo.ensure_running(data_dir))
+    elif args.action == "uri":
+        print(settings.mongodb_uri() or embedded_mongo.ensure_running(data_dir))
+    elif args.action == "status":
+        state = embedded_mongo.status(data_dir)
+        print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
+        return 0 if state else 3
+    elif args.action == "stop":
+        state = embedded_mongo.stop(data_dir)
+        print(f"stopped pid {state['pid']} on port {state['port']}" if state else "not running")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """What a run produced and where to look, for people and for `make run`."""
+    from healthcare_assets.domain import quality_pages
+    from healthcare_assets.domain.privacy import VIEW_NAME
+    from healthcare_assets.domain.release import Release
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    collection = mongo.hospitalizations()
+    reports = settings.reports_dir()
+    print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")
+    print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
+    release = Release(collection, b"")
+    print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
+          f"({(release.state() or {}).get('groups_held_back', 0)} groups held back under k or l; view {collection.database.name}.{VIEW_NAME})")
+    quality = quality_pages.quality_dir()
+    for path in sorted(p for p in reports.rglob("*.json") if quality not in p.parents):
+        print(f"report        {path}")
+    latest = quality_pages.latest()
+    if latest:
+        print(f"quality       {latest}  (opens offline; the last runs: {quality_pages.index_path()})")
+    if (quality / "index.html").exists():
+        print(f"data docs     {quality / 'index.html'}  (Great Expectations; needs internet)")
+    for path in sorted(settings.quarantine_dir().glob("*.csv")):
+        print(f"quarantine    {path}")
+    return 0
+
+
+def _provision_access(args: argparse.Namespace) -> int:
+    from healthcare_assets.domain import access
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
+        print(line)
+    return 0
+
+
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from healthcare_assets.domain import access, encryption
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    copy = access.doctor_app_copy(mongo.hospitalizations())
+    rewrapped = encryption.rotate_master_key(mongo.client(), [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
+    for vault, count in rewrapped.items():
+        print(f"re-wrapped {count:>4}  data keys in {vault}")
+    if encryption.aws_master_key() is None and encryption.MASTER_KEY_VARIABLE in os.environ:
+        print(f"now set {encryption.MASTER_KEY_VARIABLE} to the value of {encryption.NEW_MASTER_KEY_VARIABLE} "
+              "wherever the pipeline and the roles that decrypt run, then unset the latter")
+    return 0
+
+
+def _selection(args: argparse.Namespace, collection):
+    """The patients the arguments stand for and 0, or None and the exit code after saying why they
+    do not pick any safely (2: not a name; 5: a name of several patients)."""
+    from healthcare_assets.domain import gdpr
+
+    try:
+        return gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
+    except gdpr.PatientSelectionError as exc:
+        print(exc, file=sys.stderr)
+        return None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
+
+
+def _export_patient(args: argparse.Namespace) -> int:
+    from healthcare_assets.domain import gdpr
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    collection = mongo_resource_from_env().hospitalizations()
+    selection, code = _selection(args, collection)
+    if selection is None:
+        return code
+    count = gdpr.export_patient(collection, Path(args.out), selection)
+    print(f"wrote {count} records to {args.out}")
+    return 0 if count else 4
+
+
+def _erase_patient(args: argparse.Namespace) -> int:
+    from healthcare_assets.domain import gdpr
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    collection = mongo_resource_from_env().hospitalizations()
+    selection, code = _selection(args, collection)
+    if selection is None:
+        return code
+    for patient in selection.patients:
+        print(patient.describe())
+    if not selection.patients:
+        print(f"no records of {selection.name!r} in the collection or in quarantine")
+    removed = gdpr.erase_patient(collection, selection, apply=args.yes)
+    verb = "removed" if args.yes else "would remove"
+    for place, count in removed.items():
+        print(f"{'kept' if place == gdpr.KEPT else verb} {count:>6}  {place}")
+    if not args.yes:
+        print("dry run: nothing was removed (the analysts' and doctor app's copies lose the same stays); "
+              "run again with --yes to erase")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """Back up, read the backup back, then prune: what the scheduled job does."""
+    from healthcare_assets.domain import backup
+    from healthcare_assets.plumbing.backup_store import open_store
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), args.to, log=print)
+    try:
+        opened = backup.open_backup(written.location)
+        report = backup.verify(opened)
+    except backup.BackupError as exc:
+        print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
+        return 6
+    backup.mark_verified(opened, report)
+    deleted = backup.prune(open_store(str(opened.store)), opened.name)
+    print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
+          f"{written.seconds:.1f} s; read back intact")
+    for name in deleted:
+        print(f"deleted older backup {name}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from healthcare_assets.domain import audit, backup
+    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
+
+    mongo = mongo_resource_from_env()
+    try:
+        opened = backup.open_backup(args.source, latest=args.latest)
+        print(f"restoring {opened.location} into {mongo.server_label()}")
+        counts = backup.restore(opened, mongo.client(), drop=args.drop, log=print)
+    except (backup.BackupError, backup.RestoreRefusedError) as exc:
+        print(exc, file=sys.stderr)
+        return 7
+    audit.record(mongo.db(), "restore", opened.name, sum(counts.values()), collections=len(counts))
+    print(f"restored {sum(counts.values()):,} documents in {len(counts)} collections")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mongo = commands.add_parser("mongo", help="the embedded MongoDB-compatible server")
+    mongo.add_argument("action", choices=["start", "stop", "status", "uri"])
+    mongo.set_defaults(handler=_mongo)
+
+    generate = commands.add_parser("generate", help="write a seeded synthetic export")
+    add_generate_arguments(generate)
+    generate.set_defaults(handler=run_generate)
+
+    summary = commands.add_parser("summary", help="where the results of the last run are")
+    summary.set_defaults(handler=_summary)
+
+    provision = commands.add_parser("provision-access", help="create or update roles and users (idempotent)")
+    provision.set_defaults(handler=_provision_access)
+
+    for command, handler, text in (("export-patient", _export_patient, "write one patient's records as JSON"),
+                                   ("erase-patient", _erase_patient, "remove one patient everywhere")):
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("--name", required=True, help="the full name as exported; letter case does not matter")
+        sub.add_argument("--gender", help="narrow to one gender when the name is shared")
+        sub.add_argument("--blood-type", help="narrow to one blood type when the name is shared")
+        sub.add_argument("--all", action="store_true",
+                         help="every patient of that name (and gender, blood type), when it is shared")
+        if command == "export-patient":
+            sub.add_argument("--out", required=True, help="the JSON file to write")
+        else:
+            sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
+        sub.set_defaults(handler=handler)
+
+    rotate = commands.add_parser("rotate-keys", help="re-wrap every data key under a new master key "
+                                                     "(HEALTHCARE_NEW_MASTER_KEY, or HEALTHCARE_KMS_KEY_ARN)")
+    rotate.set_defaults(handler=_rotate_keys)
+
+    backup = commands.add_parser("backup", help="back up every database of the deployment, then read it back")
+    backup.add_argument("--to", help="a folder or s3://bucket/prefix (default: HEALTHCARE_BACKUP_URI, or "
+                                     "$HEALTHCARE_DATA_DIR/backups)")
+    backup.set_defaults(handler=_backup)
+
+    restore = commands.add_parser("restore", help="restore a backup into the configured server")
+    restore.add_argument("--from", dest="source", required=True,
+                         help="a backup's folder, or with --latest the folder or s3:// prefix holding backups")
+    restore.add_argument("--latest", action="store_true", help="the newest complete backup under --from")
+    restore.add_argument("--drop", action="store_true", help="replace databases that already hold collections")
+    restore.set_defaults(handler=_restore)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

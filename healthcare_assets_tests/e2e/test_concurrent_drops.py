@@ -1,0 +1,417 @@
+"""Runs that overlap lose nothing: two files loaded at the same time, by two processes against one
+MongoDB server or by dagster-daemon launching two sensor runs at once, leave every row in
+`hospitalizations` and the analysts' copy equal to the anonymized view, document for document.
+
+Everything is real: the embedded MongoDB daemon, separate `dagster` / `dagster-daemon` processes
+on a temporary DAGSTER_HOME, moto's HTTP S3 endpoint. The tests only look at what a user can see
+(run statuses and metadata in the Dagster instance, the collections), never at how the copy is
+maintained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+from bson import json_util
+from dagster import DagsterEventType
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from healthcare_assets.defs.s3_drops import SOURCE_KEY_TAG
+from healthcare_assets.domain.access import databases
+from healthcare_assets.domain.privacy import (
+    COPY_COLLECTION,
+    K_ANONYMITY,
+    L_DIVERSITY,
+    QI_FIELDS,
+    SENSITIVE,
+    VIEW_NAME,
+    exact_values,
+    generalize,
+)
+from healthcare_assets.domain.release import SCHEME
+from healthcare_assets.plumbing.mongo import MongoResource
+from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets_tests.fixtures.environment import DEV_EXTRA, unavailable
+from healthcare_assets_tests.fixtures.runs import materialize, materialized
+
+BIN = Path(sys.executable).parent  # the venv's console scripts: dagster, dagster-daemon
+MODULE = "healthcare_assets.definitions"
+JOB = "s3_csv_drop_job"
+PRELOAD_ROWS = 8_000  # a database already holding data, so the copy is not trivial to rebuild
+# file -> (rows, seed): two disjoint exports of one size, so that both runs reach the analysts'
+# copy at about the same moment instead of one after the other
+DROPS = {"north": (2_500, 4101), "south": (2_500, 4202)}
+TEST_TAG = "healthcare_test/drop"
+RUN_TIMEOUT = 240  # seconds a CLI run may take before the test gives up on it
+DAEMON_TIMEOUT = 360  # seconds the daemon has to finish both sensor runs
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+NO_TELEMETRY = "telemetry:\n  enabled: false\n"
+# The deployment's queue: at most two runs at a time (dequeued every second here, every five by
+# default), and every pool a step names limited to one step at a time. In Dagster 1.13 the run
+# limit goes under `concurrency: runs:` once `concurrency:` is used: `max_concurrent_runs` in the
+# run coordinator's own config next to a `concurrency:` section is refused as a config error.
+QUEUED_INSTANCE = NO_TELEMETRY + """\
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+  pools:
+    default_limit: 1
+"""
+
+
+# --- what is compared --------------------------------------------------------------------------
+
+
+def canonical(documents) -> list[str]:
+    """Documents as sorted canonical JSON, without `_id` (the copy's own key; the view has none):
+    two collections hold the same documents exactly when these lists are equal."""
+    return sorted(
+        json_util.dumps({k: v for k, v in doc.items() if k != "_id"}, sort_keys=True)
+        for doc in documents
+    )
+
+
+def copy_and_view(db: Database) -> tuple[list[str], list[dict]]:
+    """(the analysts' copy, canonical; the view's documents) of the hospitalization database `db`."""
+    analytics = db.client[databases(db.name)["analytics"]]
+    return canonical(analytics[COPY_COLLECTION].find({})), list(db[VIEW_NAME].find({}))
+
+
+def differences(expected: list[str], found: list[str], label: str) -> str:
+    """A readable account of how two canonical lists differ (counts, then a few examples)."""
+    want, got = Counter(expected), Counter(found)
+    missing, extra = want - got, got - want
+    return (
+        f"{label}: expected {len(expected):,} documents, found {len(found):,}; "
+        f"{sum(missing.values()):,} missing, {sum(extra.values()):,} unexpected; "
+        f"e.g. missing {list(missing)[:2]}, unexpected {list(extra)[:2]}"
+    )
+
+
+def copy_view_problems(db: Database, collection: str) -> list[str]:
+    """The copy holds exactly the view's documents, and the view is not empty (an empty copy of an
+    empty view would prove nothing)."""
+    copy, view_docs = copy_and_view(db)
+    view = canonical(view_docs)
+    problems = [] if view else [f"the view {db.name}.{VIEW_NAME} is empty"]
+    if copy != view:
+        problems.append(differences(view, copy, "analysts' copy vs view"))
+    return problems + released_group_problems(db[collection], view_docs)
+
+
+def released_group_problems(hospitalizations: Collection, view_docs: list[dict]) -> list[str]:
+    """Nothing lost, nothing let through: the view (hence the copy) holds every stay of each
+    quasi-identifier group, under the scheme in force, that has at least K_ANONYMITY stays and
+    L_DIVERSITY values of each sensitive field in the collection, and none of another group. The
+    groups are recounted here from the source documents, independently of how the release keeps
+    its own counts."""
+    scheme = hospitalizations.database[SCHEME].find_one({"_id": "current"})["scheme"]
+    sizes: Counter = Counter()
+    values: dict = defaultdict(lambda: defaultdict(set))
+    for doc in hospitalizations.aggregate([{"$project": {"_id": 0, **exact_values()}}]):
+        group = tuple(generalize(doc["_values"], scheme).values())
+        sizes[group] += 1
+        for field in SENSITIVE:
+            values[group][field].add(doc[field])
+    expected = Counter({group: n for group, n in sizes.items()
+                        if n >= K_ANONYMITY and all(len(values[group][f]) >= L_DIVERSITY for f in SENSITIVE)})
+    released = Counter(tuple(doc.get(q) for q in QI_FIELDS) for doc in view_docs)
+    if released == expected:
+        return []
+    short = {g: (released[g], n) for g, n in expected.items() if released[g] < n}
+    extra = {g: (n, expected[g]) for g, n in released.items() if n > expected[g]}
+    return [(f"released groups vs a recount of the source (k = {K_ANONYMITY}): "
+             f"{sum(expected.values()):,} stays should be released, {sum(released.values()):,} are; "
+             f"{len(short)} groups short, e.g. {dict(list(short.items())[:3])} (released, expected); "
+             f"{len(extra)} groups over, e.g. {dict(list(extra.items())[:3])}")]
+
+
+# --- runs as the instance records them ---------------------------------------------------------
+
+
+def load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict | None:
+    """The mongo_hospitalizations materialization's metadata of one run (plain values), if any."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        if entry.dagster_event.asset_key == dg.AssetKey("mongo_hospitalizations"):
+            return {k: v.value for k, v in entry.asset_materialization.metadata.items()}
+    return None
+
+
+def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Each failed step with the error that failed it (the innermost cause, where the reason is)."""
+    messages = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        error = entry.dagster_event.event_specific_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        messages.append(f"{entry.step_key}: {error.message.strip() if error else entry.message}"[:400])
+    return messages
+
+
+def run_problems(instance: dg.DagsterInstance, runs: dict[str, list[dg.DagsterRun]]) -> tuple[list[str], dict]:
+    """(problems, loads): each file has exactly one run and it succeeded; loads holds the
+    mongo_hospitalizations metadata of every run that got that far, succeeded or not."""
+    problems, loads = [], {}
+    for name, found in runs.items():
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} runs recorded, expected 1")
+            continue
+        run = found[0]
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            problems.append(f"{name}: run {run.run_id} {run.status.value}: {failure_messages(instance, run.run_id)}")
+        load = load_metadata(instance, run.run_id)
+        if load is None:
+            problems.append(f"{name}: run {run.run_id} recorded no mongo_hospitalizations materialization")
+        else:
+            loads[name] = load
+    return problems, loads
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def row_problems(db: Database, collection: str, preloaded: dict, loads: dict[str, dict],
+                 files: dict[str, Path]) -> list[str]:
+    """The collection holds the preloaded rows and every cleaned row of each dropped file, each
+    once: each run loaded its own file (the SHA-256 in its metadata is its file's, not the other
+    run's); every file's hash is on exactly its run's rows_loaded documents; the total is the
+    preload plus what the runs inserted; no document comes from anywhere else."""
+    hospitalizations, problems = db[collection], []
+    before = preloaded["documents_inserted"]
+    preload_hash = file_sha256(files["preload"])
+    with_preload = hospitalizations.count_documents({"metadata.sources": preload_hash})
+    if (preloaded["source_sha256"], with_preload) != (preload_hash, before):
+        problems.append(f"preload: {with_preload:,} documents carry its hash, {before:,} were loaded")
+    for name in DROPS:
+        own_hash = file_sha256(files[name])
+        with_hash = hospitalizations.count_documents({"metadata.sources": own_hash})
+        load = loads.get(name)
+        if load is None:
+            problems.append(f"{name}: no load recorded; {with_hash:,} documents carry the file's hash")
+            continue
+        if (load["source_name"], load["source_sha256"]) != (files[name].name, own_hash):
+            problems.append(f"{name}: the run loaded {load['source_name']} ({load['source_sha256'][:12]}), "
+                            f"not {files[name].name} ({own_hash[:12]}); {with_hash:,} documents carry its hash")
+        elif not with_hash == load["rows_loaded"] > 0:
+            problems.append(f"{name}: {with_hash:,} documents carry the file's hash, the run loaded "
+                            f"{load['rows_loaded']:,} rows")
+    total = hospitalizations.count_documents({})
+    inserted = {name: load["documents_inserted"] for name, load in loads.items()}
+    if total != before + sum(inserted.values()):
+        problems.append(f"{total:,} documents, expected {before:,} preloaded + inserted {inserted}")
+    hashes = [preload_hash, *(file_sha256(files[name]) for name in DROPS)]
+    known = hospitalizations.count_documents({"metadata.sources": {"$in": hashes}})
+    if known != total:
+        problems.append(f"{total - known:,} documents come from none of the three files")
+    return problems
+
+
+def fail_on(problems: list[str]) -> None:
+    # pytest.fail, not assert: pytest's own diff of two lists of tens of thousands of strings
+    # takes long and says less than differences() does; and every problem found is reported.
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """The preload and the two drops, generated once for the module."""
+    folder = tmp_path_factory.mktemp("concurrent-exports")
+    files = {"preload": folder / "preload.csv"}
+    generate_csv(rows=PRELOAD_ROWS, seed=4000, out=files["preload"])
+    for name, (rows, seed) in DROPS.items():
+        files[name] = folder / f"{name}.csv"
+        generate_csv(rows=rows, seed=seed, out=files[name])
+    return files
+
+
+@pytest.fixture
+def loaded(mongo: MongoResource, exports) -> dict:
+    """The test's database with the preload's whole chain materialized (view and copy included);
+    yields the preload's load metadata."""
+    result = materialize(exports["preload"], mongo)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    yield materialized(result)["mongo_hospitalizations"]
+
+
+def make_dagster_home(folder: Path, instance_yaml: str) -> Path:
+    """A DAGSTER_HOME (SQLite storage) with its databases created. Two processes that find the
+    storage missing both create it and one fails on a table the other just made, so it is
+    created here first, as it exists in any deployment before its first run."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_pool_limits()
+        instance.all_instigator_state()
+    return home
+
+
+def child_environment(mongo: MongoResource, home: Path) -> dict[str, str]:
+    """The test's environment (MONGODB_URI, HEALTHCARE_DATA_DIR, the pseudonym key, S3 settings
+    when set) for a child process, on the test's database and DAGSTER_HOME. Any other DAGSTER_*
+    variable of the developer's shell (a module name, a workspace) could redirect the command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(MONGODB_DATABASE=mongo.database, DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
+
+
+def start(command: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Popen:
+    """A child in a process group of its own (so it and whatever it starts can be stopped
+    together), output to `log`. The working directory holds no .env for Dagster to pick up."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group, SIGKILL to what is left of it after 20 seconds."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; its children may still be running in the group
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
+
+
+def tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
+def require_tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            unavailable(f"`{name}` (next to {sys.executable} or on PATH)", DEV_EXTRA)
+        return found
+    return str(path)
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_two_cli_runs_at_once_lose_nothing_and_leave_copy_equal_to_view(loaded, mongo, exports, tmp_path):
+    """Two `dagster job execute` processes started together on different files, one Dagster
+    instance and one MongoDB server between them, as a UI launch and a sensor run would share."""
+    dagster = require_tool("dagster")
+    dagster_home = make_dagster_home(tmp_path, NO_TELEMETRY)
+    env = child_environment(mongo, dagster_home)
+    processes, logs = {}, {}
+    for name in DROPS:
+        # JSON is YAML: `-c` takes it as run config. The executor is the code location's own.
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({"ops": {"raw_csv": {"config": {"source": str(exports[name])}}}}))
+        logs[name] = tmp_path / f"{name}.log"
+    # Both commands are prepared first, then started back to back: two runs at the same moment.
+    try:
+        for name in DROPS:
+            processes[name] = start(
+                [dagster, "job", "execute", "-m", MODULE, "-j", JOB, "-c", str(tmp_path / f"{name}.json"),
+                 "--tags", json.dumps({TEST_TAG: name})],
+                env, logs[name], cwd=tmp_path,
+            )
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the {name} run did not finish in {RUN_TIMEOUT} s:\n{tail(logs[name])}")
+    finally:
+        for process in processes.values():
+            stop(process)
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        problems, loads = run_problems(instance, {
+            name: instance.get_runs(filters=dg.RunsFilter(tags={TEST_TAG: name})) for name in DROPS})
+    problems += [f"{name}: `dagster job execute` exited {p.returncode}" for name, p in processes.items()
+                 if p.returncode != 0]
+    db = mongo.db()
+    problems += row_problems(db, mongo.collection, loaded, loads, exports)
+    problems += copy_view_problems(db, mongo.collection)
+    fail_on(problems)
+
+
+def test_daemon_launches_two_dropped_files_at_once_and_copy_equals_view(
+    loaded, mongo, exports, s3_bucket, tmp_path
+):
+    """The deployment's path: two objects dropped in S3 at once, dagster-daemon's sensor requests
+    both runs and its queue (two slots) launches them together."""
+    daemon = require_tool("dagster-daemon")
+    home = make_dagster_home(tmp_path, QUEUED_INSTANCE)
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # the queue is the one meant
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+    keys = {name: f"incoming/{name}.csv" for name in DROPS}
+
+    # Both objects land together, before the daemon's first sensor tick: one tick requests both
+    # runs and the queue (two at a time) launches them together.
+    s3 = boto3.client("s3")
+    with ThreadPoolExecutor(len(keys)) as pool:
+        list(pool.map(lambda name: s3.put_object(Bucket=s3_bucket, Key=keys[name],
+                                                 Body=exports[name].read_bytes()), keys))
+
+    env = child_environment(mongo, home)  # carries HEALTHCARE_S3_BUCKET: the sensor starts running
+    log = tmp_path / "daemon.log"
+    process = start([daemon, "run", "-m", MODULE], env, log, cwd=tmp_path)
+    runs: dict[str, list[dg.DagsterRun]] = {}
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + DAEMON_TIMEOUT
+            while True:
+                runs = {name: instance.get_runs(filters=dg.RunsFilter(tags={SOURCE_KEY_TAG: key}))
+                        for name, key in keys.items()}
+                if all(found and all(r.status in FINISHED for r in found) for found in runs.values()):
+                    break
+                if process.poll() is not None:
+                    pytest.fail(f"dagster-daemon exited ({process.returncode}):\n{tail(log)}")
+                if time.monotonic() > deadline:
+                    states = {n: [r.status.value for r in found] for n, found in runs.items()}
+                    pytest.fail(f"runs not finished after {DAEMON_TIMEOUT} s: {states}\n{tail(log)}")
+                time.sleep(3)
+            problems, loads = run_problems(instance, runs)
+            # When each run started and ended, for the failure report: they overlap when the
+            # queue launched both at once, as it should with two slots.
+            windows = {name: [(round(r.start_time or 0), round(r.end_time or 0)) for r in
+                              instance.get_run_records(filters=dg.RunsFilter(tags={SOURCE_KEY_TAG: key}))]
+                       for name, key in keys.items()}
+    finally:
+        stop(process)
+
+    problems += row_problems(mongo.db(), mongo.collection, loaded, loads, exports)
+    problems += copy_view_problems(mongo.db(), mongo.collection)
+    fail_on(problems + ([f"run (start, end) epoch seconds: {windows}"] if problems else []))

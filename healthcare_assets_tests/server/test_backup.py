@@ -1,0 +1,345 @@
+"""Backups on real servers: two embedded daemons, moto's S3 over HTTP, files damaged on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+
+import boto3
+import bson
+import dagster as dg
+import pytest
+from bson import json_util
+from pymongo import uri_parser
+
+from healthcare_assets.defs.backup import mongo_backup
+from healthcare_assets.domain import backup, encryption
+from healthcare_assets.domain.access import databases
+from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
+from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
+from healthcare_assets.plumbing import embedded_mongo, scans
+from healthcare_assets.plumbing.backup_store import PART_BYTES, LocalStore, S3Store
+from healthcare_assets.plumbing.mongo import MongoResource, connect
+from healthcare_assets.tooling import bench, cli
+from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
+from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
+
+
+@pytest.fixture
+def deployment(mongo, monkeypatch) -> MongoResource:
+    """The CLI's environment pointed at the test's database (and its companions)."""
+    monkeypatch.setenv("MONGODB_DATABASE", mongo.database)
+    yield mongo
+    for companion in databases(mongo.database).values():
+        mongo.client().drop_database(companion)
+
+
+@pytest.fixture
+def loaded(deployment, small_csv) -> MongoResource:
+    """A small export through the whole drop chain: collection, view, analysts' copy, audit log."""
+    assert materialize(small_csv, deployment).success
+    return deployment
+
+
+def newest(folder: Path) -> Path:
+    return folder / max(p.name for p in folder.iterdir())
+
+
+def documents(collection) -> list[dict]:
+    return sorted(collection.find({}), key=lambda d: json_util.dumps(d, sort_keys=True))
+
+
+def describe(db) -> dict:
+    """Each collection's options and indexes, and each view's definition."""
+    return {info["name"]: (info.get("type"), info.get("options"),
+                           sorted((ix["name"], tuple(ix["key"].items()), ix.get("unique", False))
+                                  for ix in db[info["name"]].list_indexes()) if info.get("type") != "view" else [])
+            for info in db.list_collections()}
+
+
+def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp_path, monkeypatch, capsys):
+    source = deployment.client()
+    assert materialize(COMMITTED_CSV, deployment).success
+    dbs = databases(deployment.database)
+    main = source[dbs["main"]]
+    # Another deployment's data key in the shared key vault: not this backup's to take.
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    encryption.cipher(source[other].hospitalizations, create=True).key_id("personal_info.name")
+    try:
+        assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
+    finally:
+        assert encryption.drop_keys(source, other) == 1
+    folder = newest(tmp_path / "backups")
+    assert (folder / backup.VERIFIED).is_file()
+    with gzip.open(folder / encryption.KEY_VAULT_DB / f"{encryption.KEY_VAULT_COLLECTION}.bson.gz") as stream:
+        backed_up_keys = [name for key in bson.decode_file_iter(stream) for name in key["keyAltNames"]]
+    assert sorted(backed_up_keys) == sorted(encryption.key_names(main.hospitalizations).values())
+
+    # Layout: mongodump --gzip, owner-only files.
+    assert (folder / dbs["main"] / "hospitalizations.bson.gz").is_file()
+    view_meta = json_util.loads(gzip.decompress((folder / dbs["main"] / f"{VIEW_NAME}.metadata.json.gz").read_bytes()))
+    assert view_meta["type"] == "view" and view_meta["options"]["viewOn"] == "hospitalizations"
+    assert not (folder / dbs["main"] / f"{VIEW_NAME}.bson.gz").exists()
+    assert not (folder / "admin").exists()
+    for path in folder.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+    with gzip.open(folder / dbs["main"] / "hospitalizations.bson.gz") as stream:
+        assert set(next(bson.decode_file_iter(stream))) >= {"_id", "personal_info", "metadata", "patient_id"}
+
+    # Another server, empty: the restore gives the same databases.
+    second_dir, first_uri = tmp_path / "second", os.environ["MONGODB_URI"]
+    embedded_mongo.ensure_running(second_dir)
+    try:
+        monkeypatch.setenv("MONGODB_URI", embedded_mongo.client_uri(second_dir))
+        capsys.readouterr()
+        assert cli.main(["restore", "--from", str(tmp_path / "backups"), "--latest"]) == 0
+        printed = capsys.readouterr().out
+        target = connect(embedded_mongo.client_uri(second_dir))
+        restored = target[dbs["main"]]
+        expected = main.hospitalizations.count_documents({})
+        assert expected == 54_966  # the committed export's documents (README)
+        assert restored.hospitalizations.count_documents({}) == expected
+        assert f"{dbs['main']}.hospitalizations: {expected:,} documents" in printed
+        assert describe(restored) == describe(main)
+        view = documents(restored[VIEW_NAME])
+        assert view and view == documents(main[VIEW_NAME])  # the view answers as before
+        copy_name = COPY_COLLECTION
+        assert documents(target[dbs["analytics"]][copy_name]) == documents(source[dbs["analytics"]][copy_name])
+        assert describe(target[dbs["analytics"]]) == describe(source[dbs["analytics"]])
+        audit_before = documents(source[dbs["audit"]].audit_log)
+        audit_after = documents(target[dbs["audit"]].audit_log)
+        assert [d for d in audit_after if d["action"] != "restore"] == audit_before
+        assert [d["action"] for d in audit_after if d not in audit_before] == ["restore"]
+        # The names decrypt there: the deployment's data keys came with the backup.
+        stay = main.hospitalizations.find_one({}, sort=[("_id", 1)])
+        names = encryption.cipher(restored.hospitalizations)
+        assert encryption.is_encrypted(stay["personal_info"]["name"])
+        assert names.decrypt(restored.hospitalizations.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
+            == encryption.cipher(main.hospitalizations).decrypt(stay["personal_info"]["name"])
+        # The validator holds on the restored collection.
+        with pytest.raises(Exception, match="[Vv]alidation"):
+            restored.hospitalizations.insert_one({"not": "a hospitalization"})
+
+        # A second restore into the now non-empty databases is refused, and writes nothing.
+        assert cli.main(["restore", "--from", str(tmp_path / "backups"), "--latest"]) == 7
+        assert "non-empty" in capsys.readouterr().err
+        assert restored.hospitalizations.count_documents({}) == expected
+        # ... unless --drop replaces them.
+        restored.hospitalizations.delete_many({"personal_info.gender": "Male"})
+        vault = target[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
+        vault.insert_one({"keyAltNames": ["kept_elsewhere.c:personal_info.name"]})  # not this deployment's
+        assert cli.main(["restore", "--from", str(folder), "--drop"]) == 0
+        assert restored.hospitalizations.count_documents({}) == expected
+        assert vault.count_documents({}) == len(backed_up_keys) + 1
+    finally:
+        monkeypatch.setenv("MONGODB_URI", first_uri)
+        embedded_mongo.stop(second_dir)
+
+
+def test_a_backup_holds_no_secret(loaded, tmp_path):
+    written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path))
+    secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
+               "admin password": uri_parser.parse_uri(loaded.uri())["password"],
+               "master key": os.environ[encryption.MASTER_KEY_VARIABLE]}
+    assert all(len(value) >= 16 for value in secrets.values())
+    folder = Path(written.location)
+    payload = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                       for p in folder.rglob("*") if p.is_file())
+    assert b"personal_info" in payload  # the search does read the documents
+    for name, value in secrets.items():
+        assert value.encode() not in payload, name
+    assert encryption.master_key() not in payload
+    assert loaded.uri().encode() not in payload
+    # the names stay encrypted: a leaked backup without the master key holds none
+    dump = folder / databases(loaded.database)["main"] / "hospitalizations.bson.gz"
+    docs = bson.decode_all(gzip.decompress(dump.read_bytes()))
+    assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
+    clear = encryption.cipher(loaded.hospitalizations()).decrypt_document(docs[0])
+    for part, name in ENCRYPTED_FIELDS:
+        assert clear[part][name].encode() not in payload
+
+
+def test_the_bench_figures_a_backup_from_what_it_wrote(loaded, tmp_path):
+    figures = bench.measure_backup(loaded.database, tmp_path / "backups")
+    client = loaded.client()
+    in_source = sum(client[db][info["name"]].count_documents({}) for db in databases(loaded.database).values()
+                    for info in client[db].list_collections() if info["type"] == "collection")
+    in_source += client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION].count_documents(
+        backup.key_vault_filter(loaded.database))
+    folder = newest(tmp_path / "backups")
+    on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.parent != folder)
+    assert figures["documents"] == in_source > 0
+    assert figures["bytes"] == on_disk > 0
+    assert 0 < figures["peak_rss_mb"] < 100_000 and figures["backup_s"] > 0
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])
+def test_a_damaged_backup_is_refused_naming_the_file(loaded, tmp_path, damage, capsys):
+    written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path / "b"))
+    main = databases(loaded.database)["main"]
+    folder = Path(written.location)
+    if damage == "missing metadata":
+        broken = folder / main / "hospitalizations.metadata.json.gz"
+        broken.unlink()
+    else:
+        broken = folder / main / "hospitalizations.bson.gz"
+        data = bytearray(broken.read_bytes())
+        if damage == "flipped byte":
+            data[len(data) // 2] ^= 0x01
+        else:
+            del data[len(data) - 100:]
+        broken.write_bytes(bytes(data))
+    with pytest.raises(backup.BackupError, match=str(broken)):
+        backup.verify(backup.open_backup(str(folder)))
+    # The restore refuses it before writing anything, naming the file.
+    scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
+    with pytest.raises(backup.BackupError, match=str(broken)):
+        backup.restore(backup.open_backup(str(folder)), loaded.client(), rename=scratch)
+    assert not set(scratch.values()) & set(loaded.client().list_database_names())
+
+
+def test_a_bson_stream_cut_inside_a_document_is_named(tmp_path):
+    """Damage the manifest agrees with (a backup written broken) is caught by the BSON framing."""
+    store = LocalStore(tmp_path)
+    docs = b"".join(bson.encode({"_id": i, "x": "y" * 50}) for i in range(3))
+    summary = backup._write(store, "b", "db/c.bson.gz", iter([docs[:-10]]))
+    opened = backup.Opened(store, "b", {"files": {"db/c.bson.gz": summary}})
+    with pytest.raises(backup.BackupError, match=r"db/c\.bson\.gz: ends inside a document"):
+        list(opened.documents("db", "c"))
+
+
+def test_reads_go_range_by_range_and_take_every_document_once(loaded, monkeypatch):
+    """The embedded server holds a query's whole result: a collection larger than a range is read in
+    several, over the patient_id index, and the analysts' copy over its keyed _id index; together
+    they take each document once, whatever its _id's type."""
+    monkeypatch.setattr(scans, "RANGE_DOCUMENTS", 300)
+    client, dbs = loaded.client(), databases(loaded.database)
+    hospitalizations = client[dbs["main"]].hospitalizations
+    copy = client[dbs["analytics"]][COPY_COLLECTION]
+    copy.insert_one({"_id": 7, "odd": "an _id that is not a string"})
+    for collection in (hospitalizations, copy):
+        total = collection.count_documents({})
+        matches = backup.read_ranges(collection, total)
+        assert len(matches) > 3
+        ids = [d["_id"] for d in backup.raw_documents(collection, matches)]
+        assert len(ids) == len(set(ids)) == total
+        plan = collection.find(matches[1]).explain()["queryPlanner"]["winningPlan"]
+        assert "IXSCAN" in str(plan), plan
+
+
+def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_path):
+    store = LocalStore(tmp_path)
+    a, b, c, d = (backup.new_name(dt.datetime(2026, 11, day, tzinfo=dt.UTC)) for day in (1, 2, 3, 4))
+    for name in (a, b, c, d, "not-a-backup"):
+        (tmp_path / name).mkdir()
+    for name in (a, b, d):
+        (tmp_path / name / backup.VERIFIED).write_text("{}")
+    # c (unverified) and d (newer than the one just verified) are never counted or touched; a
+    # folder not named like a backup is never deleted.
+    assert backup.prune(store, b, keep_count=1) == [a]
+    assert store.names() == [b, c, d, "not-a-backup"]
+    assert backup.prune(store, d, keep_count=2) == [c]
+    assert store.names() == [b, d, "not-a-backup"]
+
+
+def test_the_cli_keeps_the_newest_backups(loaded, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEALTHCARE_BACKUP_KEEP", "2")
+    monkeypatch.setenv("HEALTHCARE_BACKUP_URI", str(tmp_path / "backups"))
+    for _ in range(3):
+        assert cli.main(["backup"]) == 0
+    names = LocalStore(tmp_path / "backups").names()
+    assert len(names) == 2 and all((tmp_path / "backups" / n / backup.VERIFIED).exists() for n in names)
+    assert "deleted older backup" in capsys.readouterr().out
+
+
+def test_backup_to_s3_is_encrypted_and_restores(loaded, s3_bucket, monkeypatch):
+    uri = f"s3://{s3_bucket}/backups"
+    written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), uri)
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]]
+    assert f"backups/{written.name}/{backup.MANIFEST}" in keys
+    for key in keys:
+        assert s3.head_object(Bucket=s3_bucket, Key=key)["ServerSideEncryption"] == "AES256", key
+    opened = backup.open_backup(uri, latest=True)
+    assert opened.name == written.name
+    scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
+    client = loaded.client()
+    try:
+        counts = backup.restore(opened, client, rename=scratch)
+        assert sum(counts.values()) == sum(written.collections.values())
+        report = backup.compare(client, client, opened, scratch)
+        assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
+        assert sum(t["identical"] for t in report.values()) == sum(written.collections.values())
+    finally:
+        for db in scratch.values():
+            client.drop_database(db)
+    # Retention on S3: deleting a backup removes every object under it.
+    backup.mark_verified(opened, {})
+    later = backup.write_backup(client, loaded.database, loaded.server_label(), uri)
+    backup.mark_verified(backup.open_backup(later.location), {})
+    assert backup.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
+    assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"backups/{written.name}/").get("KeyCount")
+
+
+def test_s3_uploads_are_streamed_in_parts_with_the_kms_key(s3_bucket, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_BACKUP_KMS_KEY_ID", "alias/healthcare-backups")
+    store = S3Store(f"s3://{s3_bucket}/p")
+    assert store.encryption() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/healthcare-backups"}
+    monkeypatch.delenv("HEALTHCARE_BACKUP_KMS_KEY_ID")
+    payload = bytes(range(256)) * ((2 * PART_BYTES + 12345) // 256)
+    with store.writer("b", "big.bin") as out:
+        for start in range(0, len(payload), 1 << 20):
+            out.write(payload[start:start + (1 << 20)])
+        assert len(out.parts) == 2 and len(out.buffer) < PART_BYTES  # never more than a part held
+    head = boto3.client("s3").head_object(Bucket=s3_bucket, Key="p/b/big.bin", PartNumber=1)
+    assert head["PartsCount"] == 3
+    with store.reader("b", "big.bin") as stream:
+        assert stream.read() == payload
+
+
+def test_a_failed_upload_leaves_no_object(s3_bucket):
+    store = S3Store(f"s3://{s3_bucket}/p")
+    with pytest.raises(RuntimeError, match="interrupted"), store.writer("b", "x.bin") as out:
+        out.write(b"some bytes")
+        raise RuntimeError("interrupted")
+    assert not store.exists("b", "x.bin")
+    assert not boto3.client("s3").list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_the_asset_its_check_and_the_restore_drill(loaded, tmp_path):
+    """mongo_backup with its blocking check, then the drill: restored into scratch databases and
+    compared document by document; a document that differs fails the comparison."""
+    result = dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
+                                             {s.asset_key for s in c.check_specs}]],
+                            resources={"mongo": loaded},
+                            run_config={"ops": {"mongo_backup": {"config": {"to": str(tmp_path)}}}})
+    assert check_results(result) == {"backup_reads_back_intact": True, "backup_restores_identically": True}
+    drill = next(e for e in result.get_asset_check_evaluations() if e.check_name == "backup_restores_identically")
+    assert drill.metadata["documents_restored"].value > 2_000
+    assert not [n for n in loaded.client().list_database_names() if n.endswith("__restore_drill")]
+
+    opened = backup.open_backup(str(tmp_path), latest=True)
+    client = loaded.client()
+    scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
+    try:
+        backup.restore(opened, client, rename=scratch)
+        restored = client[scratch[databases(loaded.database)["main"]]].hospitalizations
+        restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
+        report = backup.compare(client, client, opened, scratch)
+        assert report[f"{loaded.database}.hospitalizations"]["differing"] == 1
+    finally:
+        for db in scratch.values():
+            client.drop_database(db)
+
+
+def test_an_s3_uri_names_a_bucket(tmp_path):
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        S3Store("s3://")
+    shutil.rmtree(tmp_path)
+    with pytest.raises(backup.BackupError, match="no backup"):
+        backup.open_backup(str(tmp_path), latest=True)

@@ -1,0 +1,176 @@
+"""The zero-infrastructure default: one embedded daemon per data folder, found again, stopped."""
+
+import os
+import subprocess
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pymongo
+import pytest
+
+from healthcare_assets.domain import access
+from healthcare_assets.plumbing import embedded_mongo
+from healthcare_assets.plumbing.mongo import (
+    UNPARSED,
+    MongoResource,
+    MongoUnreachableError,
+    connect,
+    redact,
+)
+
+
+def daemons_on(storage) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "secantus" in " ".join(cmdline) and str(storage) in cmdline:
+            found.append(proc)
+    return found
+
+
+def cli(*args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", *args], check=False, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def own_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    yield tmp_path
+    embedded_mongo.stop(tmp_path)
+
+
+def test_started_once_then_reused_then_stopped(own_data_dir):
+    uri = embedded_mongo.ensure_running(own_data_dir)
+    state = embedded_mongo.status(own_data_dir)
+    assert embedded_mongo.ensure_running(own_data_dir) == uri
+    assert embedded_mongo.status(own_data_dir)["pid"] == state["pid"]
+    assert len(daemons_on(own_data_dir / "mongo")) == 1
+    pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.insert_one({"x": 1})
+
+    assert embedded_mongo.stop(own_data_dir)["pid"] == state["pid"]
+    assert embedded_mongo.status(own_data_dir) is None
+    assert daemons_on(own_data_dir / "mongo") == []
+
+    # storage (and the users) survive a restart
+    embedded_mongo.ensure_running(own_data_dir)
+    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.count_documents({"x": 1}) == 1
+
+
+def test_authentication_is_on_after_the_first_start(own_data_dir):
+    uri = embedded_mongo.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir)["auth"] is True
+    with pytest.raises(pymongo.errors.OperationFailure, match="requires authentication"):
+        pymongo.MongoClient(uri).healthcare_db.hospitalizations.find_one()
+    wrong = uri.replace("mongodb://", "mongodb://admin_master:wrong@") + "&authSource=admin"
+    with pytest.raises(pymongo.errors.OperationFailure, match="authentication failed"):
+        pymongo.MongoClient(wrong).healthcare_db.hospitalizations.find_one()
+    secrets_file = own_data_dir / "secrets.env"
+    assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+    assert "HEALTHCARE_ADMIN_MASTER_PASSWORD=" in secrets_file.read_text()
+
+
+def test_concurrent_starts_make_one_daemon(own_data_dir):
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: cli("mongo", "start", env=env), range(4)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert len({r.stdout.strip() for r in results}) == 1
+    assert len(daemons_on(own_data_dir / "mongo")) == 1
+
+
+def test_cli_status_uri_stop(own_data_dir):
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
+    assert cli("mongo", "status", env=env).returncode == 3
+    uri = cli("mongo", "uri", env=env).stdout.strip()
+    assert uri.startswith("mongodb://127.0.0.1:")
+    assert '"pid"' in cli("mongo", "status", env=env).stdout
+    assert "stopped pid" in cli("mongo", "stop", env=env).stdout
+    assert cli("mongo", "status", env=env).returncode == 3
+
+
+def test_a_dead_daemon_is_replaced(own_data_dir):
+    embedded_mongo.ensure_running(own_data_dir)
+    old = embedded_mongo.status(own_data_dir)
+    psutil.Process(old["pid"]).kill()
+    psutil.Process(old["pid"]).wait(10)
+    embedded_mongo.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir)["pid"] != old["pid"]
+    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).admin.command("ping")["ok"] == 1
+
+
+def test_resource_uses_embedded_server_without_uri(own_data_dir):
+    resource = MongoResource(database="resource_test")
+    resource.hospitalizations().insert_one({"_id": "a"})
+    assert embedded_mongo.status(own_data_dir) is not None
+    assert "embedded" in resource.server_label()
+
+
+def test_unreachable_server_gives_a_clear_error():
+    with pytest.raises(MongoUnreachableError, match=r"cannot reach MongoDB at 127\.0\.0\.1:9: .*MONGODB_URI"):
+        connect("mongodb://user:secret@127.0.0.1:9/?serverSelectionTimeoutMS=300")
+
+
+def test_unreachable_error_never_shows_the_password():
+    with pytest.raises(MongoUnreachableError) as error:
+        connect("mongodb://user:s3cr3t@127.0.0.1:9/?serverSelectionTimeoutMS=300")
+    assert "s3cr3t" not in str(error.value)
+
+
+def test_a_user_added_while_auth_is_off_is_refused(own_data_dir, monkeypatch):
+    provision = access.provision
+
+    def provision_and_intrude(client, role_passwords, database=None):
+        done = provision(client, role_passwords, database)
+        # another local process, in the window of the first start without authentication
+        client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+        return done
+
+    monkeypatch.setattr(access, "provision", provision_and_intrude)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match=r"not exactly the roles.*intruder@admin"):
+        embedded_mongo.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir) is None and daemons_on(own_data_dir / "mongo") == []
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@admin"):  # and at every start
+        embedded_mongo.ensure_running(own_data_dir)
+
+
+def test_a_user_of_another_database_is_refused_at_the_next_start(own_data_dir):
+    embedded_mongo.ensure_running(own_data_dir)
+    admin = pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir))
+    admin.other.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
+    embedded_mongo.stop(own_data_dir)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@other"):
+        embedded_mongo.ensure_running(own_data_dir)
+    assert daemons_on(own_data_dir / "mongo") == []
+
+
+@pytest.mark.parametrize("uri, label", [
+    ("mongodb://admin_master:S3cret#pw@db:27017/", "db:27017"),
+    ("mongodb://admin_master:S3cret%3Fpw%2F@db:27017/healthcare_db?authSource=admin", "db:27017"),
+    ("mongodb://admin_master:S3c%40ret%23pw@db1:27017,db2:27018/?replicaSet=rs0", "db1:27017,db2:27018"),
+    ("mongodb://admin_master:S3c@ret#pw@db:27017/", "db:27017"),  # an unescaped '@': the last one counts
+    ("mongodb+srv://admin_master:S3cret%23pw@cluster0.example.net/?retryWrites=true", "cluster0.example.net (SRV)"),
+    ("mongodb://127.0.0.1:27017/?directConnection=true", "127.0.0.1:27017"),
+    ("mongodb://db", "db:27017"),
+    ("mongodb://admin_master:S3cret?pw@db:27017/", UNPARSED),  # unescaped '?' and '/' cut the URI early
+    ("mongodb://admin_master:S3cret/pw@db:27017/", UNPARSED),
+    ("mongodb://admin_master:12/pw@db/", UNPARSED),  # would read as host admin_master, port 12
+    ("postgresql://admin_master:S3cret@db/", UNPARSED),
+])
+def test_server_labels_never_carry_credentials(uri, label):
+    assert redact(uri) == label
+    assert not [part for part in ("admin_master", "S3c", "ret", "pw") if part in label]
+
+
+@pytest.mark.parametrize("uri", [
+    "mongodb://admin_master:S3cret#pw@127.0.0.1:9/?serverSelectionTimeoutMS=300",
+    "mongodb://admin_master:S3cret?pw@127.0.0.1:9/",
+    "mongodb://admin_master:S3cret:pw@127.0.0.1:9/?serverSelectionTimeoutMS=300",
+])
+def test_connection_errors_never_show_a_password(uri):
+    with pytest.raises(MongoUnreachableError) as error:
+        connect(uri)
+    assert "S3cret" not in "".join(traceback.format_exception(error.value))

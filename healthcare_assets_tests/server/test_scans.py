@@ -1,0 +1,44 @@
+"""Range-by-range passes take every document exactly once, whatever the number of ranges."""
+
+import random
+
+import pytest
+
+from healthcare_assets.plumbing import scans
+
+
+@pytest.fixture
+def collection(mongo):
+    rng = random.Random(5)
+    ids = [f"{rng.getrandbits(256):064x}" for _ in range(1_500)]
+    docs = [{"_id": n, "patient_id": rng.choice(ids), "odd": n % 2} for n in range(3_000)]
+    docs += [{"_id": "no-id"}, {"_id": "null-id", "patient_id": None},  # written around the validator
+             {"_id": "low", "patient_id": ""}, {"_id": "high", "patient_id": "zz"}, {"_id": "top", "patient_id": "f" * 64}]
+    collection = mongo.hospitalizations()
+    collection.create_index("patient_id")
+    collection.insert_many(docs)
+    return collection
+
+
+@pytest.mark.parametrize("per_range", [10**9, 700, 90])
+def test_every_document_once(collection, monkeypatch, per_range):
+    monkeypatch.setattr(scans, "RANGE_DOCUMENTS", per_range)
+    expected_ranges = 1 if per_range > 3_005 else -(-3_005 // per_range) + 1  # slices + no patient_id
+    assert len(scans.collection_ranges(collection)) == expected_ranges
+    seen = [doc["_id"] for doc in scans.aggregate(collection, [{"$project": {"_id": 1}}])]
+    assert len(seen) == len(set(seen)) == collection.count_documents({})
+    assert scans.count(collection) == 3_005
+    assert scans.count(collection, {"odd": 1}) == collection.count_documents({"odd": 1}) == 1_500
+
+
+@pytest.mark.parametrize("per_range", [10**9, 300, 45])
+def test_a_files_ranges_take_its_documents_once_and_no_other(collection, monkeypatch, per_range):
+    monkeypatch.setattr(scans, "RANGE_DOCUMENTS", per_range)
+    mine = [d["_id"] for d in collection.find({"odd": 1}, {"_id": 1}).limit(900)]
+    collection.update_many({"_id": {"$in": mine}}, {"$set": {"metadata.sources": ["a" * 64]}})
+    collection.update_many({"_id": {"$in": mine[:100]}}, {"$push": {"metadata.sources": "b" * 64}})
+    collection.update_many({"odd": 0}, {"$set": {"metadata.sources": ["b" * 64]}})
+    collection.create_index([("metadata.sources", 1), ("patient_id", 1)])
+    seen = [d["_id"] for d in scans.aggregate(collection, [{"$project": {"_id": 1}}], scans.file_ranges("a" * 64, 900))]
+    assert sorted(seen) == sorted(mine)
+    assert scans.count(collection, matches=scans.file_ranges("b" * 64, 1_600)) == 100 + 1_500

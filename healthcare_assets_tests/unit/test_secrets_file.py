@@ -1,0 +1,90 @@
+"""secrets.env: first runs that generate at once agree on one pseudonym key and keep every
+password; the file is 0600 whatever the umask; production refuses the placeholders of .env.example."""
+
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from healthcare_assets.domain import access, privacy
+from healthcare_assets.plumbing.mongo import MongoResource
+
+PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
+
+
+def stored(data_dir) -> dict[str, str]:
+    return dict(line.partition("=")[::2] for line in (data_dir / "secrets.env").read_text().splitlines())
+
+
+@pytest.mark.filterwarnings("ignore:HEALTHCARE_PSEUDONYM_KEY is not set")
+def test_first_runs_at_once_make_one_key_and_keep_every_password(tmp_path, monkeypatch):
+    monkeypatch.delenv("HEALTHCARE_PSEUDONYM_KEY")
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    for attempt in range(10):
+        data_dir = tmp_path / f"first-run-{attempt}"
+        monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
+        start = threading.Barrier(8)
+
+        def first_run(i, data_dir=data_dir, start=start):
+            start.wait()  # half the steps need the key, half start the embedded server
+            return privacy.pseudonym_key() if i % 2 else access.passwords(data_dir, generate=True)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(first_run, range(8)))
+        secrets = stored(data_dir)
+        assert {r for r in results if isinstance(r, bytes)} == {secrets["HEALTHCARE_PSEUDONYM_KEY"].encode()}
+        passwords = {r.name: secrets[r.password_variable] for r in access.roles()}
+        assert [r for r in results if isinstance(r, dict)] == [passwords] * 4
+
+
+def test_an_existing_readable_secrets_file_is_made_owner_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "secrets.env").write_text("HEALTHCARE_PSEUDONYM_KEY=" + "a1" * 32 + "\n")  # 0644, as before
+        passwords = access.passwords(tmp_path, generate=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "secrets.env").stat().st_mode) == 0o600
+    assert stored(tmp_path)["HEALTHCARE_PSEUDONYM_KEY"] == "a1" * 32
+    assert passwords == {r.name: stored(tmp_path)[r.password_variable] for r in access.roles()}
+
+
+@pytest.mark.parametrize("key", ["change-me-pseudonym-key", "x" * 31])
+def test_production_refuses_a_placeholder_or_short_pseudonym_key(key, monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
+    monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", key)
+    with pytest.raises(ValueError, match="HEALTHCARE_PSEUDONYM_KEY") as error:
+        privacy.pseudonym_key()
+    assert key not in str(error.value)
+
+
+def test_production_refuses_placeholder_passwords(monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
+    monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
+    with pytest.raises(ValueError, match="HEALTHCARE_ANALYST_READONLY_PASSWORD") as error:
+        access.passwords()
+    assert "change-me-analyst-readonly" not in str(error.value)
+
+    monkeypatch.setenv("MONGODB_URI", "mongodb://admin_master:change-me-admin-master@mongo:27017/?authSource=admin")
+    with pytest.raises(ValueError, match="MONGODB_URI") as error:
+        MongoResource().uri()
+    assert "change-me-admin-master" not in str(error.value)
+
+
+def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "a-long-random-password")
+    monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
+    monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "k" * 32)
+    assert privacy.pseudonym_key() == b"k" * 32
+    assert access.passwords()["ANALYST_READONLY"] == "a-long-random-password"
+    assert MongoResource().uri() == PRODUCTION_URI
+
+    monkeypatch.delenv("MONGODB_URI")
+    monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "change-me-pseudonym-key")
+    monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
+    assert privacy.pseudonym_key() == b"change-me-pseudonym-key"
+    assert access.passwords()["ANALYST_READONLY"] == "change-me-analyst-readonly"

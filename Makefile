@@ -4,11 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
-# `dagster asset materialize` (Dagster 1.13) reads neither pyproject.toml nor workspace.yaml: it
-# finds the code in this variable, which the venv's activate script exports (`make install`). Of the
-# variables that name a code location it is the only one the webserver of `dagster dev`, started
-# with a workspace file, does not refuse. With it set, no `dagster` command takes `-m` as well.
-CODE := DAGSTER_autoload_defs_module_name=healthcare_assets.defs
+# `dagster asset materialize` (Dagster 1.13) reads neither pyproject.toml nor workspace.yaml; it
+# takes the code location from --module-name, or from click's variable for that one command, which
+# the venv's activate script exports (`make install`). DAGSTER_MODULE_NAME would reach every
+# `dagster` command, and `dagster dev` / `dg dev` refuse it next to their own workspace.
+CODE := DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME=healthcare_assets.definitions
 # .data holds patient data and secrets: what make's commands write there is owner-only.
 OWNER_ONLY := umask 077 &&
 

@@ -22,8 +22,6 @@ os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at
 # The session's master key (MONGODB_URI is set for most tests: production refuses a missing one);
 # test_encryption covers the unset case.
 os.environ.setdefault("HEALTHCARE_MASTER_KEY", encryption.new_master_key())
-# An activated venv names the code location for `dagster` commands; tests pass `-m` themselves.
-os.environ.pop("DAGSTER_autoload_defs_module_name", None)
 
 
 def pytest_unconfigure(config):

@@ -1,0 +1,106 @@
+"""The commands the README gives, typed as a user types them: in a plain shell, from the repo root,
+with nothing on the command line but what the README shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import dagster as dg
+
+from healthcare_assets.plumbing.embedded_mongo import HOST, free_port
+from healthcare_assets.plumbing.mongo import connect
+from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.runs import DEFS
+from healthcare_assets_tests.fixtures.servers import drop_deployment
+
+ACTIVATE = Path(sys.executable).parent / "activate"  # the venv `make install` made
+
+
+def shell(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`command` in a new bash, after sourcing the venv's activate script as the README says."""
+    return subprocess.run(["bash", "-c", f'. "{ACTIVATE}" && {command}'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_dagster_asset_materialize_needs_no_flag_in_the_activated_venv(mongo_uri, small_csv, tmp_path):
+    """`dagster asset materialize --select '*'` from the repo root: the activated venv names the code
+    location for this one command (Dagster 1.13 reads neither pyproject.toml nor workspace.yaml for
+    it), and every asset of the code location is materialized from the given file."""
+    database = f"test_{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(ACTIVATE.parent))
+    env.update(DAGSTER_HOME=str(home), HEALTHCARE_DATA_DIR=str(tmp_path / "data"),
+               HEALTHCARE_SOURCE_CSV=str(small_csv), MONGODB_DATABASE=database)
+    try:
+        result = shell("dagster asset materialize --select '*'", env)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs()
+            assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
+            every_asset = DEFS.resolve_asset_graph().get_all_asset_keys()
+            missing = {key.to_user_string() for key in every_asset if not instance.get_latest_materialization_event(key)}
+            assert not missing, output[-4000:]
+            loaded = instance.get_latest_materialization_event(dg.AssetKey("mongo_hospitalizations"))
+        documents = connect(mongo_uri)[database]["hospitalizations"].count_documents({})
+        assert documents > 0
+        assert loaded.asset_materialization.metadata["dagster/row_count"].value == documents
+    finally:
+        drop_deployment(connect(mongo_uri), database)
+
+
+def test_without_the_activated_venv_the_command_says_what_is_missing(tmp_path):
+    """The same command outside the venv's environment fails: the test above passes because of the
+    activate script, not because of something left around."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["DAGSTER_HOME"] = str(tmp_path)
+    result = subprocess.run([str(ACTIVATE.parent / "dagster"), "asset", "materialize", "--select", "raw_csv"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode != 0
+    assert "Invalid set of CLI arguments" in result.stderr
+
+
+def test_the_ui_starts_in_the_same_activated_venv(tmp_path):
+    """What the activate script exports reaches `dagster asset materialize` only: `dg dev` in the
+    same shell loads the code location (it refuses a variable that every command reads)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(DAGSTER_HOME=str(tmp_path), HEALTHCARE_DATA_DIR=str(tmp_path / "data"))
+    port = free_port()
+    with open(tmp_path / "dg-dev.log", "w") as log:
+        ui = subprocess.Popen(["bash", "-c", f'. "{ACTIVATE}" && exec dg dev -p {port}'], cwd=REPO, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        status = None
+        for _ in range(120):
+            if ui.poll() is not None:
+                break
+            status = location_status(port)
+            if status:
+                break
+            time.sleep(1)
+        assert status == "LOADED", (tmp_path / "dg-dev.log").read_text()[-4000:]
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+def location_status(port: int) -> str | None:
+    query = b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}'
+    request = urllib.request.Request(f"http://{HOST}:{port}/graphql", data=query,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return entries[0]["loadStatus"] if entries and entries[0]["loadStatus"] == "LOADED" else None

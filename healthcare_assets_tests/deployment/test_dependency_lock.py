@@ -13,7 +13,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[2]
+from healthcare_assets_tests.fixtures.environment import REPO
+
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME, DEV, NODEPS = (REPO / name for name in ("requirements.lock", "requirements-dev.lock", "requirements-nodeps.lock"))
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")

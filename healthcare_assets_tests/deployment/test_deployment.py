@@ -21,9 +21,8 @@ import pytest
 import yaml
 
 from healthcare_assets.domain import access
-from healthcare_assets_tests.fixtures.environment import DEV_EXTRA, SYSTEM_DEPS, unavailable
+from healthcare_assets_tests.fixtures.environment import DEV_EXTRA, REPO, SYSTEM_DEPS, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 ENV_EXAMPLE = REPO / ".env.example"

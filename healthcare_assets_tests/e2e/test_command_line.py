@@ -3,21 +3,18 @@ with nothing on the command line but what the README shows."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import dagster as dg
 
-from healthcare_assets.plumbing.embedded_mongo import HOST, free_port
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.processes import DevServer, tail
 from healthcare_assets_tests.fixtures.runs import DEFS
 from healthcare_assets_tests.fixtures.servers import drop_deployment
 
@@ -75,32 +72,18 @@ def test_the_ui_starts_in_the_same_activated_venv(tmp_path):
     same shell loads the code location (it refuses a variable that every command reads)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     env.update(DAGSTER_HOME=str(tmp_path), HEALTHCARE_DATA_DIR=str(tmp_path / "data"))
-    port = free_port()
-    with open(tmp_path / "dg-dev.log", "w") as log:
-        ui = subprocess.Popen(["bash", "-c", f'. "{ACTIVATE}" && exec dg dev -p {port}'], cwd=REPO, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ui = DevServer(["bash", "-c", f'. "{ACTIVATE}" && exec dg dev "$@"', "dg-dev"], env, tmp_path / "dg-dev.log")
     try:
-        status = None
-        for _ in range(120):
-            if ui.poll() is not None:
-                break
-            status = location_status(port)
-            if status:
-                break
+        ui.wait_ready()
+        entries = ui.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        while entries[0]["loadStatus"] == "LOADING":
             time.sleep(1)
-        assert status == "LOADED", (tmp_path / "dg-dev.log").read_text()[-4000:]
+            entries = ui.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        assert [(e["name"], e["loadStatus"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
+            ("healthcare_assets", "LOADED", "RepositoryLocation")], tail(ui.log)
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=60)
+        ui.stop()
 
 
-def location_status(port: int) -> str | None:
-    query = b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}'
-    request = urllib.request.Request(f"http://{HOST}:{port}/graphql", data=query,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    return entries[0]["loadStatus"] if entries and entries[0]["loadStatus"] == "LOADED" else None
+LOCATIONS = ("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+             "locationOrLoadError { __typename } } } } }")

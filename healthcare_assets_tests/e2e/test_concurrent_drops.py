@@ -10,45 +10,40 @@ maintained.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
-from bson import json_util
-from dagster import DagsterEventType
-from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets.defs.s3_drops import SOURCE_KEY_TAG
-from healthcare_assets.domain.access import databases
-from healthcare_assets.domain.privacy import (
-    COPY_COLLECTION,
-    K_ANONYMITY,
-    L_DIVERSITY,
-    QI_FIELDS,
-    SENSITIVE,
-    VIEW_NAME,
-    exact_values,
-    generalize,
-)
-from healthcare_assets.domain.release import SCHEME
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.fixtures.environment import DEV_EXTRA, unavailable
-from healthcare_assets_tests.fixtures.runs import materialize, materialized
+from healthcare_assets_tests.fixtures.processes import (
+    child_environment,
+    make_dagster_home,
+    require_tool,
+    start,
+    stop,
+    tail,
+)
+from healthcare_assets_tests.fixtures.published import (
+    copy_view_problems,
+    fail_on,
+    file_sha256,
+)
+from healthcare_assets_tests.fixtures.runs import (
+    failure_messages,
+    load_metadata,
+    materialize,
+    materialized,
+)
 
-BIN = Path(sys.executable).parent  # the venv's console scripts: dagster, dagster-daemon
 MODULE = "healthcare_assets.definitions"
 JOB = "s3_csv_drop_job"
 PRELOAD_ROWS = 8_000  # a database already holding data, so the copy is not trivial to rebuild
@@ -81,90 +76,7 @@ concurrency:
 # --- what is compared --------------------------------------------------------------------------
 
 
-def canonical(documents) -> list[str]:
-    """Documents as sorted canonical JSON, without `_id` (the copy's own key; the view has none):
-    two collections hold the same documents exactly when these lists are equal."""
-    return sorted(
-        json_util.dumps({k: v for k, v in doc.items() if k != "_id"}, sort_keys=True)
-        for doc in documents
-    )
-
-
-def copy_and_view(db: Database) -> tuple[list[str], list[dict]]:
-    """(the analysts' copy, canonical; the view's documents) of the hospitalization database `db`."""
-    analytics = db.client[databases(db.name)["analytics"]]
-    return canonical(analytics[COPY_COLLECTION].find({})), list(db[VIEW_NAME].find({}))
-
-
-def differences(expected: list[str], found: list[str], label: str) -> str:
-    """A readable account of how two canonical lists differ (counts, then a few examples)."""
-    want, got = Counter(expected), Counter(found)
-    missing, extra = want - got, got - want
-    return (
-        f"{label}: expected {len(expected):,} documents, found {len(found):,}; "
-        f"{sum(missing.values()):,} missing, {sum(extra.values()):,} unexpected; "
-        f"e.g. missing {list(missing)[:2]}, unexpected {list(extra)[:2]}"
-    )
-
-
-def copy_view_problems(db: Database, collection: str) -> list[str]:
-    """The copy holds exactly the view's documents, and the view is not empty (an empty copy of an
-    empty view would prove nothing)."""
-    copy, view_docs = copy_and_view(db)
-    view = canonical(view_docs)
-    problems = [] if view else [f"the view {db.name}.{VIEW_NAME} is empty"]
-    if copy != view:
-        problems.append(differences(view, copy, "analysts' copy vs view"))
-    return problems + released_group_problems(db[collection], view_docs)
-
-
-def released_group_problems(hospitalizations: Collection, view_docs: list[dict]) -> list[str]:
-    """Nothing lost, nothing let through: the view (hence the copy) holds every stay of each
-    quasi-identifier group, under the scheme in force, that has at least K_ANONYMITY stays and
-    L_DIVERSITY values of each sensitive field in the collection, and none of another group. The
-    groups are recounted here from the source documents, independently of how the release keeps
-    its own counts."""
-    scheme = hospitalizations.database[SCHEME].find_one({"_id": "current"})["scheme"]
-    sizes: Counter = Counter()
-    values: dict = defaultdict(lambda: defaultdict(set))
-    for doc in hospitalizations.aggregate([{"$project": {"_id": 0, **exact_values()}}]):
-        group = tuple(generalize(doc["_values"], scheme).values())
-        sizes[group] += 1
-        for field in SENSITIVE:
-            values[group][field].add(doc[field])
-    expected = Counter({group: n for group, n in sizes.items()
-                        if n >= K_ANONYMITY and all(len(values[group][f]) >= L_DIVERSITY for f in SENSITIVE)})
-    released = Counter(tuple(doc.get(q) for q in QI_FIELDS) for doc in view_docs)
-    if released == expected:
-        return []
-    short = {g: (released[g], n) for g, n in expected.items() if released[g] < n}
-    extra = {g: (n, expected[g]) for g, n in released.items() if n > expected[g]}
-    return [(f"released groups vs a recount of the source (k = {K_ANONYMITY}): "
-             f"{sum(expected.values()):,} stays should be released, {sum(released.values()):,} are; "
-             f"{len(short)} groups short, e.g. {dict(list(short.items())[:3])} (released, expected); "
-             f"{len(extra)} groups over, e.g. {dict(list(extra.items())[:3])}")]
-
-
 # --- runs as the instance records them ---------------------------------------------------------
-
-
-def load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict | None:
-    """The mongo_hospitalizations materialization's metadata of one run (plain values), if any."""
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
-        if entry.dagster_event.asset_key == dg.AssetKey("mongo_hospitalizations"):
-            return {k: v.value for k, v in entry.asset_materialization.metadata.items()}
-    return None
-
-
-def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Each failed step with the error that failed it (the innermost cause, where the reason is)."""
-    messages = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
-        error = entry.dagster_event.event_specific_data.error
-        while error is not None and error.cause is not None:
-            error = error.cause
-        messages.append(f"{entry.step_key}: {error.message.strip() if error else entry.message}"[:400])
-    return messages
 
 
 def run_problems(instance: dg.DagsterInstance, runs: dict[str, list[dg.DagsterRun]]) -> tuple[list[str], dict]:
@@ -184,10 +96,6 @@ def run_problems(instance: dg.DagsterInstance, runs: dict[str, list[dg.DagsterRu
         else:
             loads[name] = load
     return problems, loads
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def row_problems(db: Database, collection: str, preloaded: dict, loads: dict[str, dict],
@@ -226,13 +134,6 @@ def row_problems(db: Database, collection: str, preloaded: dict, loads: dict[str
     return problems
 
 
-def fail_on(problems: list[str]) -> None:
-    # pytest.fail, not assert: pytest's own diff of two lists of tens of thousands of strings
-    # takes long and says less than differences() does; and every problem found is reported.
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
-
-
 # --- fixtures ----------------------------------------------------------------------------------
 
 
@@ -255,72 +156,6 @@ def loaded(mongo: MongoResource, exports) -> dict:
     result = materialize(exports["preload"], mongo)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     yield materialized(result)["mongo_hospitalizations"]
-
-
-def make_dagster_home(folder: Path, instance_yaml: str) -> Path:
-    """A DAGSTER_HOME (SQLite storage) with its databases created. Two processes that find the
-    storage missing both create it and one fails on a table the other just made, so it is
-    created here first, as it exists in any deployment before its first run."""
-    home = folder / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.get_runs(limit=1)
-        instance.event_log_storage.get_pool_limits()
-        instance.all_instigator_state()
-    return home
-
-
-def child_environment(mongo: MongoResource, home: Path) -> dict[str, str]:
-    """The test's environment (MONGODB_URI, HEALTHCARE_DATA_DIR, the pseudonym key, S3 settings
-    when set) for a child process, on the test's database and DAGSTER_HOME. Any other DAGSTER_*
-    variable of the developer's shell (a module name, a workspace) could redirect the command."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(MONGODB_DATABASE=mongo.database, DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
-    return env
-
-
-def start(command: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Popen:
-    """A child in a process group of its own (so it and whatever it starts can be stopped
-    together), output to `log`. The working directory holds no .env for Dagster to pick up."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the child's process group, SIGKILL to what is left of it after 20 seconds."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader is gone; its children may still be running in the group
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.5)
-
-
-def tail(log: Path, chars: int = 4000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
-
-
-def require_tool(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        found = shutil.which(name)
-        if found is None:
-            unavailable(f"`{name}` (next to {sys.executable} or on PATH)", DEV_EXTRA)
-        return found
-    return str(path)
 
 
 # --- the tests ---------------------------------------------------------------------------------

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from healthcare_assets.defs.quality import expectations
 from healthcare_assets.domain import quality_pages
 from healthcare_assets.plumbing import settings, staging
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.e2e.test_ui import CHROMIUM, CHROMIUM_ARGS
-from healthcare_assets_tests.fixtures.environment import unavailable
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 
 TO_QUALITY = [a for a in DEFS.assets if a.key.path[0] in ("raw_csv", "cleaned_frame", "quality_report")]
@@ -84,22 +81,6 @@ def test_no_report_metadata_or_log_quotes_a_patient(mongo, small_csv, tmp_path, 
     assert cli.main(["summary"]) == 0  # where a person finds the report
     out, _ = capfd.readouterr()
     assert f"quality       {meta['quality_report']['report']}  " in out and quoted(out) == []
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (the dev extra installs it)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_offline(browser, url: str):

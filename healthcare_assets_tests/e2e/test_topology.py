@@ -37,23 +37,17 @@ from healthcare_assets.defs.s3_drops import SOURCE_KEY_TAG
 from healthcare_assets.plumbing.embedded_mongo import HOST, free_port
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.e2e.test_concurrent_drops import (
+from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.postgres import DEPLOY_INSTANCE, dagster_postgres_environment
+from healthcare_assets_tests.fixtures.processes import (
     child_environment,
-    copy_view_problems,
-    fail_on,
-    failure_messages,
-    file_sha256,
-    load_metadata,
     require_tool,
     start,
     stop,
     tail,
 )
-from healthcare_assets_tests.fixtures.postgres import (
-    DEPLOY_INSTANCE,
-    REPO,
-    dagster_postgres_environment,
-)
+from healthcare_assets_tests.fixtures.published import copy_view_problems, fail_on, file_sha256
+from healthcare_assets_tests.fixtures.runs import failure_messages, load_metadata
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import pytest
 
 from healthcare_assets.domain.schema import CATEGORIES, CSV_COLUMNS
 from healthcare_assets.tooling.generate import add_generate_arguments, generate_csv, run_generate
+from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
 
-COMMITTED_CSV = Path(__file__).resolve().parents[2] / "data" / "healthcare_dataset.csv"
 H = CSV_COLUMNS  # canonical field -> header
 
 

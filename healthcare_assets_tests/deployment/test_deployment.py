@@ -462,15 +462,15 @@ def test_pipeline_environment(compose):
         assert not {"MONGODB_URI", "AWS_SECRET_ACCESS_KEY", "HEALTHCARE_MASTER_KEY"} & set(environment[name]), name
 
 
-def test_code_location_is_the_one_dagster_dev_loads(compose):
-    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
+def test_code_location_is_the_one_dg_and_dagster_dev_load(compose):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    module = f"{project['root_module']}.definitions"  # dg's default code location target
     command = compose["services"]["user-code"]["command"]
-    assert command[command.index("-m") + 1] == tool["module_name"]
+    assert command[command.index("-m") + 1] == module
     port = int(command[command.index("-p") + 1])
     server = yaml.safe_load(WORKSPACE.read_text())["load_from"][0]["grpc_server"]
-    assert server == {"host": "user-code", "port": port, "location_name": tool["code_location_name"]}
-    local = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
-    assert local["module_name"] == tool["module_name"]
+    assert server == {"host": "user-code", "port": port, "location_name": project["code_location_name"]}
+    assert f"DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME={module}" in (REPO / "Makefile").read_text()
     for name in ("webserver", "daemon"):
         assert "/opt/dagster/workspace.yaml" in compose["services"][name]["command"]
 

@@ -9,21 +9,17 @@ import json
 import dagster as dg
 import pandas as pd
 
-from healthcare_assets.defs.index_benchmarks import (
-    INDEXES,
-    NATURAL,
-    SAMPLE_PREFIX,
-    Query,
-    _latency,
-    _timed,
-    copy_scan_sample,
-    ensure_indexes,
-    every_query_uses_its_index,
-    example_document,
-    index_benchmarks,
-    query_suite,
-)
+from healthcare_assets.defs.index_benchmarks import every_query_uses_its_index, index_benchmarks
 from healthcare_assets.domain import encryption
+from healthcare_assets.domain.query_benchmarks.measure import (
+    SAMPLE_PREFIX,
+    copy_scan_sample,
+    example_document,
+    latency,
+    timed,
+)
+from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes
+from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Query, query_suite
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 
@@ -89,11 +85,11 @@ def test_every_index_has_a_query_and_every_query_an_index():
 
 def test_latency_is_the_median_and_p95_of_every_run():
     calls = []
-    latency, rows = _timed(5, lambda: calls.append(1) or 7)
-    assert len(calls) == 5 and latency["runs"] == 5 and rows == 7
+    figures, rows = timed(5, lambda: calls.append(1) or 7)
+    assert len(calls) == 5 and figures["runs"] == 5 and rows == 7
     # four runs of 1 to 4 ms; the 95th percentile interpolates between the two slowest
-    assert _latency([0.004, 0.001, 0.003, 0.002]) == {"median_ms": 2.5, "p95_ms": 3.85, "runs": 4}
-    scaled = _latency([0.004, 0.001, 0.003, 0.002], scale=10)
+    assert latency([0.004, 0.001, 0.003, 0.002]) == {"median_ms": 2.5, "p95_ms": 3.85, "runs": 4}
+    scaled = latency([0.004, 0.001, 0.003, 0.002], scale=10)
     assert scaled == {"median_ms": 25.0, "p95_ms": 38.5, "runs": 4, "measured_median_ms": 2.5, "measured_p95_ms": 3.85}
 
 

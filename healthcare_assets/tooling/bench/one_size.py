@@ -14,9 +14,15 @@ import dagster as dg
 from healthcare_assets.domain import backup, encryption
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.plumbing.mongo import MongoResource
-from healthcare_assets.tooling.bench import run_figures, steps
 from healthcare_assets.tooling.bench.ceiling import measure_ceiling, set_load_ratios
 from healthcare_assets.tooling.bench.figures import BackupFigures, SizeRun, StepTiming
+from healthcare_assets.tooling.bench.run_figures import (
+    failures,
+    index_figures,
+    load_figures,
+    release_figures,
+)
+from healthcare_assets.tooling.bench.steps import RssSampler, owners, per_asset, step_timings
 from healthcare_assets.tooling.bench.targets import HUGE_ROWS
 
 BENCHMARK = dg.AssetSelection.assets("index_benchmarks")  # the asset and its check
@@ -39,8 +45,8 @@ class Chain:
         self.mongo = mongo
         self.drop_selection = DROP_SELECTION  # what a drop runs: the chain, without the benchmark nor the audit
         graph = code.resolve_asset_graph()
-        self.owners = (steps.owners(self.definitions, DROP_SELECTION, graph)
-                       | steps.owners(self.definitions, BENCHMARK, graph))
+        self.owners = (owners(self.definitions, DROP_SELECTION, graph)
+                       | owners(self.definitions, BENCHMARK, graph))
 
     def run(self, selection: dg.AssetSelection, config: dg.RunConfig) -> dg.ExecuteInProcessResult:
         return dg.materialize(self.definitions, selection=selection, resources={"mongo": self.mongo},
@@ -52,17 +58,17 @@ def _run_index_benchmarks(out: SizeRun, chain: Chain, repeats: int, scan_repeats
     bench = chain.run(BENCHMARK, dg.RunConfig(ops={"index_benchmarks": {
         "config": {"repeats": repeats, "scan_repeats": scan_repeats}}}))
     out.success = out.success and bench.success
-    out.failures += run_figures.failures(bench)
+    out.failures += failures(bench)
     out.checks |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}
     if any(e.asset_key == dg.AssetKey("index_benchmarks") for e in bench.get_asset_materialization_events()):
-        out.index_benchmarks = run_figures.index_figures(bench.output_for_node("index_benchmarks"))
+        out.index_benchmarks = index_figures(bench.output_for_node("index_benchmarks"))
     return bench
 
 
-def _summarize(out: SizeRun, timings: dict[str, StepTiming], owners: dict[str, str]) -> None:
+def _summarize(out: SizeRun, timings: dict[str, StepTiming], step_owners: dict[str, str]) -> None:
     """Steps per asset, the chain's seconds, and the peaks of the pipeline process and the server."""
     out.steps = timings
-    out.per_asset = steps.per_asset(timings, owners)
+    out.per_asset = per_asset(timings, step_owners)
     # the chain proper; the benchmark asset is measurement, not pipeline
     out.pipeline_s = round(sum(v.asset_s + v.checks_s for k, v in out.per_asset.items() if k != "index_benchmarks"), 2)
     out.peak_rss_mb = max((v.peak_rss_mb for v in out.per_asset.values()), default=0)
@@ -77,18 +83,18 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
 
     mongo = MongoResource(database=database)
     mongo.client()  # starts nothing new: the parent's server answers for this data directory
-    sampler = steps.RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
+    sampler = RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
     sampler.start()
     chain = Chain(mongo)
     started = time.perf_counter()
     result = chain.run(chain.drop_selection, dg.RunConfig(ops={"raw_csv": SourceConfig(source=csv)}))
     chain_s = time.perf_counter() - started
-    timings = steps.step_timings(result.run_id, chain.instance, sampler)
+    timings = step_timings(result.run_id, chain.instance, sampler)
     out = SizeRun(size=size, csv=csv, database=database, success=result.success,
                   checks={e.check_name: e.passed for e in result.get_asset_check_evaluations()},
-                  pipeline_run_s=round(chain_s, 2), failures=run_figures.failures(result),
-                  load=run_figures.load_figures(result),  # a later stage failing does not void the load's figures
-                  release=run_figures.release_figures(result, mongo))
+                  pipeline_run_s=round(chain_s, 2), failures=failures(result),
+                  load=load_figures(result),  # a later stage failing does not void the load's figures
+                  release=release_figures(result, mongo))
     if out.load and not chain_only:  # --chain-only: the chain alone, it is what must scale
         cleaned_path = result.output_for_node("mongo_hospitalizations")["cleaned_path"]
         source = result.output_for_node("cleaned_frame").source.as_metadata()
@@ -96,7 +102,7 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
             out.ceiling = measure_ceiling(mongo.db(), cleaned_path, source, encryption.cipher(mongo.hospitalizations()))
             set_load_ratios(out.load, out.ceiling)
         bench = _run_index_benchmarks(out, chain, repeats, scan_repeats)
-        timings |= steps.step_timings(bench.run_id, chain.instance, sampler)
+        timings |= step_timings(bench.run_id, chain.instance, sampler)
     sampler.done.set()
     _summarize(out, timings, chain.owners)
     return out

@@ -9,7 +9,13 @@ import json
 import dagster as dg
 import pandas as pd
 
-from healthcare_assets.defs.index_benchmarks import every_query_uses_its_index, index_benchmarks
+from healthcare_assets.defs.index_benchmarks import (
+    IndexBenchmarkConfig,
+    every_query_uses_its_index,
+    index_benchmarks,
+)
+from healthcare_assets.defs.ingest import SourceConfig
+from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.query_benchmarks.measure import (
     SAMPLE_PREFIX,
@@ -23,21 +29,18 @@ from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Qu
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 
-# The chain without the benchmark, and with it (whether or not definitions.py lists it yet).
-CHAIN = [a for a in DEFS.assets if index_benchmarks.key not in a.keys]
-CHAIN_CHECKS = [c for c in DEFS.asset_checks if all(s.asset_key != index_benchmarks.key for s in c.check_specs)]
-ASSETS = [*CHAIN, index_benchmarks]
-CHECKS = [*CHAIN_CHECKS, every_query_uses_its_index]
-SELECTION = ASSETS + CHECKS
+# What a drop runs, then the benchmark asset and its check after it.
+WITH_BENCHMARK = DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks)
 FAST = {"repeats": 2, "scan_repeats": 1}
 
 
 def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        SELECTION,
+        [*DEFS.assets, *DEFS.asset_checks],
+        selection=WITH_BENCHMARK,
         resources={"mongo": mongo},
-        run_config={"ops": {"raw_csv": {"config": {"source": str(source)}},
-                            "index_benchmarks": {"config": FAST | config}}},
+        run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source)),
+                                     "index_benchmarks": IndexBenchmarkConfig(**FAST | config)}),
         raise_on_error=False,
     )
 
@@ -61,7 +64,7 @@ def assert_bounds_are_stated(q: dict, documents: int) -> None:
 
 
 def test_asset_sits_after_the_load_with_a_blocking_check():
-    graph = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=DEFS.resources).resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     node = graph.get(dg.AssetKey("index_benchmarks"))
     assert "mongo_hospitalizations" in {k.to_user_string() for k in node.parent_keys}
     assert node.group_name == "mongodb" and node.kinds == {"mongodb"}
@@ -155,7 +158,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
 
 def test_check_fails_until_every_index_exists(mongo, small_csv):
     # Load only (no benchmark asset): the collection has none of the client's indexes yet.
-    assert materialize(small_csv, mongo, selection=CHAIN + CHAIN_CHECKS).success
+    assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     suite = {"suite": [vars(q) for q, _ in query_suite(collection.find_one())]}
 
@@ -224,7 +227,7 @@ def test_a_larger_collection_is_scanned_through_a_sample(mongo, small_csv):
 
 
 def test_sample_and_parameters_come_from_the_lowest_patient_id_slices(mongo, small_csv, monkeypatch):
-    assert materialize(small_csv, mongo, selection=CHAIN + CHAIN_CHECKS).success
+    assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     documents = collection.count_documents({})
     monkeypatch.setattr(scans, "RANGE_DOCUMENTS", 100)  # ~20 slices of this small collection

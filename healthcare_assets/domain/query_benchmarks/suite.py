@@ -86,6 +86,15 @@ def _same_text(column: pd.Series, value: str) -> pd.Series:
     return column.str.strip().str.casefold() == value.casefold()
 
 
+def _admitted(c: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(c["date_of_admission"], format=DATE_FORMAT, errors="coerce")
+
+
+def _by_age(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.assign(age=_number(rows["age"]), billing=_number(rows["billing_amount"]).abs())
+    return rows.groupby("age").agg(stays=("age", "size"), mean_billing=("billing", "mean"))
+
+
 def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query, CsvQuestion]]:
     """The fixed suite, its parameters taken from one loaded document so every value exists. The
     lookup by name asks MongoDB for the name as stored (encrypted, deterministically: the index on
@@ -101,14 +110,6 @@ def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query
     billing_low = float(round(admin["billing_amount"], -2))
     billing_high = billing_low + 500
     export_fields = ["admission_info", "medical_info.condition", "administrative_info.billing_amount"]
-
-    def admitted(c: pd.DataFrame) -> pd.Series:
-        return pd.to_datetime(c["date_of_admission"], format=DATE_FORMAT, errors="coerce")
-
-    def by_age(rows: pd.DataFrame) -> pd.DataFrame:
-        rows = rows.assign(age=_number(rows["age"]), billing=_number(rows["billing_amount"]).abs())
-        return rows.groupby("age").agg(stays=("age", "size"), mean_billing=("billing", "mean"))
-
     return [
         (Query("patient_by_name", "stays of one patient, by name", "patient_name",
                {"personal_info.name": name}),
@@ -122,7 +123,7 @@ def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query
         (Query("admission_date_range", f"admissions in the 31 days from {day:%Y-%m-%d}", "admission_date",
                {"admission_info.date_admission": {"$gte": day, "$lt": day + dt.timedelta(days=31)}}),
          CsvQuestion(["date_of_admission"],
-                     lambda c: (admitted(c) >= day) & (admitted(c) < day + dt.timedelta(days=31)))),
+                     lambda c: (_admitted(c) >= day) & (_admitted(c) < day + dt.timedelta(days=31)))),
         (Query("hospital", "stays at one hospital", "hospital",
                {"administrative_info.hospital": hospital}),
          CsvQuestion(["hospital"], lambda c: normalize_hospitals(c["hospital"]) == hospital)),
@@ -136,7 +137,7 @@ def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query
                       "mean_billing": {"$avg": "$administrative_info.billing_amount"}}),
          CsvQuestion(["gender", "age", "billing_amount"],
                      lambda c: _same_text(c["gender"], gender) & _number(c["age"]).between(decade, decade + 9),
-                     by_age)),
+                     _by_age)),
         (Query("hospital_report", "one hospital's stays for export, by admission date", "hospital",
                {"administrative_info.hospital": hospital},
                projection={f: 1 for f in export_fields} | {"_id": 0},

@@ -43,7 +43,9 @@ class Chain:
         self.definitions = [*code.assets, *code.asset_checks]
         self.instance = dg.DagsterInstance.ephemeral()
         self.mongo = mongo
-        self.drop_selection = DROP_SELECTION  # what a drop runs: the chain, without the benchmark nor the audit
+        # What a drop runs: the chain and its checks, without the benchmark, the whole-collection
+        # audit and the backups (the bench backs up in a process of its own).
+        self.drop_selection = DROP_SELECTION
         graph = code.resolve_asset_graph()
         self.owners = (owners(self.definitions, DROP_SELECTION, graph)
                        | owners(self.definitions, BENCHMARK, graph))
@@ -55,8 +57,10 @@ class Chain:
 
 def _run_index_benchmarks(out: SizeRun, chain: Chain, repeats: int, scan_repeats: int) -> dg.ExecuteInProcessResult:
     """The benchmark asset and its check, after the chain; adds its outcome to `out`."""
-    bench = chain.run(BENCHMARK, dg.RunConfig(ops={"index_benchmarks": {
-        "config": {"repeats": repeats, "scan_repeats": scan_repeats}}}))
+    from healthcare_assets.defs.index_benchmarks import IndexBenchmarkConfig
+
+    config = IndexBenchmarkConfig(repeats=repeats, scan_repeats=scan_repeats)
+    bench = chain.run(BENCHMARK, dg.RunConfig(ops={"index_benchmarks": config}))
     out.success = out.success and bench.success
     out.failures += failures(bench)
     out.checks |= {e.check_name: e.passed for e in bench.get_asset_check_evaluations()}

@@ -7,25 +7,8 @@ The client's seven indexes are created once; then a fixed suite of their questio
 index and forced to a collection scan, and once more by scanning the source CSV with pandas (their
 "before"). Timings are reported, never asserted; the blocking check asserts the plans.
 
-Why the indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks
-the whole index and filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on
-55k documents), while the planner's own choice uses the index bounds. So the planner chooses, and
-the check proves it chose the intended index. `hint({"$natural": 1})` does force a real COLLSCAN.
-
-Why no query makes the server hold more than `max_held_documents` (100,000 by default): the
-embedded server holds a query's whole input and result in memory until its cursor is spent, and a
-forced COLLSCAN decodes every document before it looks at the clock, so `maxTimeMS` does not bound
-it (300,000 documents, a 1 s budget: 20 s and 1.5 GB more before the timeout). Instead:
-
-- On a larger collection the forced COLLSCANs run on a scan sample: that many documents copied, one
-  patient_id slice at a time through its index, into a scratch collection dropped afterwards. A
-  COLLSCAN's cost is a cost per document times the documents, so its time is scaled by documents /
-  sample. On 297,114 documents the scaled times (10-20 s a query) came out below real full scans
-  (16-27 s): a scan that holds every document is slower still, so a scaled speedup errs low.
-- An indexed query whose result would pass that size (estimated on the sample) is timed on the
-  sample as well, with its index, and scaled the same way: here its cost follows its result size.
-- The document that sets the queries' parameters is looked up in the first patient_id slice:
-  `find_one()` without a filter is a COLLSCAN here too.
+Why the indexed runs carry no hint and why no query makes the server hold more than
+`max_held_documents`: `domain/query_benchmarks/measure.py`.
 
 The report says, for each query, what bounds it with the index (the documents it fetches, or the
 lookup itself), forced to a COLLSCAN (every document) and in pandas (the CSV's columns it reads),

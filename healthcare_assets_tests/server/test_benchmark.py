@@ -10,38 +10,37 @@ import dagster as dg
 import pandas as pd
 
 from healthcare_assets.defs.index_benchmarks import (
-    INDEXES,
-    NATURAL,
-    SAMPLE_PREFIX,
-    Query,
-    _latency,
-    _timed,
-    copy_scan_sample,
-    ensure_indexes,
+    IndexBenchmarkConfig,
     every_query_uses_its_index,
-    example_document,
     index_benchmarks,
-    query_suite,
 )
+from healthcare_assets.defs.ingest import SourceConfig
+from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
+from healthcare_assets.domain.query_benchmarks.measure import (
+    SAMPLE_PREFIX,
+    copy_scan_sample,
+    example_document,
+    latency,
+    timed,
+)
+from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes
+from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Query, query_suite
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 
-# The chain without the benchmark, and with it (whether or not definitions.py lists it yet).
-CHAIN = [a for a in DEFS.assets if index_benchmarks.key not in a.keys]
-CHAIN_CHECKS = [c for c in DEFS.asset_checks if all(s.asset_key != index_benchmarks.key for s in c.check_specs)]
-ASSETS = [*CHAIN, index_benchmarks]
-CHECKS = [*CHAIN_CHECKS, every_query_uses_its_index]
-SELECTION = ASSETS + CHECKS
+# What a drop runs, then the benchmark asset and its check after it.
+WITH_BENCHMARK = DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks)
 FAST = {"repeats": 2, "scan_repeats": 1}
 
 
 def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        SELECTION,
+        [*DEFS.assets, *DEFS.asset_checks],
+        selection=WITH_BENCHMARK,
         resources={"mongo": mongo},
-        run_config={"ops": {"raw_csv": {"config": {"source": str(source)}},
-                            "index_benchmarks": {"config": FAST | config}}},
+        run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source)),
+                                     "index_benchmarks": IndexBenchmarkConfig(**FAST | config)}),
         raise_on_error=False,
     )
 
@@ -65,7 +64,7 @@ def assert_bounds_are_stated(q: dict, documents: int) -> None:
 
 
 def test_asset_sits_after_the_load_with_a_blocking_check():
-    graph = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources=DEFS.resources).resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     node = graph.get(dg.AssetKey("index_benchmarks"))
     assert "mongo_hospitalizations" in {k.to_user_string() for k in node.parent_keys}
     assert node.group_name == "mongodb" and node.kinds == {"mongodb"}
@@ -89,11 +88,11 @@ def test_every_index_has_a_query_and_every_query_an_index():
 
 def test_latency_is_the_median_and_p95_of_every_run():
     calls = []
-    latency, rows = _timed(5, lambda: calls.append(1) or 7)
-    assert len(calls) == 5 and latency["runs"] == 5 and rows == 7
+    figures, rows = timed(5, lambda: calls.append(1) or 7)
+    assert len(calls) == 5 and figures["runs"] == 5 and rows == 7
     # four runs of 1 to 4 ms; the 95th percentile interpolates between the two slowest
-    assert _latency([0.004, 0.001, 0.003, 0.002]) == {"median_ms": 2.5, "p95_ms": 3.85, "runs": 4}
-    scaled = _latency([0.004, 0.001, 0.003, 0.002], scale=10)
+    assert latency([0.004, 0.001, 0.003, 0.002]) == {"median_ms": 2.5, "p95_ms": 3.85, "runs": 4}
+    scaled = latency([0.004, 0.001, 0.003, 0.002], scale=10)
     assert scaled == {"median_ms": 25.0, "p95_ms": 38.5, "runs": 4, "measured_median_ms": 2.5, "measured_p95_ms": 3.85}
 
 
@@ -146,7 +145,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
     meta = materialized(result)["index_benchmarks"]
     table = meta["queries"]
     assert table.count("\n") == 1 + len(report["queries"])  # header, rule, one line per query
-    assert "| bounded by |" in table
+    assert [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")][-1] == "bounded by"
     assert not any("~" in cell for cells in table_cells(table).values() for cell in cells[3:9])  # nothing scaled
     assert all(q["bound"]["indexed"] in table for q in report["queries"])
     assert meta["min_speedup"] == min(q["speedup"] for q in report["queries"])
@@ -159,7 +158,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
 
 def test_check_fails_until_every_index_exists(mongo, small_csv):
     # Load only (no benchmark asset): the collection has none of the client's indexes yet.
-    assert materialize(small_csv, mongo, selection=CHAIN + CHAIN_CHECKS).success
+    assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     suite = {"suite": [vars(q) for q, _ in query_suite(collection.find_one())]}
 
@@ -228,7 +227,7 @@ def test_a_larger_collection_is_scanned_through_a_sample(mongo, small_csv):
 
 
 def test_sample_and_parameters_come_from_the_lowest_patient_id_slices(mongo, small_csv, monkeypatch):
-    assert materialize(small_csv, mongo, selection=CHAIN + CHAIN_CHECKS).success
+    assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     documents = collection.count_documents({})
     monkeypatch.setattr(scans, "RANGE_DOCUMENTS", 100)  # ~20 slices of this small collection

@@ -1,0 +1,197 @@
+"""Timing each question of the suite: with its index, forced to a collection scan, and answered by
+pandas from the CSV.
+
+Why the indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks
+the whole index and filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on
+55k documents), while the planner's own choice uses the index bounds. So the planner chooses, and
+the check proves it chose the intended index. `hint({"$natural": 1})` does force a real COLLSCAN.
+
+Why no query makes the server hold more than `max_held_documents` (100,000 by default): the
+embedded server holds a query's whole input and result in memory until its cursor is spent, and a
+forced COLLSCAN decodes every document before it looks at the clock, so `maxTimeMS` does not bound
+it (300,000 documents, a 1 s budget: 20 s and 1.5 GB more before the timeout). Instead:
+
+- On a larger collection the forced COLLSCANs run on a scan sample: that many documents copied, one
+  patient_id slice at a time through its index, into a scratch collection dropped afterwards. A
+  COLLSCAN's cost is a cost per document times the documents, so its time is scaled by documents /
+  sample. On 297,114 documents the scaled times (10-20 s a query) came out below real full scans
+  (16-27 s): a scan that holds every document is slower still, so a scaled speedup errs low.
+- An indexed query whose result would pass that size (estimated on the sample) is timed on the
+  sample as well, with its index, and scaled the same way: here its cost follows its result size.
+- The document that sets the queries' parameters is looked up in the first patient_id slice:
+  `find_one()` without a filter is a COLLSCAN here too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pymongo.collection import Collection
+
+from healthcare_assets.domain.query_benchmarks.plans import ensure_sample_index, explain
+from healthcare_assets.domain.query_benchmarks.report import ratio, speedup_basis
+from healthcare_assets.domain.query_benchmarks.suite import NATURAL, CsvQuestion, Query
+from healthcare_assets.domain.schema import CSV_COLUMNS
+from healthcare_assets.domain.sources import Location, SourceReadError, open_source
+from healthcare_assets.plumbing import scans
+from healthcare_assets.plumbing.staging import CHUNK_ROWS
+
+SAMPLE_PREFIX = "index_benchmarks_sample_"  # scratch collections of the scan sample, dropped after each run
+
+
+class Budget(Protocol):
+    """How often each question is timed, and the most documents one query may make the server hold."""
+
+    repeats: int
+    scan_repeats: int
+    max_held_documents: int
+
+
+def latency(samples: list[float], scale: float = 1.0) -> dict:
+    """Median and p95 of the timed runs, in ms; with a scale, for the whole collection as well as
+    measured (on the scan sample)."""
+    ms = [s * 1000 for s in samples]
+    median, p95 = statistics.median(ms), float(np.percentile(ms, 95))
+    latency = {"median_ms": round(median * scale, 3), "p95_ms": round(p95 * scale, 3), "runs": len(ms)}
+    if scale != 1:
+        latency |= {"measured_median_ms": round(median, 3), "measured_p95_ms": round(p95, 3)}
+    return latency
+
+
+def timed(repeats: int, run: Callable[..., int], *args, scale: float = 1.0, **kwargs) -> tuple[dict, int]:
+    """`run` timed `repeats` times: the runs' latency and the rows the last run counted."""
+    samples, rows = [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = run(*args, **kwargs)
+        samples.append(time.perf_counter() - started)
+    return latency(samples, scale), rows
+
+
+def scan_csv(csv: Location, question: CsvQuestion) -> int:
+    """Answer one question by reading the whole CSV with pandas, chunk by chunk (bounded memory)."""
+    stream, _ = open_source(csv)
+    headers = [CSV_COLUMNS[c] for c in question.columns]
+    with stream:
+        chunks = pd.read_csv(stream, usecols=headers, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS)
+        matched = [chunk.rename(columns={v: k for k, v in CSV_COLUMNS.items()})
+                   .pipe(lambda c: c[question.mask(c)]) for chunk in chunks]
+    if not matched:  # a header-only file
+        return 0
+    return len(question.finish(pd.concat(matched)))
+
+
+def example_document(collection: Collection, documents: int) -> dict | None:
+    """The document with the lowest patient_id: the same file (and pseudonym key) gives the same
+    query parameters. Looked up in the first patient_id slice, through its index, so the server
+    holds one slice; `find_one()` without a filter is a COLLSCAN that decodes every document."""
+    return collection.find_one(scans.ranges(documents)[0], sort=[(scans.FIELD, 1)])
+
+
+def copy_scan_sample(collection: Collection, sample: Collection, documents: int, size: int) -> int:
+    """Copy `size` of the collection's documents into `sample` (a scratch collection the caller
+    drops), one patient_id slice at a time through its index; return how many. patient_id is a
+    keyed hash, so the lowest slices are an unbiased sample, the same one on every run."""
+    copied = 0
+    for match in scans.ranges(documents):
+        if copied >= size:
+            break
+        docs = list(collection.find(match, limit=size - copied))
+        if docs:
+            sample.insert_many(docs, ordered=False)  # the documents keep their _id
+            copied += len(docs)
+    if not copied:
+        raise dg.Failure(f"{collection.full_name}: no document copied into the scan sample (size {size})")
+    return copied
+
+
+@dataclass
+class MeasuredOn:
+    """Where a measurement runs: the collection itself, or the scan sample standing in for it."""
+
+    collection: Collection
+    documents: int
+    scale: float  # documents in the benchmarked collection / documents here
+    label: str  # "collection" or "sample"
+
+    def describe(self, measured: dict) -> dict:
+        """What the timings were measured on, and the server's time per document examined there."""
+        docs = measured.get("docs_examined") or 0
+        per_doc = measured.get("measured_median_ms", measured["median_ms"]) * 1000 / docs if docs else None
+        return {"measured_on": self.label, "measured_documents": self.documents, "scale": round(self.scale, 3),
+                "docs_fetched": round(docs * self.scale),  # for the whole collection (estimated when scaled)
+                "us_per_doc": round(per_doc, 1) if per_doc else None}
+
+
+def _pandas_baseline(question: CsvQuestion, csv: Location, repeats: int, log) -> dict | None:
+    """The question answered from the CSV with pandas, timed; None when the file cannot be read."""
+    try:
+        figures, rows = timed(repeats, scan_csv, csv, question)
+    except (SourceReadError, OSError) as exc:  # the file moved or is gone: report, don't fail
+        log.warning(f"pandas baseline skipped: {exc}")
+        return None
+    return {**figures, "rows": rows}
+
+
+def measure(query: Query, question: CsvQuestion, collection: MeasuredOn, sample: MeasuredOn | None,
+            sample_indexes: set[str], budget: Budget, csv: Location, log) -> dict:
+    """One query: timed with its index and forced to a collection scan, each on the collection or
+    on the scan sample (see the module's docstring), and answered by pandas from the CSV."""
+    scan_on = sample or collection
+    scan_plan = explain(scan_on.collection, query, hint=NATURAL)  # also warms the path up
+    matched = (scan_plan.returned or 0) * scan_on.scale  # the whole collection's, estimated when sampled
+    index_on = collection
+    if sample is not None and matched > budget.max_held_documents:
+        ensure_sample_index(sample.collection, query.index, sample_indexes)
+        index_on = sample
+    indexed_plan = explain(index_on.collection, query)
+    indexed, rows = timed(budget.repeats, query.run, index_on.collection, scale=index_on.scale)
+    scan, _ = timed(budget.scan_repeats, query.run, scan_on.collection, hint=NATURAL, scale=scan_on.scale)
+    # Rows found on the sample stand for the collection's: scaled when they are documents, as
+    # counted when they are groups (their number does not grow with the collection).
+    rows_estimated = index_on is sample
+    if rows_estimated and not query.group:
+        rows = round(rows * index_on.scale)
+    pandas_result = _pandas_baseline(question, csv, budget.scan_repeats, log)
+    indexed, scan = {**asdict(indexed_plan), **indexed}, {**asdict(scan_plan), **scan}
+    result = {
+        "name": query.name, "question": query.question, "index": query.index, "documents": collection.documents,
+        "rows": rows, "rows_estimated": rows_estimated, "query": query.public(), "csv_columns": question.columns,
+        "indexed": indexed | index_on.describe(indexed), "collscan": scan | scan_on.describe(scan),
+        "pandas": pandas_result,
+        "speedup": ratio(scan["median_ms"], indexed["median_ms"]),
+        "speedup_vs_pandas": ratio(pandas_result and pandas_result["median_ms"], indexed["median_ms"]),
+    }
+    result["speedup_basis"] = speedup_basis(result)
+    log.info(f"{query.name}: {indexed['median_ms']:.1f} ms with {indexed_plan.stage} {indexed_plan.index} "
+             f"on the {index_on.label}, {scan['median_ms']:.0f} ms forced COLLSCAN on the {scan_on.label}, "
+             f"{rows:,} rows")
+    return result
+
+
+def measure_suite(collection: Collection, documents: int, suite: list[tuple[Query, CsvQuestion]],
+                  budget: Budget, csv: Location, log) -> tuple[list[dict], int | None]:
+    """Every question measured; past `max_held_documents` the scans run on a scratch sample,
+    dropped afterwards. Returns the results and the sample's size (None without one)."""
+    whole, sample, sample_indexes = MeasuredOn(collection, documents, 1.0, "collection"), None, set()
+    scratch = (collection.database[f"{SAMPLE_PREFIX}{uuid.uuid4().hex[:8]}"]
+               if documents > budget.max_held_documents else None)
+    try:
+        if scratch is not None:
+            copied = copy_scan_sample(collection, scratch, documents, budget.max_held_documents)
+            sample = MeasuredOn(scratch, copied, documents / copied, "sample")
+            log.info(f"scan sample: {copied:,} of {documents:,} documents in {scratch.full_name}")
+        results = [measure(query, question, whole, sample, sample_indexes, budget, csv, log)
+                   for query, question in suite]
+    finally:
+        if scratch is not None:
+            scratch.drop()  # also when the copy or a query failed half-way
+    return results, sample and sample.documents

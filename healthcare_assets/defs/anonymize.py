@@ -17,17 +17,16 @@ from pymongo.database import Database
 
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
-from healthcare_assets.domain.release import (
+from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release_bookkeeping import (
     AppliedSources,
     GroupChange,
     Plan,
     Rebuilt,
-    Release,
     diversity,
-    exact,
     is_published,
-    released_fields,
 )
+from healthcare_assets.domain.release_planning import exact, released_fields
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.mongo import MongoResource
 

@@ -44,8 +44,8 @@ def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | Non
 
 def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: int = 0,
           development_placeholder_ignored: bool = False) -> str:
-    """One secret, as values() takes it, with a warning when the development one (`what` it is)
-    stored in secrets.env is used."""
+    """One secret: from the environment (environment()), else the one stored in secrets.env, made
+    by `generate` the first time, with a warning that this development one (`what` it is) is used."""
     from_env = environment([variable], min_bytes, development_placeholder_ignored)
     if variable in from_env:
         return from_env[variable]

@@ -32,9 +32,6 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing import credentials, secrets_file, settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
-__all__ = ["Role", "databases", "doctor_app_copy", "passwords", "provision", "provision_all", "refresh_doctor_app",
-           "role", "roles"]
-
 
 @dataclass(frozen=True)
 class Role:

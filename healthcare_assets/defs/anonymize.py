@@ -6,10 +6,11 @@ failing check leaves the analysts' copy untouched. The whole-collection audit of
 separate, scheduled job that never gates a drop.
 """
 
+import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 from pymongo.collection import Collection
@@ -17,17 +18,16 @@ from pymongo.database import Database
 
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
-from healthcare_assets.domain.release import (
-    AppliedSources,
-    GroupChange,
-    Plan,
-    Rebuilt,
-    Release,
-    diversity,
-    exact,
-    is_published,
-    released_fields,
+from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release_bookkeeping import AppliedSources, Plan, Rebuilt, is_published
+from healthcare_assets.domain.release_findings import (
+    Findings,
+    ReleaseReport,
+    release_report,
+    smallest,
 )
+from healthcare_assets.domain.release_lease import Lease
+from healthcare_assets.domain.release_planning import released_fields
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.mongo import MongoResource
 
@@ -42,87 +42,32 @@ CHECKS = {
 }
 
 
-def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
-    """A released document's text values, an encrypted one decrypted (a released ciphertext of a
-    name is that name: deterministic, it links to the source as well as the name would)."""
-    for value in doc.values():
-        for item in value if isinstance(value, list) else [value]:
-            item = reveal(item)
-            if isinstance(item, str):
-                yield item.casefold()
+@dataclass(frozen=True)
+class Outcome:
+    """One check's verdict and what it measured."""
+
+    passed: bool
+    metadata: dict
 
 
-class Findings:
-    """What the checks count, fed one released document and one source person at a time (memory
-    does not grow with the documents: texts are a few bands and categories)."""
-
-    def __init__(self, reveal: Callable[[Any], str], keep_exact: bool = True):
-        self.reveal = reveal  # an encrypted name in clear, anything else as it is
-        self.wrong_fields, self.not_generalized, self.groups, self.texts = Counter(), Counter(), Counter(), Counter()
-        self.names_checked = 0
-        self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
-        self.exact = generalization.Encoder() if keep_exact else None  # for the uniqueness table "before"
-
-    def add_released(self, doc: dict, scheme: privacy.Scheme) -> Counter:
-        """Count one released document; returns its texts."""
-        for name in set(doc) ^ set(privacy.VIEW_FIELDS):
-            self.wrong_fields[name] += 1
-        texts = Counter(_texts(doc, self.reveal))
-        self.texts.update(texts)
-        for name in privacy.VIEW_FIELDS:
-            self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)
-        self.groups[privacy.group_key(privacy.group_of(doc))] += 1
-        return texts
-
-    def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
-        """One source stay: are its patient's, doctor's and hospital's names among the released texts?"""
-        texts = self.texts if texts is None else texts
-        for name in map(self.reveal, names):
-            self.names_checked += 1
-            if texts[name.casefold()]:
-                self.leaked.add(name.casefold())
-
-    def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:
-        """A stay about to be released, judged against its own source names."""
-        self.add_person(candidate["_names"], self.add_released(doc, scheme))
-        if self.exact is not None:
-            self.exact.add(exact(candidate))
-
-    def uniqueness_before(self) -> list[dict]:
-        """The uniqueness table of the stays judged, as the copy released them before this policy."""
-        return self.exact.table().uniqueness_before()
-
-    @property
-    def leaks(self) -> int:
-        """Released values that are a source name."""
-        return sum(self.texts[name] for name in self.leaked)
-
-    def results(self, k: tuple[bool, dict], l_div: tuple[bool, dict]) -> list[dg.AssetCheckResult]:
-        not_generalized = {k: v for k, v in self.not_generalized.items() if v}
-        return [
-            dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not self.wrong_fields,
-                                metadata={"unexpected_or_missing_fields": dict(self.wrong_fields)}),
-            dg.AssetCheckResult(check_name="no_source_name_in_view", passed=self.leaks == 0,
-                                metadata={"names_checked": self.names_checked, "leaks": self.leaks}),
-            dg.AssetCheckResult(check_name="quasi_identifiers_are_generalized", passed=not not_generalized,
-                                metadata={"not_generalized": not_generalized}),
-            dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k[0], metadata=k[1]),
-            dg.AssetCheckResult(check_name="l_diversity_at_least_2", passed=l_div[0], metadata=l_div[1]),
-        ]
+def check_results(findings: Findings, k: Outcome, l_div: Outcome) -> list[dg.AssetCheckResult]:
+    not_generalized = {name: n for name, n in findings.not_generalized.items() if n}
+    return [
+        dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not findings.wrong_fields,
+                            metadata={"unexpected_or_missing_fields": dict(findings.wrong_fields)}),
+        dg.AssetCheckResult(check_name="no_source_name_in_view", passed=findings.leaks == 0,
+                            metadata={"names_checked": findings.names_checked, "leaks": findings.leaks}),
+        dg.AssetCheckResult(check_name="quasi_identifiers_are_generalized", passed=not not_generalized,
+                            metadata={"not_generalized": not_generalized}),
+        dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k.passed, metadata=k.metadata),
+        dg.AssetCheckResult(check_name="l_diversity_at_least_2", passed=l_div.passed, metadata=l_div.metadata),
+    ]
 
 
-def _smallest(groups: Iterable[GroupChange]) -> tuple[int, int]:
-    """k and l reached by the published groups among these (0 when none is published)."""
-    published = [c for c in groups if c.published_after]
-    k = min((c.after for c in published), default=0)
-    l_div = min((diversity(c.sensitive, f) for c in published for f in privacy.SENSITIVE), default=0)
-    return k, l_div
-
-
-def _k_and_l(k: int, l_div: int, published: int, extra: dict) -> tuple[tuple[bool, dict], tuple[bool, dict]]:
+def _k_and_l(k: int, l_div: int, published: int, extra: dict) -> tuple[Outcome, Outcome]:
     ok = not published
-    return ((ok or k >= privacy.K_ANONYMITY, {"k_reached": k, "groups_published": published, **extra}),
-            (ok or l_div >= privacy.L_DIVERSITY, {"l_reached": l_div, "sensitive_fields": list(privacy.SENSITIVE)}))
+    return (Outcome(ok or k >= privacy.K_ANONYMITY, {"k_reached": k, "groups_published": published, **extra}),
+            Outcome(ok or l_div >= privacy.L_DIVERSITY, {"l_reached": l_div, "sensitive_fields": list(privacy.SENSITIVE)}))
 
 
 def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.AssetCheckResult]:
@@ -137,43 +82,56 @@ def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.Asse
             findings.add_candidate(candidate, doc, scheme)
             earlier[privacy.group_key(doc)] += 1
     inconsistent = sorted(key for key, before in crossing.items() if earlier[key] != before)
-    k, l_div = _smallest(plan.groups)
+    k, l_div = smallest(plan.groups)
     k_check, l_check = _k_and_l(k, l_div, len(plan.published_groups()), {
         "groups_touched": len(plan.groups), "groups_published_whole": len(crossing),
         "groups_held_back": len(plan.groups) - len(plan.published_groups()),
         "groups_with_wrong_bookkeeping": dg.MetadataValue.json(inconsistent[:20])})
-    return findings.results((k_check[0] and not inconsistent, k_check[1]), l_check)
+    return check_results(findings, Outcome(k_check.passed and not inconsistent, k_check.metadata), l_check)
 
 
 def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckResult]:
-    k, l_div = _smallest(rebuilt.groups.values())
+    k, l_div = smallest(rebuilt.groups.values())
     published = sum(c.published_after for c in rebuilt.groups.values())
-    return findings.results(*_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
+    return check_results(findings, *_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
 
 
-def release_report(release: Release, before: list[dict], touched: list[GroupChange]) -> dict:
-    """The release as a whole: its scheme, what it holds back, and how identifying it is, before
-    (as the copy released the stays judged until this policy) and as released, over the released
-    groups this operation touched (prefix groups summed over them only: a lower bound on every
-    prefix group's size, so the table can only overstate uniqueness)."""
-    state = release.state()
-    released = [(c.group, c.after) for c in touched if c.published_after]
-    return {
-        "quasi_identifiers": list(privacy.QI_FIELDS),
-        "sensitive_fields": list(privacy.SENSITIVE),
-        "k_required": privacy.K_ANONYMITY,
-        "l_required": privacy.L_DIVERSITY,
-        "generalization": {q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
-        "generalization_loss": round(generalization.generalization_loss(state["scheme"]), 4),
-        "scheme_chosen_at": str(state["chosen_at"]),
-        "stays_counted": state["counted"],
-        "stays_held_back": state["suppressed"],
-        "held_back_share": round(state["suppressed"] / state["counted"], 4) if state["counted"] else 0.0,
-        "groups_released": state["groups_released"],
-        "groups_held_back": state["groups_held_back"],
-        "uniqueness_before": before,
-        "uniqueness_released": generalization.uniqueness(released),
-    }
+@dataclass
+class Operation:
+    """What a run publishes, judged: its file's plan, or (plan None) the whole release rebuilt."""
+
+    plan: Plan | None
+    rebuilt: Rebuilt | None
+    results: list[dg.AssetCheckResult]
+    before: list[dict]  # the uniqueness table of the stays judged, as released before this policy
+
+    @property
+    def touched(self) -> list:
+        return list(self.rebuilt.groups.values()) if self.plan is None else self.plan.groups
+
+
+def judged_operation(context: dg.AssetExecutionContext, release: Release, lease: Lease, sha: str,
+                     rows: int) -> Operation:
+    """This file's plan, or the whole release rebuilt when there is no scheme yet or the plan
+    calls for choosing it again; judged by the checks, nothing written."""
+    names = encryption.cipher(release.source)
+    findings = Findings(names.decrypt)
+    if not release.needs_rebuild():
+        plan = release.plan_file(sha, rows, observe=findings.add_candidate)
+        if not release.needs_replan(plan):
+            return Operation(plan, None, judge_plan(findings, plan, release), findings.uniqueness_before())
+        context.log.warning(f"choosing the generalization again ({plan.totals['counted']:,} stays, "
+                            f"{plan.totals['suppressed']:,} would be held back): rebuilding the release")
+    findings = Findings(names.decrypt, keep_exact=False)  # the rebuild measures "before" on its own table
+    rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
+    return Operation(None, rebuilt, judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before)
+
+
+def publish(release: Release, lease: Lease, operation: Operation, run_id: str) -> int:
+    """Write a judged operation; returns the copy's documents published."""
+    if operation.plan is None:
+        return release.apply_rebuild(operation.rebuilt, lease)
+    return 0 if operation.plan.already_applied else release.apply(operation.plan, lease, run_id)
 
 
 @dg.asset(
@@ -195,51 +153,41 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        names = encryption.cipher(source)
-        findings, plan = Findings(names.decrypt), None
-        if not release.needs_rebuild():
-            plan = release.plan_file(sha, mongo_hospitalizations["rows_loaded"], observe=findings.add_candidate)
-            if release.needs_replan(plan):
-                context.log.warning(f"choosing the generalization again ({plan.totals['counted']:,} stays, "
-                                    f"{plan.totals['suppressed']:,} would be held back): rebuilding the release")
-                plan = None
-        if plan is None:
-            findings = Findings(names.decrypt, keep_exact=False)  # the rebuild measures "before" on its own table
-            rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
-            results, before = judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before
-        else:
-            results, before = judge_plan(findings, plan, release), findings.uniqueness_before()
-        yield from results
-        failed = [r.check_name for r in results if not r.passed]
+        operation = judged_operation(context, release, lease, sha, mongo_hospitalizations["rows_loaded"])
+        yield from operation.results
+        failed = [r.check_name for r in operation.results if not r.passed]
         if failed:
             raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
-        if plan is None:
-            published = release.apply_rebuild(rebuilt, lease)
-        else:
-            published = 0 if plan.already_applied else release.apply(plan, lease, context.run_id)
-    copy = release.copy
-    report = release_report(release, before, list(rebuilt.groups.values()) if plan is None else plan.groups)
-    path = settings.write_owner_only(settings.reports_dir() / "release_report.json",
-                                     json.dumps({"source_sha256": sha, "run_id": context.run_id, **report}, indent=2))
-    audit.record(source.database, "publish_anonymized", copy.full_name, published, source_sha256=sha,
-                 rebuilt=plan is None)
-    context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if plan is None else ""))
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": report["stays_counted"] - report["stays_held_back"],  # what the copy holds
-        "view": f"{source.database.name}.{privacy.VIEW_NAME}",
-        "analyst_copy": copy.full_name,
+        published = publish(release, lease, operation, context.run_id)
+    report = release_report(release, operation.before, operation.touched)
+    path = settings.write_owner_only(settings.reports_dir() / "release_report.json", json.dumps(
+        {"source_sha256": sha, "run_id": context.run_id, **dataclasses.asdict(report)}, indent=2))
+    rebuilt = operation.plan is None
+    audit.record(source.database, "publish_anonymized", release.copy.full_name, published, source_sha256=sha,
+                 rebuilt=rebuilt)
+    context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if rebuilt else ""))
+    yield dg.MaterializeResult(metadata=_metadata(release, operation, report, published, sha, str(path)))
+
+
+def _metadata(release: Release, operation: Operation, report: ReleaseReport, published: int, sha: str,
+              path: str) -> dict:
+    plan = operation.plan
+    return {
+        "dagster/row_count": report.stays_released,  # what the copy holds
+        "view": f"{release.db.name}.{privacy.VIEW_NAME}",
+        "analyst_copy": release.copy.full_name,
         "source_sha256": sha,
         "rebuilt": plan is None,
         "already_published": bool(plan and plan.already_applied),
-        "stays_added": plan.stays if plan else rebuilt.evaluation.stays,
+        "stays_added": plan.stays if plan else operation.rebuilt.evaluation.stays,
         "stays_published": published,
-        **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in report.items()
-           if not k.startswith("uniqueness")},
-        "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(report["uniqueness_before"],
-                                                                             report["uniqueness_released"])),
-        "report": str(path),
+        **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
+           for k, v in dataclasses.asdict(report).items() if not k.startswith("uniqueness")},
+        "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(report.uniqueness_before,
+                                                                             report.uniqueness_released)),
+        "report": path,
         "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
-    })
+    }
 
 
 # ---- the whole-collection audit: scheduled, never part of a drop ------------------------------
@@ -301,7 +249,8 @@ def analysts_release_audit(mongo: MongoResource):
 
     found = view_findings(release.source, released(), scheme)
     k, l_div = generalization.independent_k_and_l(frame.frame())
-    failures = [r.check_name for r in found.results(*_k_and_l(k, l_div, len(found.groups), {})) if not r.passed]
+    failures = [r.check_name for r in check_results(found, *_k_and_l(k, l_div, len(found.groups), {}))
+                if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
                               metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),
                                         "groups": len(found.groups), "k_pycanon": k, "l_pycanon": l_div,

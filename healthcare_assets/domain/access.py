@@ -27,17 +27,10 @@ from pathlib import Path
 
 import pymongo
 
-from healthcare_assets.domain import encryption
+from healthcare_assets.domain import audit, encryption
+from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing import credentials, secrets_file, settings
-
-
-def databases(database: str | None = None) -> dict[str, str]:
-    """The hospitalization database and its companions, named after it (healthcare_db ->
-    healthcare_analytics, healthcare_doctor_app, healthcare_audit)."""
-    main = database or settings.database_name()
-    prefix = main.removesuffix("_db")
-    return {"main": main, "analytics": f"{prefix}_analytics", "doctor_app": f"{prefix}_doctor_app",
-            "audit": f"{prefix}_audit"}
+from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 
 @dataclass(frozen=True)
@@ -83,15 +76,9 @@ def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str,
     """Role name -> password, from the environment (never a placeholder of .env.example in
     production); for the embedded server, missing ones are generated once into
     $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
-    from_env = {r.password_variable: secrets_file.checked(r.password_variable, os.environ[r.password_variable])
-                for r in roles() if os.environ.get(r.password_variable)}
-    if generate:
-        missing = [r.password_variable for r in roles() if r.password_variable not in from_env]
-        stored = secrets_file.ensure(dict.fromkeys(missing, lambda: secrets.token_urlsafe(24)), data_dir)
-    else:
-        stored = secrets_file.read(data_dir)
-    found = {**stored, **from_env}
-    return {r.name: found[r.password_variable] for r in roles() if found.get(r.password_variable)}
+    make = (lambda: secrets.token_urlsafe(24)) if generate else None
+    found = secrets_file.values({r.password_variable: make for r in roles()}, data_dir)
+    return {r.name: found[r.password_variable] for r in roles() if r.password_variable in found}
 
 
 def _role_document(r: Role) -> dict:
@@ -136,8 +123,6 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
     """Copy one hospital's records into the doctor app's database, their names re-encrypted under
     the hospital's own data key in the app's key vault; records the app already has are kept as
     the app left them. Returns how many records that database holds."""
-    from healthcare_assets.domain.release import insert_keeping_existing
-
     target = doctor_app_copy(collection)
     source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
     present = set(target.distinct("_id"))  # one hospital's records
@@ -150,7 +135,8 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
 def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:
     """Roles, users and the doctor app's slice, as `provision-access` does it; `uri` is
     the one `collection` was reached by (whether a user already has its password is tried on it)."""
-    from healthcare_assets.domain import audit
+    # imported here: plumbing.mongo starts the embedded server, whose first start provisions
+    # the roles defined in this module
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
 
     db = collection.database

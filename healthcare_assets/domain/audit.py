@@ -9,7 +9,7 @@ import getpass
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
 
-from healthcare_assets.domain.access import databases
+from healthcare_assets.domain.deployment_databases import databases
 
 AUDIT_COLLECTION = "audit_log"
 ERASURES_COLLECTION = "erased_patients"  # patient_ids (keyed hashes) never to be loaded again

@@ -30,7 +30,6 @@ import hashlib
 import os
 import re
 import secrets
-import warnings
 from collections.abc import Iterable
 
 from bson.binary import STANDARD, Binary
@@ -81,16 +80,11 @@ def master_key() -> bytes:
     """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
     $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
     set): a key generated inside a container is lost with it, and every name with it."""
-    value = os.environ.get(MASTER_KEY_VARIABLE)
-    if value and value.startswith(secrets_file.PLACEHOLDER) and not settings.mongodb_uri():
-        value = None  # a development checkout's .env copied from .env.example: its own key instead
-    if not value:
-        if settings.mongodb_uri():
-            raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
-                                 "is set, so this is production; set one of them (see docs/deployment.md)")
-        value = secrets_file.ensure({MASTER_KEY_VARIABLE: new_master_key})[MASTER_KEY_VARIABLE]
-        warnings.warn(f"{MASTER_KEY_VARIABLE} is not set: using the development master key in "
-                      f"{secrets_file.path()}", stacklevel=2)
+    if settings.mongodb_uri() and not os.environ.get(MASTER_KEY_VARIABLE):
+        raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
+                             "is set, so this is production; set one of them (see docs/deployment.md)")
+    value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, what="master key",
+                               development_placeholder_ignored=True)
     return decode_master_key(value)
 
 

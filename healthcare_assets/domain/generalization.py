@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.privacy import (
@@ -245,9 +246,8 @@ def uniqueness(groups: Iterable[tuple[dict, int]]) -> list[dict]:
 
 
 def uniqueness_markdown(before: list[dict], after: list[dict]) -> str:
-    lines = ["| quasi-identifiers | stays unique before | under k before | stays unique released | under k released |",
-             "|---|---:|---:|---:|---:|"]
-    for b, a in zip(before, after, strict=True):
-        lines.append(f"| {b['quasi_identifiers']} | {b['unique']:.1%} | {b['under_k']:.1%} "
-                     f"| {a['unique']:.1%} | {a['under_k']:.1%} |")
-    return "\n".join(lines)
+    rows = [(b["quasi_identifiers"], f"{b['unique']:.1%}", f"{b['under_k']:.1%}", f"{a['unique']:.1%}",
+             f"{a['under_k']:.1%}") for b, a in zip(before, after, strict=True)]
+    return tabulate(rows, headers=("quasi-identifiers", "stays unique before", "under k before",
+                                   "stays unique released", "under k released"),
+                    tablefmt="github", colalign=("left", "right", "right", "right", "right"), disable_numparse=True)

@@ -36,16 +36,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import os
 import secrets
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from healthcare_assets.domain import schema
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing import secrets_file
 
 # Columns whose values name or single out a person by themselves: never quoted in a report or in
 # metadata, not even as a sample of what failed a check (counts only).
@@ -61,13 +59,8 @@ def pseudonym_key() -> bytes:
     """HEALTHCARE_PSEUDONYM_KEY (in production at least 32 bytes, never the .env.example
     placeholder), or a per-installation key generated once into $HEALTHCARE_DATA_DIR/secrets.env
     (with a warning): never a key written in the code."""
-    key = os.environ.get("HEALTHCARE_PSEUDONYM_KEY")
-    if key:
-        return secrets_file.checked("HEALTHCARE_PSEUDONYM_KEY", key, secrets_file.MIN_KEY_BYTES).encode()
-    stored = secrets_file.ensure({"HEALTHCARE_PSEUDONYM_KEY": lambda: secrets.token_hex(32)})
-    path = secrets_file.path(settings.data_dir())
-    warnings.warn(f"HEALTHCARE_PSEUDONYM_KEY is not set: using the development key in {path}", stacklevel=2)
-    return stored["HEALTHCARE_PSEUDONYM_KEY"].encode()
+    return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
+                              min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
 
 def patient_identity(name: str, gender: str, blood_type: str) -> str:
@@ -75,13 +68,13 @@ def patient_identity(name: str, gender: str, blood_type: str) -> str:
     return f"{name.casefold()}|{gender}|{blood_type}"
 
 
-def patient_ids(frame: pd.DataFrame, key: bytes) -> pd.Series:
-    identities = frame["name"].str.casefold() + "|" + frame["gender"] + "|" + frame["blood_type"]
-    return identities.map(lambda text: hmac.new(key, text.encode(), hashlib.sha256).hexdigest())
-
-
 def patient_id(name: str, gender: str, blood_type: str, key: bytes) -> str:
     return hmac.new(key, patient_identity(name, gender, blood_type).encode(), hashlib.sha256).hexdigest()
+
+
+def patient_ids(frame: pd.DataFrame, key: bytes) -> pd.Series:
+    people = zip(frame["name"], frame["gender"], frame["blood_type"], strict=True)
+    return pd.Series([patient_id(*person, key) for person in people], index=frame.index, dtype="str")
 
 
 def band(value: float, bands: tuple) -> str:

@@ -224,57 +224,47 @@ def _object(properties: dict) -> dict:
 
 
 # The collection's $jsonSchema validator, derived from the same value sets and ranges.
-DOCUMENT_JSON_SCHEMA: dict = _object(
-    {
-        "_id": _string(),
-        "patient_id": _string(),
-        "personal_info": _object(
-            {
-                "name": {"bsonType": "binData"},
-                "age": {"bsonType": ["int", "long"], "minimum": AGE_RANGE[0], "maximum": AGE_RANGE[1]},
-                "gender": _string(GENDERS),
-                "blood_type": _string(BLOOD_TYPES),
-            }
-        ),
-        "medical_info": _object(
-            {
-                "condition": _string(CONDITIONS),
-                "medication": _string(MEDICATIONS),
-                "test_results": {"bsonType": "array", "items": _string(TEST_RESULTS)},
-            }
-        ),
-        "admission_info": _object(
-            {
-                "date_admission": {"bsonType": "date"},
-                "date_discharge": {"bsonType": "date"},
-                "duration_days": {"bsonType": ["int", "long"], "minimum": 0, "maximum": STAY_DAYS_MAX},
-                "admission_type": _string(ADMISSION_TYPES),
-                "room_number": {"bsonType": ["int", "long"], "minimum": ROOM_RANGE[0], "maximum": ROOM_RANGE[1]},
-            }
-        ),
-        "administrative_info": _object(
-            {
-                "doctor": {"bsonType": "binData"},
-                "hospital": _string(),
-                "insurance_provider": _string(INSURERS),
-                "billing_amount": {"bsonType": "double", "minimum": 0, "maximum": BILLING_MAX},
-            }
-        ),
-        "metadata": {
-            "bsonType": "object",
-            "required": ["created_at", "source", "sources", "migration_version"],
-            "properties": {
-                "created_at": {"bsonType": "date"},
-                "sources": {"bsonType": "array", "items": _string()},
-                "migration_version": {"bsonType": ["int", "long"]},
-            },
+DOCUMENT_JSON_SCHEMA: dict = _object({
+    "_id": _string(),
+    "patient_id": _string(),
+    "personal_info": _object({
+        "name": {"bsonType": "binData"},
+        "age": {"bsonType": ["int", "long"], "minimum": AGE_RANGE[0], "maximum": AGE_RANGE[1]},
+        "gender": _string(GENDERS),
+        "blood_type": _string(BLOOD_TYPES),
+    }),
+    "medical_info": _object({
+        "condition": _string(CONDITIONS),
+        "medication": _string(MEDICATIONS),
+        "test_results": {"bsonType": "array", "items": _string(TEST_RESULTS)},
+    }),
+    "admission_info": _object({
+        "date_admission": {"bsonType": "date"},
+        "date_discharge": {"bsonType": "date"},
+        "duration_days": {"bsonType": ["int", "long"], "minimum": 0, "maximum": STAY_DAYS_MAX},
+        "admission_type": _string(ADMISSION_TYPES),
+        "room_number": {"bsonType": ["int", "long"], "minimum": ROOM_RANGE[0], "maximum": ROOM_RANGE[1]},
+    }),
+    "administrative_info": _object({
+        "doctor": {"bsonType": "binData"},
+        "hospital": _string(),
+        "insurance_provider": _string(INSURERS),
+        "billing_amount": {"bsonType": "double", "minimum": 0, "maximum": BILLING_MAX},
+    }),
+    "metadata": {
+        "bsonType": "object",
+        "required": ["created_at", "source", "sources", "migration_version"],
+        "properties": {
+            "created_at": {"bsonType": "date"},
+            "sources": {"bsonType": "array", "items": _string()},
+            "migration_version": {"bsonType": ["int", "long"]},
         },
-    }
-)
+    },
+})
 
 
-_BSON_TYPES = {"binData": (Binary, bytes), "string": str, "object": dict, "array": list, "date": dt.datetime, "double": float, "int": int,
-               "long": int}
+_BSON_TYPES = {"binData": (Binary, bytes), "string": str, "object": dict, "array": list, "date": dt.datetime,
+               "double": float, "int": int, "long": int}
 
 
 def schema_violations(value, schema: dict = DOCUMENT_JSON_SCHEMA, path: str = "document") -> list[str]:

@@ -1,6 +1,7 @@
 """$HEALTHCARE_DATA_DIR/secrets.env, the secrets generated for a development installation (the
-roles' passwords for the embedded server, the pseudonym key), and the rule that production
-secrets are not placeholders. Only this module reads or writes the file.
+roles' passwords for the embedded server, the pseudonym key, the master key), and the rule that
+production secrets are not placeholders. Only this module reads or writes the file; every secret
+is taken through values() or value(): from the environment, else from the file, generated there once.
 
 Several processes may generate at once (two first runs, a run and the CLI), so a change is made
 under an exclusive lock, from a fresh read, and lands by renaming a complete 0600 file over the
@@ -13,7 +14,8 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from healthcare_assets.plumbing import settings
@@ -24,6 +26,46 @@ MIN_KEY_BYTES = 32
 
 class PlaceholderSecretError(ValueError):
     pass
+
+
+def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | None = None, *,
+           min_bytes: int = 0) -> dict[str, str]:
+    """Each variable's value (variable -> function making a new one, or None): from the
+    environment (environment()); else the one stored in secrets.env, made and stored there the
+    first time when the variable has a function. A variable with neither is left out."""
+    from_env = environment(generators, min_bytes)
+    if any(make is not None for make in generators.values()):
+        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env},
+                        data_dir)
+    else:
+        stored = read(data_dir)
+    return {v: found for v in generators if (found := from_env.get(v) or stored.get(v))}
+
+
+def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: int = 0,
+          development_placeholder_ignored: bool = False) -> str:
+    """One secret: from the environment (environment()), else the one stored in secrets.env, made
+    by `generate` the first time, with a warning that this development one (`what` it is) is used."""
+    from_env = environment([variable], min_bytes, development_placeholder_ignored)
+    if variable in from_env:
+        return from_env[variable]
+    stored = ensure({variable: generate})
+    warnings.warn(f"{variable} is not set: using the development {what} in {path()}", stacklevel=3)
+    return stored[variable]
+
+
+def environment(variables: Iterable[str], min_bytes: int = 0,
+                development_placeholder_ignored: bool = False) -> dict[str, str]:
+    """The variables set in the environment, each checked (never a placeholder, nor shorter than
+    `min_bytes`, in production). With `development_placeholder_ignored`, a placeholder in a
+    development environment (a .env copied from .env.example) counts as unset."""
+    production = bool(settings.mongodb_uri())
+    found = {}
+    for variable in variables:
+        given = os.environ.get(variable)
+        if given and not (development_placeholder_ignored and not production and given.startswith(PLACEHOLDER)):
+            found[variable] = checked(variable, given, min_bytes)
+    return found
 
 
 def path(data_dir: Path | None = None) -> Path:

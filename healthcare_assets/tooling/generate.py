@@ -28,11 +28,8 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from faker import Faker
-from faker.providers.person.en_US import Provider as PersonProvider
 
 from healthcare_assets.domain.schema import (
     ADMISSION_TYPES,
@@ -44,6 +41,7 @@ from healthcare_assets.domain.schema import (
     MEDICATIONS,
     TEST_RESULTS,
 )
+from healthcare_assets.tooling.faker_pools import Pools, draw_pools, random_case
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
 REFERENCE_ROWS = 55_500
@@ -57,18 +55,8 @@ LAST_ADMISSION = dt.date(2024, 5, 7)
 STAY_MIN, STAY_MAX = 1, 30
 BILLING_LOW, BILLING_HIGH = -2_000.0, 52_800.0
 
-# Pool sizes: Faker costs ~60 µs a name, so names are drawn once and sampled per row.
-NAME_POOL = 20_000
-DOCTOR_POOL = 4_000
-HOSPITAL_POOL_MAX = 4_000
-ROWS_PER_HOSPITAL = 10  # so each hospital appears in several rows, like the original
-
 CHUNK_ROWS = 50_000
 RESERVOIR_SIZE = 5_000  # candidate sources for duplicates, a uniform sample of earlier rows
-
-_HONORIFICS = frozenset(PersonProvider.prefixes_female) | frozenset(PersonProvider.prefixes_male)
-_NAME_SUFFIXES = frozenset(PersonProvider.suffixes_female) | frozenset(PersonProvider.suffixes_male)
-
 
 def default_duplicates(rows: int) -> int:
     return round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS)
@@ -78,76 +66,11 @@ def default_negative_billing(rows: int) -> int:
     return round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
 
 
-def _split_name(name: str) -> tuple[str, str, str]:
-    """'Mrs. Brandy Flowers MD' -> ('Mrs. ', 'Brandy Flowers', ' MD').
-
-    Only the middle part gets random case; honorifics stay as Faker wrote them.
-    """
-    words = name.split(" ")
-    prefix = suffix = ""
-    if len(words) > 2 and words[0] in _HONORIFICS:
-        prefix = words.pop(0) + " "
-    if len(words) > 2 and words[-1] in _NAME_SUFFIXES:
-        suffix = " " + words.pop()
-    return prefix, " ".join(words), suffix
-
-
-def _scramble_company(name: str, rng: random.Random) -> str:
-    """Reorder a company's words like the original export did, keeping any comma at the end."""
-    words = name.replace(",", "").split(" ")
-    if len(words) < 3:  # "Kim Inc", "Carr-Edwards": nothing to scramble
-        return name
-    style = rng.randrange(3)
-    if style == 0:
-        words = words[::-1]  # "Miller and Sons" -> "Sons and Miller"
-    elif style == 1:
-        words = words[-1:] + words[:-1]  # "Rich and Sons" -> "Sons Rich and"
-    scrambled = " ".join(words)
-    return scrambled + "," if "," in name else scrambled  # "Hernandez Rogers and Vang,"
-
-
-class _Pools(NamedTuple):
-    prefixes: np.ndarray  # honorific + " " or ""
-    cores: np.ndarray  # first and last name, fixed-width unicode for vectorized recasing
-    suffixes: np.ndarray  # " " + suffix or ""
-    doctors: np.ndarray
-    hospitals: np.ndarray
-
-
-def _pools(rows: int, seed: int) -> _Pools:
-    """Name, doctor and hospital pools from a seeded Faker (en_US, like the original)."""
-    fake = Faker("en_US")
-    fake.seed_instance(seed)
-    scramble_rng = random.Random(f"{seed}/hospitals")  # str seeds are hashed stably (sha512)
-    parts = [_split_name(fake.name()) for _ in range(min(NAME_POOL, rows))]
-    prefixes, cores, suffixes = (np.array(column) for column in zip(*parts))
-    doctors = np.array([fake.name() for _ in range(min(DOCTOR_POOL, rows))], dtype=object)
-    hospital_count = min(HOSPITAL_POOL_MAX, max(rows // ROWS_PER_HOSPITAL, 1))
-    hospitals = []
-    for _ in range(hospital_count):
-        company = fake.company()
-        if scramble_rng.random() < 0.5:  # about half are scrambled, as in the original
-            company = _scramble_company(company, scramble_rng)
-        hospitals.append(company)
-    return _Pools(prefixes, cores, suffixes, doctors, np.array(hospitals, dtype=object))
-
-
-def _random_case(names: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip each ASCII letter to upper or lower case at random, vectorized over code points."""
-    width = names.dtype.itemsize // 4
-    codes = names.view(np.uint32).reshape(len(names), width).copy()
-    lower = codes | np.uint32(0x20)  # in ASCII, bit 0x20 is a letter's only case difference
-    letters = (lower >= ord("a")) & (lower <= ord("z"))
-    upper = rng.random(codes.shape) < 0.5
-    codes = np.where(letters, np.where(upper, lower & ~np.uint32(0x20), lower), codes)
-    return codes.view(f"<U{width}").reshape(len(names))
-
-
 def _original_rows(
     count: int,
     negative: np.ndarray,
     rng: np.random.Generator,
-    pools: _Pools,
+    pools: Pools,
 ) -> tuple[list[tuple], np.ndarray]:
     """`count` fresh rows in CSV column order; `negative` marks the rows whose bill is below 0."""
     prefixes, cores, suffixes, doctors, hospitals = pools
@@ -156,7 +79,7 @@ def _original_rows(
         return np.array(values, dtype=object)[rng.integers(0, len(values), count)].tolist()
 
     who = rng.integers(0, len(cores), count)
-    cased = _random_case(cores[who], rng).tolist()
+    cased = random_case(cores[who], rng).tolist()
     names = [p + c + s for p, c, s in zip(prefixes[who].tolist(), cased, suffixes[who].tolist())]
     span = (LAST_ADMISSION - FIRST_ADMISSION).days + 1
     admitted = np.datetime64(FIRST_ADMISSION, "D") + rng.integers(0, span, count)
@@ -196,7 +119,7 @@ def _rows(
     """Yield the data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
-    pools = _pools(rows, seed)
+    pools = draw_pools(rows, seed)
     # Position 0 is never a duplicate and original 0 never negative, so every duplicate
     # has at least one non-negative earlier row to copy.
     duplicate_at = np.sort(rng.choice(rows - 1, duplicates, replace=False)) + 1
@@ -236,18 +159,9 @@ def _rows(
         yield chunk
 
 
-def generate_csv(
-    rows: int,
-    seed: int,
-    out: str | Path,
-    duplicates: int | None = None,
-    negative_billing: int | None = None,
-) -> dict:
-    """Write `rows` data rows (duplicates included) to `out`; return what was written.
-
-    `duplicates` and `negative_billing` default to the original export's counts
-    (534 and 106 per 55,500 rows), scaled to `rows` and rounded.
-    """
+def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | None) -> tuple[int, int]:
+    """The duplicates and negative bills to write (the original export's share when not given),
+    checked against the row count."""
     if duplicates is None:
         duplicates = default_duplicates(rows)
     if negative_billing is None:
@@ -262,7 +176,22 @@ def generate_csv(
             f"negative_billing must be between 0 and {originals - 1} "
             f"(rows - duplicates - 1), got {negative_billing}"
         )
+    return duplicates, negative_billing
 
+
+def generate_csv(
+    rows: int,
+    seed: int,
+    out: str | Path,
+    duplicates: int | None = None,
+    negative_billing: int | None = None,
+) -> dict:
+    """Write `rows` data rows (duplicates included) to `out`; return what was written.
+
+    `duplicates` and `negative_billing` default to the original export's counts
+    (534 and 106 per 55,500 rows), scaled to `rows` and rounded.
+    """
+    duplicates, negative_billing = _defect_counts(rows, duplicates, negative_billing)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")  # never leave a half-written file at `out`

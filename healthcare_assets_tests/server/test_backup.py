@@ -18,8 +18,8 @@ from bson import json_util
 from pymongo import uri_parser
 
 from healthcare_assets.defs.backup import mongo_backup
-from healthcare_assets.domain import backup, encryption
-from healthcare_assets.domain.access import databases
+from healthcare_assets.domain import backup, backup_files, encryption
+from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
@@ -207,7 +207,7 @@ def test_a_bson_stream_cut_inside_a_document_is_named(tmp_path):
     """Damage the manifest agrees with (a backup written broken) is caught by the BSON framing."""
     store = LocalStore(tmp_path)
     docs = b"".join(bson.encode({"_id": i, "x": "y" * 50}) for i in range(3))
-    summary = backup._write(store, "b", "db/c.bson.gz", iter([docs[:-10]]))
+    summary = backup_files.write_file(store, "b", "db/c.bson.gz", iter([docs[:-10]]))
     opened = backup.Opened(store, "b", {"files": {"db/c.bson.gz": summary}})
     with pytest.raises(backup.BackupError, match=r"db/c\.bson\.gz: ends inside a document"):
         list(opened.documents("db", "c"))
@@ -224,9 +224,9 @@ def test_reads_go_range_by_range_and_take_every_document_once(loaded, monkeypatc
     copy.insert_one({"_id": 7, "odd": "an _id that is not a string"})
     for collection in (hospitalizations, copy):
         total = collection.count_documents({})
-        matches = backup.read_ranges(collection, total)
+        matches = backup_files.read_ranges(collection, total)
         assert len(matches) > 3
-        ids = [d["_id"] for d in backup.raw_documents(collection, matches)]
+        ids = [d["_id"] for d in backup_files.raw_documents(collection, matches)]
         assert len(ids) == len(set(ids)) == total
         plan = collection.find(matches[1]).explain()["queryPlanner"]["winningPlan"]
         assert "IXSCAN" in str(plan), plan
@@ -234,7 +234,7 @@ def test_reads_go_range_by_range_and_take_every_document_once(loaded, monkeypatc
 
 def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_path):
     store = LocalStore(tmp_path)
-    a, b, c, d = (backup.new_name(dt.datetime(2026, 11, day, tzinfo=dt.UTC)) for day in (1, 2, 3, 4))
+    a, b, c, d = (backup_files.new_name(dt.datetime(2026, 11, day, tzinfo=dt.UTC)) for day in (1, 2, 3, 4))
     for name in (a, b, c, d, "not-a-backup"):
         (tmp_path / name).mkdir()
     for name in (a, b, d):

@@ -16,16 +16,15 @@ from healthcare_assets.defs.migration import encrypt_existing_documents
 from healthcare_assets.domain import access, encryption, gdpr, migration
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing.mongo import MongoResource, connect
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import check_results, materialize
+from healthcare_assets_tests.fixtures.servers import drop_deployment
 
 
 @pytest.fixture(scope="module")
 def loaded(mongo_uri, small_csv, tmp_path_factory):
     """The small export loaded once for the module's read-only tests."""
-    from healthcare_assets.plumbing.mongo import MongoResource, connect
-    from healthcare_assets_tests.conftest import drop_deployment
-
     patch = pytest.MonkeyPatch()
     patch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path_factory.mktemp("encrypted")))
     mongo = MongoResource(database="test_encrypted")

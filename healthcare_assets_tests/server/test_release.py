@@ -13,7 +13,7 @@ import pytest
 from bson import json_util
 
 from healthcare_assets.defs.anonymize import analysts_release_audit
-from healthcare_assets.domain import gdpr, generalization, privacy, release
+from healthcare_assets.domain import gdpr, generalization, privacy, release_lease
 from healthcare_assets.domain.release import Lease, Release, ReleaseLockError
 from healthcare_assets.plumbing import document_counts
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
@@ -213,10 +213,10 @@ def test_the_lease_is_exclusive_until_it_runs_out(mongo):
     with Lease(db, "first"):
         with pytest.raises(ReleaseLockError, match="held by first"):
             Lease(db, "second", wait_s=1).__enter__()
-        db[release.LOCK].update_one({"_id": "release"}, {"$set": {"expires_at": release._now()}})
+        db[release_lease.LOCK].update_one({"_id": "release"}, {"$set": {"expires_at": release_lease.utc_now()}})
         with Lease(db, "second", wait_s=5) as taken_over:  # the first holder's lease ran out
             pass
-    assert db[release.LOCK].count_documents({}) == 0
+    assert db[release_lease.LOCK].count_documents({}) == 0
     with pytest.raises(ReleaseLockError, match="lost"):
         taken_over.renew()
 

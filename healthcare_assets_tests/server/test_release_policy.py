@@ -5,7 +5,7 @@ that breaks it."""
 import pandas as pd
 import pytest
 
-from healthcare_assets.domain import generalization, privacy, release
+from healthcare_assets.domain import generalization, privacy, release_planning
 from healthcare_assets.domain.release import Release
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
@@ -90,11 +90,11 @@ def _leak_length_of_stay(monkeypatch):
 
 
 def _publish_any_group(monkeypatch):  # a singleton group is published
-    monkeypatch.setattr(release, "is_published", lambda records, sensitive: records > 0)
+    monkeypatch.setattr(release_planning, "is_published", lambda records, sensitive: records > 0)
 
 
 def _ignore_diversity(monkeypatch):  # a group with one test result is published
-    monkeypatch.setattr(release, "is_published", lambda records, sensitive: records >= K)
+    monkeypatch.setattr(release_planning, "is_published", lambda records, sensitive: records >= K)
 
 
 ONE_VALUE = ({"Test Results": "Normal", "Medication": "Aspirin", "Billing Amount": "5000.0"},)

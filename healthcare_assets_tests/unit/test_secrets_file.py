@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from healthcare_assets.domain import access, privacy
+from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.mongo import MongoResource
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
@@ -88,3 +89,40 @@ def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_pat
     monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
     assert privacy.pseudonym_key() == b"change-me-pseudonym-key"
     assert access.passwords()["ANALYST_READONLY"] == "change-me-analyst-readonly"
+
+
+def test_one_secret_from_the_environment_else_generated_once_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.delenv("HEALTHCARE_TEST_SECRET", raising=False)
+    made = iter(["first-made", "second-made"])
+    with pytest.warns(UserWarning, match="HEALTHCARE_TEST_SECRET is not set: using the development token"):
+        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "first-made"
+    with pytest.warns(UserWarning):
+        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "first-made"
+    monkeypatch.setenv("HEALTHCARE_TEST_SECRET", "from-the-environment")
+    assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "from-the-environment"
+    assert stored(tmp_path)["HEALTHCARE_TEST_SECRET"] == "first-made"
+
+
+def test_a_development_placeholder_is_unset_only_where_asked_and_refused_in_production(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.setenv("HEALTHCARE_TEST_SECRET", "change-me-test-secret")
+    assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token") == "change-me-test-secret"
+    with pytest.warns(UserWarning, match="HEALTHCARE_TEST_SECRET is not set"):
+        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token",
+                                  development_placeholder_ignored=True) == "made"
+    monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
+    with pytest.raises(secrets_file.PlaceholderSecretError, match="HEALTHCARE_TEST_SECRET") as refused:
+        secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token", development_placeholder_ignored=True)
+    assert "change-me-test-secret" not in str(refused.value)
+
+
+def test_values_without_a_generator_only_read_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.delenv("HEALTHCARE_TEST_SECRET", raising=False)
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, tmp_path) == {}
+    assert not (tmp_path / "secrets.env").exists()
+    secrets_file.store({"HEALTHCARE_TEST_SECRET": "kept"}, tmp_path)
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, tmp_path) == {"HEALTHCARE_TEST_SECRET": "kept"}

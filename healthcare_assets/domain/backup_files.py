@@ -1,0 +1,154 @@
+"""A backup's files: their names and layout, the streams that count and hash what passes
+through them, and the ranges documents are read by (healthcare_assets.domain.backup describes the
+format).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io
+import re
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import bson
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+
+from healthcare_assets.plumbing import scans
+from healthcare_assets.plumbing.backup_store import LocalStore, S3Store
+
+MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+FORMAT = "mongodump-gzip"
+INSERT_BATCH = 1_000
+READ_CHUNK = 1 << 20
+RAW = CodecOptions(document_class=RawBSONDocument)
+EXTENDED_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
+
+Store = LocalStore | S3Store
+
+
+class BackupError(RuntimeError):
+    """A backup that cannot be used; the message names the file."""
+
+
+def new_name(now: dt.datetime | None = None) -> str:
+    """A backup's folder: its UTC time, to the microsecond, so names sort by age."""
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
+
+
+def backups(store: Store) -> list[str]:
+    """The backups in a store, oldest first. Only folders named like one: retention deletes what
+    this lists, and a mistyped HEALTHCARE_BACKUP_URI may point at a folder holding anything."""
+    return [name for name in store.names() if NAME.fullmatch(name)]
+
+
+def bson_file(collection: str) -> str:
+    return f"{collection}.bson.gz"
+
+
+def metadata_file(collection: str) -> str:
+    return f"{collection}.metadata.json.gz"
+
+
+class Digest(io.RawIOBase):
+    """Wraps a binary stream; counts and hashes every byte written to it or read from it."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.sha256, self.bytes = stream, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.stream.write(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size if size is not None and size >= 0 else None) or b""
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(READ_CHUNK):
+            pass
+
+    def summary(self) -> dict:
+        return {"bytes": self.bytes, "sha256": self.sha256.hexdigest()}
+
+
+def write_file(store: Store, name: str, relpath: str, chunks: Iterator[bytes], compress: bool = True) -> dict:
+    with store.writer(name, relpath) as raw:
+        digest = Digest(raw)
+        if compress:
+            # mtime=0 and no file name: the same documents give the same file
+            with gzip.GzipFile(fileobj=digest, mode="wb", mtime=0, filename="") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+        else:
+            for chunk in chunks:
+                digest.write(chunk)
+    return digest.summary()
+
+
+def read_ranges(collection: Collection, documents: int) -> list[dict]:
+    """Filters that together take every document once, each a query the embedded server can hold:
+    patient_id slices where that index exists, slices of a keyed _id where an index starts with
+    _id (the analysts' copy; the plain _id index would be a whole-collection scan there), else the
+    whole collection in one query (the small collections: bookkeeping, audit, erasures)."""
+    firsts = [list(index["key"].keys()) for index in collection.list_indexes()]
+    if any(keys[0] == scans.FIELD for keys in firsts):
+        return scans.ranges(documents)
+    if any(keys[0] == "_id" and len(keys) > 1 for keys in firsts):
+        slices = scans.ranges(documents, "_id", 32)
+        # keyed _ids are strings, and a range of strings takes no other type: any other goes last
+        # (instead of the slice for a missing field, which an _id never is)
+        return slices if slices == [{}] else [*slices[:-1], {"_id": {"$not": {"$type": "string"}}}]
+    return [{}]
+
+
+def raw_documents(collection: Collection, matches: list[dict]) -> Iterator[RawBSONDocument]:
+    raw = collection.with_options(codec_options=RAW)
+    for match in matches:
+        yield from raw.find(match, batch_size=INSERT_BATCH)
+
+
+def bson_documents(stream: BinaryIO, location: str) -> Iterator[bytes]:
+    """The documents of a concatenated BSON stream, each checked to be whole, valid BSON."""
+    while header := stream.read(4):
+        if len(header) < 4:
+            raise BackupError(f"{location}: ends inside a document's length (truncated)")
+        (size,) = struct.unpack("<i", header)
+        if size < 5:
+            raise BackupError(f"{location}: a document claims {size} bytes (corrupted)")
+        body = stream.read(size - 4)
+        if len(body) < size - 4:
+            raise BackupError(f"{location}: ends inside a document (truncated)")
+        raw = header + body
+        try:
+            bson.decode(raw, codec_options=RAW)  # RawBSONDocument: checks the layout only
+        except bson.errors.InvalidBSON as exc:
+            raise BackupError(f"{location}: not valid BSON ({exc})") from None
+        yield raw
+
+

@@ -1,0 +1,124 @@
+"""Writing a backup: every collection of the deployment's databases, and this deployment's data
+keys in the shared key vault, streamed as raw BSON into a new folder, then its manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from bson import json_util
+from pymongo import MongoClient
+
+from healthcare_assets.domain.backup_files import (
+    EXTENDED_JSON,
+    FORMAT,
+    MANIFEST,
+    Store,
+    bson_file,
+    metadata_file,
+    new_name,
+    raw_documents,
+    read_ranges,
+    write_file,
+)
+from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
+from healthcare_assets.plumbing.backup_store import open_store
+
+# What a backup is consistent with; the pool is named in defs/load.py (see the README's "Backups").
+CONSISTENCY = ("taken while no load runs: Dagster pool `mongo_writes`, shared with mongo_hospitalizations; "
+               "a publication to the analysts' copy caught halfway is finished from its ledger plan "
+               "by the next release after a restore")
+
+
+def project_version() -> str:
+    try:
+        return metadata.version("healthcare-assets")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Written:
+    name: str
+    location: str
+    manifest: dict
+    seconds: float = 0.0
+    collections: dict[str, int] = field(default_factory=dict)  # "db.collection" -> documents
+
+    @property
+    def bytes(self) -> int:
+        return sum(f["bytes"] for f in self.manifest["files"].values())
+
+
+def _collection_infos(client: MongoClient, db: str) -> list[dict]:
+    infos = [i for i in client[db].list_collections() if not i["name"].startswith("system.")]
+    return sorted(infos, key=lambda i: (i.get("type", "collection") == "view", i["name"]))
+
+
+def key_vault_filter(main_database: str) -> dict:
+    """This deployment's data keys: their alt names start with one of its databases."""
+    names = "|".join(re.escape(db) for db in databases(main_database).values())
+    return {"keyAltNames": {"$regex": f"^({names})\\."}}
+
+
+def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict,
+                     files: dict, log: Callable[[str], None], match: dict | None = None) -> dict:
+    """One collection's metadata and documents; with `match`, only the documents it selects (a
+    collection the deployment shares, small: read in one query)."""
+    coll_name, kind = info["name"], info.get("type", "collection")
+    meta = {"options": info.get("options", {}), "collectionName": coll_name, "type": kind,
+            "indexes": [] if kind == "view" else [dict(ix) for ix in client[db][coll_name].list_indexes()]}
+    files[f"{db}/{metadata_file(coll_name)}"] = write_file(
+        store, name, f"{db}/{metadata_file(coll_name)}", iter([json_util.dumps(meta, json_options=EXTENDED_JSON).encode()]))
+    if kind == "view":
+        return {"type": "view"}
+    collection = client[db][coll_name]
+    if match is None:
+        source_documents = collection.estimated_document_count()  # an exact count once no write runs
+        matches = read_ranges(collection, source_documents)
+    else:
+        source_documents, matches = collection.count_documents(match), [match]
+    counted = [0]
+
+    def chunks() -> Iterator[bytes]:
+        for doc in raw_documents(collection, matches):
+            counted[0] += 1
+            yield doc.raw
+
+    files[f"{db}/{bson_file(coll_name)}"] = write_file(store, name, f"{db}/{bson_file(coll_name)}", chunks())
+    log(f"{db}.{coll_name}: {counted[0]:,} documents")
+    entry = {"type": "collection", "documents": counted[0], "source_documents": source_documents}
+    return entry if match is None else {**entry, "filter": match}
+
+
+def write_backup(client: MongoClient, main_database: str, server: str, uri: str | None = None,
+                 log: Callable[[str], None] = lambda _: None) -> Written:
+    """Back up every database of the deployment into a new folder of the store at `uri`."""
+    started = time.perf_counter()
+    store, name = open_store(uri), new_name()
+    files: dict[str, dict] = {}
+    contents: dict[str, dict] = {}
+    for db in databases(main_database).values():
+        contents[db] = {info["name"]: _dump_collection(store, name, client, db, info, files, log)
+                        for info in _collection_infos(client, db)}
+    for info in _collection_infos(client, KEY_VAULT_DB):
+        if info["name"] == KEY_VAULT_COLLECTION:
+            contents[KEY_VAULT_DB] = {KEY_VAULT_COLLECTION: _dump_collection(
+                store, name, client, KEY_VAULT_DB, info, files, log, key_vault_filter(main_database))}
+    manifest = {
+        "format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
+        "databases": contents, "files": files,
+    }
+    write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
+    counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}
+    return Written(name, store.location(name), manifest, time.perf_counter() - started, counts)
+
+

@@ -1,0 +1,21 @@
+"""Inserts that may be repeated: a document whose _id is already there is kept as it is."""
+
+from __future__ import annotations
+
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is already there
+
+
+def insert_keeping_existing(collection: Collection, documents: list[dict]) -> int:
+    """Insert the documents; one whose _id is already there (an interrupted operation redone, or
+    written by someone else meanwhile) is kept as it is. Returns how many were given."""
+    if not documents:
+        return 0
+    try:
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+            raise
+    return len(documents)

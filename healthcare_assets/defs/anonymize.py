@@ -19,15 +19,15 @@ from pymongo.database import Database
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import Release
-from healthcare_assets.domain.release_bookkeeping import AppliedSources, Plan, Rebuilt, is_published
-from healthcare_assets.domain.release_findings import (
+from healthcare_assets.domain.release.bookkeeping import AppliedSources, Plan, Rebuilt, is_published
+from healthcare_assets.domain.release.findings import (
     Findings,
     ReleaseReport,
     release_report,
     smallest,
 )
-from healthcare_assets.domain.release_lease import Lease
-from healthcare_assets.domain.release_planning import released_fields
+from healthcare_assets.domain.release.lease import Lease
+from healthcare_assets.domain.release.planning import released_fields
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.mongo import MongoResource
 

@@ -18,7 +18,8 @@ from bson import json_util
 from pymongo import uri_parser
 
 from healthcare_assets.defs.backup import mongo_backup
-from healthcare_assets.domain import backup, backup_files, encryption
+from healthcare_assets.domain import backup, encryption
+from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS

@@ -9,7 +9,7 @@
   the files it came in (`metadata.sources`).
 
 A plan (Plan, Rebuilt) says how each touched group changes (GroupChange); the module
-healthcare_assets.domain.release_planning makes plans, healthcare_assets.domain.release writes them.
+healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.release writes them.
 """
 
 from __future__ import annotations

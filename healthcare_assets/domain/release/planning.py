@@ -16,7 +16,7 @@ from pymongo.collection import Collection
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import Scheme
-from healthcare_assets.domain.release_bookkeeping import (
+from healthcare_assets.domain.release.bookkeeping import (
     GROUPS,
     ID_BATCH,
     LEDGER,
@@ -33,7 +33,7 @@ from healthcare_assets.domain.release_bookkeeping import (
     kept,
     totals_after,
 )
-from healthcare_assets.domain.release_lease import WAIT_S, Lease, utc_now
+from healthcare_assets.domain.release.lease import WAIT_S, Lease, utc_now
 from healthcare_assets.plumbing import scans
 
 REPLAN_GROWTH = 2

@@ -12,12 +12,12 @@ from pymongo import IndexModel, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets.domain.backup_files import (
+from healthcare_assets.domain.backup.files import (
     INSERT_BATCH,
     raw_documents,
     read_ranges,
 )
-from healthcare_assets.domain.backup_reading import Opened, verify
+from healthcare_assets.domain.backup.reading import Opened, verify
 
 
 class RestoreRefusedError(RuntimeError):

@@ -15,7 +15,7 @@ from importlib import metadata
 from bson import json_util
 from pymongo import MongoClient
 
-from healthcare_assets.domain.backup_files import (
+from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
     MANIFEST,

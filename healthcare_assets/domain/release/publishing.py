@@ -1,26 +1,4 @@
-"""The analysts' release, kept in step with the collection one operation at a time.
-
-Rebuilding the analysts' copy on every drop costs the whole collection, and two rebuilds at once
-corrupt it. Instead each change to what may be released is an operation, applied one at a time
-under a lease: publishing one loaded file, or erasing patients. Its cost follows the stays it
-touches, not the collection.
-
-The modules of the release: release_bookkeeping (the scheme, groups and ledger it keeps in the main
-database, which analysts cannot read), release_lease (one holder at a time), release_planning
-(what an operation would change) and this one (writing it).
-
-An operation is planned from its own stays (nothing written), judged by the caller's checks, then
-written to the ledger and applied: documents into the copy (ids derived from the record key, so a
-repeat is a no-op), each touched group set to its planned size, values and members, the ledger
-entry marked applied. Whoever takes the lease next first finishes an operation that was
-interrupted, from its ledger plan: every step is idempotent.
-
-The scheme is chosen again, and the release rebuilt whole, when there is none yet (the first
-release), when the stays counted have doubled since it was chosen (a finer scheme may now keep
-k and l), or when an operation would hold back more than privacy.MAX_SUPPRESSED. The rebuild costs
-the collection, but doubling makes it rare: its cost per stay, amortized, stays constant. It is
-judged like any operation before any of it is written where analysts can read.
-"""
+"""Writing a planned release operation: documents into the analysts' copy, groups and ledger."""
 
 from __future__ import annotations
 
@@ -31,12 +9,10 @@ from pymongo.collection import Collection
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.privacy import Scheme
-from healthcare_assets.domain.release_bookkeeping import (
+from healthcare_assets.domain.release.bookkeeping import (
     GROUPS,
     ID_BATCH,
-    LEDGER,
     REBUILD,
-    SCHEME,
     WRITE_BATCH,
     AppliedSources,
     GroupChange,
@@ -44,18 +20,16 @@ from healthcare_assets.domain.release_bookkeeping import (
     Rebuilt,
     chunks,
     kept,
-    loading,
     remember,
     totals_after,
 )
-from healthcare_assets.domain.release_lease import LOCK, Lease, ReleaseLockError, utc_now
-from healthcare_assets.domain.release_planning import ReleasePlanner, released_fields
+from healthcare_assets.domain.release.lease import Lease, utc_now
+from healthcare_assets.domain.release.planning import ReleasePlanner, released_fields
 from healthcare_assets.plumbing import document_counts, scans
-from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY, insert_keeping_existing
+from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 # importers of this module find these here: the load marks its file (loading) and recognizes a
 # repeated insert (DUPLICATE_KEY); runs and tests name the bookkeeping's collections
-__all__ = ["DUPLICATE_KEY", "GROUPS", "LEDGER", "LOCK", "SCHEME", "Lease", "Release", "ReleaseLockError", "loading"]
 
 STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
 

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from bson import json_util
 
-from healthcare_assets.domain.backup_files import (
+from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
     MANIFEST,

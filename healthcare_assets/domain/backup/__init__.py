@@ -24,22 +24,22 @@ Memory: documents are streamed as raw BSON, never decoded, one range at a time (
 embedded server holds a query's whole result until its cursor is spent); restore inserts batches.
 
 The modules: backup_files (names, layout, hashing streams, read ranges), backup_writing,
-backup_reading (verification and retention) and backup_restore (restore and the drill's
+reading (verification and retention) and restore (restore and the drill's
 comparison). This module is what callers import.
 """
 
 from __future__ import annotations
 
-from healthcare_assets.domain.backup_files import MANIFEST, VERIFIED, BackupError
-from healthcare_assets.domain.backup_reading import (
+from healthcare_assets.domain.backup.files import MANIFEST, VERIFIED, BackupError
+from healthcare_assets.domain.backup.reading import (
            Opened,
            mark_verified,
            open_backup,
            prune,
            verify,
 )
-from healthcare_assets.domain.backup_restore import RestoreRefusedError, compare, restore
-from healthcare_assets.domain.backup_writing import (
+from healthcare_assets.domain.backup.restore import RestoreRefusedError, compare, restore
+from healthcare_assets.domain.backup.writing import (
            CONSISTENCY,
            Written,
            key_vault_filter,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release import Release
-from healthcare_assets.domain.release_bookkeeping import GroupChange, diversity
-from healthcare_assets.domain.release_planning import exact
+from healthcare_assets.domain.release.bookkeeping import GroupChange, diversity
+from healthcare_assets.domain.release.planning import exact
+from healthcare_assets.domain.release.publishing import Release
 
 
 def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:

@@ -23,6 +23,7 @@ from healthcare_assets.defs.index_benchmarks import (
     index_benchmarks,
     query_suite,
 )
+from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import encryption
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
@@ -39,7 +40,7 @@ FAST = {"repeats": 2, "scan_repeats": 1}
 def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         SELECTION,
-        resources={"mongo": mongo},
+        resources={"mongo": mongo, "settings": pipeline_settings()},
         run_config={"ops": {"raw_csv": {"config": {"source": str(source)}},
                             "index_benchmarks": {"config": FAST | config}}},
         raise_on_error=False,

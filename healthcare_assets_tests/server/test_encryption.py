@@ -13,6 +13,7 @@ import pytest
 
 from healthcare_assets.defs.load import prepare_collection
 from healthcare_assets.defs.migration import encrypt_existing_documents
+from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, encryption, gdpr, migration
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
@@ -23,12 +24,12 @@ from healthcare_assets_tests.fixtures.runs import check_results, materialize
 @pytest.fixture(scope="module")
 def loaded(mongo_uri, small_csv, tmp_path_factory):
     """The small export loaded once for the module's read-only tests."""
-    from healthcare_assets.plumbing.mongo import MongoResource, connect
+    from healthcare_assets.plumbing.mongo import connect
     from healthcare_assets_tests.conftest import drop_deployment
 
     patch = pytest.MonkeyPatch()
     patch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path_factory.mktemp("encrypted")))
-    mongo = MongoResource(database="test_encrypted")
+    mongo = mongo_resource_from_env(database="test_encrypted")
     try:
         result = materialize(small_csv, mongo)
         assert result.success and all(check_results(result).values()), check_results(result)

@@ -12,16 +12,16 @@ import boto3
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_aws.s3 import S3Resource
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from healthcare_assets.defs import s3_drops as sensors
+from healthcare_assets.defs.resources import pipeline_settings, s3_drops
 from healthcare_assets.defs.s3_drops import (
     SOURCE_ETAG_TAG,
     SOURCE_KEY_TAG,
+    drop_sensor,
     s3_csv_drop_job,
-    s3_csv_drop_sensor,
 )
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import DEFS, materialized
@@ -53,8 +53,8 @@ def drop_defs(mongo) -> dg.Definitions:
     return dg.Definitions(
         assets=DEFS.assets,
         asset_checks=DEFS.asset_checks,
-        sensors=[s3_csv_drop_sensor],
-        resources={"mongo": mongo, "s3": S3Resource()},
+        sensors=[drop_sensor()],
+        resources={"mongo": mongo, "s3": s3_drops(), "settings": pipeline_settings()},
     )
 
 
@@ -69,9 +69,10 @@ def put(bucket: str, key: str, body: bytes) -> dict:
 def tick(drop_defs: dg.Definitions, instance, cursor: str | None):
     """One sensor evaluation in a fresh context, as the daemon does after reading the stored cursor."""
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=drop_defs, resources={"s3": S3Resource()}
+        instance=instance, cursor=cursor, definitions=drop_defs,
+        resources={"s3": s3_drops(), "settings": pipeline_settings()},
     )
-    return s3_csv_drop_sensor.evaluate_tick(context)
+    return drop_defs.resolve_sensor_def("s3_csv_drop_sensor").evaluate_tick(context)
 
 
 def requested_keys(evaluation) -> list[str]:

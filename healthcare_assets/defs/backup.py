@@ -6,12 +6,14 @@ it passes are older backups deleted (HEALTHCARE_BACKUP_KEEP). The weekly `restor
 backup, restores it into scratch databases and compares every document with the source.
 """
 
+import os
+
 import dagster as dg
 
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.domain import backup
-from healthcare_assets.plumbing import settings
+from healthcare_assets.domain.previews import markdown_table
 from healthcare_assets.plumbing.backup_store import open_store
 from healthcare_assets.plumbing.mongo import MongoResource
 
@@ -35,12 +37,13 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
     written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), config.to or None,
                                   log=context.log.info)
     files = written.manifest["files"]
-    table = ["| collection | documents |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in written.collections.items()]
+    table = markdown_table([(k, f"{v:,}") for k, v in written.collections.items()], ["collection", "documents"],
+                           ("left", "right"))
     return dg.MaterializeResult(metadata={
         "backup": written.location,
         "name": written.name,
         "documents": sum(written.collections.values()),
-        "collections": dg.MetadataValue.md("\n".join(table)),
+        "collections": table,
         "files": len(files),
         "bytes": written.bytes,
         "seconds": round(written.seconds, 2),
@@ -88,14 +91,14 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     expected = {f"{rename[db]}.{coll}": e["documents"] for db, coll, e in written.collections() if e["type"] != "view"}
     problems = {name: tally for name, tally in report.items()
                 if tally["differing"] or tally["only_in_backup"] or tally["only_in_source"]}
-    table = ["| collection | identical | differing | only in backup | only in source |", "|---|---:|---:|---:|---:|"]
-    table += [f"| {k} | {t['identical']:,} | {t['differing']:,} | {t['only_in_backup']:,} | {t['only_in_source']:,} |"
-              for k, t in report.items()]
+    tallies = ("identical", "differing", "only_in_backup", "only_in_source")
+    table = markdown_table([(k, *(f"{t[n]:,}" for n in tallies)) for k, t in report.items()],
+                           ["collection", *(n.replace("_", " ") for n in tallies)], ("left", *("right",) * 4))
     return dg.AssetCheckResult(
         passed=restored == expected and not problems,
         metadata={"backup": written.location, "documents_restored": sum(restored.values()),
                   "restored_counts_match_manifest": restored == expected,
-                  "comparison": dg.MetadataValue.md("\n".join(table))},
+                  "comparison": table},
     )
 
 
@@ -106,19 +109,21 @@ mongo_backup_job = dg.define_asset_job(
     description="Back up every database of the deployment and read the backup back.",
 )
 
-# Running in production (MONGODB_URI set, as in the compose deployment); stopped by default on
-# the embedded server, so a developer's `dagster dev` does not pile up daily copies (the UI starts them).
-_IN_PRODUCTION = dg.DefaultScheduleStatus.RUNNING if settings.mongodb_uri() else dg.DefaultScheduleStatus.STOPPED
-
-mongo_backup_schedule = dg.ScheduleDefinition(
-    job=mongo_backup_job, cron_schedule="15 2 * * *", default_status=_IN_PRODUCTION,
-)
-
 restore_drill = dg.define_asset_job(
     "restore_drill", selection=dg.AssetSelection.assets(mongo_backup),
     description="Take a backup, restore it into scratch databases, compare every document with the source.",
 )
 
-restore_drill_schedule = dg.ScheduleDefinition(
-    job=restore_drill, cron_schedule="45 4 * * 0", default_status=_IN_PRODUCTION,
-)
+
+@dg.definitions
+def backups() -> dg.Definitions:
+    # Running in production (MONGODB_URI set, as in the compose deployment); stopped by default on
+    # the embedded server, so a developer's `dagster dev` does not pile up daily copies (the UI starts them).
+    production = bool(os.environ.get("MONGODB_URI"))
+    status = dg.DefaultScheduleStatus.RUNNING if production else dg.DefaultScheduleStatus.STOPPED
+    return dg.Definitions(
+        assets=[mongo_backup], asset_checks=[backup_reads_back_intact, backup_restores_identically],
+        jobs=[mongo_backup_job, restore_drill],
+        schedules=[dg.ScheduleDefinition(job=mongo_backup_job, cron_schedule="15 2 * * *", default_status=status),
+                   dg.ScheduleDefinition(job=restore_drill, cron_schedule="45 4 * * 0", default_status=status)],
+    )

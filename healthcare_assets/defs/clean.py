@@ -4,18 +4,20 @@
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from healthcare_assets.defs.ingest import raw_csv
+from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
 from healthcare_assets.domain.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
 from healthcare_assets.domain.previews import column_schema, counts_table, profile
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
 from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
 _ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
@@ -38,14 +40,21 @@ def _publish(written: Path, path: Path) -> None:
     os.replace(written, path)
 
 
-@dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
-def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
-    """Rows typed and repaired (names in title case, negative billing made positive, categories
-    canonical, hospital names trimmed, stay length computed), exact duplicates removed; rows that
-    break a hard rule go to quarantine/<sha256 prefix>-<name>.csv with the line number and the reason."""
-    run_dir = staging.run_dir(context.run_id)
-    path, q_written = run_dir / "cleaned.parquet", run_dir / "quarantine.csv"
-    q_path = quarantine_path(raw_csv.source)
+REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
+TOTALS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
+
+
+@dataclass
+class Cleaned:
+    """What cleaning one file wrote to the run's staging folder, and what it counted."""
+
+    writer: staging.ParquetChunkWriter
+    counts: Counter
+    first: pd.DataFrame  # the first non-empty chunk of cleaned rows (for the profile)
+
+
+def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Path, q_written: Path) -> Cleaned:
+    """Clean chunk after chunk into `path` (Parquet), the rejected rows into `q_written` (CSV)."""
     cleaner = ChunkCleaner(pseudonym_key())
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
@@ -61,35 +70,43 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
             first = result.cleaned if first is None or first.empty else first
             context.log.info(f"cleaned {counts['rows_in']:,} of {raw_csv.rows:,} rows")
     writer.close()
-    if counts["rows_quarantined"]:  # no file means nothing was rejected; another source's is never touched
-        _publish(q_written, q_path)
+    return Cleaned(writer, counts, first if first is not None else pd.DataFrame())
 
+
+@dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
+def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
+    """The cleaned rows as a Parquet file in the run's staging folder; the output is its
+    descriptor (a StagedFrame: path, row count, source, counts), never the frame. Rows typed and
+    repaired (names in title case, negative billing made positive, categories canonical, hospital
+    names trimmed, stay length computed), exact duplicates removed; rows that break a hard rule go
+    to quarantine/<sha256 prefix>-<name>.csv with the line number and the reason."""
+    run_dir = staging.run_dir(context.run_id)
+    path, q_written, q_path = run_dir / "cleaned.parquet", run_dir / "quarantine.csv", quarantine_path(raw_csv.source)
+    done = clean_file(context, raw_csv, path, q_written)
+    counts = done.counts
+    quarantined = bool(counts["rows_quarantined"])
+    if quarantined:  # no file means nothing was rejected; another source's is never touched
+        _publish(q_written, q_path)
     by_reason = {k.removeprefix("quarantined: "): v for k, v in sorted(counts.items()) if k.startswith("quarantined: ")}
-    repairs = {k: counts[k] for k in ("negative_billing_corrected", "names_normalized",
-                                      "hospital_names_trimmed", "categories_canonicalized")}
-    totals = {k: counts[k] for k in ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")}
+    repairs, totals = {k: counts[k] for k in REPAIRS}, {k: counts[k] for k in TOTALS}
     report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
-              "quarantined_by_reason": by_reason,
-              "quarantine_file": str(q_path) if totals["rows_quarantined"] else None}
+              "quarantined_by_reason": by_reason, "quarantine_file": str(q_path) if quarantined else None}
     r_path = report_path(raw_csv.source)
     _publish(settings.write_owner_only(run_dir / "cleaning_report.json", json.dumps(report, indent=2)), r_path)
 
-    staged = StagedFrame(str(path), writer.rows, raw_csv.source, tuple(writer.chunk_rows),
+    staged = StagedFrame(str(path), done.writer.rows, raw_csv.source, tuple(done.writer.chunk_rows),
                          {**totals, **repairs, "quarantined_by_reason": by_reason})
-    return dg.Output(
-        staged,
-        metadata={
-            "dagster/row_count": writer.rows,
-            "dagster/column_schema": column_schema(CLEANED_DTYPES),
-            **totals,
-            **repairs,
-            "quarantined_by_reason": dg.MetadataValue.json(by_reason),
-            "row_accounting": counts_table({**totals, **repairs}),
-            "cleaning_report": dg.MetadataValue.path(str(r_path)),
-            **({"quarantine_file": dg.MetadataValue.path(str(q_path))} if counts["rows_quarantined"] else {}),
-            "profile": profile(first if first is not None else pd.DataFrame()),
-        },
-    )
+    return dg.Output(staged, metadata={
+        "dagster/row_count": done.writer.rows,
+        "dagster/column_schema": column_schema(CLEANED_DTYPES),
+        **totals,
+        **repairs,
+        "quarantined_by_reason": dg.MetadataValue.json(by_reason),
+        "row_accounting": counts_table({**totals, **repairs}),
+        "cleaning_report": dg.MetadataValue.path(str(r_path)),
+        **({"quarantine_file": dg.MetadataValue.path(str(q_path))} if quarantined else {}),
+        "profile": profile(done.first),
+    })
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
@@ -135,10 +152,7 @@ def rows_add_up(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def quarantine_within_ceiling(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def quarantine_within_ceiling(cleaned_frame: StagedFrame, settings: PipelineSettings) -> dg.AssetCheckResult:
     """A mostly-broken file fails here instead of quietly loading what little was good."""
-    rows_in = cleaned_frame.counts["rows_in"]
-    share = cleaned_frame.counts["rows_quarantined"] / rows_in if rows_in else 1.0
-    ceiling = settings.quarantine_ceiling()
-    return dg.AssetCheckResult(passed=share <= ceiling,
-                               metadata={"quarantined_share": round(share, 6), "ceiling": ceiling})
+    counts = cleaned_frame.counts
+    return share_within_ceiling(counts["rows_quarantined"], counts["rows_in"], settings, "quarantined_share")

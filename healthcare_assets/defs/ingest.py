@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 from healthcare_assets.domain.previews import column_schema, profile
 from healthcare_assets.domain.schema import CSV_COLUMNS, FIELDS
 from healthcare_assets.domain.sources import RawCsvReader, SourceReadError, locate, open_source
-from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing import staging
+from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
 RAW_SCHEMA = pa.schema(
@@ -25,17 +26,19 @@ class SourceConfig(dg.Config):
 
 
 @dg.asset(group_name="ingestion", kinds={"csv", "parquet"})
-def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig) -> dg.Output[StagedFrame]:
+def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig,
+            settings: PipelineSettings) -> dg.Output[StagedFrame]:
     """The hospital export exactly as read: header matched against the known export versions,
     every row kept as text (malformed rows flagged, not dropped), with file size and SHA-256."""
     staging.remove_old_runs()
     path = staging.run_dir(context.run_id) / "raw.parquet"
     try:
-        location = locate(config.source, config.s3_bucket, config.s3_key)
-        stream, store_info = open_source(location)
+        limits = settings.limits()
+        location = locate(settings, config.source, config.s3_bucket, config.s3_key)
+        stream, store_info = open_source(location, limits)
     except SourceReadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    reader = RawCsvReader(stream, location.name, staging.CHUNK_ROWS)
+    reader = RawCsvReader(stream, location.name, staging.CHUNK_ROWS, limits)
     writer = staging.ParquetChunkWriter(path, RAW_SCHEMA)
     first_chunk = None
     malformed = 0
@@ -83,14 +86,20 @@ def staged_rows_match_file(raw_csv: StagedFrame) -> dg.AssetCheckResult:
     )
 
 
+def share_within_ceiling(rejected: int, rows: int, settings: PipelineSettings, share_name: str,
+                         counted: dict | None = None, failure: str | None = None) -> dg.AssetCheckResult:
+    """Passes while `rejected` of `rows` (all of them when there are none) is a share of at most
+    the quarantine ceiling: a mostly-broken file fails instead of quietly loading what was good."""
+    share = rejected / rows if rows else 1.0
+    ceiling = settings.ceiling()
+    return dg.AssetCheckResult(passed=share <= ceiling,
+                               metadata={**(counted or {}), share_name: round(share, 6), "ceiling": ceiling},
+                               description=None if share <= ceiling else failure)
+
+
 @dg.asset_check(asset=raw_csv, blocking=True)
-def malformed_rows_within_ceiling(raw_csv: StagedFrame) -> dg.AssetCheckResult:
+def malformed_rows_within_ceiling(raw_csv: StagedFrame, settings: PipelineSettings) -> dg.AssetCheckResult:
     """A file whose rows mostly have the wrong number of fields is refused, not half loaded."""
     malformed = sum(int((c["parse_error"] != "").sum()) for c in raw_csv.chunks(columns=["parse_error"]))
-    share = malformed / raw_csv.rows if raw_csv.rows else 1.0
-    ceiling = settings.quarantine_ceiling()
-    return dg.AssetCheckResult(
-        passed=share <= ceiling,
-        metadata={"malformed_rows": malformed, "share": round(share, 6), "ceiling": ceiling},
-        description=None if share <= ceiling else f"{malformed:,} of {raw_csv.rows:,} rows have the wrong number of fields",
-    )
+    return share_within_ceiling(malformed, raw_csv.rows, settings, "share", {"malformed_rows": malformed},
+                                f"{malformed:,} of {raw_csv.rows:,} rows have the wrong number of fields")

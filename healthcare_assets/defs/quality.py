@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from healthcare_assets.domain import quality_pages
+from healthcare_assets.domain.previews import suites_table
 from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
 from healthcare_assets.domain.schema import (
     AGE_RANGE,
@@ -22,10 +23,10 @@ from healthcare_assets.domain.schema import (
     ROOM_NUMBERS,
     STAY_DAYS_MAX,
 )
-from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing import settings as paths
+from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import StagedFrame
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ROWS_PARAMETER = "expected_rows"
 RESULTS = "validation_results"  # under the Data Docs site: Great Expectations' JSON results
 
@@ -74,6 +75,7 @@ class Validation:
     asset named after the source file and every result filed under the Dagster run id."""
 
     def __init__(self, docs_dir, asset_name: str, run_id: str):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # read when great_expectations is imported
         import great_expectations as gx
 
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -118,16 +120,16 @@ class Validation:
             self.stored.append(key)
         return {r.suite_name.removeprefix("hospitalizations."): r for r in result.run_results.values()}
 
-    def build_data_docs(self) -> None:
+    def build_data_docs(self, keep: int) -> None:
         """This run's pages and the site's index, after removing the validations of all but the
-        newest HEALTHCARE_REPORTS_KEEP runs (results and pages); the caller holds the reports' lock."""
+        newest `keep` runs (results and pages); the caller holds the reports' lock."""
         results = Path(self.context.validation_results_store.store_backend.full_base_directory)
         # <suite parts>/<run name>/<run time>/<batch>.json, mirrored by the site's validations/
         runs = {path.parent.parent for path in results.rglob("*.json")}
         newest: dict[str, float] = {}
         for run in runs:
             newest[run.name] = max(newest.get(run.name, 0.0), run.stat().st_mtime)
-        kept = set(sorted(newest, key=newest.__getitem__, reverse=True)[:settings.reports_keep()])
+        kept = set(sorted(newest, key=newest.__getitem__, reverse=True)[:keep])
         for run in {run for run in runs if run.name not in kept}:
             shutil.rmtree(run, ignore_errors=True)
             shutil.rmtree(results.parent / "validations" / run.relative_to(results), ignore_errors=True)
@@ -211,14 +213,8 @@ class Tally:
             (f"; {len(counts) - 5} more values" if len(counts) > 5 else "")
 
 
-@dg.asset(group_name="quality", kinds={"great_expectations"})
-def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame) -> dg.Output[dict]:
-    """Great Expectations validation of the cleaned rows, chunk by chunk: counts (rows equal what
-    cleaning staged, unique record keys), types (every column's dtype, no nulls) and values (value
-    sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
-    offline (reports/quality/runs/), and Great Expectations Data Docs (reports/quality/)."""
-    docs_dir = settings.private_dir(quality_pages.quality_dir())
-    validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
+def validate(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame, validation: Validation) -> Tally:
+    """Every chunk through the three suites (an empty file: one empty chunk of the cleaned columns)."""
     tally = Tally()
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in CLEANED_DTYPES.items()})
     chunks = zip(cleaned_frame.chunk_rows, cleaned_frame.chunks()) if cleaned_frame.rows else [(0, empty)]
@@ -228,34 +224,46 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
             for expectation in result.results:
                 tally.add(number, suite, expectation, validation.expected[expectation.expectation_config.id])
         context.log.info(f"validated chunk {number} of {total}")
+    return tally
 
-    suites = tally.suites()
+
+def run_report(run_id: str, cleaned_frame: StagedFrame, tally: Tally, chunks: int) -> dict:
+    """The run's report as its page shows it: counts and aggregates only, never a patient's value."""
     counts = cleaned_frame.counts
-    report = {
-        "run_id": context.run_id,
+    return {
+        "run_id": run_id,
         "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "source": {k: getattr(cleaned_frame.source, k) for k in ("name", "size", "sha256", "schema_version")},
         "rows": {k: counts[k] for k in ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")},
         "repairs": {k: counts[k] for k in ("negative_billing_corrected", "names_normalized",
                                            "hospital_names_trimmed", "categories_canonicalized")},
         "quarantined_by_reason": counts.get("quarantined_by_reason", {}),
-        "chunks": total,
-        "suites": suites,
+        "chunks": chunks,
+        "suites": tally.suites(),
         "passed": not tally.failures,
         "identifying_columns": list(IDENTIFYING_COLUMNS),
     }
-    with quality_pages.exclusive():
-        validation.build_data_docs()
-        page = quality_pages.publish(report)
-    settings.owner_only(docs_dir)  # Great Expectations writes Data Docs under the umask
 
-    rows = ["| suite | expectations | failed |", "|---|---:|---:|"]
-    rows += [f"| {s['name']} | {len(s['expectations'])} | {s['failed']} |" for s in suites]
-    failures = tally.failures
-    if failures:
-        rows += ["", "| chunk | suite | expectation | column | unexpected |", "|---|---|---|---|---:|"]
-        rows += [f"| {f['chunk']} | {f['suite']} | {f['expectation']} | {f['column'] or ''} | {f['unexpected_count'] or ''} |"
-                 for f in failures[:50]]
+
+@dg.asset(group_name="quality", kinds={"great_expectations"})
+def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
+                   settings: PipelineSettings) -> dg.Output[dict]:
+    """Great Expectations validation of the cleaned rows, chunk by chunk: counts (rows equal what
+    cleaning staged, unique record keys), types (every column's dtype, no nulls) and values (value
+    sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
+    offline (reports/quality/runs/), and Great Expectations Data Docs (reports/quality/)."""
+    docs_dir = paths.private_dir(quality_pages.quality_dir())
+    validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
+    tally = validate(context, cleaned_frame, validation)
+    total = max(len(cleaned_frame.chunk_rows), 1)
+    report = run_report(context.run_id, cleaned_frame, tally, total)
+    keep = settings.kept_reports()
+    with quality_pages.exclusive():
+        validation.build_data_docs(keep)
+        page = quality_pages.publish(report, keep)
+    paths.owner_only(docs_dir)  # Great Expectations writes Data Docs under the umask
+
+    suites, failures = report["suites"], tally.failures
     statistics = {f"{s['name']}_{what}": n for s in suites
                   for what, n in (("evaluated", len(s["expectations"]) * total), ("failed", s["failed"]))}
     summary = {"chunks": total, "rows": cleaned_frame.rows, "failures": failures, "statistics": statistics,
@@ -265,7 +273,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
         "dagster/uri": page.as_uri(),
         "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
         "expectations_failed": len(failures),
-        "summary": dg.MetadataValue.md("\n".join(rows)),
+        "summary": suites_table(suites, failures),
         "report": dg.MetadataValue.path(str(page)),
         "reports_index": dg.MetadataValue.path(str(quality_pages.index_path())),
         "data_docs": dg.MetadataValue.path(summary["data_docs"]),

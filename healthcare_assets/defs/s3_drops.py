@@ -7,21 +7,25 @@ has handled, so a restarted daemon or two objects stamped with the same second l
 Each file's runs are found in the UI by the run tags `healthcare/source_key` and
 `healthcare/source_etag`, not by dynamic partitions: partitioning the chain per file would make
 `dagster asset materialize --select '*'` on the local default file require `--partition`.
+
+The sensor runs by default only where a bucket is configured (elsewhere it would only log skips):
+decided when the code location loads, by s3_drops() below.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.sensor import get_objects
 
 from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
-from healthcare_assets.plumbing import settings
-from healthcare_assets.plumbing.s3 import drop_bucket, drop_prefix
+from healthcare_assets.defs.ingest import SourceConfig
+from healthcare_assets.plumbing.s3 import S3DropResource
+from healthcare_assets.plumbing.settings import PipelineSettings
 
 SOURCE_KEY_TAG = "healthcare/source_key"
 SOURCE_ETAG_TAG = "healthcare/source_etag"
@@ -32,8 +36,6 @@ SOURCE_ETAG_TAG = "healthcare/source_etag"
 LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
-# On by default only where a bucket is configured; elsewhere it would only log skips.
-DEFAULT_STATUS = dg.DefaultSensorStatus.RUNNING if drop_bucket() else dg.DefaultSensorStatus.STOPPED
 
 # Everything a file goes through: every stage and its checks, but the benchmark and the audit,
 # which measure and judge the whole collection, not a file, and the backups, which have their
@@ -88,7 +90,7 @@ class DropCursor:
         return json.dumps({"newest": self.newest, "seen": seen}, sort_keys=True)
 
 
-def why_not_a_finished_csv(key: str, size: int) -> str | None:
+def why_not_a_finished_csv(key: str, size: int, cap: int) -> str | None:
     """None for a finished CSV export, otherwise why the object is ignored."""
     name = key.rsplit("/", 1)[-1].lower()
     if not name:
@@ -99,7 +101,6 @@ def why_not_a_finished_csv(key: str, size: int) -> str | None:
         return "not a .csv file"
     if size == 0:
         return "empty (0 bytes): an upload in progress or a placeholder"
-    cap = settings.limit("HEALTHCARE_MAX_FILE_BYTES")
     if size > cap:
         return (f"too large ({size:,} bytes, more than the limit of {cap:,}); raise "
                 "HEALTHCARE_MAX_FILE_BYTES and copy the object to a new key to load it")
@@ -110,23 +111,18 @@ def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
     # Bucket and key apart, never an s3:// URL: a key may hold '#', '?', '%' or spaces.
     return dg.RunRequest(
         run_key=f"{key}@{etag}",
-        run_config={"ops": {"raw_csv": {"config": {"s3_bucket": bucket, "s3_key": key}}}},
+        run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(s3_bucket=bucket, s3_key=key)}),
         tags={SOURCE_KEY_TAG: key, SOURCE_ETAG_TAG: etag},
     )
 
 
-@dg.sensor(
-    job=s3_csv_drop_job,
-    minimum_interval_seconds=30,
-    default_status=DEFAULT_STATUS,
-)
 def s3_csv_drop_sensor(
-    context: dg.SensorEvaluationContext, s3: S3Resource
+    context: dg.SensorEvaluationContext, s3: S3DropResource, settings: PipelineSettings
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
     $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names, empty objects and objects
     over $HEALTHCARE_MAX_FILE_BYTES."""
-    bucket, prefix = drop_bucket(), drop_prefix()
+    bucket, prefix, cap = s3.bucket, s3.prefix, settings.limits().file_bytes
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")
     cursor = DropCursor.parse(context.cursor)
@@ -147,7 +143,7 @@ def s3_csv_drop_sensor(
             )
             break
         cursor.mark(version, obj["LastModified"].timestamp())
-        reason = why_not_a_finished_csv(key, obj["Size"])
+        reason = why_not_a_finished_csv(key, obj["Size"], cap)
         if reason:
             ignored += 1
             context.log.info(f"ignored s3://{bucket}/{key}: {reason}")
@@ -167,3 +163,15 @@ def s3_csv_drop_sensor(
     return dg.SensorResult(
         skip_reason=f"no new CSV file in s3://{bucket}/{prefix}{note}", cursor=cursor.dump()
     )
+
+
+def drop_sensor(status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED) -> dg.SensorDefinition:
+    return dg.sensor(job=s3_csv_drop_job, minimum_interval_seconds=30, default_status=status,
+                     name="s3_csv_drop_sensor")(s3_csv_drop_sensor)
+
+
+@dg.definitions
+def s3_drops() -> dg.Definitions:
+    watching = bool(os.environ.get("HEALTHCARE_S3_BUCKET"))
+    status = dg.DefaultSensorStatus.RUNNING if watching else dg.DefaultSensorStatus.STOPPED
+    return dg.Definitions(jobs=[s3_csv_drop_job], sensors=[drop_sensor(status)])

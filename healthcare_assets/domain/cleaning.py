@@ -88,6 +88,87 @@ class CleanedChunk:
     counts: Counter  # what each rule changed or rejected
 
 
+class Rejections:
+    """The first broken rule of each row of a chunk (its quarantine reason), counted per rule."""
+
+    def __init__(self, index: pd.Index, counts: Counter):
+        self.reasons = pd.Series("", index=index, dtype=object)
+        self.counts = counts
+
+    def __call__(self, mask: pd.Series, column: str, rule: str, detail: pd.Series | None = None) -> None:
+        mask = mask.fillna(False).astype(bool) & (self.reasons == "")  # the first broken rule is the reason
+        if mask.any():
+            reason = f"{column}: {rule}"
+            self.counts[f"quarantined: {reason}"] += int(mask.sum())
+            self.reasons[mask] = reason if detail is None else reason + " (" + detail[mask] + ")"
+
+    @property
+    def rejected(self) -> pd.Series:
+        return self.reasons != ""
+
+
+def _got(text: pd.DataFrame, field: str) -> pd.Series:
+    return "got '" + text[field] + "'"
+
+
+def _numbers(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd.Series:
+    """Whole numbers in range; billing made positive. Returns which amounts were negative."""
+    for field, low, high in (("age", *AGE_RANGE), ("room_number", *ROOM_RANGE)):
+        number = pd.to_numeric(text[field], errors="coerce")
+        header = CSV_COLUMNS[field]
+        reject(number.isna() | (number % 1 != 0), header, "not a whole number", _got(text, field))
+        reject((number < low) | (number > high), header, f"outside {low}..{high}", _got(text, field))
+        out[field] = number.fillna(0).astype("int64")
+    billing = pd.to_numeric(text["billing_amount"], errors="coerce")
+    reject(billing.isna(), "Billing Amount", "not a number", _got(text, "billing_amount"))
+    reject(billing.abs() > BILLING_MAX, "Billing Amount", f"above {BILLING_MAX:,.0f}", _got(text, "billing_amount"))
+    out["billing_amount"] = billing.abs().fillna(0.0).astype("float64")
+    return billing < 0
+
+
+def _dates(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> None:
+    for field in ("date_of_admission", "discharge_date"):
+        parsed = pd.to_datetime(text[field], format=DATE_FORMAT, errors="coerce")
+        reject(parsed.isna(), CSV_COLUMNS[field], "not a date (YYYY-MM-DD)", _got(text, field))
+        out[field] = parsed.astype("datetime64[ms]")
+    stay = (out["discharge_date"] - out["date_of_admission"]).dt.days
+    reject(stay < 0, "Discharge Date", "before Date of Admission")
+    reject(stay > STAY_DAYS_MAX, "Discharge Date", f"stay longer than {STAY_DAYS_MAX} days")
+    out["duration_days"] = stay.fillna(0).astype("int64")
+
+
+def _categories(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd.Series:
+    """Each value of a closed set in its canonical spelling. Returns which rows had one respelled."""
+    canonicalized = pd.Series(False, index=text.index)
+    for field, allowed in CATEGORIES.items():
+        canonical = text[field].str.casefold().map({v.casefold(): v for v in allowed})
+        unknown = canonical.isna() & ~((field == "test_results") & (text[field] == ""))
+        reject(unknown, CSV_COLUMNS[field], f"not one of {list(allowed)}", _got(text, field))
+        canonicalized |= canonical.notna() & (canonical != text[field])
+        out[field] = canonical.fillna("")
+    return canonicalized
+
+
+def typed(raw: pd.DataFrame, text: pd.DataFrame, reject: Rejections) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """Every column typed and repaired, rows breaking a rule marked in `reject`; and per repair,
+    the rows it changed."""
+    reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
+    for field in FIELDS:
+        if field != "test_results":  # absent from older exports
+            reject(text[field] == "", CSV_COLUMNS[field], "required value is missing")
+    out = pd.DataFrame(index=raw.index)
+    out["line_number"] = raw["line_number"].astype("int64")
+    out["name"] = normalize_names(text["name"])
+    out["doctor"] = text["doctor"].str.replace(_SPACES_RE, " ", regex=True)
+    out["hospital"] = normalize_hospitals(text["hospital"])
+    repaired = {"negative_billing_corrected": _numbers(text, out, reject)}
+    _dates(text, out, reject)
+    repaired["categories_canonicalized"] = _categories(text, out, reject)
+    repaired["names_normalized"] = out["name"] != text["name"]
+    repaired["hospital_names_trimmed"] = out["hospital"] != text["hospital"]
+    return out, repaired
+
+
 class ChunkCleaner:
     """Cleans chunk after chunk, remembering record keys (not rows) to find duplicates across chunks."""
 
@@ -99,66 +180,13 @@ class ChunkCleaner:
         counts: Counter = Counter()
         raw = raw.reset_index(drop=True)
         text = raw[list(FIELDS)].apply(lambda col: col.astype(str).str.strip())
-        reasons = pd.Series("", index=raw.index, dtype=object)
-
-        def reject(mask: pd.Series, column: str, rule: str, detail: pd.Series | None = None) -> None:
-            mask = mask.fillna(False).astype(bool) & (reasons == "")  # the first broken rule is the reason
-            if mask.any():
-                reason = f"{column}: {rule}"
-                counts[f"quarantined: {reason}"] += int(mask.sum())
-                reasons[mask] = reason if detail is None else reason + " (" + detail[mask] + ")"
-
-        def got(field: str) -> pd.Series:
-            return "got '" + text[field] + "'"
-
-        reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
-        for field in FIELDS:
-            if field != "test_results":  # absent from older exports
-                reject(text[field] == "", CSV_COLUMNS[field], "required value is missing")
-
-        out = pd.DataFrame(index=raw.index)
-        out["line_number"] = raw["line_number"].astype("int64")
-        out["name"] = normalize_names(text["name"])
-        out["doctor"] = text["doctor"].str.replace(_SPACES_RE, " ", regex=True)
-        out["hospital"] = normalize_hospitals(text["hospital"])
-
-        for field, low, high in (("age", *AGE_RANGE), ("room_number", *ROOM_RANGE)):
-            number = pd.to_numeric(text[field], errors="coerce")
-            header = CSV_COLUMNS[field]
-            reject(number.isna() | (number % 1 != 0), header, "not a whole number", got(field))
-            reject((number < low) | (number > high), header, f"outside {low}..{high}", got(field))
-            out[field] = number.fillna(0).astype("int64")
-
-        billing = pd.to_numeric(text["billing_amount"], errors="coerce")
-        reject(billing.isna(), "Billing Amount", "not a number", got("billing_amount"))
-        reject(billing.abs() > BILLING_MAX, "Billing Amount", f"above {BILLING_MAX:,.0f}", got("billing_amount"))
-        repaired = {"negative_billing_corrected": billing < 0,
-                    "categories_canonicalized": pd.Series(False, index=raw.index)}
-        out["billing_amount"] = billing.abs().fillna(0.0).astype("float64")
-
-        for field in ("date_of_admission", "discharge_date"):
-            parsed = pd.to_datetime(text[field], format=DATE_FORMAT, errors="coerce")
-            reject(parsed.isna(), CSV_COLUMNS[field], "not a date (YYYY-MM-DD)", got(field))
-            out[field] = parsed.astype("datetime64[ms]")
-        stay = (out["discharge_date"] - out["date_of_admission"]).dt.days
-        reject(stay < 0, "Discharge Date", "before Date of Admission")
-        reject(stay > STAY_DAYS_MAX, "Discharge Date", f"stay longer than {STAY_DAYS_MAX} days")
-        out["duration_days"] = stay.fillna(0).astype("int64")
-
-        for field, allowed in CATEGORIES.items():
-            canonical = text[field].str.casefold().map({v.casefold(): v for v in allowed})
-            unknown = canonical.isna() & ~((field == "test_results") & (text[field] == ""))
-            reject(unknown, CSV_COLUMNS[field], f"not one of {list(allowed)}", got(field))
-            repaired["categories_canonicalized"] |= canonical.notna() & (canonical != text[field])
-            out[field] = canonical.fillna("")
-
-        bad = reasons != ""
+        reject = Rejections(raw.index, counts)
+        out, repaired = typed(raw, text, reject)
+        bad = reject.rejected
         quarantined = raw.loc[bad, ["line_number", *FIELDS]].rename(columns=CSV_COLUMNS)
-        quarantined["reason"] = reasons[bad]
-        good = out.loc[~bad].copy()
-        repaired["names_normalized"] = out["name"] != text["name"]
-        repaired["hospital_names_trimmed"] = out["hospital"] != text["hospital"]
+        quarantined["reason"] = reject.reasons[bad]
 
+        good = out.loc[~bad].copy()
         good["record_key"] = record_keys(good) if len(good) else pd.Series(dtype=str)
         duplicate = self.seen_keys.add(good["record_key"])
         counts["duplicates_removed"] = int(duplicate.sum())
@@ -174,4 +202,3 @@ class ChunkCleaner:
             quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True),
             counts=counts,
         )
-

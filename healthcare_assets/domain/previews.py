@@ -3,6 +3,7 @@
 
 import dagster as dg
 import pandas as pd
+from tabulate import tabulate
 
 from healthcare_assets.domain.privacy import K_ANONYMITY
 from healthcare_assets.domain.schema import CATEGORIES, CSV_COLUMNS
@@ -19,7 +20,7 @@ def profile(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
     """What each column holds, never a row (a row shows exact dates, hospital, room and amount):
     its non-empty values and, for a closed value set, how often each of its values occurs, when at
     least k times; anything outside the set is counted, never shown."""
-    lines = ["| column | non-empty | values (count) |", "|---|---:|---|"]
+    rows = []
     for column in frame.columns:
         values = frame[column]
         shown = ""
@@ -28,13 +29,30 @@ def profile(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
             known = [f"{v} ({n:,})" for v, n in counts.items() if v in _VALUE_SETS[column] and n >= K_ANONYMITY]
             other = int(counts[[v not in _VALUE_SETS[column] for v in counts.index]].sum())
             shown = ", ".join(known + ([f"other ({other:,})"] if other else []))
-        lines.append(f"| {column} | {int(values.notna().sum()):,} | {shown} |")
-    return dg.MetadataValue.md("\n".join(lines))
+        rows.append((column, f"{int(values.notna().sum()):,}", shown))
+    return markdown_table(rows, ["column", "non-empty", "values (count)"], ("left", "right", "left"))
 
 
 def counts_table(counts: dict[str, int]) -> dg.MarkdownMetadataValue:
-    lines = ["| what | rows |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in counts.items()]
-    return dg.MetadataValue.md("\n".join(lines))
+    return markdown_table([(k, f"{v:,}") for k, v in counts.items()], ["what", "rows"], ("left", "right"))
+
+
+def markdown_table(rows: list[tuple], headers: list[str], align: tuple[str, ...]) -> dg.MarkdownMetadataValue:
+    """A GitHub-style markdown table; numbers come formatted by the caller (thousands separators)."""
+    return dg.MetadataValue.md(tabulate(rows, headers=headers, tablefmt="github", colalign=align,
+                                        disable_numparse=True))
+
+
+def suites_table(suites: list[dict], failures: list[dict]) -> dg.MarkdownMetadataValue:
+    """Each validation suite's expectations and failures, then the first 50 failures."""
+    text = markdown_table([(s["name"], len(s["expectations"]), s["failed"]) for s in suites],
+                          ["suite", "expectations", "failed"], ("left", "right", "right")).value
+    if failures:
+        rows = [(f["chunk"], f["suite"], f["expectation"], f["column"] or "", f["unexpected_count"] or "")
+                for f in failures[:50]]
+        text += "\n\n" + markdown_table(rows, ["chunk", "suite", "expectation", "column", "unexpected"],
+                                         ("left", "left", "left", "left", "right")).value
+    return dg.MetadataValue.md(text)
 
 
 def check_specs(asset, descriptions: dict[str, str], blocking: bool = True) -> list[dg.AssetCheckSpec]:

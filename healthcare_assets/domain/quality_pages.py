@@ -79,14 +79,14 @@ def _write(path: Path, text: str) -> None:
     os.replace(written, path)
 
 
-def publish(report: dict) -> Path:
-    """Write the run's page and its data, keep the newest HEALTHCARE_REPORTS_KEEP runs, rewrite
-    the index; the caller holds `exclusive()`. Returns the page."""
+def publish(report: dict, keep: int) -> Path:
+    """Write the run's page and its data, keep the newest `keep` runs, rewrite the index; the
+    caller holds `exclusive()`. Returns the page."""
     settings.private_dir(runs_dir())
     page = report_path(report["run_id"])
     _write(page.with_suffix(".json"), json.dumps(report, indent=2))
     _write(page, _TEMPLATES.get_template("quality_report.html.j2").render(report=report))
-    for dropped in keep_newest(runs_dir().glob("*.json"), settings.reports_keep()):
+    for dropped in keep_newest(runs_dir().glob("*.json"), keep):
         dropped.with_suffix(".html").unlink(missing_ok=True)
     runs = [json.loads(p.read_text()) for p in runs_dir().glob("*.json")]
     runs.sort(key=lambda run: run["written_at"], reverse=True)

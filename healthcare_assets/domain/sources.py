@@ -24,9 +24,10 @@ from healthcare_assets.domain.schema import (
     UnknownSchemaError,
     detect_schema_version,
 )
-from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.settings import Limits, PipelineSettings
 
-csv.field_size_limit(1 << 20)  # one absurd field must not abort a whole file
+FIELD_BYTES = 1 << 20  # one absurd field must not abort a whole file
+DEFAULT_LIMITS = Limits()
 
 
 class SourceReadError(ValueError):
@@ -86,21 +87,22 @@ class Location:
         return self.key.rsplit("/", 1)[-1] if self.bucket else self.path.name
 
 
-def locate(source: str | None = None, s3_bucket: str | None = None, s3_key: str | None = None) -> Location:
+def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str | None = None,
+           s3_key: str | None = None) -> Location:
     """The export a run names: an S3 bucket and key, or `source` (a path, or s3://bucket/key),
-    or else $HEALTHCARE_SOURCE_CSV. A path given in the run's config must be under an import
+    or else the settings' source_csv. A path given in the run's config must be under an import
     root (symlinks and '..' resolved first): whoever can launch a run cannot read other files."""
     if s3_bucket or s3_key:
         if not (s3_bucket and s3_key):
             raise SourceReadError("s3_bucket and s3_key go together: name both, or use `source`")
         return Location(bucket=s3_bucket, key=s3_key)
     if not source:
-        default = settings.source_csv()  # the operator's own choice: trusted like the roots
+        default = settings.source_csv  # the operator's own choice: trusted like the roots
         return Location.s3_uri(default) if default.startswith("s3://") else Location(path=Path(default))
     if source.startswith("s3://"):
         return Location.s3_uri(source)
     path = Path(source).resolve()
-    default = settings.source_csv()
+    default = settings.source_csv
     if path != Path(default).resolve() and not any(path.is_relative_to(r) for r in settings.import_roots()):
         raise SourceReadError(
             f"{source}: not under an import folder ({', '.join(map(str, settings.import_roots()))}); "
@@ -108,15 +110,14 @@ def locate(source: str | None = None, s3_bucket: str | None = None, s3_key: str 
     return Location(path=path)
 
 
-def _too_large(name: str, size: int) -> SourceReadError:
-    cap = settings.limit("HEALTHCARE_MAX_FILE_BYTES")
+def _too_large(name: str, size: int, cap: int) -> SourceReadError:
     return SourceReadError(f"{name}: {size:,} bytes, more than the limit of {cap:,} "
                            "(raise HEALTHCARE_MAX_FILE_BYTES to load it)")
 
 
-def open_source(location: Location) -> tuple[BinaryIO, dict]:
+def open_source(location: Location, limits: Limits = DEFAULT_LIMITS) -> tuple[BinaryIO, dict]:
     """A binary stream of the file plus what the store says of it (S3: ETag, size)."""
-    cap = settings.limit("HEALTHCARE_MAX_FILE_BYTES")
+    cap = limits.file_bytes
     if location.bucket:
         import boto3
         import botocore.exceptions
@@ -128,12 +129,12 @@ def open_source(location: Location) -> tuple[BinaryIO, dict]:
                                   "check that it still exists and that the credentials may read it") from None
         if response["ContentLength"] > cap:
             response["Body"].close()
-            raise _too_large(location.uri, response["ContentLength"])
+            raise _too_large(location.uri, response["ContentLength"], cap)
         return response["Body"], {"etag": response["ETag"].strip('"'), "size": response["ContentLength"]}
     if not location.path.is_file():
         raise SourceReadError(f"{location.path}: no such file")
     if location.path.stat().st_size > cap:
-        raise _too_large(str(location.path), location.path.stat().st_size)
+        raise _too_large(str(location.path), location.path.stat().st_size, cap)
     return open(location.path, "rb"), {}
 
 
@@ -141,8 +142,9 @@ class RawCsvReader:
     """Iterates an export in chunks of raw strings; after iteration, `sha256`, `size`, `rows`
     and `blank_lines` describe the whole file."""
 
-    def __init__(self, stream: BinaryIO, name: str, chunk_rows: int):
+    def __init__(self, stream: BinaryIO, name: str, chunk_rows: int, limits: Limits = DEFAULT_LIMITS):
         self.name = name
+        self.limits = limits
         self.chunk_rows = chunk_rows
         self._bytes = _HashingReader(stream)
         self.version: SchemaVersion | None = None
@@ -164,7 +166,7 @@ class RawCsvReader:
     def _lines(self, text) -> Iterator[str]:
         """The file's lines, each refused past HEALTHCARE_MAX_LINE_BYTES before it is read whole
         (a file without newlines would otherwise be one line held in memory)."""
-        cap = settings.limit("HEALTHCARE_MAX_LINE_BYTES")
+        cap = self.limits.line_bytes
         line_number = 0
         while True:
             line = text.readline(cap + 2)  # characters: at most cap + 2, never fewer than the bytes
@@ -177,6 +179,7 @@ class RawCsvReader:
             yield line
 
     def _records(self, text) -> Iterator[tuple[int, list[str]]]:
+        csv.field_size_limit(FIELD_BYTES)
         reader = csv.reader(self._lines(text), strict=True)
         line = 1
         while True:
@@ -234,11 +237,11 @@ class RawCsvReader:
 
     def _check_width(self, header: list[str]) -> None:
         """A header wider than any export is refused before it is compared or quoted."""
-        columns, cap = len(header), settings.limit("HEALTHCARE_MAX_HEADER_COLUMNS")
+        columns, cap = len(header), self.limits.header_columns
         if columns > cap:
             raise self._fail(1, f"the header has {columns:,} columns, more than the limit of {cap:,} "
                                 f"(an export has {len(FIELDS)}; raise HEALTHCARE_MAX_HEADER_COLUMNS to load it)")
-        size, cap = len(",".join(header).encode()), settings.limit("HEALTHCARE_MAX_HEADER_BYTES")
+        size, cap = len(",".join(header).encode()), self.limits.header_bytes
         if size > cap:
             raise self._fail(1, f"the header is {size:,} bytes, more than the limit of {cap:,} "
                                 "(raise HEALTHCARE_MAX_HEADER_BYTES to load it)")

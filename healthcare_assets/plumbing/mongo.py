@@ -1,9 +1,12 @@
-"""MongoResource: real MongoDB when MONGODB_URI is set, otherwise the embedded daemon."""
+"""MongoResource: a MongoDB server by its URI, and the client helpers every part shares.
+
+Which server a deployment uses (MONGODB_URI, or the embedded one) is chosen in
+healthcare_assets/defs/resources.py."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import quote_plus
 
 import dagster as dg
@@ -12,7 +15,7 @@ from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets.plumbing import credentials, embedded_mongo, secrets_file, settings
+from healthcare_assets.plumbing import credentials, secrets_file
 
 _clients: dict[str, pymongo.MongoClient] = {}
 
@@ -66,8 +69,9 @@ def _production_uri(uri: str) -> str:
     return uri
 
 
-def connect(uri: str) -> pymongo.MongoClient:
-    """A cached client for the URI, checked with a ping so a dead server fails fast and clearly."""
+def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) -> pymongo.MongoClient:
+    """A cached client for the URI, checked with a ping so a dead server fails fast and clearly.
+    A refused password raises `refused(uri, user)` (default: the advice for MONGODB_URI)."""
     client = _clients.get(uri)
     if client is None:
         options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
@@ -83,8 +87,8 @@ def connect(uri: str) -> pymongo.MongoClient:
             client.admin.command("ping")
         except pymongo.errors.OperationFailure as exc:
             client.close()
-            if credentials.is_refused(exc):
-                raise _refused(uri) from None  # the server answered: not a connection problem
+            if credentials.is_refused(exc):  # the server answered: not a connection problem
+                raise (refused or refused_by_server)(uri, user_of(uri)) from None
             raise
         except pymongo.errors.PyMongoError as exc:
             client.close()
@@ -97,11 +101,12 @@ def connect(uri: str) -> pymongo.MongoClient:
     return client
 
 
-def _refused(uri: str) -> credentials.AuthenticationRefusedError:
-    """The error for a password the server refused: whose it is and where it came from."""
-    user = uri_parser.parse_userinfo(_split(uri)[1])[0]
-    if uri != settings.mongodb_uri():
-        return embedded_mongo.refused(settings.data_dir(), user)
+def user_of(uri: str) -> str:
+    return uri_parser.parse_userinfo(_split(uri)[1])[0]
+
+
+def refused_by_server(uri: str, user: str) -> credentials.AuthenticationRefusedError:
+    """The error for a password a server named by MONGODB_URI refused: whose it is and where it came from."""
     return credentials.refused(
         redact(uri), user, "MONGODB_URI",
         "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
@@ -132,22 +137,26 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """Where the documents go. The URI is read from MONGODB_URI at run time, never stored in
-    config, so credentials never show up in the UI or in run metadata."""
+    """Where the documents go. In the code location `mongodb_uri` is dg.EnvVar("MONGODB_URI"):
+    read at run time, never stored in config, so credentials never show up in the UI or in run
+    metadata."""
 
+    mongodb_uri: str = ""
     database: str = "healthcare_db"
     collection: str = "hospitalizations"
-    data_dir: str | None = None  # embedded storage root; None means $HEALTHCARE_DATA_DIR
 
     def uri(self) -> str:
-        if settings.mongodb_uri():
-            return _production_uri(settings.mongodb_uri())
-        data_dir = Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
-        embedded_mongo.ensure_running(data_dir)
-        return embedded_mongo.client_uri(data_dir)
+        """The URI, refused when its password is still a placeholder of .env.example."""
+        if not self.mongodb_uri:
+            raise MongoUnreachableError("no MongoDB URI is configured: set MONGODB_URI, or unset it to use "
+                                        "the embedded server")
+        return _production_uri(self.mongodb_uri)
+
+    def refused(self, uri: str, user: str) -> credentials.AuthenticationRefusedError:
+        return refused_by_server(uri, user)
 
     def client(self) -> pymongo.MongoClient:
-        return connect(self.uri())
+        return connect(self.uri(), self.refused)
 
     def db(self) -> Database:
         return self.client()[self.database]
@@ -156,11 +165,4 @@ class MongoResource(dg.ConfigurableResource):
         return self.db()[self.collection]
 
     def server_label(self) -> str:
-        return redact(self.uri()) + ("" if settings.mongodb_uri() else " (embedded secantusdb)")
-
-
-def mongo_resource_from_env() -> MongoResource:
-    return MongoResource(
-        database=settings.database_name(),
-        collection=settings.collection_name(),
-    )
+        return redact(self.uri())

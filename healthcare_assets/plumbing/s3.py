@@ -1,4 +1,4 @@
-"""The S3 drop zone the sensor watches. Read at call time, like settings, so tests can set it.
+"""The S3 drop zone the sensor watches: a bucket and a folder in it.
 
 Credentials and the endpoint are never configured here: boto3's default chain reads
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role) and AWS_ENDPOINT_URL.
@@ -6,21 +6,14 @@ AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role) and AWS_ENDPOINT
 
 from __future__ import annotations
 
-import os
-
 from dagster_aws.s3 import S3Resource
 
 DEFAULT_PREFIX = "incoming/"
 
 
-def drop_bucket() -> str | None:
-    return os.environ.get("HEALTHCARE_S3_BUCKET") or None
+class S3DropResource(S3Resource):
+    """S3, and where hospitals drop their exports (in the code location HEALTHCARE_S3_BUCKET and
+    HEALTHCARE_S3_PREFIX, read at run time). No bucket: the sensor has nothing to watch."""
 
-
-def drop_prefix() -> str:
-    return os.environ.get("HEALTHCARE_S3_PREFIX", DEFAULT_PREFIX)
-
-
-def s3_resource_from_env() -> S3Resource:
-    # No fields set: region, endpoint and credentials all come from the AWS environment.
-    return S3Resource()
+    bucket: str = ""
+    prefix: str = DEFAULT_PREFIX

@@ -1,9 +1,14 @@
-"""Environment-driven settings (see the README's table). Read at call time so tests can set them."""
+"""Settings (see the README's table): the data directory and the deployment's names, read from
+the environment at call time, and PipelineSettings, what a run may read and how much of it may be
+bad, a resource whose fields the code location sets from the environment at run time."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+import dagster as dg
 
 DEFAULT_SOURCE_CSV = "data/healthcare_dataset.csv"
 
@@ -51,10 +56,6 @@ def write_owner_only(path: Path, text: str) -> Path:
     return owner_only(path)
 
 
-def source_csv() -> str:
-    return os.environ.get("HEALTHCARE_SOURCE_CSV", DEFAULT_SOURCE_CSV)
-
-
 def mongodb_uri() -> str | None:
     return os.environ.get("MONGODB_URI") or None
 
@@ -79,41 +80,61 @@ def staging_dir() -> Path:
     return data_dir() / "staging"
 
 
-def reports_keep() -> int:
-    """How many runs' quality reports and Data Docs validation pages are kept (the newest)."""
-    return _positive_int("HEALTHCARE_REPORTS_KEEP", 50)
-
-
-def quarantine_ceiling() -> float:
-    """Share of rows that may be quarantined before the file as a whole is refused."""
-    return float(os.environ.get("HEALTHCARE_QUARANTINE_CEILING", "0.05"))
-
-
-def import_roots() -> list[Path]:
-    """The folders a run's `source` may name a file under: the repo's data/ and each folder of
-    HEALTHCARE_IMPORT_DIR (os.pathsep-separated). Not the temp dir, not the data dir: a run's
-    config is typed by whoever can launch a run, and must not read the server's other files."""
-    extra = [p for p in os.environ.get("HEALTHCARE_IMPORT_DIR", "").split(os.pathsep) if p.strip()]
-    return [Path(p).resolve() for p in ["data", *extra]]
-
-
-# Limits on what one export may be, each raised by its environment variable (see the README).
-LIMITS = {
-    "HEALTHCARE_MAX_FILE_BYTES": 4 << 30,  # one file or S3 object
-    "HEALTHCARE_MAX_LINE_BYTES": 1 << 20,  # one physical line (a line without newline is read whole)
-    "HEALTHCARE_MAX_HEADER_COLUMNS": 100,  # an export has 15
-    "HEALTHCARE_MAX_HEADER_BYTES": 8 << 10,
+# Each field of PipelineSettings and the variable that sets it (the README's table).
+VARIABLES = {
+    "source_csv": "HEALTHCARE_SOURCE_CSV",
+    "import_dir": "HEALTHCARE_IMPORT_DIR",
+    "quarantine_ceiling": "HEALTHCARE_QUARANTINE_CEILING",
+    "reports_keep": "HEALTHCARE_REPORTS_KEEP",
+    "max_file_bytes": "HEALTHCARE_MAX_FILE_BYTES",
+    "max_line_bytes": "HEALTHCARE_MAX_LINE_BYTES",
+    "max_header_columns": "HEALTHCARE_MAX_HEADER_COLUMNS",
+    "max_header_bytes": "HEALTHCARE_MAX_HEADER_BYTES",
 }
 
 
-def limit(variable: str) -> int:
-    return _positive_int(variable, LIMITS[variable])
+@dataclass(frozen=True)
+class Limits:
+    """What one export may be (each raised by its variable, which the errors name)."""
+
+    file_bytes: int = 4 << 30  # one file or S3 object
+    line_bytes: int = 1 << 20  # one physical line (a line without newline is read whole)
+    header_columns: int = 100  # an export has 15
+    header_bytes: int = 8 << 10
 
 
-def _positive_int(variable: str, default: int) -> int:
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) <= 0:
-        raise ValueError(f"{variable}={value!r}: expected a positive whole number")
-    return int(value)
+class PipelineSettings(dg.ConfigurableResource):
+    """What a run reads and how much of it may be bad. In the code location each field whose
+    variable (VARIABLES) is set is dg.EnvVar of it, read at run time; unset, the default here."""
+
+    source_csv: str = DEFAULT_SOURCE_CSV  # the input when a run names none: a path or s3://bucket/key
+    import_dir: str = ""  # os.pathsep-separated folders a run's `source` may name files under
+    quarantine_ceiling: str = "0.05"  # share of rows that may be quarantined (text, as a variable is)
+    reports_keep: int = 50  # runs whose quality reports and Data Docs validations are kept
+    max_file_bytes: int = Limits.file_bytes
+    max_line_bytes: int = Limits.line_bytes
+    max_header_columns: int = Limits.header_columns
+    max_header_bytes: int = Limits.header_bytes
+
+    def ceiling(self) -> float:
+        """Share of rows that may be quarantined, or malformed, before the file as a whole is refused."""
+        return float(self.quarantine_ceiling)
+
+    def limits(self) -> Limits:
+        return Limits(*(self._positive(name) for name in
+                        ("max_file_bytes", "max_line_bytes", "max_header_columns", "max_header_bytes")))
+
+    def kept_reports(self) -> int:
+        return self._positive("reports_keep")
+
+    def _positive(self, name: str) -> int:
+        if getattr(self, name) <= 0:
+            raise ValueError(f"{VARIABLES[name]}={getattr(self, name)!r}: expected a positive whole number")
+        return getattr(self, name)
+
+    def import_roots(self) -> list[Path]:
+        """The folders a run's `source` may name a file under: the repo's data/ and each folder of
+        import_dir. Not the temp dir, not the data dir: a run's config is typed by whoever can
+        launch a run, and must not read the server's other files."""
+        extra = [p for p in self.import_dir.split(os.pathsep) if p.strip()]
+        return [Path(p).resolve() for p in ["data", *extra]]

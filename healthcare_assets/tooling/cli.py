@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.domain import local_server
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
 
@@ -16,9 +18,9 @@ from healthcare_assets.tooling.generate import add_generate_arguments, run_gener
 def _mongo(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir()
     if args.action == "start":
-        print(embedded_mongo.ensure_running(data_dir))
+        print(local_server.ensure_running(data_dir))
     elif args.action == "uri":
-        print(settings.mongodb_uri() or embedded_mongo.ensure_running(data_dir))
+        print(settings.mongodb_uri() or local_server.ensure_running(data_dir))
     elif args.action == "status":
         state = embedded_mongo.status(data_dir)
         print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
@@ -34,7 +36,6 @@ def _summary(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import quality_pages
     from healthcare_assets.domain.privacy import VIEW_NAME
     from healthcare_assets.domain.release import Release
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
     collection = mongo.hospitalizations()
@@ -59,7 +60,6 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
     for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
@@ -69,7 +69,6 @@ def _provision_access(args: argparse.Namespace) -> int:
 
 def _rotate_keys(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access, encryption
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
     copy = access.doctor_app_copy(mongo.hospitalizations())
@@ -96,7 +95,6 @@ def _selection(args: argparse.Namespace, collection):
 
 def _export_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     collection = mongo_resource_from_env().hospitalizations()
     selection, code = _selection(args, collection)
@@ -109,7 +107,6 @@ def _export_patient(args: argparse.Namespace) -> int:
 
 def _erase_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     collection = mongo_resource_from_env().hospitalizations()
     selection, code = _selection(args, collection)
@@ -133,7 +130,6 @@ def _backup(args: argparse.Namespace) -> int:
     """Back up, read the backup back, then prune: what the scheduled job does."""
     from healthcare_assets.domain import backup
     from healthcare_assets.plumbing.backup_store import open_store
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
     written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), args.to, log=print)
@@ -154,7 +150,6 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import audit, backup
-    from healthcare_assets.plumbing.mongo import mongo_resource_from_env
 
     mongo = mongo_resource_from_env()
     try:

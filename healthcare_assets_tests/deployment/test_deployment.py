@@ -287,9 +287,8 @@ def test_backups_go_to_the_bucket_the_stack_creates_daily(tmp_path, mongo, moto_
     env = {**code, "AWS_ENDPOINT_URL": moto_endpoint, "MONGODB_URI": mongo.uri(), "MONGODB_DATABASE": mongo.database,
            "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HEALTHCARE_DATA_DIR": str(tmp_path / "data"),
            "DAGSTER_HOME": str(tmp_path)}
-    probe = ("import json; from healthcare_assets.defs import backup;"
-             "print(json.dumps([backup.mongo_backup_schedule.default_status.value,"
-             "backup.restore_drill_schedule.default_status.value]))")
+    probe = ("import json; from healthcare_assets.defs.backup import backups;"
+             "print(json.dumps([s.default_status.value for s in backups().schedules]))")
     for command in ([sys.executable, "-c", probe], [sys.executable, "-m", "healthcare_assets.tooling.cli", "backup"]):
         result = subprocess.run(command, env=env, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

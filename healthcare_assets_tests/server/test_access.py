@@ -18,11 +18,11 @@ import pymongo
 import pytest
 from bson import Binary, Code, Int64
 
-from healthcare_assets.domain import access, encryption, privacy
+from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.domain import access, encryption, local_server, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo
-from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import materialize
 
@@ -46,7 +46,7 @@ def secured_server(data_dir: Path, export: Path):
     patch.delenv("MONGODB_URI", raising=False)
     patch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
     try:
-        mongo = MongoResource()
+        mongo = mongo_resource_from_env()
         assert materialize(export, mongo).success
         hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
         own, other = hospitals[0], hospitals[1]
@@ -382,7 +382,7 @@ def server(request, tmp_path_factory):
     provisioned there again, for databases named matrix_*. Its identity comes from buildInfo."""
     if request.param == "embedded":
         data_dir = tmp_path_factory.mktemp("matrix")
-        embedded_mongo.ensure_running(data_dir)
+        local_server.ensure_running(data_dir)
         port, passwords = embedded_mongo.status(data_dir)["port"], access.passwords(data_dir)
 
         def connect_as(role: str) -> pymongo.MongoClient:

@@ -18,7 +18,7 @@ from bson import json_util
 from pymongo import uri_parser
 
 from healthcare_assets.defs.backup import mongo_backup
-from healthcare_assets.domain import backup, encryption
+from healthcare_assets.domain import backup, encryption, local_server
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
@@ -94,13 +94,13 @@ def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp
 
     # Another server, empty: the restore gives the same databases.
     second_dir, first_uri = tmp_path / "second", os.environ["MONGODB_URI"]
-    embedded_mongo.ensure_running(second_dir)
+    local_server.ensure_running(second_dir)
     try:
-        monkeypatch.setenv("MONGODB_URI", embedded_mongo.client_uri(second_dir))
+        monkeypatch.setenv("MONGODB_URI", local_server.client_uri(second_dir))
         capsys.readouterr()
         assert cli.main(["restore", "--from", str(tmp_path / "backups"), "--latest"]) == 0
         printed = capsys.readouterr().out
-        target = connect(embedded_mongo.client_uri(second_dir))
+        target = connect(local_server.client_uri(second_dir))
         restored = target[dbs["main"]]
         expected = main.hospitalizations.count_documents({})
         assert expected == 54_966  # the committed export's documents (README)

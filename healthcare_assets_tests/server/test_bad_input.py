@@ -7,7 +7,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from healthcare_assets.defs.ingest import raw_csv
+from healthcare_assets.defs.ingest import SourceConfig, raw_csv
+from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.corpus import CASES, Case, utf8
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
@@ -75,8 +76,8 @@ SECRET = "HEALTHCARE_ADMIN_MASTER_PASSWORD=not-a-real-password-3f9c"
 
 def read_raw(source) -> dg.ExecuteInProcessResult:
     """raw_csv alone on one source, as a run's config names it."""
-    return dg.materialize([raw_csv], run_config={"ops": {"raw_csv": {"config": {"source": str(source)}}}},
-                          raise_on_error=False)
+    return dg.materialize([raw_csv], run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source))}),
+                          resources={"settings": pipeline_settings()}, raise_on_error=False)
 
 
 def test_a_run_reads_only_files_under_the_import_folders(data_dir, tmp_path, monkeypatch, clean_rows):

@@ -15,6 +15,7 @@ from healthcare_assets.defs.index_benchmarks import (
     index_benchmarks,
 )
 from healthcare_assets.defs.ingest import SourceConfig
+from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.query_benchmarks.measure import (
@@ -38,7 +39,7 @@ def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*DEFS.assets, *DEFS.asset_checks],
         selection=WITH_BENCHMARK,
-        resources={"mongo": mongo},
+        resources={"mongo": mongo, "settings": pipeline_settings()},
         run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source)),
                                      "index_benchmarks": IndexBenchmarkConfig(**FAST | config)}),
         raise_on_error=False,

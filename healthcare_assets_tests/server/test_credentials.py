@@ -14,11 +14,12 @@ import dagster as dg
 import pymongo
 import pytest
 
-from healthcare_assets.domain import access
+from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.domain import access, local_server
 from healthcare_assets.domain.audit import AUDIT_COLLECTION
 from healthcare_assets.plumbing import embedded_mongo, secrets_file
 from healthcare_assets.plumbing.credentials import AuthenticationRefusedError
-from healthcare_assets.plumbing.mongo import MongoResource, with_credentials
+from healthcare_assets.plumbing.mongo import with_credentials
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import materialize
@@ -49,7 +50,7 @@ def server(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
     try:
-        embedded_mongo.ensure_running(data_dir)
+        local_server.ensure_running(data_dir)
         yield data_dir
     finally:
         embedded_mongo.stop(data_dir)
@@ -57,10 +58,10 @@ def server(tmp_path, monkeypatch):
 
 def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_server(server, monkeypatch, caplog):
     generated = secrets_file.read(server)
-    caplog.set_level(logging.WARNING, logger=embedded_mongo.__name__)
+    caplog.set_level(logging.WARNING, logger=local_server.__name__)
     # the same passwords in the environment as in secrets.env: nothing to apply, nothing logged
     monkeypatch.setenv(ADMIN, generated[ADMIN])
-    embedded_mongo.ensure_running(server)
+    local_server.ensure_running(server)
     assert caplog.records == []
 
     # different ones, on the running server and then at a start
@@ -68,7 +69,7 @@ def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_s
         monkeypatch.setenv(ADMIN, new_admin)
         monkeypatch.setenv(ANALYST, new_analyst)
         caplog.clear()
-        MongoResource().db().command("ping")  # through the resource, as a run connects
+        mongo_resource_from_env().db().command("ping")  # through the resource, as a run connects
         assert accepted(server, "admin_master", new_admin) and accepted(server, "analyst_readonly", new_analyst)
         assert not accepted(server, "admin_master", generated[ADMIN])
         assert {k: v for k, v in secrets_file.read(server).items() if k in (ADMIN, ANALYST)} == {
@@ -82,7 +83,7 @@ def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_s
     # the variables gone, secrets.env still holds what the server has
     monkeypatch.delenv(ADMIN)
     monkeypatch.delenv(ANALYST)
-    assert MongoResource().db().command("ping")["ok"] == 1
+    assert mongo_resource_from_env().db().command("ping")["ok"] == 1
 
 
 def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(server, monkeypatch, tmp_path):
@@ -90,7 +91,7 @@ def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(s
     secrets_file.store({ADMIN: "not-what-the-server-has"}, server)
     monkeypatch.setenv(ADMIN, "another-admin-password")
     with pytest.raises(AuthenticationRefusedError) as refused:
-        MongoResource().db()
+        mongo_resource_from_env().db()
     message = str(refused.value)
     assert "refused the password of user 'admin_master'" in message and "cannot reach" not in message
     assert f"came from the environment variable {ADMIN}" in message and str(server / "secrets.env") in message
@@ -102,14 +103,14 @@ def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(s
     (checkout / ".env").write_text(f"{ADMIN}=another-admin-password\n")
     monkeypatch.chdir(checkout)
     with pytest.raises(AuthenticationRefusedError, match=rf"came from {ADMIN} in {checkout / '.env'} \(Dagster loads"):
-        MongoResource().db()
+        mongo_resource_from_env().db()
 
     # MONGODB_URI (production) with a wrong password
     monkeypatch.delenv(ADMIN)
-    wrong = with_credentials(embedded_mongo.client_uri(server), "admin_master", "wrong-production-password")
+    wrong = with_credentials(local_server.client_uri(server), "admin_master", "wrong-production-password")
     monkeypatch.setenv("MONGODB_URI", wrong)
     with pytest.raises(AuthenticationRefusedError) as refused:
-        MongoResource().db()
+        mongo_resource_from_env().db()
     message = str(refused.value)
     assert "user 'admin_master'" in message and "came from the environment variable MONGODB_URI" in message
     assert "wrong-production-password" not in message
@@ -119,7 +120,7 @@ def test_a_refused_password_fails_the_load_at_once(mongo_uri, data_dir, tmp_path
     """The load's RetryPolicy is for lost connections: a refused password is not retried."""
     source = generate_csv(rows=200, seed=2, out=tmp_path / "tiny.csv")["path"]
     monkeypatch.setenv("MONGODB_URI", with_credentials(mongo_uri, "admin_master", "not-the-password"))
-    result = materialize(source, MongoResource(database="never_written"))
+    result = materialize(source, mongo_resource_from_env(database="never_written"))
     assert not result.success
     events = result.all_events
     assert [e for e in events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY] == []
@@ -131,7 +132,7 @@ def test_a_refused_password_fails_the_load_at_once(mongo_uri, data_dir, tmp_path
 def test_provision_access_applies_a_changed_password_on_mongodb(server, monkeypatch):
     """With MONGODB_URI set (how production runs it), on a server of its own."""
     generated = secrets_file.read(server)
-    env = {**os.environ, "MONGODB_URI": embedded_mongo.client_uri(server), **generated}
+    env = {**os.environ, "MONGODB_URI": local_server.client_uri(server), **generated}
     env.update(HEALTHCARE_ANALYST_READONLY_PASSWORD="a-new-analyst-password-of-some-length")
 
     def provision_access():
@@ -185,7 +186,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
     assert urlsplit(exported["MONGODB_URI"]).password == old[ADMIN]
 
     def admin(password: str) -> pymongo.MongoClient:
-        return pymongo.MongoClient(with_credentials(embedded_mongo.client_uri(server), "admin_master", password))
+        return pymongo.MongoClient(with_credentials(local_server.client_uri(server), "admin_master", password))
 
     def healthy() -> bool:
         with pymongo.MongoClient(embedded_mongo.uri_for(port, data_dir=server)) as anonymous:
@@ -195,7 +196,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
 
     def provision_access(admin_password: str) -> str:
         env = {k: v for k, v in os.environ.items() if k != "HEALTHCARE_DOCTOR_APP_HOSPITAL"}
-        env.update(new, MONGODB_URI=with_credentials(embedded_mongo.client_uri(server), "admin_master", admin_password))
+        env.update(new, MONGODB_URI=with_credentials(local_server.client_uri(server), "admin_master", admin_password))
         result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "provision-access"], env=env,
                                 cwd=server, check=False, capture_output=True, text=True, timeout=120)
         output = result.stdout + result.stderr
@@ -249,7 +250,7 @@ def test_a_dotenv_with_other_passwords_in_the_working_directory_of_dagster(tmp_p
            and k not in PASSWORD_VARIABLES}
     env.update(DAGSTER_HOME=str(home), PYTHONPATH=str(REPO), HEALTHCARE_SOURCE_CSV=str(source))
     try:
-        embedded_mongo.ensure_running(data_dir)  # as `make run` left it
+        local_server.ensure_running(data_dir)  # as `make run` left it
         result = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
                                  "healthcare_assets.definitions", "--select", "*mongo_hospitalizations"],
                                 env=env, cwd=checkout, check=False, capture_output=True, text=True, timeout=600)
@@ -258,6 +259,6 @@ def test_a_dotenv_with_other_passwords_in_the_working_directory_of_dagster(tmp_p
         assert f"now has the password of {ADMIN} in {checkout / '.env'}" in output
         assert not any(line.split("=", 1)[1] in output for line in passwords)
         # what the run applied is recorded in secrets.env: reachable without the .env
-        assert MongoResource().hospitalizations().count_documents({}) > 0
+        assert mongo_resource_from_env().hospitalizations().count_documents({}) > 0
     finally:
         embedded_mongo.stop(data_dir)

@@ -10,11 +10,11 @@ import psutil
 import pymongo
 import pytest
 
-from healthcare_assets.domain import access
+from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.domain import access, local_server
 from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.plumbing.mongo import (
     UNPARSED,
-    MongoResource,
     MongoUnreachableError,
     connect,
     redact,
@@ -44,24 +44,24 @@ def own_data_dir(tmp_path, monkeypatch):
 
 
 def test_started_once_then_reused_then_stopped(own_data_dir):
-    uri = embedded_mongo.ensure_running(own_data_dir)
+    uri = local_server.ensure_running(own_data_dir)
     state = embedded_mongo.status(own_data_dir)
-    assert embedded_mongo.ensure_running(own_data_dir) == uri
+    assert local_server.ensure_running(own_data_dir) == uri
     assert embedded_mongo.status(own_data_dir)["pid"] == state["pid"]
     assert len(daemons_on(own_data_dir / "mongo")) == 1
-    pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.insert_one({"x": 1})
+    pymongo.MongoClient(local_server.client_uri(own_data_dir)).t.c.insert_one({"x": 1})
 
     assert embedded_mongo.stop(own_data_dir)["pid"] == state["pid"]
     assert embedded_mongo.status(own_data_dir) is None
     assert daemons_on(own_data_dir / "mongo") == []
 
     # storage (and the users) survive a restart
-    embedded_mongo.ensure_running(own_data_dir)
-    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).t.c.count_documents({"x": 1}) == 1
+    local_server.ensure_running(own_data_dir)
+    assert pymongo.MongoClient(local_server.client_uri(own_data_dir)).t.c.count_documents({"x": 1}) == 1
 
 
 def test_authentication_is_on_after_the_first_start(own_data_dir):
-    uri = embedded_mongo.ensure_running(own_data_dir)
+    uri = local_server.ensure_running(own_data_dir)
     assert embedded_mongo.status(own_data_dir)["auth"] is True
     with pytest.raises(pymongo.errors.OperationFailure, match="requires authentication"):
         pymongo.MongoClient(uri).healthcare_db.hospitalizations.find_one()
@@ -93,17 +93,17 @@ def test_cli_status_uri_stop(own_data_dir):
 
 
 def test_a_dead_daemon_is_replaced(own_data_dir):
-    embedded_mongo.ensure_running(own_data_dir)
+    local_server.ensure_running(own_data_dir)
     old = embedded_mongo.status(own_data_dir)
     psutil.Process(old["pid"]).kill()
     psutil.Process(old["pid"]).wait(10)
-    embedded_mongo.ensure_running(own_data_dir)
+    local_server.ensure_running(own_data_dir)
     assert embedded_mongo.status(own_data_dir)["pid"] != old["pid"]
-    assert pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir)).admin.command("ping")["ok"] == 1
+    assert pymongo.MongoClient(local_server.client_uri(own_data_dir)).admin.command("ping")["ok"] == 1
 
 
 def test_resource_uses_embedded_server_without_uri(own_data_dir):
-    resource = MongoResource(database="resource_test")
+    resource = mongo_resource_from_env(database="resource_test")
     resource.hospitalizations().insert_one({"_id": "a"})
     assert embedded_mongo.status(own_data_dir) is not None
     assert "embedded" in resource.server_label()
@@ -131,19 +131,19 @@ def test_a_user_added_while_auth_is_off_is_refused(own_data_dir, monkeypatch):
 
     monkeypatch.setattr(access, "provision", provision_and_intrude)
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match=r"not exactly the roles.*intruder@admin"):
-        embedded_mongo.ensure_running(own_data_dir)
+        local_server.ensure_running(own_data_dir)
     assert embedded_mongo.status(own_data_dir) is None and daemons_on(own_data_dir / "mongo") == []
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@admin"):  # and at every start
-        embedded_mongo.ensure_running(own_data_dir)
+        local_server.ensure_running(own_data_dir)
 
 
 def test_a_user_of_another_database_is_refused_at_the_next_start(own_data_dir):
-    embedded_mongo.ensure_running(own_data_dir)
-    admin = pymongo.MongoClient(embedded_mongo.client_uri(own_data_dir))
+    local_server.ensure_running(own_data_dir)
+    admin = pymongo.MongoClient(local_server.client_uri(own_data_dir))
     admin.other.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
     embedded_mongo.stop(own_data_dir)
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@other"):
-        embedded_mongo.ensure_running(own_data_dir)
+        local_server.ensure_running(own_data_dir)
     assert daemons_on(own_data_dir / "mongo") == []
 
 

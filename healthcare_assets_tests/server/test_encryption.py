@@ -13,10 +13,11 @@ import pytest
 
 from healthcare_assets.defs.load import prepare_collection
 from healthcare_assets.defs.migration import encrypt_existing_documents
+from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, encryption, gdpr, migration
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
-from healthcare_assets.plumbing.mongo import MongoResource, connect
+from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import check_results, materialize
 from healthcare_assets_tests.fixtures.servers import drop_deployment
@@ -27,7 +28,7 @@ def loaded(mongo_uri, small_csv, tmp_path_factory):
     """The small export loaded once for the module's read-only tests."""
     patch = pytest.MonkeyPatch()
     patch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path_factory.mktemp("encrypted")))
-    mongo = MongoResource(database="test_encrypted")
+    mongo = mongo_resource_from_env(database="test_encrypted")
     try:
         result = materialize(small_csv, mongo)
         assert result.success and all(check_results(result).values()), check_results(result)

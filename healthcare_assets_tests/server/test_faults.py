@@ -11,8 +11,9 @@ import pymongo
 import pytest
 
 from healthcare_assets.defs.load import LOAD_BATCH
+from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.domain import local_server
 from healthcare_assets.plumbing import embedded_mongo
-from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
 
@@ -20,7 +21,7 @@ from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materiali
 def kill_when_loading(data_dir, database, at_least, killed: list):
     """Watch the collection grow; SIGKILL the daemon once `at_least` documents are in."""
     state = embedded_mongo.status(data_dir)
-    client = pymongo.MongoClient(embedded_mongo.client_uri(data_dir), serverSelectionTimeoutMS=2000)
+    client = pymongo.MongoClient(local_server.client_uri(data_dir), serverSelectionTimeoutMS=2000)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -53,9 +54,9 @@ def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
     raw = pd.read_csv(source, dtype=str, keep_default_na=False)
     expected = len(raw) - int(raw.duplicated().sum())
     at_least = LOAD_BATCH - 50 if seed is None else random.Random(seed).randrange(LOAD_BATCH + 1, LOAD_BATCH * 3 // 2)
-    mongo = MongoResource(database="faults")
+    mongo = mongo_resource_from_env(database="faults")
     try:
-        embedded_mongo.ensure_running(data_dir)
+        local_server.ensure_running(data_dir)
         killed: list[int] = []
         killer = threading.Thread(target=kill_when_loading, args=(data_dir, "faults", at_least, killed))
         killer.start()

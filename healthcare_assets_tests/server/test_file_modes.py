@@ -8,8 +8,8 @@ import stat
 import pandas as pd
 import pytest
 
+from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.plumbing import embedded_mongo
-from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets_tests.fixtures.runs import check_results, materialize
 
 
@@ -29,7 +29,7 @@ def test_everything_under_the_data_directory_is_owner_only(umask_022, small_csv,
     export = tmp_path / "one_bad_row.csv"
     raw.to_csv(export, index=False)
     try:
-        result = materialize(export, MongoResource())
+        result = materialize(export, mongo_resource_from_env())
         assert result.success, check_results(result)
     finally:
         embedded_mongo.stop(data_dir)

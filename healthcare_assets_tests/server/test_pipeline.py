@@ -154,8 +154,10 @@ def test_unknown_header_fails_naming_file_and_columns(mongo, small_csv, tmp_path
     assert mongo.hospitalizations().count_documents({}) == 0
 
 
-@pytest.mark.parametrize("share, passes", [(0.5, False), (0.0, True)])
-def test_quarantine_ceiling(mongo, small_csv, tmp_path, monkeypatch, share, passes):
+@pytest.mark.parametrize("share, ceiling, passes", [(0.5, None, False), (0.0, None, True), (0.5, "0.6", True)])
+def test_quarantine_ceiling(mongo, small_csv, tmp_path, monkeypatch, share, ceiling, passes):
+    if ceiling:  # the deployment's own ceiling, read by the run
+        monkeypatch.setenv("HEALTHCARE_QUARANTINE_CEILING", ceiling)
     raw = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
     raw.loc[raw.index[: int(len(raw) * share)], "Gender"] = "X"
     path = tmp_path / "mostly_broken.csv"

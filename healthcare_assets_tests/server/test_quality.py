@@ -13,8 +13,8 @@ import pytest
 from healthcare_assets.defs.clean import cleaned_frame
 from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.defs.quality import all_expectations_pass, quality_report
+from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
 from healthcare_assets.plumbing import settings
-from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import materialize
 
@@ -53,7 +53,7 @@ def staged(tmp_path_factory):
     patch.setenv("HEALTHCARE_DATA_DIR", str(folder / "data"))
     try:
         source = generate_csv(rows=300, seed=8, out=folder / "export.csv")["path"]
-        result = materialize(source, MongoResource(), selection=[raw_csv, cleaned_frame])
+        result = materialize(source, mongo_resource_from_env(), selection=[raw_csv, cleaned_frame])
         assert result.success
         yield result.output_for_node("cleaned_frame")
     finally:
@@ -69,7 +69,7 @@ def run_quality(staged, data_dir: Path, defect=None) -> tuple[dict, dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     altered = dataclasses.replace(staged, path=str(path), rows=len(frame), chunk_rows=(len(frame),))
-    output = quality_report(dg.build_asset_context(), cleaned_frame=altered)
+    output = quality_report(dg.build_asset_context(), cleaned_frame=altered, settings=pipeline_settings())
     return output.value, {k: getattr(v, "value", v) for k, v in output.metadata.items()}
 
 

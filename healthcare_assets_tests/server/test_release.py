@@ -13,6 +13,7 @@ import pytest
 from bson import json_util
 
 from healthcare_assets.defs.anonymize import analysts_release_audit
+from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import gdpr, generalization, privacy
 from healthcare_assets.domain.release import Lease, Release, ReleaseLockError
 from healthcare_assets.domain.release import lease as release_lease
@@ -90,7 +91,7 @@ def assert_copy_equals_view(mongo):
 
 def audit(mongo) -> dict[str, bool]:
     result = dg.materialize([*DEFS.assets, *DEFS.asset_checks], selection=dg.AssetSelection.checks(analysts_release_audit),
-                            resources={"mongo": mongo}, raise_on_error=False)
+                            resources={"mongo": mongo, "settings": pipeline_settings()}, raise_on_error=False)
     return check_results(result)
 
 

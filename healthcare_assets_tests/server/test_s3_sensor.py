@@ -12,16 +12,16 @@ import boto3
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_aws.s3 import S3Resource
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from healthcare_assets.defs import s3_drops as sensors
+from healthcare_assets.defs.resources import pipeline_settings, s3_drops
 from healthcare_assets.defs.s3_drops import (
     SOURCE_ETAG_TAG,
     SOURCE_KEY_TAG,
+    drop_sensor,
     s3_csv_drop_job,
-    s3_csv_drop_sensor,
 )
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import DEFS, materialized
@@ -53,8 +53,8 @@ def drop_defs(mongo) -> dg.Definitions:
     return dg.Definitions(
         assets=DEFS.assets,
         asset_checks=DEFS.asset_checks,
-        sensors=[s3_csv_drop_sensor],
-        resources={"mongo": mongo, "s3": S3Resource()},
+        sensors=[drop_sensor()],
+        resources={"mongo": mongo, "s3": s3_drops(), "settings": pipeline_settings()},
     )
 
 
@@ -69,9 +69,10 @@ def put(bucket: str, key: str, body: bytes) -> dict:
 def tick(drop_defs: dg.Definitions, instance, cursor: str | None):
     """One sensor evaluation in a fresh context, as the daemon does after reading the stored cursor."""
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=drop_defs, resources={"s3": S3Resource()}
+        instance=instance, cursor=cursor, definitions=drop_defs,
+        resources={"s3": s3_drops(), "settings": pipeline_settings()},
     )
-    return s3_csv_drop_sensor.evaluate_tick(context)
+    return drop_defs.resolve_sensor_def("s3_csv_drop_sensor").evaluate_tick(context)
 
 
 def requested_keys(evaluation) -> list[str]:
@@ -131,9 +132,8 @@ def test_new_file_runs_once_and_the_next_tick_requests_nothing(
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     assert request.run_key == f"{key}@{obj['etag']}"
-    assert request.run_config == {
-        "ops": {"raw_csv": {"config": {"s3_bucket": s3_bucket, "s3_key": key}}}
-    }
+    assert request.run_config["ops"] == {"raw_csv": {"config": {"s3_bucket": s3_bucket, "s3_key": key}}}
+    assert not any(v for k, v in request.run_config.items() if k != "ops")  # no resource config in a request
     assert request.tags[SOURCE_KEY_TAG] == key and request.tags[SOURCE_ETAG_TAG] == obj["etag"]
 
     result = load_file(drop_defs, instance, request)
@@ -349,8 +349,13 @@ def test_a_key_with_a_long_name_gets_a_short_quarantine_file(s3_bucket, drop_def
     assert pd.read_csv(quarantine, dtype=str)["line_number"].tolist() == ["6"]
 
 
-def test_an_object_over_the_size_limit_is_not_run(s3_bucket, drop_defs, instance, exports, monkeypatch, capfd):
+@pytest.fixture
+def small_file_limit(monkeypatch) -> None:
+    """Set before the code location's resources are made, as a deployment sets it."""
     monkeypatch.setenv("HEALTHCARE_MAX_FILE_BYTES", "10000")
+
+
+def test_an_object_over_the_size_limit_is_not_run(small_file_limit, s3_bucket, drop_defs, instance, exports, capfd):
     key = f"{PREFIX}huge.csv"
     obj = put(s3_bucket, key, exports["north"])
     evaluation = tick(drop_defs, instance, cursor=None)

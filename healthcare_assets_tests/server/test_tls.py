@@ -7,6 +7,7 @@ from urllib.parse import quote_plus
 import pymongo
 import pytest
 
+from healthcare_assets.domain import local_server
 from healthcare_assets.plumbing import certificates, embedded_mongo
 
 KINDS = ("CERT", "KEY", "CA", "CLIENT")
@@ -56,7 +57,7 @@ def tls_files(data_dir, tmp_path, monkeypatch):
 
 
 def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
-    embedded_mongo.ensure_running(data_dir)
+    local_server.ensure_running(data_dir)
     state = embedded_mongo.status(data_dir)
     assert state["tls"] is True and state["mutual_tls"] is True and state["auth"] is True
     folder = data_dir / "tls"
@@ -64,7 +65,7 @@ def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
         ["ca.pem", "client.pem", "server.key", "server.pem"], "0o600")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
-    uri = embedded_mongo.client_uri(data_dir)  # the admin's password and the client certificate
+    uri = local_server.client_uri(data_dir)  # the admin's password and the client certificate
     assert ping(uri) == 1
     # the right password is not enough: no client certificate, or one another CA issued, is refused
     refused_in_the_handshake(data_dir, without_client_certificate(uri, folder / "client.pem"),
@@ -79,15 +80,15 @@ def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
     for kind in ("CERT", "KEY", "CA"):
         monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", str(stranger[kind.lower()]))
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match="other TLS files.*mongo stop"):
-        embedded_mongo.ensure_running(data_dir)
+        local_server.ensure_running(data_dir)
 
 
 def test_files_of_your_own_for_server_tls(tls_files, data_dir):
-    embedded_mongo.ensure_running(data_dir)
+    local_server.ensure_running(data_dir)
     state = embedded_mongo.status(data_dir)
     assert state["tls"] is True and state["mutual_tls"] is False and state["auth"] is True
     assert not (data_dir / "tls").exists()
-    uri = embedded_mongo.client_uri(data_dir)
+    uri = local_server.client_uri(data_dir)
     assert "tls=true" in uri and "tlsCertificateKeyFile" not in uri
     assert ping(uri) == 1
     refused_in_the_handshake(data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
@@ -99,9 +100,9 @@ def test_files_of_your_own_for_server_tls(tls_files, data_dir):
 
 def test_files_of_your_own_for_mutual_tls(tls_files, data_dir, monkeypatch):
     monkeypatch.setenv("HEALTHCARE_MONGO_TLS_CLIENT_FILE", str(tls_files["client"]))
-    embedded_mongo.ensure_running(data_dir)
+    local_server.ensure_running(data_dir)
     assert embedded_mongo.status(data_dir)["mutual_tls"] is True
-    uri = embedded_mongo.client_uri(data_dir)
+    uri = local_server.client_uri(data_dir)
     assert ping(uri) == 1
     refused_in_the_handshake(data_dir, without_client_certificate(uri, tls_files["client"]),
                              "peer did not return a certificate")

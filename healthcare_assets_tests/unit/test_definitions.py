@@ -1,10 +1,18 @@
 """Every definition loads, and every stage is gated by blocking checks."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import dagster as dg
 
 from healthcare_assets.defs.anonymize import analysts_release_audit
+from healthcare_assets.defs.resources import mongo_resource_from_env, resources
+from healthcare_assets.defs.s3_drops import s3_drops
+from healthcare_assets.domain.local_server import EmbeddedMongoResource
+from healthcare_assets.plumbing.mongo import MongoResource
+from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import DEFS
 
 CHAIN = ["raw_csv", "cleaned_frame", "quality_report", "mongo_hospitalizations", "anonymized_view", "index_benchmarks"]
@@ -45,3 +53,51 @@ def test_a_drop_runs_every_gate_and_neither_the_audit_nor_the_benchmark():
     selected = job.asset_layer.asset_graph
     assert {k.to_user_string() for k in selected.executable_asset_keys} == set(CHAIN) - {"index_benchmarks"}
     assert not {spec.key for spec in analysts_release_audit.check_specs} & set(selected.asset_check_keys)
+
+
+def test_resources_are_chosen_per_environment_and_read_at_run_time(monkeypatch, tmp_path):
+    """MONGODB_URI set: MongoDB by that URI; unset: the embedded server. Each value is a dg.EnvVar,
+    so the definitions hold the variables' names, never their values (a password in a URI)."""
+    secret = "mongodb://admin_master:a-secret-password@db.example:27017/"
+    monkeypatch.setenv("MONGODB_URI", secret)
+    monkeypatch.setenv("HEALTHCARE_QUARANTINE_CEILING", "0.2")
+    found = resources().resources
+    assert type(found["mongo"]) is MongoResource and "a-secret-password" not in repr(found["mongo"])
+    assert found["mongo"].mongodb_uri == dg.EnvVar("MONGODB_URI")
+    assert found["settings"].quarantine_ceiling == dg.EnvVar("HEALTHCARE_QUARANTINE_CEILING")
+    assert mongo_resource_from_env().mongodb_uri == secret  # outside a run (the CLI): the value itself
+
+    monkeypatch.delenv("MONGODB_URI")
+    monkeypatch.delenv("HEALTHCARE_QUARANTINE_CEILING")
+    monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+    found = resources().resources
+    assert isinstance(found["mongo"], EmbeddedMongoResource)
+    assert found["mongo"].data_dir == dg.EnvVar("HEALTHCARE_DATA_DIR")
+    assert found["settings"].ceiling() == 0.05  # unset: today's default
+
+
+def test_the_sensor_runs_by_default_only_where_a_bucket_is_configured(monkeypatch):
+    monkeypatch.delenv("HEALTHCARE_S3_BUCKET", raising=False)
+    assert s3_drops().sensors[0].default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv("HEALTHCARE_S3_BUCKET", "drops")
+    assert s3_drops().sensors[0].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_importing_the_code_location_reads_no_setting(tmp_path):
+    """Definitions decide what the environment says when they are loaded, not when a module is
+    imported: importing every module with a bucket and MONGODB_URI set, then loading the
+    definitions without them, gives the defaults of an installation without them."""
+    probe = ("import os, pkgutil, importlib, healthcare_assets as p\n"
+             "for m in pkgutil.walk_packages(p.__path__, 'healthcare_assets.'):\n"
+             "    importlib.import_module(m.name)\n"
+             "del os.environ['HEALTHCARE_S3_BUCKET'], os.environ['MONGODB_URI']\n"
+             "from healthcare_assets.definitions import defs\n"
+             "d = defs()\n"
+             "print(d.resolve_sensor_def('s3_csv_drop_sensor').default_status.value,"
+             " *[s.default_status.value for s in d.schedules if s.name.startswith(('mongo_backup', 'restore'))])\n")
+    env = {**os.environ, "HEALTHCARE_S3_BUCKET": "drops", "MONGODB_URI": "mongodb://db.example:27017/",
+           "HEALTHCARE_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["STOPPED", "STOPPED", "STOPPED"]

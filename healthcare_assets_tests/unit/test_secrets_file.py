@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, privacy
 from healthcare_assets.plumbing import secrets_file
-from healthcare_assets.plumbing.mongo import MongoResource
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
 
@@ -71,7 +71,7 @@ def test_production_refuses_placeholder_passwords(monkeypatch):
 
     monkeypatch.setenv("MONGODB_URI", "mongodb://admin_master:change-me-admin-master@mongo:27017/?authSource=admin")
     with pytest.raises(ValueError, match="MONGODB_URI") as error:
-        MongoResource().uri()
+        mongo_resource_from_env().uri()
     assert "change-me-admin-master" not in str(error.value)
 
 
@@ -82,7 +82,7 @@ def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_pat
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "k" * 32)
     assert privacy.pseudonym_key() == b"k" * 32
     assert access.passwords()["ANALYST_READONLY"] == "a-long-random-password"
-    assert MongoResource().uri() == PRODUCTION_URI
+    assert mongo_resource_from_env().uri() == PRODUCTION_URI
 
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "change-me-pseudonym-key")

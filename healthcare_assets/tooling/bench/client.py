@@ -7,7 +7,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
-from healthcare_assets.plumbing import embedded_mongo
+from healthcare_assets.domain import local_server
 from healthcare_assets.tooling.bench.launcher import (
     CLIENT_APPROACH,
     DAGSTER,
@@ -49,7 +49,7 @@ class PeerComparison:
 def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPEATS) -> PeerComparison:
     """Ours: `dagster asset materialize --select '*mongo_hospitalizations'` into a fresh database
     each time. Theirs: client_approach.py, which drops and refills baseline_db itself."""
-    uri = embedded_mongo.client_uri(processes.work)  # with credentials: the script is a plain client
+    uri = local_server.client_uri(processes.work)  # with credentials: the script is a plain client
     ours, theirs, failures = [], [], []
     for i in range(repeats):
         database = f"bench_gated_{i}"

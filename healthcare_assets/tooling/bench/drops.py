@@ -14,7 +14,6 @@ from bson import json_util
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.access import databases
-from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.bench.exports import generated
 from healthcare_assets.tooling.bench.launcher import DAGSTER, DEFINITIONS, DROP_TAG, Processes
 from healthcare_assets.tooling.bench.targets import DROP_GROWTH_MAX, DROP_S_MAX, Target, ratio
@@ -49,9 +48,10 @@ class DropRun:
 
     def run(self, processes: Processes) -> DropRun:
         from healthcare_assets.defs.ingest import SourceConfig
+        from healthcare_assets.defs.resources import mongo_resource_from_env
         from healthcare_assets.defs.s3_drops import s3_csv_drop_job
 
-        collection = processes.db(self.database)[MongoResource(database=self.database).collection]
+        collection = processes.db(self.database)[mongo_resource_from_env(database=self.database).collection]
         self.documents_before = collection.estimated_document_count()
         self.indexes_before = len(collection.index_information()) if self.documents_before else 0
         config = processes.work / f"drop_{self.name}.json"  # JSON is YAML: `-c` takes it as run config

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 from pymongo.database import Database
 
+from healthcare_assets.domain import local_server
 from healthcare_assets.domain.access import databases
-from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets.tooling.bench.exports import REPO
 from healthcare_assets.tooling.bench.steps import ended_steps
@@ -60,7 +60,7 @@ class Processes:
         return round(time.perf_counter() - started, 2), code == 0
 
     def db(self, name: str) -> Database:
-        return connect(embedded_mongo.client_uri(self.work))[name]
+        return connect(local_server.client_uri(self.work))[name]
 
     def drop_databases(self, name: str) -> None:
         """A database and its companions (analytics, doctor app, audit)."""

@@ -38,6 +38,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from healthcare_assets.domain import local_server
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.tooling.bench.exports import BIG_ROWS, COMMITTED_ROWS, REPO
 from healthcare_assets.tooling.bench.figures import SizeRun, as_json
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, SizeRun] = {}
     figures, failed = ProcessFigures(), True
     try:
-        print(f"embedded server {embedded_mongo.ensure_running(work)}, data in {work}")
+        print(f"embedded server {local_server.ensure_running(work)}, data in {work}")
         results = run_sizes(sizes, args, env, work, report_dir)
         figures = run_processes(results, args, Processes.prepare(work, env))
         failed = not all(r.success for r in results.values()) or not figures.success

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
 from healthcare_assets.domain import backup, encryption
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -51,7 +52,7 @@ class Chain:
                        | owners(self.definitions, BENCHMARK, graph))
 
     def run(self, selection: dg.AssetSelection, config: dg.RunConfig) -> dg.ExecuteInProcessResult:
-        return dg.materialize(self.definitions, selection=selection, resources={"mongo": self.mongo},
+        return dg.materialize(self.definitions, selection=selection, resources={"mongo": self.mongo, "settings": pipeline_settings()},
                               instance=self.instance, run_config=config, raise_on_error=False)
 
 
@@ -85,7 +86,7 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
     benchmark's collection scans grow the server's heap), then the index benchmarks."""
     from healthcare_assets.defs.ingest import SourceConfig
 
-    mongo = MongoResource(database=database)
+    mongo = mongo_resource_from_env(database=database)
     mongo.client()  # starts nothing new: the parent's server answers for this data directory
     sampler = RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
     sampler.start()
@@ -116,7 +117,7 @@ def measure_backup(database: str, to: Path) -> dict:
     """A backup of every database of the deployment as the chain left it, written then read back,
     in this process alone: its peak RSS is the backup's. The figures as the `--backup` child
     prints them (a BackupFigures' fields)."""
-    mongo = MongoResource(database=database)
+    mongo = mongo_resource_from_env(database=database)
     written = backup.write_backup(mongo.client(), database, mongo.server_label(), str(to))
     started = time.perf_counter()
     backup.verify(backup.open_backup(written.location))

@@ -1,0 +1,158 @@
+"""The embedded server of this installation with this deployment's users: the daemon
+(plumbing/embedded_mongo.py) plus the roles and users of access.py, created at its first start.
+
+The first start runs without authentication (the server has no localhost exception): the roles
+and users are created then, and every start with auth refuses a storage whose users are not
+exactly the roles' users, since any local process could have added one in that window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pymongo
+
+from healthcare_assets.domain import access
+from healthcare_assets.plumbing import credentials, embedded_mongo, secrets_file
+from healthcare_assets.plumbing.mongo import MongoResource, redact
+
+log = logging.getLogger(__name__)
+
+
+def ensure_running(data_dir: Path) -> str:
+    """Start the server for this data directory unless it already runs, its users provisioned at
+    the first start and the passwords of the environment applied; return its URI (no credentials)."""
+    data_dir = Path(data_dir).resolve()
+    return embedded_mongo.ensure_running(
+        data_dir, first_start=lambda state: _provision(data_dir, state),
+        started=lambda state, fresh: _started(data_dir, state, fresh))["uri"]
+
+
+def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
+    """The running server's URI with one role's credentials (the pipeline itself uses ADMIN_MASTER:
+    it writes every database and provisions users)."""
+    data_dir = Path(data_dir).resolve()
+    state = embedded_mongo.read_state(data_dir)
+    if state is None:
+        raise embedded_mongo.EmbeddedMongoError(f"no embedded server runs for {data_dir}")
+    password = access.passwords(data_dir).get(role)
+    if password is None:
+        raise embedded_mongo.EmbeddedMongoError(f"no password for {role}: set {access.role(role).password_variable}")
+    return embedded_mongo.uri_for(state["port"], access.role(role).user, password, data_dir)
+
+
+class EmbeddedMongoResource(MongoResource):
+    """MongoResource on the embedded server of `data_dir` (in the code location
+    dg.EnvVar("HEALTHCARE_DATA_DIR") when it is set), started at first use; `mongodb_uri` is not
+    used: the URI is the running server's, with the admin's credentials."""
+
+    data_dir: str = ".data"
+
+    def _data_dir(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    def uri(self) -> str:
+        ensure_running(self._data_dir())
+        return client_uri(self._data_dir())
+
+    def refused(self, uri: str, user: str) -> credentials.AuthenticationRefusedError:
+        return refused(self._data_dir(), user)
+
+    def server_label(self) -> str:
+        return redact(self.uri()) + " (embedded secantusdb)"
+
+
+def refused(data_dir: Path, user: str) -> credentials.AuthenticationRefusedError:
+    """The error for a role's password the embedded server refused, with what to do about it."""
+    variable = next(r.password_variable for r in access.roles() if r.user == user)
+    stored = secrets_file.path(data_dir)
+    files = embedded_mongo.paths(data_dir)
+    if variable in os.environ:
+        advice = (f"A password set in the environment is applied to the server with the admin_master password "
+                  f"stored in {stored}, and that one was refused too or is missing. Set {variable} to the "
+                  f"password the server has, or unset it (delete it from .env) to use the one in {stored}.")
+    else:
+        advice = (f"{stored} does not hold this server's passwords: put back the one it was provisioned with, "
+                  f"or stop the server (`healthcare-assets mongo stop`) and delete {files['storage']} "
+                  f"and {files['provisioned']} to provision a new one (its data is lost).")
+    return credentials.refused(f"{embedded_mongo.HOST} (embedded secantusdb, storage {files['storage']})", user,
+                               variable, advice, data_dir)
+
+
+def _provision(data_dir: Path, state: dict) -> None:
+    """First start only, auth off: create the roles and users."""
+    with pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=10_000) as client:
+        given = access.passwords(data_dir, generate=True)
+        access.provision(client, given)
+        # secrets.env records every password the server has, from the environment too: the server
+        # stays reachable when the variable goes away, and a later change can be applied with it
+        secrets_file.store({access.role(name).password_variable: pw for name, pw in given.items()}, data_dir)
+
+
+def _started(data_dir: Path, state: dict, fresh: bool) -> None:
+    _apply_environment_passwords(data_dir, state)
+    if fresh:
+        _check_users(data_dir, state)
+
+
+def _admin_client(data_dir: Path, state: dict, password: str) -> pymongo.MongoClient:
+    admin = access.role("ADMIN_MASTER")
+    uri = embedded_mongo.uri_for(state["port"], admin.user, password, data_dir)
+    return pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000)
+
+
+def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
+    """Give each role's user the password HEALTHCARE_<ROLE>_PASSWORD sets when it differs from the
+    one the server has (recorded in secrets.env), using the admin credentials recorded there, and
+    record it: a `.env` copied from .env.example, or a rotated secret, then just works. Logged
+    with the variable and where it came from, never the value."""
+    stored = secrets_file.read(data_dir)
+    changed = sorted((r for r in access.roles() if os.environ.get(r.password_variable)
+                      and stored.get(r.password_variable) not in (None, os.environ[r.password_variable])),
+                     key=lambda r: r.name == "ADMIN_MASTER")  # the admin's own last: the others use it
+    if not changed:
+        return
+    admin = access.role("ADMIN_MASTER")
+    if admin.password_variable not in stored:
+        return  # provisioned by a version that did not record it: a refusal will say what to do
+    with _admin_client(data_dir, state, stored[admin.password_variable]) as client:
+        for r in changed:
+            try:
+                client.admin.command("updateUser", r.user, pwd=os.environ[r.password_variable])
+            except pymongo.errors.OperationFailure as exc:
+                if credentials.is_refused(exc):
+                    raise refused(data_dir, admin.user) from None
+                raise
+            # recorded at once: the admin's own new password is what the next change must use
+            secrets_file.store({r.password_variable: os.environ[r.password_variable]}, data_dir)
+            log.warning("the embedded server's user %s now has the password of %s (it differed from the one "
+                        "the server had; changed with the admin credentials in %s, and recorded there)",
+                        r.user, credentials.origin(r.password_variable, data_dir), secrets_file.path(data_dir))
+
+
+def _check_users(data_dir: Path, state: dict) -> None:
+    """Refuse (and stop the daemon) unless the users are exactly the roles' users, each with its
+    own role only: the first start ran without authentication, and another local process could
+    have added a user, or changed one, in that window."""
+    expected = {(r.user, "admin"): [{"role": r.name, "db": "admin"}] for r in access.roles()}
+    admin = access.role("ADMIN_MASTER")
+    with _admin_client(data_dir, state, access.passwords(data_dir).get(admin.name, "")) as client:
+        try:
+            # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)
+            found = {(u["user"], u["db"]): u.get("roles", []) for u in client.admin["system.users"].find()}
+            problem = ", ".join(f"{user}@{db}" for (user, db), granted in sorted(found.items())
+                                if expected.get((user, db)) != granted)
+        except pymongo.errors.OperationFailure as exc:
+            if credentials.is_refused(exc):
+                raise refused(data_dir, admin.user) from None  # a wrong password says nothing about the users
+            problem = f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"
+    if problem:
+        embedded_mongo.discard(data_dir, state)
+        provisioned = embedded_mongo.paths(data_dir)["provisioned"]
+        raise embedded_mongo.EmbeddedMongoError(
+            f"refusing the embedded server with storage {state['storage']}: its users are not exactly "
+            f"the roles of healthcare_assets/domain/access.py ({problem}). Its first start runs without "
+            "authentication, and another local process may have changed them then. It was stopped; find "
+            f"out who did it, then delete {state['storage']} and {provisioned} to provision a new one.")

@@ -28,7 +28,13 @@ from healthcare_assets.domain.query_benchmarks.measure import (
 from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Query, query_suite
 from healthcare_assets.plumbing import scans, settings
-from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
+from healthcare_assets_tests.fixtures.runs import (
+    DEFS,
+    check_results,
+    materialize,
+    materialized,
+    table_rows,
+)
 
 # What a drop runs, then the benchmark asset and its check after it.
 WITH_BENCHMARK = DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks)
@@ -48,8 +54,7 @@ def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
 
 def table_cells(table: str) -> dict[str, list[str]]:
     """The markdown table's rows, by query name, as lists of cells."""
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.splitlines()[2:]]
-    return {row[0]: row for row in rows}
+    return {row[0]: row for row in table_rows(table)[1:]}
 
 
 def assert_bounds_are_stated(q: dict, documents: int) -> None:
@@ -146,7 +151,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
     meta = materialized(result)["index_benchmarks"]
     table = meta["queries"]
     assert table.count("\n") == 1 + len(report["queries"])  # header, rule, one line per query
-    assert [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")][-1] == "bounded by"
+    assert table_rows(table)[0][-1] == "bounded by"
     assert not any("~" in cell for cells in table_cells(table).values() for cell in cells[3:9])  # nothing scaled
     assert all(q["bound"]["indexed"] in table for q in report["queries"])
     assert meta["min_speedup"] == min(q["speedup"] for q in report["queries"])

@@ -3,7 +3,8 @@
 The backup step takes the load's pool, so no load writes while it reads (healthcare_assets.domain.backup
 says what a backup is consistent with). Its blocking check reads the whole backup back; only once
 it passes are older backups deleted (HEALTHCARE_BACKUP_KEEP). The weekly `restore_drill` takes a
-backup, restores it into scratch databases and compares every document with the source.
+backup, restores it into scratch databases and compares every document with the source, and
+proves that no stay of an erased patient was in the backup or came back with the restore.
 """
 
 import os
@@ -75,7 +76,7 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext) -> dg.Asset
 
 @dg.asset_check(asset=mongo_backup, blocking=False, pool=WRITES_POOL, description=(
     "the newest backup, restored into scratch databases, equals the source document by document "
-    "(a SHA-256 of each document's BSON)"))
+    "(a SHA-256 of each document's BSON), and no stay of an erased patient was in it or came back"))
 def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: MongoResource) -> dg.AssetCheckResult:
     written = _newest(context)
     client = mongo.client()
@@ -89,15 +90,20 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
         for scratch in rename.values():
             client.drop_database(scratch)
     expected = {f"{rename[db]}.{coll}": e["documents"] for db, coll, e in written.collections() if e["type"] != "view"}
-    problems = {name: tally for name, tally in report.items()
-                if tally["differing"] or tally["only_in_backup"] or tally["only_in_source"]}
-    tallies = ("identical", "differing", "only_in_backup", "only_in_source")
+    counts_match = restored.counts == expected
+    # kept out: the backup held stays of erased patients (so did the source); returned: the restore
+    # wrote some back. Either is an erasure not in force.
+    kept_out = sum(restored.kept_out.values())
+    came_back = sum(t["erased_returned"] for t in report.values())
+    tallies = ("identical", "differing", "only_in_backup", "only_in_source", "erased_returned")
     table = markdown_table([(k, *(f"{t[n]:,}" for n in tallies)) for k, t in report.items()],
-                           ["collection", *(n.replace("_", " ") for n in tallies)], ("left", *("right",) * 4))
+                           ["collection", *(n.replace("_", " ") for n in tallies)], ("left", *("right",) * 5))
     return dg.AssetCheckResult(
-        passed=restored == expected and not problems,
-        metadata={"backup": written.location, "documents_restored": sum(restored.values()),
-                  "restored_counts_match_manifest": restored == expected,
+        passed=counts_match and not backup.differences(report) and not kept_out,
+        metadata={"backup": written.location, "documents_restored": sum(restored.counts.values()),
+                  "restored_counts_match_manifest": counts_match,
+                  "erased_patients_listed": restored.erased_patients,
+                  "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back,
                   "comparison": table},
     )
 
@@ -111,7 +117,8 @@ mongo_backup_job = dg.define_asset_job(
 
 restore_drill = dg.define_asset_job(
     "restore_drill", selection=dg.AssetSelection.assets(mongo_backup),
-    description="Take a backup, restore it into scratch databases, compare every document with the source.",
+    description="Take a backup, restore it into scratch databases, compare every document with the source; "
+                "no erased patient's stay may come back.",
 )
 
 

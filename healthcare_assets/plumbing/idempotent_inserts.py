@@ -8,13 +8,13 @@ from pymongo.errors import BulkWriteError
 DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is already there
 
 
-def insert_keeping_existing(collection: Collection, documents: list[dict]) -> int:
+def insert_keeping_existing(collection: Collection, documents: list, bypass_document_validation: bool = False) -> int:
     """Insert the documents; one whose _id is already there (an interrupted operation redone, or
     written by someone else meanwhile) is kept as it is. Returns how many were given."""
     if not documents:
         return 0
     try:
-        collection.insert_many(documents, ordered=False)
+        collection.insert_many(documents, ordered=False, bypass_document_validation=bypass_document_validation)
     except BulkWriteError as exc:
         if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
             raise

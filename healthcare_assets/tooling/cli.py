@@ -155,12 +155,20 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         opened = backup.open_backup(args.source, latest=args.latest)
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        counts = backup.restore(opened, mongo.client(), drop=args.drop, log=print)
+        restored = backup.restore(opened, mongo.client(), drop=args.drop, log=print)
     except (backup.BackupError, backup.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)
         return 7
-    audit.record(mongo.db(), "restore", opened.name, sum(counts.values()), collections=len(counts))
+    counts = restored.counts
+    audit.record(mongo.db(), "restore", opened.name, sum(counts.values()), collections=len(counts),
+                 erased_patients=restored.erased_patients, erased_stays_kept_out=restored.kept_out,
+                 patient_ids=restored.patient_ids, release_rebuild=restored.release_rebuild)
     print(f"restored {sum(counts.values()):,} documents in {len(counts)} collections")
+    print(f"erasure list: {restored.erased_patients:,} patients (this server's and the backup's); erased patients' "
+          "stays kept out: " + ", ".join(f"{n:,} of {place}" for place, n in restored.kept_out.items()))
+    if restored.release_rebuild:
+        print("release_scheme dropped: the backup's release counted erased stays; the next publication "
+              "rebuilds the analysts' copy")
     return 0
 
 

@@ -18,10 +18,11 @@ from bson import json_util
 from pymongo import uri_parser
 
 from healthcare_assets.defs.backup import mongo_backup
-from healthcare_assets.domain import backup, encryption, local_server
+from healthcare_assets.domain import access, audit, backup, encryption, gdpr, local_server
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
+from healthcare_assets.domain.release import SCHEME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
 from healthcare_assets.plumbing.backup_store import PART_BYTES, LocalStore, S3Store
@@ -271,7 +272,7 @@ def test_backup_to_s3_is_encrypted_and_restores(loaded, s3_bucket, monkeypatch):
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = loaded.client()
     try:
-        counts = backup.restore(opened, client, rename=scratch)
+        counts = backup.restore(opened, client, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
         report = backup.compare(client, client, opened, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
@@ -344,3 +345,119 @@ def test_an_s3_uri_names_a_bucket(tmp_path):
     shutil.rmtree(tmp_path)
     with pytest.raises(backup.BackupError, match="no backup"):
         backup.open_backup(str(tmp_path), latest=True)
+
+
+# ---- erasure reaches the backups -----------------------------------------------------------------
+
+
+def erase(collection, stay: dict) -> tuple[str, int]:
+    """Erase the patient of one stay, as erase-patient does; returns its keyed id and its stays."""
+    name = encryption.cipher(collection).decrypt(stay["personal_info"]["name"])
+    person = stay["personal_info"]
+    selection = gdpr.select(collection, name, person["gender"], person["blood_type"])
+    [patient] = selection.patients
+    gdpr.erase_patient(collection, selection)
+    return patient.patient_id, patient.stays
+
+
+def stays_of(collection, skip: int = 0) -> list[dict]:
+    """Every stay of one patient (the one of the `skip`-th stay, by _id)."""
+    first = next(collection.find({}).sort("_id", 1).skip(skip).limit(1))
+    return list(collection.find({"patient_id": first["patient_id"]}))
+
+
+def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(loaded, tmp_path, capsys):
+    collection = loaded.hospitalizations()
+    [stay, *_] = stays_of(collection)
+    access.refresh_doctor_app(collection, stay["administrative_info"]["hospital"])
+    app = access.doctor_app_copy(collection)
+    in_app = app.count_documents({"patient_id": stay["patient_id"]})
+    assert in_app >= 1
+    assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
+    documents = collection.count_documents({})
+    patient_id, stays = erase(collection, stay)
+    name = encryption.cipher(collection).decrypt(stay["personal_info"]["name"])
+    capsys.readouterr()
+
+    assert cli.main(["restore", "--from", str(tmp_path / "backups"), "--latest", "--drop"]) == 0
+    printed = capsys.readouterr().out
+    assert collection.count_documents({"patient_id": patient_id}) == 0
+    assert app.count_documents({"patient_id": patient_id}) == 0
+    assert collection.count_documents({}) == documents - stays  # everything else came back
+    assert patient_id in audit.erased_patient_ids(collection.database)
+    # said, and recorded in the audit log: counts and keyed ids, never a name
+    assert f"erased patients' stays kept out: {stays} of {collection.full_name}, {in_app} of {app.full_name}" \
+        in printed, printed
+    entry = audit.audit_db(collection.database)[audit.AUDIT_COLLECTION].find_one({"action": "restore"},
+                                                                               sort=[("at", -1)])
+    assert entry["erased_stays_kept_out"] == {collection.full_name: stays, app.full_name: in_app}
+    assert entry["patient_ids"] == [patient_id]
+    assert name not in json_util.dumps(entry)
+    # the restored release bookkeeping counted those stays: gone, so the next publication rebuilds it
+    assert SCHEME not in collection.database.list_collection_names()
+    assert "release_scheme dropped" in printed
+
+
+def test_a_restore_never_shrinks_the_erasure_list(loaded, tmp_path):
+    collection, client = loaded.hospitalizations(), loaded.client()
+    erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
+    older = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))  # an empty list
+    first, _ = erase(collection, stays_of(collection)[0])
+    later = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))  # lists `first`
+    second, _ = erase(collection, stays_of(collection, skip=10)[0])
+
+    backup.restore(backup.open_backup(older.location), client, drop=True)
+    assert audit.erased_patient_ids(collection.database) == {first, second}
+    assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
+    # a live list that lost an id gets it back from the backup's: the union, never a replacement
+    erasures.delete_one({"_id": first})
+    restored = backup.restore(backup.open_backup(later.location), client, drop=True)
+    assert audit.erased_patient_ids(collection.database) == {first, second}
+    assert restored.erased_patients == 2
+    assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
+
+
+def drill(mongo, folder) -> dg.ExecuteInProcessResult:
+    return dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
+                                           {s.asset_key for s in c.check_specs}]],
+                          resources={"mongo": mongo}, raise_on_error=False,
+                          run_config={"ops": {"mongo_backup": {"config": {"to": str(folder)}}}})
+
+
+def drill_metadata(result) -> dict:
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "backup_restores_identically")
+    return {k: v.value for k, v in evaluation.metadata.items()}
+
+
+def test_the_drill_proves_no_erased_patient_comes_back(loaded, tmp_path):
+    collection, client = loaded.hospitalizations(), loaded.client()
+    main = collection.full_name
+    older = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path / "older"))
+    saved = stays_of(collection)
+    patient_id, _ = erase(collection, saved[0])
+
+    result = drill(loaded, tmp_path / "drill")
+    assert check_results(result) == {"backup_reads_back_intact": True, "backup_restores_identically": True}
+    figures = drill_metadata(result)
+    assert figures["erased_stays_returned"] == 0 and figures["erased_stays_kept_out"] == 0
+
+    # The comparison counts an erased patient's stay found in what was restored.
+    scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
+    try:
+        restored = backup.restore(backup.open_backup(older.location), client, rename=scratch)
+        assert restored.kept_out[f"{scratch[loaded.database]}.hospitalizations"] == len(saved)
+        client[scratch[loaded.database]].hospitalizations.insert_one(saved[0])  # came back
+        report = backup.compare(client, client, backup.open_backup(older.location), scratch)
+        assert report[main]["erased_returned"] == 1
+        assert main in backup.differences(report)
+    finally:
+        for db in scratch.values():
+            client.drop_database(db)
+
+    # A source holding an erased patient's stay (as a restore used to leave it) fails the drill.
+    collection.insert_one(saved[0], bypass_document_validation=True)
+    result = drill(loaded, tmp_path / "drill")
+    assert check_results(result)["backup_restores_identically"] is False
+    figures = drill_metadata(result)
+    assert figures["erased_stays_kept_out"] == 1 and figures["erased_stays_returned"] == 0
+    assert patient_id not in str(figures)  # counts only

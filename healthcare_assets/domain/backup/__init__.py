@@ -23,9 +23,12 @@ secrets.env (the pseudonym key, role passwords, the master key), which live outs
 Memory: documents are streamed as raw BSON, never decoded, one range at a time (scans: the
 embedded server holds a query's whole result until its cursor is spent); restore inserts batches.
 
-The modules: backup_files (names, layout, hashing streams, read ranges), backup_writing,
-reading (verification and retention) and restore (restore and the drill's
-comparison). This module is what callers import.
+A restore never undoes an erasure: it merges the erasure list (never replaces or shrinks it) and
+writes no stay of an erased patient (erasures).
+
+The modules: files (names, layout, hashing streams, read ranges), writing, reading (verification
+and retention), restore (restore and the drill's comparison) and erasures (what a restore does
+about erasures). This module is what callers import.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from healthcare_assets.domain.backup.reading import (
            prune,
            verify,
 )
-from healthcare_assets.domain.backup.restore import RestoreRefusedError, compare, restore
+from healthcare_assets.domain.backup.restore import (
+           Restored,
+           RestoreRefusedError,
+           compare,
+           differences,
+           restore,
+)
 from healthcare_assets.domain.backup.writing import (
            CONSISTENCY,
            Written,
@@ -46,6 +55,6 @@ from healthcare_assets.domain.backup.writing import (
            write_backup,
 )
 
-__all__ = ["CONSISTENCY", "MANIFEST", "VERIFIED", "BackupError", "Opened", "RestoreRefusedError", "Written",
-           "compare", "key_vault_filter", "mark_verified", "open_backup", "prune", "restore", "verify",
-           "write_backup"]
+__all__ = ["CONSISTENCY", "MANIFEST", "VERIFIED", "BackupError", "Opened", "RestoreRefusedError", "Restored",
+           "Written", "compare", "differences", "key_vault_filter", "mark_verified", "open_backup", "prune",
+           "restore", "verify", "write_backup"]

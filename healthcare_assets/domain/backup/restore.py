@@ -1,23 +1,26 @@
 """Restoring a verified backup, and the restore drill's comparison of what was restored with the
-source, document by document.
+source, document by document. What a restore does about erasures is in `erasures`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from healthcare_assets.domain.backup.erasures import Erasures, main_database, returned
 from healthcare_assets.domain.backup.files import (
     INSERT_BATCH,
     raw_documents,
     read_ranges,
 )
 from healthcare_assets.domain.backup.reading import Opened, verify
+from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 
 class RestoreRefusedError(RuntimeError):
@@ -43,19 +46,30 @@ def _insert(collection: Collection, batch: list[RawBSONDocument]) -> int:
     return len(batch)
 
 
+@dataclass
+class Restored:
+    counts: dict[str, int]  # documents written per "db.collection" of the target
+    kept_out: dict[str, int]  # erased patients' stays not written back, per "db.collection" of the target
+    patient_ids: list[str]  # the keyed ids of those patients
+    erased_patients: int  # patient_ids on the erasure list after the restore
+    release_rebuild: bool  # release_scheme dropped: the next publication rebuilds the release
+
+
 def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dict[str, str] | None = None,
-            log: Callable[[str], None] = lambda _: None) -> dict[str, int]:
+            log: Callable[[str], None] = lambda _: None) -> Restored:
     """Restore a verified backup: collections with their options (validators), their documents,
     then their indexes (built once, as mongorestore does), then the views. Refuses, before writing
     anything, a backup that does not verify and a target database that holds collections unless
     `drop`. `rename` maps a backed-up database to another (the restore drill's scratch databases).
     A collection backed up through a filter (the shared key vault) counts as busy when it holds
-    documents the filter selects, and only those are replaced. Returns documents per
-    "db.collection" of the target."""
+    documents the filter selects, and only those are replaced. The erasure list is merged, never
+    replaced, and applied to what is written (erasures.py)."""
     rename = rename or {}
     verify(backup)
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
-    _clear_targets(backup, client, targets, drop)
+    erasures = Erasures.of(backup, client, targets)
+    _clear_targets(backup, client, targets, drop, erasures)
+    erasures.write_list(client)
     counts: dict[str, int] = {}
     views = []
     for db, coll, entry in backup.collections():
@@ -63,45 +77,60 @@ def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dic
         if entry["type"] == "view":
             views.append((target, coll, meta))
             continue
-        inserted, indexes = _restore_collection(backup, db, coll, meta, target)
+        inserted, indexes = _restore_collection(backup, db, coll, meta, target, erasures.keeps(db, coll),
+                                                merge=coll in erasures.append_only(db))
         counts[f"{targets[db]}.{coll}"] = inserted
         log(f"{targets[db]}.{coll}: {inserted:,} documents, {indexes} indexes")
     for target, coll, meta in views:
         target.create_collection(coll, **meta["options"])
         log(f"{target.name}.{coll}: view on {meta['options'].get('viewOn')}")
-    return counts
+    rebuild = erasures.mark_release(client)
+    return Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), rebuild)
 
 
-def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str], drop: bool) -> None:
+def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str], drop: bool,
+                   erasures: Erasures) -> None:
     """Refuse target databases that hold collections, and shared collections that hold this
-    deployment's documents, unless `drop`; with it, drop those databases and delete those documents."""
+    deployment's documents, unless `drop`; with it, drop those databases and delete those documents.
+    The append-only collections are neither counted nor dropped: the restore merges into them."""
     shared = {(targets[db], coll): entry["filter"] for db, coll, entry in backup.collections() if "filter" in entry}
+    kept = {targets[db]: erasures.append_only(db) for db in targets}
     busy = {target: found for target in set(targets.values()) - {db for db, _ in shared}
-            if (found := _non_empty(client, target))}
+            if (found := set(_non_empty(client, target)) - kept[target])}
     held = {(db, coll): n for (db, coll), match in shared.items() if (n := client[db][coll].count_documents(match))}
     if (busy or held) and not drop:
         raise RestoreRefusedError("refusing to restore into non-empty databases: " + "; ".join(
             [f"{db} holds {', '.join(sorted(names)[:5])}" for db, names in busy.items()]
             + [f"{db}.{coll} holds {n} of this deployment's documents" for (db, coll), n in held.items()])
             + ". Add --drop to replace them.")
-    for target in busy:
-        client.drop_database(target)
+    for target, names in busy.items():
+        if kept[target]:
+            for name in names:
+                client[target].drop_collection(name)
+        else:
+            client.drop_database(target)
     for db, coll in held:
         client[db][coll].delete_many(shared[(db, coll)])
 
 
-def _restore_collection(backup: Opened, db: str, coll: str, meta: dict, target: Database) -> tuple[int, int]:
-    """One collection: created with its options, its documents inserted in batches, then its
-    indexes. Returns the documents inserted and the indexes built."""
+def _restore_collection(backup: Opened, db: str, coll: str, meta: dict, target: Database,
+                        keep: Callable[[bytes], bool] | None = None, merge: bool = False) -> tuple[int, int]:
+    """One collection: created with its options, its documents inserted in batches (those `keep`
+    accepts; into a `merge` collection, only those it lacks), then its indexes. Returns the
+    documents inserted and the indexes built."""
     if coll not in target.list_collection_names():
         target.create_collection(coll, **meta.get("options", {}))
     collection, batch, inserted = target[coll], [], 0
+    write = (lambda docs: insert_keeping_existing(collection, docs, bypass_document_validation=True)) if merge \
+        else (lambda docs: _insert(collection, docs))
     for raw in backup.documents(db, coll):
+        if keep is not None and not keep(raw):
+            continue
         batch.append(RawBSONDocument(raw))
         if len(batch) == INSERT_BATCH:
-            inserted += _insert(collection, batch)
+            inserted += write(batch)
             batch = []
-    inserted += _insert(collection, batch)
+    inserted += write(batch)
     indexes = _index_models(meta.get("indexes", []))
     if indexes:
         collection.create_indexes(indexes)
@@ -118,8 +147,10 @@ def _hashes(collection: Collection, match: dict) -> dict:
 def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: dict[str, str]) -> dict[str, dict]:
     """Every collection of the backup, restored, against the source, document by document (a
     SHA-256 of each document's BSON), one range at a time. Per "db.collection": identical,
-    differing, only_in_backup, only_in_source."""
+    differing, only_in_backup, only_in_source, and erased_returned: restored stays of patients on
+    the source's erasure list."""
     report = {}
+    came_back = returned(source, restored, main_database(backup.manifest), rename)
     for db, coll, entry in backup.collections():
         if entry["type"] == "view":
             continue
@@ -135,5 +166,11 @@ def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: 
             tally["differing"] += len(both) - same
             tally["only_in_backup"] += len(got.keys() - want.keys())
             tally["only_in_source"] += len(want.keys() - got.keys())
-        report[f"{db}.{coll}"] = tally
+        report[f"{db}.{coll}"] = {**tally, "erased_returned": came_back.get(f"{db}.{coll}", 0)}
     return report
+
+
+def differences(report: dict[str, dict]) -> dict[str, dict]:
+    """The collections of a comparison that are not identical to the source, or hold an erased stay."""
+    return {name: tally for name, tally in report.items()
+            if any(count for kind, count in tally.items() if kind != "identical")}

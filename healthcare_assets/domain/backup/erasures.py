@@ -1,0 +1,133 @@
+"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it.
+
+A backup holds the erasure list (`<prefix>_audit.erased_patients`) and the stays as they were when
+it was taken. So every restore:
+
+- takes the union of the deployment's list on the target server and the backup's, and writes it
+  into the restored list before any data: a restore never shrinks the list, even interrupted;
+- never drops the audit database's append-only collections (the erasure list and the audit log, the
+  record of every erasure); it adds the backup's entries they lack;
+- writes no stay of a listed patient_id into the hospitalizations or the doctor app's copy, and
+  counts the stays it kept out (keyed ids and counts only, never a name);
+- when it kept stays out of the hospitalizations, drops the restored `release_scheme`: the release
+  bookkeeping and the analysts' copy restored beside them still count those stays, and a release
+  without a scheme is rebuilt whole, from the collection as it now is, by the next publication.
+
+The drill's comparison counts, in what it restored, the stays of patients on the live list
+(`returned`): zero proves the restore brought no erased patient back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+
+from healthcare_assets.domain import audit
+from healthcare_assets.domain.backup.files import BackupError
+from healthcare_assets.domain.backup.reading import Opened
+from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.release import SCHEME
+from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
+
+APPEND_ONLY = (audit.AUDIT_COLLECTION, audit.ERASURES_COLLECTION)
+ID_BATCH = 100  # $in lists stay short: the embedded server's $in is quadratic
+
+
+def main_database(manifest: dict) -> str:
+    """The backed-up deployment's main database: the one whose companions are all in the backup."""
+    backed_up = set(manifest["databases"])
+    mains = [db for db in sorted(backed_up) if set(databases(db).values()) <= backed_up]
+    if not mains:
+        raise BackupError(f"the manifest names no deployment's databases: {sorted(backed_up)}")
+    return mains[0]
+
+
+def _batches(ids: set[str]) -> list[list[str]]:
+    ordered = sorted(ids)
+    return [ordered[start:start + ID_BATCH] for start in range(0, len(ordered), ID_BATCH)]
+
+
+@dataclass
+class Erasures:
+    """The erasure list a restore applies, and what it kept out. Databases are named as backed up;
+    `targets` maps them to the databases written."""
+
+    ids: set[str]
+    main: str
+    targets: dict[str, str]
+    collection: str = field(default_factory=settings.collection_name)
+    kept_out: Counter = field(default_factory=Counter)  # "db.collection" of the target -> stays
+    patients: set[str] = field(default_factory=set)  # keyed ids whose stays were kept out
+
+    @classmethod
+    def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str]) -> Erasures:
+        """The union of the deployment's live list on this server and the backup's."""
+        main = main_database(backup.manifest)
+        ids = audit.erased_patient_ids(client[main])
+        audit_db = databases(main)["audit"]
+        if audit.ERASURES_COLLECTION in backup.manifest["databases"].get(audit_db, {}):
+            ids |= {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}
+        return cls(ids, main, targets)
+
+    def _stays(self) -> list[str]:
+        """The databases, as backed up, whose `collection` holds stays: the hospitalizations, the doctor app's."""
+        return [self.main, databases(self.main)["doctor_app"]]
+
+    def append_only(self, db: str) -> set[str]:
+        """The collections of a backed-up database that a restore merges into and never drops."""
+        return set(APPEND_ONLY) if db == databases(self.main)["audit"] else set()
+
+    def write_list(self, client: MongoClient) -> None:
+        """The union into the restored list, acknowledged in the journal, before any data is written."""
+        durable = audit.audit_db(client[self.main]).write_concern
+        erasures = client.get_database(self.targets[databases(self.main)["audit"]], write_concern=durable)[
+            audit.ERASURES_COLLECTION]
+        present = {d["_id"] for d in erasures.find({}, {"_id": 1})}
+        insert_keeping_existing(erasures, [{"_id": i} for i in sorted(self.ids - present)])
+
+    def keeps(self, db: str, coll: str):
+        """For a collection of stays, a test of each backed-up document: False for a listed
+        patient's stay, which is counted. None for any other collection."""
+        if coll != self.collection or db not in self._stays():
+            return None
+        name = f"{self.targets[db]}.{coll}"
+        self.kept_out.setdefault(name, 0)  # each collection of stays is reported, kept out or not
+        if not self.ids:
+            return None
+
+        def keep(raw: bytes) -> bool:
+            patient_id = RawBSONDocument(raw).get("patient_id")
+            if patient_id in self.ids:
+                self.kept_out[name] += 1
+                self.patients.add(patient_id)
+                return False
+            return True
+
+        return keep
+
+    def mark_release(self, client: MongoClient) -> bool:
+        """Drop the restored release_scheme when the restored hospitalizations lost stays (see the
+        module's doc); returns whether it did."""
+        target = self.targets[self.main]
+        if not self.kept_out[f"{target}.{self.collection}"]:
+            return False
+        client[target].drop_collection(SCHEME)
+        return True
+
+
+def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str],
+             collection: str | None = None) -> dict[str, int]:
+    """Per collection of stays as backed up ("db.collection"): the stays of patients on the live
+    erasure list (of `main` on `source`) found in what was restored."""
+    collection = collection or settings.collection_name()
+    ids = audit.erased_patient_ids(source[main])
+    found = {}
+    for db in (main, databases(main)["doctor_app"]):
+        target = restored[rename.get(db, db)][collection]
+        found[f"{db}.{collection}"] = sum(target.count_documents({"patient_id": {"$in": batch}})
+                                          for batch in _batches(ids))
+    return found

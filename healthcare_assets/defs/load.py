@@ -12,7 +12,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from healthcare_assets.defs.quality import quality_report
-from healthcare_assets.domain import audit, encryption
+from healthcare_assets.domain import audit, encryption, migration
 from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import DUPLICATE_KEY, loading
 from healthcare_assets.domain.schema import (
@@ -56,7 +56,19 @@ def prepare_collection(collection: Collection) -> bool:
     else:
         db.create_collection(collection.name, **options)
         document_counts.start(collection)
+        migration.mark_keyed(collection)  # every _id it will hold is a keyed record key
     return existed
+
+
+def require_keyed(collection: Collection) -> None:
+    """Refuse, before writing anything, a collection that may hold unkeyed _ids: every row of the
+    file would be added again beside them, under its keyed id."""
+    if not migration.is_keyed(collection):
+        raise dg.Failure(description=(
+            f"{collection.full_name} holds documents whose _id is the unkeyed hash of their row (loaded by an "
+            "earlier version, or restored from its backup); loading now would add every row again. Run the job "
+            "rekey_existing_documents once (`dagster job execute -m healthcare_assets.definitions -j "
+            "rekey_existing_documents`), then load again."), allow_retries=False)
 
 
 def create_indexes(collection: Collection) -> None:
@@ -176,6 +188,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     new rows (the existing documents get the new file added to metadata.sources)."""
     collection = mongo.hospitalizations()
     indexed = prepare_collection(collection)
+    require_keyed(collection)
     sha = cleaned_frame.source.sha256
     started = time.perf_counter()
     if indexed and file_documents(collection, sha, cleaned_frame.rows) == cleaned_frame.rows:

@@ -1,9 +1,12 @@
-"""encrypt_existing_documents: the one-time job that encrypts names loaded before encryption."""
+"""One-time jobs for installations of earlier versions: encrypt_existing_documents encrypts names
+loaded before encryption; rekey_existing_documents re-keys _ids made before record keys were keyed."""
 
 import dagster as dg
 
 from healthcare_assets.defs.load import WRITES_POOL, prepare_collection
 from healthcare_assets.domain import access, migration
+from healthcare_assets.domain.cleaning import record_key_secret
+from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.plumbing.mongo import MongoResource
 
 
@@ -33,3 +36,30 @@ def no_clear_identifier_remains(context: dg.OpExecutionContext, encrypted: int, 
                     "then prove that no clear name remains.")
 def encrypt_existing_documents():
     no_clear_identifier_remains(encrypt_clear_identifiers())
+
+
+@dg.op(pool=WRITES_POOL)
+def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
+    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection
+    marked keyed."""
+    secret = record_key_secret(pseudonym_key())
+    return migration.rekey_deployment(mongo.hospitalizations(), secret, log=context.log.info)
+
+
+@dg.op
+def no_unkeyed_id_remains(context: dg.OpExecutionContext, rekeyed: int, mongo: MongoResource) -> None:
+    """Fails the run unless no document of the collection or the doctor app's copy has an unkeyed
+    _id; then marks the collection keyed, and loads are accepted again."""
+    collection = mongo.hospitalizations()
+    remaining = sum(migration.unkeyed_documents(c) for c in (collection, access.doctor_app_copy(collection)))
+    context.log.info(f"{rekeyed:,} documents re-keyed by this run; {remaining:,} with an unkeyed _id left")
+    if remaining:
+        raise dg.Failure(description=f"{remaining:,} documents still have an unkeyed _id: run the job again",
+                         metadata={"documents_with_unkeyed_ids": remaining}, allow_retries=False)
+    migration.mark_keyed(collection)
+
+
+@dg.job(description="One time, after upgrading: give documents loaded before record keys were keyed the keyed "
+                    "_id a load computes now (and the doctor app's copy the same), then prove none is left.")
+def rekey_existing_documents():
+    no_unkeyed_id_remains(rekey_unkeyed_ids())

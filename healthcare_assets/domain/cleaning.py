@@ -8,6 +8,7 @@ quarantined or removed as a duplicate of an earlier row.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -48,11 +49,30 @@ def normalize_hospitals(hospitals: pd.Series) -> pd.Series:
     return hospitals.str.replace(_SPACES_RE, " ", regex=True).str.strip(" ,")
 
 
-def record_keys(frame: pd.DataFrame) -> pd.Series:
-    """A deterministic key per cleaned row: equal rows, equal keys, whatever file they came in."""
+RECORD_KEY_LABEL = b"record-key"
+
+
+def record_key_secret(pseudonym_key: bytes) -> bytes:
+    """The record keys' own key, derived from the pseudonym key under a label of its own, so that a
+    record key and a patient_id are never made with the same key."""
+    return hmac.new(pseudonym_key, RECORD_KEY_LABEL, hashlib.sha256).digest()
+
+
+def keyed_record_key(row_digest: str, secret: bytes) -> str:
+    return hmac.new(secret, row_digest.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def record_keys(frame: pd.DataFrame, secret: bytes) -> pd.Series:
+    """A deterministic key per cleaned row: equal rows, equal keys, whatever file they came in.
+
+    Keyed (an HMAC under `secret`, record_key_secret): the record key is a document's _id in every
+    backup and copy, beside the row's other fields in clear; a plain hash would let anyone hash
+    candidate names and doctors with those fields until one matched, undoing their encryption. The
+    HMAC is taken over the row's SHA-256, which was the record key before it was keyed, so that an
+    existing document is re-keyed from its _id alone (migration.rekey_deployment), edits and all."""
     columns = [frame[field].astype(str) for field in FIELDS]
     joined = columns[0].str.cat(columns[1:], sep="\x1f")
-    return joined.map(lambda text: hashlib.sha256(text.encode()).hexdigest()[:32])
+    return joined.map(lambda text: keyed_record_key(hashlib.sha256(text.encode()).hexdigest()[:32], secret))
 
 
 class SeenKeys:
@@ -175,6 +195,7 @@ class ChunkCleaner:
     def __init__(self, pseudonym_key: bytes):
         self.seen_keys = SeenKeys()
         self.pseudonym_key = pseudonym_key
+        self.record_key_secret = record_key_secret(pseudonym_key)
 
     def clean(self, raw: pd.DataFrame) -> CleanedChunk:
         counts: Counter = Counter()
@@ -187,7 +208,7 @@ class ChunkCleaner:
         quarantined["reason"] = reject.reasons[bad]
 
         good = out.loc[~bad].copy()
-        good["record_key"] = record_keys(good) if len(good) else pd.Series(dtype=str)
+        good["record_key"] = record_keys(good, self.record_key_secret) if len(good) else pd.Series(dtype=str)
         duplicate = self.seen_keys.add(good["record_key"])
         counts["duplicates_removed"] = int(duplicate.sum())
         good = good.loc[~duplicate]

@@ -1,4 +1,7 @@
-"""Documents loaded before names were encrypted: their direct identifiers encrypted in place.
+"""Documents of earlier versions brought up to date: names loaded before they were encrypted, and
+_ids made before record keys were keyed.
+
+Encryption.
 
 One-time and resumable: each range of the collection (scans) is read for the documents that still
 hold a clear identifier, and each is updated only if it still holds the clear values read, so a
@@ -6,17 +9,34 @@ stopped run leaves every document either as it was or encrypted, and the next ru
 left. The doctor app's copy gets the same, under its hospitals' own data keys. Then `clear_identifiers`
 counts, over a whole collection, the documents whose identifiers are not encrypted: zero in both
 proves the migration complete.
+
+Record keys. A document loaded before record keys were keyed (metadata.migration_version 1) has the
+unkeyed SHA-256 of its row as _id: in a backup or the doctor app's copy, beside the row's other
+fields in clear, it confirms a guessed name and doctor. A load beside such documents would add
+every row again under its keyed id, so a load refuses a collection not marked keyed
+(`RECORD_KEYS`: marked when the load creates the collection, or once this migration is complete).
+`rekey_deployment` gives each such document, in the collection and in the doctor app's copy, the
+_id a load computes now (cleaning.keyed_record_key of the old one: no row is rebuilt, and an edited
+document keeps its edits): a copy under the new _id, then the old one deleted. A stopped run leaves
+at worst a document under both ids; the next run keeps the copy and deletes the old one. The
+release's bookkeeping and the analysts' copy are keyed by the old _ids: release_scheme is dropped,
+and the next publication rebuilds the release whole.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from healthcare_assets.domain import encryption
+from healthcare_assets.domain import access, encryption
+from healthcare_assets.domain.cleaning import keyed_record_key
+from healthcare_assets.domain.release import SCHEME
+from healthcare_assets.domain.schema import MIGRATION_VERSION
 from healthcare_assets.plumbing import scans
+from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 NOT_ENCRYPTED = {"$or": [{path: {"$not": {"$type": "binData"}}} for path in encryption.field_paths()]}
 
@@ -69,3 +89,51 @@ def clear_identifiers(collection: Collection) -> int:
 def _get(doc: dict, path: str):
     part, _, name = path.partition(".")
     return doc.get(part, {}).get(name)
+
+
+# ---- record keys --------------------------------------------------------------------------------
+
+RECORD_KEYS = "record_keys"  # in the main database: one document per collection whose _ids are keyed
+UNKEYED = {"metadata.migration_version": {"$lt": MIGRATION_VERSION}}
+DELETE_BATCH = 1_000  # ids per $in (quadratic on the embedded server)
+
+
+def mark_keyed(collection: Collection) -> None:
+    collection.database[RECORD_KEYS].update_one(
+        {"_id": collection.name}, {"$setOnInsert": {"since": dt.datetime.now(dt.UTC).replace(tzinfo=None)}},
+        upsert=True)
+
+
+def is_keyed(collection: Collection) -> bool:
+    return collection.database[RECORD_KEYS].find_one({"_id": collection.name}, {"_id": 1}) is not None
+
+
+def rekey_deployment(collection: Collection, secret: bytes, log: Callable[[str], None] = print) -> int:
+    """Re-key the collection and the doctor app's copy (see the module's doc); returns how many
+    documents were re-keyed. Nothing to do once the collection is marked keyed."""
+    if is_keyed(collection):
+        return 0
+    collection.database.drop_collection(SCHEME)  # the release rebuilds even if this run stops halfway
+    changed = sum(_rekey(c, secret, log) for c in (collection, access.doctor_app_copy(collection)))
+    collection.database.drop_collection(SCHEME)  # a publication meanwhile saw some old _ids
+    return changed
+
+
+def _rekey(collection: Collection, secret: bytes, log: Callable[[str], None]) -> int:
+    changed = 0
+    for batch in scans.batches(collection, [{"$match": UNKEYED}]):
+        for start in range(0, len(batch), DELETE_BATCH):
+            old = batch[start:start + DELETE_BATCH]
+            insert_keeping_existing(collection, [
+                {**doc, "_id": keyed_record_key(doc["_id"], secret),
+                 "metadata": {**doc["metadata"], "migration_version": MIGRATION_VERSION}} for doc in old],
+                bypass_document_validation=True)  # as they were: a document of version 1 may predate the validator
+            changed += collection.delete_many({"_id": {"$in": [d["_id"] for d in old]}, **UNKEYED}).deleted_count
+        if batch:
+            log(f"{collection.full_name}: re-keyed {changed:,} documents so far")
+    return changed
+
+
+def unkeyed_documents(collection: Collection) -> int:
+    """Documents of the collection whose _id is still the unkeyed hash of their row (the whole collection)."""
+    return scans.count(collection, UNKEYED)

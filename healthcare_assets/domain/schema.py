@@ -153,7 +153,8 @@ def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVer
 
 # ---- the document model -------------------------------------------------------------------
 
-MIGRATION_VERSION = 1
+# 2: the _id is the keyed record key; 1: the unkeyed SHA-256 of the row (migration.rekey_deployment)
+MIGRATION_VERSION = 2
 
 # The direct identifiers: stored encrypted (encryption.py), as BinData subtype 6. The other fields
 # single out no one alone (the hospital names an organization, shared by many stays); the

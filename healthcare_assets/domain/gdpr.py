@@ -11,7 +11,8 @@ copy, drops their rows from quarantine files, deletes every report that quotes t
 whole value (a CSV cell or JSON string equal to it, or the name between non-letters in HTML and
 Markdown; never a substring: "Mary" is not in "summary") and the staging folders of finished runs
 (never of a run in progress, see staging.py), and records the keyed patient_ids so that no later
-load brings the records back. The audit log gets counts and keyed ids, never the name.
+load brings the records back, nor a restore of an older backup (backup/erasures.py). The audit log
+gets counts and keyed ids, never the name.
 """
 
 from __future__ import annotations

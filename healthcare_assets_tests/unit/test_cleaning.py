@@ -1,5 +1,6 @@
 """Each cleaning rule: what it repairs, what it rejects (with which reason), what it counts."""
 
+import hashlib
 import random
 
 import pandas as pd
@@ -8,8 +9,10 @@ import pytest
 from healthcare_assets.domain.cleaning import (
     ChunkCleaner,
     SeenKeys,
+    keyed_record_key,
     normalize_hospitals,
     normalize_names,
+    record_key_secret,
 )
 from healthcare_assets.domain.schema import FIELDS
 
@@ -62,6 +65,23 @@ def test_clean_row_is_typed_and_keeps_its_values():
     assert len(row["record_key"]) == 32
     assert str(result.cleaned["date_of_admission"].dtype) == "datetime64[ms]"
     assert result.quarantined.empty
+
+
+def test_the_record_key_is_keyed_by_a_key_of_its_own():
+    """Equal rows, equal keys under one pseudonym key; another key, other record keys; and neither
+    the row's plain hash nor an HMAC under the pseudonym key itself (which makes patient_ids)."""
+    row = clean({}).cleaned.iloc[0]
+    again = ChunkCleaner(b"test-key").clean(raw_chunk({}, {"name": "Ann Lee"})).cleaned
+    assert again["record_key"].iloc[0] == row["record_key"] != again["record_key"].iloc[1]
+    assert ChunkCleaner(b"other-key").clean(raw_chunk({})).cleaned["record_key"].iloc[0] != row["record_key"]
+    text = "\x1f".join(str(v) for v in ("Bobby Jackson", 30, "Male", "B-", "Cancer", "2024-01-31", "Matthew Smith",
+                                         "Sons and Miller", "Blue Cross", 18856.281305978155, 328, "Urgent",
+                                         "2024-02-02", "Paracetamol", "Normal"))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert row["record_key"] == keyed_record_key(digest, record_key_secret(b"test-key"))
+    assert row["record_key"] != digest
+    assert row["record_key"] != keyed_record_key(digest, b"test-key")
+    assert record_key_secret(b"test-key") != b"test-key"
 
 
 def test_negative_billing_made_positive_and_counted():

@@ -91,7 +91,8 @@ class Erasures:
 
     def keeps(self, db: str, coll: str):
         """For a collection of stays, a test of each backed-up document: False for a listed
-        patient's stay, which is counted. None for any other collection."""
+        patient's stay, which is counted. None when there is nothing to test (another collection,
+        or an empty list)."""
         if coll != self.collection or db not in self._stays():
             return None
         name = f"{self.targets[db]}.{coll}"
@@ -119,11 +120,10 @@ class Erasures:
         return True
 
 
-def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str],
-             collection: str | None = None) -> dict[str, int]:
+def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:
     """Per collection of stays as backed up ("db.collection"): the stays of patients on the live
     erasure list (of `main` on `source`) found in what was restored."""
-    collection = collection or settings.collection_name()
+    collection = settings.collection_name()
     ids = audit.erased_patient_ids(source[main])
     found = {}
     for db in (main, databases(main)["doctor_app"]):

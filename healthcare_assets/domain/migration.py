@@ -19,8 +19,8 @@ every row again under its keyed id, so a load refuses a collection not marked ke
 _id a load computes now (cleaning.keyed_record_key of the old one: no row is rebuilt, and an edited
 document keeps its edits): a copy under the new _id, then the old one deleted. A stopped run leaves
 at worst a document under both ids; the next run keeps the copy and deletes the old one. The
-release's bookkeeping and the analysts' copy are keyed by the old _ids: release_scheme is dropped,
-and the next publication rebuilds the release whole.
+release's bookkeeping and the analysts' copy are keyed by the old _ids: the release is marked
+stale (stale_release), and the next publication rebuilds it whole.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pymongo.collection import Collection
 
 from healthcare_assets.domain import access, encryption
 from healthcare_assets.domain.cleaning import keyed_record_key
-from healthcare_assets.domain.release import SCHEME
 from healthcare_assets.domain.schema import MIGRATION_VERSION
+from healthcare_assets.domain.stale_release import request_rebuild
 from healthcare_assets.plumbing import scans
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
@@ -113,9 +113,10 @@ def rekey_deployment(collection: Collection, secret: bytes, log: Callable[[str],
     documents were re-keyed. Nothing to do once the collection is marked keyed."""
     if is_keyed(collection):
         return 0
-    collection.database.drop_collection(SCHEME)  # the release rebuilds even if this run stops halfway
+    reason = "the collection's _ids were re-keyed; the release's bookkeeping and copy name the old ones"
+    request_rebuild(collection.database, "rekey_existing_documents", reason)  # even if this run stops halfway
     changed = sum(_rekey(c, secret, log) for c in (collection, access.doctor_app_copy(collection)))
-    collection.database.drop_collection(SCHEME)  # a publication meanwhile saw some old _ids
+    request_rebuild(collection.database, "rekey_existing_documents", reason)  # a rebuild meanwhile saw old _ids
     return changed
 
 

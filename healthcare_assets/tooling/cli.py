@@ -167,7 +167,7 @@ def _restore(args: argparse.Namespace) -> int:
     print(f"erasure list: {restored.erased_patients:,} patients (this server's and the backup's); erased patients' "
           "stays kept out: " + ", ".join(f"{n:,} of {place}" for place, n in restored.kept_out.items()))
     if restored.release_rebuild:
-        print("release_scheme dropped: the backup's release counted erased stays; the next publication "
+        print("release marked stale: the backup's release counted erased stays; the next publication "
               "rebuilds the analysts' copy")
     return 0
 

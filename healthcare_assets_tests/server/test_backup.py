@@ -22,7 +22,7 @@ from healthcare_assets.domain import access, audit, backup, encryption, gdpr, lo
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
-from healthcare_assets.domain.release import SCHEME
+from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
 from healthcare_assets.plumbing.backup_store import PART_BYTES, LocalStore, S3Store
@@ -366,7 +366,7 @@ def stays_of(collection, skip: int = 0) -> list[dict]:
     return list(collection.find({"patient_id": first["patient_id"]}))
 
 
-def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(loaded, tmp_path, capsys):
+def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(loaded, small_csv, tmp_path, capsys):
     collection = loaded.hospitalizations()
     [stay, *_] = stays_of(collection)
     access.refresh_doctor_app(collection, stay["administrative_info"]["hospital"])
@@ -393,9 +393,14 @@ def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(loaded, tmp_p
     assert entry["erased_stays_kept_out"] == {collection.full_name: stays, app.full_name: in_app}
     assert entry["patient_ids"] == [patient_id]
     assert name not in json_util.dumps(entry)
-    # the restored release bookkeeping counted those stays: gone, so the next publication rebuilds it
-    assert SCHEME not in collection.database.list_collection_names()
-    assert "release_scheme dropped" in printed
+    # the restored release counted those stays: marked stale, so the next publication rebuilds it
+    assert collection.database[LEDGER].find_one({"_id": REBUILD})["requested_by"] == "restore"
+    assert "release marked stale" in printed
+    # ... which the next load does, and the patient stays erased
+    again = materialize(small_csv, loaded)
+    assert again.success
+    assert collection.database[LEDGER].find_one({"_id": REBUILD})["state"] == "done"
+    assert collection.count_documents({"patient_id": patient_id}) == 0
 
 
 def test_a_restore_never_shrinks_the_erasure_list(loaded, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from healthcare_assets.defs.migration import rekey_existing_documents
 from healthcare_assets.domain import access, backup, encryption, migration
 from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets_tests.fixtures.runs import DEFS, failure_messages, materialize, materialized
 
 DATE = "%Y-%m-%d"
@@ -163,8 +164,8 @@ def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, sm
     assert not [d for d in copy.find() if unkeyed(row_text(app_cipher.decrypt_document(d))) == d["_id"]]
     assert collection.count_documents({"metadata.migration_version": {"$lt": 2}}) == 0
     assert collection.count_documents(edited) == copy.count_documents(edited) == 1
-    # the release's bookkeeping named the old ids: dropped, so the next publication rebuilds it
-    assert "release_scheme" not in collection.database.list_collection_names()
+    # the release's bookkeeping named the old ids: marked stale, so the next publication rebuilds it
+    assert collection.database[LEDGER].find_one({"_id": REBUILD})["state"] == "rebuilding"
     # run again: nothing left to do
     assert job.execute_in_process(resources={"mongo": mongo}).success
     assert sorted(collection.distinct("_id")) == keyed_ids
@@ -173,3 +174,4 @@ def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, sm
     assert again.success
     assert materialized(again)["mongo_hospitalizations"]["documents_inserted"] == 0
     assert collection.count_documents({}) == documents and collection.count_documents(edited) == 1
+    assert collection.database[LEDGER].find_one({"_id": REBUILD})["state"] == "done"  # the release was rebuilt

@@ -9,9 +9,9 @@ it was taken. So every restore:
   record of every erasure); it adds the backup's entries they lack;
 - writes no stay of a listed patient_id into the hospitalizations or the doctor app's copy, and
   counts the stays it kept out (keyed ids and counts only, never a name);
-- when it kept stays out of the hospitalizations, drops the restored `release_scheme`: the release
-  bookkeeping and the analysts' copy restored beside them still count those stays, and a release
-  without a scheme is rebuilt whole, from the collection as it now is, by the next publication.
+- when it kept stays out of the hospitalizations, marks the restored release stale
+  (stale_release): its bookkeeping and the analysts' copy restored beside them still count those
+  stays, and the next publication rebuilds both from the collection as it now is.
 
 The drill's comparison counts, in what it restored, the stays of patients on the live list
 (`returned`): zero proves the restore brought no erased patient back.
@@ -29,7 +29,7 @@ from healthcare_assets.domain import audit
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
-from healthcare_assets.domain.release import SCHEME
+from healthcare_assets.domain.stale_release import request_rebuild
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
@@ -111,13 +111,14 @@ class Erasures:
         return keep
 
     def mark_release(self, client: MongoClient) -> bool:
-        """Drop the restored release_scheme when the restored hospitalizations lost stays (see the
-        module's doc); returns whether it did."""
+        """Mark the restored release stale when stays were kept out of the restored hospitalizations
+        (see the module's doc); returns whether it did."""
         target = self.targets[self.main]
-        if not self.kept_out[f"{target}.{self.collection}"]:
-            return False
-        client[target].drop_collection(SCHEME)
-        return True
+        kept_out = self.kept_out[f"{target}.{self.collection}"]
+        if kept_out:
+            request_rebuild(client[target], "restore", f"the restore kept {kept_out} stays of erased patients out "
+                            "of the collection; the restored release still counted them")
+        return bool(kept_out)
 
 
 def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:

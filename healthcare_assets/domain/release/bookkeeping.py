@@ -78,6 +78,13 @@ def qualifies(entries: list[Entry]) -> bool:
     return privacy.qualifies(len({e["p"] for e in entries}), counts(entries), len(entries))
 
 
+def next_increment(pending: list[Entry], arrived: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """A group's stays that arrive join its pending ones; all of them are released together as
+    one increment when they qualify together. Returns (the increment, what still waits)."""
+    waiting = pending + arrived
+    return (waiting, []) if qualifies(waiting) else ([], waiting)
+
+
 def waiting_for(entries: list[Entry]) -> str | None:
     """Why pending stays wait: too few patients, or one sensitive value too common."""
     if not entries:

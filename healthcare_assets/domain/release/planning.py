@@ -33,7 +33,7 @@ from healthcare_assets.domain.release.bookkeeping import (
     counts,
     entry,
     figures,
-    qualifies,
+    next_increment,
     totals_after,
 )
 from healthcare_assets.domain.release.lease import WAIT_S, Lease
@@ -117,14 +117,10 @@ class ReleasePlanner:
         current = self._current(list(arrived))
         for key, new in arrived.items():
             now = current.get(key, {})
-            pending = now.get("pending", []) + new
-            change = GroupChange(key, groups[key], figures(now), now.get("released", 0), now.get("withdrawn", 0),
-                                 now.get("sensitive", {}), pending)
-            if qualifies(pending):
-                change.increment, change.pending = pending, []
-                change.released += len(pending)
-                change.sensitive = add_counts(change.sensitive, counts(pending))
-            plan.groups.append(change)
+            increment, pending = next_increment(now.get("pending", []), new)
+            plan.groups.append(GroupChange(key, groups[key], figures(now), now.get("released", 0) + len(increment),
+                                           now.get("withdrawn", 0),
+                                           add_counts(now.get("sensitive", {}), counts(increment)), pending, increment))
         plan.totals = totals_after(state, plan.groups, drop)
         return plan
 

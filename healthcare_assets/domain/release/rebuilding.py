@@ -1,12 +1,10 @@
 """Rebuilding the release under a scheme chosen again, judged with every earlier release.
 
-An analyst who kept the copy under the old scheme and reads it under the new one can join the two
-on what they share: a stay released both times sits in the intersection of its old and new group.
-So the stays released before are tallied per cell (the groups they fell in under each earlier
-scheme, and the new group): a cell that does not qualify is withheld from the new release (its
-stays are withdrawn under the new scheme, never to be released in it), and the stays the live copy
-holds that the new release would not, taken per earlier group, must qualify too, or the rebuild
-is refused and the live release stays in place.
+An analyst who kept the copy under the old schemes and reads it under the new one can join them on
+what they share: a stay released each time sits in the intersection of its groups. So the stays
+released before are tallied per cell (the groups they fell in under each earlier scheme, and the
+new group), and the new release is judged on those cells as well as on its groups (judge()).
+Stays released before and not now are withdrawn under the new scheme: never released in it.
 """
 
 from __future__ import annotations
@@ -73,9 +71,9 @@ class Rebuilding(ReleasePlanner):
         rebuilt = Rebuilt(evaluation, table.uniqueness_before(), len(history), secrets.token_hex(16), loading=loading)
         del table
         groups, labels = defaultdict(Tally), {}
-        cells, live_cells = defaultdict(Tally), defaultdict(Tally)  # (earlier, new) -> stays released before
+        cells, live = defaultdict(Tally), set()  # (earlier groups, new group) -> stays released before
         for batch in self.settled(loading, len(history)):
-            for candidate, seen, live in batch:
+            for candidate, seen, is_live in batch:
                 doc = released_fields(candidate, rebuilt.scheme)
                 observe(candidate, doc, rebuilt.scheme)
                 key = privacy.group_key(group := privacy.group_of(doc))
@@ -85,33 +83,57 @@ class Rebuilding(ReleasePlanner):
                 if seen:
                     cell = (earlier_key(candidate, seen, history), key)
                     cells[cell].add(candidate[privacy.PERSON], values)
-                    if live:
-                        live_cells[cell].add(candidate[privacy.PERSON], values)
+                    if is_live:
+                        live.add(cell)
                 rebuilt.files.update(set(candidate["_sources"]) - loading)
             lease.renew()
             self._progress("judging every stay", sum(t.stays for t in groups.values()))
-        self._judge(rebuilt, groups, cells, live_cells)
+        judge(rebuilt, groups, cells, live, len(history))
         return rebuilt
 
-    @staticmethod
-    def _judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict, live_cells: dict) -> None:
-        """Which groups the new release publishes and which cells of the join it withholds; refused
-        when the live stays it would take away do not qualify as a change."""
-        published = {key for key, tally in groups.items() if tally.qualifies()}
-        rebuilt.withheld_cells = {cell for cell, tally in cells.items() if cell[1] in published and not tally.qualifies()}
-        remaining = {key: Tally() for key in published}
-        for key in published:
-            remaining[key].merge(groups[key])
-        for cell in rebuilt.withheld_cells:
-            remaining[cell[1]].merge(cells[cell], -1)
-        rebuilt.released = {key: tally for key, tally in remaining.items() if tally.qualifies()}
-        rebuilt.withheld_cells = {cell for cell in rebuilt.withheld_cells if cell[1] in rebuilt.released}
-        leaving = defaultdict(Tally)  # earlier groups -> live stays the new release takes away
-        for cell, tally in live_cells.items():
-            if cell[1] not in rebuilt.released or cell in rebuilt.withheld_cells:
-                leaving[cell[0]].merge(tally)
-        failing = sum(1 for tally in leaving.values() if tally.stays and not tally.qualifies())
-        if failing:
-            rebuilt.refused = (f"{failing} earlier groups would lose stays that do not qualify as a change "
-                               f"(fewer than {privacy.K_ANONYMITY} patients, or a sensitive value over "
-                               f"{privacy.MAX_SHARE:.0%})")
+
+def live_group(earlier: str, generation: int) -> str | None:
+    """The live release's group in an earlier_key() (None if the live release never held the stay)."""
+    last = earlier.rsplit("||", 1)[-1]
+    return last.split(":", 1)[1] if last.startswith(f"{generation - 1}:") else None
+
+
+def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str], Tally],
+          live: set[tuple[str, str]], generation: int) -> None:
+    """Which new groups the rebuild releases and which cells of its join with the earlier releases
+    it withholds.
+
+    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A
+    live group that would lose some of its stays loses them all: what leaves the live copy is then
+    whole groups, each a union of increments, which qualify. Withholding stays may take a new
+    group under the bar, and an unreleased new group takes its stays out of the live copy: this
+    repeats until nothing changes. If what is released then falls short of 1 - MAX_SUPPRESSED of
+    the stays, the rebuild is refused and the live release stays in place."""
+    unreleased = {key for key, tally in groups.items() if not tally.qualifies()}
+    withheld: set[tuple[str, str]] = set()
+    leaving: set[str] = set()  # live groups whose stays all leave
+    changed = True
+    while changed:
+        before = (len(unreleased), len(withheld), len(leaving))
+        withheld |= {c for c, tally in cells.items() if c[1] not in unreleased and not tally.qualifies()}
+        leaving |= {live_group(c[0], generation) for c in live if c[1] in unreleased or c in withheld} - {None}
+        withheld |= {c for c in cells if live_group(c[0], generation) in leaving}
+        for key in groups.keys() - unreleased:
+            remaining = Tally()
+            remaining.merge(groups[key])
+            for c in withheld:
+                if c[1] == key:
+                    remaining.merge(cells[c], -1)
+            if not remaining.qualifies():
+                unreleased.add(key)
+            else:
+                rebuilt.released[key] = remaining
+        changed = before != (len(unreleased), len(withheld), len(leaving))
+    rebuilt.released = {key: tally for key, tally in rebuilt.released.items() if key not in unreleased}
+    rebuilt.withheld_cells = {c for c in withheld if c[1] not in unreleased}
+    stays = sum(t.stays for t in groups.values())
+    released = sum(t.stays for t in rebuilt.released.values())
+    if live and stays and released < (1 - privacy.MAX_SUPPRESSED) * stays:
+        rebuilt.refused = (f"judged with the release it would replace, it would release {released:,} of "
+                           f"{stays:,} stays ({len(leaving)} live groups would leave whole); more than "
+                           f"{privacy.MAX_SUPPRESSED:.0%} held back")

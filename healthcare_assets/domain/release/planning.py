@@ -40,7 +40,7 @@ from healthcare_assets.domain.release.lease import WAIT_S, Lease
 from healthcare_assets.plumbing import scans
 
 REPLAN_GROWTH = 2
-RETRY_GROWTH = 1.1  # after a rebuild was refused, try again once the stays counted grew this much
+RETRY_GROWTH = 1.1  # too much held back: choose again once the stays counted grew this much since the last try
 
 
 def projection() -> list[dict]:
@@ -127,12 +127,11 @@ class ReleasePlanner:
     def needs_replan(self, plan: Plan) -> bool:
         """Should the scheme be chosen again instead of applying this plan (see
         healthcare_assets.domain.release)?"""
-        state, counted = self.state(), plan.totals.get("counted", 0)
+        counted, last = plan.totals.get("counted", 0), self.state()["attempted_on"]
         held_back = plan.totals.get("held_back", 0) + plan.totals.get("withdrawn", 0)
         return (not plan.already_applied and counted > 0
-                and ((held_back / counted > privacy.MAX_SUPPRESSED
-                      and counted >= RETRY_GROWTH * state.get("attempted_on", 0))
-                     or counted >= REPLAN_GROWTH * state["chosen_on"]))
+                and ((held_back / counted > privacy.MAX_SUPPRESSED and counted >= RETRY_GROWTH * last)
+                     or counted >= REPLAN_GROWTH * last))
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
         """What erasing these patients changes: their pending stays are dropped, and every

@@ -138,8 +138,8 @@ class Release(Rebuilding):
 
     def refuse_rebuild(self, rebuilt: Rebuilt) -> None:
         """Keep the live release; try another scheme only once the stays have grown."""
-        counted = (self.state() or {}).get("counted", 0)
-        self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": counted, "refused": rebuilt.refused}})
+        self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
+                                                               "refused": rebuilt.refused}})
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
     def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:

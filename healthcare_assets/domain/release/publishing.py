@@ -182,12 +182,12 @@ class Release(Rebuilding):
                    for key, g in groups.items()]
         for batch in chunks(changes, WRITE_BATCH):
             self._set_groups(staged[GROUPS], batch)
-        for name, collection in staged.items():
-            collection.rename(name, dropTarget=True)
-        if published:
+        if published:  # the copy first: a crash before the rest is redone whole, with a new epoch
             staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
         else:
             self.copy.drop()
+        for name, collection in staged.items():
+            collection.rename(name, dropTarget=True)
         totals = totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
         self.schemes.replace_one({"_id": "current"}, {
             "scheme": scheme, "generation": generation, "epoch": epoch, "history": [*history, scheme],

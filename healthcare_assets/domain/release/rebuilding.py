@@ -70,14 +70,13 @@ class Rebuilding(ReleasePlanner):
         evaluation, _ = generalization.choose(table)
         rebuilt = Rebuilt(evaluation, table.uniqueness_before(), len(history), secrets.token_hex(16), loading=loading)
         del table
-        groups, labels = defaultdict(Tally), {}
+        groups = defaultdict(Tally)
         cells, live = defaultdict(Tally), set()  # (earlier groups, new group) -> stays released before
         for batch in self.settled(loading, len(history)):
             for candidate, seen, is_live in batch:
                 doc = released_fields(candidate, rebuilt.scheme)
                 observe(candidate, doc, rebuilt.scheme)
-                key = privacy.group_key(group := privacy.group_of(doc))
-                labels[key] = group
+                key = privacy.group_key(privacy.group_of(doc))
                 values = {f: candidate[f] for f in privacy.SENSITIVE}
                 groups[key].add(candidate[privacy.PERSON], values)
                 if seen:

@@ -12,6 +12,7 @@ from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.release import Release
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
+from healthcare_assets_tests.fixtures.published import fail_on, released_group_problems
 from healthcare_assets_tests.fixtures.runs import (
     check_results,
     document_digests,
@@ -56,6 +57,7 @@ def assert_release_meets_the_policy(mongo, meta: dict):
     assert k >= privacy.K_ANONYMITY and l_div >= 2 and share <= privacy.MAX_SHARE
     assert meta["held_back_share"] + meta["withdrawn_share"] <= privacy.MAX_SUPPRESSED
     assert len(copy) == meta["stays_released"] == meta["stays_counted"] - meta["stays_held_back"]
+    fail_on(released_group_problems(mongo.hospitalizations(), copy.to_dict("records")))  # 11 patients, not stays
     sizes = copy.groupby(list(privacy.QI_FIELDS)).size()
     after = generalization.uniqueness((dict(zip(privacy.QI_FIELDS, key, strict=True)), n) for key, n in sizes.items())
     assert [row["under_k"] for row in after] == [0.0] * len(generalization.UNIQUENESS_ROWS)

@@ -112,6 +112,7 @@ def test_each_drop_publishes_its_own_stays_and_a_group_is_published_whole_at_k(m
     group = rel.groups.find_one({"_id": key})
     assert group["records"] == K - 4 and len(group["pending"]) == K - 4
     assert rel.copy.count_documents(rare_group(rel)) == 0
+    assert rel.state()["waiting_since"] == {"0": K - 4}  # the rare stays wait since the first release
     published = materialized(one)["anonymized_view"]["stays_published"]
     assert published == len(copy) == sum(d["records"] for d in rel.groups.find({"records": {"$gte": K}}))
 
@@ -122,6 +123,14 @@ def test_each_drop_publishes_its_own_stays_and_a_group_is_published_whole_at_k(m
     assert rel.groups.find_one({"_id": key})["pending"] == []
     meta = materialized(two)["anonymized_view"]
     assert meta["stays_published"] == len(copy) - published
+    # the 7 waited one drop; everything else the second file released went out at once; what it
+    # did not release waits since it came
+    state = rel.state()
+    assert state["waits"] == {"0": meta["stays_published"] - (K - 4), "1": K - 4}
+    waiting = sum(len(g["pending"]) for g in rel.groups.find({}))
+    assert set(state["waiting_since"]) <= {"1"} and sum(state["waiting_since"].values()) == waiting
+    assert waiting == meta["stays_pending"] + meta["stays_held_back"] == 500 - meta["stays_published"] + (K - 4)
+    assert meta["median_drops_waited"] == 0.0
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
 
     again = materialize(second, mongo)  # the same file again: nothing to publish

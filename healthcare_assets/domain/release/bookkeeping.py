@@ -137,18 +137,32 @@ def figures(group_doc: dict) -> dict:
 TOTALS = tuple(figures({}))
 
 
+def arrivals(group_doc: dict) -> Counter:
+    """A group's waiting stays by the drop that brought them."""
+    return Counter(str(e["t"]) for e in group_doc.get("pending", []))
+
+
 def totals_after(state: dict, changes: list[GroupChange], drop: int | None = None) -> dict:
     """The release's totals after these group changes (kept as they change: counting them would
-    read every group), the drops counted, and how many drops each released stay waited."""
+    read every group), the drops counted, how many drops each released stay waited, and when the
+    stays still waiting arrived."""
     totals = {name: state.get(name, 0) for name in TOTALS}
-    waits = Counter(state.get("waits", {}))
+    waits, waiting = Counter(state.get("waits", {})), Counter(state.get("waiting_since", {}))
     for c in changes:
-        after = figures(c.as_group())
-        for name in TOTALS:
-            totals[name] += after[name] - c.before.get(name, 0)
+        after = c.as_group()
+        for name, value in figures(after).items():
+            totals[name] += value - c.before.get(name, 0)
+        waiting.update(arrivals(after))
+        waiting.subtract(c.before.get("arrivals", {}))
         if drop is not None:
             waits.update(str(drop - e["t"]) for e in c.increment)
-    return {**totals, "waits": dict(waits), "drops": state.get("drops", 0) if drop is None else drop}
+    return {**totals, "waits": dict(waits), "waiting_since": {t: n for t, n in waiting.items() if n > 0},
+            "drops": state.get("drops", 0) if drop is None else drop}
+
+
+def before(group_doc: dict) -> dict:
+    """What a group counted in the totals before an operation changes it."""
+    return {**figures(group_doc), "arrivals": dict(arrivals(group_doc))}
 
 
 @dataclass

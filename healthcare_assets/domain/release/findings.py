@@ -131,6 +131,8 @@ class ReleaseReport:
     waiting_for_diversity: int  # enough patients, but one sensitive value over the share
     drops_published: int
     median_drops_waited: float | None  # by the stays that drops released (a rebuild's wait none)
+    median_drops_waiting: float | None  # by the stays waiting now (pending or held back)
+    oldest_waiting_since_drop: int | None  # the drop that brought the longest-waiting stay
     rebuild_refused: str | None
     groups_released: int
     groups_held_back: int
@@ -144,7 +146,7 @@ def release_report(release: Release, before: list[dict], released: list[tuple[di
     released, over the released groups this operation touched (prefix groups summed over them
     only: a lower bound on every prefix group's size, so the table can only overstate uniqueness)."""
     state = release.state()
-    counted = state["counted"]
+    counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
 
     def share(name: str) -> float:
         return round(state[name] / counted, 4) if counted else 0.0
@@ -169,8 +171,10 @@ def release_report(release: Release, before: list[dict], released: list[tuple[di
         withdrawn_share=share("withdrawn"),
         waiting_for_patients=state["waiting_for_patients"],
         waiting_for_diversity=state["waiting_for_diversity"],
-        drops_published=state.get("drops", 0),
+        drops_published=drops,
         median_drops_waited=median_wait(state.get("waits", {})),
+        median_drops_waiting=median_wait({str(drops - int(t)): n for t, n in waiting.items()}),
+        oldest_waiting_since_drop=min(map(int, waiting), default=None),
         rebuild_refused=state.get("refused"),
         groups_released=state["groups_released"],
         groups_held_back=state["groups_held_back"],

@@ -29,10 +29,10 @@ from healthcare_assets.domain.release.bookkeeping import (
     GroupChange,
     Plan,
     add_counts,
+    before,
     chunks,
     counts,
     entry,
-    figures,
     next_increment,
     totals_after,
 )
@@ -118,7 +118,7 @@ class ReleasePlanner:
         for key, new in arrived.items():
             now = current.get(key, {})
             increment, pending = next_increment(now.get("pending", []), new)
-            plan.groups.append(GroupChange(key, groups[key], figures(now), now.get("released", 0) + len(increment),
+            plan.groups.append(GroupChange(key, groups[key], before(now), now.get("released", 0) + len(increment),
                                            now.get("withdrawn", 0),
                                            add_counts(now.get("sensitive", {}), counts(increment)), pending, increment))
         plan.totals = totals_after(state, plan.groups, drop)
@@ -162,7 +162,7 @@ class ReleasePlanner:
             out = leaving.get(key, [])
             withdrawn_erased = sum(1 for d in records.values() if d["g"] == key and not d.get("live"))
             change = GroupChange(
-                key, now["group"], figures(now), now.get("released", 0) - len(out),
+                key, now["group"], before(now), now.get("released", 0) - len(out),
                 now.get("withdrawn", 0) + sum(1 for d in out if d["_id"] not in erased) - withdrawn_erased,
                 add_counts(now.get("sensitive", {}), counts({"v": d["v"]} for d in out), -1),
                 [e for e in now.get("pending", []) if e["s"] not in erased], leaving=[d["_id"] for d in out])

@@ -330,3 +330,19 @@ def test_a_rebuild_leaves_a_file_still_loading_to_its_own_run(mongo, export, tmp
     assert plan.stays == 400
     assert_copy_equals_view(mongo)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_an_erasure_reaches_stays_the_source_no_longer_holds(mongo, export, tmp_path):
+    """A restore leaves an erased patient's stays out of the source: the erasure, applied again,
+    finds them in the release's bookkeeping and takes their increment out of the copy."""
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:700], rare=K), mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    patient = mongo.hospitalizations().find_one({"personal_info.age": 95})["patient_id"]
+    mongo.hospitalizations().delete_many({"patient_id": patient})
+    document_counts.adjust(mongo.hospitalizations(), -1)
+    plan, removed = rel.erase([patient], owner="restore")
+    assert removed == K and rel.copy.count_documents(rare_group(rel)) == 0
+    assert rel.stays.count_documents({"p": patient}) == 0 and plan.erased_stays
+    assert_copy_equals_view(mongo)
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}

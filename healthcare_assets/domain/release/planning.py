@@ -136,37 +136,36 @@ class ReleasePlanner:
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
         """What erasing these patients changes: their pending stays are dropped, and every
         increment holding one of their released stays leaves the copy whole (its other stays are
-        withdrawn: released again only under another scheme)."""
+        withdrawn: released again only under another scheme). Their stays are found by patient in
+        the bookkeeping as well as in the source: a restore may have left them out of the source
+        already, and the release must still let them go."""
         plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
+        erased = set(plan.erased_patients)
         for batch in chunks(plan.erased_patients, ID_BATCH):
             plan.erased_stays += [d["_id"] for d in self.source.find({"patient_id": {"$in": batch}}, {"_id": 1})]
         state = self.state()
         if not state:
             return plan  # nothing released yet: only the source changes
-        erased = set(plan.erased_stays)
-        records = {d["_id"]: d for batch in chunks(plan.erased_stays, ID_BATCH)
-                   for d in self.stays.find({"_id": {"$in": batch}})}
-        increments = sorted({d["inc"] for d in records.values() if d.get("live")})
+        records = [d for batch in chunks(plan.erased_patients, ID_BATCH) for d in self.stays.find({"p": {"$in": batch}})]
+        plan.erased_stays = sorted(set(plan.erased_stays) | {d["_id"] for d in records})
+        increments = sorted({d["inc"] for d in records if d.get("live")})
         leaving = defaultdict(list)  # group -> stays leaving the copy
         for batch in chunks(increments, ID_BATCH):
             for d in self.stays.find({"inc": {"$in": batch}, "live": True}):
                 leaving[d["g"]].append(d)
-        touched = {d["g"] for d in records.values()} | set(leaving)
-        for candidate in self.candidates(plan.erased_stays):  # pending stays are found in their group
-            touched.add(privacy.group_key(released_fields(candidate, state["scheme"])))
+        touched = {d["g"] for d in records} | set(leaving) | {
+            d["_id"] for batch in chunks(plan.erased_patients, ID_BATCH)
+            for d in self.groups.find({"pending.p": {"$in": batch}}, {"_id": 1})}
         current = self._current(sorted(touched))
         for key in sorted(touched):
-            now = current.get(key)
-            if now is None:
-                continue  # the stay was never counted
+            now = current[key]
             out = leaving.get(key, [])
-            withdrawn_erased = sum(1 for d in records.values() if d["g"] == key and not d.get("live"))
-            change = GroupChange(
+            withdrawn_erased = sum(1 for d in records if d["g"] == key and not d.get("live"))
+            plan.groups.append(GroupChange(
                 key, now["group"], before(now), now.get("released", 0) - len(out),
-                now.get("withdrawn", 0) + sum(1 for d in out if d["_id"] not in erased) - withdrawn_erased,
+                now.get("withdrawn", 0) + sum(1 for d in out if d["p"] not in erased) - withdrawn_erased,
                 add_counts(now.get("sensitive", {}), counts({"v": d["v"]} for d in out), -1),
-                [e for e in now.get("pending", []) if e["s"] not in erased], leaving=[d["_id"] for d in out])
-            plan.groups.append(change)
+                [e for e in now.get("pending", []) if e["p"] not in erased], leaving=[d["_id"] for d in out]))
         plan.totals = totals_after(state, plan.groups)
         return plan
 

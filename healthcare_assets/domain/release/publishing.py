@@ -150,7 +150,8 @@ class Release(Rebuilding):
         for collection in (staged_copy, *staged.values()):
             collection.drop()
         staged_copy.create_index(scans.COPY_INDEX)
-        staged[STAYS].create_index("inc")
+        for field in ("inc", "p"):  # an erasure's increments, and its patients' stays
+            staged[STAYS].create_index(field)
         state, history = self.state() or {}, self.history()
         scheme, generation, epoch = rebuilt.scheme, rebuilt.generation, rebuilt.epoch
         documents, groups, labels = [], defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [], "v": []}), {}

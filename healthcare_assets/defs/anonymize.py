@@ -19,12 +19,13 @@ from pymongo.database import Database
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import Release
-from healthcare_assets.domain.release.bookkeeping import AppliedSources, Plan, Rebuilt, is_published
+from healthcare_assets.domain.release.bookkeeping import AppliedSources, Plan, Rebuilt
 from healthcare_assets.domain.release.findings import (
     Findings,
     ReleaseReport,
+    increments,
     release_report,
-    smallest,
+    weakest,
 )
 from healthcare_assets.domain.release.lease import Lease
 from healthcare_assets.domain.release.planning import released_fields
@@ -37,8 +38,10 @@ CHECKS = {
     "no_source_name_in_view": "no patient, doctor or hospital name from the source appears in what is released",
     "quasi_identifiers_are_generalized": "every quasi-identifier is released at its scheme's level (a band, a "
                                          "span of years, a category or *), every sensitive value from its set",
-    "k_anonymity_at_least_11": "every released group on the full set of quasi-identifiers has at least 11 stays",
-    "l_diversity_at_least_2": "every released group has at least 2 values of each sensitive field",
+    "k_anonymity_at_least_11": "every group released, and every increment added to one, holds at least 11 "
+                               "distinct patients",
+    "no_sensitive_value_over_half": "in every group released, and every increment added to one, no value of a "
+                                    "sensitive field makes up more than half of the stays",
 }
 
 
@@ -50,7 +53,7 @@ class Outcome:
     metadata: dict
 
 
-def check_results(findings: Findings, k: Outcome, l_div: Outcome) -> list[dg.AssetCheckResult]:
+def check_results(findings: Findings, k: Outcome, share: Outcome) -> list[dg.AssetCheckResult]:
     not_generalized = {name: n for name, n in findings.not_generalized.items() if n}
     return [
         dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not findings.wrong_fields,
@@ -60,40 +63,40 @@ def check_results(findings: Findings, k: Outcome, l_div: Outcome) -> list[dg.Ass
         dg.AssetCheckResult(check_name="quasi_identifiers_are_generalized", passed=not not_generalized,
                             metadata={"not_generalized": not_generalized}),
         dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k.passed, metadata=k.metadata),
-        dg.AssetCheckResult(check_name="l_diversity_at_least_2", passed=l_div.passed, metadata=l_div.metadata),
+        dg.AssetCheckResult(check_name="no_sensitive_value_over_half", passed=share.passed, metadata=share.metadata),
     ]
 
 
-def _k_and_l(k: int, l_div: int, published: int, extra: dict) -> tuple[Outcome, Outcome]:
-    ok = not published
-    return (Outcome(ok or k >= privacy.K_ANONYMITY, {"k_reached": k, "groups_published": published, **extra}),
-            Outcome(ok or l_div >= privacy.L_DIVERSITY, {"l_reached": l_div, "sensitive_fields": list(privacy.SENSITIVE)}))
+def _k_and_share(k: int, share: float, released: int, extra: dict) -> tuple[Outcome, Outcome]:
+    """The two group checks over `released` sets of stays (groups, or increments) released together."""
+    ok = not released
+    return (Outcome(ok or k >= privacy.K_ANONYMITY, {"k_reached_patients": k, "released_together": released, **extra}),
+            Outcome(ok or share <= privacy.MAX_SHARE, {"largest_share": round(share, 4), "limit": privacy.MAX_SHARE,
+                                                       "sensitive_fields": list(privacy.SENSITIVE)}))
 
 
 def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.AssetCheckResult]:
-    """The checks on one operation. Groups published whole now bring stays counted earlier: those
-    are judged too, and must be exactly as many as the group was counted with."""
+    """The checks on one operation: every increment it releases. Stays counted earlier that an
+    increment releases now are judged too, and must be in the source as their group remembers them."""
     scheme = release.state()["scheme"]
-    crossing = {c.key: c.before for c in plan.groups if c.published_after and not c.published_before}
-    earlier: Counter = Counter()
-    for batch in release.earlier_candidates(plan):
-        for candidate in batch:
-            doc = released_fields(candidate, scheme)
-            findings.add_candidate(candidate, doc, scheme)
-            earlier[privacy.group_key(doc)] += 1
-    inconsistent = sorted(key for key, before in crossing.items() if earlier[key] != before)
-    k, l_div = smallest(plan.groups)
-    k_check, l_check = _k_and_l(k, l_div, len(plan.published_groups()), {
-        "groups_touched": len(plan.groups), "groups_published_whole": len(crossing),
-        "groups_held_back": len(plan.groups) - len(plan.published_groups()),
-        "groups_with_wrong_bookkeeping": dg.MetadataValue.json(inconsistent[:20])})
-    return check_results(findings, Outcome(k_check.passed and not inconsistent, k_check.metadata), l_check)
+    remembered = {e["s"]: e for c in plan.increments() for e in c.increment}
+    earlier = plan.earlier()
+    found = 0
+    for candidate in release.candidates(earlier):
+        findings.add_candidate(candidate, released_fields(candidate, scheme), scheme)
+        e = remembered[candidate["_id"]]
+        found += e["p"] == candidate[privacy.PERSON] and all(e["v"][f] == candidate[f] for f in privacy.SENSITIVE)
+    k, share = weakest(increments(plan))
+    k_check, share_check = _k_and_share(k, share, len(plan.increments()), {
+        "groups_touched": len(plan.groups), "stays_pending": plan.totals.get("pending", 0),
+        "earlier_stays_released": len(earlier), "earlier_stays_not_as_remembered": len(earlier) - found})
+    return check_results(findings, Outcome(k_check.passed and found == len(earlier), k_check.metadata), share_check)
 
 
 def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckResult]:
-    k, l_div = smallest(rebuilt.groups.values())
-    published = sum(c.published_after for c in rebuilt.groups.values())
-    return check_results(findings, *_k_and_l(k, l_div, published, {"groups_held_back": len(rebuilt.groups) - published}))
+    k, share = weakest(rebuilt.released.values())
+    return check_results(findings, *_k_and_share(k, share, len(rebuilt.released), {
+        "cells_withheld_from_join": len(rebuilt.withheld_cells)}))
 
 
 @dataclass
@@ -106,8 +109,11 @@ class Operation:
     before: list[dict]  # the uniqueness table of the stays judged, as released before this policy
 
     @property
-    def touched(self) -> list:
-        return list(self.rebuilt.groups.values()) if self.plan is None else self.plan.groups
+    def released(self) -> list[tuple[dict, int]]:
+        """The released groups it touches, with their released stays."""
+        if self.plan is None:
+            return [(privacy.group_from_key(key), tally.stays) for key, tally in self.rebuilt.released.items()]
+        return [(c.group, c.released) for c in self.plan.groups if c.released]
 
 
 def judged_operation(context: dg.AssetExecutionContext, release: Release, lease: Lease, sha: str,
@@ -115,15 +121,26 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, lease:
     """This file's plan, or the whole release rebuilt when there is no scheme yet or the plan
     calls for choosing it again; judged by the checks, nothing written."""
     names = encryption.cipher(release.source)
-    findings = Findings(names.decrypt)
-    if not release.needs_rebuild():
+
+    def file_operation() -> Operation:
+        findings = Findings(names.decrypt)
         plan = release.plan_file(sha, rows, observe=findings.add_candidate)
-        if not release.needs_replan(plan):
-            return Operation(plan, None, judge_plan(findings, plan, release), findings.uniqueness_before())
-        context.log.warning(f"choosing the generalization again ({plan.totals['counted']:,} stays, "
-                            f"{plan.totals['suppressed']:,} would be held back): rebuilding the release")
+        return Operation(plan, None, judge_plan(findings, plan, release), findings.uniqueness_before())
+
+    if not release.needs_rebuild():
+        operation = file_operation()
+        if not release.needs_replan(operation.plan):
+            return operation
+        totals = operation.plan.totals
+        context.log.warning(f"choosing the generalization again ({totals['counted']:,} stays, "
+                            f"{totals['held_back'] + totals['withdrawn']:,} would be held back): rebuilding the release")
     findings = Findings(names.decrypt, keep_exact=False)  # the rebuild measures "before" on its own table
     rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
+    if rebuilt.refused:
+        release.refuse_rebuild(rebuilt)
+        context.log.warning(f"the new scheme is not published: {rebuilt.refused}; this file goes out under the "
+                            f"scheme in force")
+        return file_operation()
     return Operation(None, rebuilt, judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before)
 
 
@@ -144,9 +161,10 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
     its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
     read: the embedded server grants per database). Released under the policy in
-    healthcare_assets.domain.privacy: quasi-identifiers generalized at levels chosen for the data, groups
-    of at least k = 11 stays with at least 2 values of each sensitive field, no linkable id. This
-    run publishes its own file's stays, after its checks pass."""
+    healthcare_assets.domain.privacy: quasi-identifiers generalized at levels chosen for the data;
+    groups, and every change to them, of at least 11 patients with no sensitive value in more than
+    half of the stays; no linkable id. This run adds its own file's stays to their groups' pending
+    stays and releases the increments that qualify, after its checks pass."""
     source = mongo.hospitalizations()
     release = Release(source, privacy.pseudonym_key(), log=context.log.info)
     sha = mongo_hospitalizations["source_sha256"]
@@ -159,13 +177,14 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
         if failed:
             raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
         published = publish(release, lease, operation, context.run_id)
-    report = release_report(release, operation.before, operation.touched)
+    report = release_report(release, operation.before, operation.released)
     path = settings.write_owner_only(settings.reports_dir() / "release_report.json", json.dumps(
         {"source_sha256": sha, "run_id": context.run_id, **dataclasses.asdict(report)}, indent=2))
     rebuilt = operation.plan is None
     audit.record(source.database, "publish_anonymized", release.copy.full_name, published, source_sha256=sha,
                  rebuilt=rebuilt)
-    context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if rebuilt else ""))
+    context.log.info(f"{published:,} stays published" + (" (release rebuilt)" if rebuilt else "")
+                     + f"; {report.stays_pending:,} pending in released groups, {report.stays_held_back:,} held back")
     yield dg.MaterializeResult(metadata=_metadata(release, operation, report, published, sha, str(path)))
 
 
@@ -212,25 +231,33 @@ def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Sche
     return findings
 
 
-def recount(release: Release, scheme: privacy.Scheme) -> dict[str, tuple[int, dict]]:
-    """Each group's stays and sensitive values, recounted from the source: the stays of files whose
-    publication is applied."""
-    applied, groups = AppliedSources(release.ledger), {}
+def recount(release: Release, scheme: privacy.Scheme) -> Counter:
+    """Each group's counted stays, recounted from the source: the stays of files whose publication
+    is applied."""
+    applied, groups = AppliedSources(release.ledger), Counter()
     pipeline = [{"$project": {**privacy.release_projection(scheme), "metadata.sources": 1}}]
     for doc in scans.aggregate(release.source, pipeline):
         if applied.any(doc["metadata"]["sources"]):
-            records, sensitive = groups.get(privacy.group_key(doc), (0, {}))
-            for name in privacy.SENSITIVE:
-                sensitive.setdefault(name, Counter())[doc[name]] += 1
-            groups[privacy.group_key(doc)] = (records + 1, sensitive)
-    return {key: (n, {f: dict(c) for f, c in sensitive.items()}) for key, (n, sensitive) in groups.items()}
+            groups[privacy.group_key(doc)] += 1
+    return groups
+
+
+def live_stays(release: Release) -> tuple[Counter, dict[str, set]]:
+    """Each group's stays the copy holds according to release_stays, and their patients."""
+    stays, patients = Counter(), {}
+    for doc in release.stays.find({"live": True}, {"g": 1, "p": 1}):
+        stays[doc["g"]] += 1
+        patients.setdefault(doc["g"], set()).add(doc["p"])
+    return stays, patients
 
 
 AUDIT_CHECKS = {
     "released_copy_is_anonymous": "the whole analysts' copy: allow-listed, generalized fields, no source name, "
-                                  "k and l measured by pycanon on the full quasi-identifier set",
-    "release_bookkeeping_matches_source": "group sizes and sensitive values kept by the releases equal a recount "
-                                          "of the source, and the copy holds exactly the stays of published groups",
+                                  "k (pycanon) and the largest share of a sensitive value (pandas) on the full "
+                                  "quasi-identifier set",
+    "release_bookkeeping_matches_source": "group sizes kept by the releases equal a recount of the source, every "
+                                          "released group holds at least 11 patients, and the copy holds exactly "
+                                          "the stays released",
 }
 
 
@@ -248,25 +275,23 @@ def analysts_release_audit(mongo: MongoResource):
             yield doc
 
     found = view_findings(release.source, released(), scheme)
-    k, l_div = generalization.independent_k_and_l(frame.frame())
-    failures = [r.check_name for r in check_results(found, *_k_and_l(k, l_div, len(found.groups), {}))
+    k, l_div, share = generalization.independent_measures(frame.frame())
+    failures = [r.check_name for r in check_results(found, *_k_and_share(k, share, len(found.groups), {}))
                 if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
                               metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),
-                                        "groups": len(found.groups), "k_pycanon": k, "l_pycanon": l_div,
-                                        "leaks": found.leaks})
+                                        "groups": len(found.groups), "k_pycanon_stays": k, "l_pycanon": l_div,
+                                        "largest_share": round(share, 4), "leaks": found.leaks})
     counted = recount(release, scheme)
-    kept = {d["_id"]: (d["records"], _nonzero(d.get("sensitive", {})))
-            for d in release.groups.find({"records": {"$gt": 0}})}
-    differing = {key for key in counted.keys() | kept.keys() if counted.get(key) != kept.get(key)}
-    flags = sum(d.get("published") != is_published(d["records"], d.get("sensitive", {})) for d in release.groups.find({}))
-    expected_copy = sum(n for key, (n, sensitive) in kept.items() if is_published(n, sensitive))
+    kept = Counter({d["_id"]: d["records"] for d in release.groups.find({"records": {"$gt": 0}}, {"records": 1})})
+    differing = sum(1 for key in counted.keys() | kept.keys() if counted[key] != kept[key])
+    stays, patients = live_stays(release)
+    released_kept = Counter({d["_id"]: d["released"] for d in release.groups.find({"released": {"$gt": 0}}, {"released": 1})})
+    few_patients = sum(1 for people in patients.values() if len(people) < privacy.K_ANONYMITY)
     copy_count = release.copy.count_documents({})
-    yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source",
-                              passed=not differing and not flags and copy_count == expected_copy,
-                              metadata={"groups_differing": len(differing), "published_flags_wrong": flags,
-                                        "copy_documents": copy_count, "expected_copy_documents": expected_copy})
-
-
-def _nonzero(sensitive: dict) -> dict:
-    return {f: {v: n for v, n in values.items() if n} for f, values in sensitive.items()}
+    passed = not differing and stays == released_kept and not few_patients and copy_count == sum(stays.values())
+    yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source", passed=passed,
+                              metadata={"groups_differing": differing, "groups_under_11_patients": few_patients,
+                                        "released_groups_differing": sum(1 for key in stays.keys() | released_kept.keys()
+                                                                         if stays[key] != released_kept[key]),
+                                        "copy_documents": copy_count, "expected_copy_documents": sum(stays.values())})

@@ -8,8 +8,8 @@ The candidates are every combination of levels of the hierarchies in privacy.QUA
 - generalization: the weighted mean height of the chosen levels (0 = finest band released, 1 = "*"),
   weighted by what the analyses need (a medical condition weighs 4, ages, years and lengths of stay
   2, the rest 1);
-- suppression: the share of stays held back because their group has fewer than k stays or a
-  sensitive field with fewer than l values.
+- suppression: the share of stays held back because their group has fewer than k patients or a
+  sensitive value in more than privacy.MAX_SHARE of its stays.
 
 The scheme chosen is the one of least loss whose suppression is at most privacy.MAX_SUPPRESSED.
 Schemes are tried in order of generalization; the search stops when the generalization alone
@@ -31,8 +31,9 @@ from tabulate import tabulate
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.privacy import (
     K_ANONYMITY,
-    L_DIVERSITY,
+    MAX_SHARE,
     MAX_SUPPRESSED,
+    PERSON,
     QUASI_IDENTIFIERS,
     Scheme,
 )
@@ -52,8 +53,8 @@ class Evaluation:
     stays: int
     suppressed: int
     groups: int  # released
-    k: int  # the smallest released group (0: none released)
-    l: int  # the fewest values of a sensitive field in a released group
+    k: int  # the fewest patients in a released group (0: none released)
+    share: float  # the largest share of a sensitive value in a released group
 
     @property
     def generalization(self) -> float:
@@ -70,7 +71,7 @@ class Evaluation:
     def summary(self) -> dict:
         return {"scheme": self.scheme, "stays": self.stays, "suppressed": self.suppressed,
                 "suppressed_share": round(self.suppressed_share, 4), "groups_released": self.groups,
-                "k": self.k, "l": self.l, "generalization_loss": round(self.generalization, 4),
+                "k": self.k, "largest_share": round(self.share, 4), "generalization_loss": round(self.generalization, 4),
                 "loss": round(self.loss, 4)}
 
 
@@ -78,7 +79,7 @@ class Encoder:
     """Stays' values as integer codes, one field at a time, as they stream past (memory: four bytes
     a value, whatever the values are)."""
 
-    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE)
+    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, PERSON)
 
     def __init__(self, fields: tuple[str, ...] = FIELDS):
         self.fields = fields
@@ -108,15 +109,18 @@ class Encoder:
                              for f, (values, codes) in self._columns().items()})
 
 
-def independent_k_and_l(released: pd.DataFrame) -> tuple[int, int]:
-    """k and l of a released table on the full quasi-identifier set, measured by pycanon (an
-    independent implementation of the definitions; 0, 0 for an empty table)."""
+def independent_measures(released: pd.DataFrame) -> tuple[int, int, float]:
+    """k (in stays: the copy names no patient) and distinct l measured by pycanon (an independent
+    implementation of the definitions), and the largest share of one sensitive value in a group,
+    by a pandas group-by (pycanon's recursive (c, l) counts from the rarest value); 0, 0, 0 for an
+    empty table."""
     from pycanon import anonymity  # only the audit and the tests need it
 
     if released.empty:
-        return 0, 0
+        return 0, 0, 0.0
     qi, sensitive = list(privacy.QI_FIELDS), list(privacy.SENSITIVE)
-    return int(anonymity.k_anonymity(released, qi)), int(anonymity.l_diversity(released, qi, sensitive))
+    share = max(float(released.groupby(qi, observed=True)[f].value_counts(normalize=True).max()) for f in sensitive)
+    return int(anonymity.k_anonymity(released, qi)), int(anonymity.l_diversity(released, qi, sensitive)), share
 
 
 def _before_label(field: str, level, value) -> str:
@@ -126,8 +130,8 @@ def _before_label(field: str, level, value) -> str:
 
 class Table:
     """Stays as integer codes: for each quasi-identifier, its label's code at every level (and as
-    released before this policy); for each sensitive field, its value's code. Built once, then any
-    scheme is evaluated on it."""
+    released before this policy); for each sensitive field, its value's code; the patient's. Built
+    once, then any scheme is evaluated on it."""
 
     def __init__(self, columns: dict[str, tuple[list, np.ndarray]]):
         """columns: for each field of Encoder.FIELDS, its distinct values and each stay's code."""
@@ -146,6 +150,10 @@ class Table:
                                                   dtype=object))
             self.before[qi.field] = (codes[inverse].astype(np.int64), len(labels))
         self.sensitive = [(columns[f][1].astype(np.int64), len(columns[f][0])) for f in privacy.SENSITIVE]
+        patients, self.patients = columns[PERSON][1].astype(np.int64), len(columns[PERSON][0])
+        # most patients have one stay: only the others need a distinct count per group
+        self.repeat = np.bincount(patients, minlength=self.patients)[patients] > 1
+        self.repeat_patients = patients[self.repeat]
 
     @classmethod
     def from_frame(cls, values: pd.DataFrame) -> Table:
@@ -159,14 +167,21 @@ class Table:
         key, space = _keys([(self.codes[q.field][scheme[q.field]], self.sizes[q.field][scheme[q.field]])
                             for q in QUASI_IDENTIFIERS], self.stays)
         sizes = np.bincount(key, minlength=space)
-        diversity = np.full(space, np.iinfo(np.int64).max)
+        people = self.people(key, space)
+        commonest = np.zeros(space, dtype=np.int64)
         for codes, values in self.sensitive:
-            present = np.bincount(key * values + codes, minlength=space * values).reshape(space, values) > 0
-            diversity = np.minimum(diversity, present.sum(axis=1))
-        released = (sizes >= K_ANONYMITY) & (diversity >= L_DIVERSITY)
+            counts = np.bincount(key * values + codes, minlength=space * values).reshape(space, values)
+            commonest = np.maximum(commonest, counts.max(axis=1))
+        released = (people >= K_ANONYMITY) & (commonest <= MAX_SHARE * sizes)
         return Evaluation(dict(scheme), self.stays, int(sizes[~released].sum()), int(released.sum()),
-                          int(sizes[released].min()) if released.any() else 0,
-                          int(diversity[released].min()) if released.any() else 0)
+                          int(people[released].min()) if released.any() else 0,
+                          float((commonest[released] / sizes[released]).max()) if released.any() else 0.0)
+
+    def people(self, key: np.ndarray, space: int) -> np.ndarray:
+        """Distinct patients per group."""
+        single = np.bincount(key[~self.repeat], minlength=space)
+        pairs = np.unique(key[self.repeat] * self.patients + self.repeat_patients)
+        return single + np.bincount(pairs // self.patients, minlength=space)
 
     def uniqueness_before(self) -> list[dict]:
         """The uniqueness table on these stays as the copy released them before this policy."""

@@ -4,38 +4,65 @@ Pseudonyms. The source's patient_id is an HMAC-SHA256 computed at load time with
 HEALTHCARE_PSEUDONYM_KEY, never inside a view: a view's pipeline is readable by anyone who can list
 collections, and a plain or salted hash of a name falls to a dictionary attack.
 
-Threat model. The analysts' copy (and the view it mirrors) is read by people who must not learn
-anything about one patient. The attacker is an analyst, or anyone the copy leaks to, who knows a
-neighbour, colleague or relative was in hospital and knows what an outsider can know about that
-stay: the person's age and sex, often their blood type and what they were treated for, when they
-were admitted, how long they stayed, their insurer and whether it was an emergency. Those are the
-quasi-identifiers (QUASI_IDENTIFIERS). What the attacker wants is the rest: the test result, the
-medication and what the stay cost (SENSITIVE). HIPAA Safe Harbor's list (no names, no dates finer
-than a year, no ages over 89) is the floor; on this data it is not enough (an admission year with
-the exact length of stay singles out two stays in three).
+Threat model. The analysts' copy is read by people who must not learn anything about one patient.
+The attacker is an analyst, or anyone the copy leaks to, who
+- knows what an outsider can know about a neighbour's, colleague's or relative's stay: age and
+  sex, often blood type and condition, when they were admitted, how long they stayed, their
+  insurer, whether it was an emergency, and what it cost (an insurer's statement shows the bill):
+  the quasi-identifiers (QUASI_IDENTIFIERS, and the billing amount, which is therefore never
+  released);
+- wants the rest: the test result and the medication (SENSITIVE);
+- keeps a snapshot of everything the analyst role can read every time it can read it, compares
+  them by content (ids and order aside), knows when targets were admitted and may know who asked
+  for erasure.
+HIPAA Safe Harbor's list (no names, no dates finer than a year, no ages over 89) is the floor; on
+this data it is not enough (an admission year with the exact length of stay singles out two stays
+in three).
+
+What is promised against that attacker, on the full quasi-identifier set:
+- every released group holds at least K_ANONYMITY distinct patients (not stays), and no value of
+  a sensitive field makes up more than MAX_SHARE of its stays (recursive (c, 2)-diversity with
+  c = 1, non-strict: whoever places a person in a group is at most half sure of any sensitive
+  value; it implies l >= 2 distinct values);
+- so is every change between any two moments an analyst can read the copy. A group's stays are
+  released in increments, each of which qualifies on its own; new stays of a published group wait
+  (pending) until they form one. An increment leaves the copy only whole: an erasure withdraws
+  every increment holding the patient's stays, and the other stays of those increments are not
+  released again under that scheme. What two snapshots differ by is then, in every group, a union
+  of whole increments, and both rules survive a union: patients only add up, and a share of at
+  most half in each part is at most half of the whole (entropy l-diversity is also closed under
+  unions, but lets one value reach 77% of a group; distinct l-diversity is not);
+- nothing links two releases: the copy's ids are keyed by a per-scheme random epoch, and its
+  documents are written in the order of those ids, not of patients or of files. A release under a
+  new scheme is judged with every earlier one: the stays it releases that were released before,
+  joined on the groups they fell in each time, form cells that qualify; a cell that does not is
+  withheld under the new scheme, and if stays it takes away from the live copy would form a cell
+  that does not qualify, the new scheme is not published at all;
+- erasure reaches the copy at once (withdrawing whole increments), and the erasure list is
+  re-applied by every restore (healthcare_assets.domain.backup).
+
+What is not promised: an attacker who already knows the sensitive values of all but one member of
+an increment learns the last (k-anonymity's known limit); the analysts' copy composed with another
+release of the same stays (the doctor app's copy, a published aggregate) is not judged here
+(Ganta et al. 2008); and the release holds no link between two stays of one person, so a
+readmission study cannot be done on it.
 
 Release policy.
-- Never released: names, doctor, hospital, room, exact ages, amounts and dates, and any linkable
-  patient id. The analyses the copy serves (counts by condition and age band per year, lengths of
-  stay, results and medication by group) need no link between two stays of one person; readmission
-  studies run on the source, inside the data team, and leave as aggregates. With no link, every
-  stay is its own record, and groups count stays.
+- Never released: names, doctor, hospital, room, exact ages, amounts (not even in bands) and
+  dates, and any linkable patient id. The analyses the copy serves (counts by condition and age
+  band per year, lengths of stay, results and medication by group) need no link between two stays
+  of one person.
 - Every quasi-identifier is released at a level of its hierarchy (QUASI_IDENTIFIERS: finest first,
-  "*" hides it). The levels are chosen for the data at hand (healthcare_assets.domain.generalization): the
-  least information lost, weighted by what the analyses need, with at most MAX_SUPPRESSED of the
-  stays held back.
-- k-anonymity: every released combination of quasi-identifiers is shared by at least K_ANONYMITY
-  stays (the CMS small-cell rule).
-- l-diversity: within every released group each sensitive field takes at least L_DIVERSITY values,
-  so knowing someone's group never tells their test result, medication or bill.
-- A group that does not meet both is held back whole (suppressed) until it does.
+  "*" hides it). The levels are chosen for the data at hand (healthcare_assets.domain.generalization):
+  the least information lost, weighted by what the analyses need, with at most MAX_SUPPRESSED of
+  the stays held back.
+- A group that does not qualify is held back whole until it does; its stays wait with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +70,14 @@ from typing import Any
 import pandas as pd
 
 from healthcare_assets.domain import schema
+from healthcare_assets.domain.hierarchies import Bands, Exact, Hidden, Merge, Span
 from healthcare_assets.plumbing import secrets_file
 
 # Columns whose values name or single out a person by themselves: never quoted in a report or in
 # metadata, not even as a sample of what failed a check (counts only).
 IDENTIFYING_COLUMNS = ("name", "doctor", "hospital", "patient_id", "record_key")
-K_ANONYMITY = 11  # the CMS small-cell rule
-L_DIVERSITY = 2
+K_ANONYMITY = 11  # the CMS small-cell rule, counted in patients
+MAX_SHARE = 0.5  # of a group's (or an increment's) stays that one sensitive value may make up
 MAX_SUPPRESSED = 0.05  # of the stays counted
 VIEW_NAME = "patients_anonymized_view"
 COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.databases)
@@ -77,122 +105,6 @@ def patient_ids(frame: pd.DataFrame, key: bytes) -> pd.Series:
     return pd.Series([patient_id(*person, key) for person in people], index=frame.index, dtype="str")
 
 
-def band(value: float, bands: tuple) -> str:
-    label = bands[0][1]
-    for lower, name in bands:
-        if value >= lower:
-            label = name
-    return label
-
-
-# ---- generalization hierarchies: each level says how a value is released, in Python and in MongoDB
-
-HIDDEN = "*"
-
-
-@dataclass(frozen=True)
-class Exact:
-    """The category itself, from a closed set."""
-
-    categories: tuple[str, ...]
-
-    def label(self, value: Any) -> str:
-        return str(value)
-
-    def expression(self, value: Any) -> Any:
-        return value
-
-    def allows(self, label: Any) -> bool:
-        return label in self.categories
-
-    def describe(self) -> str:
-        return "exact"
-
-
-@dataclass(frozen=True)
-class Bands:
-    """A number in its range: (lower bound, label), ascending."""
-
-    bounds: tuple[tuple[float, str], ...]
-
-    def label(self, value: float) -> str:
-        return band(value, self.bounds)
-
-    def expression(self, value: Any) -> dict:
-        branches = [{"case": {"$lt": [value, upper]}, "then": label}
-                    for (_, label), (upper, _) in itertools.pairwise(self.bounds)]
-        return {"$switch": {"branches": branches, "default": self.bounds[-1][1]}}
-
-    def allows(self, label: Any) -> bool:
-        return label in {name for _, name in self.bounds}
-
-    def describe(self) -> str:
-        return "bands " + ", ".join(name for _, name in self.bounds)
-
-
-@dataclass(frozen=True)
-class Span:
-    """A year in a span of `width` years starting at a multiple of it: "2023", or "2022-2023"."""
-
-    width: int
-
-    def label(self, year: int) -> str:
-        start = year - year % self.width
-        return str(start) if self.width == 1 else f"{start}-{start + self.width - 1}"
-
-    def expression(self, year: Any) -> dict:
-        if self.width == 1:
-            return {"$toString": year}
-        start = {"$subtract": [year, {"$mod": [year, self.width]}]}
-        return {"$concat": [{"$toString": start}, "-", {"$toString": {"$add": [start, self.width - 1]}}]}
-
-    def allows(self, label: Any) -> bool:
-        parts = label.split("-") if isinstance(label, str) else []
-        if not all(p.isdigit() and len(p) == 4 for p in parts) or len(parts) != (1 if self.width == 1 else 2):
-            return False
-        return self.label(int(parts[0])) == label
-
-    def describe(self) -> str:
-        return "year" if self.width == 1 else f"{self.width}-year spans"
-
-
-@dataclass(frozen=True)
-class Merge:
-    """Categories merged into wider ones: (label, members); anything else is "other"."""
-
-    groups: tuple[tuple[str, tuple[str, ...]], ...]
-
-    def label(self, value: Any) -> str:
-        return next((label for label, members in self.groups if value in members), "other")
-
-    def expression(self, value: Any) -> dict:
-        branches = [{"case": {"$in": [value, list(members)]}, "then": label} for label, members in self.groups]
-        return {"$switch": {"branches": branches, "default": "other"}}
-
-    def allows(self, label: Any) -> bool:
-        return label in {"other", *(name for name, _ in self.groups)}
-
-    def describe(self) -> str:
-        return "merged into " + ", ".join(name for name, _ in self.groups)
-
-
-@dataclass(frozen=True)
-class Hidden:
-    """Not released: every stay shows "*"."""
-
-    def label(self, value: Any) -> str:
-        return HIDDEN
-
-    def expression(self, value: Any) -> dict:
-        return {"$literal": HIDDEN}
-
-    def allows(self, label: Any) -> bool:
-        return label == HIDDEN
-
-    def describe(self) -> str:
-        return "hidden (*)"
-
-
 @dataclass(frozen=True)
 class QuasiIdentifier:
     field: str  # its name in the release
@@ -209,7 +121,6 @@ AGE_BANDS_WIDE = ((0, "0-17"), (18, "18-59"), (60, "60+"))
 STAY_WEEKS = ((0, "0-7"), (8, "8-14"), (15, "15-21"), (22, "22-28"), (29, "29+"))
 STAY_FORTNIGHTS = ((0, "0-14"), (15, "15+"))
 ABO_GROUPS = tuple((group, (f"{group}+", f"{group}-")) for group in ("A", "B", "AB", "O"))
-BILLING_BANDS = ((0, "0-10K"), (10_000, "10K-25K"), (25_000, "25K-50K"), (50_000, "50K+"))
 
 QUASI_IDENTIFIERS = (
     QuasiIdentifier("age_range", "$personal_info.age",
@@ -231,10 +142,8 @@ SENSITIVE = {
     # a stay has at most one result (one CSV column); the array allows none
     "test_results": {"$ifNull": [{"$arrayElemAt": ["$medical_info.test_results", 0]}, NO_RESULT]},
     "medication": "$medical_info.medication",
-    "billing_range": Bands(BILLING_BANDS).expression("$administrative_info.billing_amount"),
 }
-SENSITIVE_VALUES = {"test_results": (*schema.TEST_RESULTS, NO_RESULT), "medication": schema.MEDICATIONS,
-                    "billing_range": tuple(label for _, label in BILLING_BANDS)}
+SENSITIVE_VALUES = {"test_results": (*schema.TEST_RESULTS, NO_RESULT), "medication": schema.MEDICATIONS}
 VIEW_FIELDS = (*QI_FIELDS, *SENSITIVE)
 
 Scheme = dict[str, int]  # quasi-identifier field -> level in its hierarchy
@@ -244,7 +153,21 @@ FINEST: Scheme = {field: 0 for field in QI_FIELDS}
 def exact_values() -> dict:
     """A source document's quasi-identifiers as they are (for generalizing in Python), and its
     sensitive fields as released."""
-    return {"_values": {q.field: q.value for q in QUASI_IDENTIFIERS}, **SENSITIVE}
+    return {"_values": {q.field: q.value for q in QUASI_IDENTIFIERS}, **SENSITIVE, PERSON: "$patient_id"}
+
+
+PERSON = "patient_id"  # whom a stay is about: k counts these
+
+
+def diverse(counts: dict[str, dict[Any, int]], stays: int) -> bool:
+    """No sensitive value makes up more than MAX_SHARE of the stays: counts is field -> value ->
+    stays (counts add up over a union, so a union of diverse sets is diverse)."""
+    return stays > 0 and all(max(counts.get(f, {}).values(), default=0) <= MAX_SHARE * stays for f in SENSITIVE)
+
+
+def qualifies(people: int, counts: dict[str, dict[Any, int]], stays: int) -> bool:
+    """May this set of stays of one group be released (or change) as a whole?"""
+    return people >= K_ANONYMITY and diverse(counts, stays)
 
 
 def generalize(values: dict, scheme: Scheme) -> dict[str, str]:
@@ -267,16 +190,12 @@ def allowed(field: str, label: Any, scheme: Scheme) -> bool:
     return qi.levels[scheme[field]].allows(label)
 
 
-def view_pipeline(scheme: Scheme, groups: str) -> list[dict]:
-    """Allow-listed, generalized fields, of the stays whose group is published according to the
-    `groups` collection (a lookup per stay: a list of held-back groups in the pipeline costs
-    every stay the whole list, 8 ms a stay for 3,000 groups on the embedded server)."""
-    labels = release_projection(scheme)
-    key = {"$concat": [part for field in QI_FIELDS for part in ("|", labels[field])][1:]}
-    return [{"$project": {"_id": 0, **labels, "_group": key}},
-            {"$lookup": {"from": groups, "localField": "_group", "foreignField": "_id", "as": "_release"}},
-            {"$match": {"_release.published": True}},
-            {"$project": {"_group": 0, "_release": 0}}]
+def view_pipeline(scheme: Scheme, stays: str) -> list[dict]:
+    """Allow-listed, generalized fields of the stays the copy holds, according to the `stays`
+    collection (one document per released stay, looked up by the source's _id)."""
+    return [{"$lookup": {"from": stays, "localField": "_id", "foreignField": "_id", "as": "_release"}},
+            {"$match": {"_release.live": True}},
+            {"$project": {"_id": 0, **release_projection(scheme)}}]
 
 
 def group_of(released: dict) -> dict:
@@ -285,10 +204,15 @@ def group_of(released: dict) -> dict:
 
 
 def group_key(group: dict) -> str:
-    return "|".join(str(group[field]) for field in QI_FIELDS)
+    return "|".join(str(group[field]) for field in QI_FIELDS)  # no label holds "|"
 
 
-def release_id(record_key: str, key: bytes) -> str:
+def group_from_key(key: str) -> dict[str, str]:
+    return dict(zip(QI_FIELDS, key.split("|"), strict=True))
+
+
+def release_id(record_key: str, key: bytes, epoch: str) -> str:
     """The analysts' copy's _id for a stay: keyed, so it cannot be matched to the source's _id
-    (a hash of the row) without the key, and fixed, so publishing a stay twice is a no-op."""
-    return hmac.new(key, b"analysts-copy|" + record_key.encode(), hashlib.sha256).hexdigest()[:32]
+    without the key; fixed within a scheme's epoch, so publishing a stay twice is a no-op; new with
+    every epoch, so it links no two releases."""
+    return hmac.new(key, f"analysts-copy|{epoch}|{record_key}".encode(), hashlib.sha256).hexdigest()[:32]

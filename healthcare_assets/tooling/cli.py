@@ -43,8 +43,10 @@ def _summary(args: argparse.Namespace) -> int:
     print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")
     print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
     release = Release(collection, b"")
+    state = release.state() or {}
     print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
-          f"({(release.state() or {}).get('groups_held_back', 0)} groups held back under k or l; view {collection.database.name}.{VIEW_NAME})")
+          f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
+          f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")
     quality = quality_pages.quality_dir()
     for path in sorted(p for p in reports.rglob("*.json") if quality not in p.parents):
         print(f"report        {path}")

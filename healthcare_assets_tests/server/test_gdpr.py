@@ -108,7 +108,8 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     assert doctor_app.count_documents({"patient_id": patient_id}) == len(stays)
     # the analysts' copy holds the patient's stays under keyed ids of their own
     copy = mongo.client()[dbs["analytics"]][privacy.COPY_COLLECTION]
-    copy_ids = [privacy.release_id(d["_id"], privacy.pseudonym_key()) for d in stays]
+    epoch = collection.database["release_scheme"].find_one({"_id": "current"})["epoch"]
+    copy_ids = [privacy.release_id(d["_id"], privacy.pseudonym_key(), epoch) for d in stays]
     assert copy.count_documents({"_id": {"$in": copy_ids}}) == len(stays)
     copy_before = copy.count_documents({})
     keyed = {patient_id, *copy_ids, *(d["_id"] for d in stays)}

@@ -12,6 +12,7 @@ from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.release import Release
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
+from healthcare_assets_tests.fixtures.published import fail_on, released_group_problems
 from healthcare_assets_tests.fixtures.runs import (
     check_results,
     document_digests,
@@ -47,14 +48,16 @@ def test_committed_export_loads_54966_documents(mongo):
 
 
 def assert_release_meets_the_policy(mongo, meta: dict):
-    """What analysts can read: k and l on every quasi-identifier (measured by pycanon), at most 5%
-    held back, and no stay in a group under k on any row of the uniqueness table."""
+    """What analysts can read: k, l and the largest share of a sensitive value on every
+    quasi-identifier (measured by pycanon and pandas), at most 5% held back, and no stay in a group
+    under k on any row of the uniqueness table."""
     copy = pd.DataFrame(list(Release(mongo.hospitalizations(), b"").copy.find({}, {"_id": 0})))
     assert list(copy.columns) == list(privacy.VIEW_FIELDS)
-    k, l_div = generalization.independent_k_and_l(copy)
-    assert k >= privacy.K_ANONYMITY and l_div >= privacy.L_DIVERSITY
-    assert meta["held_back_share"] <= privacy.MAX_SUPPRESSED
-    assert len(copy) == meta["stays_counted"] - meta["stays_held_back"]
+    k, l_div, share = generalization.independent_measures(copy)
+    assert k >= privacy.K_ANONYMITY and l_div >= 2 and share <= privacy.MAX_SHARE
+    assert meta["held_back_share"] + meta["withdrawn_share"] <= privacy.MAX_SUPPRESSED
+    assert len(copy) == meta["stays_released"] == meta["stays_counted"] - meta["stays_held_back"]
+    fail_on(released_group_problems(mongo.hospitalizations(), copy.to_dict("records")))  # 11 patients, not stays
     sizes = copy.groupby(list(privacy.QI_FIELDS)).size()
     after = generalization.uniqueness((dict(zip(privacy.QI_FIELDS, key, strict=True)), n) for key, n in sizes.items())
     assert [row["under_k"] for row in after] == [0.0] * len(generalization.UNIQUENESS_ROWS)

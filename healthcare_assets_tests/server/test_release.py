@@ -1,6 +1,6 @@
-"""The analysts' release, operation by operation: what each drop publishes, groups that reach or
-leave k, checks that stop a release before anyone can read it, an interrupted operation finished
-by the next run, and the whole-collection audit that recounts everything."""
+"""The analysts' release, operation by operation: what each drop publishes, groups that reach k,
+increments withdrawn whole, checks that stop a release before anyone can read it, an interrupted
+operation finished by the next run, and the whole-collection audit that recounts everything."""
 
 import csv
 import threading
@@ -31,9 +31,9 @@ RARE = {"Age": "95", "Gender": "Female", "Blood Type": "AB-", "Medical Condition
         "Admission Type": "Elective"}
 RARE_VALUES = {"age_range": 95, "gender": "Female", "blood_type": "AB-", "medical_condition": "Asthma",
                "admission_year": 2030, "length_of_stay": 3, "insurance_provider": "Aetna", "admission_type": "Elective"}
-# ...with two values of each sensitive field, alternating, so that l-diversity never holds it back
-DIVERSE = ({"Test Results": "Normal", "Medication": "Aspirin", "Billing Amount": "5000.0"},
-           {"Test Results": "Abnormal", "Medication": "Lipitor", "Billing Amount": "30000.0"})
+# ...with three values of each sensitive field, in turn, so that no value is over half of any group
+DIVERSE = ({"Test Results": "Normal", "Medication": "Aspirin"}, {"Test Results": "Abnormal", "Medication": "Lipitor"},
+           {"Test Results": "Inconclusive", "Medication": "Ibuprofen"})
 
 
 def rows_of(path) -> tuple[list[str], list[list[str]]]:
@@ -110,8 +110,9 @@ def test_each_drop_publishes_its_own_stays_and_a_group_is_published_whole_at_k(m
     rel, copy = assert_copy_equals_view(mongo)
     key = rare_key(rel)
     group = rel.groups.find_one({"_id": key})
-    assert group["records"] == K - 4 and len(group["members"]) == K - 4
+    assert group["records"] == K - 4 and len(group["pending"]) == K - 4
     assert rel.copy.count_documents(rare_group(rel)) == 0
+    assert rel.state()["waiting_since"] == {"0": K - 4}  # the rare stays wait since the first release
     published = materialized(one)["anonymized_view"]["stays_published"]
     assert published == len(copy) == sum(d["records"] for d in rel.groups.find({"records": {"$gte": K}}))
 
@@ -119,9 +120,17 @@ def test_each_drop_publishes_its_own_stays_and_a_group_is_published_whole_at_k(m
     assert two.success, check_results(two)
     rel, copy = assert_copy_equals_view(mongo)
     assert rel.copy.count_documents(rare_group(rel)) == K  # the 7 held back and the 4 new ones
-    assert "members" not in rel.groups.find_one({"_id": key})
+    assert rel.groups.find_one({"_id": key})["pending"] == []
     meta = materialized(two)["anonymized_view"]
     assert meta["stays_published"] == len(copy) - published
+    # the 7 waited one drop; everything else the second file released went out at once; what it
+    # did not release waits since it came
+    state = rel.state()
+    assert state["waits"] == {"0": meta["stays_published"] - (K - 4), "1": K - 4}
+    waiting = sum(len(g["pending"]) for g in rel.groups.find({}))
+    assert set(state["waiting_since"]) <= {"1"} and sum(state["waiting_since"].values()) == waiting
+    assert waiting == meta["stays_pending"] + meta["stays_held_back"] == 500 - meta["stays_published"] + (K - 4)
+    assert meta["median_drops_waited"] == 0.0
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
 
     again = materialize(second, mongo)  # the same file again: nothing to publish
@@ -157,7 +166,7 @@ def test_wrong_bookkeeping_fails_k_anonymity_before_publishing(mongo, export, tm
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:600], rare=K - 2), mongo).success
     rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
     key = rare_key(rel)
-    rel.groups.update_one({"_id": key}, {"$set": {"records": K - 5}})  # says 6 stays; 9 are counted
+    rel.groups.update_one({"_id": key}, {"$set": {"pending.0.p": "someone else"}})  # not as in the source
     before = rel.copy.count_documents({})
     result = materialize(write_rows(tmp_path / "b.csv", header, rows[600:1000], rare=5), mongo)
     assert not result.success
@@ -172,9 +181,9 @@ def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, 
     assert rel.copy.count_documents(rare_group(rel)) == K
     who = {"name": rows[0][header.index("Name")], "gender": "Female", "blood_type": "AB-"}
     stays = [d["_id"] for d in mongo.hospitalizations().find(gdpr.patient_query(mongo.hospitalizations(), **who), {"_id": 1})]
-    own = rel.copy.count_documents({"_id": {"$in": [privacy.release_id(s, rel.key) for s in stays]}})
+    own = rel.copy.count_documents({"_id": {"$in": [privacy.release_id(s, rel.key, rel.state()["epoch"]) for s in stays]}})
     removed = gdpr.erase_patient(mongo.hospitalizations(), gdpr.select(mongo.hospitalizations(), **who))
-    assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of the rare group
+    assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of their increment
     assert rel.copy.count_documents(rare_group(rel)) == 0
     assert rel.groups.find_one({"_id": rare_key(rel)})["records"] == K - 1
     source = mongo.hospitalizations()
@@ -312,12 +321,28 @@ def test_a_rebuild_leaves_a_file_still_loading_to_its_own_run(mongo, export, tmp
         rebuilt = rel.plan_rebuild(lease)
         rel.apply_rebuild(rebuilt, lease)
     assert sha not in rebuilt.files
-    assert sum(c.after for c in rebuilt.groups.values()) == 600
+    assert rel.state()["counted"] == 600
     assert rel.ledger.find_one({"_id": sha})["state"] == "loading"
     rel.ledger.update_one({"_id": sha}, {"$set": {"state": "loaded"}})  # the load ends; its run publishes
     with rel.lease("its-run") as lease:
         plan = rel.plan_file(sha, 400)
         rel.apply(plan, lease)
     assert plan.stays == 400
+    assert_copy_equals_view(mongo)
+    assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_an_erasure_reaches_stays_the_source_no_longer_holds(mongo, export, tmp_path):
+    """A restore leaves an erased patient's stays out of the source: the erasure, applied again,
+    finds them in the release's bookkeeping and takes their increment out of the copy."""
+    header, rows = export
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:700], rare=K), mongo).success
+    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    patient = mongo.hospitalizations().find_one({"personal_info.age": 95})["patient_id"]
+    mongo.hospitalizations().delete_many({"patient_id": patient})
+    document_counts.adjust(mongo.hospitalizations(), -1)
+    plan, removed = rel.erase([patient], owner="restore")
+    assert removed == K and rel.copy.count_documents(rare_group(rel)) == 0
+    assert rel.stays.count_documents({"p": patient}) == 0 and plan.erased_stays
     assert_copy_equals_view(mongo)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}

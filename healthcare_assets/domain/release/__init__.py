@@ -5,39 +5,32 @@ corrupt it. Instead each change to what may be released is an operation, applied
 under a lease: publishing one loaded file, or erasing patients. Its cost follows the stays it
 touches, not the collection.
 
-Its modules: bookkeeping (the scheme, groups and ledger it keeps in the main database, which
-analysts cannot read), lease (one holder at a time), planning (what an operation would change),
+What analysts can read changes only by whole increments (healthcare_assets.domain.privacy): a
+file's stays wait in their group until the group's pending stays qualify together, and leave only
+with the increment they were released in.
+
+Its modules: bookkeeping (the scheme, groups, stays and ledger it keeps in the main database,
+which analysts cannot read), lease (one holder at a time), planning (what an operation would
+change), rebuilding (the whole release under a new scheme, judged with the earlier ones),
 publishing (writing it) and findings (what the checks count in a plan).
 
 An operation is planned from its own stays (nothing written), judged by the caller's checks, then
-written to the ledger and applied: documents into the copy (ids derived from the record key, so a
-repeat is a no-op), each touched group set to its planned size, values and members, the ledger
-entry marked applied. Whoever takes the lease next first finishes an operation that was
+written to the ledger and applied: documents into the copy (ids derived from the record key and
+the scheme's epoch, so a repeat is a no-op), each touched group set to its planned figures, the
+ledger entry marked applied. Whoever takes the lease next first finishes an operation that was
 interrupted, from its ledger plan: every step is idempotent.
 
 The scheme is chosen again, and the release rebuilt whole, when there is none yet (the first
-release), when the stays counted have doubled since it was chosen (a finer scheme may now keep
-k and l), or when an operation would hold back more than privacy.MAX_SUPPRESSED. The rebuild costs
+release), when the stays counted have doubled since it was chosen (a finer scheme may now
+qualify), or when an operation would hold back more than privacy.MAX_SUPPRESSED. The rebuild costs
 the collection, but doubling makes it rare: its cost per stay, amortized, stays constant. It is
-judged like any operation before any of it is written where analysts can read.
+judged like any operation, and with the releases before it, before any of it is written where
+analysts can read.
 """
 
-from healthcare_assets.domain.release.bookkeeping import (
-    GROUPS,
-    LEDGER,
-    SCHEME,
-    AppliedSources,
-    GroupChange,
-    Plan,
-    Rebuilt,
-    diversity,
-    loading,
-)
-from healthcare_assets.domain.release.lease import LOCK, Lease, ReleaseLockError
-from healthcare_assets.domain.release.planning import exact, is_published, released_fields
+from healthcare_assets.domain.release.bookkeeping import loading
+from healthcare_assets.domain.release.lease import Lease, ReleaseLockError
 from healthcare_assets.domain.release.publishing import Release
-from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY, insert_keeping_existing
+from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY
 
-__all__ = ["DUPLICATE_KEY", "GROUPS", "LEDGER", "LOCK", "SCHEME", "AppliedSources", "GroupChange", "Lease", "Plan",
-           "Rebuilt", "Release", "ReleaseLockError", "diversity", "exact", "insert_keeping_existing", "is_published",
-           "loading", "released_fields"]
+__all__ = ["DUPLICATE_KEY", "Lease", "Release", "ReleaseLockError", "loading"]

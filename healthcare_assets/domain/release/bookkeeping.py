@@ -1,15 +1,20 @@
 """The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic.
 
-- `release_scheme`: the generalization levels in force, with the stays counted and held back.
+- `release_scheme`: the generalization levels in force (its generation and epoch, and every
+  earlier generation's scheme), with the release's totals.
 - `release_groups`: one document per quasi-identifier group under that scheme: the stays counted
-  in it, how often each sensitive value occurs, whether it is published (at least k stays, at least
-  l values of each sensitive field) and, while it is held back, which stays (source _ids).
+  in it, released, withdrawn and pending (each pending stay with its patient and sensitive values,
+  so that planning an increment reads nothing else), and how often each sensitive value occurs
+  among the released.
+- `release_stays`: one document per stay released under the scheme (or withdrawn from it): its
+  group, its increment, whether the copy holds it (`live`, what the view reads), and the
+  generations whose copies held it (`seen`: what joins two releases).
 - `release_ledger`: one document per operation (a file's is its SHA-256): its plan while it is
   being applied, `applied` after. A stay is counted once, by the first applied operation among
   the files it came in (`metadata.sources`).
 
 A plan (Plan, Rebuilt) says how each touched group changes (GroupChange); the module
-healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.release writes them.
+healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.release.publishing writes them.
 """
 
 from __future__ import annotations
@@ -23,19 +28,19 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.privacy import Scheme
 
 GROUPS = "release_groups"
 LEDGER = "release_ledger"
 SCHEME = "release_scheme"
+STAYS = "release_stays"
 REBUILD = "rebuild"  # the ledger entry of a whole-collection rebuild
-MEMBERS_KEPT = 10_000  # a held-back group with more stays is looked up in the source when published
 # $in lists stay short: the embedded server's $in is quadratic (1,000 group keys: 2 s in one
 # list, 0.3 s in lists of 100, against 30,000 groups)
 ID_BATCH = 100
 WRITE_BATCH = 1000  # group updates per bulk write
-K = privacy.K_ANONYMITY
-L = privacy.L_DIVERSITY
+
+Sensitive = dict[str, dict[str, int]]  # sensitive field -> value -> stays
+Entry = dict  # a counted stay not (yet) released: {"s": source _id, "p": patient_id, "v": {field: value}, "t": drop}
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -54,21 +59,42 @@ def loading(db: Database, sha: str) -> Iterator[None]:
     ledger.update_one({"_id": sha, "state": "loading"}, {"$set": {"state": "loaded"}})
 
 
-Sensitive = dict[str, dict[str, int]]  # sensitive field -> value -> stays
+def entry(candidate: dict, drop: int) -> Entry:
+    """A counted stay as its group remembers it while it waits."""
+    return {"s": candidate["_id"], "p": candidate[privacy.PERSON],
+            "v": {f: candidate[f] for f in privacy.SENSITIVE}, "t": drop}
 
 
-def is_published(records: int, sensitive: Sensitive) -> bool:
-    """At least k stays, and at least l values of every sensitive field."""
-    return records >= K and all(diversity(sensitive, f) >= L for f in privacy.SENSITIVE)
+def counts(entries: Iterable[Entry]) -> Sensitive:
+    found: dict[str, Counter] = {f: Counter() for f in privacy.SENSITIVE}
+    for e in entries:
+        for f in privacy.SENSITIVE:
+            found[f][e["v"][f]] += 1
+    return {f: dict(c) for f, c in found.items()}
 
 
-def diversity(sensitive: Sensitive, field: str) -> int:
-    return sum(1 for n in sensitive.get(field, {}).values() if n > 0)
+def qualifies(entries: list[Entry]) -> bool:
+    """May these stays of one group be released together (privacy.qualifies)?"""
+    return privacy.qualifies(len({e["p"] for e in entries}), counts(entries), len(entries))
 
 
-def add_counts(sensitive: Sensitive, counts: Sensitive, sign: int = 1) -> Sensitive:
+def next_increment(pending: list[Entry], arrived: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """A group's stays that arrive join its pending ones; all of them are released together as
+    one increment when they qualify together. Returns (the increment, what still waits)."""
+    waiting = pending + arrived
+    return (waiting, []) if qualifies(waiting) else ([], waiting)
+
+
+def waiting_for(entries: list[Entry]) -> str | None:
+    """Why pending stays wait: too few patients, or one sensitive value too common."""
+    if not entries:
+        return None
+    return "patients" if len({e["p"] for e in entries}) < privacy.K_ANONYMITY else "diversity"
+
+
+def add_counts(sensitive: Sensitive, more: Sensitive, sign: int = 1) -> Sensitive:
     out = {f: dict(values) for f, values in sensitive.items()}
-    for name, values in counts.items():
+    for name, values in more.items():
         for value, n in values.items():
             out.setdefault(name, {})[value] = max(out.get(name, {}).get(value, 0) + sign * n, 0)
     return out
@@ -78,12 +104,65 @@ def add_counts(sensitive: Sensitive, counts: Sensitive, sign: int = 1) -> Sensit
 class GroupChange:
     key: str
     group: dict
-    before: int
-    after: int
-    sensitive: Sensitive  # after the operation
-    published_before: bool
-    published_after: bool
-    members: list[str] | None  # the counted stays while held back (None: published, or too many to keep)
+    before: dict  # the group's figures (see figures()) before the operation
+    released: int  # stays the copy holds after it
+    withdrawn: int  # stays withdrawn after it: never released again under this scheme
+    sensitive: Sensitive  # the released stays' values after it
+    pending: list[Entry]  # after it
+    increment: list[Entry] = field(default_factory=list)  # released now, as one increment
+    leaving: list[str] = field(default_factory=list)  # source _ids of stays leaving the copy now
+
+    @property
+    def records(self) -> int:
+        return self.released + self.withdrawn + len(self.pending)
+
+    def as_group(self) -> dict:
+        return {"group": self.group, "records": self.records, "released": self.released,
+                "withdrawn": self.withdrawn, "sensitive": self.sensitive, "pending": self.pending,
+                "published": self.released > 0, "waiting_for": waiting_for(self.pending)}
+
+
+def figures(group_doc: dict) -> dict:
+    """What a group adds to the release's totals."""
+    pending, released = len(group_doc.get("pending", [])), group_doc.get("released", 0)
+    waiting = group_doc.get("waiting_for")
+    return {"counted": group_doc.get("records", 0), "released": released,
+            "pending": pending if released else 0, "held_back": 0 if released else pending,
+            "withdrawn": group_doc.get("withdrawn", 0), "groups_released": int(released > 0),
+            "groups_held_back": int(not released and pending > 0),
+            "waiting_for_patients": pending if waiting == "patients" else 0,
+            "waiting_for_diversity": pending if waiting == "diversity" else 0}
+
+
+TOTALS = tuple(figures({}))
+
+
+def arrivals(group_doc: dict) -> Counter:
+    """A group's waiting stays by the drop that brought them."""
+    return Counter(str(e["t"]) for e in group_doc.get("pending", []))
+
+
+def totals_after(state: dict, changes: list[GroupChange], drop: int | None = None) -> dict:
+    """The release's totals after these group changes (kept as they change: counting them would
+    read every group), the drops counted, how many drops each released stay waited, and when the
+    stays still waiting arrived."""
+    totals = {name: state.get(name, 0) for name in TOTALS}
+    waits, waiting = Counter(state.get("waits", {})), Counter(state.get("waiting_since", {}))
+    for c in changes:
+        after = c.as_group()
+        for name, value in figures(after).items():
+            totals[name] += value - c.before.get(name, 0)
+        waiting.update(arrivals(after))
+        waiting.subtract(c.before.get("arrivals", {}))
+        if drop is not None:
+            waits.update(str(drop - e["t"]) for e in c.increment)
+    return {**totals, "waits": dict(waits), "waiting_since": {t: n for t, n in waiting.items() if n > 0},
+            "drops": state.get("drops", 0) if drop is None else drop}
+
+
+def before(group_doc: dict) -> dict:
+    """What a group counted in the totals before an operation changes it."""
+    return {**figures(group_doc), "arrivals": dict(arrivals(group_doc))}
 
 
 @dataclass
@@ -92,8 +171,6 @@ class Plan:
     kind: str  # publish | erase
     documents: int = 0  # the file's documents (sizes its range pass)
     groups: list[GroupChange] = field(default_factory=list)
-    earlier_members: list[str] = field(default_factory=list)  # counted before, published now
-    unpublished_members: list[str] = field(default_factory=list)  # their group no longer qualifies
     erased_patients: list[str] = field(default_factory=list)
     erased_stays: list[str] = field(default_factory=list)  # their source _ids
     totals: dict = field(default_factory=dict)  # the release's TOTALS after the operation
@@ -101,38 +178,70 @@ class Plan:
 
     @property
     def stays(self) -> int:
-        return sum(abs(c.after - c.before) for c in self.groups)
+        """Stays this operation counts in (or takes out of) the release."""
+        return sum(abs(c.records - c.before.get("counted", 0)) for c in self.groups)
 
-    def published_groups(self) -> set[str]:
-        return {c.key for c in self.groups if c.published_after}
+    def increments(self) -> list[GroupChange]:
+        return [c for c in self.groups if c.increment]
+
+    def earlier(self) -> list[str]:
+        """Source _ids of the stays released now that earlier operations counted."""
+        return [e["s"] for c in self.groups for e in c.increment if e["t"] != self.totals.get("drops")]
 
     def as_ledger(self) -> dict:
-        """The plan as its ledger entry stores it (dataclasses.asdict deep-copies every group's
-        counts and members: a tenth of a small drop's release)."""
+        """The plan as its ledger entry stores it."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("groups", "already_applied")},
                 "groups": [vars(change) for change in self.groups]}
 
     @classmethod
     def from_ledger(cls, entry: dict) -> Plan:
-        stored = {k: entry[k] for k in ("op", "kind", "documents", "earlier_members", "unpublished_members",
-                                        "erased_patients", "erased_stays", "totals")}
+        stored = {k: entry[k] for k in ("op", "kind", "documents", "erased_patients", "erased_stays", "totals")}
         return cls(**stored, groups=[GroupChange(**g) for g in entry["groups"]])
 
 
 @dataclass
+class Tally:
+    """Stays of one group, or of one cell of a join: how many, whose, which sensitive values."""
+
+    stays: int = 0
+    patients: Counter = field(default_factory=Counter)
+    sensitive: dict = field(default_factory=lambda: {f: Counter() for f in privacy.SENSITIVE})
+
+    def add(self, patient: str, values: dict, sign: int = 1) -> None:
+        self.stays += sign
+        self.patients[patient] += sign
+        for f in privacy.SENSITIVE:
+            self.sensitive[f][values[f]] += sign
+
+    def merge(self, other: Tally, sign: int = 1) -> None:
+        self.stays += sign * other.stays
+        self.patients.update({p: sign * n for p, n in other.patients.items()})
+        for f in privacy.SENSITIVE:
+            self.sensitive[f].update({v: sign * n for v, n in other.sensitive[f].items()})
+
+    def qualifies(self) -> bool:
+        people = sum(1 for n in self.patients.values() if n > 0)
+        return privacy.qualifies(people, {f: dict(c) for f, c in self.sensitive.items()}, self.stays)
+
+
+@dataclass
 class Rebuilt:
-    """A whole release planned from every stay present: the scheme chosen and every group."""
+    """A whole release planned under a scheme chosen again: what it releases in each group, which
+    cells of its join with earlier releases it withholds, and whether it may replace the live one."""
 
     evaluation: generalization.Evaluation
     uniqueness_before: list[dict]
-    groups: dict[str, GroupChange]
-    files: set[str]  # whose stays it counts: marked applied with it
-    loading: set[str]  # files being loaded as it began: their runs publish them
+    generation: int
+    epoch: str
+    released: dict[str, Tally] = field(default_factory=dict)  # group -> the stays it releases
+    withheld_cells: set[tuple[str, str]] = field(default_factory=set)  # (earlier groups, new group)
+    files: set[str] = field(default_factory=set)  # whose stays it counts: marked applied with it
+    loading: set[str] = field(default_factory=set)  # files being loaded as it began: their runs publish them
+    refused: str | None = None  # why the live release stays in place
 
     @property
-    def scheme(self) -> Scheme:
+    def scheme(self) -> privacy.Scheme:
         return self.evaluation.scheme
-
 
 
 class AppliedSources:
@@ -148,54 +257,3 @@ class AppliedSources:
             applied = {d["_id"] for d in self.ledger.find({"_id": {"$in": unknown}, "state": "applied"}, {"_id": 1})}
             self.known.update({s: s in applied for s in unknown})
         return any(self.known[s] for s in shas)
-
-
-
-class Tally:
-    """Stays added to (or taken from) groups during planning; with `members`, which stays (a
-    rebuild counts every stay and collects only the held-back groups' members as it writes)."""
-
-    def __init__(self, members: bool = True):
-        self.keep_members = members
-        self.records: Counter = Counter()
-        self.sensitive: dict[str, Sensitive] = {}
-        self.groups: dict[str, dict] = {}
-        self.members: dict[str, list[str]] = {}
-
-    def add(self, doc: dict, stay: str) -> None:
-        group = privacy.group_of(doc)
-        key = privacy.group_key(group)
-        self.records[key] += 1
-        self.groups[key] = group
-        counts = self.sensitive.setdefault(key, {})
-        for f in privacy.SENSITIVE:
-            counts.setdefault(f, {})[doc[f]] = counts.get(f, {}).get(doc[f], 0) + 1
-        if self.keep_members:
-            remember(self.members.setdefault(key, []), stay)
-
-
-TOTALS = ("counted", "suppressed", "groups_released", "groups_held_back")
-
-
-def totals_after(state: dict, changes: list[GroupChange]) -> dict:
-    """The release's totals after these group changes: stays counted and held back, groups
-    released and held back (kept as they change: counting them would read every group)."""
-    totals = {name: state.get(name, 0) for name in TOTALS}
-    for c in changes:
-        totals["counted"] += c.after - c.before
-        totals["suppressed"] += (0 if c.published_after else c.after) - (0 if c.published_before else c.before)
-        totals["groups_released"] += int(c.published_after) - int(c.published_before)
-        totals["groups_held_back"] += (int(not c.published_after and c.after > 0)
-                                       - int(not c.published_before and c.before > 0))
-    return totals
-
-
-def remember(members: list[str], stay: str) -> list[str]:
-    """Add a stay to a group's members, up to one more than are kept (so that kept() sees too many)."""
-    if len(members) <= MEMBERS_KEPT:
-        members.append(stay)
-    return members
-
-
-def kept(members: list[str] | None) -> list[str] | None:
-    return members if members is not None and len(members) <= MEMBERS_KEPT else None

@@ -1,5 +1,6 @@
 """What the release's checks count and report: the fields, texts and groups of what is about to be
-released (or is), the source names found among them, k and l reached, and the release report.
+released (or is), the source names found among them, k and the largest share reached, and the
+release report.
 
 The verdicts themselves (Dagster's check results) are made from these by
 healthcare_assets.defs.anonymize.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release.bookkeeping import GroupChange, diversity
+from healthcare_assets.domain.release.bookkeeping import Plan, Tally
 from healthcare_assets.domain.release.planning import exact
 from healthcare_assets.domain.release.publishing import Release
 
@@ -74,12 +75,35 @@ class Findings:
         return sum(self.texts[name] for name in self.leaked)
 
 
-def smallest(groups: Iterable[GroupChange]) -> tuple[int, int]:
-    """k and l reached by the published groups among these (0 when none is published)."""
-    published = [c for c in groups if c.published_after]
-    k = min((c.after for c in published), default=0)
-    l_div = min((diversity(c.sensitive, f) for c in published for f in privacy.SENSITIVE), default=0)
-    return k, l_div
+def weakest(released: Iterable[Tally]) -> tuple[int, float]:
+    """The fewest patients and the largest share of one sensitive value among these sets of stays
+    released together (0, 0 when there are none)."""
+    released = [t for t in released if t.stays]
+    k = min((sum(1 for n in t.patients.values() if n > 0) for t in released), default=0)
+    share = max((max(c.values(), default=0) / t.stays for t in released for c in t.sensitive.values()), default=0.0)
+    return k, share
+
+
+def increments(plan: Plan) -> list[Tally]:
+    """Each increment a plan releases, as a tally."""
+    out = []
+    for change in plan.increments():
+        tally = Tally()
+        for e in change.increment:
+            tally.add(e["p"], e["v"])
+        out.append(tally)
+    return out
+
+
+def median_wait(waits: dict[str, int]) -> float | None:
+    """The median number of drops a released stay waited (None before any was released by a drop)."""
+    ordered = sorted((int(w), n) for w, n in waits.items())
+    total, seen = sum(n for _, n in ordered), 0
+    for wait, n in ordered:
+        seen += n
+        if seen * 2 >= total:
+            return float(wait)
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,42 +112,70 @@ class ReleaseReport:
 
     quasi_identifiers: list[str]
     sensitive_fields: list[str]
-    k_required: int
-    l_required: int
+    k_required: int  # patients
+    max_share: float  # of one sensitive value in a group or a change
     generalization: dict[str, str]  # quasi-identifier -> how its level releases it
     generalization_loss: float
     scheme_chosen_at: str
+    scheme_generation: int
     stays_counted: int
-    stays_held_back: int
+    stays_released: int
+    stays_pending: int  # waiting in released groups for an increment that qualifies
+    stays_held_back: int  # in groups not released yet
+    stays_withdrawn: int  # left the copy with an erased patient's increment, or withheld by a rebuild's join
+    released_share: float
+    pending_share: float
     held_back_share: float
+    withdrawn_share: float
+    waiting_for_patients: int  # pending or held back: fewer than k patients in the group's waiting stays
+    waiting_for_diversity: int  # enough patients, but one sensitive value over the share
+    drops_published: int
+    median_drops_waited: float | None  # by the stays that drops released (a rebuild's wait none)
+    median_drops_waiting: float | None  # by the stays waiting now (pending or held back)
+    oldest_waiting_since_drop: int | None  # the drop that brought the longest-waiting stay
+    rebuild_refused: str | None
     groups_released: int
     groups_held_back: int
     uniqueness_before: list[dict]
     uniqueness_released: list[dict]
 
-    @property
-    def stays_released(self) -> int:
-        return self.stays_counted - self.stays_held_back
 
-
-def release_report(release: Release, before: list[dict], touched: list[GroupChange]) -> ReleaseReport:
-    """The release as a whole: its scheme, what it holds back, and how identifying it is, before
-    (as the copy released the stays judged until this policy) and as released, over the released
-    groups this operation touched (prefix groups summed over them only: a lower bound on every
-    prefix group's size, so the table can only overstate uniqueness)."""
+def release_report(release: Release, before: list[dict], released: list[tuple[dict, int]]) -> ReleaseReport:
+    """The release as a whole: its scheme, what it releases, what waits and why, and how
+    identifying it is, before (as the copy released the stays judged until this policy) and as
+    released, over the released groups this operation touched (prefix groups summed over them
+    only: a lower bound on every prefix group's size, so the table can only overstate uniqueness)."""
     state = release.state()
-    released = [(c.group, c.after) for c in touched if c.published_after]
+    counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
+
+    def share(name: str) -> float:
+        return round(state[name] / counted, 4) if counted else 0.0
+
     return ReleaseReport(
         quasi_identifiers=list(privacy.QI_FIELDS),
         sensitive_fields=list(privacy.SENSITIVE),
         k_required=privacy.K_ANONYMITY,
-        l_required=privacy.L_DIVERSITY,
+        max_share=privacy.MAX_SHARE,
         generalization={q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
         generalization_loss=round(generalization.generalization_loss(state["scheme"]), 4),
         scheme_chosen_at=str(state["chosen_at"]),
-        stays_counted=state["counted"],
-        stays_held_back=state["suppressed"],
-        held_back_share=round(state["suppressed"] / state["counted"], 4) if state["counted"] else 0.0,
+        scheme_generation=state["generation"],
+        stays_counted=counted,
+        stays_released=state["released"],
+        stays_pending=state["pending"],
+        stays_held_back=state["held_back"],
+        stays_withdrawn=state["withdrawn"],
+        released_share=share("released"),
+        pending_share=share("pending"),
+        held_back_share=share("held_back"),
+        withdrawn_share=share("withdrawn"),
+        waiting_for_patients=state["waiting_for_patients"],
+        waiting_for_diversity=state["waiting_for_diversity"],
+        drops_published=drops,
+        median_drops_waited=median_wait(state.get("waits", {})),
+        median_drops_waiting=median_wait({str(drops - int(t)): n for t, n in waiting.items()}),
+        oldest_waiting_since_drop=min(map(int, waiting), default=None),
+        rebuild_refused=state.get("refused"),
         groups_released=state["groups_released"],
         groups_held_back=state["groups_held_back"],
         uniqueness_before=before,

@@ -3,17 +3,19 @@ anything is written.
 
 An operation is planned from its own stays: publishing one loaded file (plan_file), erasing
 patients (plan_erasure), or rebuilding the whole release under a scheme chosen again
-(plan_rebuild). `observe` sees every stay a plan may release, so the caller's checks judge them.
+(healthcare_assets.domain.release.rebuilding). `observe` sees every stay a plan may release, so
+the caller's checks judge them.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 from pymongo.collection import Collection
 
-from healthcare_assets.domain import generalization, privacy
+from healthcare_assets.domain import privacy
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import Scheme
 from healthcare_assets.domain.release.bookkeeping import (
@@ -22,26 +24,28 @@ from healthcare_assets.domain.release.bookkeeping import (
     LEDGER,
     REBUILD,
     SCHEME,
+    STAYS,
     AppliedSources,
     GroupChange,
     Plan,
-    Rebuilt,
-    Tally,
     add_counts,
+    before,
     chunks,
-    is_published,
-    kept,
+    counts,
+    entry,
+    next_increment,
     totals_after,
 )
-from healthcare_assets.domain.release.lease import WAIT_S, Lease, utc_now
+from healthcare_assets.domain.release.lease import WAIT_S, Lease
 from healthcare_assets.plumbing import scans
 
 REPLAN_GROWTH = 2
+RETRY_GROWTH = 1.1  # too much held back: choose again once the stays counted grew this much since the last try
 
 
 def projection() -> list[dict]:
-    """A source document's exact quasi-identifiers and released sensitive fields, plus what the
-    checks and the bookkeeping need (none of it written to the copy)."""
+    """A source document's exact quasi-identifiers, released sensitive fields and patient, plus
+    what the checks and the bookkeeping need (none of it written to the copy)."""
     return [{"$project": {
         **privacy.exact_values(), "_id": 1, "_sources": "$metadata.sources",
         "_names": ["$personal_info.name", "$administrative_info.doctor", "$administrative_info.hospital"],
@@ -49,8 +53,8 @@ def projection() -> list[dict]:
 
 
 def exact(candidate: dict) -> dict:
-    """A candidate's exact quasi-identifiers and sensitive fields (generalization.Encoder's input)."""
-    return {**candidate["_values"], **{f: candidate[f] for f in privacy.SENSITIVE}}
+    """A candidate's exact quasi-identifiers, sensitive fields and patient (generalization.Encoder's input)."""
+    return {**candidate["_values"], **{f: candidate[f] for f in (*privacy.SENSITIVE, privacy.PERSON)}}
 
 
 def released_fields(candidate: dict, scheme: Scheme) -> dict:
@@ -70,6 +74,7 @@ class ReleasePlanner:
         self._reported: dict[str, int] = {}
         self.db = source.database
         self.groups, self.ledger, self.schemes = self.db[GROUPS], self.db[LEDGER], self.db[SCHEME]
+        self.stays = self.db[STAYS]
         self.copy = self.db.client[databases(self.db.name)["analytics"]][privacy.COPY_COLLECTION]
 
     def lease(self, owner: str, wait_s: float = WAIT_S) -> Lease:
@@ -82,145 +87,97 @@ class ReleasePlanner:
     def _file_candidates(self, sha: str, documents: int) -> Iterator[list[dict]]:
         return scans.batches(self.source, projection(), scans.file_ranges(sha, documents))
 
+    def candidates(self, ids: list[str]) -> Iterator[dict]:
+        for batch in chunks(ids, ID_BATCH):
+            yield from self.source.aggregate([{"$match": {"_id": {"$in": batch}}}, *projection()])
+
     def _current(self, keys: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for batch in chunks(keys, ID_BATCH) for d in self.groups.find({"_id": {"$in": batch}})}
 
     def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> Plan:
-        """What publishing one loaded file changes. `observe` sees every stay this file counts
-        (the stays the operation may release), so checks judge them before anything is written."""
+        """What publishing one loaded file changes: its stays join their groups' pending stays, and
+        a group whose pending stays qualify together releases them as one increment. `observe`
+        sees every stay this file counts, so checks judge them before anything is written."""
         plan = Plan(op=sha, kind="publish", documents=documents)
         if self.ledger.find_one({"_id": sha, "state": "applied"}, {"_id": 1}):
             plan.already_applied = True
             return plan
         state = self.state()
-        scheme, applied, tally = state["scheme"], AppliedSources(self.ledger), Tally()
+        scheme, applied, drop = state["scheme"], AppliedSources(self.ledger), state.get("drops", 0) + 1
+        arrived, groups = defaultdict(list), {}
         for batch in self._file_candidates(sha, documents):
             for candidate in batch:
                 if applied.any(s for s in candidate["_sources"] if s != sha):
                     continue  # counted by an earlier file it also came in
                 doc = released_fields(candidate, scheme)
                 observe(candidate, doc, scheme)
-                tally.add(doc, candidate["_id"])
-        current = self._current(list(tally.records))
-        for key, added in tally.records.items():
+                key = privacy.group_key(group := privacy.group_of(doc))
+                arrived[key].append(entry(candidate, drop))
+                groups[key] = group
+        current = self._current(list(arrived))
+        for key, new in arrived.items():
             now = current.get(key, {})
-            before, published_before = now.get("records", 0), now.get("published", False)
-            after, sensitive = before + added, add_counts(now.get("sensitive", {}), tally.sensitive[key])
-            published_after = is_published(after, sensitive)
-            members = None
-            if published_after and not published_before and before:
-                plan.earlier_members += self._members(now, tally.groups[key], scheme, applied)
-            elif not published_after:
-                earlier = now.get("members") if before else []  # None: too many to keep
-                members = None if earlier is None else earlier + tally.members[key]
-            plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
-                                           published_after, kept(members)))
-        plan.totals = totals_after(state, plan.groups)
+            increment, pending = next_increment(now.get("pending", []), new)
+            plan.groups.append(GroupChange(key, groups[key], before(now), now.get("released", 0) + len(increment),
+                                           now.get("withdrawn", 0),
+                                           add_counts(now.get("sensitive", {}), counts(increment)), pending, increment))
+        plan.totals = totals_after(state, plan.groups, drop)
         return plan
-
-    def _members(self, group_doc: dict, group: dict, scheme: Scheme, applied: AppliedSources,
-                 excluded: set[str] = frozenset()) -> list[str]:
-        """A held-back group's counted stays: kept in its document, or found in the source when
-        there were too many to keep."""
-        if group_doc.get("members") is not None:
-            return [m for m in group_doc["members"] if m not in excluded]
-        return self._counted_members(group, scheme, excluded, applied)
-
-    def _counted_members(self, group: dict, scheme: Scheme, excluded: set[str], applied: AppliedSources) -> list[str]:
-        """A group's counted stays, found in the source (only when a published group stops
-        qualifying, or a huge held-back one starts: rare)."""
-        pipeline = [{"$project": {**privacy.release_projection(scheme), "_sources": "$metadata.sources"}},
-                    {"$match": group}]
-        return [d["_id"] for d in scans.aggregate(self.source, pipeline)
-                if d["_id"] not in excluded and applied.any(d["_sources"])]
 
     def needs_replan(self, plan: Plan) -> bool:
         """Should the scheme be chosen again instead of applying this plan (see
         healthcare_assets.domain.release)?"""
-        counted = plan.totals.get("counted", 0)
+        counted, last = plan.totals.get("counted", 0), self.state()["attempted_on"]
+        held_back = plan.totals.get("held_back", 0) + plan.totals.get("withdrawn", 0)
         return (not plan.already_applied and counted > 0
-                and (plan.totals["suppressed"] / counted > privacy.MAX_SUPPRESSED
-                     or counted >= REPLAN_GROWTH * self.state()["chosen_on"]))
+                and ((held_back / counted > privacy.MAX_SUPPRESSED and counted >= RETRY_GROWTH * last)
+                     or counted >= REPLAN_GROWTH * last))
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
-        """What erasing these patients changes: their counted stays leave their groups, and a group
-        that no longer qualifies leaves the copy whole."""
+        """What erasing these patients changes: their pending stays are dropped, and every
+        increment holding one of their released stays leaves the copy whole (its other stays are
+        withdrawn: released again only under another scheme). Their stays are found by patient in
+        the bookkeeping as well as in the source: a restore may have left them out of the source
+        already, and the release must still let them go."""
         plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
-        state = self.state()
-        applied, tally = AppliedSources(self.ledger), Tally()
+        erased = set(plan.erased_patients)
         for batch in chunks(plan.erased_patients, ID_BATCH):
-            for candidate in self.source.aggregate([{"$match": {"patient_id": {"$in": batch}}}, *projection()]):
-                plan.erased_stays.append(candidate["_id"])
-                if state and applied.any(candidate["_sources"]):
-                    tally.add(released_fields(candidate, state["scheme"]), candidate["_id"])
+            plan.erased_stays += [d["_id"] for d in self.source.find({"patient_id": {"$in": batch}}, {"_id": 1})]
+        state = self.state()
         if not state:
             return plan  # nothing released yet: only the source changes
-        current, erased = self._current(list(tally.records)), set(plan.erased_stays)
-        for key, gone in tally.records.items():
-            now = current.get(key, {})
-            before, published_before = now.get("records", 0), now.get("published", False)
-            after, sensitive = max(before - gone, 0), add_counts(now.get("sensitive", {}), tally.sensitive[key], -1)
-            published_after = is_published(after, sensitive)
-            members = None
-            if not published_after:
-                members = self._members(now, tally.groups[key], state["scheme"], applied, erased)
-                if published_before:
-                    plan.unpublished_members += members
-            plan.groups.append(GroupChange(key, tally.groups[key], before, after, sensitive, published_before,
-                                           published_after, kept(members)))
+        records = [d for batch in chunks(plan.erased_patients, ID_BATCH) for d in self.stays.find({"p": {"$in": batch}})]
+        plan.erased_stays = sorted(set(plan.erased_stays) | {d["_id"] for d in records})
+        increments = sorted({d["inc"] for d in records if d.get("live")})
+        leaving = defaultdict(list)  # group -> stays leaving the copy
+        for batch in chunks(increments, ID_BATCH):
+            for d in self.stays.find({"inc": {"$in": batch}, "live": True}):
+                leaving[d["g"]].append(d)
+        touched = {d["g"] for d in records} | set(leaving) | {
+            d["_id"] for batch in chunks(plan.erased_patients, ID_BATCH)
+            for d in self.groups.find({"pending.p": {"$in": batch}}, {"_id": 1})}
+        current = self._current(sorted(touched))
+        for key in sorted(touched):
+            now = current[key]
+            out = leaving.get(key, [])
+            withdrawn_erased = sum(1 for d in records if d["g"] == key and not d.get("live"))
+            plan.groups.append(GroupChange(
+                key, now["group"], before(now), now.get("released", 0) - len(out),
+                now.get("withdrawn", 0) + sum(1 for d in out if d["p"] not in erased) - withdrawn_erased,
+                add_counts(now.get("sensitive", {}), counts({"v": d["v"]} for d in out), -1),
+                [e for e in now.get("pending", []) if e["p"] not in erased], leaving=[d["_id"] for d in out]))
         plan.totals = totals_after(state, plan.groups)
         return plan
 
-    def earlier_candidates(self, plan: Plan) -> Iterator[list[dict]]:
-        """Stays counted by earlier operations whose group the plan publishes whole."""
-        for ids in chunks(plan.earlier_members, ID_BATCH):
-            yield list(self.source.aggregate([{"$match": {"_id": {"$in": ids}}}, *projection()]))
-
     def needs_rebuild(self) -> bool:
-        """No scheme yet (a first release, or a copy built whole by an earlier version), or a
-        rebuild was interrupted."""
-        return self.state() is None or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1}))
-
-    def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
-        """Choose the scheme for every stay present, then plan every group under it; `observe`
-        sees every stay. Nothing is written but the ledger's note that a rebuild is under way."""
-        self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
-                                upsert=True)
-        encoder = generalization.Encoder()
-        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}]):
-            for values in batch:
-                encoder.add({**values.pop("_values"), **values})
-            lease.renew()
-            self._progress("choosing the generalization", encoder.rows)
-        table = encoder.table()
-        del encoder
-        evaluation, _ = generalization.choose(table)
-        rebuilt = Rebuilt(evaluation, table.uniqueness_before(), {}, set(),
-                          {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})})
-        del table
-        tally = Tally(members=False)
-        for batch in self._settled_candidates(rebuilt):
-            for candidate in batch:
-                doc = released_fields(candidate, rebuilt.scheme)
-                observe(candidate, doc, rebuilt.scheme)
-                tally.add(doc, candidate["_id"])
-                rebuilt.files.update(set(candidate["_sources"]) - rebuilt.loading)
-            lease.renew()
-            self._progress("judging every stay", sum(tally.records.values()))
-        for key, records in tally.records.items():
-            published = is_published(records, tally.sensitive[key])
-            rebuilt.groups[key] = GroupChange(key, tally.groups[key], 0, records, tally.sensitive[key], False,
-                                              published, None if published else [])
-        return rebuilt
+        """No scheme yet (a first release, or a copy built by an earlier version), or a rebuild was
+        interrupted."""
+        state = self.state()
+        return (state is None or "generation" not in state
+                or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1})))
 
     def _progress(self, stage: str, done: int, every: int = 100_000) -> None:
         """A line each time a whole-collection pass passes another `every` stays."""
         if done // every > self._reported.get(stage, 0):
             self._reported[stage] = done // every
             self.log(f"release rebuild, {stage}: {done:,} stays")
-
-    def _settled_candidates(self, rebuilt: Rebuilt) -> Iterator[list[dict]]:
-        """Every stay present but those of files still being loaded (as the rebuild began)."""
-        for batch in scans.batches(self.source, projection()):
-            yield [c for c in batch if not rebuilt.loading.issuperset(c["_sources"])]
-

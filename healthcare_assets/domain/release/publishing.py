@@ -1,120 +1,131 @@
-"""Writing a planned release operation: documents into the analysts' copy, groups and ledger."""
+"""Writing a planned release operation: documents into the analysts' copy, groups, stays and ledger.
+
+The copy's documents are always written in the order of their ids (keyed hashes, new with every
+scheme's epoch): its natural order, which any reader sees, says nothing of patients, files or
+earlier releases.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
 
-from pymongo import UpdateOne
+from pymongo import DeleteOne, UpdateOne
 from pymongo.collection import Collection
 
 from healthcare_assets.domain import privacy
-from healthcare_assets.domain.privacy import Scheme
 from healthcare_assets.domain.release.bookkeeping import (
     GROUPS,
     ID_BATCH,
     REBUILD,
+    STAYS,
     WRITE_BATCH,
-    AppliedSources,
     GroupChange,
     Plan,
     Rebuilt,
     chunks,
-    kept,
-    remember,
+    counts,
+    entry,
     totals_after,
 )
 from healthcare_assets.domain.release.lease import Lease, utc_now
-from healthcare_assets.domain.release.planning import ReleasePlanner, released_fields
+from healthcare_assets.domain.release.planning import released_fields
+from healthcare_assets.domain.release.rebuilding import Rebuilding, earlier_key
 from healthcare_assets.plumbing import document_counts, scans
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
-# importers of this module find these here: the load marks its file (loading) and recognizes a
-# repeated insert (DUPLICATE_KEY); runs and tests name the bookkeeping's collections
-
 STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
+COPY_BATCH = 5000
 
 
-class Release(ReleasePlanner):
-    """The release of one hospitalization collection: its plans (ReleasePlanner) written to its
-    bookkeeping, its copy and its view."""
+class Release(Rebuilding):
+    """The release of one hospitalization collection: its plans written to its bookkeeping, its
+    copy and its view."""
 
-    def _documents_to_publish(self, plan: Plan, scheme: Scheme) -> Iterator[list[dict]]:
-        """The copy's documents for the stays the plan releases, batch by batch."""
-        if plan.kind == "publish":
-            published, applied = plan.published_groups(), AppliedSources(self.ledger)
-            for batch in self._file_candidates(plan.op, plan.documents):
-                yield [self._copy_document(c, doc) for c in batch
-                       if privacy.group_key(doc := released_fields(c, scheme)) in published
-                       and not applied.any(s for s in c["_sources"] if s != plan.op)]
-        for batch in self.earlier_candidates(plan):
-            yield [self._copy_document(c, released_fields(c, scheme)) for c in batch]
+    def copy_document(self, candidate: dict, scheme: privacy.Scheme, epoch: str) -> dict:
+        return {"_id": privacy.release_id(candidate["_id"], self.key, epoch), **released_fields(candidate, scheme)}
+
+    def _write_copy(self, copy: Collection, documents: list[dict], lease: Lease | None = None) -> int:
+        documents.sort(key=lambda d: d["_id"])
+        for batch in chunks(documents, COPY_BATCH):
+            insert_keeping_existing(copy, batch)
+            if lease:
+                lease.renew()
+        return len(documents)
 
     # ---- applying: idempotent, from the ledger's plan ------------------------------------------
 
     def apply(self, plan: Plan, lease: Lease, run_id: str | None = None) -> int:
         """Write the plan; returns the copy's documents published (or, for an erasure, removed)."""
-        entry = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}
-        self.ledger.replace_one({"_id": plan.op}, entry, upsert=True)
-        published = self._publish(plan, lease) if plan.kind == "publish" else self._erase(plan)
+        entry_doc = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}
+        self.ledger.replace_one({"_id": plan.op}, entry_doc, upsert=True)
+        state = self.state()
+        changed = self._publish(plan, state, lease) if plan.kind == "publish" else self._erase(plan, state)
         for batch in chunks(plan.groups, WRITE_BATCH):
             self._set_groups(self.groups, batch)
-        if plan.groups:
+        if plan.groups or plan.kind == "publish":
             self.schemes.update_one({"_id": "current"}, {"$set": plan.totals})
         self.ledger.update_one({"_id": plan.op}, {
-            "$set": {"state": "applied", "applied_at": utc_now(), "published": published},
+            "$set": {"state": "applied", "applied_at": utc_now(), "published": changed},
             # an applied plan keeps its counts only: the erased patients' keyed ids are kept in the
             # erasure list alone, where erasure records them on purpose
-            "$unset": {"groups": "", "earlier_members": "", "unpublished_members": "", "erased_stays": "",
-                       "erased_patients": ""}})
-        return published
+            "$unset": {"groups": "", "erased_stays": "", "erased_patients": ""}})
+        return changed
 
-    def _publish(self, plan: Plan, lease: Lease) -> int:
-        published = 0
-        for documents in self._documents_to_publish(plan, self.state()["scheme"]):
-            published += insert_keeping_existing(self.copy, documents)
-            lease.renew()
-        return published
+    def _publish(self, plan: Plan, state: dict, lease: Lease) -> int:
+        increments = plan.increments()
+        if not increments:
+            return 0
+        generation, scheme, epoch = state["generation"], state["scheme"], state["epoch"]
+        documents, records = [], []
+        by_id = {e["s"]: (c.key, e) for c in increments for e in c.increment}
+        for candidate in self.candidates(list(by_id)):
+            key, e = by_id[candidate["_id"]]
+            documents.append(self.copy_document(candidate, scheme, epoch))
+            records.append(UpdateOne({"_id": e["s"]}, {
+                "$set": {"g": key, "inc": f"{plan.op[:16]}:{key}", "live": True, "v": e["v"], "p": e["p"]},
+                "$addToSet": {"seen": generation}}, upsert=True))
+        for batch in chunks(records, WRITE_BATCH):
+            self.stays.bulk_write(batch, ordered=False)
+        return self._write_copy(self.copy, documents, lease)
 
-    def _copy_document(self, candidate: dict, released: dict) -> dict:
-        """The analysts' copy's document for a candidate, given what it releases."""
-        return {"_id": privacy.release_id(candidate["_id"], self.key), **released}
-
-    def _erase(self, plan: Plan) -> int:
-        """The patients' stays leave the source and the copy, and so do the other stays of groups
-        that no longer qualify; returns the copy's documents removed."""
+    def _erase(self, plan: Plan, state: dict | None) -> int:
+        """The patients' stays leave the source and the copy, and so do the other stays of the
+        increments they were released in; returns the copy's documents removed."""
         removed = 0
-        for batch in chunks(plan.erased_stays + plan.unpublished_members, ID_BATCH):
-            removed += self.copy.delete_many({"_id": {"$in": [privacy.release_id(r, self.key) for r in batch]}}).deleted_count
-        erased = sum(self.source.delete_many({"patient_id": {"$in": batch}}).deleted_count
-                     for batch in chunks(plan.erased_patients, ID_BATCH))
-        document_counts.adjust(self.source, -erased)
+        if state:
+            leaving = [s for c in plan.groups for s in c.leaving]
+            for batch in chunks(leaving, ID_BATCH):
+                ids = [privacy.release_id(s, self.key, state["epoch"]) for s in batch]
+                removed += self.copy.delete_many({"_id": {"$in": ids}}).deleted_count
+            erased = set(plan.erased_stays)
+            records = [DeleteOne({"_id": s}) if s in erased else UpdateOne({"_id": s}, {"$set": {"live": False}})
+                       for s in dict.fromkeys([*leaving, *plan.erased_stays])]
+            for batch in chunks(records, WRITE_BATCH):
+                self.stays.bulk_write(batch, ordered=False)
+        erased_docs = sum(self.source.delete_many({"patient_id": {"$in": batch}}).deleted_count
+                          for batch in chunks(plan.erased_patients, ID_BATCH))
+        document_counts.adjust(self.source, -erased_docs)
         return removed
 
     @staticmethod
     def _set_groups(groups: Collection, changes: list[GroupChange]) -> None:
-        """Each group to its planned size, values and members: one round trip for the batch."""
-        requests = []
-        for change in changes:
-            update = {"group": change.group, "records": change.after, "sensitive": change.sensitive,
-                      "published": change.published_after}
-            requests.append(UpdateOne({"_id": change.key},
-                                      {"$set": {**update, "members": change.members}} if change.members is not None
-                                      else {"$set": update, "$unset": {"members": ""}}, upsert=True))
+        """Each group to its planned figures and pending stays: one round trip for the batch."""
+        requests = [UpdateOne({"_id": c.key}, {"$set": c.as_group()}, upsert=True) for c in changes]
         if requests:
             groups.bulk_write(requests, ordered=False)
 
-    def refresh_view(self, scheme: Scheme) -> None:
+    def refresh_view(self, scheme: privacy.Scheme) -> None:
         # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
         self.db.drop_collection(privacy.VIEW_NAME)
         self.db.create_collection(privacy.VIEW_NAME, viewOn=self.source.name,
-                                  pipeline=privacy.view_pipeline(scheme, GROUPS))
+                                  pipeline=privacy.view_pipeline(scheme, STAYS))
 
     def finish_interrupted(self, lease: Lease) -> list[str]:
         """Apply, from their ledger plans, operations a crashed holder left half done."""
         done = []
-        for entry in self.ledger.find({"state": "applying"}):
-            self.apply(Plan.from_ledger(entry), lease, entry.get("run_id"))
-            done.append(entry["_id"])
+        for entry_doc in self.ledger.find({"state": "applying"}):
+            self.apply(Plan.from_ledger(entry_doc), lease, entry_doc.get("run_id"))
+            done.append(entry_doc["_id"])
         return done
 
     def erase(self, patient_ids: list[str], owner: str) -> tuple[Plan, int]:
@@ -125,36 +136,65 @@ class Release(ReleasePlanner):
             plan = self.plan_erasure(patient_ids)
             return plan, self.apply(plan, lease, owner)
 
+    def refuse_rebuild(self, rebuilt: Rebuilt) -> None:
+        """Keep the live release; try another scheme only once the stays have grown."""
+        self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
+                                                               "refused": rebuilt.refused}})
+        self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
+
     def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
-        """Write a judged rebuild: the new copy and groups beside the live ones, then in their place."""
-        staged_copy, staged_groups = (c.database[c.name + STAGED] for c in (self.copy, self.groups))
-        staged_copy.drop()
-        staged_groups.drop()
+        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in
+        their place."""
+        staged = {name: self.db[name + STAGED] for name in (GROUPS, STAYS)}
+        staged_copy = self.copy.database[self.copy.name + STAGED]
+        for collection in (staged_copy, *staged.values()):
+            collection.drop()
         staged_copy.create_index(scans.COPY_INDEX)
-        published, scheme = 0, rebuilt.scheme
-        held_back = {k: change for k, change in rebuilt.groups.items() if not change.published_after}
-        for batch in self._settled_candidates(rebuilt):
-            documents = []
-            for candidate in batch:
+        for field in ("inc", "p"):  # an erasure's increments, and its patients' stays
+            staged[STAYS].create_index(field)
+        state, history = self.state() or {}, self.history()
+        scheme, generation, epoch = rebuilt.scheme, rebuilt.generation, rebuilt.epoch
+        documents, groups, labels = [], defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [], "v": []}), {}
+        for batch in self.settled(rebuilt.loading, len(history), rebuilt.files):
+            records = []
+            for candidate, seen, _ in batch:
                 doc = released_fields(candidate, scheme)
-                if (change := held_back.get(privacy.group_key(doc))) is None:
-                    documents.append(self._copy_document(candidate, doc))
-                elif change.members is not None:
-                    change.members = kept(remember(change.members, candidate["_id"]))
-            published += insert_keeping_existing(staged_copy, documents)
+                key = privacy.group_key(group := privacy.group_of(doc))
+                labels[key], figures = group, groups[key]
+                record = {"_id": candidate["_id"], "g": key, "v": {f: doc[f] for f in privacy.SENSITIVE},
+                          "p": candidate[privacy.PERSON]}
+                if key in rebuilt.released and (not seen or (earlier_key(candidate, seen, history), key)
+                                                not in rebuilt.withheld_cells):
+                    documents.append(self.copy_document(candidate, scheme, epoch))
+                    records.append({**record, "inc": f"{generation}:{key}", "live": True, "seen": [*seen, generation]})
+                    figures["released"] += 1
+                    figures["v"].append(record)
+                elif seen:  # released before, not now: never under this scheme
+                    records.append({**record, "inc": None, "live": False, "seen": seen})
+                    figures["withdrawn"] += 1
+                else:
+                    figures["pending"].append(entry(candidate, state.get("drops", 0)))
+            insert_keeping_existing(staged[STAYS], records)
             lease.renew()
-            self._progress("writing the analysts' copy", published)
-        for batch in chunks(list(rebuilt.groups.values()), WRITE_BATCH):
-            self._set_groups(staged_groups, batch)
-        staged_groups.rename(GROUPS, dropTarget=True)
-        if published:
+            self._progress("writing the bookkeeping", sum(g["released"] for g in groups.values()))
+        published = self._write_copy(staged_copy, documents, lease)
+        del documents
+        changes = [GroupChange(key, labels[key], {}, g["released"], g["withdrawn"], counts(g["v"]), g["pending"])
+                   for key, g in groups.items()]
+        for batch in chunks(changes, WRITE_BATCH):
+            self._set_groups(staged[GROUPS], batch)
+        if published:  # the copy first: a crash before the rest is redone whole, with a new epoch
             staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
         else:
             self.copy.drop()
-        totals = totals_after({}, list(rebuilt.groups.values()))
+        for name, collection in staged.items():
+            collection.rename(name, dropTarget=True)
+        totals = totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
         self.schemes.replace_one({"_id": "current"}, {
-            "scheme": scheme, "chosen_on": totals["counted"], **totals,
-            "evaluation": rebuilt.evaluation.summary(), "chosen_at": utc_now()}, upsert=True)
+            "scheme": scheme, "generation": generation, "epoch": epoch, "history": [*history, scheme],
+            "chosen_on": totals["counted"], "attempted_on": totals["counted"], **totals,
+            "withheld_cells": len(rebuilt.withheld_cells), "evaluation": rebuilt.evaluation.summary(),
+            "chosen_at": utc_now()}, upsert=True)
         for sha in rebuilt.files:
             self.ledger.update_one({"_id": sha}, {"$set": {"kind": "publish", "state": "applied",
                                                             "applied_at": utc_now(), "rebuilt": True}}, upsert=True)

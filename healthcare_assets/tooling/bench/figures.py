@@ -88,6 +88,7 @@ class ReleaseFigures:
     released: int
     k_pycanon: int
     l_pycanon: int
+    largest_share: float  # of one sensitive value in a released group
     judge_s: float
     stays_counted: int
     stays_held_back: int

@@ -60,8 +60,8 @@ def _print_chain(results: dict[int, SizeRun], row: Row) -> None:
     row("backup s + reading it back s", lambda r: f"{r.backup.backup_s:.1f}+{r.backup.verify_s:.1f}")
     row("backup's peak RSS MB", lambda r: f"{r.backup.peak_rss_mb:,.0f}")
     row("index build s (7 indexes)", lambda r: f"{r.index_benchmarks.index_build_s:.1f}")
-    row("released: stays, k/l (pycanon)", lambda r: f"{r.release.released:,} k{r.release.k_pycanon} "
-                                                    f"l{r.release.l_pycanon}")
+    row("released: stays, k/l, largest share", lambda r: f"{r.release.released:,} k{r.release.k_pycanon} "
+                                                         f"l{r.release.l_pycanon} {r.release.largest_share:.0%}")
     row("held back (suppressed)", lambda r: f"{r.release.stays_held_back:,} {r.release.held_back_share:.1%}")
 
 

@@ -46,8 +46,8 @@ def load_figures(result: dg.ExecuteInProcessResult) -> LoadFigures | None:
 
 
 def release_figures(result: dg.ExecuteInProcessResult, mongo: MongoResource) -> ReleaseFigures | None:
-    """What analysts can read after the chain: the release's own figures, and k and l measured on
-    the copy by pycanon, independently of the release's bookkeeping. None when it did not publish."""
+    """What analysts can read after the chain: the release's own figures, and k, l and the largest
+    share of a sensitive value measured on the copy independently of the release's bookkeeping. None when it did not publish."""
     metadata = _materialization(result, "anonymized_view")
     if metadata is None:
         return None
@@ -56,8 +56,9 @@ def release_figures(result: dg.ExecuteInProcessResult, mongo: MongoResource) -> 
     released = generalization.Encoder(privacy.VIEW_FIELDS)
     for doc in scans.aggregate(copy, [{"$project": {"_id": 0}}], scans.copy_ranges(copy)):
         released.add(doc)
-    k, l_div = generalization.independent_k_and_l(released.frame())
+    k, l_div, share = generalization.independent_measures(released.frame())
     return ReleaseFigures(released=len(released.codes[privacy.QI_FIELDS[0]]), k_pycanon=k, l_pycanon=l_div,
+                          largest_share=share,
                           judge_s=round(time.perf_counter() - started, 1),
                           **{name: metadata[name] for name in ("stays_counted", "stays_held_back", "held_back_share",
                                                                "groups_held_back", "generalization", "uniqueness")})

@@ -89,10 +89,11 @@ def evaluate(results: dict[int, SizeRun]) -> list[Target]:
     for size, r in results.items():
         if r.release:
             rel = r.release
-            targets.append(Target(f"the analysts' copy: k >= {privacy.K_ANONYMITY}, l >= {privacy.L_DIVERSITY} on every "
-                                  f"quasi-identifier (pycanon), held back <= {privacy.MAX_SUPPRESSED:.0%} ({size:,} rows)",
-                                  f"k {rel.k_pycanon}, l {rel.l_pycanon}, {rel.held_back_share:.1%}",
-                                  rel.k_pycanon >= privacy.K_ANONYMITY and rel.l_pycanon >= privacy.L_DIVERSITY
+            targets.append(Target(f"the analysts' copy: k >= {privacy.K_ANONYMITY}, no sensitive value over "
+                                  f"{privacy.MAX_SHARE:.0%} of a group on every quasi-identifier (pycanon, pandas), "
+                                  f"held back <= {privacy.MAX_SUPPRESSED:.0%} ({size:,} rows)",
+                                  f"k {rel.k_pycanon}, largest share {rel.largest_share:.0%}, {rel.held_back_share:.1%}",
+                                  rel.k_pycanon >= privacy.K_ANONYMITY and rel.largest_share <= privacy.MAX_SHARE
                                   and rel.held_back_share <= privacy.MAX_SUPPRESSED))
     small = results.get(COMMITTED_ROWS)
     if small and small.index_benchmarks:

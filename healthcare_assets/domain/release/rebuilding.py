@@ -1,0 +1,138 @@
+"""Rebuilding the release under a scheme chosen again, judged with every earlier release.
+
+An analyst who kept the copy under the old schemes and reads it under the new one can join them on
+what they share: a stay released each time sits in the intersection of its groups. So the stays
+released before are tallied per cell (the groups they fell in under each earlier scheme, and the
+new group), and the new release is judged on those cells as well as on its groups (judge()).
+Stays released before and not now are withdrawn under the new scheme: never released in it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from collections.abc import Iterator
+
+from healthcare_assets.domain import generalization, privacy
+from healthcare_assets.domain.release.bookkeeping import ID_BATCH, REBUILD, Rebuilt, Tally, chunks
+from healthcare_assets.domain.release.lease import Lease, utc_now
+from healthcare_assets.domain.release.planning import (
+    Observer,
+    ReleasePlanner,
+    projection,
+    released_fields,
+)
+from healthcare_assets.plumbing import scans
+
+
+def earlier_key(candidate: dict, seen: list[int], history: list[privacy.Scheme]) -> str:
+    """The groups a stay fell in under every earlier scheme whose copy held it ("" if none)."""
+    return "||".join(f"{g}:{privacy.group_key(privacy.generalize(candidate['_values'], history[g]))}" for g in seen)
+
+
+class Rebuilding(ReleasePlanner):
+    def history(self) -> list[privacy.Scheme]:
+        """The scheme of every generation so far (none for a release kept by an earlier version)."""
+        state = self.state() or {}
+        return state.get("history", []) if "generation" in state else []
+
+    def settled(self, loading: set[str], generations: int,
+                files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
+        """Every stay present but those of files still being loaded as the rebuild began (and, when
+        `files` is given, only stays of those files), each with the generations whose copies held
+        it and whether the live copy does."""
+        for batch in scans.batches(self.source, projection()):
+            batch = [c for c in batch if not loading.issuperset(c["_sources"])
+                     and (files is None or files.intersection(c["_sources"]))]
+            known = {}
+            if generations:
+                for ids in chunks([c["_id"] for c in batch], ID_BATCH):
+                    known.update({d["_id"]: d for d in self.stays.find({"_id": {"$in": ids}}, {"seen": 1, "live": 1})})
+            yield [(c, [g for g in known.get(c["_id"], {}).get("seen", []) if g < generations],
+                    bool(known.get(c["_id"], {}).get("live"))) for c in batch]
+
+    def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
+        """Choose the scheme for every stay present, then plan every group under it and judge its
+        join with the earlier releases; `observe` sees every stay. Nothing is written but the
+        ledger's note that a rebuild is under way."""
+        self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
+                                upsert=True)
+        history = self.history()
+        loading = {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})}
+        encoder = generalization.Encoder()
+        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}]):
+            for values in batch:
+                encoder.add({**values.pop("_values"), **values})
+            lease.renew()
+            self._progress("choosing the generalization", encoder.rows)
+        table = encoder.table()
+        del encoder
+        evaluation, _ = generalization.choose(table)
+        rebuilt = Rebuilt(evaluation, table.uniqueness_before(), len(history), secrets.token_hex(16), loading=loading)
+        del table
+        groups = defaultdict(Tally)
+        cells, live = defaultdict(Tally), set()  # (earlier groups, new group) -> stays released before
+        for batch in self.settled(loading, len(history)):
+            for candidate, seen, is_live in batch:
+                doc = released_fields(candidate, rebuilt.scheme)
+                observe(candidate, doc, rebuilt.scheme)
+                key = privacy.group_key(privacy.group_of(doc))
+                values = {f: candidate[f] for f in privacy.SENSITIVE}
+                groups[key].add(candidate[privacy.PERSON], values)
+                if seen:
+                    cell = (earlier_key(candidate, seen, history), key)
+                    cells[cell].add(candidate[privacy.PERSON], values)
+                    if is_live:
+                        live.add(cell)
+                rebuilt.files.update(set(candidate["_sources"]) - loading)
+            lease.renew()
+            self._progress("judging every stay", sum(t.stays for t in groups.values()))
+        judge(rebuilt, groups, cells, live, len(history))
+        return rebuilt
+
+
+def live_group(earlier: str, generation: int) -> str | None:
+    """The live release's group in an earlier_key() (None if the live release never held the stay)."""
+    last = earlier.rsplit("||", 1)[-1]
+    return last.split(":", 1)[1] if last.startswith(f"{generation - 1}:") else None
+
+
+def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str], Tally],
+          live: set[tuple[str, str]], generation: int) -> None:
+    """Which new groups the rebuild releases and which cells of its join with the earlier releases
+    it withholds.
+
+    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A
+    live group that would lose some of its stays loses them all: what leaves the live copy is then
+    whole groups, each a union of increments, which qualify. Withholding stays may take a new
+    group under the bar, and an unreleased new group takes its stays out of the live copy: this
+    repeats until nothing changes. If what is released then falls short of 1 - MAX_SUPPRESSED of
+    the stays, the rebuild is refused and the live release stays in place."""
+    unreleased = {key for key, tally in groups.items() if not tally.qualifies()}
+    withheld: set[tuple[str, str]] = set()
+    leaving: set[str] = set()  # live groups whose stays all leave
+    changed = True
+    while changed:
+        before = (len(unreleased), len(withheld), len(leaving))
+        withheld |= {c for c, tally in cells.items() if c[1] not in unreleased and not tally.qualifies()}
+        leaving |= {live_group(c[0], generation) for c in live if c[1] in unreleased or c in withheld} - {None}
+        withheld |= {c for c in cells if live_group(c[0], generation) in leaving}
+        for key in groups.keys() - unreleased:
+            remaining = Tally()
+            remaining.merge(groups[key])
+            for c in withheld:
+                if c[1] == key:
+                    remaining.merge(cells[c], -1)
+            if not remaining.qualifies():
+                unreleased.add(key)
+            else:
+                rebuilt.released[key] = remaining
+        changed = before != (len(unreleased), len(withheld), len(leaving))
+    rebuilt.released = {key: tally for key, tally in rebuilt.released.items() if key not in unreleased}
+    rebuilt.withheld_cells = {c for c in withheld if c[1] not in unreleased}
+    stays = sum(t.stays for t in groups.values())
+    released = sum(t.stays for t in rebuilt.released.values())
+    if live and stays and released < (1 - privacy.MAX_SUPPRESSED) * stays:
+        rebuilt.refused = (f"judged with the release it would replace, it would release {released:,} of "
+                           f"{stays:,} stays ({len(leaving)} live groups would leave whole); more than "
+                           f"{privacy.MAX_SUPPRESSED:.0%} held back")

@@ -214,6 +214,22 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
     return done
 
 
+def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[str, int]:
+    """The patients' stays out of the collection, the analysts' copy and the doctor app's copy;
+    returns what was removed per place. `command` names who erases (the release's lease owner)."""
+    release = Release(collection, privacy.pseudonym_key())
+    doctor_app = doctor_app_copy(collection)
+    # The source and the analysts' copy in one release operation: the groups the patients leave are
+    # re-evaluated, and one that falls under k leaves the copy whole.
+    plan, copy_removed = release.erase(ids, owner=f"{command}:{getpass.getuser()}:{os.getpid()}") \
+        if ids else (None, 0)
+    return {
+        collection.full_name: len(plan.erased_stays) if plan else 0,
+        release.copy.full_name: copy_removed,
+        doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0,
+    }
+
+
 def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:
     """Remove the patients everywhere; returns what was removed per place (KEPT: what was not).
     Not applied, a dry run: what would be removed from the collection and the files (the copies
@@ -221,17 +237,7 @@ def erase_patient(collection: Collection, selection: Selection, apply: bool = Tr
     ids = selection.ids
     if not apply:
         return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}
-    release = Release(collection, privacy.pseudonym_key())
-    doctor_app = doctor_app_copy(collection)
-    # The source and the analysts' copy in one release operation: the groups the patients leave are
-    # re-evaluated, and one that falls under k leaves the copy whole.
-    plan, copy_removed = release.erase(ids, owner=f"erase-patient:{getpass.getuser()}:{os.getpid()}") \
-        if ids else (None, 0)
-    removed = {
-        collection.full_name: len(plan.erased_stays) if plan else 0,
-        release.copy.full_name: copy_removed,
-        doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0,
-    }
+    removed = erase_stays(collection, ids, "erase-patient")
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
     for patient_id in ids:
         erasures.update_one({"_id": patient_id}, {"$setOnInsert": {"_id": patient_id}}, upsert=True)

@@ -164,13 +164,15 @@ def _restore(args: argparse.Namespace) -> int:
     counts = restored.counts
     audit.record(mongo.db(), "restore", opened.name, sum(counts.values()), collections=len(counts),
                  erased_patients=restored.erased_patients, erased_stays_kept_out=restored.kept_out,
-                 patient_ids=restored.patient_ids, release_rebuild=restored.release_rebuild)
+                 patient_ids=restored.patient_ids, analysts_copy_withdrawn=restored.copy_withdrawn,
+                 release_stale=restored.release_stale)
     print(f"restored {sum(counts.values()):,} documents in {len(counts)} collections")
     print(f"erasure list: {restored.erased_patients:,} patients (this server's and the backup's); erased patients' "
           "stays kept out: " + ", ".join(f"{n:,} of {place}" for place, n in restored.kept_out.items()))
-    if restored.release_rebuild:
-        print("release marked stale: the backup's release counted erased stays; the next publication "
-              "rebuilds the analysts' copy")
+    print(f"erasure applied again to the analysts' release: {restored.copy_withdrawn:,} documents withdrawn "
+          "from its copy")
+    if restored.release_stale:
+        print(f"release marked stale, the next publication rebuilds it: {restored.release_stale}")
     return 0
 
 

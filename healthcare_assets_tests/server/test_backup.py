@@ -18,11 +18,12 @@ from bson import json_util
 from pymongo import uri_parser
 
 from healthcare_assets.defs.backup import mongo_backup
+from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
+from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import access, audit, backup, encryption, gdpr, local_server
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
-from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
 from healthcare_assets.plumbing.backup_store import PART_BYTES, LocalStore, S3Store
@@ -393,14 +394,21 @@ def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(loaded, small
     assert entry["erased_stays_kept_out"] == {collection.full_name: stays, app.full_name: in_app}
     assert entry["patient_ids"] == [patient_id]
     assert name not in json_util.dumps(entry)
-    # the restored release counted those stays: marked stale, so the next publication rebuilds it
-    assert collection.database[LEDGER].find_one({"_id": REBUILD})["requested_by"] == "restore"
-    assert "release marked stale" in printed
-    # ... which the next load does, and the patient stays erased
+    # the analysts' release restored with them counted those stays: the erasure is applied to it
+    # again, so its bookkeeping matches the collection, and the copy is what it may release
+    assert release_audit(loaded) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+    assert "erasure applied again to the analysts' release: " in printed, printed
+    # a later load neither brings the patient back nor finds anything to redo
     again = materialize(small_csv, loaded)
     assert again.success
-    assert collection.database[LEDGER].find_one({"_id": REBUILD})["state"] == "done"
     assert collection.count_documents({"patient_id": patient_id}) == 0
+
+
+def release_audit(mongo) -> dict[str, bool]:
+    """The whole-collection audit of the analysts' release (collection_audit_job)."""
+    result = dg.materialize([*DEFS.assets, *DEFS.asset_checks], selection=COLLECTION_AUDIT,
+                            resources={"mongo": mongo, "settings": pipeline_settings()}, raise_on_error=False)
+    return check_results(result)
 
 
 def test_a_restore_never_shrinks_the_erasure_list(loaded, tmp_path):

@@ -9,9 +9,12 @@ it was taken. So every restore:
   record of every erasure); it adds the backup's entries they lack;
 - writes no stay of a listed patient_id into the hospitalizations or the doctor app's copy, and
   counts the stays it kept out (keyed ids and counts only, never a name);
-- when it kept stays out of the hospitalizations, marks the restored release stale
-  (stale_release): its bookkeeping and the analysts' copy restored beside them still count those
-  stays, and the next publication rebuilds both from the collection as it now is.
+- applies the erasure again to the analysts' release it restored (a restore into the deployment's
+  own databases; the drill's scratch copies are compared, not published): the release's bookkeeping
+  and copy, restored beside the stays it kept out, still count them, and the release finds them by
+  patient there (gdpr.erase_stays, as erase-patient does). Its patients: those whose stays were
+  kept out, and those erased since the backup. Should the release's lease stay held by another
+  run, the release is marked stale instead (stale_release) and the next publication rebuilds it.
 
 The drill's comparison counts, in what it restored, the stays of patients on the live list
 (`returned`): zero proves the restore brought no erased patient back.
@@ -25,10 +28,11 @@ from dataclasses import dataclass, field
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from healthcare_assets.domain import audit
+from healthcare_assets.domain import audit, gdpr, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.release import ReleaseLockError
 from healthcare_assets.domain.stale_release import request_rebuild
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
@@ -57,6 +61,7 @@ class Erasures:
     `targets` maps them to the databases written."""
 
     ids: set[str]
+    backed_up: set[str]  # the backup's own list
     main: str
     targets: dict[str, str]
     collection: str = field(default_factory=settings.collection_name)
@@ -67,11 +72,10 @@ class Erasures:
     def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str]) -> Erasures:
         """The union of the deployment's live list on this server and the backup's."""
         main = main_database(backup.manifest)
-        ids = audit.erased_patient_ids(client[main])
-        audit_db = databases(main)["audit"]
+        audit_db, backed_up = databases(main)["audit"], set()
         if audit.ERASURES_COLLECTION in backup.manifest["databases"].get(audit_db, {}):
-            ids |= {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}
-        return cls(ids, main, targets)
+            backed_up = {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}
+        return cls(audit.erased_patient_ids(client[main]) | backed_up, backed_up, main, targets)
 
     def _stays(self) -> list[str]:
         """The databases, as backed up, whose `collection` holds stays: the hospitalizations, the doctor app's."""
@@ -110,15 +114,19 @@ class Erasures:
 
         return keep
 
-    def mark_release(self, client: MongoClient) -> bool:
-        """Mark the restored release stale when stays were kept out of the restored hospitalizations
-        (see the module's doc); returns whether it did."""
-        target = self.targets[self.main]
-        kept_out = self.kept_out[f"{target}.{self.collection}"]
-        if kept_out:
-            request_rebuild(client[target], "restore", f"the restore kept {kept_out} stays of erased patients out "
-                            "of the collection; the restored release still counted them")
-        return bool(kept_out)
+    def erase_from_release(self, client: MongoClient) -> tuple[int, str | None]:
+        """Apply the erasure again to the restored release (see the module's doc); returns the
+        analysts' copy's documents withdrawn and, if the release was marked stale instead, why."""
+        patients = sorted((self.ids - self.backed_up) | self.patients)
+        if not patients:
+            return 0, None
+        collection = client[self.main][self.collection]
+        try:
+            removed = gdpr.erase_stays(collection, patients, "restore")
+        except ReleaseLockError as exc:
+            request_rebuild(client[self.main], "restore", f"erased patients' stays may be in the restored release; {exc}")
+            return 0, str(exc)
+        return removed[f"{databases(self.main)['analytics']}.{privacy.COPY_COLLECTION}"], None
 
 
 def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:

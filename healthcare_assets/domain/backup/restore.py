@@ -52,7 +52,8 @@ class Restored:
     kept_out: dict[str, int]  # erased patients' stays not written back, per "db.collection" of the target
     patient_ids: list[str]  # the keyed ids of those patients
     erased_patients: int  # patient_ids on the erasure list after the restore
-    release_rebuild: bool  # release_scheme dropped: the next publication rebuilds the release
+    copy_withdrawn: int = 0  # the analysts' copy's documents withdrawn by the erasure applied again
+    release_stale: str | None = None  # why the release was marked stale instead (its lease was held)
 
 
 def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dict[str, str] | None = None,
@@ -84,8 +85,10 @@ def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dic
     for target, coll, meta in views:
         target.create_collection(coll, **meta["options"])
         log(f"{target.name}.{coll}: view on {meta['options'].get('viewOn')}")
-    rebuild = erasures.mark_release(client)
-    return Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), rebuild)
+    restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids))
+    if not rename:  # the drill's scratch databases are compared, never published
+        restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client)
+    return restored
 
 
 def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str], drop: bool,

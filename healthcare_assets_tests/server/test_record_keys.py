@@ -14,7 +14,6 @@ import bson
 import dagster as dg
 import pytest
 
-from healthcare_assets.defs.migration import rekey_existing_documents
 from healthcare_assets.domain import access, backup, encryption, migration
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
@@ -132,6 +131,9 @@ def make_unkeyed(collection, cipher) -> int:
 
 
 def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, small_csv, doctor_app):
+    # imported here: the job is new, and the other tests of this file stand without it
+    from healthcare_assets.defs.migration import rekey_existing_documents
+
     collection = mongo.hospitalizations()
     copy, hospital = doctor_app
     keyed_ids = sorted(collection.distinct("_id"))

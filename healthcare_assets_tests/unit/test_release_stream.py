@@ -87,6 +87,9 @@ def test_waits_are_counted_from_the_increments(small):
     assert out.waits == {str(w): n for w, n in sorted(Counter(waits).items())}
     assert out.median_drops_waited == waits[(len(waits) - 1) // 2]
     assert out.p90_drops_waited == waits[math.ceil(0.9 * len(waits)) - 1]
+    waiting = sorted(DROPS - e["t"] for g in stream.groups.values() for e in g["pending"])
+    assert sum(out.unreleased_waits.values()) == len(waiting) == out.after_drops.pending + out.after_drops.held_back
+    assert out.median_drops_unreleased == waiting[(len(waiting) - 1) // 2]
 
 
 def test_the_stays_are_those_the_release_reads(tmp_path):
@@ -136,6 +139,7 @@ def test_a_hand_made_stream_waits_what_it_should():
     assert (out.first_release.released, out.first_release.held_back, out.first_release.groups_held_back) == (60, 3, 1)
     assert out.after_drops.counted == out.after_drops.released == 82
     assert out.waits == {"0": 3, "2": 16, "3": 3}
+    assert (out.unreleased_waits, out.median_drops_unreleased) == ({}, None)
     assert (out.median_drops_waited, out.p90_drops_waited) == (2.0, 3.0)
     assert (out.drop_stays, out.drop_stays_released, out.held_back_released_by_drops) == (19, 19, 3)
     # after drop 1, 10 men of 70 stays are held back (over 5%) and the stays grew 10%: chosen again

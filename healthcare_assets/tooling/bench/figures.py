@@ -172,6 +172,8 @@ class ReleaseStreamFigures:
     median_drops_waited: float | None  # by the stays the drops released
     p90_drops_waited: float | None
     waits: dict[str, int]  # drops waited -> stays
+    median_drops_unreleased: float | None  # waited so far by the stays still pending or held back
+    unreleased_waits: dict[str, int]  # drops waited so far -> stays still pending or held back
     analyses: dict[str, bool]  # the analysts' analyses: answerable on the release?
     replan_at_drop: int | None  # the first drop after which the pipeline would choose the scheme again
     replan_reason: str | None

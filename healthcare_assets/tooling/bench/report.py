@@ -103,6 +103,7 @@ def print_streams(streams: dict[int, ReleaseStreamFigures]) -> None:
     row("drops' stays counted, released by the end", lambda s: f"{s.drop_stays:,}, {s.drop_released_share:.1%}")
     row("held back at first, released by a drop", lambda s: f"{s.held_back_released_by_drops:,}")
     row("drops a released stay waited: median / p90", lambda s: f"{s.median_drops_waited} / {s.p90_drops_waited}")
+    row("  an unreleased stay so far: median", lambda s: f"{s.median_drops_unreleased}")
     row("scheme would be chosen again after drop", lambda s: str(s.replan_at_drop or "none"))
     row("analysts' analyses answerable", lambda s: f"{sum(s.analyses.values())} of {len(s.analyses)}")
     row("simulation s, peak RSS MB", lambda s: f"{s.seconds:,.0f}, {s.peak_rss_mb:,.0f}")

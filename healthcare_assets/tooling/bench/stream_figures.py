@@ -4,6 +4,8 @@ waited, and whether the analysts' analyses can be done on the release."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.hierarchies import Hidden
 from healthcare_assets.domain.release.findings import median_wait
@@ -45,8 +47,16 @@ def answerable(scheme: privacy.Scheme) -> dict[str, bool]:
     return {analysis: shown.issuperset(needed) for analysis, needed in ANALYSES.items()}
 
 
+def unreleased_waits(stream: Stream) -> dict[str, int]:
+    """Drops waited so far by the stays still pending or held back after the last drop (their wait
+    is at least that: the released stays' waits alone would leave them out)."""
+    last = stream.totals["drops"]
+    return {str(w): n for w, n in sorted(Counter(last - e["t"] for g in stream.groups.values()
+                                                  for e in g["pending"]).items())}
+
+
 def figures_of(stream: Stream, size: int, drops: int, drop_rows: int) -> ReleaseStreamFigures:
-    scheme, waits = stream.evaluation.scheme, stream.totals["waits"]
+    scheme, waits, unreleased = stream.evaluation.scheme, stream.totals["waits"], unreleased_waits(stream)
     return ReleaseStreamFigures(
         size=size, drops=drops, drop_rows=drop_rows,
         generalization={q.field: q.levels[scheme[q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
@@ -56,5 +66,6 @@ def figures_of(stream: Stream, size: int, drops: int, drop_rows: int) -> Release
         drop_released_share=round(stream.drop_released / stream.drop_stays, 4) if stream.drop_stays else 0.0,
         held_back_released_by_drops=stream.held_back_released, median_drops_waited=median_wait(waits),
         p90_drops_waited=wait_percentile(waits, 0.9), waits=dict(sorted(waits.items(), key=lambda w: int(w[0]))),
+        median_drops_unreleased=median_wait(unreleased), unreleased_waits=unreleased,
         analyses=answerable(scheme), replan_at_drop=stream.replan[0] if stream.replan else None,
         replan_reason=stream.replan[1] if stream.replan else None)

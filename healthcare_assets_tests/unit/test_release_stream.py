@@ -16,9 +16,10 @@ import pytest
 
 from healthcare_assets.domain import privacy, schema
 from healthcare_assets.domain.release.findings import median_wait
+from healthcare_assets.domain.release.planning import replan_reason
 from healthcare_assets.tooling.bench.exports import generated
 from healthcare_assets.tooling.bench.figures import ReleaseStreamFigures, SizeRun, as_json
-from healthcare_assets.tooling.bench.release_stream import Stays, group_key, replan_reason, simulate
+from healthcare_assets.tooling.bench.release_stream import Stays, group_key, simulate
 from healthcare_assets.tooling.bench.report import print_streams
 from healthcare_assets.tooling.bench.stream_figures import figures_of, wait_percentile
 from healthcare_assets.tooling.bench.stream_files import candidates, drop_files
@@ -143,16 +144,16 @@ def test_a_hand_made_stream_waits_what_it_should():
     assert (out.median_drops_waited, out.p90_drops_waited) == (2.0, 3.0)
     assert (out.drop_stays, out.drop_stays_released, out.held_back_released_by_drops) == (19, 19, 3)
     # after drop 1, 10 men of 70 stays are held back (over 5%) and the stays grew 10%: chosen again
-    assert (out.replan_at_drop, out.replan_reason) == (1, "held back over 5% of the stays counted")
+    assert (out.replan_at_drop, out.replan_reason) == (1, "over 5% of the stays counted are held back")
     assert out.analyses == dict.fromkeys(out.analyses, True)
 
 
 def test_the_scheme_would_be_chosen_again_as_the_pipeline_would():
     totals = dict.fromkeys(("counted", "held_back", "withdrawn"), 0)
-    assert "grew" in replan_reason({**totals, "counted": 126}, chosen_on=63)
-    assert "held back" in replan_reason({**totals, "counted": 70, "held_back": 3, "withdrawn": 1}, chosen_on=63)
-    assert replan_reason({**totals, "counted": 65, "held_back": 4}, chosen_on=63) is None  # not grown 10% yet
-    assert replan_reason({**totals, "counted": 125, "held_back": 6}, chosen_on=63) is None
+    assert "grew" in replan_reason({**totals, "counted": 126}, last_attempt=63)
+    assert "held back" in replan_reason({**totals, "counted": 70, "held_back": 3, "withdrawn": 1}, last_attempt=63)
+    assert replan_reason({**totals, "counted": 65, "held_back": 4}, last_attempt=63) is None  # not grown 10% yet
+    assert replan_reason({**totals, "counted": 125, "held_back": 6}, last_attempt=63) is None
 
 
 def test_the_percentile_of_a_half_is_the_release_reports_median():

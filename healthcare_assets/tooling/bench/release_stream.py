@@ -99,17 +99,6 @@ def first_release(stays: Stays, trace: bool = False) -> Stream:
     return stream
 
 
-def replan_reason(totals: dict, chosen_on: int) -> str | None:
-    """Why the pipeline would choose the scheme again after this drop (ReleasePlanner.needs_replan,
-    with the scheme attempted when it was chosen), or None."""
-    counted, held = totals["counted"], totals["held_back"] + totals["withdrawn"]
-    if counted and counted >= planning.REPLAN_GROWTH * chosen_on:
-        return f"stays counted grew {planning.REPLAN_GROWTH}x since the scheme was chosen"
-    if counted and held / counted > privacy.MAX_SUPPRESSED and counted >= planning.RETRY_GROWTH * chosen_on:
-        return f"held back over {privacy.MAX_SUPPRESSED:.0%} of the stays counted"
-    return None
-
-
 def stream_drops(stream: Stream, drops: Iterable[list[dict]], seen: set[str]) -> Stream:
     """Each drop's new stays join their groups' pending ones; next_increment says what goes out."""
     scheme, chosen_on = stream.evaluation.scheme, stream.first["counted"]
@@ -134,7 +123,7 @@ def stream_drops(stream: Stream, drops: Iterable[list[dict]], seen: set[str]) ->
             if stream.increments is not None and change.increment:
                 stream.increments.append((drop, change.key, change.increment))
         stream.drop_stays += sum(len(new) for new in arrived.values())
-        if stream.replan is None and (reason := replan_reason(stream.totals, chosen_on)):
+        if stream.replan is None and (reason := planning.replan_reason(stream.totals, chosen_on)):
             stream.replan = (drop, reason)
     return stream
 

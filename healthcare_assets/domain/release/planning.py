@@ -43,6 +43,17 @@ REPLAN_GROWTH = 2
 RETRY_GROWTH = 1.1  # too much held back: choose again once the stays counted grew this much since the last try
 
 
+def replan_reason(totals: dict, last_attempt: int) -> str | None:
+    """Why the scheme should be chosen again, given the release's totals after an operation and
+    the stays counted when it was last chosen (or tried), or None."""
+    counted, held = totals.get("counted", 0), totals.get("held_back", 0) + totals.get("withdrawn", 0)
+    if counted and counted >= REPLAN_GROWTH * last_attempt:
+        return f"the stays counted grew {REPLAN_GROWTH}x since the scheme was last chosen"
+    if counted and held / counted > privacy.MAX_SUPPRESSED and counted >= RETRY_GROWTH * last_attempt:
+        return f"over {privacy.MAX_SUPPRESSED:.0%} of the stays counted are held back"
+    return None
+
+
 def projection() -> list[dict]:
     """A source document's exact quasi-identifiers, released sensitive fields and patient, plus
     what the checks and the bookkeeping need (none of it written to the copy)."""
@@ -127,11 +138,7 @@ class ReleasePlanner:
     def needs_replan(self, plan: Plan) -> bool:
         """Should the scheme be chosen again instead of applying this plan (see
         healthcare_assets.domain.release)?"""
-        counted, last = plan.totals.get("counted", 0), self.state()["attempted_on"]
-        held_back = plan.totals.get("held_back", 0) + plan.totals.get("withdrawn", 0)
-        return (not plan.already_applied and counted > 0
-                and ((held_back / counted > privacy.MAX_SUPPRESSED and counted >= RETRY_GROWTH * last)
-                     or counted >= REPLAN_GROWTH * last))
+        return not plan.already_applied and replan_reason(plan.totals, self.state()["attempted_on"]) is not None
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
         """What erasing these patients changes: their pending stays are dropped, and every

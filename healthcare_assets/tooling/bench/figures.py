@@ -135,6 +135,58 @@ class BackupFigures:
 
 
 @dataclass
+class StreamSnapshot:
+    """The analysts' release at one moment of the simulated stream: stays counted, and how they stand."""
+
+    counted: int
+    released: int
+    pending: int  # waiting in released groups
+    held_back: int  # in groups never released
+    released_share: float
+    pending_share: float
+    held_back_share: float
+    groups_released: int
+    groups_held_back: int
+    waiting_for_patients: int
+    waiting_for_diversity: int
+
+
+@dataclass
+class ReleaseStreamFigures:
+    """A first release of a base export, then a stream of drops, through the release policy's own
+    code without a database (healthcare_assets.tooling.bench.release_stream)."""
+
+    size: int  # rows of the base export
+    drops: int
+    drop_rows: int
+    generalization: dict[str, str]  # quasi-identifier -> how the chosen scheme releases it
+    generalization_loss: float
+    schemes_tried: int
+    chosen_held_back: int  # stays the chosen scheme holds back, as generalization.choose measured them
+    first_release: StreamSnapshot
+    after_drops: StreamSnapshot
+    drop_stays: int  # stays the drops counted (a stay an earlier file brought is not counted again)
+    drop_stays_released: int  # of those, released by the end
+    drop_released_share: float
+    held_back_released_by_drops: int  # base stays held back by the first release, released by a drop
+    median_drops_waited: float | None  # by the stays the drops released
+    p90_drops_waited: float | None
+    waits: dict[str, int]  # drops waited -> stays
+    median_drops_unreleased: float | None  # waited so far by the stays still pending or held back
+    unreleased_waits: dict[str, int]  # drops waited so far -> stays still pending or held back
+    analyses: dict[str, bool]  # the analysts' analyses: answerable on the release?
+    replan_at_drop: int | None  # the first drop after which the pipeline would choose the scheme again
+    replan_reason: str | None
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict) -> ReleaseStreamFigures:
+        return cls(**{**data, "first_release": StreamSnapshot(**data["first_release"]),
+                      "after_drops": StreamSnapshot(**data["after_drops"])})
+
+
+@dataclass
 class SizeRun:
     """One size: the chain, the ceiling and the index benchmarks (in the child), then the whole
     child process's seconds, the export's generation and the backup (in the parent)."""
@@ -159,6 +211,7 @@ class SizeRun:
     process_s: float | None = field(default=None, metadata=OMITTED_WHEN_NONE)
     generate_s: float | None = field(default=None, metadata=OMITTED_WHEN_NONE)
     backup: BackupFigures | None = field(default=None, metadata=OMITTED_WHEN_NONE)
+    release_stream: ReleaseStreamFigures | None = field(default=None, metadata=OMITTED_WHEN_NONE)
 
     @classmethod
     def from_json(cls, data: dict) -> SizeRun:
@@ -166,6 +219,8 @@ class SizeRun:
         typed = {name: kind(**data[name]) for name, kind in parts.items() if data.get(name) is not None}
         if data.get("index_benchmarks") is not None:
             typed["index_benchmarks"] = IndexFigures.from_json(data["index_benchmarks"])
+        if data.get("release_stream") is not None:
+            typed["release_stream"] = ReleaseStreamFigures.from_json(data["release_stream"])
         return cls(**{**data, **typed, "failures": [StepFailure(**f) for f in data["failures"]],
                       "steps": {k: StepTiming(**v) for k, v in data["steps"].items()},
                       "per_asset": {k: AssetTiming(**v) for k, v in data["per_asset"].items()}})

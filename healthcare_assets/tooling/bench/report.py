@@ -15,7 +15,7 @@ import psutil
 
 from healthcare_assets.plumbing import settings
 from healthcare_assets.tooling.bench.drops import DropRun
-from healthcare_assets.tooling.bench.figures import SizeRun, as_json
+from healthcare_assets.tooling.bench.figures import ReleaseStreamFigures, SizeRun, as_json
 from healthcare_assets.tooling.bench.processes import ProcessFigures
 from healthcare_assets.tooling.bench.sizes import scan_repeats_for
 from healthcare_assets.tooling.bench.targets import Target
@@ -73,11 +73,48 @@ def print_sizes(results: dict[int, SizeRun]) -> None:
             print(f"\n== release of {r.size:,} rows: generalization and uniqueness ==")
             print("\n".join(f"  {field}: {level}" for field, level in r.release.generalization.items()))
             print(r.release.uniqueness)
+    print_streams({size: r.release_stream for size, r in results.items() if r.release_stream})
     names = next((list(r.index_benchmarks.queries) for r in results.values() if r.index_benchmarks), [])
     print("\n== index queries: speedup (COLLSCAN median / indexed median), indexed median ms ==")
     for name in names:
         row(name, lambda r, n=name: (f"{r.index_benchmarks.queries[n].speedup}x "
                                      f"{r.index_benchmarks.queries[n].indexed_median_ms:,.0f}ms"))
+
+
+def print_streams(streams: dict[int, ReleaseStreamFigures]) -> None:
+    """The release streams side by side (release_stream.py), then each one's scheme."""
+    if not streams:
+        return
+    one = next(iter(streams.values()))
+    print(f"\n== the analysts' release as a stream (simulated, no database): the first release of the export, "
+          f"then {one.drops} drops of {one.drop_rows:,} rows ==")
+
+    def row(label: str, value: Callable[[ReleaseStreamFigures], str]) -> None:
+        print(f"{label:46}" + "".join(f"{value(s):>26}" for s in streams.values()))
+
+    row("", lambda s: f"{s.size:,} rows")
+    for moment, at in (("first release", lambda s: s.first_release), ("after the drops", lambda s: s.after_drops)):
+        row(f"{moment}: stays counted", lambda s, at=at: f"{at(s).counted:,}")
+        row("  released / pending / held back", lambda s, at=at: (f"{at(s).released_share:.1%} / "
+                                                                 f"{at(s).pending_share:.1%} / {at(s).held_back_share:.1%}"))
+        row("  groups released / held back", lambda s, at=at: f"{at(s).groups_released:,} / {at(s).groups_held_back:,}")
+        row("  waiting for patients / for diversity", lambda s, at=at: (f"{at(s).waiting_for_patients:,} / "
+                                                                       f"{at(s).waiting_for_diversity:,}"))
+    row("drops' stays counted, released by the end", lambda s: f"{s.drop_stays:,}, {s.drop_released_share:.1%}")
+    row("held back at first, released by a drop", lambda s: f"{s.held_back_released_by_drops:,}")
+    row("drops a released stay waited: median / p90", lambda s: f"{s.median_drops_waited} / {s.p90_drops_waited}")
+    row("  an unreleased stay so far: median", lambda s: f"{s.median_drops_unreleased}")
+    row("scheme would be chosen again after drop", lambda s: str(s.replan_at_drop or "none"))
+    row("analysts' analyses answerable", lambda s: f"{sum(s.analyses.values())} of {len(s.analyses)}")
+    row("simulation s, peak RSS MB", lambda s: f"{s.seconds:,.0f}, {s.peak_rss_mb:,.0f}")
+    for s in streams.values():
+        print(f"  {s.size:,} rows, scheme (loss {s.generalization_loss}): "
+              + "; ".join(f"{field} {how}" for field, how in s.generalization.items()))
+        if s.replan_reason:
+            print(f"  {s.size:,} rows, after drop {s.replan_at_drop}: {s.replan_reason} (the stream keeps the first scheme)")
+        unanswerable = [name for name, ok in s.analyses.items() if not ok]
+        if unanswerable:
+            print(f"  {s.size:,} rows, not answerable: {', '.join(unanswerable)}")
 
 
 def _print_drops(runs: list[DropRun]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.tooling.bench.exports import COMMITTED_ROWS
-from healthcare_assets.tooling.bench.figures import SizeRun
+from healthcare_assets.tooling.bench.figures import ReleaseStreamFigures, SizeRun
 
 # The targets.
 LOAD_RATIO_MIN = 0.8
@@ -23,6 +23,8 @@ HUGE_ROWS = 5_000_000  # from this size on, the memory targets below hold as wel
 HUGE_RSS_MAX_MB = 1024
 HUGE_SERVER_RSS_MAX_MB = 6144
 BACKUP_RSS_MAX_MB = 500  # the backup's process, whatever the collection's size
+STREAM_HELD_BACK_MAX = privacy.MAX_SUPPRESSED  # of the stays counted, after the stream of drops
+STREAM_RSS_MAX_MB = 2048  # the release stream's simulation, at any size benchmarked
 
 
 @dataclass
@@ -70,6 +72,24 @@ def _memory_targets(results: dict[int, SizeRun]) -> list[Target]:
     return targets
 
 
+def stream_targets(streams: dict[int, ReleaseStreamFigures]) -> list[Target]:
+    """The release stream's (release_stream.py): after the drops, at most STREAM_HELD_BACK_MAX of
+    the stays held back (released or pending in released groups: the rest); the median wait
+    reported; the analysts' analyses answerable."""
+    targets = []
+    for size, s in streams.items():
+        targets.append(Target.at_most(f"after {s.drops} drops of {s.drop_rows:,} rows, stays held back <= "
+                                      f"{STREAM_HELD_BACK_MAX:.0%} ({size:,} rows)",
+                                      s.after_drops.held_back_share, STREAM_HELD_BACK_MAX))
+        targets.append(Target(f"median drops a stay waits, reported ({size:,} rows)", s.median_drops_waited,
+                              s.median_drops_waited is not None))
+        targets.append(Target(f"the analysts' {len(s.analyses)} analyses answerable on the release ({size:,} rows)",
+                              f"{sum(s.analyses.values())} of {len(s.analyses)}", all(s.analyses.values())))
+        targets.append(Target.below(f"release stream's simulation at {size:,} rows < {STREAM_RSS_MAX_MB} MB",
+                                    s.peak_rss_mb, STREAM_RSS_MAX_MB))
+    return targets
+
+
 def evaluate(results: dict[int, SizeRun]) -> list[Target]:
     """The targets on each size's figures, each with the measured figure; only for the sizes that ran."""
     targets = []
@@ -95,6 +115,7 @@ def evaluate(results: dict[int, SizeRun]) -> list[Target]:
                                   f"k {rel.k_pycanon}, largest share {rel.largest_share:.0%}, {rel.held_back_share:.1%}",
                                   rel.k_pycanon >= privacy.K_ANONYMITY and rel.largest_share <= privacy.MAX_SHARE
                                   and rel.held_back_share <= privacy.MAX_SUPPRESSED))
+    targets += stream_targets({size: r.release_stream for size, r in results.items() if r.release_stream})
     small = results.get(COMMITTED_ROWS)
     if small and small.index_benchmarks:
         for name, q in small.index_benchmarks.queries.items():

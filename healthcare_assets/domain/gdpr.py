@@ -219,8 +219,8 @@ def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[st
     returns what was removed per place. `command` names who erases (the release's lease owner)."""
     release = Release(collection, privacy.pseudonym_key())
     doctor_app = doctor_app_copy(collection)
-    # The source and the analysts' copy in one release operation: the groups the patients leave are
-    # re-evaluated, and one that falls under k leaves the copy whole.
+    # The source and the analysts' copy in one release operation: every increment that holds one of
+    # the patients' stays leaves the copy whole, so what leaves is never fewer than 11 people.
     plan, copy_removed = release.erase(ids, owner=f"{command}:{getpass.getuser()}:{os.getpid()}") \
         if ids else (None, 0)
     return {
@@ -233,7 +233,7 @@ def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[st
 def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:
     """Remove the patients everywhere; returns what was removed per place (KEPT: what was not).
     Not applied, a dry run: what would be removed from the collection and the files (the copies
-    lose the same stays, and the analysts' copy any group that falls under k)."""
+    lose the same stays, and the analysts' copy the whole increments that hold them)."""
     ids = selection.ids
     if not apply:
         return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}

@@ -35,7 +35,7 @@ from healthcare_assets.domain.access import doctor_app_copy
 from healthcare_assets.domain.cleaning import normalize_names
 from healthcare_assets.domain.release import Release
 from healthcare_assets.domain.schema import BLOOD_TYPES, GENDERS
-from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing import csv_cells, settings, staging
 
 MIN_LETTERS = 2  # a blank or one-letter name matches rows without a name, or everyone's initial
 REPORT_SUFFIXES = {".html", ".json", ".md", ".csv"}
@@ -198,7 +198,7 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
         mine = (normalize_names(rows["Name"]).map(_folded) == target) & theirs
         if mine.any():
             if apply:
-                rows.loc[~mine].to_csv(path, index=False)
+                csv_cells.to_csv(rows.loc[~mine], path)
             done["quarantine_rows"] += int(mine.sum())
     if settings.reports_dir().exists():
         for path in sorted(settings.reports_dir().rglob("*")):

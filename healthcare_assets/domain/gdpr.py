@@ -150,13 +150,19 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
 
 
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write every record of the patients (source collection), names decrypted, as Extended JSON;
-    returns the count."""
-    cipher = encryption.cipher(collection)
-    records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
-        if selection.ids else []
-    out.write_text(json_util.dumps({"patient": selection.name, "records": records},
-                                   json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+    """Write every record of the patients (source collection), names decrypted, as Extended JSON
+    into a new file only its owner can read; returns the count. FileExistsError, before anything is
+    read, when a file or a symbolic link is at `out` already (never replaced nor followed)."""
+    with settings.create_owner_only(out) as handle:
+        try:
+            cipher = encryption.cipher(collection)
+            records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
+                if selection.ids else []
+            handle.write(json_util.dumps({"patient": selection.name, "records": records},
+                                         json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+        except BaseException:
+            out.unlink(missing_ok=True)  # the file this call created, half written
+            raise
     audit.record(collection.database, "export_patient", str(out), len(records),
                  patient_ids=sorted({r["patient_id"] for r in records}))
     return len(records)

@@ -306,3 +306,36 @@ def test_quarantine_cells_a_spreadsheet_would_run_are_quoted_and_stay_quoted_aft
     assert len(rewritten) == len(HOSTILE)
     assert_neutralized(rewritten)
 
+
+# ---- export-patient: decrypted records, in a new file only its owner can read ---------------------
+
+def test_export_is_a_new_owner_only_file_and_never_replaces_one(mongo, data_dir, small_csv, tmp_path):
+    with open(small_csv, newline="") as f:
+        name = gdpr.normalized(list(csv.reader(f))[10][0])
+    assert materialize(small_csv, mongo).success
+    old = os.umask(0o022)  # the common default: the file would be 0644 unless the code decides
+    try:
+        out = tmp_path / "patient.json"
+        result = cli("export-patient", "--name", name, "--all", "--out", str(out), mongo=mongo, data_dir=data_dir)
+        assert result.returncode == 0, result.stderr
+        assert oct(os.stat(out).st_mode & 0o777) == "0o600"
+        assert json_util.loads(out.read_text())["records"]
+
+        # an existing file is not overwritten, a symlink not followed (its target untouched)
+        before = out.read_bytes()
+        target = tmp_path / "someone-elses.txt"
+        target.write_text("not yours\n")
+        target.chmod(0o644)
+        link = tmp_path / "link.json"
+        link.symlink_to(target)
+        dangling = tmp_path / "dangling.json"
+        dangling.symlink_to(tmp_path / "not-there-yet.json")
+        for path in (out, link, dangling):
+            refused = cli("export-patient", "--name", name, "--all", "--out", str(path), mongo=mongo, data_dir=data_dir)
+            assert refused.returncode == 8, (path, refused.stdout, refused.stderr)
+            assert f"{path}: already exists" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert out.read_bytes() == before
+        assert target.read_text() == "not yours\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+        assert not (tmp_path / "not-there-yet.json").exists()
+    finally:
+        os.umask(old)

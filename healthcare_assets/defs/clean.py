@@ -16,7 +16,7 @@ from healthcare_assets.domain.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, 
 from healthcare_assets.domain.previews import column_schema, counts_table, profile
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
-from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing import csv_cells, settings, staging
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
@@ -61,11 +61,12 @@ def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Pa
     first = None
     with open(q_written, "w", newline="", encoding="utf-8") as quarantine:
         os.fchmod(quarantine.fileno(), 0o600)
-        pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(quarantine, index=False)
+        csv_cells.to_csv(pd.DataFrame(columns=QUARANTINE_COLUMNS), quarantine)
         for raw in raw_csv.chunks():
             result = cleaner.clean(raw)
             writer.write(result.cleaned)
-            result.quarantined.to_csv(quarantine, index=False, header=False)
+            # raw text as read, so a cell a spreadsheet would run as a formula is neutralized
+            csv_cells.to_csv(result.quarantined, quarantine, header=False)
             counts.update(result.counts)
             first = result.cleaned if first is None or first.empty else first
             context.log.info(f"cleaned {counts['rows_in']:,} of {raw_csv.rows:,} rows")

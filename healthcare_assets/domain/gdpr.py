@@ -36,7 +36,7 @@ from healthcare_assets.domain.access import doctor_app_copy
 from healthcare_assets.domain.cleaning import normalize_names
 from healthcare_assets.domain.release import Release
 from healthcare_assets.domain.schema import BLOOD_TYPES, GENDERS
-from healthcare_assets.plumbing import settings, staging
+from healthcare_assets.plumbing import csv_cells, settings, staging
 
 MIN_LETTERS = 2  # a blank or one-letter name matches rows without a name, or everyone's initial
 REPORT_SUFFIXES = {".html", ".json", ".md", ".csv"}
@@ -151,13 +151,19 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
 
 
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write every record of the patients (source collection), names decrypted, as Extended JSON;
-    returns the count."""
-    cipher = encryption.cipher(collection)
-    records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
-        if selection.ids else []
-    out.write_text(json_util.dumps({"patient": selection.name, "records": records},
-                                   json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+    """Write every record of the patients (source collection), names decrypted, as Extended JSON
+    into a new file only its owner can read; returns the count. FileExistsError, before anything is
+    read, when a file or a symbolic link is at `out` already (never replaced nor followed)."""
+    with settings.create_owner_only(out) as handle:
+        try:
+            cipher = encryption.cipher(collection)
+            records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
+                if selection.ids else []
+            handle.write(json_util.dumps({"patient": selection.name, "records": records},
+                                         json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+        except BaseException:
+            out.unlink(missing_ok=True)  # the file this call created, half written
+            raise
     audit.record(collection.database, "export_patient", str(out), len(records),
                  patient_ids=sorted({r["patient_id"] for r in records}))
     return len(records)
@@ -199,7 +205,7 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
         mine = (normalize_names(rows["Name"]).map(_folded) == target) & theirs
         if mine.any():
             if apply:
-                rows.loc[~mine].to_csv(path, index=False)
+                csv_cells.to_csv(rows.loc[~mine], path)
             done["quarantine_rows"] += int(mine.sum())
     if settings.reports_dir().exists():
         for path in sorted(settings.reports_dir().rglob("*")):

@@ -4,9 +4,11 @@ bad, a resource whose fields the code location sets from the environment at run 
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import dagster as dg
 
@@ -54,6 +56,19 @@ def write_owner_only(path: Path, text: str) -> Path:
     private_dir(path.parent)
     path.write_text(text)
     return owner_only(path)
+
+
+def create_owner_only(path: Path) -> TextIO:
+    """A new text file open for writing, 0600 whatever the umask. Whatever is at `path` already, a
+    file or a symbolic link (dangling or not), is neither replaced nor followed: FileExistsError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ELOOP):
+            raise FileExistsError(errno.EEXIST, "already exists (a file or a symbolic link)", str(path)) from None
+        raise
+    os.fchmod(fd, 0o600)  # the umask only takes bits away: 0400 under umask 0277
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def mongodb_uri() -> str | None:

@@ -102,7 +102,12 @@ def _export_patient(args: argparse.Namespace) -> int:
     selection, code = _selection(args, collection)
     if selection is None:
         return code
-    count = gdpr.export_patient(collection, Path(args.out), selection)
+    try:
+        count = gdpr.export_patient(collection, Path(args.out), selection)
+    except FileExistsError:
+        print(f"{args.out}: already exists (a file or a symbolic link): the export holds decrypted records "
+              "and is written only into a new file, created 0600; give a path where nothing is", file=sys.stderr)
+        return 8
     print(f"wrote {count} records to {args.out}")
     return 0 if count else 4
 

@@ -41,6 +41,7 @@ from healthcare_assets.domain.schema import (
     MEDICATIONS,
     TEST_RESULTS,
 )
+from healthcare_assets.plumbing import csv_cells
 from healthcare_assets.tooling.faker_pools import Pools, draw_pools, random_case
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
@@ -198,7 +199,7 @@ def generate_csv(
     originals_billing: list[np.ndarray] = []
     try:
         with open(partial, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+            writer = csv_cells.Writer(handle, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
             writer.writerow(CSV_COLUMNS.values())
             for chunk in _rows(rows, seed, duplicates, negative_billing, originals_billing):
                 writer.writerows(chunk)

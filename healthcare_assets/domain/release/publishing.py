@@ -44,12 +44,11 @@ class Release(Rebuilding):
     def copy_document(self, candidate: dict, scheme: privacy.Scheme, epoch: str) -> dict:
         return {"_id": privacy.release_id(candidate["_id"], self.key, epoch), **released_fields(candidate, scheme)}
 
-    def _write_copy(self, copy: Collection, documents: list[dict], lease: Lease | None = None) -> int:
+    def _write_copy(self, copy: Collection, documents: list[dict], lease: Lease) -> int:
         documents.sort(key=lambda d: d["_id"])
         for batch in chunks(documents, COPY_BATCH):
             insert_keeping_existing(copy, batch)
-            if lease:
-                lease.renew()
+            lease.renew()
         return len(documents)
 
     # ---- applying: idempotent, from the ledger's plan ------------------------------------------

@@ -117,12 +117,14 @@ def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str
         withheld |= {c for c, tally in cells.items() if c[1] not in unreleased and not tally.qualifies()}
         leaving |= {live_group(c[0], generation) for c in live if c[1] in unreleased or c in withheld} - {None}
         withheld |= {c for c in cells if live_group(c[0], generation) in leaving}
+        withheld_in = defaultdict(list)  # new group -> its withheld cells
+        for c in withheld:
+            withheld_in[c[1]].append(c)
         for key in groups.keys() - unreleased:
             remaining = Tally()
             remaining.merge(groups[key])
-            for c in withheld:
-                if c[1] == key:
-                    remaining.merge(cells[c], -1)
+            for c in withheld_in[key]:
+                remaining.merge(cells[c], -1)
             if not remaining.qualifies():
                 unreleased.add(key)
             else:

@@ -81,7 +81,8 @@ def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str,
     return {r.name: found[r.password_variable] for r in roles() if r.password_variable in found}
 
 
-def _role_document(r: Role) -> dict:
+def role_document(r: Role) -> dict:
+    """The role's privileges and inherited roles, as createRole and updateRole take them."""
     return {
         "privileges": [{"resource": {"db": d, "collection": c}, "actions": list(a)} for d, c, a in r.privileges],
         "roles": [{"role": name, "db": d} for name, d in r.inherits],
@@ -98,7 +99,7 @@ def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], datab
     existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
     done = []
     for r in sorted(roles(database), key=lambda r: r.name == "ADMIN_MASTER"):
-        admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **_role_document(r))
+        admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **role_document(r))
         password = role_passwords.get(r.name)
         if password is None:
             done.append(f"{r.name}: role only ({r.password_variable} is not set)")

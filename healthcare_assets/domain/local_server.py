@@ -3,7 +3,10 @@
 
 The first start runs without authentication (the server has no localhost exception): the roles
 and users are created then, and every start with auth refuses a storage whose users are not
-exactly the roles' users, since any local process could have added one in that window.
+exactly the roles' users, whose roles are not exactly as access.py defines them, or whose users
+do not take the passwords this installation has for them, since any local process that reaches
+the port could have changed them in that window (with TLS files of your own and no client
+certificate, any local user can).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from pathlib import Path
 import pymongo
 
 from healthcare_assets.domain import access
-from healthcare_assets.plumbing import credentials, embedded_mongo, secrets_file
-from healthcare_assets.plumbing.mongo import MongoResource, redact
+from healthcare_assets.plumbing import credentials, embedded_mongo, secrets_file, settings
+from healthcare_assets.plumbing.mongo import MongoResource, authenticates, redact
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,16 @@ def _provision(data_dir: Path, state: dict) -> None:
 
 
 def _started(data_dir: Path, state: dict, fresh: bool) -> None:
-    _apply_environment_passwords(data_dir, state)
-    if fresh:
-        _check_users(data_dir, state)
+    """A daemon this call started serves only once its users, roles and passwords are checked: on
+    any failure it is stopped."""
+    try:
+        _apply_environment_passwords(data_dir, state)
+        if fresh:
+            _check_access(data_dir, state)
+    except BaseException:
+        if fresh:
+            embedded_mongo.discard(data_dir, state)
+        raise
 
 
 def _admin_client(data_dir: Path, state: dict, password: str) -> pymongo.MongoClient:
@@ -132,27 +142,77 @@ def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
                         r.user, credentials.origin(r.password_variable, data_dir), secrets_file.path(data_dir))
 
 
-def _check_users(data_dir: Path, state: dict) -> None:
-    """Refuse (and stop the daemon) unless the users are exactly the roles' users, each with its
-    own role only: the first start ran without authentication, and another local process could
-    have added a user, or changed one, in that window."""
+def _user_problems(client: pymongo.MongoClient) -> list[str]:
+    """Users other than the roles' users, or with other roles than their own."""
     expected = {(r.user, "admin"): [{"role": r.name, "db": "admin"}] for r in access.roles()}
+    # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)
+    found = {(u["user"], u["db"]): u.get("roles", []) for u in client.admin["system.users"].find()}
+    return [f"user {user}@{db}" for (user, db), granted in sorted(found.items()) if expected.get((user, db)) != granted]
+
+
+def _definition(document: dict) -> tuple[dict[str, set[str]], set[str]]:
+    """A role's privileges (resource -> actions) and inherited roles ("role@db"), order aside."""
+    privileges: dict[str, set[str]] = {}
+    for privilege in document.get("privileges") or []:
+        resource = privilege.get("resource", {})
+        name = (f"{resource['db']}.{resource['collection'] or '*'}" if set(resource) == {"db", "collection"}
+                else ", ".join(f"{k}={v!r}" for k, v in sorted(resource.items())))
+        privileges.setdefault(name, set()).update(privilege.get("actions") or [])
+    return ({r: a for r, a in privileges.items() if a},
+            {f"{r.get('role')}@{r.get('db')}" for r in document.get("roles") or []})
+
+
+def _role_problems(client: pymongo.MongoClient) -> list[str]:
+    """Each role whose privileges or inherited roles differ from access.py's, and how."""
+    roles = access.roles()
+    found = {r["role"]: _definition(r) for r in client.admin.command(
+        "rolesInfo", [{"role": r.name, "db": "admin"} for r in roles], showPrivileges=True)["roles"]}
+    problems = []
+    for r in roles:
+        if r.name not in found:
+            problems.append(f"role {r.name}: missing")
+            continue
+        (privileges, inherited), (want_privileges, want_inherited) = found[r.name], _definition(access.role_document(r))
+        differences = [f"inherits {x}" for x in sorted(inherited - want_inherited)]
+        differences += [f"lacks {x}" for x in sorted(want_inherited - inherited)]
+        for resource in sorted(privileges.keys() | want_privileges.keys()):
+            has, wants = privileges.get(resource, set()), want_privileges.get(resource, set())
+            differences += [f"may {', '.join(sorted(has - wants))} on {resource}"] if has - wants else []
+            differences += [f"may not {', '.join(sorted(wants - has))} on {resource}"] if wants - has else []
+        if differences:
+            problems.append(f"role {r.name}: " + "; ".join(differences))
+    return problems
+
+
+def _password_problems(data_dir: Path, state: dict, given: dict[str, str]) -> list[str]:
+    """Each role's user that does not take the password this installation has for it (named
+    with where that password comes from, never the password)."""
+    return [f"user {r.user}: the password of {credentials.origin(r.password_variable, data_dir)} does not authenticate"
+            for r in access.roles() if r.name in given
+            and not authenticates(embedded_mongo.uri_for(state["port"], r.user, given[r.name], data_dir))]
+
+
+def _check_access(data_dir: Path, state: dict) -> None:
+    """Refuse (the caller stops the daemon) unless the users are exactly the roles' users, each with
+    its own role only, every role is exactly as access.py defines it, and every user takes its
+    password: the first start ran without authentication, and another local process could have
+    added a user, or changed a user or a role, in that window."""
     admin = access.role("ADMIN_MASTER")
-    with _admin_client(data_dir, state, access.passwords(data_dir).get(admin.name, "")) as client:
+    given = access.passwords(data_dir)
+    with _admin_client(data_dir, state, given.get(admin.name, "")) as client:
         try:
-            # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)
-            found = {(u["user"], u["db"]): u.get("roles", []) for u in client.admin["system.users"].find()}
-            problem = ", ".join(f"{user}@{db}" for (user, db), granted in sorted(found.items())
-                                if expected.get((user, db)) != granted)
+            problems = _user_problems(client) + _role_problems(client)
         except pymongo.errors.OperationFailure as exc:
             if credentials.is_refused(exc):
                 raise refused(data_dir, admin.user) from None  # a wrong password says nothing about the users
-            problem = f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"
-    if problem:
-        embedded_mongo.discard(data_dir, state)
+            problems = [f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"]
+    problems += _password_problems(data_dir, state, given)
+    if problems:
         provisioned = embedded_mongo.paths(data_dir)["provisioned"]
         raise embedded_mongo.EmbeddedMongoError(
-            f"refusing the embedded server with storage {state['storage']}: its users are not exactly "
-            f"the roles of healthcare_assets/domain/access.py ({problem}). Its first start runs without "
-            "authentication, and another local process may have changed them then. It was stopped; find "
-            f"out who did it, then delete {state['storage']} and {provisioned} to provision a new one.")
+            f"refusing the embedded server with storage {state['storage']}: its users, roles and passwords are not "
+            f"exactly the roles of healthcare_assets/domain/access.py ({', '.join(problems)}). Its first start runs "
+            "without authentication, and another local process may have changed them then. It was stopped. "
+            f"(If MONGODB_DATABASE or MONGODB_COLLECTION, {settings.database_name()}.{settings.collection_name()} "
+            "now, had other values when the roles were provisioned, start with those.) Otherwise find out who did "
+            f"it, then delete {state['storage']} and {provisioned} to provision a new one.")

@@ -91,23 +91,30 @@ def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str
            s3_key: str | None = None) -> Location:
     """The export a run names: an S3 bucket and key, or `source` (a path, or s3://bucket/key),
     or else the settings' source_csv. A path given in the run's config must be under an import
-    root (symlinks and '..' resolved first): whoever can launch a run cannot read other files."""
+    root (symlinks and '..' resolved first), an S3 object in the drop bucket under its prefix:
+    whoever can launch a run cannot read other files or objects."""
     if s3_bucket or s3_key:
         if not (s3_bucket and s3_key):
             raise SourceReadError("s3_bucket and s3_key go together: name both, or use `source`")
-        return Location(bucket=s3_bucket, key=s3_key)
+        return _in_drop_zone(settings, Location(bucket=s3_bucket, key=s3_key))
+    default = settings.source_csv  # the operator's own choice: trusted like the roots
     if not source:
-        default = settings.source_csv  # the operator's own choice: trusted like the roots
         return Location.s3_uri(default) if default.startswith("s3://") else Location(path=Path(default))
     if source.startswith("s3://"):
-        return Location.s3_uri(source)
+        return Location.s3_uri(source) if source == default else _in_drop_zone(settings, Location.s3_uri(source))
     path = Path(source).resolve()
-    default = settings.source_csv
     if path != Path(default).resolve() and not any(path.is_relative_to(r) for r in settings.import_roots()):
         raise SourceReadError(
             f"{source}: not under an import folder ({', '.join(map(str, settings.import_roots()))}); "
             "move the export there or add its folder to HEALTHCARE_IMPORT_DIR")
     return Location(path=path)
+
+
+def _in_drop_zone(settings: PipelineSettings, location: Location) -> Location:
+    refusal = settings.outside_drop_zone(location.bucket, location.key)
+    if refusal:
+        raise SourceReadError(f"{location.uri}: {refusal}")
+    return location
 
 
 def _too_large(name: str, size: int, cap: int) -> SourceReadError:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dagster_aws.s3 import S3Resource
 
-DEFAULT_PREFIX = "incoming/"
+from healthcare_assets.plumbing.settings import DEFAULT_S3_PREFIX
+
+DEFAULT_PREFIX = DEFAULT_S3_PREFIX
 
 
 class S3DropResource(S3Resource):
     """S3, and where hospitals drop their exports (in the code location HEALTHCARE_S3_BUCKET and
-    HEALTHCARE_S3_PREFIX, read at run time). No bucket: the sensor has nothing to watch."""
+    HEALTHCARE_S3_PREFIX, read at run time). No bucket: the sensor has nothing to watch. A run's
+    config may name objects of this drop zone only (PipelineSettings.outside_drop_zone, set from
+    the same variables)."""
 
     bucket: str = ""
     prefix: str = DEFAULT_PREFIX

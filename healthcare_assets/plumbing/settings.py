@@ -13,6 +13,7 @@ from typing import TextIO
 import dagster as dg
 
 DEFAULT_SOURCE_CSV = "data/healthcare_dataset.csv"
+DEFAULT_S3_PREFIX = "incoming/"
 
 
 def data_dir() -> Path:
@@ -105,6 +106,8 @@ VARIABLES = {
     "max_line_bytes": "HEALTHCARE_MAX_LINE_BYTES",
     "max_header_columns": "HEALTHCARE_MAX_HEADER_COLUMNS",
     "max_header_bytes": "HEALTHCARE_MAX_HEADER_BYTES",
+    "s3_bucket": "HEALTHCARE_S3_BUCKET",
+    "s3_prefix": "HEALTHCARE_S3_PREFIX",
 }
 
 
@@ -130,6 +133,8 @@ class PipelineSettings(dg.ConfigurableResource):
     max_line_bytes: int = Limits.line_bytes
     max_header_columns: int = Limits.header_columns
     max_header_bytes: int = Limits.header_bytes
+    s3_bucket: str = ""  # the drop bucket (the sensor's): the only bucket a run's `source` may name
+    s3_prefix: str = DEFAULT_S3_PREFIX  # and the folder in it
 
     def ceiling(self) -> float:
         """Share of rows that may be quarantined, or malformed, before the file as a whole is refused."""
@@ -153,3 +158,19 @@ class PipelineSettings(dg.ConfigurableResource):
         launch a run, and must not read the server's other files."""
         extra = [p for p in self.import_dir.split(os.pathsep) if p.strip()]
         return [Path(p).resolve() for p in ["data", *extra]]
+
+    def outside_drop_zone(self, bucket: str, key: str) -> str | None:
+        """Why a run's config may not name this S3 object (None: it may). Only an object of the drop
+        bucket under the drop prefix, the sensor's own, is allowed: not another bucket the
+        credentials can read, not a blank name, not a '.' or '..' segment, which S3 keeps as they
+        are but a proxy or another S3 implementation may resolve."""
+        zone = f"s3://{self.s3_bucket}/{self.s3_prefix}"
+        where = (f"a run's source may name only objects under {zone} (HEALTHCARE_S3_BUCKET, HEALTHCARE_S3_PREFIX)"
+                 if self.s3_bucket else "HEALTHCARE_S3_BUCKET is not set: a run's source may name no S3 object")
+        if not self.s3_bucket or bucket != self.s3_bucket or not key.startswith(self.s3_prefix):
+            return f"not in the drop zone: {where}"
+        if not key[len(self.s3_prefix):].strip() or key.endswith("/"):
+            return f"names no object (a blank name or a folder): {where}"
+        if {".", ".."} & set(key.split("/")):
+            return f"has a '.' or '..' segment: {where}"
+        return None

@@ -3,6 +3,7 @@ Hostile input is refused before it is read whole, and no failure quotes what it 
 
 import csv
 
+import boto3
 import dagster as dg
 import pandas as pd
 import pytest
@@ -78,6 +79,36 @@ def read_raw(source) -> dg.ExecuteInProcessResult:
     """raw_csv alone on one source, as a run's config names it."""
     return dg.materialize([raw_csv], run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source))}),
                           resources={"settings": pipeline_settings()}, raise_on_error=False)
+
+
+def read_object(bucket: str, key: str) -> dg.ExecuteInProcessResult:
+    """raw_csv alone on one S3 object named apart, as the sensor names it."""
+    return dg.materialize([raw_csv], run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(s3_bucket=bucket, s3_key=key)}),
+                          resources={"settings": pipeline_settings()}, raise_on_error=False)
+
+
+def test_a_run_reads_only_objects_under_the_drop_bucket_and_prefix(s3_bucket, clean_rows):
+    """s3:// in a run's config is held to the drop zone (HEALTHCARE_S3_BUCKET, HEALTHCARE_S3_PREFIX), as
+    a path is to the import folders: whoever can launch a run cannot read the rest of what the
+    pipeline's credentials can."""
+    s3 = boto3.client("s3")
+    body = utf8(clean_rows)
+    other = f"{s3_bucket}-other"
+    s3.create_bucket(Bucket=other)
+    for bucket, key in ((other, "incoming/ward.csv"), (s3_bucket, "elsewhere/ward.csv"), (s3_bucket, "incoming/ward.csv"),
+                        (s3_bucket, "incoming/../elsewhere/ward.csv"), (s3_bucket, "incoming/")):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    refused = [(other, "incoming/ward.csv"), (s3_bucket, "elsewhere/ward.csv"), (s3_bucket, "incoming/../elsewhere/ward.csv"),
+               (s3_bucket, "incoming/./ward.csv"), (s3_bucket, "incoming/"), (s3_bucket, "incoming/ "),
+               (s3_bucket, "incomingward.csv"), ("", "incoming/ward.csv")]
+    for bucket, key in refused:
+        for result in (read_raw(f"s3://{bucket}/{key}"), *([read_object(bucket, key)] if bucket and key else [])):
+            message = failure_messages(result)
+            assert not result.success, (bucket, key)
+            assert f"s3://{s3_bucket}/incoming/" in message and "HEALTHCARE_S3_BUCKET" in message, (bucket, key, message)
+            assert "Traceback" not in message
+    assert read_raw(f"s3://{s3_bucket}/incoming/ward.csv").success
+    assert read_object(s3_bucket, "incoming/ward.csv").success
 
 
 def test_a_run_reads_only_files_under_the_import_folders(data_dir, tmp_path, monkeypatch, clean_rows):

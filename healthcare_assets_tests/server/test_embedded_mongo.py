@@ -12,7 +12,7 @@ import pytest
 
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, local_server
-from healthcare_assets.plumbing import embedded_mongo
+from healthcare_assets.plumbing import certificates, embedded_mongo, secrets_file
 from healthcare_assets.plumbing.mongo import (
     UNPARSED,
     MongoUnreachableError,
@@ -143,6 +143,55 @@ def test_a_user_of_another_database_is_refused_at_the_next_start(own_data_dir):
     admin.other.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
     embedded_mongo.stop(own_data_dir)
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match="intruder@other"):
+        local_server.ensure_running(own_data_dir)
+    assert daemons_on(own_data_dir / "mongo") == []
+
+
+# Another local user in the first start's window: with TLS files of your own but no client
+# certificate, the port takes anyone who can read the CA, and no user exists yet.
+TAMPERING = {
+    "analyst_given_root": (("grantRolesToRole", "ANALYST_READONLY"), {"roles": [{"role": "root", "db": "admin"}]},
+                           r"role ANALYST_READONLY: .*inherits root@admin"),
+    "analyst_given_the_raw_database": (
+        ("grantPrivilegesToRole", "ANALYST_READONLY"),
+        {"privileges": [{"resource": {"db": "healthcare_db", "collection": ""}, "actions": ["find"]}]},
+        r"role ANALYST_READONLY: may find on healthcare_db\.\*"),
+    "data_engineer_loses_a_role": (("revokeRolesFromRole", "DATA_ENGINEER"),
+                                   {"roles": [{"role": "dbAdmin", "db": "healthcare_db"}]},
+                                   r"role DATA_ENGINEER: .*lacks dbAdmin@healthcare_db"),
+    "analyst_password_changed": (("updateUser", "analyst_readonly"), {"pwd": "the-intruders-password"},
+                                 r"user analyst_readonly: .*HEALTHCARE_ANALYST_READONLY_PASSWORD.* does not authenticate"),
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERING))
+def test_roles_or_passwords_changed_while_auth_is_off_are_refused(tampering, own_data_dir, tmp_path, monkeypatch):
+    for r in access.roles():
+        monkeypatch.delenv(r.password_variable, raising=False)
+    own = certificates.ensure(tmp_path / "own")
+    for kind in ("CERT", "KEY", "CA"):
+        monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", str(own[kind.lower()]))
+    monkeypatch.delenv("HEALTHCARE_MONGO_TLS_CLIENT_FILE", raising=False)
+    (command, target), arguments, expected = TAMPERING[tampering]
+    provision = access.provision
+
+    def provision_then_tamper(client, role_passwords, database=None):
+        done = provision(client, role_passwords, database)
+        host, port = client.address
+        with pymongo.MongoClient(f"mongodb://{host}:{port}/?directConnection=true&tls=true&tlsCAFile={own['ca']}",
+                                 serverSelectionTimeoutMS=5000) as stranger:  # no certificate, no password
+            stranger.admin.command(command, target, **arguments)
+        return done
+
+    monkeypatch.setattr(access, "provision", provision_then_tamper)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match=expected) as refused:
+        local_server.ensure_running(own_data_dir)
+    assert embedded_mongo.status(own_data_dir) is None and daemons_on(own_data_dir / "mongo") == []
+    message = str(refused.value)
+    assert "the-intruders-password" not in message
+    assert not [v for v in secrets_file.read(own_data_dir).values() if v in message]  # no stored secret
+    monkeypatch.setattr(access, "provision", provision)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError, match=expected):  # and at every start
         local_server.ensure_running(own_data_dir)
     assert daemons_on(own_data_dir / "mongo") == []
 

@@ -84,7 +84,7 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = backup.restore(written, client, rename=rename, log=context.log.info)
+        restored = backup.restore(written, client, mongo.database, rename=rename, log=context.log.info)
         report = backup.compare(client, client, written, rename)
     finally:
         for scratch in rename.values():

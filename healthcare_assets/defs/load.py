@@ -13,6 +13,10 @@ from pymongo.errors import BulkWriteError
 
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.domain import audit, encryption, migration
+from healthcare_assets.domain.collection_definitions import (
+    HOSPITALIZATION_INDEXES,
+    HOSPITALIZATION_OPTIONS,
+)
 from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import DUPLICATE_KEY, loading
 from healthcare_assets.domain.schema import (
@@ -36,19 +40,13 @@ class DocumentRejectedError(RuntimeError):
     pass
 
 
-# Secondary indexes: a file's documents range by range (per-file checks, the release, erasure by
-# file), and a patient's records (GDPR) and whole-collection passes (scans).
-INDEXES = ([("metadata.sources", 1), ("patient_id", 1)], [("patient_id", 1)])
-
-
 def prepare_collection(collection: Collection) -> bool:
     """Create the collection with its $jsonSchema validator (or refresh the validator). Returns
     whether it existed: a new collection gets its secondary indexes after its first load, in one
     pass, instead of maintaining them insert by insert (the larger cost on the embedded server).
     Nothing here reads documents: on the embedded server even finding one reads them all."""
     db = collection.database
-    options = {"validator": {"$jsonSchema": DOCUMENT_JSON_SCHEMA}, "validationLevel": "strict",
-               "validationAction": "error"}
+    options = HOSPITALIZATION_OPTIONS
     existed = collection.name in db.list_collection_names()
     if existed:
         db.command("collMod", collection.name, **options)
@@ -72,7 +70,7 @@ def require_keyed(collection: Collection) -> None:
 
 
 def create_indexes(collection: Collection) -> None:
-    for keys in INDEXES:
+    for keys in HOSPITALIZATION_INDEXES:
         collection.create_index(keys)
     if "metadata.sources_1" in collection.index_information():
         collection.drop_index("metadata.sources_1")  # the compound index above starts with it

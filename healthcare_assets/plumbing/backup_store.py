@@ -1,5 +1,8 @@
 """Where backups live: a local folder or an S3 prefix, one sub-folder per backup.
 
+Locally, a symbolic link is never followed, whether a backup's folder or a file in it: whoever
+can write the store could otherwise point a restore, or retention's deletion, anywhere.
+
 Both are written as streams, file by file: locally into files created owner-only (0600) under
 folders 0700; on S3 as multipart uploads of PART_BYTES parts, so neither a full copy in memory nor a
 staged copy on local disk is ever made. S3 objects are written with server-side encryption:
@@ -46,10 +49,20 @@ class LocalStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink())
+
+    def _path(self, name: str, relpath: str) -> Path:
+        """The file, refused when it or a folder on its way from the root is a symbolic link."""
+        path, step = self.root / name / relpath, self.root
+        for part in Path(name, relpath).parts:
+            step = step / part
+            if step.is_symlink():
+                raise OSError(f"{step}: a symbolic link, not followed in a backup store")
+        return path
 
     def exists(self, name: str, relpath: str) -> bool:
-        return (self.root / name / relpath).is_file()
+        path = self._path(name, relpath)
+        return path.is_file()
 
     @contextlib.contextmanager
     def writer(self, name: str, relpath: str) -> Iterator[BinaryIO]:
@@ -62,7 +75,8 @@ class LocalStore:
 
     @contextlib.contextmanager
     def reader(self, name: str, relpath: str) -> Iterator[BinaryIO]:
-        with open(self.root / name / relpath, "rb") as stream:
+        fd = os.open(self._path(name, relpath), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as stream:
             yield stream
 
     def delete(self, name: str) -> None:

@@ -158,11 +158,12 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import audit, backup
 
-    mongo = mongo_resource_from_env()
     try:
-        opened = backup.open_backup(args.source, latest=args.latest)
+        # the backup first: on a new host, which keys it needs is said before any server starts
+        opened = backup.open_backup(args.source, latest=args.latest, log=print)
+        mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = backup.restore(opened, mongo.client(), drop=args.drop, log=print)
+        restored = backup.restore(opened, mongo.client(), mongo.database, drop=args.drop, log=print)
     except (backup.BackupError, backup.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)
         return 7
@@ -178,6 +179,7 @@ def _restore(args: argparse.Namespace) -> int:
           "from its copy")
     if restored.release_stale:
         print(f"release marked stale, the next publication rebuilds it: {restored.release_stale}")
+    print(f"data keys: {restored.keys_proven} restored, each unwrapped with this installation's master keys")
     return 0
 
 

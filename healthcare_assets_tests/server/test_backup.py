@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import os
 import shutil
 import stat
@@ -22,6 +23,7 @@ from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import access, audit, backup, encryption, gdpr, local_server
 from healthcare_assets.domain.backup import files as backup_files
+from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
@@ -202,7 +204,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(loaded, tmp_path, damage, c
     # The restore refuses it before writing anything, naming the file.
     scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup.BackupError, match=str(broken)):
-        backup.restore(backup.open_backup(str(folder)), loaded.client(), rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), loaded.client(), loaded.database, rename=scratch)
     assert not set(scratch.values()) & set(loaded.client().list_database_names())
 
 
@@ -235,19 +237,27 @@ def test_reads_go_range_by_range_and_take_every_document_once(loaded, monkeypatc
         assert "IXSCAN" in str(plan), plan
 
 
+def signed_backup(store: LocalStore, name: str, verified: bool = True) -> None:
+    """An empty backup this deployment signed (and, with `verified`, read back)."""
+    manifest = signing.sign({"format": backup_files.FORMAT, "name": name, "databases": {}, "files": {}})
+    backup_files.write_file(store, name, backup.MANIFEST, iter([json.dumps(manifest).encode()]), compress=False)
+    if verified:
+        backup.mark_verified(backup.Opened(store, name, manifest), {})
+
+
 def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_path):
     store = LocalStore(tmp_path)
     a, b, c, d = (backup_files.new_name(dt.datetime(2026, 11, day, tzinfo=dt.UTC)) for day in (1, 2, 3, 4))
-    for name in (a, b, c, d, "not-a-backup"):
-        (tmp_path / name).mkdir()
     for name in (a, b, d):
-        (tmp_path / name / backup.VERIFIED).write_text("{}")
-    # c (unverified) and d (newer than the one just verified) are never counted or touched; a
+        signed_backup(store, name)
+    signed_backup(store, c, verified=False)
+    (tmp_path / "not-a-backup").mkdir()
+    # c (unverified) and d (newer than the one just verified) are never counted or deleted; a
     # folder not named like a backup is never deleted.
     assert backup.prune(store, b, keep_count=1) == [a]
     assert store.names() == [b, c, d, "not-a-backup"]
-    assert backup.prune(store, d, keep_count=2) == [c]
-    assert store.names() == [b, d, "not-a-backup"]
+    assert backup.prune(store, d, keep_count=1) == [b]
+    assert store.names() == [c, d, "not-a-backup"]
 
 
 def test_the_cli_keeps_the_newest_backups(loaded, tmp_path, monkeypatch, capsys):
@@ -273,7 +283,7 @@ def test_backup_to_s3_is_encrypted_and_restores(loaded, s3_bucket, monkeypatch):
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = loaded.client()
     try:
-        counts = backup.restore(opened, client, rename=scratch).counts
+        counts = backup.restore(opened, client, loaded.database, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
         report = backup.compare(client, client, opened, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
@@ -330,7 +340,7 @@ def test_the_asset_its_check_and_the_restore_drill(loaded, tmp_path):
     client = loaded.client()
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
     try:
-        backup.restore(opened, client, rename=scratch)
+        backup.restore(opened, client, loaded.database, rename=scratch)
         restored = client[scratch[databases(loaded.database)["main"]]].hospitalizations
         restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
         report = backup.compare(client, client, opened, scratch)
@@ -344,7 +354,7 @@ def test_an_s3_uri_names_a_bucket(tmp_path):
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         S3Store("s3://")
     shutil.rmtree(tmp_path)
-    with pytest.raises(backup.BackupError, match="no backup"):
+    with pytest.raises(backup.BackupError, match="no good backup"):
         backup.open_backup(str(tmp_path), latest=True)
 
 
@@ -419,12 +429,12 @@ def test_a_restore_never_shrinks_the_erasure_list(loaded, tmp_path):
     later = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))  # lists `first`
     second, _ = erase(collection, stays_of(collection, skip=10)[0])
 
-    backup.restore(backup.open_backup(older.location), client, drop=True)
+    backup.restore(backup.open_backup(older.location), client, loaded.database, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
     # a live list that lost an id gets it back from the backup's: the union, never a replacement
     erasures.delete_one({"_id": first})
-    restored = backup.restore(backup.open_backup(later.location), client, drop=True)
+    restored = backup.restore(backup.open_backup(later.location), client, loaded.database, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert restored.erased_patients == 2
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
@@ -457,7 +467,7 @@ def test_the_drill_proves_no_erased_patient_comes_back(loaded, tmp_path):
     # The comparison counts an erased patient's stay found in what was restored.
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
     try:
-        restored = backup.restore(backup.open_backup(older.location), client, rename=scratch)
+        restored = backup.restore(backup.open_backup(older.location), client, loaded.database, rename=scratch)
         assert restored.kept_out[f"{scratch[loaded.database]}.hospitalizations"] == len(saved)
         client[scratch[loaded.database]].hospitalizations.insert_one(saved[0])  # came back
         report = backup.compare(client, client, backup.open_backup(older.location), scratch)

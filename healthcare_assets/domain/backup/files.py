@@ -28,6 +28,11 @@ VERIFIED = "verified.json"
 FORMAT = "mongodump-gzip"
 INSERT_BATCH = 1_000
 READ_CHUNK = 1 << 20
+# What a file may inflate to, whatever it claims: a metadata file is a few KiB; a document is at
+# most MongoDB's 16 MiB (plus what a command's envelope may add)
+METADATA_MAX_BYTES = 1 << 20
+DOCUMENT_MAX_BYTES = (16 << 20) + (16 << 10)
+CLOCK_SKEW = dt.timedelta(minutes=5)
 RAW = CodecOptions(document_class=RawBSONDocument)
 EXTENDED_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
 
@@ -44,12 +49,21 @@ def new_name(now: dt.datetime | None = None) -> str:
 
 
 NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
+# a database's or a collection's name in a backup: nothing that could reach another namespace
+# (a dot), a parent folder or a system collection
+SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def backups(store: Store) -> list[str]:
     """The backups in a store, oldest first. Only folders named like one: retention deletes what
     this lists, and a mistyped HEALTHCARE_BACKUP_URI may point at a folder holding anything."""
     return [name for name in store.names() if NAME.fullmatch(name)]
+
+
+def dated_in_future(name: str, now: dt.datetime | None = None) -> bool:
+    """A backup named after a time still to come: no backup written here can be (clock skew aside)."""
+    taken = dt.datetime.strptime(name, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
+    return taken > (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW
 
 
 def bson_file(collection: str) -> str:
@@ -98,17 +112,19 @@ class Digest(io.RawIOBase):
 
 
 def write_file(store: Store, name: str, relpath: str, chunks: Iterator[bytes], compress: bool = True) -> dict:
+    """Write a file; returns its size and SHA-256 and, compressed, the size it inflates to."""
     with store.writer(name, relpath) as raw:
         digest = Digest(raw)
-        if compress:
-            # mtime=0 and no file name: the same documents give the same file
-            with gzip.GzipFile(fileobj=digest, mode="wb", mtime=0, filename="") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-        else:
+        if not compress:
             for chunk in chunks:
                 digest.write(chunk)
-    return digest.summary()
+            return digest.summary()
+        inflated = 0
+        # mtime=0 and no file name: the same documents give the same file
+        with gzip.GzipFile(fileobj=digest, mode="wb", mtime=0, filename="") as out:
+            for chunk in chunks:
+                inflated += out.write(chunk)
+    return {**digest.summary(), "inflated_bytes": inflated}
 
 
 def read_ranges(collection: Collection, documents: int) -> list[dict]:
@@ -139,8 +155,9 @@ def bson_documents(stream: BinaryIO, location: str) -> Iterator[bytes]:
         if len(header) < 4:
             raise BackupError(f"{location}: ends inside a document's length (truncated)")
         (size,) = struct.unpack("<i", header)
-        if size < 5:
-            raise BackupError(f"{location}: a document claims {size} bytes (corrupted)")
+        if size < 5 or size > DOCUMENT_MAX_BYTES:
+            raise BackupError(f"{location}: a document claims {size:,} bytes (corrupted: a document is 5 bytes "
+                              f"to {DOCUMENT_MAX_BYTES:,})")
         body = stream.read(size - 4)
         if len(body) < size - 4:
             raise BackupError(f"{location}: ends inside a document (truncated)")

@@ -1,5 +1,6 @@
-"""Reading a backup back: its manifest, each file checked against it (bytes, SHA-256, whole
-documents), verification, and the retention that deletes older backups once a newer one verified.
+"""Reading a backup back: its manifest (signed by this deployment), each file checked against it
+(bytes, SHA-256, what it inflates to, whole documents), verification, the newest good backup, and
+the retention that deletes older backups once a newer one verified.
 """
 
 from __future__ import annotations
@@ -8,17 +9,20 @@ import gzip
 import json
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from bson import json_util
 
+from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
     MANIFEST,
+    METADATA_MAX_BYTES,
     READ_CHUNK,
+    SAFE_NAME,
     VERIFIED,
     BackupError,
     Digest,
@@ -26,23 +30,53 @@ from healthcare_assets.domain.backup.files import (
     backups,
     bson_documents,
     bson_file,
+    dated_in_future,
     metadata_file,
     write_file,
 )
 from healthcare_assets.plumbing.backup_store import keep, open_store
 
 
+def _read_json(store: Store, name: str, relpath: str) -> dict:
+    location = store.location(name, relpath)
+    try:
+        if not store.exists(name, relpath):
+            raise BackupError(f"{location}: missing (an unfinished backup, or not a backup folder)")
+        with store.reader(name, relpath) as stream:
+            payload = stream.read(METADATA_MAX_BYTES + 1)
+    except OSError as exc:
+        raise BackupError(f"{location}: cannot be read ({exc})") from None
+    if len(payload) > METADATA_MAX_BYTES:
+        raise BackupError(f"{location}: larger than {METADATA_MAX_BYTES:,} bytes, not a file this project writes")
+    try:
+        document = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{location}: not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise BackupError(f"{location}: not a JSON object")
+    return document
+
+
+def check_names(databases: dict, location: str) -> None:
+    """Every database and collection named in a backup is a plain name (SAFE_NAME)."""
+    for db, collections in databases.items():
+        for part in (db, *collections):
+            if not SAFE_NAME.fullmatch(part):
+                raise BackupError(f"{location}: names {part!r}; a database or collection name here is letters, "
+                                  "digits and underscores only")
+
+
 def read_manifest(store: Store, name: str) -> dict:
+    """The backup's manifest, once its signature, its format, its own name and its names check."""
     location = store.location(name, MANIFEST)
-    if not store.exists(name, MANIFEST):
-        raise BackupError(f"{location}: missing (an unfinished backup, or not a backup folder)")
-    with store.reader(name, MANIFEST) as stream:
-        try:
-            manifest = json.loads(stream.read())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BackupError(f"{location}: not a manifest ({exc})") from None
+    manifest = _read_json(store, name, MANIFEST)
     if manifest.get("format") != FORMAT:
         raise BackupError(f"{location}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    signing.check(manifest, location)
+    if manifest.get("name") != name:
+        raise BackupError(f"{location}: signed for the backup {manifest.get('name')!r}, found in the folder {name!r} "
+                          "(a copy under another name)")
+    check_names(manifest["databases"], location)
     return manifest
 
 
@@ -62,9 +96,28 @@ class CheckedFile:
     def _open(self):
         if self.expected is None:
             raise BackupError(f"{self.location}: not listed in {MANIFEST}")
-        if not self.store.exists(self.name, self.relpath):
-            raise BackupError(f"{self.location}: missing")
+        try:
+            if not self.store.exists(self.name, self.relpath):
+                raise BackupError(f"{self.location}: missing")
+        except OSError as exc:
+            raise BackupError(f"{self.location}: cannot be read ({exc})") from None
         return self.store.reader(self.name, self.relpath)
+
+    def _capped(self, stream: BinaryIO, cap: int) -> BinaryIO:
+        """The inflated stream, refused once it exceeds what the manifest says it inflates to, or `cap`."""
+        limit = min(cap, self.expected.get("inflated_bytes", cap))
+        location, read = self.location, [0]
+
+        class Capped:
+            def read(self, size: int = -1) -> bytes:
+                data = stream.read(min(size if size >= 0 else limit + 1, limit + 1 - read[0]))
+                read[0] += len(data)
+                if read[0] > limit:
+                    raise BackupError(f"{location}: inflates to more than {limit:,} bytes (the manifest's "
+                                      "size, or the most such a file may hold): refused")
+                return data
+
+        return Capped()
 
     def _compare(self, digest: Digest) -> None:
         found = digest.summary()
@@ -75,14 +128,15 @@ class CheckedFile:
             raise BackupError(f"{self.location}: SHA-256 differs from the manifest's (the file changed "
                               "after the backup was written)")
 
-    def _decompressed(self, consume: Callable[[BinaryIO], Iterator]) -> Iterator:
-        """What `consume` yields from the decompressed file; raises BackupError naming the file
-        when it is not the file the manifest describes, or does not decompress."""
+    def _decompressed(self, consume: Callable[[BinaryIO], Iterator], cap: int) -> Iterator:
+        """What `consume` yields from the decompressed file (at most `cap` bytes); raises
+        BackupError naming the file when it is not the file the manifest describes, or does not
+        decompress."""
         with self._open() as raw:
             digest = Digest(raw)
             try:
                 with gzip.GzipFile(fileobj=digest, mode="rb") as stream:
-                    yield from consume(stream)
+                    yield from consume(self._capped(stream, cap))
             except (OSError, EOFError, zlib.error) as exc:
                 digest.drain()
                 self._compare(digest)  # a changed file is named as such before its symptom
@@ -91,10 +145,11 @@ class CheckedFile:
             self._compare(digest)
 
     def documents(self) -> Iterator[bytes]:
-        return self._decompressed(lambda stream: bson_documents(stream, self.location))
+        return self._decompressed(lambda stream: bson_documents(stream, self.location), 1 << 62)
 
     def json(self) -> dict:
-        payload = b"".join(self._decompressed(lambda stream: iter(lambda: stream.read(READ_CHUNK), b"")))
+        payload = b"".join(self._decompressed(lambda stream: iter(lambda: stream.read(READ_CHUNK), b""),
+                                              METADATA_MAX_BYTES))
         try:
             return json_util.loads(payload, json_options=EXTENDED_JSON)
         except ValueError as exc:
@@ -103,11 +158,13 @@ class CheckedFile:
 
 @dataclass
 class Opened:
-    """A backup in a store, its manifest read."""
+    """A backup in a store, its manifest read and its signature checked."""
 
     store: Store
     name: str
     manifest: dict
+    report: dict | None = None  # set once verify() read it back whole
+    skipped: dict[str, str] = field(default_factory=dict)  # newer backups passed over, and why
 
     @property
     def location(self) -> str:
@@ -128,23 +185,40 @@ class Opened:
     def documents(self, db: str, coll: str) -> Iterator[bytes]:
         return self.file(db, bson_file(coll)).documents()
 
+    def verify(self) -> dict:
+        if self.report is None:
+            self.report = verify(self)
+        return self.report
 
-def open_backup(uri: str, latest: bool = False) -> Opened:
-    """The backup at `uri` (a backup's own folder), or with `latest` the newest complete backup
-    under `uri` (a folder or s3:// prefix of backups)."""
+
+def _split(uri: str) -> tuple[str, str]:
+    if uri.startswith("s3://"):
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        return parent, name
+    path = Path(uri).expanduser().absolute()
+    return str(path.parent), path.name
+
+
+def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lambda _: None) -> Opened:
+    """The backup at `uri` (a backup's own folder), or with `latest` the newest good backup under
+    `uri` (a folder or s3:// prefix of backups): signed by this deployment, not dated in the
+    future, and read back whole now. Newer ones that are not are passed over, each with its reason."""
     if not latest:
-        if uri.startswith("s3://"):
-            parent, _, name = uri.rstrip("/").rpartition("/")
-        else:
-            path = Path(uri).expanduser().resolve()
-            parent, name = str(path.parent), path.name
+        parent, name = _split(uri)
         store = open_store(parent)
         return Opened(store, name, read_manifest(store, name))
-    store = open_store(uri)
-    complete = [n for n in backups(store) if store.exists(n, MANIFEST)]
-    if not complete:
-        raise BackupError(f"{store}: no backup (no folder with a {MANIFEST}) under it")
-    return Opened(store, complete[-1], read_manifest(store, complete[-1]))
+    store, skipped = open_store(uri), {}
+    for name in reversed(backups(store)):
+        try:
+            if dated_in_future(name):
+                raise BackupError(f"{store.location(name)}: dated in the future")
+            opened = Opened(store, name, read_manifest(store, name), skipped=skipped)
+            opened.verify()
+            return opened
+        except BackupError as exc:
+            skipped[name] = str(exc)
+            log(f"passed over {name}: {exc}")
+    raise BackupError(f"{store}: no good backup under it" + "".join(f"\n  {n}: {why}" for n, why in skipped.items()))
 
 
 def verify(backup: Opened) -> dict:
@@ -172,20 +246,37 @@ def verify(backup: Opened) -> dict:
 
 
 def mark_verified(backup: Opened, report: dict) -> None:
+    """Record, signed and bound to this manifest, that the backup was read back whole."""
     if not backup.store.exists(backup.name, VERIFIED):
-        write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(report).encode()]), compress=False)
+        marker = signing.sign({"name": backup.name, "manifest": signing.digest(backup.manifest), "report": report})
+        write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
+
+
+def good(store: Store, name: str) -> str | None:
+    """Why a backup does not count as good for retention, or None: it must not be dated in the
+    future, and its manifest and its verified marker (bound to that manifest) must be signed by this
+    deployment. Its files are checked against the manifest whenever they are read."""
+    try:
+        if dated_in_future(name):
+            return "dated in the future"
+        manifest = read_manifest(store, name)
+        marker = _read_json(store, name, VERIFIED)
+        signing.check(marker, store.location(name, VERIFIED))
+        if marker.get("name") != name or marker.get("manifest") != signing.digest(manifest):
+            return f"{VERIFIED} vouches for another backup"
+    except BackupError as exc:
+        return str(exc)
+    return None
 
 
 def prune(store: Store, verified: str, keep_count: int | None = None) -> list[str]:
-    """After `verified` was read back intact: delete every backup older than it, except the newest
-    `keep_count` verified ones (HEALTHCARE_BACKUP_KEEP). Nothing newer is touched: it may be a
-    backup still being written."""
+    """After `verified` was read back intact: delete every good backup older than it, except the
+    newest `keep_count` good ones (HEALTHCARE_BACKUP_KEEP). Nothing newer is touched (it may be a
+    backup still being written), and nothing that is not good: forged or foreign folders neither
+    count among those kept nor are deleted (whoever can write the store can only add clutter)."""
     keep_count = keep() if keep_count is None else keep_count
-    names = [n for n in backups(store) if n <= verified]
-    kept = set([n for n in names if store.exists(n, VERIFIED)][-keep_count:])
-    deleted = [n for n in names if n not in kept and n != verified]
+    older = [n for n in backups(store) if n < verified and good(store, n) is None]
+    deleted = older[:max(0, len(older) - (keep_count - 1))]
     for name in deleted:
         store.delete(name)
     return deleted
-
-

@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import IndexModel, MongoClient
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from healthcare_assets.domain import privacy
+from healthcare_assets.domain.backup import keys
+from healthcare_assets.domain.backup.catalog import Catalog, Definition
 from healthcare_assets.domain.backup.erasures import Erasures, main_database, returned
 from healthcare_assets.domain.backup.files import (
     INSERT_BATCH,
     raw_documents,
     read_ranges,
 )
-from healthcare_assets.domain.backup.reading import Opened, verify
+from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 
@@ -29,11 +32,6 @@ class RestoreRefusedError(RuntimeError):
 
 def _non_empty(client: MongoClient, db: str) -> list[str]:
     return [n for n in client[db].list_collection_names() if not n.startswith("system.")]
-
-
-def _index_models(indexes: list[dict]) -> list[IndexModel]:
-    return [IndexModel(list(ix["key"].items()), **{k: v for k, v in ix.items() if k not in ("v", "key", "ns")})
-            for ix in indexes if ix["name"] != "_id_"]
 
 
 def _insert(collection: Collection, batch: list[RawBSONDocument]) -> int:
@@ -54,49 +52,65 @@ class Restored:
     erased_patients: int  # patient_ids on the erasure list after the restore
     copy_withdrawn: int = 0  # the analysts' copy's documents withdrawn by the erasure applied again
     release_stale: str | None = None  # why the release was marked stale instead (its lease was held)
+    left_out: list[str] = field(default_factory=list)  # what the backup's metadata asked for and the code does not define
+    keys_proven: int = 0  # restored data keys that unwrapped with this installation's master keys
 
 
-def restore(backup: Opened, client: MongoClient, drop: bool = False, rename: dict[str, str] | None = None,
-            log: Callable[[str], None] = lambda _: None) -> Restored:
-    """Restore a verified backup: collections with their options (validators), their documents,
-    then their indexes (built once, as mongorestore does), then the views. Refuses, before writing
-    anything, a backup that does not verify and a target database that holds collections unless
-    `drop`. `rename` maps a backed-up database to another (the restore drill's scratch databases).
-    A collection backed up through a filter (the shared key vault) counts as busy when it holds
-    documents the filter selects, and only those are replaced. The erasure list is merged, never
-    replaced, and applied to what is written (erasures.py)."""
+def restore(backup: Opened, client: MongoClient, database: str, drop: bool = False,
+            rename: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> Restored:
+    """Restore a backup into the deployment whose main database is `database`: collections with
+    the code's options (validators), their documents, then the code's indexes (built once, as
+    mongorestore does), then the view. Refuses, before writing anything, a backup that names
+    anything outside the deployment, does not verify, holds data keys this installation must not
+    accept or cannot unwrap, or a target database that holds collections unless `drop`. `rename`
+    maps a deployment's database to another (the restore drill's scratch databases). In the shared
+    key vault only this deployment's keys are replaced. The erasure list is merged, never replaced,
+    and applied to what is written (erasures.py). Every restored key is then unwrapped once."""
     rename = rename or {}
-    verify(backup)
+    catalog = Catalog(database)
+    catalog.check_scope(backup.manifest["databases"], backup.location)
+    backup.verify()
+    problems = keys.judge(backup, catalog)
+    if problems:
+        raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
     erasures = Erasures.of(backup, client, targets)
-    _clear_targets(backup, client, targets, drop, erasures)
+    _clear_targets(backup, client, targets, drop, erasures, catalog)
     erasures.write_list(client)
     counts: dict[str, int] = {}
-    views = []
+    left_out, views = [], []
     for db, coll, entry in backup.collections():
         meta, target = backup.metadata(db, coll), client[targets[db]]
         if entry["type"] == "view":
-            views.append((target, coll, meta))
+            views.append((db, coll))
             continue
-        inserted, indexes = _restore_collection(backup, db, coll, meta, target, erasures.keeps(db, coll),
-                                                merge=coll in erasures.append_only(db))
+        definition = catalog.definition(db, coll, meta)
+        inserted = _restore_collection(backup, db, coll, definition, target, erasures.keeps(db, coll),
+                                       merge=coll in erasures.append_only(db))
         counts[f"{targets[db]}.{coll}"] = inserted
-        log(f"{targets[db]}.{coll}: {inserted:,} documents, {indexes} indexes")
-    for target, coll, meta in views:
-        target.create_collection(coll, **meta["options"])
-        log(f"{target.name}.{coll}: view on {meta['options'].get('viewOn')}")
-    restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids))
+        left_out += [f"{targets[db]}.{coll}: {what}" for what in definition.left_out]
+        log(f"{targets[db]}.{coll}: {inserted:,} documents, {len(definition.indexes)} indexes")
+    for db, coll in views:
+        made = catalog.make_view(db, client[targets[db]]) if coll == privacy.VIEW_NAME else None
+        log(f"{made}: view made again from the restored scheme" if made else f"{targets[db]}.{coll}: view left out")
+        if not made:
+            left_out.append(f"{targets[db]}.{coll}: a view the code does not make here")
+    for what in left_out:
+        log(f"left out, as the code does not define it: {what}")
+    restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), left_out=left_out)
+    restored.keys_proven = keys.prove(client, catalog, targets)
     if not rename:  # the drill's scratch databases are compared, never published
         restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client)
     return restored
 
 
 def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str], drop: bool,
-                   erasures: Erasures) -> None:
+                   erasures: Erasures, catalog: Catalog) -> None:
     """Refuse target databases that hold collections, and shared collections that hold this
     deployment's documents, unless `drop`; with it, drop those databases and delete those documents.
     The append-only collections are neither counted nor dropped: the restore merges into them."""
-    shared = {(targets[db], coll): entry["filter"] for db, coll, entry in backup.collections() if "filter" in entry}
+    shared = {(targets[db], coll): match for db, coll, _ in backup.collections()
+              if (match := catalog.shared_filter(db, coll)) is not None}
     kept = {targets[db]: erasures.append_only(db) for db in targets}
     busy = {target: found for target in set(targets.values()) - {db for db, _ in shared}
             if (found := set(_non_empty(client, target)) - kept[target])}
@@ -116,13 +130,13 @@ def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str],
         client[db][coll].delete_many(shared[(db, coll)])
 
 
-def _restore_collection(backup: Opened, db: str, coll: str, meta: dict, target: Database,
-                        keep: Callable[[bytes], bool] | None = None, merge: bool = False) -> tuple[int, int]:
-    """One collection: created with its options, its documents inserted in batches (those `keep`
-    accepts; into a `merge` collection, only those it lacks), then its indexes. Returns the
-    documents inserted and the indexes built."""
+def _restore_collection(backup: Opened, db: str, coll: str, definition: Definition, target: Database,
+                        keep: Callable[[bytes], bool] | None = None, merge: bool = False) -> int:
+    """One collection: created with the code's options, its documents inserted in batches (those
+    `keep` accepts; into a `merge` collection, only those it lacks), then the code's indexes.
+    Returns the documents inserted."""
     if coll not in target.list_collection_names():
-        target.create_collection(coll, **meta.get("options", {}))
+        target.create_collection(coll, **definition.options)
     collection, batch, inserted = target[coll], [], 0
     write = (lambda docs: insert_keeping_existing(collection, docs, bypass_document_validation=True)) if merge \
         else (lambda docs: _insert(collection, docs))
@@ -134,10 +148,9 @@ def _restore_collection(backup: Opened, db: str, coll: str, meta: dict, target: 
             inserted += write(batch)
             batch = []
     inserted += write(batch)
-    indexes = _index_models(meta.get("indexes", []))
-    if indexes:
-        collection.create_indexes(indexes)
-    return inserted, len(indexes)
+    if definition.indexes:
+        collection.create_indexes(definition.indexes)
+    return inserted
 
 
 # ---- the restore drill's comparison ----------------------------------------------------------
@@ -153,13 +166,15 @@ def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: 
     differing, only_in_backup, only_in_source, and erased_returned: restored stays of patients on
     the source's erasure list."""
     report = {}
-    came_back = returned(source, restored, main_database(backup.manifest), rename)
+    main = main_database(backup.manifest)
+    came_back, catalog = returned(source, restored, main, rename), Catalog(main)
     for db, coll, entry in backup.collections():
         if entry["type"] == "view":
             continue
         ours, theirs = source[db][coll], restored[rename.get(db, db)][coll]
         tally = dict.fromkeys(("identical", "differing", "only_in_backup", "only_in_source"), 0)
-        matches = ([entry["filter"]] if "filter" in entry
+        shared = catalog.shared_filter(db, coll)
+        matches = ([shared] if shared is not None
                    else read_ranges(ours, max(entry["documents"], ours.estimated_document_count())))
         for match in matches:
             want, got = _hashes(ours, match), _hashes(theirs, match)

@@ -1,5 +1,7 @@
 """Writing a backup: every collection of the deployment's databases, and this deployment's data
-keys in the shared key vault, streamed as raw BSON into a new folder, then its manifest.
+keys in the shared key vault, streamed as raw BSON into a new folder, then its signed manifest,
+which lists every data key (its id, alt names and the master key that wraps it: what a restore
+will need) beside every file's SHA-256.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib import metadata
 from bson import json_util
 from pymongo import MongoClient
 
+from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
@@ -68,6 +71,16 @@ def key_vault_filter(main_database: str) -> dict:
     return {"keyAltNames": {"$regex": f"^({names})\\."}}
 
 
+def data_keys(client: MongoClient, main_database: str) -> list[dict]:
+    """The deployment's data keys, in both its vaults: the shared one (this deployment's alt names)
+    and the doctor app's own."""
+    vaults = [(KEY_VAULT_DB, key_vault_filter(main_database)), (databases(main_database)["doctor_app"], {})]
+    return [{"vault": f"{db}.{KEY_VAULT_COLLECTION}", "id": doc["_id"].hex(), "alt_names": doc.get("keyAltNames", []),
+             "master_key": doc.get("masterKey", {})}
+            for db, match in vaults
+            for doc in client[db][KEY_VAULT_COLLECTION].find(match, {"keyAltNames": 1, "masterKey": 1}).sort("_id")]
+
+
 def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict,
                      files: dict, log: Callable[[str], None], match: dict | None = None) -> dict:
     """One collection's metadata and documents; with `match`, only the documents it selects (a
@@ -102,6 +115,7 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
                  log: Callable[[str], None] = lambda _: None) -> Written:
     """Back up every database of the deployment into a new folder of the store at `uri`."""
     started = time.perf_counter()
+    key = signing.writing_key()  # before anything is written: a production deployment without it stops here
     store, name = open_store(uri), new_name()
     files: dict[str, dict] = {}
     contents: dict[str, dict] = {}
@@ -115,8 +129,9 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
     manifest = {
         "format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
-        "databases": contents, "files": files,
+        "databases": contents, "files": files, "keys": data_keys(client, main_database),
     }
+    manifest = signing.sign(manifest, key)
     write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
     counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}
     return Written(name, store.location(name), manifest, time.perf_counter() - started, counts)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pymongo import DeleteOne, UpdateOne
+from pymongo import DeleteOne, IndexModel, UpdateOne
 from pymongo.collection import Collection
 
 from healthcare_assets.domain import privacy
+from healthcare_assets.domain.collection_definitions import COPY_INDEXES, RELEASE_STAY_INDEXES
 from healthcare_assets.domain.release.bookkeeping import (
     GROUPS,
     ID_BATCH,
@@ -30,7 +31,7 @@ from healthcare_assets.domain.release.bookkeeping import (
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import released_fields
 from healthcare_assets.domain.release.rebuilding import Rebuilding, earlier_key
-from healthcare_assets.plumbing import document_counts, scans
+from healthcare_assets.plumbing import document_counts
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
@@ -148,9 +149,8 @@ class Release(Rebuilding):
         staged_copy = self.copy.database[self.copy.name + STAGED]
         for collection in (staged_copy, *staged.values()):
             collection.drop()
-        staged_copy.create_index(scans.COPY_INDEX)
-        for field in ("inc", "p"):  # an erasure's increments, and its patients' stays
-            staged[STAYS].create_index(field)
+        staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
+        staged[STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
         state, history = self.state() or {}, self.history()
         scheme, generation, epoch = rebuilt.scheme, rebuilt.generation, rebuilt.epoch
         documents, groups, labels = [], defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [], "v": []}), {}

@@ -1,0 +1,73 @@
+"""The data keys a restore writes: judged before anything is written, proven after.
+
+Before: every key document of the backup's key vaults (the shared one and the doctor app's)
+names only this deployment's databases, and is wrapped by a master key this installation holds
+and accepts (encryption.wrapping_problems: the current or a retired local key, or the configured
+AWS KMS key and region without a custom endpoint). A key wrapped by anything else would send
+this deployment's names to whoever holds that key, or leave them unreadable.
+
+After: every restored key unwraps with the configured KMS providers, one encryption each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from bson import decode
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from healthcare_assets.domain import encryption
+from healthcare_assets.domain.backup.catalog import Catalog
+from healthcare_assets.domain.backup.files import BackupError
+from healthcare_assets.domain.backup.writing import key_vault_filter
+from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
+
+
+def _vaults(catalog: Catalog) -> list[str]:
+    return [KEY_VAULT_DB, catalog.dbs["doctor_app"]]
+
+
+def backed_up_keys(backup, catalog: Catalog) -> Iterator[tuple[str, dict]]:
+    """(database as backed up, key document) for every key in the backup's vaults."""
+    for db in _vaults(catalog):
+        if KEY_VAULT_COLLECTION in backup.manifest["databases"].get(db, {}):
+            for raw in backup.documents(db, KEY_VAULT_COLLECTION):
+                yield db, decode(raw)
+
+
+def judge(backup, catalog: Catalog) -> list[str]:
+    """Every reason to refuse the backup's data keys, one sentence each (none: they may be written)."""
+    ours = re.compile(key_vault_filter(catalog.main)["keyAltNames"]["$regex"])
+    problems, documents = [], []
+    for db, doc in backed_up_keys(backup, catalog):
+        names = doc.get("keyAltNames") or []
+        foreign = [n for n in names if not isinstance(n, str) or not ours.match(n)]
+        if not names or foreign:
+            problems.append(f"data key {doc.get('_id')!r} in {db}.{KEY_VAULT_COLLECTION} is named "
+                            f"{foreign or 'nothing'}, not after this deployment's databases")
+        documents.append(doc)
+    return problems + encryption.wrapping_problems(documents)
+
+
+def prove(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
+    """Unwrap every restored key of the deployment (one encryption each); raises BackupError
+    naming the first that does not. Returns the keys proven."""
+    proven = 0
+    for db in _vaults(catalog):
+        target = targets.get(db, db)
+        vault = client[target][KEY_VAULT_COLLECTION]
+        match = catalog.shared_filter(db, KEY_VAULT_COLLECTION) or {}
+        ids = [doc["_id"] for doc in vault.find(match, {"_id": 1})]
+        if not ids:
+            continue
+        with encryption.client_encryption(client, vault.full_name) as keys:
+            for key_id in ids:
+                try:
+                    keys.encrypt("restore-probe", encryption.DETERMINISTIC, key_id=key_id)
+                except PyMongoError as exc:  # EncryptionError among them
+                    raise BackupError(f"restored data key {key_id!r} in {vault.full_name} does not unwrap with "
+                                      f"this installation's master keys: {exc}") from None
+                proven += 1
+    return proven

@@ -185,7 +185,12 @@ class S3Store:
         for page in pages:
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                # Quiet still lists what was refused (HTTP 200 all the same): a backup left in place
+                # must not pass for pruned.
+                if refused := answer.get("Errors"):
+                    raise RuntimeError(f"{self}: {len(refused)} objects of {name} not deleted, e.g. "
+                                          f"{refused[0].get('Key')}: {refused[0].get('Code')} {refused[0].get('Message', '')}")
 
 
 def open_store(uri: str | None = None) -> LocalStore | S3Store:

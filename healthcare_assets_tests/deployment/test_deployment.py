@@ -29,9 +29,10 @@ ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 INSTANCE = REPO / "deploy" / "dagster.yaml"
 WORKSPACE = REPO / "deploy" / "workspace.yaml"
+MINIO_POLICIES = REPO / "deploy" / "minio"
 
 APP_SERVICES = {"provision-access", "user-code", "webserver", "daemon"}
-ONE_SHOT = {"mongo-keyfile", "mongo-init", "provision-access", "minio-bucket"}
+ONE_SHOT = {"mongo-keyfile", "mongo-init", "provision-access", "minio-setup"}
 LONG_RUNNING = {"mongo", "minio", "postgres", "user-code", "webserver", "daemon"}
 # Who waits for whom, and for what: this is what brings `docker compose up` up in order.
 START_ORDER = {
@@ -39,10 +40,10 @@ START_ORDER = {
     # it waits for the server to answer itself: the node is healthy only once mongo-init made it primary
     "mongo-init": {"mongo": "service_started"},
     "provision-access": {"mongo-init": "service_completed_successfully", "mongo": "service_healthy"},
-    "minio-bucket": {"minio": "service_healthy"},
+    "minio-setup": {"minio": "service_healthy"},
     "user-code": {"postgres": "service_healthy", "mongo": "service_healthy",
                   "provision-access": "service_completed_successfully",
-                  "minio-bucket": "service_completed_successfully"},
+                  "minio-setup": "service_completed_successfully"},
     "webserver": {"postgres": "service_healthy", "user-code": "service_healthy"},
     "daemon": {"postgres": "service_healthy", "user-code": "service_healthy"},
 }
@@ -119,13 +120,19 @@ def _dash_leading_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _recording(bin_dir: Path, log: Path, *programs: str) -> None:
-    """Stand-ins for the containers' programs: each appends its argv (JSON) to `log`, exits 0."""
+    """Stand-ins for the containers' programs: each appends its argv (JSON) to `log`, and what it
+    was given on stdin, if anything, to `log`.stdin (JSON [argv, stdin]); exits 0."""
     bin_dir.mkdir(exist_ok=True)
     for program in programs:
         path = bin_dir / program
         path.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                        f"argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]]\n"
+                        f"given = sys.stdin.read()\n"
                         f"with open({str(log)!r}, 'a') as f:\n"
-                        f"    f.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n")
+                        f"    f.write(json.dumps(argv) + '\\n')\n"
+                        f"if given:\n"
+                        f"    with open({str(log) + '.stdin'!r}, 'a') as f:\n"
+                        f"        f.write(json.dumps([argv, given]) + '\\n')\n")
         path.chmod(0o755)
 
 
@@ -133,11 +140,31 @@ def _run_shell(shell: str, script: str, environment: dict, bin_dir: Path, log: P
     """The script as the container's shell runs it ($$ is Compose's escape for $), its programs
     replaced by recorders; returns the argv of every program it ran."""
     log.write_text("")
+    Path(f"{log}.stdin").write_text("")
     env = {**{k: str(v) for k, v in environment.items()}, "PATH": f"{bin_dir}:/usr/bin:/bin"}
     result = subprocess.run([shell, "-c", script.replace("$$", "$")], env=env, check=False, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _stdin_given(log: Path) -> list[list]:
+    """[argv, stdin] of every recorded program that was given something on its stdin."""
+    return [json.loads(line) for line in Path(f"{log}.stdin").read_text().splitlines()]
+
+
+def _local_environment(name: str, service: dict, tmp_path: Path) -> dict:
+    """A service's environment for running its script here: minio-setup's policy templates, which
+    Compose mounts as configs, are read from the repository (after checking that the mounts are
+    these very files) and it writes the rendered policies under tmp_path."""
+    environment = dict(service.get("environment") or {})
+    if name == "minio-setup":
+        templates = Path(environment["MINIO_POLICY_TEMPLATES"])
+        mounted = {c["target"]: c["source"] for c in service["configs"]}
+        assert set(mounted) == {str(templates / f.name) for f in MINIO_POLICIES.glob("*.json")}, mounted
+        environment["MINIO_POLICY_TEMPLATES"] = str(MINIO_POLICIES)
+        environment["TMPDIR"] = str(tmp_path)
+    return environment
 
 
 def _strings(node) -> list[str]:
@@ -201,11 +228,13 @@ def test_no_secret_reaches_a_command_line_even_one_starting_with_a_dash(tmp_path
     secret_values = [v for k, v in values.items() if SECRET_NAME.search(k)]
     bin_dir, log = tmp_path / "bin", tmp_path / "argv.jsonl"
     _recording(bin_dir, log, "mongosh", "mc", "pg_isready")
-    ran = {}
+    ran, given = {}, {}
     for name, service in services.items():
         entrypoint, command = service.get("entrypoint") or [], service.get("command") or []
         if name != "mongo-keyfile" and entrypoint[-1:] == ["-c"]:  # the keyfile's script writes /keyfile
-            ran[name] = _run_shell(entrypoint[0], command[0], service.get("environment", {}), bin_dir, log)
+            ran[name] = _run_shell(entrypoint[0], command[0], _local_environment(name, service, tmp_path), bin_dir,
+                                   log)
+            given[name] = _stdin_given(log)
         else:
             ran[name] = [[*entrypoint, *command]] if command else []
         check = (service.get("healthcheck") or {}).get("test", [])
@@ -217,11 +246,27 @@ def test_no_secret_reaches_a_command_line_even_one_starting_with_a_dash(tmp_path
         for argv in argvs:
             assert not [v for v in secret_values if any(v in arg for arg in argv)], f"{name} passes a secret: {argv}"
 
-    # The programs that need a secret get it from their environment, whole.
-    assert ran["minio-bucket"] == [["mc", "mb", "--ignore-existing", "drop/healthcare-drop", "drop/healthcare-backups"]]
-    alias = urlsplit(services["minio-bucket"]["environment"]["MC_HOST_drop"])
+    # The programs that need a secret get it from their environment or their stdin, whole.
+    policy = str(tmp_path / "{}.json")
+    assert ran["minio-setup"] == [
+        ["mc", "mb", "--ignore-existing", "minio/healthcare-drop"],
+        ["mc", "mb", "--ignore-existing", "--with-lock", "minio/healthcare-backups"],
+        ["mc", "version", "enable", "minio/healthcare-backups"],
+        ["mc", "retention", "set", "--default", "GOVERNANCE", "14d", "minio/healthcare-backups"],
+        ["mc", "admin", "policy", "create", "minio", "healthcare-drop-zone", policy.format("drop-zone")],
+        ["mc", "admin", "policy", "create", "minio", "healthcare-pipeline", policy.format("pipeline")],
+        ["mc", "admin", "user", "add", "minio", "hospital-uploader"],
+        ["mc", "admin", "policy", "attach", "minio", "healthcare-drop-zone", "--user", "hospital-uploader"],
+        ["mc", "admin", "user", "add", "minio", "healthcare-pipeline"],
+        ["mc", "admin", "policy", "attach", "minio", "healthcare-pipeline", "--user", "healthcare-pipeline"]]
+    assert given["minio-setup"] == [
+        [["mc", "admin", "user", "add", "minio", "hospital-uploader"], values["HEALTHCARE_DROP_S3_SECRET_KEY"] + "\n"],
+        [["mc", "admin", "user", "add", "minio", "healthcare-pipeline"],
+         values["HEALTHCARE_PIPELINE_S3_SECRET_KEY"] + "\n"]]
+    assert not [n for n, g in given.items() if g and n != "minio-setup"]
+    alias = urlsplit(services["minio-setup"]["environment"]["MC_HOST_minio"])
     assert (alias.username, alias.password, alias.hostname, alias.port) == (
-        "healthcare", values["AWS_SECRET_ACCESS_KEY"], "minio", 9000)
+        "minio-admin", values["MINIO_ROOT_PASSWORD"], "minio", 9000)
     assert ran["postgres"] == [["pg_isready", f"--username={values['DAGSTER_POSTGRES_USER']}", "--dbname=dagster"]]
     assert [argv[0] for argv in ran["mongo-init"]] == ["mongosh", "mongosh"]
     check = services["mongo"]["healthcheck"]["test"]
@@ -264,7 +309,7 @@ def _run_mongosh_script(script: str, environment: dict, configured: bool, tmp_pa
 
 def test_backups_go_to_the_bucket_the_stack_creates_daily(tmp_path, mongo, moto_endpoint):
     """The code server's rendered environment, read by the code: the daily schedule is on, and a
-    backup lands, encrypted, in the bucket minio-bucket's command creates. Only the endpoints are
+    backup lands, encrypted, in the bucket minio-setup's command creates. Only the endpoints are
     this machine's (moto for MinIO, the embedded server for mongo); MinIO's own SSE-S3 with
     MINIO_KMS_SECRET_KEY is not exercised (moto does not need a key)."""
     env_file, _ = _dash_leading_env(tmp_path)
@@ -272,9 +317,10 @@ def test_backups_go_to_the_bucket_the_stack_creates_daily(tmp_path, mongo, moto_
     assert services["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]  # MinIO refuses SSE-S3 without a key
     bin_dir, log = tmp_path / "bin", tmp_path / "argv.jsonl"
     _recording(bin_dir, log, "mc")
-    [mc] = _run_shell("/bin/sh", services["minio-bucket"]["command"][0], services["minio-bucket"]["environment"],
-                      bin_dir, log)
-    buckets = [target.removeprefix("drop/") for target in mc[3:]]
+    setup = services["minio-setup"]
+    ran = _run_shell(setup["entrypoint"][0], setup["command"][0], _local_environment("minio-setup", setup, tmp_path),
+                     bin_dir, log)
+    buckets = [argv[-1].removeprefix("minio/") for argv in ran if argv[1] == "mb"]
     code = {k: str(v) for k, v in services["user-code"]["environment"].items()}
     uri = urlsplit(code["HEALTHCARE_BACKUP_URI"])
     assert uri.scheme == "s3" and uri.netloc in buckets and code["HEALTHCARE_S3_BUCKET"] in buckets
@@ -333,7 +379,7 @@ def test_services_images_and_start_order(compose):
     assert services["mongo"]["image"] == "mongo:7"
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["minio"]["image"].startswith("quay.io/minio/minio:RELEASE.")
-    assert services["minio-bucket"]["image"].startswith("quay.io/minio/mc:RELEASE.")
+    assert services["minio-setup"]["image"].startswith("quay.io/minio/mc:RELEASE.")
     for name in APP_SERVICES:
         assert services[name]["image"] == "healthcare-assets:latest", name
     for name, waits_for in START_ORDER.items():
@@ -393,14 +439,14 @@ def test_no_literal_secrets(compose, env_example):
     for service, environment in _services_environment(compose).items():
         for key, value in environment.items():
             value = str(value)
-            if SECRET_NAME.search(key) and key != "MINIO_ROOT_USER":
+            if SECRET_NAME.search(key):
                 ref = REFERENCE.fullmatch(value)
                 assert ref and ref["op"] in (None, ":?", "?"), f"{service}.{key} must be a required ${{VAR}}: {value}"
             if "://" in value:
                 password = urlsplit(value).password
                 assert password is None or REFERENCE.fullmatch(password), f"{service}.{key} holds a password"
     for key, value in env_example.items():
-        if SECRET_NAME.search(key) and key != "AWS_ACCESS_KEY_ID":
+        if SECRET_NAME.search(key) and not key.endswith(("_ACCESS_KEY", "_ROOT_USER")):  # user names
             assert value.startswith("change-me"), f".env.example: {key} is not a change-me placeholder"
 
 
@@ -449,7 +495,8 @@ def test_pipeline_environment(compose):
     assert code["HEALTHCARE_DATA_DIR"] == "/data"
     assert code["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert code["HEALTHCARE_S3_PREFIX"].endswith(":-incoming/}")
-    assert environment["minio-bucket"]["HEALTHCARE_S3_BUCKET"] == code["HEALTHCARE_S3_BUCKET"]
+    for variable in ("HEALTHCARE_S3_BUCKET", "HEALTHCARE_S3_PREFIX"):
+        assert environment["minio-setup"][variable] == code[variable], variable
     for name in ("user-code", "webserver", "daemon"):
         assert DAGSTER_POSTGRES <= set(environment[name]), name
     # Whatever encrypts or decrypts names (the runs; provisioning, which re-encrypts the doctor

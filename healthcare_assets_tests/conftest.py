@@ -10,10 +10,12 @@ import pytest
 
 from healthcare_assets.domain import encryption
 
-FIXTURES = ["environment", "servers", "runs", "processes", "published", "browser", "s3", "postgres", "corpus"]
+FIXTURES = ["environment", "servers", "runs", "processes", "published", "browser", "s3", "postgres", "corpus",
+            "mongo_tools"]
 for _name in FIXTURES:  # rewritten like conftest, so their asserts say what failed
     pytest.register_assert_rewrite(f"healthcare_assets_tests.fixtures.{_name}")
-pytest_plugins = [f"healthcare_assets_tests.fixtures.{name}" for name in ("servers", "runs", "browser", "s3", "postgres")]
+pytest_plugins = [f"healthcare_assets_tests.fixtures.{name}" for name in ("servers", "runs", "browser", "s3", "postgres",
+                                                                               "mongo_tools")]
 
 # imported after the rewrite is registered
 from healthcare_assets_tests.fixtures.environment import missing_tools

@@ -1,0 +1,143 @@
+"""MongoDB's own tools against the project's backups, on embedded servers: `mongorestore --gzip
+--dir <backup>` restores a backup identically on a fresh server, and a plain `mongodump --gzip`
+folder of a deployment reads as a backup does (domain/backup/plain_dump.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+from bson import json_util
+
+from healthcare_assets.domain import backup, encryption, local_server
+from healthcare_assets.domain.backup.files import RAW
+from healthcare_assets.domain.backup.plain_dump import open_plain_dump
+from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.privacy import VIEW_NAME
+from healthcare_assets.plumbing import embedded_mongo
+from healthcare_assets.plumbing.mongo import MongoResource, connect
+from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets_tests.fixtures.runs import materialize
+
+VAULT = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("exports") / "tiny_export.csv"
+    generate_csv(rows=300, seed=23, out=path)
+    return path
+
+
+@pytest.fixture
+def deployment(mongo, tiny_csv) -> MongoResource:
+    """A small deployment through the whole drop chain (collection, view, analysts' copy, audit
+    log, data keys), and another deployment's data key beside its own in the shared key vault."""
+    assert materialize(tiny_csv, mongo).success
+    client, other = mongo.client(), f"other_{uuid.uuid4().hex[:8]}"
+    encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
+    yield mongo
+    encryption.drop_keys(client, other)
+
+
+def schema(db) -> dict:
+    """Each collection's type and options (validators, a view's definition) and its indexes, whole
+    but for `ns`: mongorestore sends the legacy field in its index specs, and the embedded server
+    keeps it (it names the restored namespace: nothing a query or a constraint reads)."""
+    return {info["name"]: (info.get("type"), info.get("options"),
+                           sorted(({k: v for k, v in ix.items() if k != "ns"} for ix in db[info["name"]].list_indexes()),
+                                  key=lambda ix: ix["name"])
+                           if info.get("type") != "view" else [])
+            for info in db.list_collections()}
+
+
+def digests(collection, match: dict | None = None) -> dict:
+    return {doc["_id"]: hashlib.sha256(doc.raw).hexdigest()
+            for doc in collection.with_options(codec_options=RAW).find(match or {})}
+
+
+def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(deployment, mongo_tools, tmp_path):
+    source = deployment.client()
+    written = backup.write_backup(source, deployment.database, deployment.server_label(), str(tmp_path / "b"))
+    vault_filter = backup.key_vault_filter(deployment.database)
+    keys = source[VAULT[0]][VAULT[1]].count_documents(vault_filter)
+    assert written.collections[".".join(VAULT)] == keys and 0 < keys < source[VAULT[0]][VAULT[1]].count_documents({})
+    second = tmp_path / "second"
+    local_server.ensure_running(second)
+    try:
+        uri = local_server.client_uri(second)
+        done = mongo_tools.run("mongorestore", uri, "--gzip", f"--dir={written.location}")
+        target = connect(uri)
+        report = backup.compare(source, target, backup.open_backup(written.location), {})
+        assert not backup.differences(report), backup.differences(report)
+        assert {name: tally["identical"] for name, tally in report.items()} == written.collections
+        assert sum(written.collections.values()) > 300
+        for db in databases(deployment.database).values():
+            assert schema(target[db]) == schema(source[db]), db
+            assert set(target[db].list_collection_names()) == set(written.manifest["databases"][db])
+        main = databases(deployment.database)["main"]
+        view = [json_util.dumps(d) for d in target[main][VIEW_NAME].find().sort("_id")]
+        assert view and view == [json_util.dumps(d) for d in source[main][VIEW_NAME].find().sort("_id")]
+        vault, source_vault = target[VAULT[0]][VAULT[1]], source[VAULT[0]][VAULT[1]]
+        assert digests(vault) == digests(source_vault, vault_filter)  # this deployment's keys, no other
+        assert schema(target[VAULT[0]]) == schema(source[VAULT[0]])
+        # the names decrypt there with the restored keys
+        stay = source[main].hospitalizations.find_one({}, sort=[("_id", 1)])
+        name = encryption.cipher(target[main].hospitalizations).decrypt(
+            target[main].hospitalizations.find_one({"_id": stay["_id"]})["personal_info"]["name"])
+        assert name == encryption.cipher(source[main].hospitalizations).decrypt(stay["personal_info"]["name"])
+        assert "0 document(s) failed to restore" in done.stderr
+    finally:
+        embedded_mongo.stop(second)
+
+
+def test_a_plain_mongodump_folder_reads_as_a_backup(deployment, mongo_tools, mongo_uri, tmp_path):
+    source = deployment.client()
+    out = mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")
+    # mongodump's layout: one folder per database, nothing beside them, no other deployment's key
+    dbs = databases(deployment.database)
+    held = {db for db in dbs.values() if source[db].list_collection_names()} | {VAULT[0]}
+    assert {p.name for p in out.iterdir()} == held
+    assert all(p.is_dir() for p in out.iterdir())
+    dump = open_plain_dump(str(out))
+
+    expected = {db: {info["name"]: {"type": "view"} if info["type"] == "view" else
+                     {"type": "collection", "documents": source[db][info["name"]].count_documents({})}
+                     for info in source[db].list_collections()} for db in held - {VAULT[0]}}
+    vault = source[VAULT[0]][VAULT[1]]
+    keys = vault.count_documents(backup.key_vault_filter(deployment.database))
+    assert 0 < keys < vault.count_documents({})
+    expected[VAULT[0]] = {VAULT[1]: {"type": "collection", "documents": keys}}
+    assert dump.manifest["databases"] == expected
+    assert dump.manifest["files"] == {
+        str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in out.rglob("*") if p.is_file()}
+    hospitalizations = source[dbs["main"]].hospitalizations
+    dumped = sorted(hashlib.sha256(raw).hexdigest() for raw in dump.documents(dbs["main"], "hospitalizations"))
+    assert dumped == sorted(digests(hospitalizations).values())  # byte-identical
+    meta = dump.metadata(dbs["main"], VIEW_NAME)
+    view = next(i for i in source[dbs["main"]].list_collections() if i["name"] == VIEW_NAME)
+    assert meta["type"] == "view" and meta["options"]["viewOn"] == "hospitalizations"
+    assert json_util.dumps(meta["options"]) == json_util.dumps(view["options"])  # key order too
+    report = dump.verify()
+    assert report["documents"] == sum(e.get("documents", 0) for cs in expected.values() for e in cs.values())
+    assert report["unverified"] and all(isinstance(s, str) for s in report["unverified"])
+
+
+@pytest.mark.xfail(strict=False, reason="restore() takes a backup with a manifest (reading.verify reads "
+                   "Opened.file and the source's counts): PlainDump is not wired in yet")
+def test_restore_takes_a_plain_mongodump_folder(deployment, mongo_tools, mongo_uri, tmp_path):
+    source = deployment.client()
+    dump = open_plain_dump(str(mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")))
+    scratch = {db: f"plain_{uuid.uuid4().hex[:8]}" for db in dump.manifest["databases"]}
+    try:
+        backup.restore(dump, source, rename=scratch)
+        for db, coll, entry in dump.collections():
+            if entry["type"] == "collection":
+                assert set(digests(source[scratch[db]][coll]).values()) == \
+                    {hashlib.sha256(raw).hexdigest() for raw in dump.documents(db, coll)}, f"{db}.{coll}"
+    finally:
+        for db in scratch.values():
+            source.drop_database(db)

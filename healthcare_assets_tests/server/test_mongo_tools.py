@@ -18,6 +18,7 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import VIEW_NAME
 from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.plumbing.mongo import MongoResource, connect
+from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import materialize
 
@@ -126,18 +127,32 @@ def test_a_plain_mongodump_folder_reads_as_a_backup(deployment, mongo_tools, mon
     assert report["unverified"] and all(isinstance(s, str) for s in report["unverified"])
 
 
-@pytest.mark.xfail(strict=False, reason="restore() takes a backup with a manifest (reading.verify reads "
-                   "Opened.file and the source's counts): PlainDump is not wired in yet")
-def test_restore_takes_a_plain_mongodump_folder(deployment, mongo_tools, mongo_uri, tmp_path):
-    source = deployment.client()
-    dump = open_plain_dump(str(mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")))
-    scratch = {db: f"plain_{uuid.uuid4().hex[:8]}" for db in dump.manifest["databases"]}
+def test_restore_takes_a_plain_mongodump_folder_only_when_asked(deployment, mongo_tools, mongo_uri, tmp_path,
+                                                                 monkeypatch, capsys):
+    """`restore --mongodump` into a fresh installation holding the same keys: every document as
+    dumped, the names readable; without the flag the unsigned folder is refused."""
+    source, dbs = deployment.client(), databases(deployment.database)
+    folder = mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")
+    dump = open_plain_dump(str(folder))
+    monkeypatch.setenv("MONGODB_DATABASE", deployment.database)
+    second_dir, first_uri = tmp_path / "second", mongo_uri
+    local_server.ensure_running(second_dir)
     try:
-        backup.restore(dump, source, rename=scratch)
+        monkeypatch.setenv("MONGODB_URI", local_server.client_uri(second_dir))
+        assert cli.main(["restore", "--from", str(folder)]) == 7
+        assert "manifest.json: missing" in capsys.readouterr().err
+        assert cli.main(["restore", "--from", str(folder), "--mongodump"]) == 0
+        printed = capsys.readouterr().out
+        assert "unverified without a manifest" in printed and "data keys: " in printed
+        target = connect(local_server.client_uri(second_dir))
         for db, coll, entry in dump.collections():
-            if entry["type"] == "collection":
-                assert set(digests(source[scratch[db]][coll]).values()) == \
+            if entry["type"] == "collection" and db != dbs["audit"]:  # the audit log gains the restore's entry
+                assert set(digests(target[db][coll]).values()) == \
                     {hashlib.sha256(raw).hexdigest() for raw in dump.documents(db, coll)}, f"{db}.{coll}"
+        stay = source[dbs["main"]].hospitalizations.find_one({}, sort=[("_id", 1)])
+        restored = target[dbs["main"]].hospitalizations
+        assert encryption.cipher(restored).decrypt(restored.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
+            == encryption.cipher(source[dbs["main"]].hospitalizations).decrypt(stay["personal_info"]["name"])
     finally:
-        for db in scratch.values():
-            source.drop_database(db)
+        monkeypatch.setenv("MONGODB_URI", first_uri)
+        embedded_mongo.stop(second_dir)

@@ -34,6 +34,7 @@ about erasures). This module is what callers import.
 from __future__ import annotations
 
 from healthcare_assets.domain.backup.files import MANIFEST, VERIFIED, BackupError
+from healthcare_assets.domain.backup.plain_dump import PlainDump, open_plain_dump
 from healthcare_assets.domain.backup.reading import (
            Opened,
            mark_verified,
@@ -56,5 +57,6 @@ from healthcare_assets.domain.backup.writing import (
 )
 
 __all__ = ["CONSISTENCY", "MANIFEST", "VERIFIED", "BackupError", "Opened", "RestoreRefusedError", "Restored",
-           "Written", "compare", "differences", "key_vault_filter", "mark_verified", "open_backup", "prune",
+           "PlainDump", "Written", "compare", "differences", "key_vault_filter", "mark_verified", "open_backup",
+           "open_plain_dump", "prune",
            "restore", "verify", "write_backup"]

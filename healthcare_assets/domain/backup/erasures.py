@@ -69,9 +69,8 @@ class Erasures:
     patients: set[str] = field(default_factory=set)  # keyed ids whose stays were kept out
 
     @classmethod
-    def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str]) -> Erasures:
+    def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str], main: str) -> Erasures:
         """The union of the deployment's live list on this server and the backup's."""
-        main = main_database(backup.manifest)
         audit_db, backed_up = databases(main)["audit"], set()
         if audit.ERASURES_COLLECTION in backup.manifest["databases"].get(audit_db, {}):
             backed_up = {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import stat
 import zlib
 from collections.abc import Callable, Iterator
@@ -25,6 +24,8 @@ from bson import json_util
 from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
+    METADATA_MAX_BYTES,
+    SAFE_NAME,
     BackupError,
     Digest,
     bson_documents,
@@ -33,12 +34,9 @@ from healthcare_assets.domain.backup.files import (
 )
 from healthcare_assets.plumbing.backup_store import LocalStore
 
-WORD = re.compile(r"[A-Za-z0-9_]+")
 BSON_SUFFIX, METADATA_SUFFIX = bson_file(""), metadata_file("")
 # What mongodump may write beside the database folders: never read here
 TOP_LEVEL = {"prelude.json", "oplog.bson", "oplog.bson.gz"}
-METADATA_CAP = 1 << 20
-DOCUMENT_CAP = (16 << 20) + (16 << 10)  # the server's largest document, and headroom
 UNVERIFIED = [
     "Who wrote the dump, from which server and when: a plain dump names no source, time or tool.",
     ("That no file was added, removed or changed since the dump was written: it holds no checksums "
@@ -69,21 +67,6 @@ def _open_file(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-class _Capped:
-    """A decompressed stream of documents none of which may be longer than `cap` bytes: a
-    document's claimed length is read before its body, so a forged length is refused before the
-    body is read into memory."""
-
-    def __init__(self, stream: BinaryIO, cap: int, location: str):
-        self.stream, self.cap, self.location = stream, cap, location
-
-    def read(self, size: int) -> bytes:
-        if size > self.cap - 4:  # bson_documents reads a document's body after its 4-byte length
-            raise BackupError(f"{self.location}: a document claims {size + 4:,} bytes, more than a BSON "
-                              f"document may hold ({self.cap:,}); not a mongodump file")
-        return self.stream.read(size)
-
-
 def _read(path: Path, consume: Callable[[BinaryIO, str], Iterator], expected: dict | None,
           found: dict | None = None) -> Iterator:
     """What `consume` yields from the decompressed file at `path`; once spent, the file's bytes
@@ -107,14 +90,10 @@ def _read(path: Path, consume: Callable[[BinaryIO, str], Iterator], expected: di
                           "(changed since)")
 
 
-def _documents(stream: BinaryIO, location: str) -> Iterator[bytes]:
-    return bson_documents(_Capped(stream, DOCUMENT_CAP, location), location)
-
-
 def _metadata_payload(stream: BinaryIO, location: str) -> Iterator[bytes]:
-    payload = stream.read(METADATA_CAP + 1)
-    if len(payload) > METADATA_CAP:
-        raise BackupError(f"{location}: inflates to more than {METADATA_CAP:,} bytes; not a mongodump "
+    payload = stream.read(METADATA_MAX_BYTES + 1)
+    if len(payload) > METADATA_MAX_BYTES:
+        raise BackupError(f"{location}: inflates to more than {METADATA_MAX_BYTES:,} bytes; not a mongodump "
                           "metadata file")
     yield payload
 
@@ -135,7 +114,7 @@ def _split(path: Path) -> tuple[str, str]:
     for suffix, kind in ((METADATA_SUFFIX, "metadata"), (BSON_SUFFIX, "bson")):
         if name.endswith(suffix):
             collection = name[:-len(suffix)]
-            if WORD.fullmatch(collection):
+            if SAFE_NAME.fullmatch(collection):
                 return collection, kind
             raise BackupError(f"{path}: collection name {collection!r} is not letters, digits and underscores")
     raise BackupError(f"{path}: not a file `mongodump --gzip` writes (<collection>{BSON_SUFFIX} or "
@@ -168,7 +147,7 @@ class PlainDump:
             if not entry.is_dir():
                 raise BackupError(f"{entry}: not a database folder, nor a file mongodump writes beside them "
                                   f"({', '.join(sorted(TOP_LEVEL))})")
-            if not WORD.fullmatch(entry.name):
+            if not SAFE_NAME.fullmatch(entry.name):
                 raise BackupError(f"{entry}: database name {entry.name!r} is not letters, digits and underscores")
             found[entry.name] = {}
             for path in sorted(entry.iterdir()):
@@ -206,7 +185,7 @@ class PlainDump:
                 raise BackupError(f"{self._path(bson_path)}: missing")
             summary = self.manifest["files"][bson_path] = {}
             entries[coll] = {"type": "collection",
-                             "documents": sum(1 for _ in _read(self._path(bson_path), _documents, None, summary))}
+                             "documents": sum(1 for _ in _read(self._path(bson_path), bson_documents, None, summary))}
         # collections before views, as a backup lists them: a view's source is restored first
         return dict(sorted(entries.items(), key=lambda item: (item[1]["type"] == "view", item[0])))
 
@@ -226,7 +205,7 @@ class PlainDump:
         relpath = f"{db}/{bson_file(coll)}"
         if relpath not in self.manifest["files"]:
             raise BackupError(f"{self._path(relpath)}: not in the dump")
-        return _read(self._path(relpath), _documents, self.manifest["files"][relpath])
+        return _read(self._path(relpath), bson_documents, self.manifest["files"][relpath])
 
     def verify(self) -> dict:
         """Read every file again: bytes and SHA-256 as when the folder was opened, every document

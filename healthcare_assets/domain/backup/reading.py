@@ -41,7 +41,8 @@ def _read_json(store: Store, name: str, relpath: str) -> dict:
     location = store.location(name, relpath)
     try:
         if not store.exists(name, relpath):
-            raise BackupError(f"{location}: missing (an unfinished backup, or not a backup folder)")
+            raise BackupError(f"{location}: missing (an unfinished backup, or not a backup of this project: a "
+                              "plain `mongodump --gzip` folder is restored with --mongodump)")
         with store.reader(name, relpath) as stream:
             payload = stream.read(METADATA_MAX_BYTES + 1)
     except OSError as exc:

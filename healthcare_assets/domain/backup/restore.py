@@ -74,7 +74,7 @@ def restore(backup: Opened, client: MongoClient, database: str, drop: bool = Fal
     if problems:
         raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
-    erasures = Erasures.of(backup, client, targets)
+    erasures = Erasures.of(backup, client, targets, database)
     _clear_targets(backup, client, targets, drop, erasures, catalog)
     erasures.write_list(client)
     counts: dict[str, int] = {}

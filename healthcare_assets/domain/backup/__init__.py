@@ -56,7 +56,24 @@ from healthcare_assets.domain.backup.writing import (
            write_backup,
 )
 
-__all__ = ["CONSISTENCY", "MANIFEST", "VERIFIED", "BackupError", "Opened", "RestoreRefusedError", "Restored",
-           "PlainDump", "Written", "compare", "differences", "key_vault_filter", "mark_verified", "open_backup",
-           "open_plain_dump", "prune",
-           "restore", "verify", "write_backup"]
+__all__ = [
+           "CONSISTENCY",
+           "MANIFEST",
+           "VERIFIED",
+           "BackupError",
+           "Opened",
+           "PlainDump",
+           "RestoreRefusedError",
+           "Restored",
+           "Written",
+           "compare",
+           "differences",
+           "key_vault_filter",
+           "mark_verified",
+           "open_backup",
+           "open_plain_dump",
+           "prune",
+           "restore",
+           "verify",
+           "write_backup",
+]

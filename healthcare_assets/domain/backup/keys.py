@@ -37,7 +37,7 @@ def backed_up_keys(backup, catalog: Catalog) -> Iterator[tuple[str, dict]]:
                 yield db, decode(raw)
 
 
-def judge(backup, catalog: Catalog) -> list[str]:
+def judge_keys(backup, catalog: Catalog) -> list[str]:
     """Every reason to refuse the backup's data keys, one sentence each (none: they may be written)."""
     ours = re.compile(key_vault_filter(catalog.main)["keyAltNames"]["$regex"])
     problems, documents = [], []
@@ -51,7 +51,7 @@ def judge(backup, catalog: Catalog) -> list[str]:
     return problems + encryption.wrapping_problems(documents)
 
 
-def prove(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
+def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
     """Unwrap every restored key of the deployment (one encryption each); raises BackupError
     naming the first that does not. Returns the keys proven."""
     proven = 0

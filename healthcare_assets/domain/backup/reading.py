@@ -15,7 +15,6 @@ from typing import BinaryIO
 
 from bson import json_util
 
-from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
@@ -34,6 +33,7 @@ from healthcare_assets.domain.backup.files import (
     metadata_file,
     write_file,
 )
+from healthcare_assets.domain.backup.signing import check_signature, digest, sign
 from healthcare_assets.plumbing.backup_store import keep, open_store
 
 
@@ -73,7 +73,7 @@ def read_manifest(store: Store, name: str) -> dict:
     manifest = _read_json(store, name, MANIFEST)
     if manifest.get("format") != FORMAT:
         raise BackupError(f"{location}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    signing.check(manifest, location)
+    check_signature(manifest, location)
     if manifest.get("name") != name:
         raise BackupError(f"{location}: signed for the backup {manifest.get('name')!r}, found in the folder {name!r} "
                           "(a copy under another name)")
@@ -249,7 +249,7 @@ def verify(backup: Opened) -> dict:
 def mark_verified(backup: Opened, report: dict) -> None:
     """Record, signed and bound to this manifest, that the backup was read back whole."""
     if not backup.store.exists(backup.name, VERIFIED):
-        marker = signing.sign({"name": backup.name, "manifest": signing.digest(backup.manifest), "report": report})
+        marker = sign({"name": backup.name, "manifest": digest(backup.manifest), "report": report})
         write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
 
 
@@ -262,8 +262,8 @@ def good(store: Store, name: str) -> str | None:
             return "dated in the future"
         manifest = read_manifest(store, name)
         marker = _read_json(store, name, VERIFIED)
-        signing.check(marker, store.location(name, VERIFIED))
-        if marker.get("name") != name or marker.get("manifest") != signing.digest(manifest):
+        check_signature(marker, store.location(name, VERIFIED))
+        if marker.get("name") != name or marker.get("manifest") != digest(manifest):
             return f"{VERIFIED} vouches for another backup"
     except BackupError as exc:
         return str(exc)

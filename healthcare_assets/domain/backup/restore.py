@@ -14,7 +14,6 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from healthcare_assets.domain import privacy
-from healthcare_assets.domain.backup import keys
 from healthcare_assets.domain.backup.catalog import Catalog, Definition
 from healthcare_assets.domain.backup.erasures import Erasures, main_database, returned
 from healthcare_assets.domain.backup.files import (
@@ -22,6 +21,7 @@ from healthcare_assets.domain.backup.files import (
     raw_documents,
     read_ranges,
 )
+from healthcare_assets.domain.backup.keys import judge_keys, prove_keys
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
@@ -70,7 +70,7 @@ def restore(backup: Opened, client: MongoClient, database: str, drop: bool = Fal
     catalog = Catalog(database)
     catalog.check_scope(backup.manifest["databases"], backup.location)
     backup.verify()
-    problems = keys.judge(backup, catalog)
+    problems = judge_keys(backup, catalog)
     if problems:
         raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
@@ -98,7 +98,7 @@ def restore(backup: Opened, client: MongoClient, database: str, drop: bool = Fal
     for what in left_out:
         log(f"left out, as the code does not define it: {what}")
     restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), left_out=left_out)
-    restored.keys_proven = keys.prove(client, catalog, targets)
+    restored.keys_proven = prove_keys(client, catalog, targets)
     if not rename:  # the drill's scratch databases are compared, never published
         restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client)
     return restored

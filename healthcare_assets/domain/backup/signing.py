@@ -75,7 +75,7 @@ def _required_key(doing: str) -> bytes:
     return key
 
 
-def check(document: dict, location: str) -> None:
+def check_signature(document: dict, location: str) -> None:
     """Raises BackupError unless `document` carries a valid signature by this installation's key."""
     signature = document.get(SIGNATURE)
     if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:

@@ -17,7 +17,6 @@ from importlib import metadata
 from bson import json_util
 from pymongo import MongoClient
 
-from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.backup.files import (
     EXTENDED_JSON,
     FORMAT,
@@ -30,6 +29,7 @@ from healthcare_assets.domain.backup.files import (
     read_ranges,
     write_file,
 )
+from healthcare_assets.domain.backup.signing import sign, writing_key
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.plumbing.backup_store import open_store
@@ -115,7 +115,7 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
                  log: Callable[[str], None] = lambda _: None) -> Written:
     """Back up every database of the deployment into a new folder of the store at `uri`."""
     started = time.perf_counter()
-    key = signing.writing_key()  # before anything is written: a production deployment without it stops here
+    key = writing_key()  # before anything is written: a production deployment without it stops here
     store, name = open_store(uri), new_name()
     files: dict[str, dict] = {}
     contents: dict[str, dict] = {}
@@ -131,7 +131,7 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
         "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
         "databases": contents, "files": files, "keys": data_keys(client, main_database),
     }
-    manifest = signing.sign(manifest, key)
+    manifest = sign(manifest, key)
     write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
     counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}
     return Written(name, store.location(name), manifest, time.perf_counter() - started, counts)

@@ -142,7 +142,8 @@ def local_keys() -> dict[str, bytes]:
 def kms_providers() -> dict:
     """The KMS providers a client encryption is given: `aws` (credentials fetched from the AWS
     environment when needed) when a KMS key is current or retired, and every local key held."""
-    providers: dict = {"aws": {}} if aws_master_key() or retired_kms_keys() else {}
+    retired_kms = retired_kms_keys()  # checked even when a KMS key is current
+    providers: dict = {"aws": {}} if aws_master_key() or retired_kms else {}
     providers.update({name: {"key": key} for name, key in local_keys().items()})
     return providers
 

@@ -109,15 +109,15 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     # the retired keys and the new one to HEALTHCARE_MASTER_KEY.
     result = rotate_keys(mongo, HEALTHCARE_MASTER_KEY=old, HEALTHCARE_NEW_MASTER_KEY=new)
     assert result.returncode == 0, result.stderr
-    said = result.stdout + result.stderr
-    assert RETIRED in said and old not in said and new not in said
-    assert encryption.local_provider(base64.b64decode(old)) in said  # which key to keep, by digest
     monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, new)
     monkeypatch.setenv(RETIRED, old)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(base64.b64decode(new))}
 
     backup.restore(backup.open_backup(location), mongo.client(), drop=True)
     assert names(mongo.hospitalizations()) == before
+    said = result.stdout + result.stderr  # the command says what to move where, never a key
+    assert RETIRED in said and old not in said and new not in said
+    assert encryption.local_provider(base64.b64decode(old)) in said
     assert encryption.wrapping_problems(backed_up_keys(location)) == []
 
     # Without the retired key, the restore's check says which key is missing, by digest only.

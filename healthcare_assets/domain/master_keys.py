@@ -8,8 +8,8 @@ current   wraps new data keys: AWS KMS when HEALTHCARE_KMS_KEY_ARN is set (regio
 retired   the keys rotations moved away from, kept so that a backup taken before a rotation, whose
           data keys are wrapped as they were then, still reads after a restore:
           HEALTHCARE_RETIRED_MASTER_KEYS (local keys, base64, separated by commas) from the
-          environment, or for a development installation from secrets.env, where rotate-keys moves
-          the old key; HEALTHCARE_RETIRED_KMS_KEY_ARNS (AWS keys moved away from, by ARN, each in
+          environment, and for a development installation from secrets.env too, where rotate-keys
+          moves the old key; HEALTHCARE_RETIRED_KMS_KEY_ARNS (AWS keys moved away from, by ARN, each in
           its ARN's region). Kept until no retained backup needs them (retired_keys_needed,
           forget_retired_keys).
 
@@ -96,18 +96,19 @@ def _entries(value: str) -> list[str]:
     return [] if value.startswith(secrets_file.PLACEHOLDER) else [e for e in re.split(r"[\s,]+", value) if e]
 
 
-def retired_keys_in_file() -> bool:
-    """Whether the retired local keys are secrets.env's (a development installation that does not
-    set them): rotate-keys and forget_retired_keys then edit the file; otherwise the operator does."""
-    return not settings.mongodb_uri() and not _entries(os.environ.get(RETIRED_KEYS_VARIABLE, ""))
+def _development() -> bool:
+    return not settings.mongodb_uri()
 
 
 def retired_master_keys() -> dict[str, bytes]:
-    """The retired local keys by provider name, each checked as a master key."""
-    value = secrets_file.read().get(RETIRED_KEYS_VARIABLE, "") if retired_keys_in_file() \
-        else os.environ.get(RETIRED_KEYS_VARIABLE, "")
-    keys = (decode_master_key(entry, f"{RETIRED_KEYS_VARIABLE} (entry {n})")
-            for n, entry in enumerate(_entries(value), 1))
+    """The retired local keys by provider name, each checked as a master key: those of the
+    environment, and for a development installation those of secrets.env too (where rotate-keys
+    moves the old key even when the variable is set)."""
+    where = [(RETIRED_KEYS_VARIABLE, os.environ.get(RETIRED_KEYS_VARIABLE, ""))]
+    if _development():
+        where.append((f"{RETIRED_KEYS_VARIABLE} of {secrets_file.path()}", secrets_file.read().get(RETIRED_KEYS_VARIABLE, "")))
+    keys = (decode_master_key(entry, f"{variable} (entry {n})")
+            for variable, value in where for n, entry in enumerate(_entries(value), 1))
     return {local_provider(key): key for key in keys}
 
 
@@ -240,10 +241,11 @@ def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
 def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
     """Remove from secrets.env (development) the retired local keys no data key in use needs
     (providers_in_use as for retired_keys_needed), never the current key; returns the names
-    (`local:<digest>`) removed. When the retired keys come from the environment (production),
-    nothing is removed: returns the names the operator may remove from the variables."""
+    (`local:<digest>`) removed. In production (MONGODB_URI set), where the retired keys are the
+    environment's, nothing is removed: returns the names (`local:<digest>`, `aws:<ARN>`) the
+    operator may remove from the variables."""
     removable = retired_keys_needed(providers_in_use).removable
-    if not retired_keys_in_file():
+    if not _development():
         return removable
     removed = []
 

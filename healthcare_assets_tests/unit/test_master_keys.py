@@ -139,3 +139,7 @@ def test_development_forgets_a_retired_key_only_when_no_backup_uses_it(monkeypat
     assert stored[encryption.RETIRED_KEYS_VARIABLE] == CURRENT and stored[encryption.MASTER_KEY_VARIABLE] == CURRENT
     assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
     assert set(encryption.kms_providers()) == {name(CURRENT)}
+    # A key of the environment is held too, and left to whoever set it.
+    monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, UNKNOWN)
+    assert set(encryption.kms_providers()) == {name(CURRENT), name(UNKNOWN)}
+    assert encryption.forget_retired_keys(set()) == []

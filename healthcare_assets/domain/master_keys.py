@@ -28,6 +28,8 @@ import re
 import secrets
 from typing import NamedTuple
 
+from bson.binary import UUID_SUBTYPE, Binary
+
 from healthcare_assets.plumbing import secrets_file, settings
 
 MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
@@ -180,6 +182,8 @@ def _label(document) -> str:
     """A data key's name for a message: its first alt name, or its id; shortened, printable."""
     names = document.get("keyAltNames") if isinstance(document, dict) else None
     name = names[0] if isinstance(names, list) and names else document.get("_id") if isinstance(document, dict) else None
+    if isinstance(name, Binary) and name.subtype == UUID_SUBTYPE:  # a data key's id as the vault holds it
+        name = str(name.as_uuid())
     text = name if isinstance(name, str) else repr(name)
     return "".join(c if c.isprintable() else "?" for c in text)[:120]
 

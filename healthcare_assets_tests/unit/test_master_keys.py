@@ -86,10 +86,13 @@ def test_the_message_says_which_key_to_set(production):
 
 def test_a_hostile_name_is_shown_short_and_printable(production):
     alt = "x\n\x1b[31mfake line" + "y" * 500
-    [problem] = encryption.wrapping_problems([data_key({"provider": "kmip"}, alt), ])
+    [problem] = encryption.wrapping_problems([data_key({"provider": "kmip"}, alt)])
     assert "\n" not in problem and "\x1b" not in problem and len(problem) < 400
     [no_alt] = encryption.wrapping_problems([{"_id": 7, "masterKey": {"provider": "kmip"}}])
     assert no_alt.startswith("data key 7 ")
+    key_id = uuid.uuid4()
+    [by_id] = encryption.wrapping_problems([{"_id": Binary.from_uuid(key_id), "masterKey": {"provider": "gcp"}}])
+    assert by_id.startswith(f"data key {key_id} ")
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"short").decode()])

@@ -15,7 +15,8 @@ Keys:
                HEALTHCARE_KMS_KEY_ARN is set (with HEALTHCARE_KMS_REGION or AWS_REGION; AWS
                credentials from the AWS environment), otherwise `local` with HEALTHCARE_MASTER_KEY
                (96 bytes, base64), generated once into $HEALTHCARE_DATA_DIR/secrets.env with a
-               warning for a development installation and refused missing in production.
+               warning for a development installation and refused missing in production. The
+               keys rotations retired stay held while a backup needs them (master_keys.py).
 
 Decrypting needs both find on the key vault and the master key: a role without the key vault's
 privilege (ANALYST_READONLY, DOCTOR_APP for the main vault), or a client without the master key,
@@ -24,12 +25,8 @@ reads BinData only.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import os
 import re
-import secrets
 from collections.abc import Iterable
 
 from bson.binary import STANDARD, Binary
@@ -40,90 +37,41 @@ from pymongo.encryption import Algorithm, ClientEncryption
 from pymongo.errors import EncryptionError
 
 from healthcare_assets.domain.collection_definitions import KEY_VAULT_INDEX
+
+# The master keys (master_keys.py), also under this module's name for the callers of the ciphers.
+from healthcare_assets.domain.master_keys import (
+    MASTER_KEY_VARIABLE,
+    NEW_MASTER_KEY_VARIABLE,
+    RETIRED_ARNS_VARIABLE,  # noqa: F401
+    RETIRED_KEYS_VARIABLE,  # noqa: F401
+    MasterKeyError,
+    RetiredKeys,  # noqa: F401
+    aws_master_key,
+    decode_master_key,
+    forget_retired_keys,  # noqa: F401
+    kms_providers,
+    local_keys,
+    local_provider,
+    master_key,
+    new_master_key,
+    provider,
+    retire_current_key,
+    retired_keys_needed,  # noqa: F401
+    wrapped_by,
+    wrapping_problems,  # noqa: F401
+)
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing import secrets_file
 
 KEY_VAULT_DB, KEY_VAULT_COLLECTION = "encryption", "__keyVault"
 KEY_VAULT = f"{KEY_VAULT_DB}.{KEY_VAULT_COLLECTION}"
-MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
-MASTER_KEY_BYTES = 96  # what the local KMS provider takes
 DETERMINISTIC = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic
 ENCRYPTED_SUBTYPE = 6
 _OPTIONS = CodecOptions(uuid_representation=STANDARD)
 
 
-class MasterKeyError(ValueError):
-    pass
-
-
 class NoDataKeyError(LookupError):
     """The collection's data key does not exist yet: nothing was encrypted with it."""
-
-
-def new_master_key() -> str:
-    return base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
-
-
-def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
-    """A base64 master key as bytes; the error names the variable, never the value."""
-    secrets_file.checked(variable, value)
-    try:
-        key = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != MASTER_KEY_BYTES:
-        raise MasterKeyError(f"{variable} is not {MASTER_KEY_BYTES} bytes in base64 (make one with "
-                             "`python -c 'import base64,os;print(base64.b64encode(os.urandom(96)).decode())'`)")
-    return key
-
-
-def master_key() -> bytes:
-    """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
-    $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
-    set): a key generated inside a container is lost with it, and every name with it."""
-    if settings.mongodb_uri() and not os.environ.get(MASTER_KEY_VARIABLE):
-        raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
-                             "is set, so this is production; set one of them (see docs/deployment.md)")
-    value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, what="master key",
-                               development_placeholder_ignored=True)
-    return decode_master_key(value)
-
-
-def aws_master_key() -> dict | None:
-    """The AWS KMS key that wraps data keys, when HEALTHCARE_KMS_KEY_ARN chooses AWS."""
-    arn = os.environ.get("HEALTHCARE_KMS_KEY_ARN")
-    if not arn:
-        return None
-    region = os.environ.get("HEALTHCARE_KMS_REGION") or os.environ.get("AWS_REGION")
-    if not region:
-        raise MasterKeyError("HEALTHCARE_KMS_KEY_ARN is set without HEALTHCARE_KMS_REGION (or AWS_REGION)")
-    return {"key": arn, "region": region}
-
-
-def local_provider(key: bytes) -> str:
-    """The name of the local KMS provider holding `key`: named after a digest of it, so that a data
-    key says which master key wraps it, rotation re-wraps exactly those of the old key (and can be
-    run again after an interruption), and a wrong key is refused by name rather than by a failed MAC."""
-    return f"local:{hashlib.sha256(key).hexdigest()[:16]}"
-
-
-def kms_providers() -> dict:
-    """`aws` (credentials fetched from the AWS environment when needed) when chosen; the local
-    master key when not, or when HEALTHCARE_MASTER_KEY is set too (data keys made before a move to AWS)."""
-    providers = {}
-    if aws_master_key():
-        providers["aws"] = {}
-    local = os.environ.get(MASTER_KEY_VARIABLE, "")
-    if not providers or (local and not local.startswith(secrets_file.PLACEHOLDER)):  # unused placeholder under AWS
-        key = master_key()
-        providers[local_provider(key)] = {"key": key}
-    return providers
-
-
-def provider() -> tuple[str, dict | None]:
-    """The provider new data keys are wrapped by, and its master key options."""
-    aws = aws_master_key()
-    return ("aws", aws) if aws else (local_provider(master_key()), None)
 
 
 def ensure_key_vault(client: MongoClient, namespace: str = KEY_VAULT) -> None:
@@ -242,23 +190,22 @@ def drop_keys(client: MongoClient, database: str) -> int:
     return vault.delete_many({"keyAltNames": {"$regex": "^" + re.escape(database + ".")}}).deleted_count
 
 
-NEW_MASTER_KEY_VARIABLE = "HEALTHCARE_NEW_MASTER_KEY"
-
-
 def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, int]:
     """Re-wrap the data keys of every vault under a new master key (rewrap_many_data_key): the
     data keys, and so every stored ciphertext, stay the same. The target is AWS KMS when
     HEALTHCARE_KMS_KEY_ARN is set (every key not already under it moves there: a key rotated by
     AWS, or local keys moving to AWS); otherwise HEALTHCARE_NEW_MASTER_KEY, or for a development
     installation a new key kept in secrets.env under that name until every data key is re-wrapped,
-    then made HEALTHCARE_MASTER_KEY. Returns the keys re-wrapped per vault."""
+    then made HEALTHCARE_MASTER_KEY while the old one joins the retired keys (earlier backups' data
+    keys are wrapped by it). Keys under a retired local key (a restored backup's) are re-wrapped
+    too. Returns the keys re-wrapped per vault."""
     aws = aws_master_key()
     if aws:
         providers, target, options = kms_providers(), "aws", aws
         which = {"$or": [{"masterKey.provider": {"$ne": "aws"}}, {"masterKey.key": {"$ne": aws["key"]}},
                          {"masterKey.region": {"$ne": aws["region"]}}]}
     else:
-        old = master_key()
+        master_key()  # refused missing in production before anything is generated
         pending = os.environ.get(NEW_MASTER_KEY_VARIABLE)
         development = not pending and not os.environ.get(MASTER_KEY_VARIABLE)
         if not pending and not development:
@@ -267,17 +214,25 @@ def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, i
         if development:  # stored before any key is re-wrapped under it: an interruption loses nothing
             pending = secrets_file.ensure({NEW_MASTER_KEY_VARIABLE: new_master_key})[NEW_MASTER_KEY_VARIABLE]
         new = decode_master_key(pending, NEW_MASTER_KEY_VARIABLE)
-        providers = {local_provider(old): {"key": old}, local_provider(new): {"key": new}}
-        target, options, which = local_provider(new), None, {"masterKey.provider": local_provider(old)}
+        held = local_keys()
+        providers = {name: {"key": key} for name, key in {**held, local_provider(new): new}.items()}
+        target, options = local_provider(new), None
+        which = {"masterKey.provider": {"$in": sorted(set(held) - {target})}}
     rewrapped = {}
     for vault in vaults:
         with client_encryption(client, vault, providers) as keys:
             result = keys.rewrap_many_data_key(which, provider=target, master_key=options)
         rewrapped[vault] = result.bulk_write_result.modified_count if result.bulk_write_result else 0
     if not aws and development:
-        secrets_file.store({MASTER_KEY_VARIABLE: pending, NEW_MASTER_KEY_VARIABLE: ""})
+        retire_current_key(pending)
     return rewrapped
 
 
-def wrapping_problems(key_documents):  # TEMPORARY STUB
-    return []
+def providers_in_vaults(client: MongoClient, vaults: Iterable[str]) -> set[str]:
+    """wrapped_by() of every data key in the vaults: the keys live data needs, to add to the
+    retained backups' before forgetting retired keys."""
+    found = set()
+    for vault in vaults:
+        db, _, coll = vault.partition(".")
+        found |= {wrapped_by(d.get("masterKey")) for d in client[db][coll].find({}, {"masterKey": 1})}
+    return found

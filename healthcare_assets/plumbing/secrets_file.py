@@ -85,17 +85,18 @@ def read(data_dir: Path | None = None) -> dict[str, str]:
 def ensure(generators: dict[str, Callable[[], str]], data_dir: Path | None = None) -> dict[str, str]:
     """Every stored value, after storing a new one for each name of `generators` (name -> function
     making a value) that has none."""
-    return _update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)},
+    return update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)},
                    data_dir)
 
 
 def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str]:
     """Every stored value, after replacing those of `values` (what the embedded server now has)."""
-    return _update(lambda stored: {k: v for k, v in values.items() if stored.get(k) != v}, data_dir)
+    return update(lambda stored: {k: v for k, v in values.items() if stored.get(k) != v}, data_dir)
 
 
-def _update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None) -> dict[str, str]:
-    """Apply `changes` (stored values -> values to set) under the lock, from a fresh read."""
+def update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None = None) -> dict[str, str]:
+    """Every stored value, after applying `changes` (stored values -> values to set) under the
+    lock, from a fresh read: for a change that depends on what is stored (a list extended)."""
     file = path(data_dir)
     settings.private_dir(file.parent)
     with open(file.with_suffix(".lock"), "a") as lock:

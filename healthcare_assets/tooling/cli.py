@@ -74,12 +74,18 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
     mongo = mongo_resource_from_env()
     copy = access.doctor_app_copy(mongo.hospitalizations())
+    local = encryption.aws_master_key() is None
+    old = encryption.local_provider(encryption.master_key()) if local else None
     rewrapped = encryption.rotate_master_key(mongo.client(), [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
     for vault, count in rewrapped.items():
         print(f"re-wrapped {count:>4}  data keys in {vault}")
-    if encryption.aws_master_key() is None and encryption.MASTER_KEY_VARIABLE in os.environ:
-        print(f"now set {encryption.MASTER_KEY_VARIABLE} to the value of {encryption.NEW_MASTER_KEY_VARIABLE} "
-              "wherever the pipeline and the roles that decrypt run, then unset the latter")
+    if local and encryption.MASTER_KEY_VARIABLE in os.environ:
+        print(f"now, wherever the pipeline and the roles that decrypt run: add the old {encryption.MASTER_KEY_VARIABLE} "
+              f"({old}) to {encryption.RETIRED_KEYS_VARIABLE} (earlier backups need it), set "
+              f"{encryption.MASTER_KEY_VARIABLE} to the value of {encryption.NEW_MASTER_KEY_VARIABLE}, then unset the latter")
+    elif local:
+        print(f"the old master key {old} is kept in secrets.env under {encryption.RETIRED_KEYS_VARIABLE} "
+              "while a backup needs it")
     return 0
 
 

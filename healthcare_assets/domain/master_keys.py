@@ -1,0 +1,266 @@
+"""The master keys this installation holds, and which key-vault documents it can unwrap.
+
+current   wraps new data keys: AWS KMS when HEALTHCARE_KMS_KEY_ARN is set (region from
+          HEALTHCARE_KMS_REGION or AWS_REGION, credentials from the AWS environment), otherwise
+          the local HEALTHCARE_MASTER_KEY (96 bytes, base64), generated once into
+          $HEALTHCARE_DATA_DIR/secrets.env for a development installation, refused missing in
+          production (MONGODB_URI set).
+retired   the keys rotations moved away from, kept so that a backup taken before a rotation, whose
+          data keys are wrapped as they were then, still reads after a restore:
+          HEALTHCARE_RETIRED_MASTER_KEYS (local keys, base64, separated by commas) from the
+          environment, and for a development installation from secrets.env too, where rotate-keys
+          moves the old key; HEALTHCARE_RETIRED_KMS_KEY_ARNS (AWS keys moved away from, by ARN, each in
+          its ARN's region). Kept until no retained backup needs them (retired_keys_needed,
+          forget_retired_keys).
+
+A local key is named `local:<first 16 hex digits of its SHA-256>`, the KMS provider name each data
+key records: a key vault document says which key wraps it without revealing it. Values are checked
+as every secret is (secrets_file.checked) and never logged: errors name the variable, never a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import secrets
+from typing import NamedTuple
+
+from bson.binary import UUID_SUBTYPE, Binary
+
+from healthcare_assets.plumbing import secrets_file, settings
+
+MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
+NEW_MASTER_KEY_VARIABLE = "HEALTHCARE_NEW_MASTER_KEY"
+RETIRED_KEYS_VARIABLE = "HEALTHCARE_RETIRED_MASTER_KEYS"
+RETIRED_ARNS_VARIABLE = "HEALTHCARE_RETIRED_KMS_KEY_ARNS"
+MASTER_KEY_BYTES = 96  # what the local KMS provider takes
+_LOCAL_NAME = re.compile(r"local:[0-9a-f]{16}")
+_KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:(key|alias)/[A-Za-z0-9/_-]+")
+
+
+class MasterKeyError(ValueError):
+    pass
+
+
+def new_master_key() -> str:
+    return base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
+
+
+def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
+    """A base64 master key as bytes; the error names the variable, never the value."""
+    secrets_file.checked(variable, value)
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != MASTER_KEY_BYTES:
+        raise MasterKeyError(f"{variable} is not {MASTER_KEY_BYTES} bytes in base64 (make one with "
+                             "`python -c 'import base64,os;print(base64.b64encode(os.urandom(96)).decode())'`)")
+    return key
+
+
+def master_key() -> bytes:
+    """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
+    $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
+    set): a key generated inside a container is lost with it, and every name with it."""
+    if settings.mongodb_uri() and not os.environ.get(MASTER_KEY_VARIABLE):
+        raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
+                             "is set, so this is production; set one of them (see docs/deployment.md)")
+    value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, what="master key",
+                               development_placeholder_ignored=True)
+    return decode_master_key(value)
+
+
+def aws_master_key() -> dict | None:
+    """The AWS KMS key that wraps data keys, when HEALTHCARE_KMS_KEY_ARN chooses AWS."""
+    arn = os.environ.get("HEALTHCARE_KMS_KEY_ARN")
+    if not arn:
+        return None
+    region = os.environ.get("HEALTHCARE_KMS_REGION") or os.environ.get("AWS_REGION")
+    if not region:
+        raise MasterKeyError("HEALTHCARE_KMS_KEY_ARN is set without HEALTHCARE_KMS_REGION (or AWS_REGION)")
+    return {"key": arn, "region": region}
+
+
+def local_provider(key: bytes) -> str:
+    """The name of the local KMS provider holding `key`: named after a digest of it, so that a data
+    key says which master key wraps it, rotation re-wraps exactly those of the old key (and can be
+    run again after an interruption), and a wrong key is refused by name rather than by a failed MAC."""
+    return f"local:{hashlib.sha256(key).hexdigest()[:16]}"
+
+
+def _entries(value: str) -> list[str]:
+    """A list variable's entries (commas or white space between them); a placeholder is no entry."""
+    value = value.strip()
+    return [] if value.startswith(secrets_file.PLACEHOLDER) else [e for e in re.split(r"[\s,]+", value) if e]
+
+
+def _development() -> bool:
+    return not settings.mongodb_uri()
+
+
+def retired_master_keys() -> dict[str, bytes]:
+    """The retired local keys by provider name, each checked as a master key: those of the
+    environment, and for a development installation those of secrets.env too (where rotate-keys
+    moves the old key even when the variable is set)."""
+    where = [(RETIRED_KEYS_VARIABLE, os.environ.get(RETIRED_KEYS_VARIABLE, ""))]
+    if _development():
+        where.append((f"{RETIRED_KEYS_VARIABLE} of {secrets_file.path()}", secrets_file.read().get(RETIRED_KEYS_VARIABLE, "")))
+    keys = (decode_master_key(entry, f"{variable} (entry {n})")
+            for variable, value in where for n, entry in enumerate(_entries(value), 1))
+    return {local_provider(key): key for key in keys}
+
+
+def retired_kms_keys() -> dict[str, str]:
+    """The retired AWS KMS keys: ARN -> the region in it."""
+    retired = {}
+    for n, arn in enumerate(_entries(os.environ.get(RETIRED_ARNS_VARIABLE, "")), 1):
+        match = _KMS_ARN.fullmatch(arn)
+        if not match:
+            raise MasterKeyError(f"{RETIRED_ARNS_VARIABLE} (entry {n}) is not the ARN of a KMS key")
+        retired[arn] = match["region"]
+    return retired
+
+
+def current_local_key() -> bytes | None:
+    """The current local key: when no AWS key is chosen, or when HEALTHCARE_MASTER_KEY is set
+    beside it (data keys made before a move to AWS; .env.example's placeholder there is unused)."""
+    local = os.environ.get(MASTER_KEY_VARIABLE, "")
+    if not aws_master_key() or (local and not local.startswith(secrets_file.PLACEHOLDER)):
+        return master_key()
+    return None
+
+
+def local_keys() -> dict[str, bytes]:
+    """Every local key this installation holds, by provider name: the retired ones and the current one."""
+    keys = retired_master_keys()
+    if (key := current_local_key()) is not None:
+        keys[local_provider(key)] = key
+    return keys
+
+
+def kms_providers() -> dict:
+    """The KMS providers a client encryption is given: `aws` (credentials fetched from the AWS
+    environment when needed) when a KMS key is current or retired, and every local key held."""
+    retired_kms = retired_kms_keys()  # checked even when a KMS key is current
+    providers: dict = {"aws": {}} if aws_master_key() or retired_kms else {}
+    providers.update({name: {"key": key} for name, key in local_keys().items()})
+    return providers
+
+
+def provider() -> tuple[str, dict | None]:
+    """The provider new data keys are wrapped by, and its master key options."""
+    aws = aws_master_key()
+    return ("aws", aws) if aws else (local_provider(master_key()), None)
+
+
+def retire_current_key(pending: str) -> None:
+    """Development rotation, once every data key is re-wrapped under `pending`: the current key of
+    secrets.env joins the retired keys in the same write that makes `pending` current, so no
+    moment exists when the file holds neither."""
+    def changes(stored: dict[str, str]) -> dict[str, str]:
+        retired = _entries(stored.get(RETIRED_KEYS_VARIABLE, ""))
+        old = stored.get(MASTER_KEY_VARIABLE, "")
+        if old and old != pending and old not in retired:
+            retired.append(old)
+        return {RETIRED_KEYS_VARIABLE: ",".join(retired), MASTER_KEY_VARIABLE: pending, NEW_MASTER_KEY_VARIABLE: ""}
+    secrets_file.update(changes)
+
+
+def wrapped_by(master: dict) -> str:
+    """The name of the key a data key's `masterKey` names: `local:<digest>`, `aws:<ARN>`, or its
+    provider as it is. What retired_keys_needed takes: {wrapped_by(k["masterKey"]) for every data
+    key of every retained backup and of the key vaults}."""
+    kind = master.get("provider") if isinstance(master, dict) else None
+    return f"aws:{master.get('key')}" if kind == "aws" else str(kind)
+
+
+def _label(document) -> str:
+    """A data key's name for a message: its first alt name, or its id; shortened, printable."""
+    names = document.get("keyAltNames") if isinstance(document, dict) else None
+    name = names[0] if isinstance(names, list) and names else document.get("_id") if isinstance(document, dict) else None
+    if isinstance(name, Binary) and name.subtype == UUID_SUBTYPE:  # a data key's id as the vault holds it
+        name = str(name.as_uuid())
+    text = name if isinstance(name, str) else repr(name)
+    return "".join(c if c.isprintable() else "?" for c in text)[:120]
+
+
+def wrapping_problems(key_documents: list[dict]) -> list[str]:
+    """One sentence per key-vault document this installation cannot unwrap or must not accept
+    (a backup's, before they are restored); none when all are fine. Accepted: a local key held
+    (current or retired), the configured or a retired AWS KMS key in its region. Refused: an AWS
+    key with an `endpoint` (signed requests sent to another host), any other provider."""
+    held = set(local_keys())
+    aws = aws_master_key()
+    kms = {**retired_kms_keys(), **({aws["key"]: aws["region"]} if aws else {})}
+    problems = []
+    for document in key_documents:
+        name = f"data key {_label(document)}"
+        master = document.get("masterKey") if isinstance(document, dict) else None
+        kind = master.get("provider") if isinstance(master, dict) else None
+        if not isinstance(kind, str):
+            problems.append(f"{name} names no master key that wraps it (no masterKey.provider): refused")
+        elif _LOCAL_NAME.fullmatch(kind) and set(master) == {"provider"}:
+            if kind not in held:
+                digest = kind.partition(":")[2]
+                problems.append(
+                    f"{name} is wrapped by master key {kind}, which this installation does not hold: set "
+                    f"{MASTER_KEY_VARIABLE} (or add it to {RETIRED_KEYS_VARIABLE}) to the key whose digest "
+                    f"is {digest}, from the deployment that wrote the backup")
+        elif kind == "aws" and "endpoint" in master:
+            problems.append(f"{name} is wrapped by an AWS KMS key with a custom endpoint: refused, it would send "
+                            "signed requests to another host")
+        elif kind == "aws" and set(master) == {"provider", "key", "region"}:
+            arn, region = master["key"], master["region"]
+            if not isinstance(arn, str) or not isinstance(region, str) or kms.get(arn) != region:
+                problems.append(
+                    f"{name} is wrapped by AWS KMS key {_label({'_id': arn})} in {_label({'_id': region})}, "
+                    f"which this installation is not configured for: set HEALTHCARE_KMS_KEY_ARN and "
+                    f"HEALTHCARE_KMS_REGION to it (or add it to {RETIRED_ARNS_VARIABLE})")
+        else:
+            problems.append(f"{name} is wrapped by a master key of kind {_label({'_id': kind})} "
+                            f"with fields {_label({'_id': sorted(master)})}, which this installation does "
+                            "not accept (only local:<digest> and aws, without endpoint)")
+    return problems
+
+
+class RetiredKeys(NamedTuple):
+    needed: list[str]  # retired keys that wrap a data key in use
+    removable: list[str]  # retired keys that wrap none: no longer worth keeping
+
+
+def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
+    """Which retired keys (`local:<digest>`, `aws:<ARN>`) wrap a data key in use. `providers_in_use`:
+    wrapped_by() of every data key of the retained backups' manifests, and of the key vaults (a
+    restored backup's keys stay under their key until the next rotate-keys: providers_in_vaults)."""
+    current = {local_provider(key)} if (key := current_local_key()) is not None else set()
+    retired = [n for n in retired_master_keys() if n not in current] + [f"aws:{a}" for a in retired_kms_keys()]
+    return RetiredKeys(sorted(n for n in retired if n in providers_in_use),
+                       sorted(n for n in retired if n not in providers_in_use))
+
+
+def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
+    """Remove from secrets.env (development) the retired local keys no data key in use needs
+    (providers_in_use as for retired_keys_needed), never the current key; returns the names
+    (`local:<digest>`) removed. In production (MONGODB_URI set), where the retired keys are the
+    environment's, nothing is removed: returns the names (`local:<digest>`, `aws:<ARN>`) the
+    operator may remove from the variables."""
+    removable = retired_keys_needed(providers_in_use).removable
+    if not _development():
+        return removable
+    removed = []
+
+    def changes(stored: dict[str, str]) -> dict[str, str]:
+        kept = []
+        for n, entry in enumerate(_entries(stored.get(RETIRED_KEYS_VARIABLE, "")), 1):
+            name = local_provider(decode_master_key(entry, f"{RETIRED_KEYS_VARIABLE} (entry {n})"))
+            if name in removable and entry != stored.get(MASTER_KEY_VARIABLE):
+                removed.append(name)
+            else:
+                kept.append(entry)
+        return {RETIRED_KEYS_VARIABLE: ",".join(kept)} if removed else {}
+    secrets_file.update(changes)
+    return removed

@@ -1,0 +1,131 @@
+"""Rotation never strands a backup: a backup taken before `rotate-keys` restores with readable names
+after it, in development (the keys in secrets.env) and with the keys in the environment as
+docs/deployment.md describes; the old key is kept as a retired key, not overwritten."""
+
+import base64
+import os
+import subprocess
+import sys
+
+import bson
+import pytest
+
+from healthcare_assets.domain import backup, encryption
+from healthcare_assets.plumbing import secrets_file
+from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.runs import materialize
+
+RETIRED = "HEALTHCARE_RETIRED_MASTER_KEYS"  # spelled out: the old code has no name for it
+DEVELOPMENT_KEY = "ignore:HEALTHCARE_MASTER_KEY is not set"
+
+
+def rotate_keys(mongo, **env: str) -> subprocess.CompletedProcess:
+    """`healthcare-assets rotate-keys` in a process of its own, on this test's database."""
+    env = {**os.environ, "MONGODB_DATABASE": mongo.database, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "rotate-keys"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def names(collection) -> dict:
+    """_id -> the stay's names in clear, for the first 50 stays."""
+    cipher = encryption.cipher(collection)
+    try:
+        return {d["_id"]: cipher.decrypt_document(d)["personal_info"]["name"]
+                for d in collection.find({}, sort=[("_id", 1)], limit=50)}
+    finally:
+        cipher.close()
+
+
+def my_keys(mongo) -> list[dict]:
+    vault = mongo.client()[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
+    return list(vault.find({"keyAltNames": {"$in": list(encryption.key_names(mongo.hospitalizations()).values())}}))
+
+
+def backed_up_keys(location: str) -> list[dict]:
+    opened = backup.open_backup(location)
+    return [bson.decode(raw) for raw in opened.documents(encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)]
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, key: str):
+    """The small export loaded and backed up, its data keys wrapped by `key` alone (the session's
+    other keys stay under the session's key, so a rotation here re-wraps this test's only)."""
+    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, key)
+    assert materialize(small_csv, mongo).success
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), str(tmp_path / "backups"))
+    before = names(mongo.hospitalizations())
+    assert len(before) == 50 and all(isinstance(n, str) for n in before.values())
+    return written.location, before
+
+
+@pytest.mark.filterwarnings(DEVELOPMENT_KEY)
+def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data_dir, small_csv, tmp_path,
+                                                                    monkeypatch):
+    uri = os.environ["MONGODB_URI"]
+    monkeypatch.delenv("MONGODB_URI")  # a development installation: its key in secrets.env
+    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    old = encryption.master_key()
+    monkeypatch.setenv("MONGODB_URI", uri)
+    location, before = loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, b64(old))
+
+    monkeypatch.delenv("MONGODB_URI")
+    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    client = mongo.client()
+    assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
+    backup.restore(backup.open_backup(location), client, drop=True)
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(old)}
+    assert names(mongo.hospitalizations()) == before
+    stored = secrets_file.read(data_dir)
+    new = base64.b64decode(stored[encryption.MASTER_KEY_VARIABLE])
+    assert new != old and stored[RETIRED].split(",") == [b64(old)]  # kept, not overwritten
+    assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
+    assert encryption.wrapping_problems(backed_up_keys(location)) == []
+
+    # The next rotation re-wraps the restored keys too: nothing live stays under a retired key.
+    assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
+    stored = secrets_file.read(data_dir)
+    newest = base64.b64decode(stored[encryption.MASTER_KEY_VARIABLE])
+    assert stored[RETIRED].split(",") == [b64(old), b64(new)]
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(newest)}
+    assert names(mongo.hospitalizations()) == before
+    # The backup still needs the oldest key; nothing needs the middle one any more.
+    in_use = {encryption.wrapped_by(k["masterKey"]) for k in backed_up_keys(location)}
+    in_use |= encryption.providers_in_vaults(client, [encryption.KEY_VAULT])
+    assert encryption.forget_retired_keys(in_use) == [encryption.local_provider(new)]
+    assert secrets_file.read(data_dir)[RETIRED] == b64(old)
+    backup.restore(backup.open_backup(location), client, drop=True)
+    assert names(mongo.hospitalizations()) == before
+
+
+def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mongo, small_csv, tmp_path,
+                                                                            monkeypatch):
+    old, new = encryption.new_master_key(), encryption.new_master_key()
+    location, before = loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, old)
+
+    # docs/deployment.md: set HEALTHCARE_NEW_MASTER_KEY, run rotate-keys, then move the old key to
+    # the retired keys and the new one to HEALTHCARE_MASTER_KEY.
+    result = rotate_keys(mongo, HEALTHCARE_MASTER_KEY=old, HEALTHCARE_NEW_MASTER_KEY=new)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, new)
+    monkeypatch.setenv(RETIRED, old)
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(base64.b64decode(new))}
+
+    backup.restore(backup.open_backup(location), mongo.client(), drop=True)
+    assert names(mongo.hospitalizations()) == before
+    said = result.stdout + result.stderr  # the command says what to move where, never a key
+    assert RETIRED in said and old not in said and new not in said
+    assert encryption.local_provider(base64.b64decode(old)) in said
+    assert encryption.wrapping_problems(backed_up_keys(location)) == []
+
+    # Without the retired key, the restore's check says which key is missing, by digest only.
+    monkeypatch.delenv(RETIRED)
+    problems = encryption.wrapping_problems(backed_up_keys(location))
+    digest = encryption.local_provider(base64.b64decode(old)).partition(":")[2]
+    assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
+    # In production nothing is removed: forget_retired_keys says what the operator may remove.
+    monkeypatch.setenv(RETIRED, f"{old},{new}")
+    assert encryption.forget_retired_keys(set()) == [encryption.local_provider(base64.b64decode(old))]
+    assert os.environ[RETIRED] == f"{old},{new}"

@@ -62,7 +62,7 @@ def _newest(context: dg.AssetCheckExecutionContext) -> backup.Opened:
 @dg.asset_check(asset=mongo_backup, blocking=True, description=(
     "the backup reads back: every file's size and SHA-256 equal the manifest's, every document is "
     "whole, counts equal what was written and what the source held; then older backups are pruned"))
-def backup_reads_back_intact(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: MongoResource) -> dg.AssetCheckResult:
     try:
         written = _newest(context)
         report = backup.verify(written)
@@ -70,8 +70,13 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext) -> dg.Asset
         return dg.AssetCheckResult(passed=False, metadata={"problem": str(exc)})
     backup.mark_verified(written, report)
     # Deleting only now: an older backup goes once a newer one is known to be whole.
-    deleted = backup.prune(open_store(str(written.store)), written.name)
-    return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted)})
+    store = open_store(str(written.store))
+    deleted = backup.prune(store, written.name)
+    # a retired master key goes once no retained backup needs it (named only, in production)
+    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database))
+    return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
+                                                      "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
+                                                      "retired_master_keys_kept": kept_why or ""})
 
 
 @dg.asset_check(asset=mongo_backup, blocking=False, pool=WRITES_POOL, description=(

@@ -153,12 +153,26 @@ def _backup(args: argparse.Namespace) -> int:
         print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
         return 6
     backup.mark_verified(opened, report)
-    deleted = backup.prune(open_store(str(opened.store)), opened.name)
+    store = open_store(str(opened.store))
+    deleted = backup.prune(store, opened.name)
     print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
         print(f"deleted older backup {name}")
+    _retired_keys(*backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database)))
     return 0
+
+
+def _retired_keys(removable: list[str], why_kept: str | None) -> None:
+    from healthcare_assets.domain import encryption
+
+    if why_kept:
+        print(why_kept)
+    elif removable and settings.mongodb_uri():
+        print("no retained backup or live data key needs these retired master keys; remove them from "
+              f"{encryption.RETIRED_KEYS_VARIABLE} / {encryption.RETIRED_ARNS_VARIABLE}: {', '.join(removable)}")
+    elif removable:
+        print(f"forgot retired master keys no retained backup needs: {', '.join(removable)}")
 
 
 def _restore(args: argparse.Namespace) -> int:

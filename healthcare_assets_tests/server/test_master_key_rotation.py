@@ -12,6 +12,7 @@ import pytest
 
 from healthcare_assets.domain import backup, encryption
 from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import materialize
 
@@ -75,7 +76,7 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
     client = mongo.client()
     assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
-    backup.restore(backup.open_backup(location), client, drop=True)
+    backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(old)}
     assert names(mongo.hospitalizations()) == before
     stored = secrets_file.read(data_dir)
@@ -92,11 +93,12 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(newest)}
     assert names(mongo.hospitalizations()) == before
     # The backup still needs the oldest key; nothing needs the middle one any more.
-    in_use = {encryption.wrapped_by(k["masterKey"]) for k in backed_up_keys(location)}
-    in_use |= encryption.providers_in_vaults(client, [encryption.KEY_VAULT])
-    assert encryption.forget_retired_keys(in_use) == [encryption.local_provider(new)]
+    store, catalog = LocalStore(tmp_path / "backups"), backup.Catalog(mongo.database)
+    assert backup.forget_unneeded_master_keys(client, store, catalog)[0] == []  # not yet read back: kept
+    backup.mark_verified(backup.open_backup(location), {})
+    assert backup.forget_unneeded_master_keys(client, store, catalog) == ([encryption.local_provider(new)], None)
     assert secrets_file.read(data_dir)[RETIRED] == b64(old)
-    backup.restore(backup.open_backup(location), client, drop=True)
+    backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
     assert names(mongo.hospitalizations()) == before
 
 
@@ -113,7 +115,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     monkeypatch.setenv(RETIRED, old)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(base64.b64decode(new))}
 
-    backup.restore(backup.open_backup(location), mongo.client(), drop=True)
+    backup.restore(backup.open_backup(location), mongo.client(), mongo.database, drop=True)
     assert names(mongo.hospitalizations()) == before
     said = result.stdout + result.stderr  # the command says what to move where, never a key
     assert RETIRED in said and old not in said and new not in said
@@ -125,6 +127,10 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     problems = encryption.wrapping_problems(backed_up_keys(location))
     digest = encryption.local_provider(base64.b64decode(old)).partition(":")[2]
     assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
+    stays = mongo.hospitalizations().count_documents({})
+    with pytest.raises(backup.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
+        backup.restore(backup.open_backup(location), mongo.client(), mongo.database, drop=True)
+    assert mongo.hospitalizations().count_documents({}) == stays > 0
     # In production nothing is removed: forget_retired_keys says what the operator may remove.
     monkeypatch.setenv(RETIRED, f"{old},{new}")
     assert encryption.forget_retired_keys(set()) == [encryption.local_provider(base64.b64decode(old))]

@@ -33,7 +33,9 @@ about erasures). This module is what callers import.
 
 from __future__ import annotations
 
+from healthcare_assets.domain.backup.catalog import Catalog
 from healthcare_assets.domain.backup.files import MANIFEST, VERIFIED, BackupError
+from healthcare_assets.domain.backup.keys import forget_unneeded_master_keys
 from healthcare_assets.domain.backup.plain_dump import PlainDump, open_plain_dump
 from healthcare_assets.domain.backup.reading import (
            Opened,
@@ -61,13 +63,14 @@ __all__ = [
            "MANIFEST",
            "VERIFIED",
            "BackupError",
+           "Catalog",
            "Opened",
            "PlainDump",
            "RestoreRefusedError",
            "Restored",
            "Written",
            "compare",
-           "differences",
+           "differences", "forget_unneeded_master_keys",
            "key_vault_filter",
            "mark_verified",
            "open_backup",

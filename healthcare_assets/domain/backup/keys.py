@@ -7,6 +7,9 @@ AWS KMS key and region without a custom endpoint). A key wrapped by anything els
 this deployment's names to whoever holds that key, or leave them unreadable.
 
 After: every restored key unwraps with the configured KMS providers, one encryption each.
+
+Retention: a retired master key is kept until neither a retained backup (its signed manifest lists
+every data key's wrapping key) nor a live data key needs it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pymongo.errors import PyMongoError
 
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.backup.catalog import Catalog
-from healthcare_assets.domain.backup.files import BackupError
+from healthcare_assets.domain.backup.files import BackupError, backups
+from healthcare_assets.domain.backup.reading import good, read_manifest
 from healthcare_assets.domain.backup.writing import key_vault_filter
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 
@@ -71,3 +75,18 @@ def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -
                                       f"this installation's master keys: {exc}") from None
                 proven += 1
     return proven
+
+
+def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) -> tuple[list[str], str | None]:
+    """After retention: the retired master keys that neither a backup in `store` nor a live data
+    key needs, forgotten (development: secrets.env) or named for the operator to remove
+    (production). Nothing, and why, while the store holds a backup whose keys cannot be read from a
+    signed manifest (an older or foreign folder): its keys may still be needed."""
+    unknown = [name for name in backups(store) if good(store, name) is not None]
+    if unknown:
+        return [], f"kept every retired master key: {len(unknown)} backup folder(s) without a signed key list"
+    vaults = [f"{db}.{KEY_VAULT_COLLECTION}" for db in _vaults(catalog)]
+    in_use = encryption.providers_in_vaults(client, vaults)
+    for name in backups(store):
+        in_use |= {encryption.wrapped_by(key["master_key"]) for key in read_manifest(store, name).get("keys", [])}
+    return encryption.forget_retired_keys(in_use), None

@@ -9,8 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+from pymongo.errors import EncryptionError
+
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import local_server
+from healthcare_assets.domain.master_keys import MasterKeyError
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
 
@@ -261,7 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     restore.set_defaults(handler=_restore)
 
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (EncryptionError, MasterKeyError) as exc:
+        # a name that cannot be decrypted (or encrypted) here: what to bring, not a traceback
+        print(f"{args.command}: the names' data keys cannot be unwrapped with this installation's master keys: "
+              f"{exc}. Bring the master key that wraps them (HEALTHCARE_MASTER_KEY, or a retired key in "
+              "HEALTHCARE_RETIRED_MASTER_KEYS, named by its digest after `local:`), or the KMS key of "
+              "HEALTHCARE_KMS_KEY_ARN: docs/deployment.md, \"Restoring onto a new host\"", file=sys.stderr)
+        return 9
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from bson import json_util
 
 from healthcare_assets.domain import audit, backup, encryption
 from healthcare_assets.domain.backup import files as backup_files
-from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
@@ -42,7 +41,11 @@ def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, si
         manifest["files"][relpath] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if edit:
         edit(manifest)
-    (folder / backup.MANIFEST).write_text(json.dumps(signing.sign(manifest) if sign else manifest))
+    if sign:  # imported here, so that the attacks also run against versions without signing
+        from healthcare_assets.domain.backup import signing
+
+        manifest = signing.sign(manifest)
+    (folder / backup.MANIFEST).write_text(json.dumps(manifest))
 
 
 def metadata(folder: Path, db: str, coll: str) -> dict:
@@ -94,8 +97,11 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(loaded, tmp
                 "endpoint": "kms.attacker.example:443"}
     keys[0]["masterKey"] = attacker
     keys[-1]["keyAltNames"] = [f"someone_else.hospitalizations:{keys[-1]['keyAltNames'][0].partition(':')[2]}"]
-    rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))
+    rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
+    with pytest.raises(backup.BackupError, match="signature does not match"):  # the store's writer cannot sign
+        backup.restore(backup.open_backup(str(folder)), client, loaded.database, rename=scratch)
+    rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
     with pytest.raises(backup.RestoreRefusedError) as refused:
         backup.restore(backup.open_backup(str(folder)), client, loaded.database, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
@@ -143,6 +149,10 @@ def test_options_and_indexes_come_from_the_code(loaded, tmp_path):
     log_meta["indexes"].append({"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 1})
     main_meta = metadata(folder, dbs["main"], "hospitalizations")
     main_meta["options"] = {"validator": {"$jsonSchema": {}}, "validationLevel": "off"}
+    rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta),
+            sign=False)
+    with pytest.raises(backup.BackupError, match="signature does not match"):
+        backup.open_backup(str(folder))
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})

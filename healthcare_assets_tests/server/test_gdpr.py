@@ -339,3 +339,20 @@ def test_export_is_a_new_owner_only_file_and_never_replaces_one(mongo, data_dir,
         assert not (tmp_path / "not-there-yet.json").exists()
     finally:
         os.umask(old)
+
+
+def test_an_export_without_the_master_key_says_which_key_to_bring(mongo, data_dir, small_csv):
+    """A host holding another master key than the one wrapping the data keys (a restore onto a new
+    host, a lost variable): the command names the missing key by digest, with no traceback."""
+    with open(small_csv, newline="") as f:
+        name = gdpr.normalized(list(csv.reader(f))[10][0])
+    assert materialize(small_csv, mongo).success
+    wrapping = encryption.local_provider(encryption.master_key())
+    env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir),
+           encryption.MASTER_KEY_VARIABLE: encryption.new_master_key()}
+    result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "export-patient", "--name", name,
+                             "--all", "--out", str(data_dir / "export.json")], check=False, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 9, (result.stdout, result.stderr)
+    assert wrapping in result.stderr and "HEALTHCARE_MASTER_KEY" in result.stderr
+    assert "Traceback" not in result.stderr and not (data_dir / "export.json").exists()

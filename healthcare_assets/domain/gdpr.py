@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +106,18 @@ def patient_query(collection: Collection, name: str, gender: str | None = None, 
     return query
 
 
+def _quarantine_files() -> Iterator[tuple[Path, pd.DataFrame, pd.DataFrame]]:
+    """Each quarantine file: its path, its rows as written, and the cells that identify a patient
+    as the source had them (a name that looked like a formula was written quoted)."""
+    for path in sorted(settings.quarantine_dir().glob("*.csv")):
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        yield path, rows, rows[["Name", "Gender", "Blood Type"]].map(csv_cells.as_written)
+
+
 def _quarantined(name: str) -> pd.DataFrame:
     """Every quarantined row of that name, with its file, gender and blood type made canonical."""
     frames = []
-    for path in sorted(settings.quarantine_dir().glob("*.csv")):
-        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for path, _, rows in _quarantine_files():
         mine = rows.loc[normalize_names(rows["Name"]).map(_folded) == _folded(name)]
         frames.append(pd.DataFrame({"file": str(path), "gender": mine["Gender"].map(lambda g: _canonical(g, GENDERS)),
                                     "blood_type": mine["Blood Type"].map(lambda b: _canonical(b, BLOOD_TYPES))}))
@@ -198,11 +206,10 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
     """Quarantine rows of the patients, reports quoting the name, staging folders of finished runs."""
     done = {"quarantine_rows": 0, "report_files": 0, "staging_folders": 0, KEPT: 0}
     target = _folded(selection.name)
-    for path in sorted(settings.quarantine_dir().glob("*.csv")):
-        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for path, rows, cells in _quarantine_files():
         theirs = pd.Series([selection.has(_canonical(g, GENDERS), _canonical(b, BLOOD_TYPES))
-                            for g, b in zip(rows["Gender"], rows["Blood Type"], strict=True)], index=rows.index, dtype=bool)
-        mine = (normalize_names(rows["Name"]).map(_folded) == target) & theirs
+                            for g, b in zip(cells["Gender"], cells["Blood Type"], strict=True)], index=rows.index, dtype=bool)
+        mine = (normalize_names(cells["Name"]).map(_folded) == target) & theirs
         if mine.any():
             if apply:
                 csv_cells.to_csv(rows.loc[~mine], path)

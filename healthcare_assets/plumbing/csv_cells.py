@@ -44,6 +44,13 @@ def neutralized(value: Any) -> Any:
     return value
 
 
+def as_written(value: str) -> str:
+    """A cell read back from a CSV this module wrote, as it was before neutralized()."""
+    if value.startswith(QUOTE) and neutralized(value[1:]) == value:
+        return value[1:]
+    return value
+
+
 class Writer:
     """csv.writer whose rows are written neutralized, and whole quoted when a cell holds a
     carriage return its line terminator would not quote."""

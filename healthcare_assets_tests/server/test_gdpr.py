@@ -306,6 +306,14 @@ def test_quarantine_cells_a_spreadsheet_would_run_are_quoted_and_stay_quoted_aft
     assert len(rewritten) == len(HOSTILE)
     assert_neutralized(rewritten)
 
+    # a patient whose name is a formula is found in quarantine as the source named them, and erased
+    leaked = rows[-len(HOSTILE)]
+    erased = cli("erase-patient", f"--name={LEAK}", "--gender", leaked[header.index("Gender")], "--blood-type",
+                 leaked[header.index("Blood Type")], "--all", "--yes", mongo=mongo, data_dir=data_dir)
+    assert erased.returncode == 0, erased.stderr
+    assert "removed      1  quarantine_rows" in erased.stdout, erased.stdout
+    assert len(quarantine_cells(path)) == len(HOSTILE) - 1
+
 
 # ---- export-patient: decrypted records, in a new file only its owner can read ---------------------
 

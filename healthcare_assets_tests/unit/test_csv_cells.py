@@ -29,6 +29,11 @@ def test_numbers_text_and_quoted_cells_are_left_as_they_are(cell):
     assert csv_cells.neutralized(cell) == cell
 
 
+@pytest.mark.parametrize("cell", FORMULAS + [c for c in LEFT_AS_THEY_ARE if not c.startswith("'")])
+def test_a_cell_read_back_is_what_was_neutralized(cell):
+    assert csv_cells.as_written(csv_cells.neutralized(cell)) == cell
+
+
 def test_values_that_are_not_text_are_left_as_they_are():
     assert [csv_cells.neutralized(v) for v in (-12.5, -3, None)] == [-12.5, -3, None]
 

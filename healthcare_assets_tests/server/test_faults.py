@@ -32,7 +32,7 @@ def kill_when_loading(data_dir, database, at_least, killed: list):
             os.kill(state["pid"], signal.SIGKILL)
             killed.append(count)
             return
-        time.sleep(0.05)
+        time.sleep(0.005)  # a busy machine may otherwise see the rest of a batch appear between two looks
 
 
 # The stages up to the loaded collection, with their checks: what a kill can leave half done.

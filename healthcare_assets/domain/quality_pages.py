@@ -88,8 +88,9 @@ def publish(report: dict, keep: int) -> Path:
     _write(page, _TEMPLATES.get_template("quality_report.html.j2").render(report=report))
     for dropped in keep_newest(runs_dir().glob("*.json"), keep):
         dropped.with_suffix(".html").unlink(missing_ok=True)
-    runs = [json.loads(p.read_text()) for p in runs_dir().glob("*.json")]
-    runs.sort(key=lambda run: run["written_at"], reverse=True)
+    # newest first, by when each run's data was written: `written_at` is to the second only
+    written = sorted(runs_dir().glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    runs = [json.loads(p.read_text()) for p in written]
     _write(index_path(), _TEMPLATES.get_template("quality_index.html.j2").render(runs=runs))
     return page
 

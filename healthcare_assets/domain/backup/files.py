@@ -66,6 +66,13 @@ def dated_in_future(name: str, now: dt.datetime | None = None) -> bool:
     return taken > (now or dt.datetime.now(dt.UTC)) + CLOCK_SKEW
 
 
+def manifest_collections(manifest: dict) -> Iterator[tuple[str, str, dict]]:
+    """(database, collection, its entry) for every collection and view a manifest lists."""
+    for db, collections in manifest["databases"].items():
+        for coll, entry in collections.items():
+            yield db, coll, entry
+
+
 def bson_file(collection: str) -> str:
     return f"{collection}.bson.gz"
 

@@ -24,7 +24,7 @@ from pymongo.errors import PyMongoError
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.backup.catalog import Catalog
 from healthcare_assets.domain.backup.files import BackupError, backups
-from healthcare_assets.domain.backup.reading import good, read_manifest
+from healthcare_assets.domain.backup.reading import good_manifest
 from healthcare_assets.domain.backup.writing import key_vault_filter
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.domain.master_keys import retired_kms_keys, retired_master_keys
@@ -88,11 +88,15 @@ def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) ->
             return [], None  # nothing retired: nothing to judge (nor a current key to read)
     except encryption.MasterKeyError as exc:  # the backup stands; the keys' housekeeping waits for a fix
         return [], f"kept every retired master key: {exc}"
-    unknown = [name for name in backups(store) if good(store, name) is not None]
-    if unknown:
-        return [], f"kept every retired master key: {len(unknown)} backup folder(s) without a signed key list"
-    vaults = [f"{db}.{KEY_VAULT_COLLECTION}" for db in _vaults(catalog)]
-    in_use = encryption.providers_in_vaults(client, vaults)
+    in_use, unknown = set(), 0
     for name in backups(store):
-        in_use |= {encryption.wrapped_by(key["master_key"]) for key in read_manifest(store, name).get("keys", [])}
+        try:
+            manifest = good_manifest(store, name)
+        except BackupError:
+            unknown += 1
+            continue
+        in_use |= {encryption.wrapped_by(key["master_key"]) for key in manifest.get("keys", [])}
+    if unknown:
+        return [], f"kept every retired master key: {unknown} backup folder(s) without a signed key list"
+    in_use |= encryption.providers_in_vaults(client, [f"{db}.{KEY_VAULT_COLLECTION}" for db in _vaults(catalog)])
     return encryption.forget_retired_keys(in_use), None

@@ -30,6 +30,7 @@ from healthcare_assets.domain.backup.files import (
     Digest,
     bson_documents,
     bson_file,
+    manifest_collections,
     metadata_file,
 )
 from healthcare_assets.plumbing.backup_store import LocalStore
@@ -190,9 +191,7 @@ class PlainDump:
         return dict(sorted(entries.items(), key=lambda item: (item[1]["type"] == "view", item[0])))
 
     def collections(self) -> Iterator[tuple[str, str, dict]]:
-        for db, collections in self.manifest["databases"].items():
-            for coll, entry in collections.items():
-                yield db, coll, entry
+        return manifest_collections(self.manifest)
 
     def metadata(self, db: str, coll: str) -> dict:
         relpath = f"{db}/{metadata_file(coll)}"

@@ -30,6 +30,7 @@ from healthcare_assets.domain.backup.files import (
     bson_documents,
     bson_file,
     dated_in_future,
+    manifest_collections,
     metadata_file,
     write_file,
 )
@@ -82,6 +83,24 @@ def read_manifest(store: Store, name: str) -> dict:
 
 
 @dataclass
+class _Capped:
+    """A stream that refuses to yield more than `limit` bytes, naming the file."""
+
+    stream: BinaryIO
+    limit: int
+    location: str
+    read_so_far: int = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(min(size if size >= 0 else self.limit + 1, self.limit + 1 - self.read_so_far))
+        self.read_so_far += len(data)
+        if self.read_so_far > self.limit:
+            raise BackupError(f"{self.location}: inflates to more than {self.limit:,} bytes (the manifest's "
+                              "size, or the most such a file may hold): refused")
+        return data
+
+
+@dataclass
 class CheckedFile:
     """One file of a backup, read as a stream and compared with the manifest when spent."""
 
@@ -104,21 +123,9 @@ class CheckedFile:
             raise BackupError(f"{self.location}: cannot be read ({exc})") from None
         return self.store.reader(self.name, self.relpath)
 
-    def _capped(self, stream: BinaryIO, cap: int) -> BinaryIO:
+    def _capped(self, stream: BinaryIO, cap: int) -> _Capped:
         """The inflated stream, refused once it exceeds what the manifest says it inflates to, or `cap`."""
-        limit = min(cap, self.expected.get("inflated_bytes", cap))
-        location, read = self.location, [0]
-
-        class Capped:
-            def read(self, size: int = -1) -> bytes:
-                data = stream.read(min(size if size >= 0 else limit + 1, limit + 1 - read[0]))
-                read[0] += len(data)
-                if read[0] > limit:
-                    raise BackupError(f"{location}: inflates to more than {limit:,} bytes (the manifest's "
-                                      "size, or the most such a file may hold): refused")
-                return data
-
-        return Capped()
+        return _Capped(stream, min(cap, self.expected.get("inflated_bytes", cap)), self.location)
 
     def _compare(self, digest: Digest) -> None:
         found = digest.summary()
@@ -176,9 +183,7 @@ class Opened:
         return CheckedFile(self.store, self.name, path, self.manifest["files"].get(path))
 
     def collections(self) -> Iterator[tuple[str, str, dict]]:
-        for db, collections in self.manifest["databases"].items():
-            for coll, entry in collections.items():
-                yield db, coll, entry
+        return manifest_collections(self.manifest)
 
     def metadata(self, db: str, coll: str) -> dict:
         return self.file(db, metadata_file(coll)).json()
@@ -253,21 +258,27 @@ def mark_verified(backup: Opened, report: dict) -> None:
         write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
 
 
-def good(store: Store, name: str) -> str | None:
-    """Why a backup does not count as good for retention, or None: it must not be dated in the
-    future, and its manifest and its verified marker (bound to that manifest) must be signed by this
-    deployment. Its files are checked against the manifest whenever they are read."""
+def good_manifest(store: Store, name: str) -> dict:
+    """The manifest of a backup that counts as good for retention; raises BackupError saying why
+    it does not: it must not be dated in the future, and its manifest and its verified marker
+    (bound to that manifest) must be signed by this deployment. Its files are checked against the
+    manifest whenever they are read."""
+    if dated_in_future(name):
+        raise BackupError(f"{store.location(name)}: dated in the future")
+    manifest = read_manifest(store, name)
+    marker = _read_json(store, name, VERIFIED)
+    check_signature(marker, store.location(name, VERIFIED))
+    if marker.get("name") != name or marker.get("manifest") != digest(manifest):
+        raise BackupError(f"{store.location(name, VERIFIED)}: vouches for another backup")
+    return manifest
+
+
+def good(store: Store, name: str) -> bool:
     try:
-        if dated_in_future(name):
-            return "dated in the future"
-        manifest = read_manifest(store, name)
-        marker = _read_json(store, name, VERIFIED)
-        check_signature(marker, store.location(name, VERIFIED))
-        if marker.get("name") != name or marker.get("manifest") != digest(manifest):
-            return f"{VERIFIED} vouches for another backup"
-    except BackupError as exc:
-        return str(exc)
-    return None
+        good_manifest(store, name)
+    except BackupError:
+        return False
+    return True
 
 
 def prune(store: Store, verified: str, keep_count: int | None = None) -> list[str]:
@@ -276,7 +287,7 @@ def prune(store: Store, verified: str, keep_count: int | None = None) -> list[st
     backup still being written), and nothing that is not good: forged or foreign folders neither
     count among those kept nor are deleted (whoever can write the store can only add clutter)."""
     keep_count = keep() if keep_count is None else keep_count
-    older = [n for n in backups(store) if n < verified and good(store, n) is None]
+    older = [n for n in backups(store) if n < verified and good(store, n)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]
     for name in deleted:
         store.delete(name)

@@ -52,12 +52,12 @@ def key_id(key: bytes) -> str:
 
 
 def _canonical(document: dict) -> bytes:
-    return json.dumps({k: v for k, v in document.items() if k != SIGNATURE}, sort_keys=True,
-                      separators=(",", ":")).encode()
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _mac(key: bytes, document: dict) -> str:
-    return hmac.new(key, _canonical(document), hashlib.sha256).hexdigest()
+    unsigned = {k: v for k, v in document.items() if k != SIGNATURE}
+    return hmac.new(key, _canonical(unsigned), hashlib.sha256).hexdigest()
 
 
 def sign(document: dict, key: bytes | None = None) -> dict:
@@ -93,4 +93,4 @@ def check_signature(document: dict, location: str) -> None:
 
 def digest(document: dict) -> str:
     """A SHA-256 of a signed document, by which a verified marker names the manifest it vouches for."""
-    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_canonical(document)).hexdigest()

@@ -1,5 +1,5 @@
-"""The commands the README gives, typed as a user types them: in a plain shell, from the repo root,
-with nothing on the command line but what the README shows."""
+"""The commands the README and docs/operations.md give, typed as a user types them: in a plain shell,
+from the repo root, with nothing on the command line but what they show."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ ACTIVATE = Path(sys.executable).parent / "activate"  # the venv `make install` m
 
 
 def shell(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`command` in a new bash, after sourcing the venv's activate script as the README says."""
+    """`command` in a new bash, after sourcing the venv's activate script as docs/operations.md says."""
     return subprocess.run(["bash", "-c", f'. "{ACTIVATE}" && {command}'], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
 

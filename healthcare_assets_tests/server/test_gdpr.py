@@ -42,7 +42,7 @@ def mentions(mongo, data_dir, needles: set[str]) -> list[str]:
     """Every collection of this deployment and every file under the data folder that holds one of
     the needles (a name, keyed ids), letter case aside; staged Parquet is decoded first (its pages
     are compressed, so a name in it is not in its bytes). The database's own storage files are
-    not searched: see the README on erasure."""
+    not searched: see docs/security.md on erasure."""
     folded = {n.casefold() for n in needles}
 
     def holds(text: str) -> bool:

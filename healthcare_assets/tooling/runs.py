@@ -62,14 +62,19 @@ def source_for(argument: str) -> str:
     if argument.startswith("s3://"):
         bucket, _, key = argument.removeprefix("s3://").partition("/")
         if not bucket or not key.strip() or key.endswith("/"):
-            raise UsageError(f"{argument}: expected s3://bucket/key, the key of one object")
+            raise UsageError(f"{printable(argument)}: expected s3://bucket/key, the key of one object")
         return argument
     path = Path(argument).resolve()
     if path.is_dir():
-        raise UsageError(f"{argument}: a folder ({path}), not a file: name one CSV export")
+        raise UsageError(f"{printable(argument)}: a folder ({printable(str(path))}), not a file: name one CSV export")
     if not path.is_file():
-        raise UsageError(f"{argument}: no such file ({path})")
+        raise UsageError(f"{printable(argument)}: no such file ({printable(str(path))})")
     return str(path)
+
+
+def printable(text: str) -> str:
+    """A name as the terminal may show it: a file's name may hold escape sequences."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _quiet() -> None:
@@ -231,7 +236,7 @@ def execute(source: str | None = None, out=sys.stdout) -> int:
     home = dagster_home()
     run_id = str(uuid.uuid4())
     shown = source or os.environ.get("HEALTHCARE_SOURCE_CSV") or settings.DEFAULT_SOURCE_CSV
-    print(f"run {run_id} of {DROP_JOB} on {shown}  (Dagster instance {home}; `make dev` shows it)", file=out, flush=True)
+    print(f"run {run_id} of {DROP_JOB} on {printable(shown)}  (Dagster instance {home}; `make dev` shows it)", file=out, flush=True)
     assets = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with open_instance(home) as instance, Progress(instance, run_id, assets, out) as progress:

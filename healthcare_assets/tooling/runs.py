@@ -152,9 +152,9 @@ class Progress:
             self.failures.append(entry)
         elif kind == DagsterEventType.STEP_SUCCESS:
             self.seconds[step] = entry.timestamp - self.started.get(step, entry.timestamp)
-            if step in self.assets:
-                rows = self.rows.get(step)
-                counted = f", {rows:,} rows" if isinstance(rows, int) else ""
+            rows = self.rows.get(step)
+            counted = " (checks)" if step not in self.assets else f", {rows:,} rows" if isinstance(rows, int) else ""
+            if step in self.assets or self.seconds[step] >= 1:  # a slow check is a stage of its own
                 print(f"  {time.monotonic() - self.t0:6.1f} s  {step:<24} done in {self.seconds[step]:5.1f} s{counted}",
                       file=self.out, flush=True)
 
@@ -224,6 +224,7 @@ def execute(source: str | None = None, out=sys.stdout) -> int:
     """Run the drop job's selection on `source` (None: the configured source) and say how it went:
     0 when the run succeeded, 1 when it failed."""
     _quiet()
+    os.umask(0o077)  # the instance's databases and whatever a library writes under the data directory
     if source is not None:
         # The operator's own file, trusted as HEALTHCARE_SOURCE_CSV is (a run's `source` config,
         # which UI users type, is held to the import folders); set before the code location loads.

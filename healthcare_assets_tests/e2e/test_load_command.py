@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pytest
 
@@ -139,3 +140,16 @@ def test_paths_that_name_no_file_are_refused_before_a_run(operator, argument, sa
     assert result.returncode == 2, result.output
     assert result.stderr.count(said) == 1, result.output
     assert not operator.home.exists() or not runs_of(operator.home)
+
+
+def test_load_reads_an_s3_object_by_its_key_verbatim(s3_bucket, operator, mongo, tmp_path):
+    """s3://bucket/key: the key taken as it is ('#', '?', spaces), read as a dropped file is read."""
+    key = "incoming/ward 3 #1?.csv"
+    generate_csv(rows=100, seed=9, out=tmp_path / "upload.csv")
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key=key, Body=(tmp_path / "upload.csv").read_bytes())
+    result = operator("load", f"s3://{s3_bucket}/{key}")
+    assert result.returncode == 0, result.output
+    quiet(result.output)
+    assert mongo.hospitalizations().count_documents({}) > 0
+    [run] = runs_of(operator.home)
+    assert run.tags[SOURCE_TAG] == "ward 3 #1?.csv"

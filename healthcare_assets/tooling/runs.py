@@ -80,6 +80,8 @@ def printable(text: str) -> str:
 def _quiet() -> None:
     for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
         warnings.filterwarnings("ignore", category=category)
+    # a warning the code gives (the development pseudonym key) as one line, not with its source line
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
 
 
 class Progress:

@@ -1,4 +1,5 @@
-# make run  – install, start the embedded MongoDB, materialize every asset, print where results are
+# make run  – install, start the embedded MongoDB, run what a dropped file goes through on the committed
+#             export (no benchmark, backup, restore drill or audit: `make bench`, schedules), print the summary
 # make test – install and run the test suite (starts its own servers on free ports)
 PYTHON ?= python3
 VENV ?= .venv
@@ -51,7 +52,7 @@ $(DAGSTER_HOME):
 
 run: install $(DAGSTER_HOME)
 	$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
-	$(OWNER_ONLY) $(CODE) $(BIN)/dagster asset materialize --select '*'
+	$(OWNER_ONLY) $(BIN)/healthcare-assets run
 	$(BIN)/healthcare-assets summary
 
 test: install

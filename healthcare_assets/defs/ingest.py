@@ -12,6 +12,20 @@ from healthcare_assets.plumbing import staging
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
+# The runs list shows this tag: which file a run loaded, whatever started it (the sensor, the CLI, the UI).
+SOURCE_TAG = "healthcare/source"
+TAG_CHARS = 120
+
+
+def source_tag(name: str) -> str:
+    """A file's name as a tag value: printable characters only and capped in length, since whoever
+    names the file (an S3 key's last part may be 1,024 bytes of anything) chooses it."""
+    safe = "".join(c if c.isprintable() else "?" for c in name).strip()
+    if len(safe) > TAG_CHARS:
+        safe = safe[: TAG_CHARS - 21] + "..." + safe[-18:]
+    return safe or "(no name)"
+
+
 RAW_SCHEMA = pa.schema(
     [("line_number", pa.int64()), ("parse_error", pa.string())] + [(f, pa.string()) for f in FIELDS]
 )
@@ -35,6 +49,7 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig,
     try:
         limits = settings.limits()
         location = locate(settings, config.source, config.s3_bucket, config.s3_key)
+        context.instance.add_run_tags(context.run_id, {SOURCE_TAG: source_tag(location.name)})
         stream, store_info = open_source(location, limits)
     except SourceReadError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -16,6 +16,8 @@ from healthcare_assets.domain import local_server
 from healthcare_assets.domain.master_keys import MasterKeyError
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
+from healthcare_assets.tooling.runs import add_run_commands
+from healthcare_assets.tooling.summary import run_summary
 
 
 def _mongo(args: argparse.Namespace) -> int:
@@ -31,35 +33,6 @@ def _mongo(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         state = embedded_mongo.stop(data_dir)
         print(f"stopped pid {state['pid']} on port {state['port']}" if state else "not running")
-    return 0
-
-
-def _summary(args: argparse.Namespace) -> int:
-    """What a run produced and where to look, for people and for `make run`."""
-    from healthcare_assets.domain import quality_pages
-    from healthcare_assets.domain.privacy import VIEW_NAME
-    from healthcare_assets.domain.release import Release
-
-    mongo = mongo_resource_from_env()
-    collection = mongo.hospitalizations()
-    reports = settings.reports_dir()
-    print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")
-    print(f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents")
-    release = Release(collection, b"")
-    state = release.state() or {}
-    print(f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
-          f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
-          f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")
-    quality = quality_pages.quality_dir()
-    for path in sorted(p for p in reports.rglob("*.json") if quality not in p.parents):
-        print(f"report        {path}")
-    latest = quality_pages.latest()
-    if latest:
-        print(f"quality       {latest}  (opens offline; the last runs: {quality_pages.index_path()})")
-    if (quality / "index.html").exists():
-        print(f"data docs     {quality / 'index.html'}  (Great Expectations; needs internet)")
-    for path in sorted(settings.quarantine_dir().glob("*.csv")):
-        print(f"quarantine    {path}")
     return 0
 
 
@@ -224,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     add_generate_arguments(generate)
     generate.set_defaults(handler=run_generate)
 
-    summary = commands.add_parser("summary", help="where the results of the last run are")
-    summary.set_defaults(handler=_summary)
+    summary = commands.add_parser("summary", help="the last run's status and where its results are")
+    summary.set_defaults(handler=run_summary)
+    add_run_commands(commands)
 
     provision = commands.add_parser("provision-access", help="create or update roles and users (idempotent)")
     provision.set_defaults(handler=_provision_access)

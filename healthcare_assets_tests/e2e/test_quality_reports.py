@@ -17,6 +17,8 @@ from healthcare_assets.domain import quality_pages
 from healthcare_assets.plumbing import settings, staging
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets.tooling.runs import INSTANCE_YAML
+from healthcare_assets_tests.fixtures.processes import make_dagster_home
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 
 TO_QUALITY = [a for a in DEFS.assets if a.key.path[0] in ("raw_csv", "cleaned_frame", "quality_report")]
@@ -49,10 +51,12 @@ def quoted(text: str) -> list[str]:
     return [person for person in PATIENTS + DOCTORS if person.casefold() in folded]
 
 
-def test_no_report_metadata_or_log_quotes_a_patient(mongo, small_csv, tmp_path, capfd):
+def test_no_report_metadata_or_log_quotes_a_patient(mongo, small_csv, tmp_path, capfd, monkeypatch):
     export = tmp_path / "ward_export.csv"
     export_with_failing_rows(small_csv, export)
-    instance = dg.DagsterInstance.ephemeral()
+    home = make_dagster_home(tmp_path, INSTANCE_YAML)  # where `summary` finds the run
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
     result = materialize(export, mongo, instance=instance)
     assert not result.success and check_results(result)["all_expectations_pass"] is False  # the rooms fail it
     meta = materialized(result)

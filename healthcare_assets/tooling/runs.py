@@ -1,0 +1,283 @@
+"""`healthcare-assets run` and `healthcare-assets load`: what a dropped file goes through (the drop
+job's selection: no benchmark, backup, restore drill or whole-collection audit), executed in this
+process and recorded in the Dagster instance, so that `make dev` shows the run like any other.
+
+The terminal gets one line per stage while the run goes, then the counts and where the results
+are; on failure each failed check with its figures and the failed step's error, once. Dagster's
+own console log (a page of DEBUG lines) is off: what matters is read back from the event log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Self
+
+import dagster as dg
+from dagster import DagsterEventType
+
+from healthcare_assets.plumbing import settings
+
+DROP_JOB = "s3_csv_drop_job"
+# What the Makefile writes: telemetry off, one run at a time in the writes pool.
+INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+CHECK_KEYS = ("figure", "limit", "setting", "look_at")
+NOT_RUN = ("not run here: index_benchmarks (`make bench`, or `dagster asset materialize --select index_benchmarks`); "
+           "backups (nightly), the restore drill (weekly) and the collection audit (daily) run on their "
+           "schedules under `make dev`")
+POLL_S = 0.5
+EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
+          DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION}
+
+
+class UsageError(ValueError):
+    """What the command line names cannot be run (exit 2)."""
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, else <data dir>/dagster_home, created owner-only with the Makefile's
+    dagster.yaml when it is missing."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home").resolve()
+    settings.private_dir(home)
+    if not (home / "dagster.yaml").exists():
+        settings.write_owner_only(home / "dagster.yaml", INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def open_instance(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def source_for(argument: str) -> str:
+    """The file `load` names, as HEALTHCARE_SOURCE_CSV takes it: a path from the current folder made
+    absolute (it must be a file), or s3://bucket/key kept verbatim (a key may hold '#' or spaces)."""
+    if not argument.strip():
+        raise UsageError("no file given: name a CSV export, e.g. `healthcare-assets load exports/today.csv`")
+    if argument.startswith("s3://"):
+        bucket, _, key = argument.removeprefix("s3://").partition("/")
+        if not bucket or not key.strip() or key.endswith("/"):
+            raise UsageError(f"{printable(argument)}: expected s3://bucket/key, the key of one object")
+        return argument
+    path = Path(argument).resolve()
+    if path.is_dir():
+        raise UsageError(f"{printable(argument)}: a folder ({printable(str(path))}), not a file: name one CSV export")
+    if not path.is_file():
+        raise UsageError(f"{printable(argument)}: no such file ({printable(str(path))})")
+    return str(path)
+
+
+def printable(text: str) -> str:
+    """A name as the terminal may show it: a file's name may hold escape sequences."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _quiet() -> None:
+    for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
+        warnings.filterwarnings("ignore", category=category)
+    # a warning the code gives (the development pseudonym key) as one line, not with its source line
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+
+
+class Progress:
+    """Reads the run's events as they are written and prints one line per finished stage."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, assets: set[str], out=sys.stdout):
+        self.instance, self.run_id, self.assets, self.out = instance, run_id, assets, out
+        self.cursor: str | None = None
+        self.started: dict[str, float] = {}
+        self.rows: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.checks: dict[str, list] = {}  # passed or failed -> AssetCheckEvaluations
+        self.failures: list = []  # STEP_FAILURE entries
+        self.materialized: dict[str, dict] = {}
+        self.warnings: list[str] = []
+        self.t0 = time.monotonic()
+        self.hiccup: Exception | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()  # what the last interval wrote
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.poll()
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup costs a progress line, not the run
+                self.hiccup = exc  # the last poll, after the run, reads the storage again
+
+    def poll(self) -> None:
+        while True:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor, limit=500)
+            self.cursor = connection.cursor
+            for record in connection.records:
+                self._handle(record.event_log_entry)
+            if not connection.has_more:
+                return
+
+    def _handle(self, entry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            # a warning the code logged; not the engine's "Not executing" for each step after a failure
+            if entry.level >= 30 and entry.user_message and not entry.user_message.endswith("Not executing."):
+                self.warnings.append(entry.user_message)
+                print(f"  warning: {entry.user_message}", file=self.out, flush=True)
+            return
+        kind, step = event.event_type, event.step_key
+        if kind not in EVENTS:
+            return
+        if kind == DagsterEventType.STEP_START:
+            self.started[step] = entry.timestamp
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            metadata = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+            self.materialized[event.asset_key.to_user_string()] = metadata
+            self.rows[step] = metadata.get("dagster/row_count")
+        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            self.checks.setdefault("passed" if evaluation.passed else "failed", []).append(evaluation)
+            if not evaluation.passed:
+                print(f"  check {evaluation.check_name} of {evaluation.asset_key.to_user_string()} FAILED",
+                      file=self.out, flush=True)
+        elif kind == DagsterEventType.STEP_FAILURE:
+            self.failures.append(entry)
+        elif kind == DagsterEventType.STEP_SUCCESS:
+            self.seconds[step] = entry.timestamp - self.started.get(step, entry.timestamp)
+            rows = self.rows.get(step)
+            counted = " (checks)" if step not in self.assets else f", {rows:,} rows" if isinstance(rows, int) else ""
+            if step in self.assets or self.seconds[step] >= 1:  # a slow check is a stage of its own
+                print(f"  {time.monotonic() - self.t0:6.1f} s  {step:<24} done in {self.seconds[step]:5.1f} s{counted}",
+                      file=self.out, flush=True)
+
+    def check_seconds(self) -> float:
+        return sum(s for step, s in self.seconds.items() if step not in self.assets)
+
+
+def _failure_text(entry) -> str:
+    """The reason a step failed, once: a dg.Failure's description, else the innermost error."""
+    data = entry.dagster_event.event_specific_data
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return user.description
+    error = data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error else entry.message
+
+
+def _check_descriptions(graph) -> dict[str, str]:
+    """Each check's own description (its docstring), for a failed check whose result says nothing."""
+    return {key.name: graph.get_check_spec(key).description or "" for key in graph.asset_check_keys}
+
+
+def report_failures(progress: Progress, descriptions: dict[str, str], out=sys.stdout) -> None:
+    for evaluation in progress.checks.get("failed", []):
+        description = evaluation.description or descriptions.get(evaluation.check_name) or ""
+        print(f"failed check  {evaluation.check_name} ({evaluation.asset_key.to_user_string()}): {description}",
+              file=out)
+        metadata = {k: v.value for k, v in evaluation.metadata.items()}
+        shown = {k: metadata[k] for k in CHECK_KEYS if k in metadata} or metadata
+        for key, value in shown.items():
+            print(f"              {key}: {value}", file=out)
+    for entry in progress.failures:
+        text = _failure_text(entry)
+        if "blocking asset check" in text and progress.checks.get("failed"):
+            continue  # the checks above say it, with their figures
+        print(f"failed step   {entry.dagster_event.step_key}: {text}", file=out)
+
+
+def report_results(run_id: str, progress: Progress, out=sys.stdout) -> None:
+    from healthcare_assets.domain import quality_pages
+
+    cleaned = progress.materialized.get("cleaned_frame", {})
+    loaded = progress.materialized.get("mongo_hospitalizations")
+    released = progress.materialized.get("anonymized_view")
+    if cleaned:
+        kept = "loaded" if loaded else "cleaned, not loaded"
+        print(f"rows in       {cleaned.get('rows_in', 0):,} = {cleaned.get('rows_cleaned', 0):,} {kept} + "
+              f"{cleaned.get('rows_quarantined', 0):,} quarantined + {cleaned.get('duplicates_removed', 0):,} duplicates",
+              file=out)
+    if loaded:
+        print(f"documents     {loaded.get('documents_inserted', 0):,} new, {loaded.get('documents_already_present', 0):,} "
+              f"already there; {loaded.get('collection')} holds {loaded.get('dagster/row_count', 0):,}", file=out)
+    if released:
+        print(f"released      {released.get('stays_published', 0):,} stays to the analysts' copy "
+              f"{released.get('analyst_copy')} (it holds {released.get('dagster/row_count', 0):,})", file=out)
+    page = quality_pages.report_path(run_id)
+    if page.exists():
+        print(f"quality       {page}", file=out)
+    for key, label in (("cleaning_report", "cleaning"), ("quarantine_file", "quarantine")):
+        if cleaned.get(key):
+            print(f"{label:<13} {cleaned[key]}", file=out)
+
+
+def execute(source: str | None = None, out=sys.stdout) -> int:
+    """Run the drop job's selection on `source` (None: the configured source) and say how it went:
+    0 when the run succeeded, 1 when it failed."""
+    _quiet()
+    os.umask(0o077)  # the instance's databases and whatever a library writes under the data directory
+    if source is not None:
+        # The operator's own file, trusted as HEALTHCARE_SOURCE_CSV is (a run's `source` config,
+        # which UI users type, is held to the import folders); set before the code location loads.
+        os.environ["HEALTHCARE_SOURCE_CSV"] = source
+    from healthcare_assets.definitions import defs
+    from healthcare_assets.defs.ingest import SOURCE_TAG, source_tag
+
+    definitions = defs()
+    job = definitions.resolve_job_def(DROP_JOB)
+    home = dagster_home()
+    run_id = str(uuid.uuid4())
+    shown = source or os.environ.get("HEALTHCARE_SOURCE_CSV") or settings.DEFAULT_SOURCE_CSV
+    print(f"run {run_id} of {DROP_JOB} on {printable(shown)}  (Dagster instance {home}; `make dev` shows it)", file=out, flush=True)
+    assets = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    with open_instance(home) as instance, Progress(instance, run_id, assets, out) as progress:
+        started = time.monotonic()
+        result = job.execute_in_process(run_config=quiet, instance=instance, run_id=run_id, raise_on_error=False,
+                                        tags={SOURCE_TAG: source_tag(Path(shown.rsplit("/", 1)[-1]).name)})
+        seconds = time.monotonic() - started
+    status = "SUCCESS" if result.success else "FAILURE"
+    stages = sum(progress.seconds.get(a, 0.0) for a in assets)
+    print(f"status        {status} in {seconds:.1f} s (stages {stages:.1f} s, checks {progress.check_seconds():.1f} s, "
+          f"between them {max(seconds - stages - progress.check_seconds(), 0):.1f} s); "
+          f"checks: {len(progress.checks.get('passed', []))} passed, {len(progress.checks.get('failed', []))} failed",
+          file=out)
+    if not result.success:
+        report_failures(progress, _check_descriptions(definitions.resolve_asset_graph()), out)
+    report_results(run_id, progress, out)
+    print(NOT_RUN, file=out)
+    return 0 if result.success else 1
+
+
+def _run(args) -> int:
+    return execute()
+
+
+def _load(args) -> int:
+    try:
+        source = source_for(args.path)
+    except UsageError as exc:
+        print(f"load: {exc}", file=sys.stderr)
+        return 2
+    return execute(source)
+
+
+def add_run_commands(commands) -> None:
+    """`run` and `load` on the CLI's subcommands."""
+    run = commands.add_parser("run", help="run what a dropped file goes through on the configured source "
+                                          "(HEALTHCARE_SOURCE_CSV), recorded for `make dev`")
+    run.set_defaults(handler=_run)
+    load = commands.add_parser("load", help="load one CSV export: what a dropped file goes through")
+    load.add_argument("path", help="a CSV file (from the current folder) or s3://bucket/key")
+    load.set_defaults(handler=_load)

@@ -67,7 +67,11 @@ class RunPage:
         return quality_pages.report_path(self.run_id)
 
     def blocked(self, by: str, description: str) -> Path | None:
-        return quality_pages.record_blocked(self.run_id, by, description, self.new, self.keep)
+        try:
+            return quality_pages.record_blocked(self.run_id, by, description, self.new, self.keep)
+        except OSError as exc:  # the verdict stands without its page: a full disk must not hide why the run stopped
+            dg.get_dagster_logger().warning(f"the run's quality page could not be written: {exc}")
+            return None
 
 
 def run_page(run_id: str, staged: StagedFrame | None = None, keep: int | None = None,

@@ -92,3 +92,20 @@ def test_a_refused_file_writes_a_page_naming_the_error(rows, mongo, tmp_path):
     assert "no_medication.csv" in shown and "not counted" in shown
     assert_a_private_offline_page(page)
     assert "blocked by raw_csv" in page_text(quality_pages.index_path())
+
+
+def test_a_file_of_mostly_malformed_rows_is_refused_before_cleaning_with_its_page(rows, mongo, tmp_path):
+    header, *body = rows
+    for row in body[:BAD_ROWS]:
+        row.append("an extra field")
+    path = tmp_path / "extra_fields.csv"
+    path.write_bytes(utf8([header, *body]))
+    result = materialize(path, mongo)
+    [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed.check_name == "malformed_rows_within_ceiling" and "cleaned_frame" not in materialized(result)
+    page = quality_pages.report_path(result.run_id)
+    assert failed.description == ("17% of rows (34 of 200) have the wrong number of fields: the ceiling is 5%; "
+                                  f"setting: HEALTHCARE_QUARANTINE_CEILING; look at {page}")
+    shown = page_text(page)
+    assert "blocked malformed_rows_within_ceiling 17% of rows" in shown.replace("by why ", "")
+    assert "rows in 200 cleaned not counted" in shown

@@ -16,6 +16,8 @@ import dagster as dg
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from healthcare_assets.defs import verdicts
+from healthcare_assets.defs.release_checks import CHECKS, Outcome, check_results, k_and_share
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import Release
@@ -33,49 +35,7 @@ from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
-CHECKS = {
-    "view_fields_are_allow_listed": "every released document has exactly the allow-listed fields",
-    "no_source_name_in_view": "no patient, doctor or hospital name from the source appears in what is released",
-    "quasi_identifiers_are_generalized": "every quasi-identifier is released at its scheme's level (a band, a "
-                                         "span of years, a category or *), every sensitive value from its set",
-    "k_anonymity_at_least_11": "every group released, and every increment added to one, holds at least 11 "
-                               "distinct patients",
-    "no_sensitive_value_over_half": "in every group released, and every increment added to one, no value of a "
-                                    "sensitive field makes up more than half of the stays",
-}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One check's verdict and what it measured."""
-
-    passed: bool
-    metadata: dict
-
-
-def check_results(findings: Findings, k: Outcome, share: Outcome) -> list[dg.AssetCheckResult]:
-    not_generalized = {name: n for name, n in findings.not_generalized.items() if n}
-    return [
-        dg.AssetCheckResult(check_name="view_fields_are_allow_listed", passed=not findings.wrong_fields,
-                            metadata={"unexpected_or_missing_fields": dict(findings.wrong_fields)}),
-        dg.AssetCheckResult(check_name="no_source_name_in_view", passed=findings.leaks == 0,
-                            metadata={"names_checked": findings.names_checked, "leaks": findings.leaks}),
-        dg.AssetCheckResult(check_name="quasi_identifiers_are_generalized", passed=not not_generalized,
-                            metadata={"not_generalized": not_generalized}),
-        dg.AssetCheckResult(check_name="k_anonymity_at_least_11", passed=k.passed, metadata=k.metadata),
-        dg.AssetCheckResult(check_name="no_sensitive_value_over_half", passed=share.passed, metadata=share.metadata),
-    ]
-
-
-def _k_and_share(k: int, share: float, released: int, extra: dict) -> tuple[Outcome, Outcome]:
-    """The two group checks over `released` sets of stays (groups, or increments) released together."""
-    ok = not released
-    return (Outcome(ok or k >= privacy.K_ANONYMITY, {"k_reached_patients": k, "released_together": released, **extra}),
-            Outcome(ok or share <= privacy.MAX_SHARE, {"largest_share": round(share, 4), "limit": privacy.MAX_SHARE,
-                                                       "sensitive_fields": list(privacy.SENSITIVE)}))
-
-
-def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.AssetCheckResult]:
+def judge_plan(findings: Findings, plan: Plan, release: Release, page: verdicts.RunPage) -> list[dg.AssetCheckResult]:
     """The checks on one operation: every increment it releases. Stays counted earlier that an
     increment releases now are judged too, and must be in the source as their group remembers them."""
     scheme = release.state()["scheme"]
@@ -87,16 +47,16 @@ def judge_plan(findings: Findings, plan: Plan, release: Release) -> list[dg.Asse
         e = remembered[candidate["_id"]]
         found += e["p"] == candidate[privacy.PERSON] and all(e["v"][f] == candidate[f] for f in privacy.SENSITIVE)
     k, share = weakest(increments(plan))
-    k_check, share_check = _k_and_share(k, share, len(plan.increments()), {
+    k_check, share_check = k_and_share(k, share, len(plan.increments()), {
         "groups_touched": len(plan.groups), "stays_pending": plan.totals.get("pending", 0),
         "earlier_stays_released": len(earlier), "earlier_stays_not_as_remembered": len(earlier) - found})
-    return check_results(findings, Outcome(k_check.passed and found == len(earlier), k_check.metadata), share_check)
+    return check_results(findings, Outcome(k_check.passed and found == len(earlier), k_check.metadata), share_check, page)
 
 
-def judge_rebuild(findings: Findings, rebuilt: Rebuilt) -> list[dg.AssetCheckResult]:
+def judge_rebuild(findings: Findings, rebuilt: Rebuilt, page: verdicts.RunPage) -> list[dg.AssetCheckResult]:
     k, share = weakest(rebuilt.released.values())
-    return check_results(findings, *_k_and_share(k, share, len(rebuilt.released), {
-        "cells_withheld_from_join": len(rebuilt.withheld_cells)}))
+    return check_results(findings, *k_and_share(k, share, len(rebuilt.released), {
+        "cells_withheld_from_join": len(rebuilt.withheld_cells)}), page)
 
 
 @dataclass
@@ -121,11 +81,12 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, lease:
     """This file's plan, or the whole release rebuilt when there is no scheme yet or the plan
     calls for choosing it again; judged by the checks, nothing written."""
     names = encryption.cipher(release.source)
+    page = verdicts.RunPage(context.run_id)  # the run's quality page, written by quality_report
 
     def file_operation() -> Operation:
         findings = Findings(names.decrypt)
         plan = release.plan_file(sha, rows, observe=findings.add_candidate)
-        return Operation(plan, None, judge_plan(findings, plan, release), findings.uniqueness_before())
+        return Operation(plan, None, judge_plan(findings, plan, release, page), findings.uniqueness_before())
 
     if not release.needs_rebuild():
         operation = file_operation()
@@ -141,7 +102,7 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, lease:
         context.log.warning(f"the new scheme is not published: {rebuilt.refused}; this file goes out under the "
                             f"scheme in force")
         return file_operation()
-    return Operation(None, rebuilt, judge_rebuild(findings, rebuilt), rebuilt.uniqueness_before)
+    return Operation(None, rebuilt, judge_rebuild(findings, rebuilt, page), rebuilt.uniqueness_before)
 
 
 def publish(release: Release, lease: Lease, operation: Operation, run_id: str) -> int:
@@ -204,7 +165,7 @@ def _metadata(release: Release, operation: Operation, report: ReleaseReport, pub
            for k, v in dataclasses.asdict(report).items() if not k.startswith("uniqueness")},
         "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(report.uniqueness_before,
                                                                              report.uniqueness_released)),
-        "report": path,
+        **verdicts.links("report", path),
         "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
     }
 
@@ -276,7 +237,7 @@ def analysts_release_audit(mongo: MongoResource):
 
     found = view_findings(release.source, released(), scheme)
     k, l_div, share = generalization.independent_measures(frame.frame())
-    failures = [r.check_name for r in check_results(found, *_k_and_share(k, share, len(found.groups), {}))
+    failures = [r.check_name for r in check_results(found, *k_and_share(k, share, len(found.groups), {}))
                 if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
                               metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),

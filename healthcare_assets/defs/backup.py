@@ -11,6 +11,7 @@ import os
 
 import dagster as dg
 
+from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.domain import backup
@@ -67,7 +68,12 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
         written = _newest(context)
         report = backup.verify(written)
     except backup.BackupError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"problem": str(exc)})
+        location = context.instance.get_latest_materialization_event(mongo_backup.key)
+        where = location.asset_materialization.metadata["backup"].value if location else "the backup store"
+        return verdicts.verdict("backup_reads_back_intact", False, {"problem": str(exc)},
+                                verdicts.Why(f"the backup does not read back ({exc})",
+                                             "every file must equal the manifest's size and SHA-256",
+                                             verdicts.FIXED, where))
     backup.mark_verified(written, report)
     # Deleting only now: an older backup goes once a newer one is known to be whole.
     store = open_store(str(written.store))

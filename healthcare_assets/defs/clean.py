@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
 from healthcare_assets.domain.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
 from healthcare_assets.domain.previews import column_schema, counts_table, profile
@@ -104,56 +105,79 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
         **repairs,
         "quarantined_by_reason": dg.MetadataValue.json(by_reason),
         "row_accounting": counts_table({**totals, **repairs}),
-        "cleaning_report": dg.MetadataValue.path(str(r_path)),
-        **({"quarantine_file": dg.MetadataValue.path(str(q_path))} if quarantined else {}),
+        "dagster/uri": verdicts.file_uri(r_path),
+        **verdicts.links("cleaning_report", r_path),
+        **(verdicts.links("quarantine_file", q_path) if quarantined else {}),
         "profile": profile(done.first),
     })
 
 
+def judged(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame, settings: PipelineSettings,
+           passed: bool, metadata: dict, figure: str, limit: str, setting: str = verdicts.FIXED) -> dg.AssetCheckResult:
+    """A check of the cleaned rows, pointing at the file's cleaning report when it fails."""
+    page = verdicts.run_page(context.run.run_id, cleaned_frame, settings.kept_reports())
+    return verdicts.verdict(context.check_specs[0].name, passed, metadata,
+                            verdicts.Why(figure, limit, setting, report_path(cleaned_frame.source)), page)
+
+
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def no_duplicate_rows(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def no_duplicate_rows(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                      settings: PipelineSettings) -> dg.AssetCheckResult:
     seen = SeenKeys()
     duplicates = sum(int(seen.add(chunk["record_key"]).sum()) for chunk in cleaned_frame.chunks(["record_key"]))
-    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_rows": duplicates})
+    return judged(context, cleaned_frame, settings, duplicates == 0, {"duplicate_rows": duplicates},
+                  f"{duplicates:,} cleaned rows are duplicates", "there may be none")
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def billing_is_non_negative(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def billing_is_non_negative(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                            settings: PipelineSettings) -> dg.AssetCheckResult:
     negative = sum(int((c["billing_amount"] < 0).sum()) for c in cleaned_frame.chunks(["billing_amount"]))
-    return dg.AssetCheckResult(passed=negative == 0, metadata={"negative_amounts": negative})
+    return judged(context, cleaned_frame, settings, negative == 0, {"negative_amounts": negative},
+                  f"{negative:,} cleaned rows have a negative billing amount", "there may be none")
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def discharge_on_or_after_admission(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def discharge_on_or_after_admission(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                                    settings: PipelineSettings) -> dg.AssetCheckResult:
     bad = sum(int((c["discharge_date"] < c["date_of_admission"]).sum())
               for c in cleaned_frame.chunks(["date_of_admission", "discharge_date"]))
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"discharge_before_admission": bad})
+    return judged(context, cleaned_frame, settings, bad == 0, {"discharge_before_admission": bad},
+                  f"{bad:,} cleaned rows have a discharge before their admission", "there may be none")
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def ages_in_range(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def ages_in_range(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                  settings: PipelineSettings) -> dg.AssetCheckResult:
     low, high = AGE_RANGE
     bad = sum(int(((c["age"] < low) | (c["age"] > high)).sum()) for c in cleaned_frame.chunks(["age"]))
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"ages_out_of_range": bad, "range": f"{low}..{high}"})
+    return judged(context, cleaned_frame, settings, bad == 0, {"ages_out_of_range": bad, "range": f"{low}..{high}"},
+                  f"{bad:,} cleaned rows have an age outside {low}..{high}", "there may be none",
+                  "none: AGE_RANGE in healthcare_assets/domain/schema.py")
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True, additional_deps=[raw_csv])
-def rows_add_up(cleaned_frame: StagedFrame) -> dg.AssetCheckResult:
+def rows_add_up(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                settings: PipelineSettings) -> dg.AssetCheckResult:
     """rows in = rows cleaned + rows quarantined + duplicates removed, counted from the files."""
     cleaned = sum(len(c) for c in cleaned_frame.chunks(["record_key"]))
     q_path = quarantine_path(cleaned_frame.source)
     quarantined = len(pd.read_csv(q_path, usecols=["line_number"])) if q_path.exists() else 0
     counts = cleaned_frame.counts
     total = cleaned + quarantined + counts["duplicates_removed"]
-    return dg.AssetCheckResult(
-        passed=total == counts["rows_in"],
-        metadata={"rows_in": counts["rows_in"], "rows_cleaned": cleaned, "rows_quarantined": quarantined,
-                  "duplicates_removed": counts["duplicates_removed"]},
-    )
+    return judged(context, cleaned_frame, settings, total == counts["rows_in"],
+                  {"rows_in": counts["rows_in"], "rows_cleaned": cleaned, "rows_quarantined": quarantined,
+                   "duplicates_removed": counts["duplicates_removed"]},
+                  f"{counts['rows_in']:,} rows in but {cleaned:,} cleaned + {quarantined:,} quarantined + "
+                  f"{counts['duplicates_removed']:,} duplicates = {total:,}", "the two must be equal")
 
 
 @dg.asset_check(asset=cleaned_frame, blocking=True)
-def quarantine_within_ceiling(cleaned_frame: StagedFrame, settings: PipelineSettings) -> dg.AssetCheckResult:
+def quarantine_within_ceiling(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
+                              settings: PipelineSettings) -> dg.AssetCheckResult:
     """A mostly-broken file fails here instead of quietly loading what little was good."""
     counts = cleaned_frame.counts
-    return share_within_ceiling(counts["rows_quarantined"], counts["rows_in"], settings, "quarantined_share")
+    page = verdicts.run_page(context.run.run_id, cleaned_frame, settings.kept_reports())
+    return share_within_ceiling("quarantine_within_ceiling", counts["rows_quarantined"], counts["rows_in"],
+                                settings, "quarantined_share", {}, "were quarantined",
+                                quarantine_path(cleaned_frame.source), page)

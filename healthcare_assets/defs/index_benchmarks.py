@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 from tabulate import tabulate
 
+from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import mongo_hospitalizations
 from healthcare_assets.domain import encryption
@@ -32,6 +33,7 @@ from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes, plan
 from healthcare_assets.domain.query_benchmarks.report import (
     bounds,
     markdown_table,
+    report_files,
     report_notes,
     server_costs,
     write_files,
@@ -63,8 +65,9 @@ def _metadata(report: dict, json_path: Path, png_path: Path) -> dict:
         "indexes_built_now": dg.MetadataValue.json([i["name"] for i in report["indexes"] if i["built_now"]]),
         "scan_sample_documents": report["scan_sample_documents"],
         "repeats": report["repeats"], "scan_repeats": report["scan_repeats"],
-        "report": dg.MetadataValue.path(str(json_path)),
-        "chart": dg.MetadataValue.path(str(png_path)),
+        "dagster/uri": verdicts.file_uri(json_path),
+        **verdicts.links("report", json_path),
+        **verdicts.links("chart", png_path),
     }
 
 
@@ -114,10 +117,12 @@ def every_query_uses_its_index(index_benchmarks: dict, mongo: MongoResource) -> 
     wrong = [p for p in plans if not p.ok]
     table = tabulate([[p.query, p.intended_index, p.stage, p.index or ""] for p in plans],
                      headers=["query", "intended index", "plan", "index used"], tablefmt="github")
-    return dg.AssetCheckResult(
-        passed=bool(plans) and not wrong,
-        metadata={"queries": len(plans), "not_on_their_index": dg.MetadataValue.json([p.query for p in wrong]),
-                  "plans": dg.MetadataValue.md(table)},
-        description=None if not wrong else f"{len(wrong)} of {len(plans)} queries do not use their index: "
-                                           + ", ".join(f"{p.query} ({p.stage})" for p in wrong),
-    )
+    figure = (f"{len(wrong)} of {len(plans)} queries do not use their index ("
+              + ", ".join(f"{p.query}: {p.stage}" for p in wrong) + ")") if plans else "no query was planned"
+    return verdicts.verdict(
+        "every_query_uses_its_index", bool(plans) and not wrong,
+        {"queries": len(plans), "not_on_their_index": dg.MetadataValue.json([p.query for p in wrong]),
+         "plans": dg.MetadataValue.md(table)},
+        verdicts.Why(figure, "every query of the suite is served by an IXSCAN of its index",
+                     "none: INDEXES in healthcare_assets/domain/query_benchmarks/suite.py",
+                     report_files(settings.reports_dir())[0]))

@@ -11,6 +11,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.domain import audit, encryption, migration
 from healthcare_assets.domain.collection_definitions import (
@@ -232,7 +233,7 @@ LOAD_CHECKS = {
 
 
 @dg.multi_asset_check(specs=check_specs(mongo_hospitalizations, LOAD_CHECKS))
-def loaded_file_checks(mongo_hospitalizations: dict, mongo: MongoResource):
+def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
     """The three checks on this file's documents, in one pass over them (range by range over the
     file's slice of the index): their cost follows the file, not the collection."""
     collection, sha = mongo.hospitalizations(), mongo_hospitalizations["source_sha256"]
@@ -244,18 +245,28 @@ def loaded_file_checks(mongo_hospitalizations: dict, mongo: MongoResource):
         invalid += bool(problems)
         first_problems += [f"source line {doc.get('metadata', {}).get('source_line')}: {p}" for p in problems][:5]
     expected = mongo_hospitalizations["rows_loaded"]
-    yield dg.AssetCheckResult(check_name="document_count_matches_cleaned_rows", passed=found == expected,
-                              metadata={"expected": expected, "documents": found})
+    page = verdicts.RunPage(context.run.run_id)  # the run's quality page, written by quality_report
+    yield verdicts.verdict("document_count_matches_cleaned_rows", found == expected,
+                           {"expected": expected, "documents": found},
+                           verdicts.Why(f"{found:,} documents of this file are in the collection, {expected:,} expected",
+                                        "exactly one per cleaned row", verdicts.FIXED, page.path), page)
     sample, mismatches = sample_mismatches(collection, mongo_hospitalizations)
     # Two $match stages: in one filter with the $nor, the embedded server's planner drops the _id
     # index and validates the whole collection.
     server_invalid = len(list(collection.aggregate([{"$match": {"_id": {"$in": [d["_id"] for d in sample]}}},
                                                     {"$match": {"$nor": [{"$jsonSchema": DOCUMENT_JSON_SCHEMA}]}}])))
-    yield dg.AssetCheckResult(check_name="documents_pass_validator", passed=invalid == 0 and server_invalid == 0,
-                              metadata={"invalid_documents": invalid, "first_problems": dg.MetadataValue.json(first_problems[:5]),
-                                        "sample_invalid_for_the_server": server_invalid})
-    yield dg.AssetCheckResult(check_name="sampled_documents_match_source_rows", passed=not mismatches,
-                              metadata={"sampled": len(sample), "mismatches": dg.MetadataValue.json(mismatches[:20])})
+    yield verdicts.verdict(
+        "documents_pass_validator", invalid == 0 and server_invalid == 0,
+        {"invalid_documents": invalid, "first_problems": dg.MetadataValue.json(first_problems[:5]),
+         "sample_invalid_for_the_server": server_invalid},
+        verdicts.Why(f"{invalid:,} documents of this file break the collection's schema ({server_invalid:,} of "
+                     f"{len(sample):,} sampled for the server)", "none may",
+                     "none: DOCUMENT_JSON_SCHEMA in healthcare_assets/domain/schema.py", page.path), page)
+    yield verdicts.verdict(
+        "sampled_documents_match_source_rows", not mismatches,
+        {"sampled": len(sample), "mismatches": dg.MetadataValue.json(mismatches[:20])},
+        verdicts.Why(f"{len(mismatches):,} of {len(sample):,} sampled documents differ from their cleaned row",
+                     "none may", verdicts.FIXED, page.path), page)
 
 
 def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict], list[dict]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from healthcare_assets.defs import verdicts
 from healthcare_assets.domain import quality_pages
 from healthcare_assets.domain.previews import suites_table
 from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
@@ -274,18 +275,18 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
         "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
         "expectations_failed": len(failures),
         "summary": suites_table(suites, failures),
-        "report": dg.MetadataValue.path(str(page)),
-        "reports_index": dg.MetadataValue.path(str(quality_pages.index_path())),
-        "data_docs": dg.MetadataValue.path(summary["data_docs"]),
+        **verdicts.links("report", page),
+        **verdicts.links("reports_index", quality_pages.index_path()),
+        **verdicts.links("data_docs", summary["data_docs"]),
     })
 
 
 @dg.asset_check(asset=quality_report, blocking=True)
 def all_expectations_pass(quality_report: dict) -> dg.AssetCheckResult:
     """Any failed expectation stops the run here, before anything is written to MongoDB."""
-    failures = quality_report["failures"]
-    return dg.AssetCheckResult(
-        passed=not failures,
-        metadata={"failed_expectations": len(failures),
-                  "first_failures": dg.MetadataValue.json(failures[:10])},
-    )
+    failures, page = quality_report["failures"], Path(quality_report["report"])
+    return verdicts.verdict("all_expectations_pass", not failures,
+                            {"failed_expectations": len(failures), "first_failures": dg.MetadataValue.json(failures[:10])},
+                            verdicts.Why(f"{len(failures):,} expectation results failed", "none may fail",
+                                         "none: the expectations follow healthcare_assets/domain/schema.py", page),
+                            verdicts.RunPage(page.stem))

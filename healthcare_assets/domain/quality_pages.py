@@ -16,10 +16,12 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 
+from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
 from healthcare_assets.plumbing import settings
 
 _TEMPLATES = jinja2.Environment(
@@ -79,20 +81,59 @@ def _write(path: Path, text: str) -> None:
     os.replace(written, path)
 
 
-def publish(report: dict, keep: int) -> Path:
-    """Write the run's page and its data, keep the newest `keep` runs, rewrite the index; the
-    caller holds `exclusive()`. Returns the page."""
+def publish(report: dict, keep: int | None) -> Path:
+    """Write the run's page and its data, keep the newest `keep` runs (all when None), rewrite the
+    index; the caller holds `exclusive()`. Returns the page."""
     settings.private_dir(runs_dir())
     page = report_path(report["run_id"])
     _write(page.with_suffix(".json"), json.dumps(report, indent=2))
     _write(page, _TEMPLATES.get_template("quality_report.html.j2").render(report=report))
-    for dropped in keep_newest(runs_dir().glob("*.json"), keep):
+    for dropped in keep_newest(runs_dir().glob("*.json"), keep) if keep else ():
         dropped.with_suffix(".html").unlink(missing_ok=True)
     # newest first, by when each run's data was written: `written_at` is to the second only
     written = sorted(runs_dir().glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     runs = [json.loads(p.read_text()) for p in written]
     _write(index_path(), _TEMPLATES.get_template("quality_index.html.j2").render(runs=runs))
     return page
+
+
+ROW_COUNTS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
+REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
+
+
+def blocked_report(run_id: str, source: dict, counts: dict) -> dict:
+    """The page of a run stopped before its validation: the counts known so far (None: not
+    counted yet), no suite. `counts` holds counts and reasons only, never a patient's value."""
+    return {
+        "run_id": run_id,
+        "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
+        "rows": {k: counts.get(k) for k in ROW_COUNTS},
+        "repairs": {k: counts.get(k) for k in REPAIRS},
+        "quarantined_by_reason": counts.get("quarantined_by_reason", {}),
+        "chunks": 0,
+        "suites": [],
+        "passed": False,
+        "identifying_columns": list(IDENTIFYING_COLUMNS),
+        "blocked": [],
+    }
+
+
+def record_blocked(run_id: str, by: str, description: str, new: dict | None, keep: int | None) -> Path | None:
+    """Say on the run's page that `by` blocked the run, and why: on the page the run wrote, or,
+    when it wrote none yet, on `new` (then the newest `keep` runs are kept); with neither, nothing.
+    Returns the page."""
+    with exclusive():
+        data = report_path(run_id).with_suffix(".json")
+        if data.exists():
+            report, keep = json.loads(data.read_text()), None
+        elif new is None:
+            return None
+        else:
+            report = new
+        blockers = [b for b in report.get("blocked", []) if b["by"] != by]
+        report.update(passed=False, blocked=[*blockers, {"by": by, "description": description}])
+        return publish(report, keep)
 
 
 def latest() -> Path | None:

@@ -149,6 +149,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
     png = (settings.reports_dir() / "index_benchmarks.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     meta = materialized(result)["index_benchmarks"]
+    assert meta["dagster/uri"] == meta["report_url"] == (settings.reports_dir() / "index_benchmarks.json").as_uri()
     table = meta["queries"]
     assert table.count("\n") == 1 + len(report["queries"])  # header, rule, one line per query
     assert table_rows(table)[0][-1] == "bounded by"
@@ -180,6 +181,8 @@ def test_check_fails_until_every_index_exists(mongo, small_csv):
     assert one_missing.passed is False
     assert one_missing.metadata["not_on_their_index"].value == ["demographics"]
     assert "demographics" in one_missing.description
+    assert {"figure", "limit", "setting", "look_at"} <= one_missing.metadata.keys()
+    assert one_missing.metadata["look_at"].value == (settings.reports_dir() / "index_benchmarks.json").as_uri()
 
 
 def test_a_larger_collection_is_scanned_through_a_sample(mongo, small_csv):

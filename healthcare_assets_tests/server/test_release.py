@@ -14,7 +14,7 @@ from bson import json_util
 
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.defs.resources import pipeline_settings
-from healthcare_assets.domain import gdpr, generalization, privacy
+from healthcare_assets.domain import gdpr, generalization, privacy, quality_pages
 from healthcare_assets.domain.release import Lease, Release, ReleaseLockError
 from healthcare_assets.domain.release import lease as release_lease
 from healthcare_assets.plumbing import document_counts
@@ -156,6 +156,13 @@ def test_a_failing_privacy_check_publishes_nothing(mongo, export, tmp_path, monk
     result = materialize(second, mongo)
     assert not result.success
     assert check_results(result)["no_source_name_in_view"] is False
+    [leak] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_source_name_in_view"]
+    assert "source names (of" in leak.description and "none may" in leak.description
+    assert {"figure", "limit", "setting", "look_at"} <= leak.metadata.keys()
+    doctors = {row[header.index("Doctor")] for row in rows[800:1600]}
+    page = quality_pages.report_path(result.run_id).read_text()
+    assert "no_source_name_in_view" in quality_pages.index_path().read_text() and "no_source_name_in_view" in page
+    assert not any(doctor in leak.description or doctor in page for doctor in doctors)
     assert canonical(rel.copy.find({})) == before
     sha = materialized(result)["mongo_hospitalizations"]["source_sha256"]
     assert rel.ledger.find_one({"_id": sha})["state"] == "loaded"  # loaded, not published

@@ -119,9 +119,14 @@ def markdown_table(results: list[dict]) -> str:
                     colalign=TABLE_ALIGN, disable_numparse=True)
 
 
+def report_files(directory: Path) -> tuple[Path, Path]:
+    """Where the report (JSON) and its chart (PNG) are written."""
+    return directory / "index_benchmarks.json", directory / "index_benchmarks.png"
+
+
 def write_files(report: dict, results: list[dict], directory: Path) -> tuple[Path, Path]:
     """The report as JSON and its chart as PNG, readable by their owner only."""
-    json_path, png_path = directory / "index_benchmarks.json", directory / "index_benchmarks.png"
+    json_path, png_path = report_files(directory)
     settings.write_owner_only(json_path, json_util.dumps(report, indent=2, json_options=json_util.RELAXED_JSON_OPTIONS))
     write_chart(results, report["documents"], report["notes"], png_path)
     settings.owner_only(png_path)

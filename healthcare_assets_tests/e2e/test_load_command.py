@@ -100,7 +100,8 @@ def test_a_refused_file_says_why_and_summary_shows_that_run(operator, mongo):
     quiet(result.output)
     [line] = [line for line in result.stdout.splitlines() if line.startswith("failed check  quarantine_within_ceiling")]
     assert len(line.split(":", 1)[1].strip()) > 10, result.stdout  # its description
-    assert "0.01" in result.stdout  # the ceiling it broke
+    assert "the ceiling is 1%" in line and "HEALTHCARE_QUARANTINE_CEILING" in line  # the limit and its setting
+    assert "10% of rows (20 of 200)" in line  # the figure
     [quarantine] = [line.split(maxsplit=1)[1] for line in result.stdout.splitlines() if line.startswith("quarantine ")]
     assert Path(quarantine).is_file()
     assert mongo.hospitalizations().count_documents({}) == 0

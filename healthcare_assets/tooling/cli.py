@@ -26,7 +26,7 @@ def _summary(args: argparse.Namespace) -> int:
     from healthcare_assets.domain.privacy import VIEW_NAME
     from healthcare_assets.domain.release import Release
 
-    mongo = mongo_resource_from_env(**({} if settings.mongodb_uri() else {"start": False}))
+    mongo = mongo_resource_from_env(start=False)
     collection = mongo.hospitalizations()
     reports = settings.reports_dir()
     print(f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)")

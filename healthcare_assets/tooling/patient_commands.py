@@ -26,9 +26,8 @@ def add_arguments(sub: argparse.ArgumentParser, command: str) -> None:
 
 
 def _collection(args: argparse.Namespace):
-    """The collection; a command that only reads never starts the embedded server."""
-    fields = {} if settings.mongodb_uri() else {"start": bool(getattr(args, "yes", False))}
-    return mongo_resource_from_env(**fields).hospitalizations()
+    """The collection; a command that only reads (all but erase-patient --yes) never starts the server."""
+    return mongo_resource_from_env(start=getattr(args, "yes", False)).hospitalizations()
 
 
 def _selection(args: argparse.Namespace, collection):

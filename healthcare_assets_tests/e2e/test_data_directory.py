@@ -128,8 +128,16 @@ def analysts_copy(mongo_uri):
         client.drop_database(name)
 
 
-def test_the_analyst_uri_reads_the_copy_and_nothing_else(analysts_copy, embedded_data_dir, tmp_path, elsewhere):
+@pytest.mark.parametrize("server", ["embedded", "MONGODB_URI"])
+def test_the_analyst_uri_reads_the_copy_and_nothing_else(server, analysts_copy, embedded_data_dir, mongo_uri,
+                                                          tmp_path, elsewhere):
+    """The embedded server's own URI, or MONGODB_URI's hosts and TLS options with the role's
+    password from the environment (HEALTHCARE_ANALYST_READONLY_PASSWORD)."""
     env = user_env(tmp_path, HEALTHCARE_DATA_DIR=str(embedded_data_dir))
+    if server == "MONGODB_URI":
+        variable = access.role("ANALYST_READONLY").password_variable
+        env.update(MONGODB_URI=mongo_uri, HEALTHCARE_DATA_DIR=str(tmp_path / "reports-only"),
+                   **{variable: access.passwords(embedded_data_dir)["ANALYST_READONLY"]})
     result = typed("mongo", "uri", "--role", "analyst_readonly", cwd=elsewhere, env=env)
     assert result.returncode == 0, result.stderr
     [uri] = result.stdout.splitlines()

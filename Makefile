@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+export DAGSTER_HOME ?= $(if $(HEALTHCARE_DATA_DIR),$(abspath $(HEALTHCARE_DATA_DIR)),$(CURDIR)/.data)/dagster_home
 # `dagster asset materialize` (Dagster 1.13) reads neither pyproject.toml nor workspace.yaml; it
 # takes the code location from --module-name, or from click's variable for that one command, which
 # the venv's activate script exports (`make install`). DAGSTER_MODULE_NAME would reach every

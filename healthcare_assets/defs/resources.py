@@ -42,8 +42,11 @@ def mongo_resource(resolve: bool = False, **fields) -> MongoResource:
     return EmbeddedMongoResource(**from_environment({**names, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | fields)
 
 
-def mongo_resource_from_env(**fields) -> MongoResource:
-    """The deployment's MongoResource with the environment's values, for use outside a run (the CLI)."""
+def mongo_resource_from_env(start: bool = True, **fields) -> MongoResource:
+    """The deployment's MongoResource with the environment's values, for use outside a run (the CLI).
+    Without `start`, for a command that only reads: the embedded server is used only if it runs."""
+    if not start and not os.environ.get("MONGODB_URI"):
+        fields["start"] = False
     return mongo_resource(resolve=True, **fields)
 
 

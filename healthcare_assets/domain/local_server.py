@@ -33,6 +33,29 @@ def ensure_running(data_dir: Path) -> str:
         started=lambda state, fresh: _started(data_dir, state, fresh))["uri"]
 
 
+class NoDatabaseError(embedded_mongo.EmbeddedMongoError):
+    """A command that only reads found no running database in the data directory."""
+
+
+def require_database(data_dir: Path) -> None:
+    """NoDatabaseError unless a server was provisioned in this data directory."""
+    if not embedded_mongo.paths(Path(data_dir).resolve())["provisioned"].exists():
+        raise NoDatabaseError(f"no database in {Path(data_dir).resolve()}: run `make run` (or `healthcare-assets "
+                              "mongo start`), or set HEALTHCARE_DATA_DIR / MONGODB_URI")
+
+
+def running(data_dir: Path) -> dict:
+    """The running server's state, for a command that only reads: it never starts one, nor
+    creates the data directory, a storage or a secret (NoDatabaseError instead)."""
+    data_dir = Path(data_dir).resolve()
+    require_database(data_dir)
+    state = embedded_mongo.status(data_dir)
+    if state is None:
+        raise NoDatabaseError(f"the database in {data_dir} is not running: start it with `healthcare-assets mongo "
+                              "start` (a command that only reads does not start it)")
+    return state
+
+
 def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
     """The running server's URI with one role's credentials (the pipeline itself uses ADMIN_MASTER:
     it writes every database and provisions users)."""
@@ -48,16 +71,21 @@ def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
 
 class EmbeddedMongoResource(MongoResource):
     """MongoResource on the embedded server of `data_dir` (in the code location
-    dg.EnvVar("HEALTHCARE_DATA_DIR") when it is set), started at first use; `mongodb_uri` is not
-    used: the URI is the running server's, with the admin's credentials."""
+    dg.EnvVar("HEALTHCARE_DATA_DIR") when it is set; empty: settings.data_dir()), started at first
+    use unless `start` is off (commands that only read: running()); `mongodb_uri` is not used: the
+    URI is the running server's, with the admin's credentials."""
 
-    data_dir: str = ".data"
+    data_dir: str = ""
+    start: bool = True
 
     def _data_dir(self) -> Path:
-        return Path(self.data_dir).resolve()
+        return Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
 
     def uri(self) -> str:
-        ensure_running(self._data_dir())
+        if self.start:
+            ensure_running(self._data_dir())
+        else:
+            running(self._data_dir())
         return client_uri(self._data_dir())
 
     def refused(self, uri: str, user: str) -> credentials.AuthenticationRefusedError:

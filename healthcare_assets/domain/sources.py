@@ -97,7 +97,7 @@ def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str
         if not (s3_bucket and s3_key):
             raise SourceReadError("s3_bucket and s3_key go together: name both, or use `source`")
         return _in_drop_zone(settings, Location(bucket=s3_bucket, key=s3_key))
-    default = settings.source_csv  # the operator's own choice: trusted like the roots
+    default = settings.default_source()  # the operator's own choice: trusted like the roots
     if not source:
         return Location.s3_uri(default) if default.startswith("s3://") else Location(path=Path(default))
     if source.startswith("s3://"):

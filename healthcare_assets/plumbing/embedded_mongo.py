@@ -250,6 +250,8 @@ def terminate(pid: int) -> None:
 def stop(data_dir: Path) -> dict | None:
     """Stop the daemon for this data directory; return the state it had, or None if none ran."""
     data_dir = Path(data_dir).resolve()
+    if not data_dir.exists():
+        return None  # nothing to stop, and no data directory to create for it
     with _locked(data_dir):
         state = read_state(data_dir)
         if state and _is_our_daemon(state["pid"]):

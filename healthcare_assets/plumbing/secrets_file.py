@@ -28,6 +28,22 @@ class PlaceholderSecretError(ValueError):
     pass
 
 
+_reading_only = False
+
+
+@contextlib.contextmanager
+def read_only():
+    """For a command that only reads: nothing is written (nor the data directory created). A
+    secret stored nowhere is one nothing was ever made with, so value() gives a throwaway one,
+    never stored: what it looks up, it does not find."""
+    global _reading_only
+    before, _reading_only = _reading_only, True
+    try:
+        yield
+    finally:
+        _reading_only = before
+
+
 def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | None = None, *,
            min_bytes: int = 0) -> dict[str, str]:
     """Each variable's value (variable -> function making a new one, or None): from the
@@ -49,6 +65,8 @@ def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: i
     from_env = environment([variable], min_bytes, development_placeholder_ignored)
     if variable in from_env:
         return from_env[variable]
+    if _reading_only:
+        return read().get(variable) or generate()
     stored = ensure({variable: generate})
     warnings.warn(f"{variable} is not set: using the development {what} in {path()}", stacklevel=3)
     return stored[variable]
@@ -97,6 +115,8 @@ def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str
 def update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None = None) -> dict[str, str]:
     """Every stored value, after applying `changes` (stored values -> values to set) under the
     lock, from a fresh read: for a change that depends on what is stored (a list extended)."""
+    if _reading_only:
+        raise RuntimeError(f"a command that only reads was about to write {path(data_dir)}")
     file = path(data_dir)
     settings.private_dir(file.parent)
     with open(file.with_suffix(".lock"), "a") as lock:

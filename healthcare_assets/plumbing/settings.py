@@ -5,7 +5,9 @@ bad, a resource whose fields the code location sets from the environment at run 
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -16,9 +18,44 @@ DEFAULT_SOURCE_CSV = "data/healthcare_dataset.csv"
 DEFAULT_S3_PREFIX = "incoming/"
 
 
+PROJECT = "healthcare-assets"
+
+
+@functools.cache
+def checkout() -> Path | None:
+    """The source checkout the package runs from (the folder above it whose pyproject.toml names
+    this project), or None for an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return None
+    return root if name == PROJECT else None
+
+
+def repo_path(relative: str) -> Path:
+    """A file the repository ships (the committed export, data/): in the checkout the package runs
+    from, whatever the current folder; without one, from the current folder (an image's WORKDIR)."""
+    return ((checkout() or Path.cwd()) / relative).resolve()
+
+
+def data_dir_and_origin() -> tuple[Path, str]:
+    """The data directory and why it is that one: HEALTHCARE_DATA_DIR (relative: from the current
+    folder); else the checkout's .data; else the per-user folder of the XDG base directories."""
+    given = os.environ.get("HEALTHCARE_DATA_DIR")
+    if given:
+        return Path(given).resolve(), "HEALTHCARE_DATA_DIR"
+    if checkout():
+        return checkout() / ".data", "this checkout"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # the spec ignores a relative one
+    return (base / PROJECT).resolve(), "per-user"
+
+
 def data_dir() -> Path:
-    """Where the embedded database, reports and quarantine files live."""
-    return Path(os.environ.get("HEALTHCARE_DATA_DIR", ".data")).resolve()
+    """Where the embedded database, reports, quarantine files and secrets.env live, the same from
+    any folder (data_dir_and_origin)."""
+    return data_dir_and_origin()[0]
 
 
 # Everything under the data directory is patient data or a secret: owner-only whatever the umask
@@ -157,7 +194,11 @@ class PipelineSettings(dg.ConfigurableResource):
         import_dir. Not the temp dir, not the data dir: a run's config is typed by whoever can
         launch a run, and must not read the server's other files."""
         extra = [p for p in self.import_dir.split(os.pathsep) if p.strip()]
-        return [Path(p).resolve() for p in ["data", *extra]]
+        return [repo_path("data"), *(Path(p).resolve() for p in extra)]
+
+    def default_source(self) -> str:
+        """source_csv; its default, the committed export, in the checkout (repo_path)."""
+        return str(repo_path(DEFAULT_SOURCE_CSV)) if self.source_csv == DEFAULT_SOURCE_CSV else self.source_csv
 
     def outside_drop_zone(self, bucket: str, key: str) -> str | None:
         """Why a run's config may not name this S3 object (None: it may). Only an object of the drop

@@ -4,36 +4,22 @@ rotate the master key."""
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
-from pathlib import Path
 
 from pymongo.errors import EncryptionError
 
 from healthcare_assets.defs.resources import mongo_resource_from_env
-from healthcare_assets.domain import local_server
+from healthcare_assets.domain.local_server import NoDatabaseError
 from healthcare_assets.domain.master_keys import MasterKeyError
-from healthcare_assets.plumbing import embedded_mongo, settings
+from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.tooling import mongo_commands, patient_commands
 from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
 from healthcare_assets.tooling.runs import add_run_commands
 from healthcare_assets.tooling.summary import run_summary
 
-
-def _mongo(args: argparse.Namespace) -> int:
-    data_dir = settings.data_dir()
-    if args.action == "start":
-        print(local_server.ensure_running(data_dir))
-    elif args.action == "uri":
-        print(settings.mongodb_uri() or local_server.ensure_running(data_dir))
-    elif args.action == "status":
-        state = embedded_mongo.status(data_dir)
-        print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
-        return 0 if state else 3
-    elif args.action == "stop":
-        state = embedded_mongo.stop(data_dir)
-        print(f"stopped pid {state['pid']} on port {state['port']}" if state else "not running")
-    return 0
+NO_DATABASE = 10
 
 
 def _provision_access(args: argparse.Namespace) -> int:
@@ -62,56 +48,6 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     elif local:
         print(f"the old master key {old} is kept in secrets.env under {encryption.RETIRED_KEYS_VARIABLE} "
               "while a backup needs it")
-    return 0
-
-
-def _selection(args: argparse.Namespace, collection):
-    """The patients the arguments stand for and 0, or None and the exit code after saying why they
-    do not pick any safely (2: not a name; 5: a name of several patients)."""
-    from healthcare_assets.domain import gdpr
-
-    try:
-        return gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
-    except gdpr.PatientSelectionError as exc:
-        print(exc, file=sys.stderr)
-        return None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
-
-
-def _export_patient(args: argparse.Namespace) -> int:
-    from healthcare_assets.domain import gdpr
-
-    collection = mongo_resource_from_env().hospitalizations()
-    selection, code = _selection(args, collection)
-    if selection is None:
-        return code
-    try:
-        count = gdpr.export_patient(collection, Path(args.out), selection)
-    except FileExistsError:
-        print(f"{args.out}: already exists (a file or a symbolic link): the export holds decrypted records "
-              "and is written only into a new file, created 0600; give a path where nothing is", file=sys.stderr)
-        return 8
-    print(f"wrote {count} records to {args.out}")
-    return 0 if count else 4
-
-
-def _erase_patient(args: argparse.Namespace) -> int:
-    from healthcare_assets.domain import gdpr
-
-    collection = mongo_resource_from_env().hospitalizations()
-    selection, code = _selection(args, collection)
-    if selection is None:
-        return code
-    for patient in selection.patients:
-        print(patient.describe())
-    if not selection.patients:
-        print(f"no records of {selection.name!r} in the collection or in quarantine")
-    removed = gdpr.erase_patient(collection, selection, apply=args.yes)
-    verb = "removed" if args.yes else "would remove"
-    for place, count in removed.items():
-        print(f"{'kept' if place == gdpr.KEPT else verb} {count:>6}  {place}")
-    if not args.yes:
-        print("dry run: nothing was removed (the analysts' and doctor app's copies lose the same stays); "
-              "run again with --yes to erase")
     return 0
 
 
@@ -185,13 +121,21 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reads_only(args: argparse.Namespace) -> bool:
+    """A command that only reads the embedded server's data directory: it writes no secret there
+    (nor starts the server: see its handler). With MONGODB_URI, commands work as they always did."""
+    reads = args.command in ("summary", "export-patient") or (args.command == "erase-patient" and not args.yes) \
+        or (args.command == "mongo" and args.action in ("uri", "status"))
+    return reads and not settings.mongodb_uri()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="healthcare-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     mongo = commands.add_parser("mongo", help="the embedded MongoDB-compatible server")
-    mongo.add_argument("action", choices=["start", "stop", "status", "uri"])
-    mongo.set_defaults(handler=_mongo)
+    mongo_commands.add_arguments(mongo)
+    mongo.set_defaults(handler=mongo_commands.run)
 
     generate = commands.add_parser("generate", help="write a seeded synthetic export")
     add_generate_arguments(generate)
@@ -204,18 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     provision = commands.add_parser("provision-access", help="create or update roles and users (idempotent)")
     provision.set_defaults(handler=_provision_access)
 
-    for command, handler, text in (("export-patient", _export_patient, "write one patient's records as JSON"),
-                                   ("erase-patient", _erase_patient, "remove one patient everywhere")):
+    for command, handler, text in (("export-patient", patient_commands.export_patient, "write one patient's records as JSON"),
+                                   ("erase-patient", patient_commands.erase_patient, "remove one patient everywhere")):
         sub = commands.add_parser(command, help=text)
-        sub.add_argument("--name", required=True, help="the full name as exported; letter case does not matter")
-        sub.add_argument("--gender", help="narrow to one gender when the name is shared")
-        sub.add_argument("--blood-type", help="narrow to one blood type when the name is shared")
-        sub.add_argument("--all", action="store_true",
-                         help="every patient of that name (and gender, blood type), when it is shared")
-        if command == "export-patient":
-            sub.add_argument("--out", required=True, help="the JSON file to write")
-        else:
-            sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
+        patient_commands.add_arguments(sub, command)
         sub.set_defaults(handler=handler)
 
     rotate = commands.add_parser("rotate-keys", help="re-wrap every data key under a new master key "
@@ -238,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     restore.set_defaults(handler=_restore)
 
     args = parser.parse_args(argv)
+    where, origin = settings.data_dir_and_origin()
+    print(f"data directory: {where} ({origin})", file=sys.stderr)
     try:
-        return args.handler(args)
+        with secrets_file.read_only() if _reads_only(args) else contextlib.nullcontext():
+            return args.handler(args)
+    except NoDatabaseError as exc:
+        print(exc, file=sys.stderr)
+        return NO_DATABASE
     except (EncryptionError, MasterKeyError) as exc:
         # a name that cannot be decrypted (or encrypted) here: what to bring, not a traceback
         print(f"{args.command}: the names' data keys cannot be unwrapped with this installation's master keys: "

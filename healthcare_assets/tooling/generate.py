@@ -41,7 +41,7 @@ from healthcare_assets.domain.schema import (
     MEDICATIONS,
     TEST_RESULTS,
 )
-from healthcare_assets.plumbing import csv_cells
+from healthcare_assets.plumbing import csv_cells, settings
 from healthcare_assets.tooling.faker_pools import Pools, draw_pools, random_case
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
@@ -227,7 +227,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
     parser.add_argument(
-        "--out", type=Path, default=Path("data/healthcare_dataset.csv"), help="CSV to write"
+        "--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
+        help="CSV to write (default: the committed export, in the checkout)",
     )
     parser.add_argument(
         "--duplicates",

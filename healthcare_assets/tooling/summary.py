@@ -52,7 +52,7 @@ def database_lines() -> list[str]:
     from healthcare_assets.domain.privacy import VIEW_NAME
     from healthcare_assets.domain.release import Release
 
-    mongo = mongo_resource_from_env()
+    mongo = mongo_resource_from_env(start=False)
     collection = mongo.hospitalizations()
     release = Release(collection, b"")
     state = release.state() or {}

@@ -246,9 +246,10 @@ def test_a_dotenv_with_other_passwords_in_the_working_directory_of_dagster(tmp_p
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MONGODB_", "HEALTHCARE_DATA_DIR"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MONGODB_"))
            and k not in PASSWORD_VARIABLES}
-    env.update(DAGSTER_HOME=str(home), PYTHONPATH=str(REPO), HEALTHCARE_SOURCE_CSV=str(source))
+    env.update(DAGSTER_HOME=str(home), PYTHONPATH=str(REPO), HEALTHCARE_SOURCE_CSV=str(source),
+               HEALTHCARE_DATA_DIR=str(data_dir))
     try:
         local_server.ensure_running(data_dir)  # as `make run` left it
         result = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m",

@@ -82,14 +82,20 @@ def test_concurrent_starts_make_one_daemon(own_data_dir):
     assert len(daemons_on(own_data_dir / "mongo")) == 1
 
 
-def test_cli_status_uri_stop(own_data_dir):
+def test_cli_status_start_uri_stop(own_data_dir):
+    """Only `mongo start` starts the server: status and uri read (exit 10 with no database or none running)."""
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
-    assert cli("mongo", "status", env=env).returncode == 3
+    assert cli("mongo", "status", env=env).returncode == 10
+    assert cli("mongo", "uri", env=env).returncode == 10
+    assert not embedded_mongo.paths(own_data_dir)["storage"].exists()
+    started = cli("mongo", "start", env=env).stdout.strip()
     uri = cli("mongo", "uri", env=env).stdout.strip()
-    assert uri.startswith("mongodb://127.0.0.1:")
+    assert uri == started and uri.startswith("mongodb://127.0.0.1:")
     assert '"pid"' in cli("mongo", "status", env=env).stdout
     assert "stopped pid" in cli("mongo", "stop", env=env).stdout
     assert cli("mongo", "status", env=env).returncode == 3
+    stopped = cli("mongo", "uri", env=env)
+    assert stopped.returncode == 10 and "is not running" in stopped.stderr and stopped.stdout == ""
 
 
 def test_a_dead_daemon_is_replaced(own_data_dir):

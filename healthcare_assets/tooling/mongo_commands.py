@@ -1,0 +1,78 @@
+"""`healthcare-assets mongo start|stop|status|uri [--role ROLE]`: the embedded server, and a URI a
+plain pymongo.MongoClient can use for one role's user."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from healthcare_assets.domain import access, local_server
+from healthcare_assets.plumbing import embedded_mongo, settings
+from healthcare_assets.plumbing.mongo import with_credentials
+
+UNKNOWN_ROLE = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["start", "stop", "status", "uri"])
+    parser.add_argument("--role", help="with `uri`: a URI with the credentials of this role's user "
+                                       f"({', '.join(r.user for r in access.roles())}; any letter case)")
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = settings.data_dir()
+    if args.role is not None and args.action != "uri":
+        print("--role goes with `healthcare-assets mongo uri`", file=sys.stderr)
+        return UNKNOWN_ROLE
+    if args.action == "start":
+        print(local_server.ensure_running(data_dir))
+    elif args.action == "uri":
+        return _uri(args.role)
+    elif args.action == "status":
+        if settings.mongodb_uri() is None:
+            local_server.require_database(data_dir)
+        state = embedded_mongo.status(data_dir)
+        print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
+        return 0 if state else 3
+    elif args.action == "stop":
+        state = embedded_mongo.stop(data_dir)
+        print(f"stopped pid {state['pid']} on port {state['port']}" if state else "not running")
+    return 0
+
+
+def role_named(given: str) -> access.Role | None:
+    """The role of access.py a user typed: its name or its user's, any letter case (ASCII only:
+    no other script's letter folds into a role's name)."""
+    if not given.isascii():
+        return None
+    return next((r for r in access.roles() if given.strip().lower() == r.user), None)
+
+
+def _uri(role_name: str | None) -> int:
+    """Without a role, the server's URI as it always was (TLS options, no credentials); with one,
+    that role's user's credentials in it, and a warning that it now holds a password."""
+    data_dir = settings.data_dir()
+    base = settings.mongodb_uri() or local_server.running(data_dir)["uri"]
+    if role_name is None:
+        print(base)
+        if not settings.mongodb_uri():
+            print("(no credentials: `healthcare-assets mongo uri --role analyst_readonly` gives one that reads the "
+                  "analysts' copy)", file=sys.stderr)
+        return 0
+    role = role_named(role_name)
+    if role is None:
+        print(f"unknown role {role_name!r}: one of {', '.join(r.user for r in access.roles())} "
+              "(any letter case)", file=sys.stderr)
+        return UNKNOWN_ROLE
+    password = access.passwords(data_dir).get(role.name)
+    if password is None:
+        print(f"no password for {role.user}: set {role.password_variable} (it is in neither the environment "
+              f"nor {data_dir / 'secrets.env'})", file=sys.stderr)
+        return UNKNOWN_ROLE
+    uri = with_credentials(base, role.user, password) if settings.mongodb_uri() \
+        else local_server.client_uri(data_dir, role.name)
+    print(uri)
+    print(f"this URI holds the password of {role.user}: keep it out of shell history, logs, notebooks and "
+          "tickets", file=sys.stderr)
+    return 0

@@ -27,18 +27,21 @@ BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; \
 
 .PHONY: install lock run test dev bench mongo-stop clean
 
+# Every dependency from the lock, hashes checked; then this project, resolving nothing more.
+# pycanon (the privacy audit's independent judge) pins exact pandas/numpy versions for its PDF
+# reports and CLI; pycanon.anonymity needs only numpy and pandas, so it goes in without them.
+# The activate script exports what `dagster asset materialize --select '*'` needs to work with no flags.
+# pip's output goes to a log, shown when the install fails.
 $(BIN)/.installed: pyproject.toml Makefile requirements-dev.lock requirements-nodeps.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# every dependency from the lock, hashes checked; then this project, resolving nothing more
-	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	# pycanon (the privacy audit's independent judge) pins exact pandas/numpy versions for its PDF
-	# reports and CLI; pycanon.anonymity needs only numpy and pandas, so it goes in without them
-	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-nodeps.lock
-	# so that `dagster asset materialize --select '*'` works with no flags inside the activated venv
-	printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\nexport %s\n' '$(DAGSTER_HOME)' '$(CODE)' >> $(BIN)/activate
-	touch $@
+	@echo "installing into $(VENV) (the first time takes about 2 minutes; pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --upgrade pip \
+	  && $(BIN)/pip install --require-hashes -r requirements-dev.lock \
+	  && $(BIN)/pip install --no-deps --no-build-isolation -e . \
+	  && $(BIN)/pip install --no-deps --require-hashes -r requirements-nodeps.lock; } > $(VENV)/install.log 2>&1 \
+	  || { tail -n 40 $(VENV)/install.log; echo "make install failed: the whole log is $(VENV)/install.log"; exit 1; }
+	@printf '\nexport DAGSTER_HOME="$${DAGSTER_HOME:-%s}"\nexport %s\n' '$(DAGSTER_HOME)' '$(CODE)' >> $(BIN)/activate
+	@touch $@
 
 install: $(BIN)/.installed
 
@@ -48,12 +51,15 @@ lock: install
 	$(LOCK) --no-deps requirements-nodeps.lock -o requirements-nodeps.lock
 
 $(DAGSTER_HOME):
-	$(OWNER_ONLY) mkdir -p $@ && printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml
+	@$(OWNER_ONLY) mkdir -p $@ && printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@/dagster.yaml
 
 run: install $(DAGSTER_HOME)
-	$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
-	$(OWNER_ONLY) $(BIN)/healthcare-assets run
-	$(BIN)/healthcare-assets summary
+	@echo "starting the embedded MongoDB-compatible server"
+	@$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
+	@echo "loading the committed export: what a dropped file goes through, one line per stage"
+	@$(OWNER_ONLY) $(BIN)/healthcare-assets run
+	@echo "summary"
+	@$(BIN)/healthcare-assets summary
 
 test: install
 	$(BIN)/ruff check healthcare_assets healthcare_assets_tests

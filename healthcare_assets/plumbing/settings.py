@@ -1,4 +1,4 @@
-"""Settings (see the README's table): the data directory and the deployment's names, read from
+"""Settings (see docs/operations.md, "Environment"): the data directory and the deployment's names, read from
 the environment at call time, and PipelineSettings, what a run may read and how much of it may be
 bad, a resource whose fields the code location sets from the environment at run time."""
 
@@ -133,7 +133,7 @@ def staging_dir() -> Path:
     return data_dir() / "staging"
 
 
-# Each field of PipelineSettings and the variable that sets it (the README's table).
+# Each field of PipelineSettings and the variable that sets it (docs/operations.md, "Environment").
 VARIABLES = {
     "source_csv": "HEALTHCARE_SOURCE_CSV",
     "import_dir": "HEALTHCARE_IMPORT_DIR",

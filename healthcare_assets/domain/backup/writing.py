@@ -34,7 +34,7 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.plumbing.backup_store import open_store
 
-# What a backup is consistent with; the pool is named in defs/load.py (see the README's "Backups").
+# What a backup is consistent with; the pool is named in defs/load.py (see docs/backups.md).
 CONSISTENCY = ("taken while no load runs: Dagster pool `mongo_writes`, shared with mongo_hospitalizations; "
                "a publication to the analysts' copy caught halfway is finished from its ledger plan "
                "by the next release after a restore")

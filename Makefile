@@ -1,5 +1,5 @@
-# make run  – install, start the embedded MongoDB, run what a dropped file goes through on the committed
-#             export (no benchmark, backup, restore drill or audit: `make bench`, schedules), print the summary
+# make run  – install, start the embedded MongoDB, run the six assets of the chain on the committed export
+#             (a short index benchmark; backups, restore drill and audit are on schedules), print the summary
 # make test – install and run the test suite (starts its own servers on free ports)
 PYTHON ?= python3
 VENV ?= .venv
@@ -56,7 +56,7 @@ $(DAGSTER_HOME):
 run: install $(DAGSTER_HOME)
 	@echo "starting the embedded MongoDB-compatible server"
 	@$(OWNER_ONLY) $(BIN)/healthcare-assets mongo start
-	@echo "loading the committed export: what a dropped file goes through, one line per stage"
+	@echo "the chain on the committed export, one line per stage"
 	@$(OWNER_ONLY) $(BIN)/healthcare-assets run
 	@echo "summary"
 	@$(BIN)/healthcare-assets summary

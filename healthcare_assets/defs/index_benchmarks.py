@@ -27,6 +27,7 @@ from tabulate import tabulate
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import mongo_hospitalizations
+from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.query_benchmarks.measure import example_document, measure_suite
 from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes, plan_checks
@@ -45,6 +46,7 @@ from healthcare_assets.plumbing.mongo import MongoResource
 
 
 class IndexBenchmarkConfig(dg.Config):
+    # Defaults: the full measurement (`make bench`, "Materialize all"); `make run` times fewer runs.
     repeats: int = 7  # timed runs of each query through its index
     scan_repeats: int = 5  # timed full scans per query (forced COLLSCAN, pandas): ~1.5 s each per 55k rows
     # The most documents one query may make the embedded server hold. A larger collection's forced
@@ -126,3 +128,14 @@ def every_query_uses_its_index(index_benchmarks: dict, mongo: MongoResource) -> 
         verdicts.Why(figure, "every query of the suite is served by an IXSCAN of its index",
                      "none: INDEXES in healthcare_assets/domain/query_benchmarks/suite.py",
                      report_files(settings.reports_dir())[0]))
+
+
+# What `make run` runs (`healthcare-assets run`): the six assets of the chain with their blocking
+# checks. Not the whole-collection audit and the backups, which are not the chain and have their
+# schedules. The benchmark there times each query a few times and scans once (QUICK_BENCHMARK).
+chain_job = dg.define_asset_job(
+    "chain_job",
+    selection=DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks),
+    description="The six assets of the chain on the configured source, with their blocking checks (`make run`).",
+)
+QUICK_BENCHMARK = {"repeats": 3, "scan_repeats": 1}

@@ -156,22 +156,26 @@ def test_load_reads_an_s3_object_by_its_key_verbatim(s3_bucket, operator, mongo,
     assert run.tags[SOURCE_TAG] == "ward 3 #1?.csv"
 
 
-def test_run_is_the_drop_chain_and_names_what_it_leaves_to_schedules(operator):
-    """`make run`'s command: the configured source through the drop's stages, nothing else (no
-    benchmark, backup or audit), and the terminal says where those run instead."""
+def test_run_is_the_chain_and_names_what_it_leaves_to_schedules(operator):
+    """`make run`'s command: the configured source through the six assets of the chain, the
+    benchmark kept short, and nothing else (no backup or audit); the terminal says where those run."""
     generate_csv(rows=200, seed=11, out=operator.folder / "configured.csv")
     result = operator("run", HEALTHCARE_SOURCE_CSV=str(operator.folder / "configured.csv"))
     assert result.returncode == 0, result.output
     quiet(result.output)
+    chain = (*STAGES, "index_benchmarks")
     done = [line for line in result.stdout.splitlines() if "done in" in line]
-    assert len(done) >= len(STAGES), result.stdout
-    assert all(any(f" {step} " in line for step in (*STAGES, "loaded_file_checks")) for line in done), done
+    assert len(done) >= len(chain), result.stdout
+    assert all(any(f" {step} " in line for step in (*chain, "loaded_file_checks")) for line in done), done
     [not_run] = [line for line in result.stdout.splitlines() if line.startswith("not run here")]
-    assert "index_benchmarks" in not_run and "make bench" in not_run and "schedules" in not_run
+    assert "backups" in not_run and "audit" in not_run and "make bench" in not_run, not_run
+    [benchmarks] = [line for line in result.stdout.splitlines() if line.startswith("benchmarks ")]
+    assert Path(benchmarks.rsplit(" ", 1)[1]).is_file(), benchmarks
     [run] = runs_of(operator.home)
-    assert run.tags[SOURCE_TAG] == "configured.csv"
+    assert run.job_name == "chain_job" and run.tags[SOURCE_TAG] == "configured.csv"
     with dg.DagsterInstance.from_config(str(operator.home)) as instance:
-        materialized = {r.asset_key.to_user_string() for r in instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-            for r in [r.event_log_entry.dagster_event]}
-    assert materialized == set(STAGES), materialized
+        records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        materialized = {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
+        benchmark_config = instance.get_run_by_id(run.run_id).run_config["ops"]["index_benchmarks"]["config"]
+    assert materialized == set(chain), materialized
+    assert benchmark_config["scan_repeats"] == 1  # short, not the full measurement

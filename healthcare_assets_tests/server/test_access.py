@@ -13,7 +13,6 @@ import secrets
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import pymongo
 import pytest
 from bson import Binary, Code, Int64
@@ -67,21 +66,6 @@ def secured(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("secured")
     with secured_server(data_dir, generate_csv(rows=10_000, seed=3, out=data_dir / "export.csv")["path"]) as server:
         yield server
-
-
-def test_a_setup_that_fails_leaves_no_server_and_no_variable(tmp_path):
-    """An export of one hospital fails the setup (it needs two) after the server has started."""
-    export = tmp_path / "one_hospital.csv"
-    generate_csv(rows=40, seed=6, out=export)
-    rows = pd.read_csv(export, dtype=str, keep_default_na=False).assign(Hospital="Only Hospital")
-    rows.to_csv(export, index=False)
-    before = {k: os.environ.get(k) for k in ("MONGODB_URI", "HEALTHCARE_DATA_DIR", "HEALTHCARE_DOCTOR_APP_HOSPITAL")}
-    data_dir = tmp_path / "data"
-    with pytest.raises(IndexError), secured_server(data_dir, export):
-        pass
-    assert (data_dir / "mongo.provisioned").exists()  # it had started
-    assert embedded_mongo.status(data_dir) is None
-    assert {k: os.environ.get(k) for k in before} == before
 
 
 def client_for(secured, role: str, password: str | None = None) -> pymongo.MongoClient:
@@ -226,6 +210,10 @@ RAW_USERS = DB_ADMINS | {"BACKEND_API"}  # find, insert, update, remove on the r
 EVERYONE = set(EXPECTED)
 
 
+FAIL_POINT_APP = "matrix-probe-fail-point"
+FAIL_POINT_CODE = 4242  # no server answers a ping with it on its own
+
+
 def command_probes(dbs: dict[str, str]) -> dict[str, tuple[set[str], str, dict]]:
     """probe -> (the roles that may run it, database, command). One probe per command the embedded
     server accepts (a few commands have more), aimed at the raw collection, the audit database or
@@ -336,7 +324,11 @@ def command_probes(dbs: dict[str, str]) -> dict[str, tuple[set[str], str, dict]]
         "killAllSessions": (ADMIN, "admin", {"killAllSessions": users}),
         "killAllSessionsByPattern": (ADMIN, "admin", {"killAllSessionsByPattern": [{"users": users}]}),
         "replSetStepDown": (ADMIN, "admin", {"replSetStepDown": -1}),  # refused after authorization
-        "configureFailPoint": (ADMIN, "admin", {"configureFailPoint": "failCommand", "mode": "off"}),
+        # armed for one `ping` of the probing connection only (FAIL_POINT_APP): the cell then
+        # checks whether that ping failed, so a fail point armed or not is seen, not assumed
+        "configureFailPoint": (ADMIN, "admin", {
+            "configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["ping"], "errorCode": FAIL_POINT_CODE, "appName": FAIL_POINT_APP}}),
         # the embedded server's own administration (MongoDB has no such commands)
         **{f"secantusAdmin.{name}": (ADMIN, "admin", {f"secantusAdmin.{name}": 1, field: ""})
            for name, field in (("backupArchive", "outputPath"), ("archiveBaseSnapshot", "archiveDir"),
@@ -385,9 +377,9 @@ def server(request, tmp_path_factory):
         local_server.ensure_running(data_dir)
         port, passwords = embedded_mongo.status(data_dir)["port"], access.passwords(data_dir)
 
-        def connect_as(role: str) -> pymongo.MongoClient:
+        def connect_as(role: str, **options) -> pymongo.MongoClient:
             uri = embedded_mongo.uri_for(port, access.role(role).user, passwords[role], data_dir)
-            return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+            return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, **options)
 
         with connect_as("ADMIN_MASTER") as admin:
             yield {**server_identity(admin), "dbs": access.databases(), "connect_as": connect_as}
@@ -406,9 +398,9 @@ def server(request, tmp_path_factory):
     access.provision(root, passwords, dbs["main"])
     bare = re.sub(r"^(mongodb(?:\+srv)?://)[^@/?]*@", r"\1", uri)  # the roles' users instead of root
 
-    def connect_as(role: str) -> pymongo.MongoClient:
+    def connect_as(role: str, **options) -> pymongo.MongoClient:
         return pymongo.MongoClient(bare, username=access.role(role).user, password=passwords[role],
-                                   authSource="admin", serverSelectionTimeoutMS=5000)
+                                   authSource="admin", serverSelectionTimeoutMS=5000, **options)
 
     yield {**server_identity(root), "dbs": dbs, "connect_as": connect_as}
     for database in dbs.values():
@@ -435,7 +427,10 @@ def test_command_matrix(server, role, probe, request):
     if server["embedded"]:
         may = EMBEDDED_ONLY_FOR.get(name, may)
         if name in EMBEDDED_GAPS and role not in may:
-            request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"{server['name']}: {EMBEDDED_GAPS[name]}"))
+            request.node.add_marker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"{server['name']}: {EMBEDDED_GAPS[name]}"))
+    if name == "configureFailPoint":
+        check_fail_point(server, role, may, database, command)
+        return
     with server["connect_as"](role) as client:
         got = answer(client, database, command)
     if got is None:  # e.g. bulkWrite before MongoDB 8, the embedded server's own commands on MongoDB
@@ -443,6 +438,43 @@ def test_command_matrix(server, role, probe, request):
             pytest.skip(f"{server['name']} has no command {name}")
         got = False
     assert got == (role in may), f"on {server['name']}, {role} {'ran' if got else 'was refused'} {probe}"
+
+
+def runs_test_commands(server) -> bool:
+    """Whether the server runs mongod's test-only commands: only then does an authorized
+    configureFailPoint arm anything (the embedded server answers ok and arms nothing otherwise)."""
+    with server["connect_as"]("ADMIN_MASTER") as admin:
+        try:
+            return bool(admin.admin.command("getParameter", 1, enableTestCommands=1)["enableTestCommands"])
+        except (pymongo.errors.OperationFailure, KeyError):
+            return False
+
+
+def check_fail_point(server, role: str, may: set[str], database: str, command: dict) -> None:
+    """The configureFailPoint cell, judged by what the fail point caused: the probing connection's
+    next ping fails with FAIL_POINT_CODE exactly when the role may arm it and the server runs test
+    commands. A server without them (the embedded server as installed, MongoDB by default) has no
+    such command for anyone, and nothing is armed."""
+    armable = runs_test_commands(server)
+    try:
+        with server["connect_as"](role, appname=FAIL_POINT_APP) as client:
+            got = answer(client, database, command)
+            try:
+                client.admin.command("ping")
+                fired = False
+            except pymongo.errors.OperationFailure as exc:
+                assert exc.code == FAIL_POINT_CODE, exc
+                fired = True
+    finally:  # never left armed for the module's other cells
+        with server["connect_as"]("ADMIN_MASTER") as admin, contextlib.suppress(pymongo.errors.OperationFailure):
+            admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    if got is None:
+        assert not armable, f"{server['name']} says it runs test commands but has no configureFailPoint"
+    else:
+        assert got == (role in may), f"on {server['name']}, {role} {'ran' if got else 'was refused'} configureFailPoint"
+    assert fired == (role in may and armable), (
+        f"on {server['name']} (test commands {'on' if armable else 'off'}), {role}'s fail point "
+        f"{'made' if fired else 'did not make'} its next ping fail")
 
 
 def test_the_matrix_holds_every_command_of_the_embedded_server(server):

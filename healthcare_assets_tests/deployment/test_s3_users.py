@@ -118,12 +118,15 @@ def enforcing_moto(tmp_path):
                                   stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"http://{HOST}:{port}"
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
                 break
             except OSError:
                 assert server.poll() is None, (tmp_path / "moto.log").read_text()
+                assert time.monotonic() < deadline, \
+                    f"moto's server did not answer on {endpoint} in 60 s:\n{(tmp_path / 'moto.log').read_text()}"
                 time.sleep(0.1)
         yield endpoint
     finally:

@@ -76,7 +76,10 @@ def test_the_ui_starts_in_the_same_activated_venv(tmp_path):
     try:
         ui.wait_ready()
         entries = ui.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
         while entries[0]["loadStatus"] == "LOADING":
+            assert time.monotonic() < deadline, \
+                f"the code location still LOADING after {LOAD_TIMEOUT_S} s:\n{tail(ui.log)}"
             time.sleep(1)
             entries = ui.graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
         assert [(e["name"], e["loadStatus"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
@@ -85,5 +88,6 @@ def test_the_ui_starts_in_the_same_activated_venv(tmp_path):
         ui.stop()
 
 
+LOAD_TIMEOUT_S = 180  # the code location to load once the UI answers
 LOCATIONS = ("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
              "locationOrLoadError { __typename } } } } }")

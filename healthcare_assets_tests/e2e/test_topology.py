@@ -67,7 +67,7 @@ TIMINGS = {
 }
 READY_TIMEOUT = 180  # a service to answer
 RUN_TIMEOUT = 240  # a dropped file's run to finish (the sensor ticks every 30 s)
-KILL_DELAY_MAX = 5  # after its load step starts, how long to wait for the file's first documents
+FIRST_WRITE_TIMEOUT = 60  # after its load step starts, the file's first documents to be in
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 MONITOR_MESSAGES = ("maximum runtime", "forcibly marked as failed")  # how the monitor fails a run
 WORKSPACE_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
@@ -191,10 +191,10 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def wait_for(condition, timeout: float, what, topology: Topology, *services: str):
-    """Polls `condition` until it returns something true; fails with the services' logs if one of
-    them exits or the time runs out. `what` says what was awaited: text, or a function giving it
-    (the state when the time ran out)."""
+def wait_for(condition, timeout: float, what, topology: Topology, *services: str, poll_s: float = 1):
+    """Polls `condition` every `poll_s` seconds until it returns something true; fails with the
+    services' logs if one of them exits or the time runs out. `what` says what was awaited: text,
+    or a function giving it (the state when the time ran out)."""
     deadline = time.monotonic() + timeout
     while True:
         found = condition()
@@ -205,7 +205,7 @@ def wait_for(condition, timeout: float, what, topology: Topology, *services: str
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {s}:\n{tail(topology.logs[s], 2500)}" for s in services)
             pytest.fail(f"{what() if callable(what) else what}: not after {timeout} s\n{logs}", pytrace=False)
-        time.sleep(1)
+        time.sleep(poll_s)
 
 
 # --- what is checked ---------------------------------------------------------------------------
@@ -350,13 +350,14 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
                     for e in instance.all_logs(r.run_id, of_type=DagsterEventType.STEP_START))), None),
                 RUN_TIMEOUT, "the second file's load step", topology, "user-code", "daemon")
             killed, sha = load_started.run_id, file_sha256(exports["second"])
-            deadline = time.monotonic() + KILL_DELAY_MAX
-            while not mongo.hospitalizations().count_documents({"metadata.sources": sha}) and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
+            # the kill comes once the load has written: a run killed before would test nothing
+            wait_for(lambda: mongo.hospitalizations().count_documents({"metadata.sources": sha}),
+                     FIRST_WRITE_TIMEOUT, "the second file's first documents in the collection", topology,
+                     "user-code", "daemon", poll_s=0.2)
             topology.recreate_code_server()
             topology.kill_daemon()
             documents_at_kill = mongo.hospitalizations().count_documents({"metadata.sources": sha})
+            assert documents_at_kill > 0
             assert instance.get_run_by_id(killed).status not in FINISHED, (
                 f"the second file's run finished before the kill ({documents_at_kill:,} documents): "
                 "nothing was interrupted")

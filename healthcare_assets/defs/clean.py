@@ -13,7 +13,13 @@ import pyarrow as pa
 
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
-from healthcare_assets.domain.cleaning import QUARANTINE_COLUMNS, ChunkCleaner, SeenKeys
+from healthcare_assets.domain.cleaning import (
+    QUARANTINE_COLUMNS,
+    REPAIRS,
+    ROW_COUNTS,
+    ChunkCleaner,
+    SeenKeys,
+)
 from healthcare_assets.domain.previews import column_schema, counts_table, profile
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
@@ -39,10 +45,6 @@ def _publish(written: Path, path: Path) -> None:
     # at once each leave a whole file, and a reader never sees half of one.
     settings.private_dir(path.parent)
     os.replace(written, path)
-
-
-REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
-TOTALS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
 
 
 @dataclass
@@ -90,7 +92,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     if quarantined:  # no file means nothing was rejected; another source's is never touched
         _publish(q_written, q_path)
     by_reason = {k.removeprefix("quarantined: "): v for k, v in sorted(counts.items()) if k.startswith("quarantined: ")}
-    repairs, totals = {k: counts[k] for k in REPAIRS}, {k: counts[k] for k in TOTALS}
+    repairs, totals = {k: counts[k] for k in REPAIRS}, {k: counts[k] for k in ROW_COUNTS}
     report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
               "quarantined_by_reason": by_reason, "quarantine_file": str(q_path) if quarantined else None}
     r_path = report_path(raw_csv.source)

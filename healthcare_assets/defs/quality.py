@@ -5,7 +5,6 @@ import logging
 import os
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -230,20 +229,8 @@ def validate(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame, vali
 
 def run_report(run_id: str, cleaned_frame: StagedFrame, tally: Tally, chunks: int) -> dict:
     """The run's report as its page shows it: counts and aggregates only, never a patient's value."""
-    counts = cleaned_frame.counts
-    return {
-        "run_id": run_id,
-        "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "source": {k: getattr(cleaned_frame.source, k) for k in ("name", "size", "sha256", "schema_version")},
-        "rows": {k: counts[k] for k in ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")},
-        "repairs": {k: counts[k] for k in ("negative_billing_corrected", "names_normalized",
-                                           "hospital_names_trimmed", "categories_canonicalized")},
-        "quarantined_by_reason": counts.get("quarantined_by_reason", {}),
-        "chunks": chunks,
-        "suites": tally.suites(),
-        "passed": not tally.failures,
-        "identifying_columns": list(IDENTIFYING_COLUMNS),
-    }
+    known = quality_pages.page_data(run_id, verdicts.source_fields(cleaned_frame.source), cleaned_frame.counts)
+    return {**known, "chunks": chunks, "suites": tally.suites(), "passed": not tally.failures}
 
 
 @dg.asset(group_name="quality", kinds={"great_expectations"})

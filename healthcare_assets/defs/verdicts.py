@@ -79,9 +79,9 @@ def run_page(run_id: str, staged: StagedFrame | None = None, keep: int | None = 
     """The run's page, to be written from what is known so far: a staged frame's source and
     counts (the raw rows count as rows in), or only a source (the file was refused)."""
     if staged is None:
-        return RunPage(run_id, quality_pages.blocked_report(run_id, source or {}, {}), keep)
+        return RunPage(run_id, quality_pages.page_data(run_id, source or {}, {}), keep)
     counts = {"rows_in": staged.rows, **staged.counts}
-    return RunPage(run_id, quality_pages.blocked_report(run_id, source_fields(staged.source), counts), keep)
+    return RunPage(run_id, quality_pages.page_data(run_id, source_fields(staged.source), counts), keep)
 
 
 def source_fields(source: SourceFile) -> dict:

@@ -36,6 +36,9 @@ _NAME_TOKEN_RE = re.compile(r"\b(" + "|".join(_NAME_TOKENS) + r")\b")
 _SPACES_RE = r"\s+"
 
 QUARANTINE_COLUMNS = ["line_number", *CSV_COLUMNS.values(), "reason"]
+# What cleaning counts for a file: its rows (in = cleaned + quarantined + duplicates), and its repairs.
+ROW_COUNTS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
+REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
 
 
 def normalize_names(names: pd.Series) -> pd.Series:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jinja2
 
+from healthcare_assets.domain.cleaning import REPAIRS, ROW_COUNTS
 from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
 from healthcare_assets.plumbing import settings
 
@@ -97,13 +98,10 @@ def publish(report: dict, keep: int | None) -> Path:
     return page
 
 
-ROW_COUNTS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
-REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
-
-
-def blocked_report(run_id: str, source: dict, counts: dict) -> dict:
-    """The page of a run stopped before its validation: the counts known so far (None: not
-    counted yet), no suite. `counts` holds counts and reasons only, never a patient's value."""
+def page_data(run_id: str, source: dict, counts: dict) -> dict:
+    """The run's page as far as it is known: the counts so far (None: not counted yet), no suite
+    yet, not passed (a validated run adds its suites and verdict; a blocked one, what blocked it).
+    `counts` holds counts and reasons only, never a patient's value."""
     return {
         "run_id": run_id,
         "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),

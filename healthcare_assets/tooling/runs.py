@@ -10,6 +10,7 @@ own console log (a page of DEBUG lines) is off: what matters is read back from t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -96,14 +97,11 @@ class Progress:
         self.instance, self.run_id, self.assets, self.out = instance, run_id, assets, out
         self.cursor: str | None = None
         self.started: dict[str, float] = {}
-        self.rows: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
         self.checks: dict[str, list] = {}  # passed or failed -> AssetCheckEvaluations
         self.failures: list = []  # STEP_FAILURE entries
         self.materialized: dict[str, dict] = {}
-        self.warnings: list[str] = []
         self.t0 = time.monotonic()
-        self.hiccup: Exception | None = None
         self._stop = threading.Event()
 
     def __enter__(self) -> Self:
@@ -118,10 +116,9 @@ class Progress:
 
     def _watch(self) -> None:
         while not self._stop.wait(POLL_S):
-            try:
+            # a storage hiccup costs a progress line, not the run: the last poll, after it, reads again
+            with contextlib.suppress(Exception):
                 self.poll()
-            except Exception as exc:  # noqa: BLE001 - a storage hiccup costs a progress line, not the run
-                self.hiccup = exc  # the last poll, after the run, reads the storage again
 
     def poll(self) -> None:
         while True:
@@ -137,7 +134,6 @@ class Progress:
         if event is None:
             # a warning the code logged; not the engine's "Not executing" for each step after a failure
             if entry.level >= 30 and entry.user_message and not entry.user_message.endswith("Not executing."):
-                self.warnings.append(entry.user_message)
                 print(f"  warning: {entry.user_message}", file=self.out, flush=True)
             return
         kind, step = event.event_type, event.step_key
@@ -148,7 +144,6 @@ class Progress:
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             metadata = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
             self.materialized[event.asset_key.to_user_string()] = metadata
-            self.rows[step] = metadata.get("dagster/row_count")
         elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             self.checks.setdefault("passed" if evaluation.passed else "failed", []).append(evaluation)
@@ -159,7 +154,7 @@ class Progress:
             self.failures.append(entry)
         elif kind == DagsterEventType.STEP_SUCCESS:
             self.seconds[step] = entry.timestamp - self.started.get(step, entry.timestamp)
-            rows = self.rows.get(step)
+            rows = self.materialized.get(step, {}).get("dagster/row_count")  # an asset's step bears its name
             counted = " (checks)" if step not in self.assets else f", {rows:,} rows" if isinstance(rows, int) else ""
             if step in self.assets or self.seconds[step] >= 1:  # a slow check is a stage of its own
                 print(f"  {time.monotonic() - self.t0:6.1f} s  {step:<24} done in {self.seconds[step]:5.1f} s{counted}",

@@ -1,20 +1,12 @@
 """The scale benchmark's bookkeeping, without a server: step timings as Dagster records them, each
-step counted under its asset, and the typed rows read back from the JSON a child prints."""
+step counted under its asset, and a size's table leaving out what was not measured."""
 
-import json
 import time
 
 import dagster as dg
 
 from healthcare_assets.defs.s3_drops import DROP_SELECTION
-from healthcare_assets.tooling.bench.figures import (
-    AssetTiming,
-    LoadFigures,
-    SizeRun,
-    StepFailure,
-    StepTiming,
-    as_json,
-)
+from healthcare_assets.tooling.bench.report import print_sizes
 from healthcare_assets.tooling.bench.steps import ended_steps, owners, per_asset
 from healthcare_assets_tests.fixtures.runs import DEFS
 
@@ -81,23 +73,29 @@ def test_each_step_counts_under_its_asset_for_what_a_drop_runs():
     assert not {"index_benchmarks", "mongo_backup"} & set(step_owners.values())
     assert "analysts_release_audit" not in step_owners
 
-    timings = {"cleaned_frame": StepTiming(2.0, 300.0, 50.0), "cleaned_frame_rows_add_up": StepTiming(0.5, 320.0, 40.0),
-               "cleaned_frame_ages_in_range": StepTiming(0.25, 310.0, 60.0), "unknown_step": StepTiming(9.0, 999.0, 999.0)}
+    def step(s, peak, server):
+        return {"s": s, "peak_rss_mb": peak, "server_peak_rss_mb": server}
+
+    timings = {"cleaned_frame": step(2.0, 300.0, 50.0), "cleaned_frame_rows_add_up": step(0.5, 320.0, 40.0),
+               "cleaned_frame_ages_in_range": step(0.25, 310.0, 60.0), "unknown_step": step(9.0, 999.0, 999.0)}
     counted = per_asset(timings, step_owners)
-    assert counted["cleaned_frame"] == AssetTiming(asset_s=2.0, checks_s=0.75, peak_rss_mb=320.0, server_peak_rss_mb=60.0)
-    assert counted["raw_csv"] == AssetTiming()  # selected, did not run: zeros, as a size that stopped early
+    assert counted["cleaned_frame"] == {"asset_s": 2.0, "checks_s": 0.75, "peak_rss_mb": 320.0, "server_peak_rss_mb": 60.0}
+    # selected, did not run: zeros, as a size that stopped early
+    assert counted["raw_csv"] == dict.fromkeys(("asset_s", "checks_s", "peak_rss_mb", "server_peak_rss_mb"), 0.0)
 
 
-def test_a_row_reads_back_from_its_json_and_leaves_out_what_was_not_measured():
-    row = SizeRun(size=5_000, csv="a.csv", database="bench_5000", success=False, checks={"rows_add_up": False},
-                  pipeline_run_s=3.5, failures=[StepFailure("cleaned_frame", "boom")],
-                  load=LoadFigures(documents=10, rows_in=10, load_s=1.0, insert_s=0.5, index_build_s=0.1,
-                                   docs_per_s=10, insert_docs_per_s=20),
-                  steps={"cleaned_frame": StepTiming(1.0, 2.0, 3.0)}, per_asset={"cleaned_frame": AssetTiming(1.0)})
-    printed = json.loads(json.dumps(as_json(row)))
-    # not measured: no ceiling (so no load ratios), no release, no index benchmarks, no backup
-    assert not {"ceiling", "release", "index_benchmarks", "backup", "process_s", "generate_s"} & set(printed)
-    assert "ratio_to_bare_insert_many" not in printed["load"]
-    assert printed["failures"] == [{"step": "cleaned_frame", "error": "boom"}]
-    assert list(printed)[:7] == ["size", "csv", "database", "success", "checks", "pipeline_run_s", "failures"]
-    assert SizeRun.from_json(printed) == row
+def test_a_size_prints_every_figure_it_measured_and_a_dash_for_the_rest(capsys):
+    measured = {"size": 5_000, "per_asset": {"cleaned_frame": {"asset_s": 1.0, "checks_s": 0.5, "peak_rss_mb": 200.0,
+                                                               "server_peak_rss_mb": 300.0}},
+                "pipeline_s": 3.5, "peak_rss_mb": 200.0, "server_peak_rss_mb": 300.0,
+                "load": {"insert_s": 0.5, "index_build_s": 0.1, "docs_per_s": 10, "insert_docs_per_s": 20}}
+    stopped = {"size": 300, "per_asset": {}}  # stopped before any figure
+    print_sizes({5_000: measured, 300: stopped})
+    lines = {line[:38].strip(): line[38:].split() for line in capsys.readouterr().out.splitlines() if len(line) > 38}
+    assert lines[""] == ["5,000", "300"]
+    assert lines["cleaned_frame"] == ["1.0+0.5s", "200/300", "-"]
+    assert lines["load s: insert + index builds"] == ["0.5+0.1", "-"]
+    assert lines["load docs/s"] == ["10", "-"]
+    # not measured: no ceiling (so no load ratios), no backup, no release
+    assert lines["bare insert_many docs/s"] == lines["load / bare insert_many"] == lines["backup's peak RSS MB"] == ["-", "-"]
+    assert lines["held back (suppressed)"] == ["-", "-"]

@@ -1,16 +1,10 @@
-"""The scale benchmark, `make bench` (`python -m healthcare_assets.tooling.bench`): the chain at
-several sizes, the load against its insert_many ceiling, backups, drops and the client's script
-as whole processes, and the analysts' release as a stream of drops, against targets. What it
-measures and how: `main.py`.
+"""The scale benchmark, `make bench` (`python -m healthcare_assets.tooling.bench`); what it
+measures: docs/benchmarks.md. Not the `index_benchmarks` asset, which it runs at every size.
 
-Not the `index_benchmarks` asset (`defs/index_benchmarks.py`), which this benchmark runs as one
-of its steps at every size.
-
-main (command line, parent) > sizes (a child process per size) > one_size (the child: chain,
-ceiling, index benchmarks; a backup) > steps, run_figures, ceiling; stream_files (the child of a
-size's release stream: its exports as the release reads them) > release_stream (the analysts'
-release simulated as a stream of drops, no database), stream_figures; processes > drops, client >
-launcher (whole processes); figures (the typed rows), targets, report (printed tables, bench.json).
+main (command line, parent; a child process per size) > one_size (the child: chain, ceiling, index
+benchmarks; a backup) > steps (a run's figures); stream (the analysts' release simulated as a
+stream of drops, no database); processes (whole `dagster` processes and the client's script);
+targets; report (printed tables, bench.json). Every figure is a plain dict, as bench.json has it.
 """
 
 from healthcare_assets.tooling.bench.one_size import measure_backup

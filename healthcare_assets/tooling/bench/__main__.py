@@ -1,5 +1,3 @@
-"""`python -m healthcare_assets.tooling.bench`: the scale benchmark (see the package's docstring)."""
-
 import sys
 
 from healthcare_assets.tooling.bench.main import main

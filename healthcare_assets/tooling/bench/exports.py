@@ -1,5 +1,5 @@
-"""The exports the scale benchmark loads: the committed one, or generated ones (seeded), and the
-database each size gets on the bench's server."""
+"""The exports the scale benchmark loads: the committed one, or generated ones (a pure function of
+rows and seed), and the database each size gets on the bench's server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED_ROWS = 55_500
 BIG_ROWS = 1_000_000  # the collection a 1,000-row drop is compared in
-SEED = 5  # generated exports are a pure function of (rows, seed)
+SEED = 5
 
 
 def generated(rows: int, seed: int, folder: Path) -> str:

@@ -1,39 +1,9 @@
-"""The scale benchmark, `make bench`: how the chain's cost grows with the export, and what the indexes buy, in one run.
+"""The scale benchmark, `make bench`: how the chain's cost grows with the export, and what the indexes buy.
 
-    python -m healthcare_assets.tooling.bench [--sizes 55500,1000000] [--repeats 7] [--scan-repeats 3] [--keep]
-    python -m healthcare_assets.tooling.bench --release-stream [--sizes 55500,1000000] [--drops 100] [--drop-rows 1000]
-
-A fresh embedded server in a temporary data directory serves every size, each in a database of its
-own. 55,500 rows is the committed export; other sizes are generated (seeded). Each size runs the
-whole chain through Dagster in a child process (`--one SIZE`), so peak memory is that size's
-alone. The child then inserts the very same documents with a bare `insert_many` (same batch size,
-same server) to measure the ceiling the load can reach, and runs the index benchmarks. A
-backup of what the chain left (every database of the deployment) is then written and read back
-in a process of its own (`--backup`), whose peak memory must stay under 500 MB at any size.
-
-Then whole processes, started as a user or the sensor starts them, on the same server:
-
-- a 1,000-row file through `s3_csv_drop_job` (`dagster job execute`) into an empty collection and
-  into the 1,000,000-row one: a file's run must cost what the file costs, not the collection;
-- two such runs started at the same moment on two new files into the 55,500-row database: both
-  succeed, each loads every row of its own file, and the analysts' copy then equals the
-  anonymized view, document for document;
-- the gated chain up to a loaded collection (`dagster asset materialize`) against the client's own
-  ungated script (`../shared/bench/client_approach.py`) on the committed export, alternating,
-  median of three each.
-
-At each size, the analysts' release as a stream is simulated without a database, in a process of
-its own (`--stream-one`, release_stream.py): the first release of the export, then 100 drops of
-1,000 rows; the stays released, pending and held back after each, and how many drops a stay
-waits. `--release-stream` runs only that, at the sizes given, and writes
-`$HEALTHCARE_DATA_DIR/reports/release_stream.json`.
-
-Not the `index_benchmarks` asset (`defs/index_benchmarks.py`, which times the client's queries on
-one collection): this benchmark runs that asset as one of its steps, at every size.
-
-Results print as tables and land in `$HEALTHCARE_DATA_DIR/reports/bench.json` (the caller's data
-directory, not the temporary one). Speed and memory targets live here, never in tests; a missed
-target is printed, not raised.
+A fresh embedded server in a temporary data directory, a database per size. Each size runs in
+child processes, so peak memory is that size's alone: the chain, its insert_many ceiling and the
+index benchmarks (`--one`), a backup (`--backup`), the release stream (`--stream-one`). Then whole
+processes (processes.py). Tables are printed and written to $HEALTHCARE_DATA_DIR/reports/bench.json.
 """
 
 from __future__ import annotations
@@ -42,100 +12,145 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from dataclasses import asdict
+import time
 from pathlib import Path
 
 from healthcare_assets.domain import local_server
 from healthcare_assets.plumbing import embedded_mongo, settings
-from healthcare_assets.tooling.bench.exports import BIG_ROWS, COMMITTED_ROWS, REPO, export_for
-from healthcare_assets.tooling.bench.figures import SizeRun, as_json
-from healthcare_assets.tooling.bench.launcher import Processes
+from healthcare_assets.tooling.bench import exports, report, targets
 from healthcare_assets.tooling.bench.one_size import measure_backup, run_one
-from healthcare_assets.tooling.bench.processes import ProcessFigures, run_processes
-from healthcare_assets.tooling.bench.report import (
-    print_processes,
-    print_sizes,
-    print_streams,
-    print_targets,
-    write_report,
-)
-from healthcare_assets.tooling.bench.sizes import MODULE, run_sizes, run_stream_child
-from healthcare_assets.tooling.bench.stream_files import DROP_ROWS, DROPS, run_stream
-from healthcare_assets.tooling.bench.targets import evaluate, stream_targets
+from healthcare_assets.tooling.bench.processes import Processes, run_processes
+from healthcare_assets.tooling.bench.stream import DROP_ROWS, DROPS, run_stream
+
+MODULE = "healthcare_assets.tooling.bench"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=f"{COMMITTED_ROWS},{BIG_ROWS}",
-                        help="comma-separated row counts; 55500 is the committed export, others are generated")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per query with its index")
-    parser.add_argument("--scan-repeats", type=int,
-                        help="timed runs per query forced to a COLLSCAN and per pandas scan "
-                             "(default 3, and 1 from 1,000,000 rows where one scan takes ~25 s)")
-    parser.add_argument("--chain-only", action="store_true",
-                        help="only the chain: no insert_many ceiling, no index benchmarks")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
-    parser.add_argument("--release-stream", action="store_true",
-                        help="only the analysts' release simulated as a stream of drops (no database)")
-    parser.add_argument("--drops", type=int, default=DROPS, help="drops in the release stream")
-    parser.add_argument("--drop-rows", type=int, default=DROP_ROWS, help="rows of each drop in the release stream")
+    add = parser.add_argument
+    add("--sizes", default=f"{exports.COMMITTED_ROWS},{exports.BIG_ROWS}",
+        help="comma-separated row counts; 55500 is the committed export, others are generated")
+    add("--repeats", type=int, default=7, help="timed runs per query with its index")
+    add("--scan-repeats", type=int, help="timed runs per query forced to a COLLSCAN and per pandas scan "
+                                         "(default 3, and 1 from 1,000,000 rows where one scan takes ~25 s)")
+    add("--chain-only", action="store_true", help="only the chain: no insert_many ceiling, no index benchmarks")
+    add("--keep", action="store_true", help="keep the temporary data directory")
+    add("--release-stream", action="store_true",
+        help="only the analysts' release simulated as a stream of drops (no database)")
+    add("--drops", type=int, default=DROPS, help="drops in the release stream")
+    add("--drop-rows", type=int, default=DROP_ROWS, help="rows of each drop in the release stream")
     # the size whose collection a 1,000-row drop is compared in (a smaller one to try the bench out)
-    parser.add_argument("--big-size", type=int, default=BIG_ROWS, help=argparse.SUPPRESS)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
-    parser.add_argument("--csv", help=argparse.SUPPRESS)
-    parser.add_argument("--database", help=argparse.SUPPRESS)
-    parser.add_argument("--backup", metavar="DATABASE", help=argparse.SUPPRESS)  # child mode
-    parser.add_argument("--stream-one", type=int, help=argparse.SUPPRESS)  # child mode
-    parser.add_argument("--to", help=argparse.SUPPRESS)
+    add("--big-size", type=int, default=exports.BIG_ROWS, help=argparse.SUPPRESS)
+    for hidden in ("--one", "--stream-one"):  # child modes
+        add(hidden, type=int, help=argparse.SUPPRESS)
+    for hidden in ("--csv", "--database", "--backup", "--to"):
+        add(hidden, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
+def _scan_repeats(size: int, args) -> int:
+    return args.scan_repeats or (3 if size < 1_000_000 else 1)
+
+
 def _child_mode(args: argparse.Namespace) -> bool:
-    """Run a child mode if asked for one (its figures printed as one JSON line); say whether it was."""
+    """Run a child mode if asked for one, its figures printed as one JSON line; say whether it was."""
     if args.one:
-        run = run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats, args.chain_only)
-        print(json.dumps(as_json(run)), flush=True)
+        figures = run_one(args.one, args.csv, args.database, args.repeats, args.scan_repeats, args.chain_only)
     elif args.backup:
-        print(json.dumps(measure_backup(args.backup, Path(args.to))), flush=True)
+        figures = measure_backup(args.backup, Path(args.to))
     elif args.stream_one:
-        stream = run_stream(args.stream_one, args.csv, Path(args.to), args.drops, args.drop_rows)
-        print(json.dumps(as_json(stream)), flush=True)
-    return bool(args.one or args.backup or args.stream_one)
+        figures = run_stream(args.stream_one, args.csv, Path(args.to), args.drops, args.drop_rows)
+    else:
+        return False
+    print(json.dumps(figures), flush=True)
+    return True
+
+
+def _child(options: list[str], env: dict, log: Path) -> dict | None:
+    """A child mode in a process of its own; the JSON line it prints last, None if it failed."""
+    with open(log, "w") as err:  # Dagster's event log goes here
+        child = subprocess.run([sys.executable, "-m", MODULE, *options], check=False, stdout=subprocess.PIPE,
+                               stderr=err, env=env, cwd=exports.REPO, text=True)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if child.returncode == 0 and lines else None
+
+
+def _stream_child(size: int, csv: str, args, env: dict, work: Path) -> dict | None:
+    log = work / f"release_stream_{size}.log"
+    stream = _child(["--stream-one", str(size), "--csv", csv, "--to", str(work / "stream_drops"),
+                     "--drops", str(args.drops), "--drop-rows", str(args.drop_rows)], env, log)
+    if stream is None:
+        print(f"  release stream: the child failed; see {log}")
+    else:
+        print(f"  release stream: {stream['drops']} drops of {stream['drop_rows']:,} rows in {stream['seconds']:.0f} s, "
+              f"peak RSS {stream['peak_rss_mb']:.0f} MB", flush=True)
+    return stream
+
+
+def _export(size: int, work: Path) -> str:
+    csv, generate_s = exports.export_for(size, work)
+    print(f"{size:,} rows: {csv}" + (f" (generated in {generate_s} s)" if generate_s else ""), flush=True)
+    return csv, generate_s
+
+
+def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:
+    """Each size's chain, ceiling and index benchmarks, backup and release stream."""
+    results = {}
+    for size in sizes:
+        csv, generate_s = _export(size, work)
+        started, log = time.perf_counter(), work / f"bench_{size}.log"
+        r = _child(["--one", str(size), "--csv", csv, "--database", exports.database_for(size), "--repeats", str(args.repeats),
+                    "--scan-repeats", str(_scan_repeats(size, args)), *(["--chain-only"] if args.chain_only else [])],
+                   env, log)
+        if r is None:
+            raise RuntimeError(f"size {size}: the child failed; see {log}")
+        r = results[size] = r | {"process_s": round(time.perf_counter() - started, 2), "generate_s": generate_s}
+        print(f"  done in {r['process_s']:.0f} s, success={r['success']}, peak RSS {r['peak_rss_mb']:.0f} MB"
+              + ("" if r["success"] else f"; failed checks: {[k for k, v in r['checks'].items() if not v]}, "
+                                         f"failed steps: {r['failures']}"), flush=True)
+        if "load" in r:
+            r["backup"] = _child(["--backup", exports.database_for(size), "--to", str(work / f"backups_{size}")], env,
+                                 work / f"backup_{size}.log")
+            print(f"  backup of {r['backup']['documents']:,} documents in {r['backup']['backup_s']:.0f} s, "
+                  f"peak RSS {r['backup']['peak_rss_mb']:.0f} MB", flush=True)
+        if stream := _stream_child(size, csv, args, env, work):
+            r["release_stream"] = stream
+        for suffix in ("json", "png"):  # the size's index report and chart, into the caller's reports
+            if (produced := work / "reports" / f"index_benchmarks.{suffix}").exists():
+                settings.private_dir(report_dir / "bench")
+                settings.owner_only(Path(shutil.copy(produced, report_dir / "bench" / f"index_benchmarks_{size}.{suffix}")))
+    return results
 
 
 def _environment(work: Path) -> dict[str, str]:
-    """The children's and processes' environment: the bench's own data directory and server."""
-    # its generated exports live in the work folder: runs may read them from there
-    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work),
-           "HEALTHCARE_IMPORT_DIR": os.pathsep.join([str(work), str(REPO / "data")])}
+    """The children's and processes' environment: the bench's own data directory, server and files."""
+    env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work),  # its generated exports live there: runs may read them
+           "HEALTHCARE_IMPORT_DIR": os.pathsep.join([str(work), str(exports.REPO / "data")])}
     for name in ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HEALTHCARE_SOURCE_CSV"):
-        env.pop(name, None)  # always the fresh embedded server, the bench's own databases and files
+        env.pop(name, None)
     return env
 
 
-def _release_streams(sizes: list[int], args: argparse.Namespace, report_dir: Path) -> int:
-    """`--release-stream`: each size's stream in a child process, no server; the exports and drops
-    generated into a temporary folder."""
+def _release_streams(sizes: list[int], args, report_dir: Path) -> int:
+    """`--release-stream`: each size's stream in a child process, no server."""
     work = Path(tempfile.mkdtemp(prefix="healthcare-stream-"))
-    streams = {}
-    for size in sizes:
-        csv, generate_s = export_for(size, work)
-        print(f"{size:,} rows: {csv}" + (f" (generated in {generate_s} s)" if generate_s else ""), flush=True)
-        streams[size] = run_stream_child(size, csv, args, _environment(work), work)
-    failed = any(stream is None for stream in streams.values())
+    streams = {size: _stream_child(size, _export(size, work)[0], args, _environment(work), work) for size in sizes}
+    failed = None in streams.values()
     if failed or args.keep:
         print(f"kept {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
     streams = {size: stream for size, stream in streams.items() if stream}
-    targets = stream_targets(streams)
-    print_streams(streams)
-    print_targets(targets)
+    found = targets.stream_targets(streams)
+    report.print_streams(streams)
+    report.print_targets(found)
     path = report_dir / "release_stream.json"
-    settings.write_owner_only(path, json.dumps({"sizes": {str(k): as_json(v) for k, v in streams.items()},
-                                                "targets": [asdict(t) for t in targets]}, indent=2))
+    settings.write_owner_only(path, json.dumps({"sizes": {str(k): v for k, v in streams.items()}, "targets": found},
+                                               indent=2))
     print(f"\nreport: {path}")
     return 1 if failed else 0
 
@@ -150,24 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         return _release_streams(sizes, args, report_dir)
     work = Path(tempfile.mkdtemp(prefix="healthcare-bench-"))
     env = _environment(work)
-    results: dict[int, SizeRun] = {}
-    figures, failed = ProcessFigures(), True
+    results, figures, failed = {}, {}, True
     try:
         print(f"embedded server {local_server.ensure_running(work)}, data in {work}")
         results = run_sizes(sizes, args, env, work, report_dir)
-        figures = run_processes(results, args, Processes.prepare(work, env))
-        failed = not all(r.success for r in results.values()) or not figures.success
+        figures = run_processes(results, args.big_size, Processes(work, env))
+        failed = not all(r["success"] for r in results.values()) or not all(f["success"] for f in figures.values())
     finally:
         embedded_mongo.stop(work)
         if failed:
             print(f"kept {work} (the child's Dagster log is bench_<size>.log there, each process's <name>.log)")
         elif not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-
-    targets = evaluate(results) + figures.targets()
-    print_sizes(results)
-    print_processes(figures)
-    print_targets(targets)
-    write_report(report_dir / "bench.json", args, results, figures, targets)
+    found = targets.size_targets(results) + targets.process_targets(figures)
+    report.print_sizes(results)
+    report.print_processes(figures)
+    report.print_targets(found)
+    report.write_report(report_dir / "bench.json", {
+        "repeats": args.repeats, "scan_repeats": {str(size): _scan_repeats(size, args) for size in results},
+        "sizes": {str(k): v for k, v in results.items()}, "processes": figures, "targets": found})
     print(f"\nreport: {report_dir / 'bench.json'}" + (f"; data kept in {work}" if args.keep else ""))
     return 0

@@ -1,5 +1,4 @@
-"""What the scale benchmark prints (tables per size, the whole processes, the targets) and the
-report it writes to `$HEALTHCARE_DATA_DIR/reports/bench.json`."""
+"""What the scale benchmark prints (tables side by side, the targets) and bench.json."""
 
 from __future__ import annotations
 
@@ -7,161 +6,143 @@ import datetime as dt
 import json
 import os
 import platform
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import psutil
 
 from healthcare_assets.plumbing import settings
-from healthcare_assets.tooling.bench.drops import DropRun
-from healthcare_assets.tooling.bench.figures import ReleaseStreamFigures, SizeRun, as_json
-from healthcare_assets.tooling.bench.processes import ProcessFigures
-from healthcare_assets.tooling.bench.sizes import scan_repeats_for
-from healthcare_assets.tooling.bench.targets import Target
-
-Row = Callable[[str, Callable[[SizeRun], str]], None]
 
 
-def _size_table(results: dict[int, SizeRun]) -> Row:
-    """A printer of one line of the sizes side by side; "-" where a size stopped early."""
-    def row(label: str, value: Callable[[SizeRun], str]) -> None:
+def table(columns, rows, label: int = 38, width: int = 22) -> None:
+    """One line per row, one cell per column; a row is a format string over the column's figures
+    or a function of them; "-" where a column stopped before that figure."""
+    for name, cell in rows:
         cells = []
-        for r in results.values():
+        for c in columns:
             try:
-                cells.append(value(r))
-            except (AttributeError, KeyError, TypeError):  # that size stopped before this figure
+                cells.append(cell(c) if callable(cell) else cell.format(**c))
+            except (AttributeError, KeyError, TypeError):
                 cells.append("-")
-        print(f"{label:38}" + "".join(f"{c:>22}" for c in cells))
-    return row
+        print(f"{name:{label}}" + "".join(f"{c:>{width}}" for c in cells))
 
 
-def _print_chain(results: dict[int, SizeRun], row: Row) -> None:
+def _asset_cell(a: str):
+    return lambda r: (f"{r['per_asset'][a]['asset_s']:.1f}+{r['per_asset'][a]['checks_s']:.1f}s "
+                      f"{r['per_asset'][a]['peak_rss_mb']:,.0f}/{r['per_asset'][a]['server_peak_rss_mb']:,.0f}")
+
+
+SIZE_ROWS = (
+    ("pipeline s (w/o index_benchmarks)", "{pipeline_s:.1f}"),
+    ("load s: insert + index builds", "{load[insert_s]:.1f}+{load[index_build_s]:.1f}"),
+    ("load docs/s", "{load[docs_per_s]:,}"),
+    ("load's insert phase docs/s", "{load[insert_docs_per_s]:,}"),
+    ("bare insert_many docs/s", "{ceiling[bare_docs_per_s]:,}"),
+    ("insert_many like the load's coll", "{ceiling[validated_docs_per_s]:,}"),
+    ("building the documents docs/s", "{ceiling[build_docs_per_s]:,}"),
+    ("encrypting their names docs/s", "{ceiling[encrypt_docs_per_s]:,}"),
+    ("load with / without encryption", "{ceiling[encryption_ratio]}"),
+    ("load / bare insert_many", "{load[ratio_to_bare_insert_many]:.2f}"),
+    ("load's insert phase / bare", "{load[insert_ratio_to_bare_insert_many]:.2f}"),
+    ("load / insert_many like the load's", "{load[ratio_to_validated_insert_many]:.2f}"),
+    ("peak RSS MB, pipeline process", "{peak_rss_mb:,.0f}"),
+    ("peak RSS MB, embedded server", "{server_peak_rss_mb:,.0f}"),
+    ("backup: documents, MB", lambda r: f"{r['backup']['documents']:,}, {r['backup']['bytes'] / 2**20:,.1f}"),
+    ("backup s + reading it back s", "{backup[backup_s]:.1f}+{backup[verify_s]:.1f}"),
+    ("backup's peak RSS MB", "{backup[peak_rss_mb]:,.0f}"),
+    ("index build s (7 indexes)", "{index_benchmarks[index_build_s]:.1f}"),
+    ("released: stays, k/l, largest share",
+     "{release[released]:,} k{release[k_pycanon]} l{release[l_pycanon]} {release[largest_share]:.0%}"),
+    ("held back (suppressed)", "{release[stays_held_back]:,} {release[held_back_share]:.1%}"),
+)
+
+
+def print_sizes(results: dict[int, dict]) -> None:
+    runs = list(results.values())
     print("\n== chain, per size: step s + its checks s, peak RSS MB of the pipeline process / server ==")
-    print(f"{'':38}" + "".join(f"{s:>22,}" for s in results))
-    for asset in dict.fromkeys(a for r in results.values() for a in r.per_asset):
-        row(asset, lambda r, a=asset: (f"{r.per_asset[a].asset_s:.1f}+{r.per_asset[a].checks_s:.1f}s "
-                                       f"{r.per_asset[a].peak_rss_mb:,.0f}/{r.per_asset[a].server_peak_rss_mb:,.0f}"))
-    row("pipeline s (w/o index_benchmarks)", lambda r: f"{r.pipeline_s:.1f}")
-    row("load s: insert + index builds", lambda r: f"{r.load.insert_s:.1f}+{r.load.index_build_s:.1f}")
-    row("load docs/s", lambda r: f"{r.load.docs_per_s:,}")
-    row("load's insert phase docs/s", lambda r: f"{r.load.insert_docs_per_s:,}")
-    row("bare insert_many docs/s", lambda r: f"{r.ceiling.bare_docs_per_s:,}")
-    row("insert_many like the load's coll", lambda r: f"{r.ceiling.validated_docs_per_s:,}")
-    row("building the documents docs/s", lambda r: f"{r.ceiling.build_docs_per_s:,}")
-    row("encrypting their names docs/s", lambda r: f"{r.ceiling.encrypt_docs_per_s:,}")
-    row("load with / without encryption", lambda r: f"{r.ceiling.encryption_ratio}")
-    row("load / bare insert_many", lambda r: f"{r.load.ratio_to_bare_insert_many:.2f}")
-    row("load's insert phase / bare", lambda r: f"{r.load.insert_ratio_to_bare_insert_many:.2f}")
-    row("load / insert_many like the load's", lambda r: f"{r.load.ratio_to_validated_insert_many:.2f}")
-    row("peak RSS MB, pipeline process", lambda r: f"{r.peak_rss_mb:,.0f}")
-    row("peak RSS MB, embedded server", lambda r: f"{r.server_peak_rss_mb:,.0f}")
-    row("backup: documents, MB", lambda r: f"{r.backup.documents:,}, {r.backup.bytes / 2**20:,.1f}")
-    row("backup s + reading it back s", lambda r: f"{r.backup.backup_s:.1f}+{r.backup.verify_s:.1f}")
-    row("backup's peak RSS MB", lambda r: f"{r.backup.peak_rss_mb:,.0f}")
-    row("index build s (7 indexes)", lambda r: f"{r.index_benchmarks.index_build_s:.1f}")
-    row("released: stays, k/l, largest share", lambda r: f"{r.release.released:,} k{r.release.k_pycanon} "
-                                                         f"l{r.release.l_pycanon} {r.release.largest_share:.0%}")
-    row("held back (suppressed)", lambda r: f"{r.release.stays_held_back:,} {r.release.held_back_share:.1%}")
-
-
-def print_sizes(results: dict[int, SizeRun]) -> None:
-    row = _size_table(results)
-    _print_chain(results, row)
-    for r in results.values():
-        if r.release:
-            print(f"\n== release of {r.size:,} rows: generalization and uniqueness ==")
-            print("\n".join(f"  {field}: {level}" for field, level in r.release.generalization.items()))
-            print(r.release.uniqueness)
-    print_streams({size: r.release_stream for size, r in results.items() if r.release_stream})
-    names = next((list(r.index_benchmarks.queries) for r in results.values() if r.index_benchmarks), [])
+    assets = dict.fromkeys(a for r in runs for a in r["per_asset"])
+    table(runs, [("", "{size:,}"), *((a, _asset_cell(a)) for a in assets), *SIZE_ROWS])
+    for r in runs:
+        if "release" in r:
+            print(f"\n== release of {r['size']:,} rows: generalization and uniqueness ==")
+            print("\n".join(f"  {field}: {level}" for field, level in r["release"]["generalization"].items()))
+            print(r["release"]["uniqueness"])
+    print_streams({size: r["release_stream"] for size, r in results.items() if "release_stream" in r})
+    names = next((list(r["index_benchmarks"]["queries"]) for r in runs if "index_benchmarks" in r), [])
     print("\n== index queries: speedup (COLLSCAN median / indexed median), indexed median ms ==")
-    for name in names:
-        row(name, lambda r, n=name: (f"{r.index_benchmarks.queries[n].speedup}x "
-                                     f"{r.index_benchmarks.queries[n].indexed_median_ms:,.0f}ms"))
+    table(runs, [(n, lambda r, n=n: f"{r['index_benchmarks']['queries'][n]['speedup']}x "
+                                    f"{r['index_benchmarks']['queries'][n]['indexed_median_ms']:,.0f}ms") for n in names])
 
 
-def print_streams(streams: dict[int, ReleaseStreamFigures]) -> None:
-    """The release streams side by side (release_stream.py), then each one's scheme."""
+def _moment_rows(moment: str, key: str) -> list:
+    share = "{%s[released_share]:.1%%} / {%s[pending_share]:.1%%} / {%s[held_back_share]:.1%%}" % ((key,) * 3)
+    return [(f"{moment}: stays counted", f"{{{key}[counted]:,}}"), ("  released / pending / held back", share),
+            ("  groups released / held back", f"{{{key}[groups_released]:,}} / {{{key}[groups_held_back]:,}}"),
+            ("  waiting for patients / for diversity",
+             f"{{{key}[waiting_for_patients]:,}} / {{{key}[waiting_for_diversity]:,}}")]
+
+
+def print_streams(streams: dict[int, dict]) -> None:
+    """The release streams side by side, then each one's scheme."""
     if not streams:
         return
     one = next(iter(streams.values()))
     print(f"\n== the analysts' release as a stream (simulated, no database): the first release of the export, "
-          f"then {one.drops} drops of {one.drop_rows:,} rows ==")
-
-    def row(label: str, value: Callable[[ReleaseStreamFigures], str]) -> None:
-        print(f"{label:46}" + "".join(f"{value(s):>26}" for s in streams.values()))
-
-    row("", lambda s: f"{s.size:,} rows")
-    for moment, at in (("first release", lambda s: s.first_release), ("after the drops", lambda s: s.after_drops)):
-        row(f"{moment}: stays counted", lambda s, at=at: f"{at(s).counted:,}")
-        row("  released / pending / held back", lambda s, at=at: (f"{at(s).released_share:.1%} / "
-                                                                 f"{at(s).pending_share:.1%} / {at(s).held_back_share:.1%}"))
-        row("  groups released / held back", lambda s, at=at: f"{at(s).groups_released:,} / {at(s).groups_held_back:,}")
-        row("  waiting for patients / for diversity", lambda s, at=at: (f"{at(s).waiting_for_patients:,} / "
-                                                                       f"{at(s).waiting_for_diversity:,}"))
-    row("drops' stays counted, released by the end", lambda s: f"{s.drop_stays:,}, {s.drop_released_share:.1%}")
-    row("held back at first, released by a drop", lambda s: f"{s.held_back_released_by_drops:,}")
-    row("drops a released stay waited: median / p90", lambda s: f"{s.median_drops_waited} / {s.p90_drops_waited}")
-    row("  an unreleased stay so far: median", lambda s: f"{s.median_drops_unreleased}")
-    row("scheme would be chosen again after drop", lambda s: str(s.replan_at_drop or "none"))
-    row("analysts' analyses answerable", lambda s: f"{sum(s.analyses.values())} of {len(s.analyses)}")
-    row("simulation s, peak RSS MB", lambda s: f"{s.seconds:,.0f}, {s.peak_rss_mb:,.0f}")
+          f"then {one['drops']} drops of {one['drop_rows']:,} rows ==")
+    table(list(streams.values()), [
+        ("", "{size:,} rows"), *_moment_rows("first release", "first_release"),
+        *_moment_rows("after the drops", "after_drops"),
+        ("drops' stays counted, released by the end", "{drop_stays:,}, {drop_released_share:.1%}"),
+        ("held back at first, released by a drop", "{held_back_released_by_drops:,}"),
+        ("drops a released stay waited: median / p90", "{median_drops_waited} / {p90_drops_waited}"),
+        ("  an unreleased stay so far: median", "{median_drops_unreleased}"),
+        ("scheme would be chosen again after drop", lambda s: str(s["replan_at_drop"] or "none")),
+        ("analysts' analyses answerable", lambda s: f"{sum(s['analyses'].values())} of {len(s['analyses'])}"),
+        ("simulation s, peak RSS MB", "{seconds:,.0f}, {peak_rss_mb:,.0f}")], label=46, width=26)
     for s in streams.values():
-        print(f"  {s.size:,} rows, scheme (loss {s.generalization_loss}): "
-              + "; ".join(f"{field} {how}" for field, how in s.generalization.items()))
-        if s.replan_reason:
-            print(f"  {s.size:,} rows, after drop {s.replan_at_drop}: {s.replan_reason} (the stream keeps the first scheme)")
-        unanswerable = [name for name, ok in s.analyses.items() if not ok]
-        if unanswerable:
-            print(f"  {s.size:,} rows, not answerable: {', '.join(unanswerable)}")
+        print(f"  {s['size']:,} rows, scheme (loss {s['generalization_loss']}): "
+              + "; ".join(f"{field} {how}" for field, how in s["generalization"].items()))
+        if s["replan_reason"]:
+            print(f"  {s['size']:,} rows, after drop {s['replan_at_drop']}: {s['replan_reason']} "
+                  "(the stream keeps the first scheme)")
+        if unanswerable := [name for name, ok in s["analyses"].items() if not ok]:
+            print(f"  {s['size']:,} rows, not answerable: {', '.join(unanswerable)}")
 
 
-def _print_drops(runs: list[DropRun]) -> None:
-    """Each drop's whole process, what it loaded, then its steps side by side."""
-    def row(label: str, cells) -> None:
-        print(f"{label:48}" + "".join(f"{c:>22}" for c in cells))
-
-    row("", (r.name for r in runs))
-    row("documents / indexes before", (f"{r.documents_before:,} / {r.indexes_before}" for r in runs))
-    row("whole process s (exit 0)", (f"{r.seconds:.1f} ({'yes' if r.exited_ok else 'NO'})" for r in runs))
-    row("its file's rows loaded / documents with it", (f"{r.rows_loaded}/{r.documents_with_file:,}" for r in runs))
-    row("loaded its own file", ("yes" if r.loaded_own_file else "NO: another" for r in runs))
-    row("  outside the steps s", (f"{r.outside_steps_s:.1f}" for r in runs))
-    for step in dict.fromkeys(s for r in runs for s in r.steps):
-        row(f"  {step}", (r.steps.get(step, "-") for r in runs))
+def _print_drops(runs: list[dict]) -> None:
+    table(runs, [("", "{name}"), ("documents / indexes before", "{documents_before:,} / {indexes_before}"),
+                 ("whole process s (exit 0)", lambda r: f"{r['seconds']:.1f} ({'yes' if r['exited_ok'] else 'NO'})"),
+                 ("its file's rows loaded / documents with it", "{rows_loaded}/{documents_with_file:,}"),
+                 ("loaded its own file", lambda r: "yes" if r["loaded_own_file"] else "NO: another"),
+                 ("  outside the steps s", "{outside_steps_s:.1f}"),
+                 *((f"  {s}", lambda r, s=s: str(r["steps"].get(s, "-"))) for s in dict.fromkeys(
+                     s for r in runs for s in r["steps"]))], label=48)
 
 
-def print_processes(figures: ProcessFigures) -> None:
-    if figures.drop_scaling:
+def print_processes(figures: dict) -> None:
+    if scaling := figures.get("drop_scaling"):
         print("\n== a new 1,000-row file through s3_csv_drop_job (`dagster job execute`), empty vs large ==")
-        _print_drops([figures.drop_scaling.empty, figures.drop_scaling.big])
-        print(f"{'large / empty':48}{figures.drop_scaling.ratio!s:>22}")
-    if figures.concurrent_drops:
-        both = figures.concurrent_drops
+        _print_drops([scaling["empty"], scaling["big"]])
+        print(f"{'large / empty':48}{scaling['ratio']!s:>22}")
+    if both := figures.get("concurrent_drops"):
         print("\n== two drops started at the same moment, into one database ==")
-        _print_drops(both.runs)
-        print(f"analysts' copy {both.copy_documents:,} documents, view {both.view_documents:,}, "
-              f"equal: {'yes' if both.copy_equals_view else 'NO'}")
-    if figures.client_comparison:
-        peer = figures.client_comparison
+        _print_drops(both["runs"])
+        print(f"analysts' copy {both['copy_documents']:,} documents, view {both['view_documents']:,}, "
+              f"equal: {'yes' if both['copy_equals_view'] else 'NO'}")
+    if peer := figures.get("client_comparison"):
         print("\n== to a loaded collection, whole processes: the gated chain vs the client's approach ==")
-        print(f"gated chain (dagster asset materialize)  median {peer.ours_median_s} s of {peer.ours_s}")
-        print(f"client's approach (client_approach.py)   median {peer.theirs_median_s} s of {peer.theirs_s}")
-        print(f"ratio {peer.ratio}" + (f"; failed: {peer.failures}" if peer.failures else ""))
+        print(f"gated chain (dagster asset materialize)  median {peer['ours_median_s']} s of {peer['ours_s']}")
+        print(f"client's approach (client_approach.py)   median {peer['theirs_median_s']} s of {peer['theirs_s']}")
+        print(f"ratio {peer['ratio']}" + (f"; failed: {peer['failures']}" if peer["failures"] else ""))
 
 
-def print_targets(targets: list[Target]) -> None:
+def print_targets(targets: list[dict]) -> None:
     print("\n== targets ==")
     for t in targets:
-        print(f"{'met ' if t.met else 'MISS'}  {t.target:78} {t.measured}")
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['target']:78} {t['measured']}")
 
 
-def write_report(path: Path, args, results: dict[int, SizeRun], figures: ProcessFigures, targets: list[Target]) -> None:
-    report = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
-              "repeats": args.repeats, "scan_repeats": {str(size): scan_repeats_for(size, args) for size in results},
-              "sizes": {str(k): as_json(v) for k, v in results.items()}, "processes": asdict(figures),
-              "targets": [asdict(t) for t in targets]}
-    settings.write_owner_only(path, json.dumps(report, indent=2))
+def write_report(path: Path, report: dict) -> None:
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    settings.write_owner_only(path, json.dumps({"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                                "machine": machine, **report}, indent=2))

@@ -33,7 +33,8 @@ from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
 from healthcare_assets.plumbing.backup_store import PART_BYTES, LocalStore, S3Store
 from healthcare_assets.plumbing.mongo import MongoResource, connect
-from healthcare_assets.tooling import bench, cli
+from healthcare_assets.tooling import cli
+from healthcare_assets.tooling.bench.one_size import measure_backup
 from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
 
@@ -190,7 +191,7 @@ def peak_rss_mb() -> float:
 def test_the_bench_figures_a_backup_from_what_it_wrote(loaded, tmp_path):
     # measured in this process: its peak RSS is this process's high-water mark during the call
     rss_before, started = peak_rss_mb(), time.perf_counter()
-    figures = bench.measure_backup(loaded.database, tmp_path / "backups")
+    figures = measure_backup(loaded.database, tmp_path / "backups")
     rss_after, elapsed = peak_rss_mb(), time.perf_counter() - started
     in_source = deployment_documents(loaded)
     folder = newest(tmp_path / "backups")

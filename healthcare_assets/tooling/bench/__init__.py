@@ -6,7 +6,3 @@ benchmarks; a backup) > steps (a run's figures); stream (the analysts' release s
 stream of drops, no database); processes (whole `dagster` processes and the client's script);
 targets; report (printed tables, bench.json). Every figure is a plain dict, as bench.json has it.
 """
-
-from healthcare_assets.tooling.bench.one_size import measure_backup
-
-__all__ = ["measure_backup"]

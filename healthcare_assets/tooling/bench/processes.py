@@ -81,11 +81,6 @@ class Processes:
                 {k: v.value for k, v in load.items()})
 
 
-def drop_ok(run: dict) -> bool:
-    """Exited 0, and every row the run says it loaded from this very file is there."""
-    return run["exited_ok"] and run["loaded_own_file"] and run["documents_with_file"] == run["rows_loaded"]
-
-
 def drop(processes: Processes, name: str, csv: str, rows: int, database: str) -> dict:
     """One file through s3_csv_drop_job (every asset and check but index_benchmarks and the audit)."""
     from healthcare_assets.defs.ingest import SourceConfig
@@ -101,11 +96,13 @@ def drop(processes: Processes, name: str, csv: str, rows: int, database: str) ->
                                 MONGODB_DATABASE=database)
     step_s, load = processes.drop_record(name)
     sha = hashlib.sha256(Path(csv).read_bytes()).hexdigest()
-    return {"name": name, "csv": csv, "rows": rows, "database": database, "documents_before": before,
+    run = {"name": name, "csv": csv, "rows": rows, "database": database, "documents_before": before,
             "indexes_before": len(collection.index_information()) if before else 0, "seconds": seconds,
             "exited_ok": ok, "steps": step_s, "outside_steps_s": round(seconds - sum(step_s.values()), 2),
             "loaded_own_file": load.get("source_sha256") == sha, "rows_loaded": load.get("rows_loaded"),
             "documents_with_file": collection.count_documents({"metadata.sources": sha})}
+    # success: exited 0, and every row the run says it loaded from this very file is there
+    return run | {"success": ok and run["loaded_own_file"] and run["documents_with_file"] == run["rows_loaded"]}
 
 
 def drop_scaling(processes: Processes, big_database: str) -> dict:
@@ -113,7 +110,7 @@ def drop_scaling(processes: Processes, big_database: str) -> dict:
     processes.drop_databases("bench_drop_empty")  # empty it is, whatever ran before
     empty = drop(processes, "into_empty", csv, DROP_ROWS, "bench_drop_empty")
     big = drop(processes, "into_big", csv, DROP_ROWS, big_database)
-    ok = drop_ok(empty) and drop_ok(big)
+    ok = empty["success"] and big["success"]
     return {"empty": empty, "big": big, "ratio": ratio(big["seconds"], empty["seconds"], 2) if ok else None, "success": ok}
 
 
@@ -131,7 +128,7 @@ def concurrent_drops(processes: Processes, database: str) -> dict:
     copy = _canonical(db.client[databases(database)["analytics"]][privacy.COPY_COLLECTION].find({}))
     view = _canonical(db[privacy.VIEW_NAME].find({}))
     return {"runs": runs, "copy_documents": len(copy), "view_documents": len(view), "copy_equals_view": copy == view,
-            "success": all(drop_ok(r) for r in runs)}
+            "success": all(r["success"] for r in runs)}
 
 
 def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPEATS) -> dict:

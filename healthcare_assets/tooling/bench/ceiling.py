@@ -16,7 +16,7 @@ def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.Fiel
     collection (the server's ceiling) and into one prepared like the pipeline's (validator and
     metadata.sources index), timing documents built, their names encrypted (under the load's
     data keys, a cipher with nothing cached yet, as a load starts) and inserted separately."""
-    from healthcare_assets.defs.load import LOAD_BATCH, prepare_collection
+    from healthcare_assets.domain.loading import LOAD_BATCH, prepare_collection
     from healthcare_assets.domain.schema import to_document
     from healthcare_assets.plumbing.staging import row_batches
 

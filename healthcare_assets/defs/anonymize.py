@@ -8,20 +8,16 @@ separate, scheduled job that never gates a drop.
 
 import dataclasses
 import json
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import dagster as dg
-from pymongo.collection import Collection
-from pymongo.database import Database
 
 from healthcare_assets.defs import verdicts
+from healthcare_assets.defs.previews import check_specs
 from healthcare_assets.defs.release_checks import CHECKS, Outcome, check_results, k_and_share
 from healthcare_assets.domain import audit, encryption, generalization, privacy
-from healthcare_assets.domain.previews import check_specs
 from healthcare_assets.domain.release import Release
-from healthcare_assets.domain.release.bookkeeping import AppliedSources, Plan, Rebuilt
+from healthcare_assets.domain.release.bookkeeping import Plan, Rebuilt
 from healthcare_assets.domain.release.findings import (
     Findings,
     ReleaseReport,
@@ -31,10 +27,13 @@ from healthcare_assets.domain.release.findings import (
 )
 from healthcare_assets.domain.release.lease import Lease
 from healthcare_assets.domain.release.planning import released_fields
-from healthcare_assets.plumbing import scans, settings
+from healthcare_assets.domain.release_audit import bookkeeping_audit, copy_findings
+from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
+
+
 def judge_plan(findings: Findings, plan: Plan, release: Release, page: verdicts.RunPage) -> list[dg.AssetCheckResult]:
     """The checks on one operation: every increment it releases. Stays counted earlier that an
     increment releases now are judged too, and must be in the source as their group remembers them."""
@@ -172,46 +171,6 @@ def _metadata(release: Release, operation: Operation, report: ReleaseReport, pub
 
 # ---- the whole-collection audit: scheduled, never part of a drop ------------------------------
 
-def view_documents(db: Database):
-    """What the view serves, from its stored definition run range by range on its source (a find on
-    the view would have the embedded server build the whole view in memory first)."""
-    spec = next(db.list_collections(filter={"name": privacy.VIEW_NAME}))["options"]
-    return scans.aggregate(db[spec["viewOn"]], spec["pipeline"])
-
-
-def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
-    """The checks over everything released: one pass over the released documents (collecting
-    their few texts), one over the source (each name decrypted and looked up among them)."""
-    findings = Findings(encryption.cipher(source).decrypt)
-    for doc in view:
-        findings.add_released(doc, scheme)
-    fields = {"personal_info.name": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
-    for doc in scans.aggregate(source, [{"$project": fields}]):
-        admin = doc["administrative_info"]
-        findings.add_person([doc["personal_info"]["name"], admin["doctor"], admin["hospital"]])
-    return findings
-
-
-def recount(release: Release, scheme: privacy.Scheme) -> Counter:
-    """Each group's counted stays, recounted from the source: the stays of files whose publication
-    is applied."""
-    applied, groups = AppliedSources(release.ledger), Counter()
-    pipeline = [{"$project": {**privacy.release_projection(scheme), "metadata.sources": 1}}]
-    for doc in scans.aggregate(release.source, pipeline):
-        if applied.any(doc["metadata"]["sources"]):
-            groups[privacy.group_key(doc)] += 1
-    return groups
-
-
-def live_stays(release: Release) -> tuple[Counter, dict[str, set]]:
-    """Each group's stays the copy holds according to release_stays, and their patients."""
-    stays, patients = Counter(), {}
-    for doc in release.stays.find({"live": True}, {"g": 1, "p": 1}):
-        stays[doc["g"]] += 1
-        patients.setdefault(doc["g"], set()).add(doc["p"])
-    return stays, patients
-
-
 AUDIT_CHECKS = {
     "released_copy_is_anonymous": "the whole analysts' copy: allow-listed, generalized fields, no source name, "
                                   "k (pycanon) and the largest share of a sensitive value (pandas) on the full "
@@ -228,31 +187,12 @@ def analysts_release_audit(mongo: MongoResource):
     release = Release(mongo.hospitalizations(), b"")
     state = release.state()
     scheme = state["scheme"] if state else privacy.FINEST
-    frame = generalization.Encoder(privacy.VIEW_FIELDS)
-
-    def released():
-        for doc in scans.aggregate(release.copy, [{"$project": {"_id": 0}}], scans.copy_ranges(release.copy)):
-            frame.add({f: doc.get(f) for f in privacy.VIEW_FIELDS})
-            yield doc
-
-    found = view_findings(release.source, released(), scheme)
-    k, l_div, share = generalization.independent_measures(frame.frame())
+    found, (k, l_div, share) = copy_findings(release, scheme)
     failures = [r.check_name for r in check_results(found, *k_and_share(k, share, len(found.groups), {}))
                 if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,
                               metadata={"failed": dg.MetadataValue.json(failures), "released": sum(found.groups.values()),
                                         "groups": len(found.groups), "k_pycanon_stays": k, "l_pycanon": l_div,
                                         "largest_share": round(share, 4), "leaks": found.leaks})
-    counted = recount(release, scheme)
-    kept = Counter({d["_id"]: d["records"] for d in release.groups.find({"records": {"$gt": 0}}, {"records": 1})})
-    differing = sum(1 for key in counted.keys() | kept.keys() if counted[key] != kept[key])
-    stays, patients = live_stays(release)
-    released_kept = Counter({d["_id"]: d["released"] for d in release.groups.find({"released": {"$gt": 0}}, {"released": 1})})
-    few_patients = sum(1 for people in patients.values() if len(people) < privacy.K_ANONYMITY)
-    copy_count = release.copy.count_documents({})
-    passed = not differing and stays == released_kept and not few_patients and copy_count == sum(stays.values())
-    yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source", passed=passed,
-                              metadata={"groups_differing": differing, "groups_under_11_patients": few_patients,
-                                        "released_groups_differing": sum(1 for key in stays.keys() | released_kept.keys()
-                                                                         if stays[key] != released_kept[key]),
-                                        "copy_documents": copy_count, "expected_copy_documents": sum(stays.values())})
+    passed, metadata = bookkeeping_audit(release, scheme)
+    yield dg.AssetCheckResult(check_name="release_bookkeeping_matches_source", passed=passed, metadata=metadata)

@@ -14,8 +14,8 @@ import dagster as dg
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
+from healthcare_assets.defs.previews import markdown_table
 from healthcare_assets.domain import backup
-from healthcare_assets.domain.previews import markdown_table
 from healthcare_assets.plumbing.backup_store import open_store
 from healthcare_assets.plumbing.mongo import MongoResource
 

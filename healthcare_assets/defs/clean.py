@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
+from healthcare_assets.defs.previews import column_schema, counts_table, profile
 from healthcare_assets.domain.cleaning import (
     QUARANTINE_COLUMNS,
     REPAIRS,
@@ -20,7 +21,6 @@ from healthcare_assets.domain.cleaning import (
     ChunkCleaner,
     SeenKeys,
 )
-from healthcare_assets.domain.previews import column_schema, counts_table, profile
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
 from healthcare_assets.plumbing import csv_cells, settings, staging

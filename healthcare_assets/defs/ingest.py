@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healthcare_assets.defs import verdicts
-from healthcare_assets.domain.previews import column_schema, profile
+from healthcare_assets.defs.previews import column_schema, profile
 from healthcare_assets.domain.schema import CSV_COLUMNS, FIELDS
 from healthcare_assets.domain.sources import RawCsvReader, SourceReadError, locate, open_source
 from healthcare_assets.plumbing import staging

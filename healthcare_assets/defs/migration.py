@@ -3,9 +3,10 @@ loaded before encryption; rekey_existing_documents re-keys _ids made before reco
 
 import dagster as dg
 
-from healthcare_assets.defs.load import WRITES_POOL, prepare_collection
+from healthcare_assets.defs.load import WRITES_POOL
 from healthcare_assets.domain import access, migration
 from healthcare_assets.domain.cleaning import record_key_secret
+from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.plumbing.mongo import MongoResource
 

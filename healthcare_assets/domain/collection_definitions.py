@@ -4,19 +4,44 @@ or indexes from a backup (a backup's metadata is only checked against these, see
 
 from __future__ import annotations
 
+from pymongo.collection import Collection
+
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA
-from healthcare_assets.plumbing import scans
+from healthcare_assets.plumbing import document_counts, scans
+
+# Passes over many documents slice a keyed hash by its hex digits (plumbing/scans.py): the stays by
+# patient_id (HMAC-SHA256, indexed), the analysts' copy, which has no patient_id, by its keyed _id
+# through COPY_INDEX (for a range on the plain _id index the embedded server's planner scans the
+# whole collection). A file's documents go through the compound index on metadata.sources, so
+# their cost follows the file's size, not the collection's.
+STAYS_KEY = ("patient_id", 64)
+COPY_KEY = ("_id", 32)
+COPY_INDEX = [("_id", 1), ("medical_condition", 1)]
 
 # the hospitalizations: every document fits the schema, checked by the server on every write
 HOSPITALIZATION_OPTIONS = {"validator": {"$jsonSchema": DOCUMENT_JSON_SCHEMA}, "validationLevel": "strict",
                            "validationAction": "error"}
 # a file's documents range by range (per-file checks, the release, erasure by file), and a
 # patient's records (GDPR) and whole-collection passes (scans)
-HOSPITALIZATION_INDEXES = ([("metadata.sources", 1), ("patient_id", 1)], [(scans.FIELD, 1)])
+HOSPITALIZATION_INDEXES = ([("metadata.sources", 1), ("patient_id", 1)], [(STAYS_KEY[0], 1)])
 # the release's stays: an erasure's increments, and its patients' stays
 RELEASE_STAY_INDEXES = ([("inc", 1)], [("p", 1)])
 # the analysts' copy: slices by its keyed _id (scans)
-COPY_INDEXES = (scans.COPY_INDEX,)
+COPY_INDEXES = (COPY_INDEX,)
 # a key vault: one data key per alt name, even when two processes create it at once
 KEY_VAULT_INDEX = {"keys": [("keyAltNames", 1)], "unique": True,
                    "partialFilterExpression": {"keyAltNames": {"$exists": True}}}
+
+
+def stays_ranges(collection: Collection) -> list[dict]:
+    """Slices of a collection of stays, sized by its kept count."""
+    return scans.ranges(document_counts.known(collection), *STAYS_KEY)
+
+
+def file_ranges(source_sha256: str, documents: int) -> list[dict]:
+    """The documents that came in one file (SHA-256 in metadata.sources), in slices sized by the file."""
+    return [{"metadata.sources": source_sha256, **match} for match in scans.ranges(documents, *STAYS_KEY)]
+
+
+def copy_ranges(copy: Collection) -> list[dict]:
+    return scans.ranges(copy.estimated_document_count(), *COPY_KEY)

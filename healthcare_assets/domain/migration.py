@@ -33,6 +33,7 @@ from pymongo.collection import Collection
 
 from healthcare_assets.domain import access, encryption
 from healthcare_assets.domain.cleaning import keyed_record_key
+from healthcare_assets.domain.collection_definitions import stays_ranges
 from healthcare_assets.domain.schema import MIGRATION_VERSION
 from healthcare_assets.domain.stale_release import request_rebuild
 from healthcare_assets.plumbing import scans
@@ -67,7 +68,7 @@ def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryp
     does not accept them."""
     projection = {"$project": dict.fromkeys([*encryption.field_paths(), "administrative_info.hospital"], 1)}
     changed = 0
-    for batch in scans.batches(collection, [{"$match": NOT_ENCRYPTED}, projection]):
+    for batch in scans.batches(collection, [{"$match": NOT_ENCRYPTED}, projection], stays_ranges(collection)):
         requests = []
         for doc in batch:
             read = {path: value for path in encryption.field_paths()
@@ -83,7 +84,7 @@ def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryp
 
 def clear_identifiers(collection: Collection) -> int:
     """Documents of the collection with an identifier that is not BinData (the whole collection)."""
-    return scans.count(collection, NOT_ENCRYPTED)
+    return scans.count(collection, stays_ranges(collection), NOT_ENCRYPTED)
 
 
 def _get(doc: dict, path: str):
@@ -122,7 +123,7 @@ def rekey_deployment(collection: Collection, secret: bytes, log: Callable[[str],
 
 def _rekey(collection: Collection, secret: bytes, log: Callable[[str], None]) -> int:
     changed = 0
-    for batch in scans.batches(collection, [{"$match": UNKEYED}]):
+    for batch in scans.batches(collection, [{"$match": UNKEYED}], stays_ranges(collection)):
         for start in range(0, len(batch), DELETE_BATCH):
             old = batch[start:start + DELETE_BATCH]
             insert_keeping_existing(collection, [
@@ -137,4 +138,4 @@ def _rekey(collection: Collection, secret: bytes, log: Callable[[str], None]) ->
 
 def unkeyed_documents(collection: Collection) -> int:
     """Documents of the collection whose _id is still the unkeyed hash of their row (the whole collection)."""
-    return scans.count(collection, UNKEYED)
+    return scans.count(collection, stays_ranges(collection), UNKEYED)

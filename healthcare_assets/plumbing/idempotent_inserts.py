@@ -8,9 +8,13 @@ from pymongo.errors import BulkWriteError
 DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is already there
 
 
-def insert_keeping_existing(collection: Collection, documents: list, bypass_document_validation: bool = False) -> int:
+def insert_keeping_existing(collection: Collection, documents: list, bypass_document_validation: bool = False,
+                            existing: list | None = None) -> int:
     """Insert the documents; one whose _id is already there (an interrupted operation redone, or
-    written by someone else meanwhile) is kept as it is. Returns how many were given."""
+    written by someone else meanwhile) is kept as it is, and its _id added to `existing` when given.
+    Any other write error raises BulkWriteError. Returns how many were given.
+
+    An unordered insert_many is several times faster than upserts on the embedded server."""
     if not documents:
         return 0
     try:
@@ -18,4 +22,6 @@ def insert_keeping_existing(collection: Collection, documents: list, bypass_docu
     except BulkWriteError as exc:
         if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
             raise
+        if existing is not None:
+            existing += [documents[e["index"]]["_id"] for e in exc.details["writeErrors"]]
     return len(documents)

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from healthcare_assets.defs.quality import expectations
 from healthcare_assets.domain import quality_pages
+from healthcare_assets.domain.expectations import expectations
 from healthcare_assets.plumbing import settings, staging
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv

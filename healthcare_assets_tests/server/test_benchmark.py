@@ -18,6 +18,7 @@ from healthcare_assets.defs.ingest import SourceConfig
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
+from healthcare_assets.domain.collection_definitions import STAYS_KEY
 from healthcare_assets.domain.query_benchmarks.measure import (
     SAMPLE_PREFIX,
     copy_scan_sample,
@@ -240,7 +241,7 @@ def test_sample_and_parameters_come_from_the_lowest_patient_id_slices(mongo, sma
     collection = mongo.hospitalizations()
     documents = collection.count_documents({})
     monkeypatch.setattr(scans, "RANGE_DOCUMENTS", 100)  # ~20 slices of this small collection
-    slices = scans.ranges(documents)
+    slices = scans.ranges(documents, *STAYS_KEY)
     assert len(slices) > 10
 
     ids = sorted(d["patient_id"] for d in collection.find({}, {"patient_id": 1}))

@@ -11,10 +11,10 @@ import dagster as dg
 import pymongo
 import pytest
 
-from healthcare_assets.defs.load import prepare_collection
 from healthcare_assets.defs.migration import encrypt_existing_documents
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, encryption, gdpr, migration
+from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.mongo import connect

@@ -10,9 +10,9 @@ import pandas as pd
 import pymongo
 import pytest
 
-from healthcare_assets.defs.load import LOAD_BATCH
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import local_server
+from healthcare_assets.domain.loading import LOAD_BATCH
 from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize

@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from healthcare_assets.domain.collection_definitions import file_ranges, stays_ranges
 from healthcare_assets.plumbing import scans
 
 
@@ -24,11 +25,12 @@ def collection(mongo):
 def test_every_document_once(collection, monkeypatch, per_range):
     monkeypatch.setattr(scans, "RANGE_DOCUMENTS", per_range)
     expected_ranges = 1 if per_range > 3_005 else -(-3_005 // per_range) + 1  # slices + no patient_id
-    assert len(scans.collection_ranges(collection)) == expected_ranges
-    seen = [doc["_id"] for doc in scans.aggregate(collection, [{"$project": {"_id": 1}}])]
+    ranges = stays_ranges(collection)
+    assert len(ranges) == expected_ranges
+    seen = [doc["_id"] for doc in scans.aggregate(collection, [{"$project": {"_id": 1}}], ranges)]
     assert len(seen) == len(set(seen)) == collection.count_documents({})
-    assert scans.count(collection) == 3_005
-    assert scans.count(collection, {"odd": 1}) == collection.count_documents({"odd": 1}) == 1_500
+    assert scans.count(collection, ranges) == 3_005
+    assert scans.count(collection, ranges, {"odd": 1}) == collection.count_documents({"odd": 1}) == 1_500
 
 
 @pytest.mark.parametrize("per_range", [10**9, 300, 45])
@@ -39,6 +41,6 @@ def test_a_files_ranges_take_its_documents_once_and_no_other(collection, monkeyp
     collection.update_many({"_id": {"$in": mine[:100]}}, {"$push": {"metadata.sources": "b" * 64}})
     collection.update_many({"odd": 0}, {"$set": {"metadata.sources": ["b" * 64]}})
     collection.create_index([("metadata.sources", 1), ("patient_id", 1)])
-    seen = [d["_id"] for d in scans.aggregate(collection, [{"$project": {"_id": 1}}], scans.file_ranges("a" * 64, 900))]
+    seen = [d["_id"] for d in scans.aggregate(collection, [{"$project": {"_id": 1}}], file_ranges("a" * 64, 900))]
     assert sorted(seen) == sorted(mine)
-    assert scans.count(collection, matches=scans.file_ranges("b" * 64, 1_600)) == 100 + 1_500
+    assert scans.count(collection, file_ranges("b" * 64, 1_600)) == 100 + 1_500

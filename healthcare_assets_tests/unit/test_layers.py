@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import healthcare_assets
@@ -69,3 +70,85 @@ def test_no_import_cycle():
 def test_no_module_is_longer_than_a_screenful_or_five():
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def layer_modules(name: str) -> dict[str, Path]:
+    return {m: p for m, p in modules().items() if m.count(".") >= 1 and layer(m) == name}
+
+
+def test_domain_never_imports_dagster():
+    """domain/ is the pipeline's logic as plain Python; defs/ turns its results into Dagster's."""
+    found = []
+    for module, path in layer_modules("domain").items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{module} imports {n}" for n in names if n.split(".")[0].startswith("dagster")]
+    assert not found, "\n".join(found)
+
+
+# Words every data system uses, that the record's schema happens to use as field names too.
+GENERIC_WORDS = {"_id", "name", "Name", "metadata", "sources"}
+
+
+def record_field_names() -> set[str]:
+    """Every field name of a hospital record: cleaned columns, CSV headers, document model keys."""
+    from healthcare_assets.domain import schema
+
+    def keys(node: dict) -> set[str]:
+        found = set()
+        for key, sub in node.get("properties", {}).items():
+            found |= {key} | keys(sub) | keys(sub.get("items", {}))
+        return found
+
+    return (set(schema.CLEANED_COLUMNS) | set(schema.CSV_COLUMNS.values())
+            | keys(schema.DOCUMENT_JSON_SCHEMA)) - GENERIC_WORDS
+
+
+def test_plumbing_knows_nothing_of_hospital_records():
+    names = record_field_names()
+    assert {"patient_id", "medical_condition", "Blood Type", "personal_info"} <= names
+    pattern = re.compile(r"(?<![\w])(" + "|".join(map(re.escape, sorted(names))) + r")(?![\w])")
+    found = sorted({f"{module}: {match}" for module, path in layer_modules("plumbing").items()
+                    for match in pattern.findall(path.read_text())})
+    assert not found, "\n".join(found)
+
+
+DEFS_GLUE_LINES = 30  # a screenful of glue; more is logic, which belongs in domain/
+
+
+def test_defs_hold_dagster_objects_and_thin_glue():
+    """Every top-level function or class in defs/ is a Dagster definition (a dg decorator, a dg base
+    class), builds a Dagster object (its return annotation names one), or is short glue."""
+    big = []
+    for module, path in layer_modules("defs").items():
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.FunctionDef | ast.ClassDef):
+                continue
+            dagster = [*node.decorator_list, *(node.bases if isinstance(node, ast.ClassDef) else [node.returns])]
+            if any(d is not None and "dg." in ast.unparse(d) for d in dagster):
+                continue
+            if (lines := node.end_lineno - node.lineno + 1) > DEFS_GLUE_LINES:
+                big.append(f"{module}.{node.name}: {lines} lines")
+    assert not big, "\n".join(big)
+
+
+SERVER_KIND = re.compile(r"secantus", re.IGNORECASE)
+SERVER_QUESTIONS = {"buildinfo", "hello", "ismaster", "serverstatus"}
+
+
+def test_only_plumbing_asks_which_server_it_talks_to():
+    """Workarounds for the embedded server live in plumbing/ (MongoResource, scans, document_counts):
+    no comparison naming the server's kind, no command asking the server what it is, elsewhere."""
+    found = []
+    for module, path in modules().items():
+        if "." in module and layer(module) == "plumbing":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare | ast.If | ast.IfExp) and SERVER_KIND.search(
+                    ast.unparse(node.test if isinstance(node, ast.If | ast.IfExp) else node)):
+                found.append(f"{module}:{node.lineno} {ast.unparse(node)[:80]}")
+            if isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and str(a.value).lower()
+                                                  in SERVER_QUESTIONS for a in node.args):
+                found.append(f"{module}:{node.lineno} {ast.unparse(node)[:80]}")
+    assert not found, "\n".join(found)

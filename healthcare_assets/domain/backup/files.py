@@ -20,6 +20,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
+from healthcare_assets.domain.collection_definitions import COPY_KEY, STAYS_KEY
 from healthcare_assets.plumbing import scans
 from healthcare_assets.plumbing.backup_store import LocalStore, S3Store
 
@@ -140,10 +141,10 @@ def read_ranges(collection: Collection, documents: int) -> list[dict]:
     _id (the analysts' copy; the plain _id index would be a whole-collection scan there), else the
     whole collection in one query (the small collections: bookkeeping, audit, erasures)."""
     firsts = [list(index["key"].keys()) for index in collection.list_indexes()]
-    if any(keys[0] == scans.FIELD for keys in firsts):
-        return scans.ranges(documents)
+    if any(keys[0] == STAYS_KEY[0] for keys in firsts):
+        return scans.ranges(documents, *STAYS_KEY)
     if any(keys[0] == "_id" and len(keys) > 1 for keys in firsts):
-        slices = scans.ranges(documents, "_id", 32)
+        slices = scans.ranges(documents, *COPY_KEY)
         # keyed _ids are strings, and a range of strings takes no other type: any other goes last
         # (instead of the slice for a missing field, which an _id never is)
         return slices if slices == [{}] else [*slices[:-1], {"_id": {"$not": {"$type": "string"}}}]

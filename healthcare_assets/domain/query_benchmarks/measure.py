@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 from pymongo.collection import Collection
 
+from healthcare_assets.domain.collection_definitions import STAYS_KEY
 from healthcare_assets.domain.query_benchmarks.plans import ensure_sample_index, explain
 from healthcare_assets.domain.query_benchmarks.report import ratio, speedup_basis
 from healthcare_assets.domain.query_benchmarks.suite import NATURAL, CsvQuestion, Query
@@ -93,7 +93,7 @@ def example_document(collection: Collection, documents: int) -> dict | None:
     """The document with the lowest patient_id: the same file (and pseudonym key) gives the same
     query parameters. Looked up in the first patient_id slice, through its index, so the server
     holds one slice; `find_one()` without a filter is a COLLSCAN that decodes every document."""
-    return collection.find_one(scans.ranges(documents)[0], sort=[(scans.FIELD, 1)])
+    return collection.find_one(scans.ranges(documents, *STAYS_KEY)[0], sort=[(STAYS_KEY[0], 1)])
 
 
 def copy_scan_sample(collection: Collection, sample: Collection, documents: int, size: int) -> int:
@@ -101,7 +101,7 @@ def copy_scan_sample(collection: Collection, sample: Collection, documents: int,
     drops), one patient_id slice at a time through its index; return how many. patient_id is a
     keyed hash, so the lowest slices are an unbiased sample, the same one on every run."""
     copied = 0
-    for match in scans.ranges(documents):
+    for match in scans.ranges(documents, *STAYS_KEY):
         if copied >= size:
             break
         docs = list(collection.find(match, limit=size - copied))
@@ -109,7 +109,7 @@ def copy_scan_sample(collection: Collection, sample: Collection, documents: int,
             sample.insert_many(docs, ordered=False)  # the documents keep their _id
             copied += len(docs)
     if not copied:
-        raise dg.Failure(f"{collection.full_name}: no document copied into the scan sample (size {size})")
+        raise RuntimeError(f"{collection.full_name}: no document copied into the scan sample (size {size})")
     return copied
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pymongo.collection import Collection
 
 from healthcare_assets.domain import privacy
+from healthcare_assets.domain.collection_definitions import file_ranges
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import Scheme
 from healthcare_assets.domain.release.bookkeeping import (
@@ -96,7 +97,7 @@ class ReleasePlanner:
         return self.schemes.find_one({"_id": "current"})
 
     def _file_candidates(self, sha: str, documents: int) -> Iterator[list[dict]]:
-        return scans.batches(self.source, projection(), scans.file_ranges(sha, documents))
+        return scans.batches(self.source, projection(), file_ranges(sha, documents))
 
     def candidates(self, ids: list[str]) -> Iterator[dict]:
         for batch in chunks(ids, ID_BATCH):

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from healthcare_assets.domain import generalization, privacy
+from healthcare_assets.domain.collection_definitions import stays_ranges
 from healthcare_assets.domain.release.bookkeeping import ID_BATCH, REBUILD, Rebuilt, Tally, chunks
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import (
@@ -41,7 +42,7 @@ class Rebuilding(ReleasePlanner):
         """Every stay present but those of files still being loaded as the rebuild began (and, when
         `files` is given, only stays of those files), each with the generations whose copies held
         it and whether the live copy does."""
-        for batch in scans.batches(self.source, projection()):
+        for batch in scans.batches(self.source, projection(), stays_ranges(self.source)):
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
             known = {}
@@ -60,7 +61,8 @@ class Rebuilding(ReleasePlanner):
         history = self.history()
         loading = {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})}
         encoder = generalization.Encoder()
-        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}]):
+        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}],
+                                  stays_ranges(self.source)):
             for values in batch:
                 encoder.add({**values.pop("_values"), **values})
             lease.renew()

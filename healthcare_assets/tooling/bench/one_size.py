@@ -47,7 +47,7 @@ def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.Fiel
     """The load's documents inserted again batch by batch with a bare insert_many, into a plain
     collection and into one prepared like the pipeline's; building, encrypting (a fresh cipher,
     as a load starts) and inserting timed apart."""
-    from healthcare_assets.defs.load import LOAD_BATCH, prepare_collection
+    from healthcare_assets.domain.loading import LOAD_BATCH, prepare_collection
     from healthcare_assets.domain.schema import to_document
     from healthcare_assets.plumbing.staging import row_batches
 

@@ -12,6 +12,7 @@ import dagster as dg
 import psutil
 
 from healthcare_assets.domain import generalization, privacy
+from healthcare_assets.domain.collection_definitions import copy_ranges
 from healthcare_assets.domain.release import Release
 from healthcare_assets.plumbing import scans
 
@@ -112,7 +113,7 @@ def release_figures(result: dg.ExecuteInProcessResult, mongo) -> dict | None:
     copy = Release(mongo.hospitalizations(), b"").copy
     started = time.perf_counter()
     released = generalization.Encoder(privacy.VIEW_FIELDS)
-    for doc in scans.aggregate(copy, [{"$project": {"_id": 0}}], scans.copy_ranges(copy)):
+    for doc in scans.aggregate(copy, [{"$project": {"_id": 0}}], copy_ranges(copy)):
         released.add(doc)
     k, l_div, share = generalization.independent_measures(released.frame())
     return {"released": len(released.codes[privacy.QI_FIELDS[0]]), "k_pycanon": k, "l_pycanon": l_div,

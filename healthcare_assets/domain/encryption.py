@@ -25,7 +25,6 @@ reads BinData only.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 
@@ -61,7 +60,7 @@ from healthcare_assets.domain.master_keys import (
     wrapping_problems,  # noqa: F401
 )
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 KEY_VAULT_DB, KEY_VAULT_COLLECTION = "encryption", "__keyVault"
 KEY_VAULT = f"{KEY_VAULT_DB}.{KEY_VAULT_COLLECTION}"
@@ -206,8 +205,9 @@ def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, i
                          {"masterKey.region": {"$ne": aws["region"]}}]}
     else:
         master_key()  # refused missing in production before anything is generated
-        pending = os.environ.get(NEW_MASTER_KEY_VARIABLE)
-        development = not pending and not os.environ.get(MASTER_KEY_VARIABLE)
+        env = settings.environment()
+        pending = env.get(NEW_MASTER_KEY_VARIABLE)
+        development = not pending and not env.get(MASTER_KEY_VARIABLE)
         if not pending and not development:
             raise MasterKeyError(f"{MASTER_KEY_VARIABLE} comes from the environment: set {NEW_MASTER_KEY_VARIABLE} "
                                  "to the new key (96 bytes, base64) to re-wrap the data keys under it")

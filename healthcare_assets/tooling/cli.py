@@ -26,7 +26,8 @@ def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access
 
     mongo = mongo_resource_from_env()
-    for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
+    hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
+    for line in access.provision_all(mongo.hospitalizations(), mongo.uri(), hospital):
         print(line)
     return 0
 
@@ -80,7 +81,7 @@ def _retired_keys(removable: list[str], why_kept: str | None) -> None:
 
     if why_kept:
         print(why_kept)
-    elif removable and settings.mongodb_uri():
+    elif removable and settings.environment().production:
         print("no retained backup or live data key needs these retired master keys; remove them from "
               f"{encryption.RETIRED_KEYS_VARIABLE} / {encryption.RETIRED_ARNS_VARIABLE}: {', '.join(removable)}")
     elif removable:
@@ -126,7 +127,7 @@ def _reads_only(args: argparse.Namespace) -> bool:
     (nor starts the server: see its handler). With MONGODB_URI, commands work as they always did."""
     reads = args.command in ("summary", "export-patient") or (args.command == "erase-patient" and not args.yes) \
         or (args.command == "mongo" and args.action in ("uri", "status"))
-    return reads and not settings.mongodb_uri()
+    return reads and not settings.environment().production
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     restore.set_defaults(handler=_restore)
 
     args = parser.parse_args(argv)
-    where, origin = settings.data_dir_and_origin()
+    where, origin = settings.environment().data_dir_and_origin()
     print(f"data directory: {where} ({origin})", file=sys.stderr)
     try:
         with secrets_file.read_only() if _reads_only(args) else contextlib.nullcontext():

@@ -49,8 +49,7 @@ def secured_server(data_dir: Path, export: Path):
         assert materialize(export, mongo).success
         hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
         own, other = hospitals[0], hospitals[1]
-        patch.setenv("HEALTHCARE_DOCTOR_APP_HOSPITAL", own)
-        access.provision_all(mongo.hospitalizations(), mongo.uri())
+        access.provision_all(mongo.hospitalizations(), mongo.uri(), own)
         port = embedded_mongo.status(data_dir)["port"]
         template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
         yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(),

@@ -36,18 +36,12 @@ from pymongo.encryption import Algorithm, ClientEncryption
 from pymongo.errors import EncryptionError
 
 from healthcare_assets.domain.collection_definitions import KEY_VAULT_INDEX
-
-# The master keys (master_keys.py), also under this module's name for the callers of the ciphers.
 from healthcare_assets.domain.master_keys import (
     MASTER_KEY_VARIABLE,
     NEW_MASTER_KEY_VARIABLE,
-    RETIRED_ARNS_VARIABLE,  # noqa: F401
-    RETIRED_KEYS_VARIABLE,  # noqa: F401
     MasterKeyError,
-    RetiredKeys,  # noqa: F401
     aws_master_key,
     decode_master_key,
-    forget_retired_keys,  # noqa: F401
     kms_providers,
     local_keys,
     local_provider,
@@ -55,9 +49,7 @@ from healthcare_assets.domain.master_keys import (
     new_master_key,
     provider,
     retire_current_key,
-    retired_keys_needed,  # noqa: F401
     wrapped_by,
-    wrapping_problems,  # noqa: F401
 )
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file, settings

@@ -35,27 +35,27 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
     return found
 
 
-def resources(env: Environment | None = None, resolve: bool = False) -> dict:
+def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
     """The resources of this deployment: real MongoDB when `env.production`, otherwise the embedded
-    server of HEALTHCARE_DATA_DIR. Region, endpoint and credentials of S3 come from boto3's
+    server of HEALTHCARE_DATA_DIR (`mongo_fields` set over the environment's). Region, endpoint and credentials of S3 come from boto3's
     default chain (AWS_* variables)."""
     env = env or environment()
     if env.production:
-        mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve))
+        mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
     else:
-        mongo = EmbeddedMongoResource(**fields(env, {**MONGO, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve))
+        mongo = EmbeddedMongoResource(**fields(env, {**MONGO, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
     s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
     return {"mongo": mongo, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
             "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs()}
 
 
-def mongo_resource_from_env(start: bool = True, **overrides) -> MongoResource:
+def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:
     """The deployment's MongoResource with the environment's values, for use outside a run (the CLI).
     Without `start`, for a command that only reads: the embedded server is used only if it runs."""
-    mongo = resources(resolve=True)["mongo"]
-    if not start and isinstance(mongo, EmbeddedMongoResource):
-        overrides["start"] = False
-    return mongo.model_copy(update=overrides) if overrides else mongo
+    env = environment()
+    if not start and not env.production:
+        mongo_fields["start"] = False
+    return resources(env, resolve=True, **mongo_fields)["mongo"]
 
 
 def pipeline_settings() -> PipelineSettings:

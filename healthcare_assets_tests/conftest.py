@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from healthcare_assets.domain import encryption
+from healthcare_assets.domain import master_keys
 
 FIXTURES = ["environment", "servers", "runs", "processes", "published", "browser", "s3", "postgres", "corpus",
             "mongo_tools"]
@@ -23,7 +23,7 @@ from healthcare_assets_tests.fixtures.environment import missing_tools
 os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at-least-32-bytes")  # test_privacy covers the unset case
 # The session's master key (MONGODB_URI is set for most tests: production refuses a missing one);
 # test_encryption covers the unset case.
-os.environ.setdefault("HEALTHCARE_MASTER_KEY", encryption.new_master_key())
+os.environ.setdefault("HEALTHCARE_MASTER_KEY", master_keys.new_master_key())
 
 
 def pytest_unconfigure(config):

@@ -7,8 +7,6 @@ backup, restores it into scratch databases and compares every document with the 
 proves that no stay of an erased patient was in the backup or came back with the restore.
 """
 
-import os
-
 import dagster as dg
 
 from healthcare_assets.defs import verdicts
@@ -16,6 +14,7 @@ from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
 from healthcare_assets.domain import backup
+from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.backup_store import open_store
 from healthcare_assets.plumbing.mongo import MongoResource
 
@@ -135,10 +134,9 @@ restore_drill = dg.define_asset_job(
 
 @dg.definitions
 def backups() -> dg.Definitions:
-    # Running in production (MONGODB_URI set, as in the compose deployment); stopped by default on
-    # the embedded server, so a developer's `dagster dev` does not pile up daily copies (the UI starts them).
-    production = bool(os.environ.get("MONGODB_URI"))
-    status = dg.DefaultScheduleStatus.RUNNING if production else dg.DefaultScheduleStatus.STOPPED
+    # Running in production; stopped by default on the embedded server, so a developer's
+    # `dagster dev` does not pile up daily copies (the UI starts them).
+    status = dg.DefaultScheduleStatus.RUNNING if settings.environment().production else dg.DefaultScheduleStatus.STOPPED
     return dg.Definitions(
         assets=[mongo_backup], asset_checks=[backup_reads_back_intact, backup_restores_identically],
         jobs=[mongo_backup_job, restore_drill],

@@ -1,12 +1,10 @@
 """The resources every asset gets, chosen for this environment, and how runs execute.
 
 Every value comes from the environment through dg.EnvVar: Dagster reads it when a run starts and
-never shows it in the UI. Only which variables are set is looked at here, at definitions time: it
-chooses real MongoDB (MONGODB_URI) or the embedded server, and leaves each unset setting at its
-default.
+never shows it in the UI. At definitions time only the Environment (plumbing/settings.py) is looked
+at: its `production` chooses real MongoDB or the embedded server, and each unset setting keeps its
+default. The CLI builds the same resources, with the values themselves (resources(resolve=True)).
 """
-
-import os
 
 import dagster as dg
 
@@ -14,56 +12,60 @@ from healthcare_assets.domain.local_server import EmbeddedMongoResource
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.outputs import RunScopedOutputs
 from healthcare_assets.plumbing.s3 import S3DropResource
-from healthcare_assets.plumbing.settings import VARIABLES, PipelineSettings
+from healthcare_assets.plumbing.settings import (
+    VARIABLES,
+    Environment,
+    PipelineSettings,
+    environment,
+)
 
 INTEGERS = {"reports_keep", "max_file_bytes", "max_line_bytes", "max_header_columns", "max_header_bytes"}
+MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
 
 
-def from_environment(variables: dict[str, str], resolve: bool = False) -> dict:
+def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
     """Field -> dg.EnvVar of its variable, for each variable that is set; with `resolve`, the
     value itself (for the CLI and tests, which call resources outside a run)."""
-    fields = {}
+    found = {}
     for field, variable in variables.items():
-        if not os.environ.get(variable):
-            continue
-        if resolve:
-            value = os.environ[variable]
-            fields[field] = int(value) if field in INTEGERS and value.strip().isdigit() else value
-        else:
-            fields[field] = dg.EnvVar.int(variable) if field in INTEGERS else dg.EnvVar(variable)
-    return fields
+        if value := env.get(variable):
+            integer = field in INTEGERS
+            found[field] = ((int(value) if integer and value.strip().isdigit() else value) if resolve
+                            else dg.EnvVar.int(variable) if integer else dg.EnvVar(variable))
+    return found
 
 
-def mongo_resource(resolve: bool = False, **fields) -> MongoResource:
-    """Real MongoDB when MONGODB_URI is set, otherwise the embedded server of HEALTHCARE_DATA_DIR."""
-    names = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
-    if os.environ.get("MONGODB_URI"):
-        return MongoResource(**from_environment({**names, "mongodb_uri": "MONGODB_URI"}, resolve) | fields)
-    return EmbeddedMongoResource(**from_environment({**names, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | fields)
+def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
+    """The resources of this deployment: real MongoDB when `env.production`, otherwise the embedded
+    server of HEALTHCARE_DATA_DIR (`mongo_fields` set over the environment's). Region, endpoint and credentials of S3 come from boto3's
+    default chain (AWS_* variables)."""
+    env = env or environment()
+    if env.production:
+        mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
+    else:
+        mongo = EmbeddedMongoResource(**fields(env, {**MONGO, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
+    s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
+    return {"mongo": mongo, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
+            "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs()}
 
 
-def mongo_resource_from_env(start: bool = True, **fields) -> MongoResource:
+def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:
     """The deployment's MongoResource with the environment's values, for use outside a run (the CLI).
     Without `start`, for a command that only reads: the embedded server is used only if it runs."""
-    if not start and not os.environ.get("MONGODB_URI"):
-        fields["start"] = False
-    return mongo_resource(resolve=True, **fields)
+    env = environment()
+    if not start and not env.production:
+        mongo_fields["start"] = False
+    return resources(env, resolve=True, **mongo_fields)["mongo"]
 
 
 def pipeline_settings() -> PipelineSettings:
-    return PipelineSettings(**from_environment(VARIABLES))
-
-
-def s3_drops() -> S3DropResource:
-    # Region, endpoint and credentials come from boto3's default chain (AWS_* variables).
-    return S3DropResource(**from_environment({"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}))
+    return resources()["settings"]
 
 
 @dg.definitions
-def resources() -> dg.Definitions:
+def definitions() -> dg.Definitions:
     return dg.Definitions(
-        resources={"mongo": mongo_resource(), "settings": pipeline_settings(), "s3": s3_drops(),
-                   "io_manager": RunScopedOutputs()},
+        resources=resources(),
         # One process per run, not per step: a drop's steps are short, and a process per step cost
         # more than the steps themselves (Dagster's and pandas' imports, each time).
         executor=dg.in_process_executor,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -25,7 +24,7 @@ from dagster_aws.s3.sensor import get_objects
 from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.defs.ingest import SourceConfig
 from healthcare_assets.plumbing.s3 import S3DropResource
-from healthcare_assets.plumbing.settings import PipelineSettings
+from healthcare_assets.plumbing.settings import PipelineSettings, environment
 
 SOURCE_KEY_TAG = "healthcare/source_key"
 SOURCE_ETAG_TAG = "healthcare/source_etag"
@@ -172,6 +171,6 @@ def drop_sensor(status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED)
 
 @dg.definitions
 def s3_drops() -> dg.Definitions:
-    watching = bool(os.environ.get("HEALTHCARE_S3_BUCKET"))
+    watching = bool(environment().get("HEALTHCARE_S3_BUCKET"))
     status = dg.DefaultSensorStatus.RUNNING if watching else dg.DefaultSensorStatus.STOPPED
     return dg.Definitions(jobs=[s3_csv_drop_job], sensors=[drop_sensor(status)])

@@ -19,7 +19,6 @@ database, which holds only its hospital's data key; the analysts read no key vau
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ class Role:
 def roles(database: str | None = None, collection: str | None = None) -> tuple[Role, ...]:
     dbs = databases(database)
     db = dbs["main"]
-    coll = collection or settings.collection_name()
+    coll = collection or settings.environment().collection
     key_vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION, ("find",))
     return (
         Role("ADMIN_MASTER", "everything, including user management", inherits=(("root", "admin"),)),
@@ -133,9 +132,10 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
     return target.count_documents({})
 
 
-def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[str]:
-    """Roles, users and the doctor app's slice, as `provision-access` does it; `uri` is
-    the one `collection` was reached by (whether a user already has its password is tried on it)."""
+def provision_all(collection: pymongo.collection.Collection, uri: str, hospital: str = "") -> list[str]:
+    """Roles, users and the doctor app's slice of `hospital` (HEALTHCARE_DOCTOR_APP_HOSPITAL), as
+    `provision-access` does it; `uri` is the one `collection` was reached by (whether a user
+    already has its password is tried on it)."""
     # imported here: plumbing.mongo starts the embedded server, whose first start provisions
     # the roles defined in this module
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
@@ -143,7 +143,6 @@ def provision_all(collection: pymongo.collection.Collection, uri: str) -> list[s
     db = collection.database
     done = provision(db.client, passwords(), db.name,
                      has_password=lambda user, password: authenticates(with_credentials(uri, user, password)))
-    hospital = os.environ.get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
     if hospital:
         count = refresh_doctor_app(collection, hospital)
         done.append(f"DOCTOR_APP: {count} records of the configured hospital in {databases(db.name)['doctor_app']}")

@@ -25,7 +25,6 @@ reads BinData only.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 
@@ -37,18 +36,12 @@ from pymongo.encryption import Algorithm, ClientEncryption
 from pymongo.errors import EncryptionError
 
 from healthcare_assets.domain.collection_definitions import KEY_VAULT_INDEX
-
-# The master keys (master_keys.py), also under this module's name for the callers of the ciphers.
 from healthcare_assets.domain.master_keys import (
     MASTER_KEY_VARIABLE,
     NEW_MASTER_KEY_VARIABLE,
-    RETIRED_ARNS_VARIABLE,  # noqa: F401
-    RETIRED_KEYS_VARIABLE,  # noqa: F401
     MasterKeyError,
-    RetiredKeys,  # noqa: F401
     aws_master_key,
     decode_master_key,
-    forget_retired_keys,  # noqa: F401
     kms_providers,
     local_keys,
     local_provider,
@@ -56,12 +49,10 @@ from healthcare_assets.domain.master_keys import (
     new_master_key,
     provider,
     retire_current_key,
-    retired_keys_needed,  # noqa: F401
     wrapped_by,
-    wrapping_problems,  # noqa: F401
 )
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 KEY_VAULT_DB, KEY_VAULT_COLLECTION = "encryption", "__keyVault"
 KEY_VAULT = f"{KEY_VAULT_DB}.{KEY_VAULT_COLLECTION}"
@@ -206,8 +197,9 @@ def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, i
                          {"masterKey.region": {"$ne": aws["region"]}}]}
     else:
         master_key()  # refused missing in production before anything is generated
-        pending = os.environ.get(NEW_MASTER_KEY_VARIABLE)
-        development = not pending and not os.environ.get(MASTER_KEY_VARIABLE)
+        env = settings.environment()
+        pending = env.get(NEW_MASTER_KEY_VARIABLE)
+        development = not pending and not env.get(MASTER_KEY_VARIABLE)
         if not pending and not development:
             raise MasterKeyError(f"{MASTER_KEY_VARIABLE} comes from the environment: set {NEW_MASTER_KEY_VARIABLE} "
                                  "to the new key (96 bytes, base64) to re-wrap the data keys under it")

@@ -12,7 +12,6 @@ certificate, any local user can).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pymongo
@@ -100,7 +99,7 @@ def refused(data_dir: Path, user: str) -> credentials.AuthenticationRefusedError
     variable = next(r.password_variable for r in access.roles() if r.user == user)
     stored = secrets_file.path(data_dir)
     files = embedded_mongo.paths(data_dir)
-    if variable in os.environ:
+    if variable in settings.environment().variables:
         advice = (f"A password set in the environment is applied to the server with the admin_master password "
                   f"stored in {stored}, and that one was refused too or is missing. Set {variable} to the "
                   f"password the server has, or unset it (delete it from .env) to use the one in {stored}.")
@@ -146,9 +145,9 @@ def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
     one the server has (recorded in secrets.env), using the admin credentials recorded there, and
     record it: a `.env` copied from .env.example, or a rotated secret, then just works. Logged
     with the variable and where it came from, never the value."""
-    stored = secrets_file.read(data_dir)
-    changed = sorted((r for r in access.roles() if os.environ.get(r.password_variable)
-                      and stored.get(r.password_variable) not in (None, os.environ[r.password_variable])),
+    stored, env = secrets_file.read(data_dir), settings.environment()
+    changed = sorted((r for r in access.roles() if env.get(r.password_variable)
+                      and stored.get(r.password_variable) not in (None, env.get(r.password_variable))),
                      key=lambda r: r.name == "ADMIN_MASTER")  # the admin's own last: the others use it
     if not changed:
         return
@@ -158,13 +157,13 @@ def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
     with _admin_client(data_dir, state, stored[admin.password_variable]) as client:
         for r in changed:
             try:
-                client.admin.command("updateUser", r.user, pwd=os.environ[r.password_variable])
+                client.admin.command("updateUser", r.user, pwd=env.get(r.password_variable))
             except pymongo.errors.OperationFailure as exc:
                 if credentials.is_refused(exc):
                     raise refused(data_dir, admin.user) from None
                 raise
             # recorded at once: the admin's own new password is what the next change must use
-            secrets_file.store({r.password_variable: os.environ[r.password_variable]}, data_dir)
+            secrets_file.store({r.password_variable: env.get(r.password_variable)}, data_dir)
             log.warning("the embedded server's user %s now has the password of %s (it differed from the one "
                         "the server had; changed with the admin credentials in %s, and recorded there)",
                         r.user, credentials.origin(r.password_variable, data_dir), secrets_file.path(data_dir))
@@ -241,6 +240,6 @@ def _check_access(data_dir: Path, state: dict) -> None:
             f"refusing the embedded server with storage {state['storage']}: its users, roles and passwords are not "
             f"exactly the roles of healthcare_assets/domain/access.py ({', '.join(problems)}). Its first start runs "
             "without authentication, and another local process may have changed them then. It was stopped. "
-            f"(If MONGODB_DATABASE or MONGODB_COLLECTION, {settings.database_name()}.{settings.collection_name()} "
+            f"(If MONGODB_DATABASE or MONGODB_COLLECTION, {settings.environment().database}.{settings.environment().collection} "
             "now, had other values when the roles were provisioned, start with those.) Otherwise find out who did "
             f"it, then delete {state['storage']} and {provisioned} to provision a new one.")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 import secrets
 from typing import NamedTuple
@@ -66,7 +65,8 @@ def master_key() -> bytes:
     """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
     $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
     set): a key generated inside a container is lost with it, and every name with it."""
-    if settings.mongodb_uri() and not os.environ.get(MASTER_KEY_VARIABLE):
+    env = settings.environment()
+    if env.production and not env.get(MASTER_KEY_VARIABLE):
         raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
                              "is set, so this is production; set one of them (see docs/deployment.md)")
     value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, what="master key",
@@ -76,10 +76,11 @@ def master_key() -> bytes:
 
 def aws_master_key() -> dict | None:
     """The AWS KMS key that wraps data keys, when HEALTHCARE_KMS_KEY_ARN chooses AWS."""
-    arn = os.environ.get("HEALTHCARE_KMS_KEY_ARN")
+    env = settings.environment()
+    arn = env.get("HEALTHCARE_KMS_KEY_ARN")
     if not arn:
         return None
-    region = os.environ.get("HEALTHCARE_KMS_REGION") or os.environ.get("AWS_REGION")
+    region = env.get("HEALTHCARE_KMS_REGION") or env.get("AWS_REGION")
     if not region:
         raise MasterKeyError("HEALTHCARE_KMS_KEY_ARN is set without HEALTHCARE_KMS_REGION (or AWS_REGION)")
     return {"key": arn, "region": region}
@@ -98,16 +99,13 @@ def _entries(value: str) -> list[str]:
     return [] if value.startswith(secrets_file.PLACEHOLDER) else [e for e in re.split(r"[\s,]+", value) if e]
 
 
-def _development() -> bool:
-    return not settings.mongodb_uri()
-
-
 def retired_master_keys() -> dict[str, bytes]:
     """The retired local keys by provider name, each checked as a master key: those of the
     environment, and for a development installation those of secrets.env too (where rotate-keys
     moves the old key even when the variable is set)."""
-    where = [(RETIRED_KEYS_VARIABLE, os.environ.get(RETIRED_KEYS_VARIABLE, ""))]
-    if _development():
+    env = settings.environment()
+    where = [(RETIRED_KEYS_VARIABLE, env.get(RETIRED_KEYS_VARIABLE))]
+    if not env.production:
         where.append((f"{RETIRED_KEYS_VARIABLE} of {secrets_file.path()}", secrets_file.read().get(RETIRED_KEYS_VARIABLE, "")))
     keys = (decode_master_key(entry, f"{variable} (entry {n})")
             for variable, value in where for n, entry in enumerate(_entries(value), 1))
@@ -117,7 +115,7 @@ def retired_master_keys() -> dict[str, bytes]:
 def retired_kms_keys() -> dict[str, str]:
     """The retired AWS KMS keys: ARN -> the region in it."""
     retired = {}
-    for n, arn in enumerate(_entries(os.environ.get(RETIRED_ARNS_VARIABLE, "")), 1):
+    for n, arn in enumerate(_entries(settings.environment().get(RETIRED_ARNS_VARIABLE)), 1):
         match = _KMS_ARN.fullmatch(arn)
         if not match:
             raise MasterKeyError(f"{RETIRED_ARNS_VARIABLE} (entry {n}) is not the ARN of a KMS key")
@@ -128,7 +126,7 @@ def retired_kms_keys() -> dict[str, str]:
 def current_local_key() -> bytes | None:
     """The current local key: when no AWS key is chosen, or when HEALTHCARE_MASTER_KEY is set
     beside it (data keys made before a move to AWS; .env.example's placeholder there is unused)."""
-    local = os.environ.get(MASTER_KEY_VARIABLE, "")
+    local = settings.environment().get(MASTER_KEY_VARIABLE)
     if not aws_master_key() or (local and not local.startswith(secrets_file.PLACEHOLDER)):
         return master_key()
     return None
@@ -249,7 +247,7 @@ def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
     environment's, nothing is removed: returns the names (`local:<digest>`, `aws:<ARN>`) the
     operator may remove from the variables."""
     removable = retired_keys_needed(providers_in_use).removable
-    if not _development():
+    if settings.environment().production:
         return removable
     removed = []
 

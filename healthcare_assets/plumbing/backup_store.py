@@ -26,11 +26,12 @@ PART_BYTES = 8 << 20  # S3's minimum part is 5 MiB (the last part excepted)
 
 
 def default_uri() -> str:
-    return os.environ.get("HEALTHCARE_BACKUP_URI") or str(settings.data_dir() / "backups")
+    env = settings.environment()
+    return env.get("HEALTHCARE_BACKUP_URI") or str(env.data_dir_and_origin()[0] / "backups")
 
 
 def keep() -> int:
-    value = os.environ.get("HEALTHCARE_BACKUP_KEEP", "7").strip()
+    value = settings.environment().variables.get("HEALTHCARE_BACKUP_KEEP", "7").strip()
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"HEALTHCARE_BACKUP_KEEP={value!r}: expected a whole number of at least 1")
     return int(value)
@@ -140,7 +141,7 @@ class S3Store:
 
     @staticmethod
     def encryption() -> dict:
-        key_id = os.environ.get("HEALTHCARE_BACKUP_KMS_KEY_ID")
+        key_id = settings.environment().get("HEALTHCARE_BACKUP_KMS_KEY_ID")
         if key_id:
             return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_id}
         return {"ServerSideEncryption": "AES256"}

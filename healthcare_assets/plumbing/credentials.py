@@ -9,13 +9,12 @@ connection may come back, a wrong password does not.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from dotenv import dotenv_values
 
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 AUTHENTICATION_FAILED = 18  # the server's error code for a refused user name or password
 
@@ -37,10 +36,11 @@ def is_refused(exc: Exception) -> bool:
 
 def origin(variable: str, data_dir: Path | None = None) -> str:
     """Where the value of `variable` in use comes from, in words, without the value."""
-    if variable not in os.environ:
+    given = settings.environment().variables.get(variable)
+    if given is None:
         return f"{variable} in {secrets_file.path(data_dir)}"
     dotenv = Path.cwd() / ".env"
-    if dotenv.is_file() and dotenv_values(dotenv).get(variable) == os.environ[variable]:
+    if dotenv.is_file() and dotenv_values(dotenv).get(variable) == given:
         return f"{variable} in {dotenv} (Dagster loads .env from the working directory over the environment)"
     return f"the environment variable {variable}"
 

@@ -60,7 +60,8 @@ def _tls(data_dir: Path, issue: bool = False) -> dict[str, str]:
     set, otherwise the installation's own under the data directory (issued first when `issue`)."""
     names = {"cert": "HEALTHCARE_MONGO_TLS_CERT_FILE", "key": "HEALTHCARE_MONGO_TLS_KEY_FILE",
              "ca": "HEALTHCARE_MONGO_TLS_CA_FILE", "client": "HEALTHCARE_MONGO_TLS_CLIENT_FILE"}
-    found = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
+    env = settings.environment()
+    found = {k: env.get(v) for k, v in names.items() if env.get(v)}
     if {"cert", "key"} <= set(found):
         return found
     folder = Path(data_dir) / "tls"

@@ -77,11 +77,11 @@ def environment(variables: Iterable[str], min_bytes: int = 0,
     """The variables set in the environment, each checked (never a placeholder, nor shorter than
     `min_bytes`, in production). With `development_placeholder_ignored`, a placeholder in a
     development environment (a .env copied from .env.example) counts as unset."""
-    production = bool(settings.mongodb_uri())
+    env = settings.environment()
     found = {}
     for variable in variables:
-        given = os.environ.get(variable)
-        if given and not (development_placeholder_ignored and not production and given.startswith(PLACEHOLDER)):
+        given = env.get(variable)
+        if given and not (development_placeholder_ignored and not env.production and given.startswith(PLACEHOLDER)):
             found[variable] = checked(variable, given, min_bytes)
     return found
 
@@ -148,7 +148,7 @@ def checked(variable: str, value: str, min_bytes: int = 0) -> str:
     """`value` of the environment variable `variable`, refused in production (MONGODB_URI is set)
     when it is still a placeholder of .env.example or shorter than `min_bytes`. The error names
     the variable, never the value."""
-    if settings.mongodb_uri():
+    if settings.environment().production:
         if value.startswith(PLACEHOLDER):
             raise PlaceholderSecretError(
                 f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: MONGODB_URI is set, "

@@ -1,6 +1,7 @@
-"""Settings (see docs/operations.md, "Environment"): the data directory and the deployment's names, read from
-the environment at call time, and PipelineSettings, what a run may read and how much of it may be
-bad, a resource whose fields the code location sets from the environment at run time."""
+"""Settings (see docs/operations.md, "Environment"): Environment, the one read of the process
+environment, which decides the deployment (production or development) and the data directory; and
+PipelineSettings, what a run may read and how much of it may be bad, a resource whose fields the
+code location sets from the environment at run time."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import errno
 import functools
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TextIO
 
 import dagster as dg
@@ -39,23 +42,52 @@ def repo_path(relative: str) -> Path:
     return ((checkout() or Path.cwd()) / relative).resolve()
 
 
-def data_dir_and_origin() -> tuple[Path, str]:
-    """The data directory and why it is that one: HEALTHCARE_DATA_DIR (relative: from the current
-    folder); else the checkout's .data; else the per-user folder of the XDG base directories."""
-    given = os.environ.get("HEALTHCARE_DATA_DIR")
-    if given:
-        return Path(given).resolve(), "HEALTHCARE_DATA_DIR"
-    if checkout():
-        return checkout() / ".data", "this checkout"
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # the spec ignores a relative one
-    return (base / PROJECT).resolve(), "per-user"
+@dataclass(frozen=True)
+class Environment:
+    """The process environment as one read saw it (environment()): every other module takes its
+    variables from here, and `production` is the one place that says which deployment this is."""
+
+    variables: Mapping[str, str]
+
+    def get(self, variable: str, default: str = "") -> str:
+        """The variable's value; unset or empty: `default`."""
+        return self.variables.get(variable) or default
+
+    @property
+    def production(self) -> bool:
+        """Real MongoDB (MONGODB_URI set, as in the compose deployment) is production: secrets must
+        be set and not placeholders, nothing is generated. Otherwise the embedded server, development."""
+        return bool(self.get("MONGODB_URI"))
+
+    @property
+    def database(self) -> str:
+        return self.get("MONGODB_DATABASE", "healthcare_db")
+
+    @property
+    def collection(self) -> str:
+        return self.get("MONGODB_COLLECTION", "hospitalizations")
+
+    def data_dir_and_origin(self) -> tuple[Path, str]:
+        """The data directory and why it is that one: HEALTHCARE_DATA_DIR (relative: from the current
+        folder); else the checkout's .data; else the per-user folder of the XDG base directories."""
+        if given := self.get("HEALTHCARE_DATA_DIR"):
+            return Path(given).resolve(), "HEALTHCARE_DATA_DIR"
+        if checkout():
+            return checkout() / ".data", "this checkout"
+        xdg = self.get("XDG_DATA_HOME")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # the spec ignores a relative one
+        return (base / PROJECT).resolve(), "per-user"
+
+
+def environment() -> Environment:
+    """The environment now (read at each call: a test, or the CLI, may have changed it)."""
+    return Environment(MappingProxyType(dict(os.environ)))
 
 
 def data_dir() -> Path:
     """Where the embedded database, reports, quarantine files and secrets.env live, the same from
-    any folder (data_dir_and_origin)."""
-    return data_dir_and_origin()[0]
+    any folder (Environment.data_dir_and_origin)."""
+    return environment().data_dir_and_origin()[0]
 
 
 # Everything under the data directory is patient data or a secret: owner-only whatever the umask
@@ -107,18 +139,6 @@ def create_owner_only(path: Path) -> TextIO:
         raise
     os.fchmod(fd, 0o600)  # the umask only takes bits away: 0400 under umask 0277
     return os.fdopen(fd, "w", encoding="utf-8")
-
-
-def mongodb_uri() -> str | None:
-    return os.environ.get("MONGODB_URI") or None
-
-
-def database_name() -> str:
-    return os.environ.get("MONGODB_DATABASE", "healthcare_db")
-
-
-def collection_name() -> str:
-    return os.environ.get("MONGODB_COLLECTION", "hospitalizations")
 
 
 def reports_dir() -> Path:

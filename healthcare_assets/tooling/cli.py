@@ -26,27 +26,28 @@ def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access
 
     mongo = mongo_resource_from_env()
-    for line in access.provision_all(mongo.hospitalizations(), mongo.uri()):
+    hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
+    for line in access.provision_all(mongo.hospitalizations(), mongo.uri(), hospital):
         print(line)
     return 0
 
 
 def _rotate_keys(args: argparse.Namespace) -> int:
-    from healthcare_assets.domain import access, encryption
+    from healthcare_assets.domain import access, encryption, master_keys
 
     mongo = mongo_resource_from_env()
     copy = access.doctor_app_copy(mongo.hospitalizations())
-    local = encryption.aws_master_key() is None
-    old = encryption.local_provider(encryption.master_key()) if local else None
+    local = master_keys.aws_master_key() is None
+    old = master_keys.local_provider(master_keys.master_key()) if local else None
     rewrapped = encryption.rotate_master_key(mongo.client(), [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
     for vault, count in rewrapped.items():
         print(f"re-wrapped {count:>4}  data keys in {vault}")
-    if local and encryption.MASTER_KEY_VARIABLE in os.environ:
-        print(f"now, wherever the pipeline and the roles that decrypt run: add the old {encryption.MASTER_KEY_VARIABLE} "
-              f"({old}) to {encryption.RETIRED_KEYS_VARIABLE} (earlier backups need it), set "
-              f"{encryption.MASTER_KEY_VARIABLE} to the value of {encryption.NEW_MASTER_KEY_VARIABLE}, then unset the latter")
+    if local and master_keys.MASTER_KEY_VARIABLE in os.environ:
+        print(f"now, wherever the pipeline and the roles that decrypt run: add the old {master_keys.MASTER_KEY_VARIABLE} "
+              f"({old}) to {master_keys.RETIRED_KEYS_VARIABLE} (earlier backups need it), set "
+              f"{master_keys.MASTER_KEY_VARIABLE} to the value of {master_keys.NEW_MASTER_KEY_VARIABLE}, then unset the latter")
     elif local:
-        print(f"the old master key {old} is kept in secrets.env under {encryption.RETIRED_KEYS_VARIABLE} "
+        print(f"the old master key {old} is kept in secrets.env under {master_keys.RETIRED_KEYS_VARIABLE} "
               "while a backup needs it")
     return 0
 
@@ -76,13 +77,13 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _retired_keys(removable: list[str], why_kept: str | None) -> None:
-    from healthcare_assets.domain import encryption
+    from healthcare_assets.domain import master_keys
 
     if why_kept:
         print(why_kept)
-    elif removable and settings.mongodb_uri():
+    elif removable and settings.environment().production:
         print("no retained backup or live data key needs these retired master keys; remove them from "
-              f"{encryption.RETIRED_KEYS_VARIABLE} / {encryption.RETIRED_ARNS_VARIABLE}: {', '.join(removable)}")
+              f"{master_keys.RETIRED_KEYS_VARIABLE} / {master_keys.RETIRED_ARNS_VARIABLE}: {', '.join(removable)}")
     elif removable:
         print(f"forgot retired master keys no retained backup needs: {', '.join(removable)}")
 
@@ -126,7 +127,7 @@ def _reads_only(args: argparse.Namespace) -> bool:
     (nor starts the server: see its handler). With MONGODB_URI, commands work as they always did."""
     reads = args.command in ("summary", "export-patient") or (args.command == "erase-patient" and not args.yes) \
         or (args.command == "mongo" and args.action in ("uri", "status"))
-    return reads and not settings.mongodb_uri()
+    return reads and not settings.environment().production
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     restore.set_defaults(handler=_restore)
 
     args = parser.parse_args(argv)
-    where, origin = settings.data_dir_and_origin()
+    where, origin = settings.environment().data_dir_and_origin()
     print(f"data directory: {where} ({origin})", file=sys.stderr)
     try:
         with secrets_file.read_only() if _reads_only(args) else contextlib.nullcontext():

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "uri":
         return _uri(args.role)
     elif args.action == "status":
-        if settings.mongodb_uri() is None:
+        if not settings.environment().production:
             local_server.require_database(data_dir)
         state = embedded_mongo.status(data_dir)
         print(json.dumps(state, indent=2) if state else f"not running (storage {data_dir / 'mongo'})")
@@ -53,10 +53,10 @@ def _uri(role_name: str | None) -> int:
     """Without a role, the server's URI as it always was (TLS options, no credentials); with one,
     that role's user's credentials in it, and a warning that it now holds a password."""
     data_dir = settings.data_dir()
-    base = settings.mongodb_uri() or local_server.running(data_dir)["uri"]
+    base = settings.environment().get("MONGODB_URI") or local_server.running(data_dir)["uri"]
     if role_name is None:
         print(base)
-        if not settings.mongodb_uri():
+        if not settings.environment().production:
             print("(no credentials: `healthcare-assets mongo uri --role analyst_readonly` gives one that reads the "
                   "analysts' copy)", file=sys.stderr)
         return 0
@@ -70,7 +70,7 @@ def _uri(role_name: str | None) -> int:
         print(f"no password for {role.user}: set {role.password_variable} (it is in neither the environment "
               f"nor {data_dir / 'secrets.env'})", file=sys.stderr)
         return UNKNOWN_ROLE
-    uri = with_credentials(base, role.user, password) if settings.mongodb_uri() \
+    uri = with_credentials(base, role.user, password) if settings.environment().production \
         else local_server.client_uri(data_dir, role.name)
     print(uri)
     print(f"this URI holds the password of {role.user}: keep it out of shell history, logs, notebooks and "

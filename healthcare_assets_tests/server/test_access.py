@@ -18,7 +18,7 @@ import pytest
 from bson import Binary, Code, Int64
 
 from healthcare_assets.defs.resources import mongo_resource_from_env
-from healthcare_assets.domain import access, encryption, local_server, privacy
+from healthcare_assets.domain import access, encryption, local_server, master_keys, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo
@@ -49,8 +49,7 @@ def secured_server(data_dir: Path, export: Path):
         assert materialize(export, mongo).success
         hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
         own, other = hospitals[0], hospitals[1]
-        patch.setenv("HEALTHCARE_DOCTOR_APP_HOSPITAL", own)
-        access.provision_all(mongo.hospitalizations(), mongo.uri())
+        access.provision_all(mongo.hospitalizations(), mongo.uri(), own)
         port = embedded_mongo.status(data_dir)["port"]
         template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
         yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(),
@@ -172,7 +171,7 @@ def test_a_client_without_the_master_key_reads_bindata_only(secured):
         docs = list(client_for(secured, role)[secured["dbs"]["main"]]["hospitalizations"].find())
         assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
     admin = client_for(secured, "ADMIN_MASTER")
-    wrong = {encryption.local_provider(b"w" * 96): {"key": b"w" * 96}}
+    wrong = {master_keys.local_provider(b"w" * 96): {"key": b"w" * 96}}
     with encryption.client_encryption(admin, providers=wrong) as other, pytest.raises(pymongo.errors.EncryptionError):
         other.decrypt(secured["template"]["personal_info"]["name"])
 

@@ -24,7 +24,15 @@ from pymongo.errors import WriteError
 from healthcare_assets.defs.backup import mongo_backup
 from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.defs.resources import pipeline_settings
-from healthcare_assets.domain import access, audit, backup, encryption, gdpr, local_server
+from healthcare_assets.domain import (
+    access,
+    audit,
+    backup,
+    encryption,
+    gdpr,
+    local_server,
+    master_keys,
+)
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.backup import signing
 from healthcare_assets.domain.deployment_databases import databases
@@ -155,7 +163,7 @@ def test_a_backup_holds_no_secret(loaded, tmp_path):
     written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path))
     secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
                "admin password": uri_parser.parse_uri(loaded.uri())["password"],
-               "master key": os.environ[encryption.MASTER_KEY_VARIABLE]}
+               "master key": os.environ[master_keys.MASTER_KEY_VARIABLE]}
     assert all(len(value) >= 16 for value in secrets.values())
     folder = Path(written.location)
     payload = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
@@ -163,7 +171,7 @@ def test_a_backup_holds_no_secret(loaded, tmp_path):
     assert b"personal_info" in payload  # the search does read the documents
     for name, value in secrets.items():
         assert value.encode() not in payload, name
-    assert encryption.master_key() not in payload
+    assert master_keys.master_key() not in payload
     assert loaded.uri().encode() not in payload
     # the names stay encrypted: a leaked backup without the master key holds none
     dump = folder / databases(loaded.database)["main"] / "hospitalizations.bson.gz"

@@ -13,7 +13,7 @@ import pytest
 
 from healthcare_assets.defs.migration import encrypt_existing_documents
 from healthcare_assets.defs.resources import mongo_resource_from_env
-from healthcare_assets.domain import access, encryption, gdpr, migration
+from healthcare_assets.domain import access, encryption, gdpr, master_keys, migration
 from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
@@ -64,14 +64,14 @@ def test_each_field_has_its_own_data_key_in_the_vault(loaded):
     keys = list(vault.find({"keyAltNames": {"$in": names}}))
     assert sorted(k["keyAltNames"][0] for k in keys) == names == [
         f"{collection.full_name}:administrative_info.doctor", f"{collection.full_name}:personal_info.name"]
-    assert {k["masterKey"]["provider"] for k in keys} == {encryption.local_provider(encryption.master_key())}
+    assert {k["masterKey"]["provider"] for k in keys} == {master_keys.local_provider(master_keys.master_key())}
     # a patient and a doctor of the same name do not share a ciphertext
     cipher = encryption.cipher(collection)
     same = "Ann Lee"
     assert cipher.encrypt("personal_info.name", same) != cipher.encrypt("administrative_info.doctor", same)
     # a second data key under an alt name in use is refused by the index
     with pytest.raises(pymongo.errors.EncryptionError, match="duplicate key|E11000"):
-        cipher.encryption.create_data_key(*encryption.provider(), key_alt_names=[names[0]])
+        cipher.encryption.create_data_key(*master_keys.provider(), key_alt_names=[names[0]])
 
 
 def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(loaded):
@@ -104,11 +104,11 @@ def test_the_validator_refuses_a_clear_name(loaded):
 
 def test_development_master_key_is_generated_once_with_a_warning(data_dir, monkeypatch):
     monkeypatch.delenv("MONGODB_URI", raising=False)
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE, raising=False)
+    monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE, raising=False)
     with pytest.warns(UserWarning, match="development master key"):
-        first = encryption.master_key()
-    assert len(first) == 96 and encryption.master_key() == first
-    stored = secrets_file.read(data_dir)[encryption.MASTER_KEY_VARIABLE]
+        first = master_keys.master_key()
+    assert len(first) == 96 and master_keys.master_key() == first
+    stored = secrets_file.read(data_dir)[master_keys.MASTER_KEY_VARIABLE]
     assert base64.b64decode(stored) == first
     assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
 
@@ -116,9 +116,9 @@ def test_development_master_key_is_generated_once_with_a_warning(data_dir, monke
 @pytest.mark.parametrize("value", ["", "change-me-master-key", base64.b64encode(b"short").decode(), "not base64!"])
 def test_production_refuses_a_missing_placeholder_or_malformed_master_key(data_dir, monkeypatch, value):
     monkeypatch.setenv("MONGODB_URI", "mongodb://db.example:27017/")
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, value)
-    with pytest.raises(ValueError, match=encryption.MASTER_KEY_VARIABLE) as refused:
-        encryption.master_key()
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, value)
+    with pytest.raises(ValueError, match=master_keys.MASTER_KEY_VARIABLE) as refused:
+        master_keys.master_key()
     assert not value or value not in str(refused.value)
     assert not secrets_file.path(data_dir).exists()  # never generated in production
 
@@ -128,12 +128,12 @@ def test_aws_kms_is_chosen_by_its_key_arn(monkeypatch):
     monkeypatch.setenv("HEALTHCARE_KMS_KEY_ARN", arn)
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("HEALTHCARE_KMS_REGION", raising=False)
-    with pytest.raises(encryption.MasterKeyError, match="HEALTHCARE_KMS_REGION"):
-        encryption.provider()
+    with pytest.raises(master_keys.MasterKeyError, match="HEALTHCARE_KMS_REGION"):
+        master_keys.provider()
     monkeypatch.setenv("HEALTHCARE_KMS_REGION", "eu-west-3")
-    assert encryption.provider() == ("aws", {"key": arn, "region": "eu-west-3"})
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, "change-me-master-key")  # .env.example's, unused
-    assert encryption.kms_providers() == {"aws": {}}  # credentials from the AWS environment
+    assert master_keys.provider() == ("aws", {"key": arn, "region": "eu-west-3"})
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, "change-me-master-key")  # .env.example's, unused
+    assert master_keys.kms_providers() == {"aws": {}}  # credentials from the AWS environment
 
 
 # ---- rotation ----------------------------------------------------------------------------------
@@ -150,13 +150,13 @@ def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, smal
     collection = mongo.hospitalizations()
     before = {d["_id"]: d["personal_info"]["name"] for d in collection.find({}, {"personal_info.name": 1})}
     clear = {i: encryption.cipher(collection).decrypt(v) for i, v in list(before.items())[:50]}
-    old, new = os.environ[encryption.MASTER_KEY_VARIABLE], encryption.new_master_key()
+    old, new = os.environ[master_keys.MASTER_KEY_VARIABLE], master_keys.new_master_key()
     vault = mongo.client()[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     mine = {"keyAltNames": {"$in": list(encryption.key_names(collection).values())}}
     wrapped = {k["_id"]: k["keyMaterial"] for k in vault.find(mine)}
 
     refused = rotate_keys(mongo)  # production: the new key must be given
-    assert refused.returncode != 0 and encryption.NEW_MASTER_KEY_VARIABLE in refused.stderr
+    assert refused.returncode != 0 and master_keys.NEW_MASTER_KEY_VARIABLE in refused.stderr
     # From the first rotation on, the session's server may hold keys under `new`: whatever fails,
     # the finally puts them back (keys already under `old` are left as they are).
     try:
@@ -164,12 +164,12 @@ def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, smal
         assert result.returncode == 0, result.stderr
         assert "re-wrapped" in result.stdout and new not in result.stdout + result.stderr
         keys = list(vault.find(mine))
-        assert {k["masterKey"]["provider"] for k in keys} == {encryption.local_provider(base64.b64decode(new))}
+        assert {k["masterKey"]["provider"] for k in keys} == {master_keys.local_provider(base64.b64decode(new))}
         assert all(wrapped[k["_id"]] != k["keyMaterial"] for k in keys)  # the same data keys, wrapped anew
         assert {d["_id"]: d["personal_info"]["name"] for d in collection.find({}, {"personal_info.name": 1})} == before
-        monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, new)
+        monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, new)
         assert {i: encryption.cipher(collection).decrypt(before[i]) for i in clear} == clear
-        monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, old)
+        monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, old)
         with pytest.raises(pymongo.errors.EncryptionError):
             encryption.cipher(collection).decrypt(next(iter(before.values())))
         # run again (an interrupted rotation is finished so): nothing is left under the old key
@@ -183,23 +183,23 @@ def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, smal
 def test_development_rotation_keeps_the_new_key_before_it_rewraps(mongo, data_dir, small_csv, monkeypatch):
     uri = os.environ["MONGODB_URI"]
     monkeypatch.delenv("MONGODB_URI")  # a development installation, whose key is in secrets.env
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     with pytest.warns(UserWarning, match="development master key"):
-        old = encryption.master_key()
+        old = master_keys.master_key()
     monkeypatch.setenv("MONGODB_URI", uri)
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, base64.b64encode(old).decode())  # the same key
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, base64.b64encode(old).decode())  # the same key
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     doc = collection.find_one({"_id": {"$exists": True}})
     clear = encryption.cipher(collection).decrypt_document(doc)
     monkeypatch.delenv("MONGODB_URI")
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     with pytest.warns(UserWarning):
         rewrapped = encryption.rotate_master_key(collection.database.client, [encryption.KEY_VAULT])
     assert rewrapped[encryption.KEY_VAULT] == 2  # this test's keys only: the others are under the session's
     stored = secrets_file.read(data_dir)
-    new = base64.b64decode(stored[encryption.MASTER_KEY_VARIABLE])
-    assert new != old and stored[encryption.NEW_MASTER_KEY_VARIABLE] == ""
+    new = base64.b64decode(stored[master_keys.MASTER_KEY_VARIABLE])
+    assert new != old and stored[master_keys.NEW_MASTER_KEY_VARIABLE] == ""
     with pytest.warns(UserWarning):
         assert encryption.cipher(collection).decrypt_document(doc) == clear
 

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 from bson import json_util
 
-from healthcare_assets.domain import access, encryption, gdpr, privacy
+from healthcare_assets.domain import access, encryption, gdpr, master_keys, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import REPO
@@ -355,9 +355,9 @@ def test_an_export_without_the_master_key_says_which_key_to_bring(mongo, data_di
     with open(small_csv, newline="") as f:
         name = gdpr.normalized(list(csv.reader(f))[10][0])
     assert materialize(small_csv, mongo).success
-    wrapping = encryption.local_provider(encryption.master_key())
+    wrapping = master_keys.local_provider(master_keys.master_key())
     env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir),
-           encryption.MASTER_KEY_VARIABLE: encryption.new_master_key()}
+           master_keys.MASTER_KEY_VARIABLE: master_keys.new_master_key()}
     result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "export-patient", "--name", name,
                              "--all", "--out", str(data_dir / "export.json")], check=False, env=env,
                             capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ import sys
 import bson
 import pytest
 
-from healthcare_assets.domain import backup, encryption
+from healthcare_assets.domain import backup, encryption, master_keys
 from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets_tests.fixtures.environment import REPO
@@ -54,7 +54,7 @@ def b64(key: bytes) -> str:
 def loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, key: str):
     """The small export loaded and backed up, its data keys wrapped by `key` alone (the session's
     other keys stay under the session's key, so a rotation here re-wraps this test's only)."""
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, key)
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, key)
     assert materialize(small_csv, mongo).success
     written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), str(tmp_path / "backups"))
     before = names(mongo.hospitalizations())
@@ -67,36 +67,36 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
                                                                     monkeypatch):
     uri = os.environ["MONGODB_URI"]
     monkeypatch.delenv("MONGODB_URI")  # a development installation: its key in secrets.env
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
-    old = encryption.master_key()
+    monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
+    old = master_keys.master_key()
     monkeypatch.setenv("MONGODB_URI", uri)
     location, before = loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, b64(old))
 
     monkeypatch.delenv("MONGODB_URI")
-    monkeypatch.delenv(encryption.MASTER_KEY_VARIABLE)
+    monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     client = mongo.client()
     assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
     backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
-    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(old)}
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(old)}
     assert names(mongo.hospitalizations()) == before
     stored = secrets_file.read(data_dir)
-    new = base64.b64decode(stored[encryption.MASTER_KEY_VARIABLE])
+    new = base64.b64decode(stored[master_keys.MASTER_KEY_VARIABLE])
     assert new != old and stored[RETIRED].split(",") == [b64(old)]  # kept, not overwritten
     assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
-    assert encryption.wrapping_problems(backed_up_keys(location)) == []
+    assert master_keys.wrapping_problems(backed_up_keys(location)) == []
 
     # The next rotation re-wraps the restored keys too: nothing live stays under a retired key.
     assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
     stored = secrets_file.read(data_dir)
-    newest = base64.b64decode(stored[encryption.MASTER_KEY_VARIABLE])
+    newest = base64.b64decode(stored[master_keys.MASTER_KEY_VARIABLE])
     assert stored[RETIRED].split(",") == [b64(old), b64(new)]
-    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(newest)}
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(newest)}
     assert names(mongo.hospitalizations()) == before
     # The backup still needs the oldest key; nothing needs the middle one any more.
     store, catalog = LocalStore(tmp_path / "backups"), backup.Catalog(mongo.database)
     assert backup.forget_unneeded_master_keys(client, store, catalog)[0] == []  # not yet read back: kept
     backup.mark_verified(backup.open_backup(location), {})
-    assert backup.forget_unneeded_master_keys(client, store, catalog) == ([encryption.local_provider(new)], None)
+    assert backup.forget_unneeded_master_keys(client, store, catalog) == ([master_keys.local_provider(new)], None)
     assert secrets_file.read(data_dir)[RETIRED] == b64(old)
     backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
     assert names(mongo.hospitalizations()) == before
@@ -104,28 +104,28 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
 
 def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mongo, small_csv, tmp_path,
                                                                             monkeypatch):
-    old, new = encryption.new_master_key(), encryption.new_master_key()
+    old, new = master_keys.new_master_key(), master_keys.new_master_key()
     location, before = loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, old)
 
     # docs/deployment.md: set HEALTHCARE_NEW_MASTER_KEY, run rotate-keys, then move the old key to
     # the retired keys and the new one to HEALTHCARE_MASTER_KEY.
     result = rotate_keys(mongo, HEALTHCARE_MASTER_KEY=old, HEALTHCARE_NEW_MASTER_KEY=new)
     assert result.returncode == 0, result.stderr
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, new)
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, new)
     monkeypatch.setenv(RETIRED, old)
-    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {encryption.local_provider(base64.b64decode(new))}
+    assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(base64.b64decode(new))}
 
     backup.restore(backup.open_backup(location), mongo.client(), mongo.database, drop=True)
     assert names(mongo.hospitalizations()) == before
     said = result.stdout + result.stderr  # the command says what to move where, never a key
     assert RETIRED in said and old not in said and new not in said
-    assert encryption.local_provider(base64.b64decode(old)) in said
-    assert encryption.wrapping_problems(backed_up_keys(location)) == []
+    assert master_keys.local_provider(base64.b64decode(old)) in said
+    assert master_keys.wrapping_problems(backed_up_keys(location)) == []
 
     # Without the retired key, the restore's check says which key is missing, by digest only.
     monkeypatch.delenv(RETIRED)
-    problems = encryption.wrapping_problems(backed_up_keys(location))
-    digest = encryption.local_provider(base64.b64decode(old)).partition(":")[2]
+    problems = master_keys.wrapping_problems(backed_up_keys(location))
+    digest = master_keys.local_provider(base64.b64decode(old)).partition(":")[2]
     assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
     stays = mongo.hospitalizations().count_documents({})
     with pytest.raises(backup.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
@@ -133,5 +133,5 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     assert mongo.hospitalizations().count_documents({}) == stays > 0
     # In production nothing is removed: forget_retired_keys says what the operator may remove.
     monkeypatch.setenv(RETIRED, f"{old},{new}")
-    assert encryption.forget_retired_keys(set()) == [encryption.local_provider(base64.b64decode(old))]
+    assert master_keys.forget_retired_keys(set()) == [master_keys.local_provider(base64.b64decode(old))]
     assert os.environ[RETIRED] == f"{old},{new}"

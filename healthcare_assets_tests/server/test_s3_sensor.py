@@ -16,7 +16,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from healthcare_assets.defs import s3_drops as sensors
-from healthcare_assets.defs.resources import pipeline_settings, s3_drops
+from healthcare_assets.defs.resources import pipeline_settings, resources
 from healthcare_assets.defs.s3_drops import (
     SOURCE_ETAG_TAG,
     SOURCE_KEY_TAG,
@@ -54,7 +54,7 @@ def drop_defs(mongo) -> dg.Definitions:
         assets=DEFS.assets,
         asset_checks=DEFS.asset_checks,
         sensors=[drop_sensor()],
-        resources={"mongo": mongo, "s3": s3_drops(), "settings": pipeline_settings()},
+        resources={"mongo": mongo, "s3": resources()["s3"], "settings": pipeline_settings()},
     )
 
 
@@ -70,7 +70,7 @@ def tick(drop_defs: dg.Definitions, instance, cursor: str | None):
     """One sensor evaluation in a fresh context, as the daemon does after reading the stored cursor."""
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=drop_defs,
-        resources={"s3": s3_drops(), "settings": pipeline_settings()},
+        resources={"s3": resources()["s3"], "settings": pipeline_settings()},
     )
     return drop_defs.resolve_sensor_def("s3_csv_drop_sensor").evaluate_tick(context)
 

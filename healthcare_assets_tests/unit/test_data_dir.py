@@ -11,7 +11,7 @@ def test_the_checkout_is_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HEALTHCARE_DATA_DIR", raising=False)
     assert settings.checkout() == REPO
-    assert settings.data_dir_and_origin() == (REPO / ".data", "this checkout")
+    assert settings.environment().data_dir_and_origin() == (REPO / ".data", "this checkout")
     assert PipelineSettings().default_source() == str(REPO / "data" / "healthcare_dataset.csv")
     assert PipelineSettings(import_dir=str(tmp_path)).import_roots() == [REPO / "data", tmp_path]
 
@@ -19,7 +19,7 @@ def test_the_checkout_is_found_from_any_folder(tmp_path, monkeypatch):
 def test_the_variable_wins_and_a_relative_one_is_from_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", "mine")
-    assert settings.data_dir_and_origin() == (tmp_path / "mine", "HEALTHCARE_DATA_DIR")
+    assert settings.environment().data_dir_and_origin() == (tmp_path / "mine", "HEALTHCARE_DATA_DIR")
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", "")  # set but empty: as if unset, never the current folder
     assert settings.data_dir() == REPO / ".data"
 
@@ -31,7 +31,7 @@ def test_an_installed_package_uses_the_per_user_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("HEALTHCARE_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert settings.data_dir_and_origin() == (tmp_path / "xdg" / "healthcare-assets", "per-user")
+    assert settings.environment().data_dir_and_origin() == (tmp_path / "xdg" / "healthcare-assets", "per-user")
     monkeypatch.setenv("XDG_DATA_HOME", "relative")  # the specification says to ignore it
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert settings.data_dir() == tmp_path / "home" / ".local" / "share" / "healthcare-assets"

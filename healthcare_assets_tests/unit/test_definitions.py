@@ -61,7 +61,7 @@ def test_resources_are_chosen_per_environment_and_read_at_run_time(monkeypatch, 
     secret = "mongodb://admin_master:a-secret-password@db.example:27017/"
     monkeypatch.setenv("MONGODB_URI", secret)
     monkeypatch.setenv("HEALTHCARE_QUARANTINE_CEILING", "0.2")
-    found = resources().resources
+    found = resources()
     assert type(found["mongo"]) is MongoResource and "a-secret-password" not in repr(found["mongo"])
     assert found["mongo"].mongodb_uri == dg.EnvVar("MONGODB_URI")
     assert found["settings"].quarantine_ceiling == dg.EnvVar("HEALTHCARE_QUARANTINE_CEILING")
@@ -70,7 +70,7 @@ def test_resources_are_chosen_per_environment_and_read_at_run_time(monkeypatch, 
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.delenv("HEALTHCARE_QUARANTINE_CEILING")
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
-    found = resources().resources
+    found = resources()
     assert isinstance(found["mongo"], EmbeddedMongoResource)
     assert found["mongo"].data_dir == dg.EnvVar("HEALTHCARE_DATA_DIR")
     assert found["settings"].ceiling() == 0.05  # unset: today's default

@@ -152,3 +152,17 @@ def test_only_plumbing_asks_which_server_it_talks_to():
                                                   in SERVER_QUESTIONS for a in node.args):
                 found.append(f"{module}:{node.lineno} {ast.unparse(node)[:80]}")
     assert not found, "\n".join(found)
+
+
+def test_the_environment_is_read_in_at_most_three_places_outside_the_cli_and_the_bench():
+    """Configuration reaches the code as arguments and resources built from one read
+    (settings.environment()), never from os.environ here and there."""
+    cli = ("tooling/cli.py", "tooling/runs.py", "tooling/summary.py", "tooling/*_commands.py", "tooling/bench/**/*.py")
+    exempt = {p for pattern in cli for p in PACKAGE.glob(pattern)}
+    reads = [f"{path.relative_to(PACKAGE)}:{node.lineno}" for path in sorted(PACKAGE.rglob("*.py")) if path not in exempt
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+             and node.attr in ("environ", "environb", "getenv", "getenvb")
+             or isinstance(node, ast.ImportFrom) and node.module == "os"
+             and {a.name for a in node.names} & {"environ", "environb", "getenv", "getenvb"}]
+    assert len(reads) <= 3, f"{len(reads)} reads of the environment: {reads}"

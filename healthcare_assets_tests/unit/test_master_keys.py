@@ -8,17 +8,17 @@ import uuid
 import pytest
 from bson.binary import Binary, UuidRepresentation
 
-from healthcare_assets.domain import encryption
+from healthcare_assets.domain import master_keys
 from healthcare_assets.plumbing import secrets_file
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@db.example:27017/"
 ARN = "arn:aws:kms:eu-west-3:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 OLD_ARN = "arn:aws:kms:eu-west-1:111122223333:key/0000abcd-12ab-34cd-56ef-1234567890ab"
-CURRENT, RETIRED, UNKNOWN = (encryption.new_master_key() for _ in range(3))
+CURRENT, RETIRED, UNKNOWN = (master_keys.new_master_key() for _ in range(3))
 
 
 def name(key: str) -> str:
-    return encryption.local_provider(base64.b64decode(key))
+    return master_keys.local_provider(base64.b64decode(key))
 
 
 def data_key(master, alt: str = "healthcare_db.hospitalizations:personal_info.name") -> dict:
@@ -31,11 +31,11 @@ def production(monkeypatch, tmp_path):
     """Production: every key from the environment; a local key, a retired one and AWS KMS."""
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
-    monkeypatch.setenv(encryption.MASTER_KEY_VARIABLE, CURRENT)
-    monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, RETIRED)
+    monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, CURRENT)
+    monkeypatch.setenv(master_keys.RETIRED_KEYS_VARIABLE, RETIRED)
     monkeypatch.setenv("HEALTHCARE_KMS_KEY_ARN", ARN)
     monkeypatch.setenv("HEALTHCARE_KMS_REGION", "eu-west-3")
-    monkeypatch.setenv(encryption.RETIRED_ARNS_VARIABLE, OLD_ARN)
+    monkeypatch.setenv(master_keys.RETIRED_ARNS_VARIABLE, OLD_ARN)
     return tmp_path / "data"
 
 
@@ -43,8 +43,8 @@ def test_keys_held_are_accepted(production):
     accepted = [data_key({"provider": name(CURRENT)}), data_key({"provider": name(RETIRED)}),
                 data_key({"provider": "aws", "key": ARN, "region": "eu-west-3"}),
                 data_key({"provider": "aws", "key": OLD_ARN, "region": "eu-west-1"})]
-    assert encryption.wrapping_problems(accepted) == []
-    assert set(encryption.kms_providers()) == {"aws", name(CURRENT), name(RETIRED)}
+    assert master_keys.wrapping_problems(accepted) == []
+    assert set(master_keys.kms_providers()) == {"aws", name(CURRENT), name(RETIRED)}
 
 
 HOSTILE = {
@@ -69,55 +69,55 @@ HOSTILE = {
 
 @pytest.mark.parametrize("case", HOSTILE)
 def test_a_key_not_held_or_not_to_be_accepted_is_named_in_one_sentence(production, case):
-    problems = encryption.wrapping_problems([data_key({"provider": name(CURRENT)}), data_key(HOSTILE[case])])
+    problems = master_keys.wrapping_problems([data_key({"provider": name(CURRENT)}), data_key(HOSTILE[case])])
     assert len(problems) == 1, problems
     assert problems[0].startswith("data key healthcare_db.hospitalizations:personal_info.name ")
     assert not any(key in problems[0] for key in (CURRENT, RETIRED, UNKNOWN))
 
 
 def test_the_message_says_which_key_to_set(production):
-    [problem] = encryption.wrapping_problems([data_key({"provider": name(UNKNOWN)})])
+    [problem] = master_keys.wrapping_problems([data_key({"provider": name(UNKNOWN)})])
     digest = name(UNKNOWN).partition(":")[2]
     assert f"master key local:{digest}, which this installation does not hold" in problem
-    assert encryption.MASTER_KEY_VARIABLE in problem and f"digest is {digest}" in problem
-    [endpoint] = encryption.wrapping_problems([data_key(HOSTILE["aws with an endpoint"])])
+    assert master_keys.MASTER_KEY_VARIABLE in problem and f"digest is {digest}" in problem
+    [endpoint] = master_keys.wrapping_problems([data_key(HOSTILE["aws with an endpoint"])])
     assert "custom endpoint" in endpoint and "another host" in endpoint and "kms.evil.example" not in endpoint
 
 
 def test_a_hostile_name_is_shown_short_and_printable(production):
     alt = "x\n\x1b[31mfake line" + "y" * 500
-    [problem] = encryption.wrapping_problems([data_key({"provider": "kmip"}, alt)])
+    [problem] = master_keys.wrapping_problems([data_key({"provider": "kmip"}, alt)])
     assert "\n" not in problem and "\x1b" not in problem and len(problem) < 400
-    [no_alt] = encryption.wrapping_problems([{"_id": 7, "masterKey": {"provider": "kmip"}}])
+    [no_alt] = master_keys.wrapping_problems([{"_id": 7, "masterKey": {"provider": "kmip"}}])
     assert no_alt.startswith("data key 7 ")
     key_id = uuid.uuid4()
-    [by_id] = encryption.wrapping_problems([{"_id": Binary.from_uuid(key_id), "masterKey": {"provider": "gcp"}}])
+    [by_id] = master_keys.wrapping_problems([{"_id": Binary.from_uuid(key_id), "masterKey": {"provider": "gcp"}}])
     assert by_id.startswith(f"data key {key_id} ")
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"short").decode()])
 def test_a_malformed_retired_key_is_refused_by_name_never_by_value(production, monkeypatch, value):
-    monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, f"{RETIRED}, {value}")
-    with pytest.raises(encryption.MasterKeyError, match=rf"{encryption.RETIRED_KEYS_VARIABLE} \(entry 2\)") as refused:
-        encryption.kms_providers()
+    monkeypatch.setenv(master_keys.RETIRED_KEYS_VARIABLE, f"{RETIRED}, {value}")
+    with pytest.raises(master_keys.MasterKeyError, match=rf"{master_keys.RETIRED_KEYS_VARIABLE} \(entry 2\)") as refused:
+        master_keys.kms_providers()
     assert value not in str(refused.value) and RETIRED not in str(refused.value)
 
 
 def test_a_placeholder_or_empty_retired_list_holds_no_key(production, monkeypatch):
     for value in ("change-me-retired-master-keys", "", " , "):
-        monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, value)
-        assert set(encryption.kms_providers()) == {"aws", name(CURRENT)}
-    monkeypatch.setenv(encryption.RETIRED_ARNS_VARIABLE, "arn:aws:s3:::not-a-kms-key")
-    with pytest.raises(encryption.MasterKeyError, match=encryption.RETIRED_ARNS_VARIABLE):
-        encryption.kms_providers()
+        monkeypatch.setenv(master_keys.RETIRED_KEYS_VARIABLE, value)
+        assert set(master_keys.kms_providers()) == {"aws", name(CURRENT)}
+    monkeypatch.setenv(master_keys.RETIRED_ARNS_VARIABLE, "arn:aws:s3:::not-a-kms-key")
+    with pytest.raises(master_keys.MasterKeyError, match=master_keys.RETIRED_ARNS_VARIABLE):
+        master_keys.kms_providers()
 
 
 def test_production_only_reports_the_retired_keys_no_backup_needs(production, monkeypatch):
-    monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, f"{RETIRED},{UNKNOWN},{CURRENT}")
+    monkeypatch.setenv(master_keys.RETIRED_KEYS_VARIABLE, f"{RETIRED},{UNKNOWN},{CURRENT}")
     in_use = {name(RETIRED), name(CURRENT), "aws:" + ARN}
-    assert encryption.retired_keys_needed(in_use) == encryption.RetiredKeys(
+    assert master_keys.retired_keys_needed(in_use) == master_keys.RetiredKeys(
         needed=[name(RETIRED)], removable=sorted(["aws:" + OLD_ARN, name(UNKNOWN)]))
-    assert encryption.forget_retired_keys(in_use) == sorted(["aws:" + OLD_ARN, name(UNKNOWN)])
+    assert master_keys.forget_retired_keys(in_use) == sorted(["aws:" + OLD_ARN, name(UNKNOWN)])
     assert not secrets_file.path(production).exists()  # nothing written: the operator removes them
 
 
@@ -125,24 +125,24 @@ def test_production_only_reports_the_retired_keys_no_backup_needs(production, mo
 def test_development_forgets_a_retired_key_only_when_no_backup_uses_it(monkeypatch, tmp_path):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(data_dir))
-    for variable in ("MONGODB_URI", encryption.MASTER_KEY_VARIABLE, encryption.RETIRED_KEYS_VARIABLE,
-                     "HEALTHCARE_KMS_KEY_ARN", encryption.RETIRED_ARNS_VARIABLE):
+    for variable in ("MONGODB_URI", master_keys.MASTER_KEY_VARIABLE, master_keys.RETIRED_KEYS_VARIABLE,
+                     "HEALTHCARE_KMS_KEY_ARN", master_keys.RETIRED_ARNS_VARIABLE):
         monkeypatch.delenv(variable, raising=False)
-    secrets_file.store({"HEALTHCARE_PSEUDONYM_KEY": "kept-as-it-is", encryption.MASTER_KEY_VARIABLE: CURRENT,
-                        encryption.RETIRED_KEYS_VARIABLE: f"{RETIRED},{UNKNOWN},{CURRENT}"})
-    assert set(encryption.kms_providers()) == {name(CURRENT), name(RETIRED), name(UNKNOWN)}
+    secrets_file.store({"HEALTHCARE_PSEUDONYM_KEY": "kept-as-it-is", master_keys.MASTER_KEY_VARIABLE: CURRENT,
+                        master_keys.RETIRED_KEYS_VARIABLE: f"{RETIRED},{UNKNOWN},{CURRENT}"})
+    assert set(master_keys.kms_providers()) == {name(CURRENT), name(RETIRED), name(UNKNOWN)}
 
-    assert encryption.forget_retired_keys({name(RETIRED), name(UNKNOWN), name(CURRENT)}) == []
-    assert encryption.forget_retired_keys({name(RETIRED)}) == [name(UNKNOWN)]
+    assert master_keys.forget_retired_keys({name(RETIRED), name(UNKNOWN), name(CURRENT)}) == []
+    assert master_keys.forget_retired_keys({name(RETIRED)}) == [name(UNKNOWN)]
     stored = secrets_file.read(data_dir)
-    assert stored[encryption.RETIRED_KEYS_VARIABLE] == f"{RETIRED},{CURRENT}"  # the current key is never dropped
-    assert stored[encryption.MASTER_KEY_VARIABLE] == CURRENT and stored["HEALTHCARE_PSEUDONYM_KEY"] == "kept-as-it-is"
-    assert encryption.forget_retired_keys(set()) == [name(RETIRED)]
+    assert stored[master_keys.RETIRED_KEYS_VARIABLE] == f"{RETIRED},{CURRENT}"  # the current key is never dropped
+    assert stored[master_keys.MASTER_KEY_VARIABLE] == CURRENT and stored["HEALTHCARE_PSEUDONYM_KEY"] == "kept-as-it-is"
+    assert master_keys.forget_retired_keys(set()) == [name(RETIRED)]
     stored = secrets_file.read(data_dir)
-    assert stored[encryption.RETIRED_KEYS_VARIABLE] == CURRENT and stored[encryption.MASTER_KEY_VARIABLE] == CURRENT
+    assert stored[master_keys.RETIRED_KEYS_VARIABLE] == CURRENT and stored[master_keys.MASTER_KEY_VARIABLE] == CURRENT
     assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
-    assert set(encryption.kms_providers()) == {name(CURRENT)}
+    assert set(master_keys.kms_providers()) == {name(CURRENT)}
     # A key of the environment is held too, and left to whoever set it.
-    monkeypatch.setenv(encryption.RETIRED_KEYS_VARIABLE, UNKNOWN)
-    assert set(encryption.kms_providers()) == {name(CURRENT), name(UNKNOWN)}
-    assert encryption.forget_retired_keys(set()) == []
+    monkeypatch.setenv(master_keys.RETIRED_KEYS_VARIABLE, UNKNOWN)
+    assert set(master_keys.kms_providers()) == {name(CURRENT), name(UNKNOWN)}
+    assert master_keys.forget_retired_keys(set()) == []

@@ -49,7 +49,7 @@ class Catalog:
     """The configured deployment (its main database `main`), as a restore sees it."""
 
     def __init__(self, main: str):
-        self.main, self.dbs, self.collection = main, databases(main), settings.collection_name()
+        self.main, self.dbs, self.collection = main, databases(main), settings.environment().collection
 
     def allowed(self) -> set[str]:
         return {*self.dbs.values(), KEY_VAULT_DB}

@@ -64,7 +64,7 @@ class Erasures:
     backed_up: set[str]  # the backup's own list
     main: str
     targets: dict[str, str]
-    collection: str = field(default_factory=settings.collection_name)
+    collection: str = field(default_factory=lambda: settings.environment().collection)
     kept_out: Counter = field(default_factory=Counter)  # "db.collection" of the target -> stays
     patients: set[str] = field(default_factory=set)  # keyed ids whose stays were kept out
 
@@ -131,7 +131,7 @@ class Erasures:
 def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:
     """Per collection of stays as backed up ("db.collection"): the stays of patients on the live
     erasure list (of `main` on `source`) found in what was restored."""
-    collection = settings.collection_name()
+    collection = settings.environment().collection
     ids = audit.erased_patient_ids(source[main])
     found = {}
     for db in (main, databases(main)["doctor_app"]):

@@ -2,7 +2,7 @@
 
 Before: every key document of the backup's key vaults (the shared one and the doctor app's)
 names only this deployment's databases, and is wrapped by a master key this installation holds
-and accepts (encryption.wrapping_problems: the current or a retired local key, or the configured
+and accepts (master_keys.wrapping_problems: the current or a retired local key, or the configured
 AWS KMS key and region without a custom endpoint). A key wrapped by anything else would send
 this deployment's names to whoever holds that key, or leave them unreadable.
 
@@ -21,7 +21,7 @@ from bson import decode
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from healthcare_assets.domain import encryption
+from healthcare_assets.domain import encryption, master_keys
 from healthcare_assets.domain.backup.catalog import Catalog
 from healthcare_assets.domain.backup.files import BackupError, backups
 from healthcare_assets.domain.backup.reading import good_manifest
@@ -53,7 +53,7 @@ def judge_keys(backup, catalog: Catalog) -> list[str]:
             problems.append(f"data key {doc.get('_id')!r} in {db}.{KEY_VAULT_COLLECTION} is named "
                             f"{foreign or 'nothing'}, not after this deployment's databases")
         documents.append(doc)
-    return problems + encryption.wrapping_problems(documents)
+    return problems + master_keys.wrapping_problems(documents)
 
 
 def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
@@ -86,7 +86,7 @@ def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) ->
     try:
         if not retired_master_keys() and not retired_kms_keys():
             return [], None  # nothing retired: nothing to judge (nor a current key to read)
-    except encryption.MasterKeyError as exc:  # the backup stands; the keys' housekeeping waits for a fix
+    except master_keys.MasterKeyError as exc:  # the backup stands; the keys' housekeeping waits for a fix
         return [], f"kept every retired master key: {exc}"
     in_use, unknown = set(), 0
     for name in backups(store):
@@ -95,8 +95,8 @@ def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) ->
         except BackupError:
             unknown += 1
             continue
-        in_use |= {encryption.wrapped_by(key["master_key"]) for key in manifest.get("keys", [])}
+        in_use |= {master_keys.wrapped_by(key["master_key"]) for key in manifest.get("keys", [])}
     if unknown:
         return [], f"kept every retired master key: {unknown} backup folder(s) without a signed key list"
     in_use |= encryption.providers_in_vaults(client, [f"{db}.{KEY_VAULT_COLLECTION}" for db in _vaults(catalog)])
-    return encryption.forget_retired_keys(in_use), None
+    return master_keys.forget_retired_keys(in_use), None

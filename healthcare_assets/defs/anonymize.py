@@ -20,7 +20,6 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.release_checks import CHECKS, Outcome, check_results, k_and_share
 from healthcare_assets.domain import audit, encryption, generalization, privacy
 from healthcare_assets.domain.previews import check_specs
-from healthcare_assets.domain.release import Release
 from healthcare_assets.domain.release.bookkeeping import AppliedSources, Plan, Rebuilt
 from healthcare_assets.domain.release.findings import (
     Findings,
@@ -31,6 +30,7 @@ from healthcare_assets.domain.release.findings import (
 )
 from healthcare_assets.domain.release.lease import Lease
 from healthcare_assets.domain.release.planning import released_fields
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.mongo import MongoResource
 

@@ -81,14 +81,11 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig,
                          {"malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines})
     return dg.Output(
         staged,
-        metadata={
-            "dagster/row_count": reader.rows,
-            "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
-            **source.as_metadata(),
-            "malformed_rows": malformed,
-            "blank_lines_skipped": reader.blank_lines,
-            "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS)),
-        },
+        metadata={"dagster/row_count": reader.rows,
+                  "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
+                  **source.as_metadata(), "malformed_rows": malformed,
+                  "blank_lines_skipped": reader.blank_lines,
+                  "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS))},
     )
 
 

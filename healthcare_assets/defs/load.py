@@ -19,7 +19,7 @@ from healthcare_assets.domain.collection_definitions import (
     HOSPITALIZATION_OPTIONS,
 )
 from healthcare_assets.domain.previews import check_specs
-from healthcare_assets.domain.release import DUPLICATE_KEY, loading
+from healthcare_assets.domain.release.bookkeeping import loading
 from healthcare_assets.domain.schema import (
     DOCUMENT_JSON_SCHEMA,
     document_body,
@@ -27,6 +27,7 @@ from healthcare_assets.domain.schema import (
     to_document,
 )
 from healthcare_assets.plumbing import document_counts, scans, staging
+from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame, sample_rows
 

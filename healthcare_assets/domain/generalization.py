@@ -243,8 +243,7 @@ UNIQUENESS_ROWS = (("age_range", "gender", "blood_type", "medical_condition"), (
 
 def _uniqueness_row(added: tuple, fields: list, sizes, total: int) -> dict:
     return {"quasi_identifiers": ", ".join(added) if len(fields) == len(added) else "+ " + ", ".join(added),
-            "stays": total,
-            "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
+            "stays": total, "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
             "under_k": round(float(sizes[sizes < K_ANONYMITY].sum()) / total, 4) if total else 0.0}
 
 

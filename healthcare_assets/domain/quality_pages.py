@@ -102,19 +102,11 @@ def page_data(run_id: str, source: dict, counts: dict) -> dict:
     """The run's page as far as it is known: the counts so far (None: not counted yet), no suite
     yet, not passed (a validated run adds its suites and verdict; a blocked one, what blocked it).
     `counts` holds counts and reasons only, never a patient's value."""
-    return {
-        "run_id": run_id,
-        "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
-        "rows": {k: counts.get(k) for k in ROW_COUNTS},
-        "repairs": {k: counts.get(k) for k in REPAIRS},
-        "quarantined_by_reason": counts.get("quarantined_by_reason", {}),
-        "chunks": 0,
-        "suites": [],
-        "passed": False,
-        "identifying_columns": list(IDENTIFYING_COLUMNS),
-        "blocked": [],
-    }
+    return {"run_id": run_id, "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
+            "rows": {k: counts.get(k) for k in ROW_COUNTS}, "repairs": {k: counts.get(k) for k in REPAIRS},
+            "quarantined_by_reason": counts.get("quarantined_by_reason", {}), "chunks": 0, "suites": [],
+            "passed": False, "identifying_columns": list(IDENTIFYING_COLUMNS), "blocked": []}
 
 
 def record_blocked(run_id: str, by: str, description: str, new: dict | None, keep: int | None) -> Path | None:

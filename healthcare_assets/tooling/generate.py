@@ -1,22 +1,13 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, defects included.
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public
+export's known defects: names in random letter case, some with honorifics or suffixes; hospital
+names with scrambled word order (faker_pools); exactly `negative_billing` negative bills and
+exactly `duplicates` exact copies of an earlier row. Duplicates only copy rows with a non-negative
+bill, so a correct cleaning step removes exactly `duplicates` rows and corrects exactly
+`negative_billing` amounts.
 
-The public Kaggle "healthcare dataset" is itself Faker-made; this module reproduces its schema
-and its known defects so the pipeline is exercised on realistic input:
-
-- patient names in random letter case per character ("LesLie TErRy"), some with Faker's
-  honorifics or suffixes ("Mrs. Brandy FLOWERS", "Desiree Williams MD");
-- hospital names from Faker's company(), some with scrambled word order and a trailing comma
-  ("Sons and Miller", "Hernandez Rogers and Vang,");
-- exactly `negative_billing` negative billing amounts;
-- exactly `duplicates` rows that are exact copies of an earlier row.
-
-Duplicates only copy rows with a non-negative bill, so the two defects never overlap: a correct
-cleaning step removes exactly `duplicates` rows and corrects exactly `negative_billing` amounts.
-
-Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker
-version: Faker, numpy and `random` are all seeded, and nothing reads the clock.
-Rows are written in chunks; memory stays bounded apart from 8 bytes per row kept to prove that
-no two original rows are identical.
+Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version
+(everything seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a
+row kept to prove that no two original rows are identical.
 """
 
 from __future__ import annotations
@@ -67,12 +58,8 @@ def default_negative_billing(rows: int) -> int:
     return round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
 
 
-def _original_rows(
-    count: int,
-    negative: np.ndarray,
-    rng: np.random.Generator,
-    pools: Pools,
-) -> tuple[list[tuple], np.ndarray]:
+def _original_rows(count: int, negative: np.ndarray, rng: np.random.Generator,
+                   pools: Pools) -> tuple[list[tuple], np.ndarray]:
     """`count` fresh rows in CSV column order; `negative` marks the rows whose bill is below 0."""
     prefixes, cores, suffixes, doctors, hospitals = pools
 
@@ -85,11 +72,8 @@ def _original_rows(
     span = (LAST_ADMISSION - FIRST_ADMISSION).days + 1
     admitted = np.datetime64(FIRST_ADMISSION, "D") + rng.integers(0, span, count)
     discharged = admitted + rng.integers(STAY_MIN, STAY_MAX + 1, count)
-    billing = np.where(
-        negative,
-        rng.uniform(BILLING_LOW, -0.01, count),  # strictly below zero, never -0.0
-        rng.uniform(0.0, BILLING_HIGH, count),
-    )
+    # strictly below zero, never -0.0
+    billing = np.where(negative, rng.uniform(BILLING_LOW, -0.01, count), rng.uniform(0.0, BILLING_HIGH, count))
     columns = {
         "name": names,
         "age": rng.integers(AGE_MIN, AGE_MAX + 1, count).tolist(),
@@ -110,13 +94,8 @@ def _original_rows(
     return list(zip(*(columns[field] for field in CSV_COLUMNS))), billing
 
 
-def _rows(
-    rows: int,
-    seed: int,
-    duplicates: int,
-    negative_billing: int,
-    originals_billing: list[np.ndarray],
-) -> Iterator[list[tuple]]:
+def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
+          originals_billing: list[np.ndarray]) -> Iterator[list[tuple]]:
     """Yield the data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
@@ -173,25 +152,15 @@ def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | No
         raise ValueError(f"duplicates must be from 0 to rows - 1 ({rows - 1}), got {duplicates}")
     originals = rows - duplicates
     if not 0 <= negative_billing < originals:
-        raise ValueError(
-            f"negative_billing must be between 0 and {originals - 1} "
-            f"(rows - duplicates - 1), got {negative_billing}"
-        )
+        raise ValueError(f"negative_billing must be between 0 and {originals - 1} "
+                         f"(rows - duplicates - 1), got {negative_billing}")
     return duplicates, negative_billing
 
 
-def generate_csv(
-    rows: int,
-    seed: int,
-    out: str | Path,
-    duplicates: int | None = None,
-    negative_billing: int | None = None,
-) -> dict:
-    """Write `rows` data rows (duplicates included) to `out`; return what was written.
-
-    `duplicates` and `negative_billing` default to the original export's counts
-    (534 and 106 per 55,500 rows), scaled to `rows` and rounded.
-    """
+def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None = None,
+                 negative_billing: int | None = None) -> dict:
+    """Write `rows` data rows (duplicates included) to `out`; return what was written. The defects
+    default to the original export's counts (534 and 106 per 55,500 rows), scaled to `rows`."""
     duplicates, negative_billing = _defect_counts(rows, duplicates, negative_billing)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,49 +181,25 @@ def generate_csv(
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, out)
-    return {
-        "rows": rows,
-        "duplicates": duplicates,
-        "negative_billing": negative_billing,
-        "path": str(out),
-    }
+    return {"rows": rows, "duplicates": duplicates, "negative_billing": negative_billing, "path": str(out)}
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `healthcare-assets generate`."""
-    parser.add_argument(
-        "--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included"
-    )
+    parser.add_argument("--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
-    parser.add_argument(
-        "--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
-        help="CSV to write (default: the committed export, in the checkout)",
-    )
-    parser.add_argument(
-        "--duplicates",
-        type=int,
-        default=None,
-        help="exact duplicate rows (default: 534 per 55,500 rows)",
-    )
-    parser.add_argument(
-        "--negative-billing",
-        type=int,
-        default=None,
-        help="rows with a negative billing amount (default: 106 per 55,500 rows)",
-    )
+    parser.add_argument("--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
+                        help="CSV to write (default: the committed export, in the checkout)")
+    parser.add_argument("--duplicates", type=int, default=None,
+                        help="exact duplicate rows (default: 534 per 55,500 rows)")
+    parser.add_argument("--negative-billing", type=int, default=None,
+                        help="rows with a negative billing amount (default: 106 per 55,500 rows)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run `healthcare-assets generate` from parsed arguments; returns the exit code."""
-    summary = generate_csv(
-        rows=args.rows,
-        seed=args.seed,
-        out=args.out,
-        duplicates=args.duplicates,
-        negative_billing=args.negative_billing,
-    )
-    print(
-        f"wrote {summary['rows']:,} rows to {summary['path']} "
-        f"({summary['duplicates']:,} duplicates, {summary['negative_billing']:,} negative bills)"
-    )
+    summary = generate_csv(rows=args.rows, seed=args.seed, out=args.out, duplicates=args.duplicates,
+                           negative_billing=args.negative_billing)
+    print(f"wrote {summary['rows']:,} rows to {summary['path']} "
+          f"({summary['duplicates']:,} duplicates, {summary['negative_billing']:,} negative bills)")
     return 0

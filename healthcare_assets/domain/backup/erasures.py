@@ -14,7 +14,7 @@ it was taken. So every restore:
   and copy, restored beside the stays it kept out, still count them, and the release finds them by
   patient there (gdpr.erase_stays, as erase-patient does). Its patients: those whose stays were
   kept out, and those erased since the backup. Should the release's lease stay held by another
-  run, the release is marked stale instead (stale_release) and the next publication rebuilds it.
+  run, the release is marked stale instead (request_rebuild) and the next publication rebuilds it.
 
 The drill's comparison counts, in what it restored, the stays of patients on the live list
 (`returned`): zero proves the restore brought no erased patient back.
@@ -32,8 +32,8 @@ from healthcare_assets.domain import audit, gdpr, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
-from healthcare_assets.domain.release import ReleaseLockError
-from healthcare_assets.domain.stale_release import request_rebuild
+from healthcare_assets.domain.release.bookkeeping import request_rebuild
+from healthcare_assets.domain.release.lease import ReleaseLockError
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 

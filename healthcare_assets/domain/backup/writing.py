@@ -126,11 +126,9 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
         if info["name"] == KEY_VAULT_COLLECTION:
             contents[KEY_VAULT_DB] = {KEY_VAULT_COLLECTION: _dump_collection(
                 store, name, client, KEY_VAULT_DB, info, files, log, key_vault_filter(main_database))}
-    manifest = {
-        "format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
-        "databases": contents, "files": files, "keys": data_keys(client, main_database),
-    }
+    manifest = {"format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
+                "databases": contents, "files": files, "keys": data_keys(client, main_database)}
     manifest = sign(manifest, key)
     write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
     counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}

@@ -12,15 +12,13 @@ from healthcare_assets.domain.cleaning import normalize_hospitals, normalize_nam
 from healthcare_assets.domain.schema import DATE_FORMAT
 
 # The client's indexes, by name. Everything else (queries, check, report) refers to these names.
-INDEXES: dict[str, list[tuple[str, int]]] = {
-    "patient_name": [("personal_info.name", 1)],
-    "patient_age": [("personal_info.age", 1)],
-    "condition": [("medical_info.condition", 1)],
-    "admission_date": [("admission_info.date_admission", 1)],
-    "hospital": [("administrative_info.hospital", 1)],
-    "billing_amount": [("administrative_info.billing_amount", 1)],
-    "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)],
-}
+INDEXES: dict[str, list[tuple[str, int]]] = {"patient_name": [("personal_info.name", 1)],
+                                             "patient_age": [("personal_info.age", 1)],
+                                             "condition": [("medical_info.condition", 1)],
+                                             "admission_date": [("admission_info.date_admission", 1)],
+                                             "hospital": [("administrative_info.hospital", 1)],
+                                             "billing_amount": [("administrative_info.billing_amount", 1)],
+                                             "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)]}
 
 NATURAL = {"$natural": 1}  # forces a collection scan
 REDACTED = "[redacted]"
@@ -111,21 +109,18 @@ def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query
     billing_high = billing_low + 500
     export_fields = ["admission_info", "medical_info.condition", "administrative_info.billing_amount"]
     return [
-        (Query("patient_by_name", "stays of one patient, by name", "patient_name",
-               {"personal_info.name": name}),
+        (Query("patient_by_name", "stays of one patient, by name", "patient_name", {"personal_info.name": name}),
          CsvQuestion(["name"], lambda c: normalize_names(c["name"]) == (clear_name or name))),
         (Query("age_range", f"patients aged {age_low}-{age_high}", "patient_age",
                {"personal_info.age": {"$gte": age_low, "$lte": age_high}}),
          CsvQuestion(["age"], lambda c: _number(c["age"]).between(age_low, age_high))),
-        (Query("condition", f"stays for {condition}", "condition",
-               {"medical_info.condition": condition}),
+        (Query("condition", f"stays for {condition}", "condition", {"medical_info.condition": condition}),
          CsvQuestion(["medical_condition"], lambda c: _same_text(c["medical_condition"], condition))),
         (Query("admission_date_range", f"admissions in the 31 days from {day:%Y-%m-%d}", "admission_date",
                {"admission_info.date_admission": {"$gte": day, "$lt": day + dt.timedelta(days=31)}}),
          CsvQuestion(["date_of_admission"],
                      lambda c: (_admitted(c) >= day) & (_admitted(c) < day + dt.timedelta(days=31)))),
-        (Query("hospital", "stays at one hospital", "hospital",
-               {"administrative_info.hospital": hospital}),
+        (Query("hospital", "stays at one hospital", "hospital", {"administrative_info.hospital": hospital}),
          CsvQuestion(["hospital"], lambda c: normalize_hospitals(c["hospital"]) == hospital)),
         (Query("billing_range", f"bills from {billing_low:,.0f} to {billing_high:,.0f}", "billing_amount",
                {"administrative_info.billing_amount": {"$gte": billing_low, "$lt": billing_high}}),

@@ -19,6 +19,7 @@ healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,15 @@ Entry = dict  # a counted stay not (yet) released: {"s": source _id, "p": patien
 def chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def request_rebuild(db: Database, requested_by: str, reason: str) -> None:
+    """Leaves the signal an interrupted rebuild leaves, so the next publication rebuilds the release
+    whole from the collection as it is: for changes that bypass the operations (re-keyed _ids, a
+    restore that could not take the lease to erase patients from the release)."""
+    db[LEDGER].update_one({"_id": REBUILD}, {"$set": {
+        "kind": "rebuild", "state": "rebuilding", "requested_by": requested_by, "reason": reason,
+        "requested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}}, upsert=True)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import scans
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.bench.figures import (

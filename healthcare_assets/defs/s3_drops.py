@@ -1,12 +1,8 @@
-"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3.
-
-Exactly once per object version: the run_key is key@ETag (the daemon never launches a run_key
-twice, and a changed re-upload has a new ETag), and the JSON cursor remembers every version it
-has handled, so a restarted daemon or two objects stamped with the same second lose nothing.
-
-Each file's runs are found in the UI by the run tags `healthcare/source_key` and
-`healthcare/source_etag`, not by dynamic partitions: partitioning the chain per file would make
-`dagster asset materialize --select '*'` on the local default file require `--partition`.
+"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3, once per object
+version: the run_key is key@ETag and the JSON cursor remembers every version handled, so a
+restarted daemon or two objects stamped the same second lose nothing. A file's runs carry the tags
+`healthcare/source_key` and `healthcare/source_etag` (no dynamic partitions: they would make
+`dagster asset materialize --select '*'` require `--partition`).
 """
 
 from __future__ import annotations

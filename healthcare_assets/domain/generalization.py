@@ -1,20 +1,10 @@
 """Choosing how far to generalize each quasi-identifier, for the data at hand, and measuring a release.
 
-The candidates are every combination of levels of the hierarchies in privacy.QUASI_IDENTIFIERS
-(the lattice: 1,728 schemes). Utility is measured as
-
-    loss = generalization + suppression
-
-- generalization: the weighted mean height of the chosen levels (0 = finest band released, 1 = "*"),
-  weighted by what the analyses need (a medical condition weighs 4, ages, years and lengths of stay
-  2, the rest 1);
-- suppression: the share of stays held back because their group has fewer than k patients or a
-  sensitive value in more than privacy.MAX_SHARE of its stays.
-
-The scheme chosen is the one of least loss whose suppression is at most privacy.MAX_SUPPRESSED.
-Schemes are tried in order of generalization; the search stops when the generalization alone
-exceeds the best loss found, so the result is the optimum, usually after a few hundred schemes.
-Each is one pass of integer arithmetic over the stays' codes (numpy), not a pass over the database.
+Among every combination of levels (the lattice: 1,728 schemes), the one of least loss =
+generalization (the weighted mean height of the levels; weights in privacy.QUASI_IDENTIFIERS) +
+suppression (the share of stays held back) with suppression at most privacy.MAX_SUPPRESSED.
+Schemes are tried in order of generalization, stopping once that alone exceeds the best loss: the
+optimum, usually after a few hundred schemes, each one numpy pass over the stays' codes.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The quality report of every run as one HTML page that opens anywhere, and the index of the last runs.
-
-A page is self-contained: its styles are inline and it loads nothing (no script, font or image),
-so it reads the same offline, with JavaScript off, and makes no request to anyone when opened; a
-Content-Security-Policy says so to the browser as well. It is rendered from a plain dict by Jinja2
-templates (autoescaped: a file name is text, never markup), and the dict is kept next to it as
-JSON, which is what the index is drawn from. The dict never holds a patient's value: defs/quality.py
-builds it from counts and aggregates only.
+"""The quality report of every run as one self-contained HTML page (inline styles, no script, font
+or image, and a Content-Security-Policy saying so), and the index of the last runs. Pages are
+rendered by autoescaping Jinja2 templates from a dict kept beside them as JSON, which the index is
+drawn from; the dict holds counts and aggregates only, never a patient's value.
 """
 
 from __future__ import annotations

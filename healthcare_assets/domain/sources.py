@@ -1,14 +1,11 @@
-"""Reading an export, local or in S3, as a stream of raw-string chunks.
-
-File-level problems (empty, binary, not UTF-8, unknown header, wrong delimiter, broken quoting)
-raise SourceReadError with one message naming the file and what is wrong; row-level problems
-(wrong number of fields) are kept on the row in `parse_error` for the cleaning stage to quarantine.
+"""Reading an export, local or in S3, as a stream of raw-string chunks. A file-level problem raises
+SourceReadError naming the file; a row with the wrong number of fields is kept, with `parse_error`,
+for the cleaning stage to quarantine.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from healthcare_assets.domain.backup.files import Digest
 from healthcare_assets.domain.schema import (
     CSV_COLUMNS,
     FIELDS,
@@ -32,26 +30,6 @@ DEFAULT_LIMITS = Limits()
 
 class SourceReadError(ValueError):
     """The file as a whole cannot be read; the message says which file and why."""
-
-
-class _HashingReader(io.RawIOBase):
-    """Passes bytes through while computing their SHA-256 and size."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        self.size += n
-        return n
 
 
 @dataclass(frozen=True)
@@ -153,7 +131,7 @@ class RawCsvReader:
         self.name = name
         self.limits = limits
         self.chunk_rows = chunk_rows
-        self._bytes = _HashingReader(stream)
+        self._bytes = Digest(stream)
         self.version: SchemaVersion | None = None
         self.header: list[str] = []
         self.rows = 0
@@ -165,7 +143,7 @@ class RawCsvReader:
 
     @property
     def size(self) -> int:
-        return self._bytes.size
+        return self._bytes.bytes
 
     def _fail(self, line: int, what: str) -> SourceReadError:
         return SourceReadError(f"{self.name}, line {line}: {what}")
@@ -215,7 +193,7 @@ class RawCsvReader:
         records = self._records(text)
         first = next(records, None)
         if first is None:
-            raise SourceReadError(f"{self.name}: the file is empty ({self._bytes.size} bytes): expected a CSV header and rows")
+            raise SourceReadError(f"{self.name}: the file is empty ({self._bytes.bytes} bytes): expected a CSV header and rows")
         self.header = [h.strip() for h in first[1]]
         self._check_width(self.header)
         self.version = self._detect(self.header)

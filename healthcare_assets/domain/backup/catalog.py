@@ -1,13 +1,7 @@
-"""What a restore may write, and how: from the configured deployment and the code's own
-definitions, never from the backup.
-
-- Where: the configured deployment's databases (deployment_databases) and, in the shared key
-  vault, only this deployment's data keys (key_vault_filter). A backup naming any other database,
-  or a key vault collection other than `__keyVault`, is refused whole.
-- How: each collection gets the options and secondary indexes the code defines for it
-  (collection_definitions); a backup's metadata only says which optional indexes it had (those of
-  the query benchmarks). The view is made again from the restored release's scheme. Anything else
-  in a backup's metadata (a TTL index, a capped option, a view of its own) is left out, and said.
+"""What a restore may write, and how: from the configured deployment and the code's own definitions,
+never from the backup. Only the deployment's databases and, in the shared key vault, its own data
+keys (anything else refuses the backup whole); each collection gets the code's options and indexes
+(a backup's metadata only says which optional ones it had); anything else there is left out, and said.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it.
-
-A backup holds the erasure list (`<prefix>_audit.erased_patients`) and the stays as they were when
-it was taken. So every restore:
-
-- takes the union of the deployment's list on the target server and the backup's, and writes it
-  into the restored list before any data: a restore never shrinks the list, even interrupted;
-- never drops the audit database's append-only collections (the erasure list and the audit log, the
-  record of every erasure); it adds the backup's entries they lack;
-- writes no stay of a listed patient_id into the hospitalizations or the doctor app's copy, and
-  counts the stays it kept out (keyed ids and counts only, never a name);
-- applies the erasure again to the analysts' release it restored (a restore into the deployment's
-  own databases; the drill's scratch copies are compared, not published): the release's bookkeeping
-  and copy, restored beside the stays it kept out, still count them, and the release finds them by
-  patient there (gdpr.erase_stays, as erase-patient does). Its patients: those whose stays were
-  kept out, and those erased since the backup. Should the release's lease stay held by another
-  run, the release is marked stale instead (request_rebuild) and the next publication rebuilds it.
-
-The drill's comparison counts, in what it restored, the stays of patients on the live list
-(`returned`): zero proves the restore brought no erased patient back.
+"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it
+(docs/backups.md). Every restore merges the erasure list (never shrinks it, written before any
+data), never drops the append-only audit collections, writes no stay of a listed patient (counting
+those kept out) and applies the erasure again to the analysts' release it restored; should the
+release's lease stay held by another run, the release is marked stale (request_rebuild) instead.
+The drill counts, in what it restored, the stays of listed patients (`returned`): zero proves the
+restore brought no erased patient back.
 """
 
 from __future__ import annotations

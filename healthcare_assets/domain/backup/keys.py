@@ -1,15 +1,7 @@
-"""The data keys a restore writes: judged before anything is written, proven after.
-
-Before: every key document of the backup's key vaults (the shared one and the doctor app's)
-names only this deployment's databases, and is wrapped by a master key this installation holds
-and accepts (encryption.wrapping_problems: the current or a retired local key, or the configured
-AWS KMS key and region without a custom endpoint). A key wrapped by anything else would send
-this deployment's names to whoever holds that key, or leave them unreadable.
-
-After: every restored key unwraps with the configured KMS providers, one encryption each.
-
-Retention: a retired master key is kept until neither a retained backup (its signed manifest lists
-every data key's wrapping key) nor a live data key needs it.
+"""The data keys a restore writes: judged before anything is written (every key names only this
+deployment's databases and is wrapped by a master key this installation accepts:
+encryption.wrapping_problems), proven after (each unwraps, one encryption each). A retired master
+key is kept until neither a retained backup nor a live data key needs it.
 """
 
 from __future__ import annotations

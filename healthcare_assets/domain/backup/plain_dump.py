@@ -1,12 +1,7 @@
-"""A folder `mongodump --gzip --out DIR` wrote, read as a backup is read (reading.Opened's
-interface), though it has no manifest: the manifest is synthesized by reading the folder, and the
-files are checked against it each time they are read again.
-
-Nothing in such a folder is trusted: database and collection names are plain words (letters,
-digits, underscores: no path or namespace tricks), no entry may be a symbolic link, a metadata file
-may inflate to at most 1 MiB and a document claim at most a BSON document's 16 MiB (plus headroom),
-so a small hostile file cannot take the memory. What only a manifest could say is listed by
-`verify` under "unverified".
+"""A folder `mongodump --gzip --out DIR` wrote, read with reading.Opened's interface: the missing
+manifest is synthesized by reading the folder, and files are checked against it each time they are
+read again. Nothing in it is trusted: plain names only, no symbolic link, a metadata file at most
+1 MiB inflated and a document at most 16 MiB, so a small hostile file cannot take the memory.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Writing a backup: every collection of the deployment's databases, and this deployment's data
-keys in the shared key vault, streamed as raw BSON into a new folder, then its signed manifest,
-which lists every data key (its id, alt names and the master key that wraps it: what a restore
-will need) beside every file's SHA-256.
+"""Writing a backup: the deployment's collections and its data keys in the shared key vault, streamed
+as raw BSON into a new folder, then the signed manifest (every file's SHA-256, every data key and
+the master key wrapping it).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from healthcare_assets.domain.query_benchmarks.suite import INDEXES, Query
 
 
 @dataclass(frozen=True)
-class Plan:
+class QueryPlan:
     """The winning plan's scan stage and index; with execution, what it examined and returned."""
 
     stage: str  # "IXSCAN", "COLLSCAN", both joined by "+", or "none"
@@ -64,7 +64,7 @@ def _scans(node) -> list[dict]:
     return []
 
 
-def explain(collection: Collection, query: Query, hint: dict | None = None, execute: bool = True) -> Plan:
+def explain(collection: Collection, query: Query, hint: dict | None = None, execute: bool = True) -> QueryPlan:
     """The winning plan's scan stage and index, plus what executing it examined."""
     verbosity = "executionStats" if execute else "queryPlanner"
     reply = collection.database.command("explain", query.command(collection, hint), verbosity=verbosity)
@@ -74,9 +74,9 @@ def explain(collection: Collection, query: Query, hint: dict | None = None, exec
             "index": single.get("indexName") if single else None,
             "key_pattern": list(single.get("keyPattern", {}).items()) if single else None}
     if not execute:
-        return Plan(**plan)
+        return QueryPlan(**plan)
     stats = _first(reply, "executionStats") or {}
-    return Plan(**plan, keys_examined=stats.get("totalKeysExamined"), docs_examined=stats.get("totalDocsExamined"),
+    return QueryPlan(**plan, keys_examined=stats.get("totalKeysExamined"), docs_examined=stats.get("totalDocsExamined"),
                 returned=stats.get("nReturned"))
 
 

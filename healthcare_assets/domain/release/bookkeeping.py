@@ -1,20 +1,8 @@
-"""The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic.
-
-- `release_scheme`: the generalization levels in force (its generation and epoch, and every
-  earlier generation's scheme), with the release's totals.
-- `release_groups`: one document per quasi-identifier group under that scheme: the stays counted
-  in it, released, withdrawn and pending (each pending stay with its patient and sensitive values,
-  so that planning an increment reads nothing else), and how often each sensitive value occurs
-  among the released.
-- `release_stays`: one document per stay released under the scheme (or withdrawn from it): its
-  group, its increment, whether the copy holds it (`live`, what the view reads), and the
-  generations whose copies held it (`seen`: what joins two releases).
-- `release_ledger`: one document per operation (a file's is its SHA-256): its plan while it is
-  being applied, `applied` after. A stay is counted once, by the first applied operation among
-  the files it came in (`metadata.sources`).
-
-A plan (Plan, Rebuilt) says how each touched group changes (GroupChange); the module
-healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.release.publishing writes them.
+"""The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic:
+`release_scheme` (levels in force, history, totals), `release_groups` (per group: stays counted,
+released, withdrawn, pending with what planning needs), `release_stays` (per released or withdrawn
+stay: group, increment, `live`, the generations that held it) and `release_ledger` (per operation:
+its plan while applied, `applied` after; a stay counts once, by the first applied file it came in).
 """
 
 from __future__ import annotations
@@ -210,7 +198,7 @@ class Plan:
 
 
 @dataclass
-class Tally:
+class StayTally:
     """Stays of one group, or of one cell of a join: how many, whose, which sensitive values."""
 
     stays: int = 0
@@ -223,7 +211,7 @@ class Tally:
         for f in privacy.SENSITIVE:
             self.sensitive[f][values[f]] += sign
 
-    def merge(self, other: Tally, sign: int = 1) -> None:
+    def merge(self, other: StayTally, sign: int = 1) -> None:
         self.stays += sign * other.stays
         self.patients.update({p: sign * n for p, n in other.patients.items()})
         for f in privacy.SENSITIVE:
@@ -243,7 +231,7 @@ class Rebuilt:
     uniqueness_before: list[dict]
     generation: int
     epoch: str
-    released: dict[str, Tally] = field(default_factory=dict)  # group -> the stays it releases
+    released: dict[str, StayTally] = field(default_factory=dict)  # group -> the stays it releases
     withheld_cells: set[tuple[str, str]] = field(default_factory=set)  # (earlier groups, new group)
     files: set[str] = field(default_factory=set)  # whose stays it counts: marked applied with it
     loading: set[str] = field(default_factory=set)  # files being loaded as it began: their runs publish them

@@ -1,9 +1,5 @@
-"""What the release's checks count and report: the fields, texts and groups of what is about to be
-released (or is), the source names found among them, k and the largest share reached, and the
-release report.
-
-The verdicts themselves (Dagster's check results) are made from these by
-healthcare_assets.defs.anonymize.
+"""What the release's checks count and report (fields, texts, groups, source names found, k, the
+largest share) and the release report; defs.anonymize turns them into verdicts.
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release.bookkeeping import Plan, Tally
+from healthcare_assets.domain.release.bookkeeping import Plan, StayTally
 from healthcare_assets.domain.release.planning import exact
 from healthcare_assets.domain.release.publishing import Release
 
@@ -75,7 +71,7 @@ class Findings:
         return sum(self.texts[name] for name in self.leaked)
 
 
-def weakest(released: Iterable[Tally]) -> tuple[int, float]:
+def weakest(released: Iterable[StayTally]) -> tuple[int, float]:
     """The fewest patients and the largest share of one sensitive value among these sets of stays
     released together (0, 0 when there are none)."""
     released = [t for t in released if t.stays]
@@ -84,11 +80,11 @@ def weakest(released: Iterable[Tally]) -> tuple[int, float]:
     return k, share
 
 
-def increments(plan: Plan) -> list[Tally]:
+def increments(plan: Plan) -> list[StayTally]:
     """Each increment a plan releases, as a tally."""
     out = []
     for change in plan.increments():
-        tally = Tally()
+        tally = StayTally()
         for e in change.increment:
             tally.add(e["p"], e["v"])
         out.append(tally)

@@ -1,10 +1,6 @@
-"""Planning an operation on the analysts' release: what it would change, read and judged before
-anything is written.
-
-An operation is planned from its own stays: publishing one loaded file (plan_file), erasing
-patients (plan_erasure), or rebuilding the whole release under a scheme chosen again
-(healthcare_assets.domain.release.rebuilding). `observe` sees every stay a plan may release, so
-the caller's checks judge them.
+"""Planning an operation on the analysts' release (publishing a file, erasing patients; a whole
+rebuild in rebuilding): what it would change, read and judged (`observe` sees every stay a plan may
+release) before anything is written.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Writing a planned release operation: documents into the analysts' copy, groups, stays and ledger.
-
-The copy's documents are always written in the order of their ids (keyed hashes, new with every
-scheme's epoch): its natural order, which any reader sees, says nothing of patients, files or
-earlier releases.
+"""Writing a planned release operation: the analysts' copy (always in the order of its keyed ids,
+so its natural order says nothing of patients, files or earlier releases), groups, stays, ledger.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Rebuilding the release under a scheme chosen again, judged with every earlier release.
-
-An analyst who kept the copy under the old schemes and reads it under the new one can join them on
-what they share: a stay released each time sits in the intersection of its groups. So the stays
-released before are tallied per cell (the groups they fell in under each earlier scheme, and the
-new group), and the new release is judged on those cells as well as on its groups (judge()).
-Stays released before and not now are withdrawn under the new scheme: never released in it.
+"""Rebuilding the release under a scheme chosen again, judged with every earlier release: an analyst
+can join two releases on the groups a stay fell in each time, so stays released before are tallied
+per cell (their earlier groups, the new group) and the cells are judged as groups are (judge()).
 """
 
 from __future__ import annotations
@@ -14,7 +10,13 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release.bookkeeping import ID_BATCH, REBUILD, Rebuilt, Tally, chunks
+from healthcare_assets.domain.release.bookkeeping import (
+    ID_BATCH,
+    REBUILD,
+    Rebuilt,
+    StayTally,
+    chunks,
+)
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import (
     Observer,
@@ -70,8 +72,8 @@ class Rebuilding(ReleasePlanner):
         evaluation, _ = generalization.choose(table)
         rebuilt = Rebuilt(evaluation, table.uniqueness_before(), len(history), secrets.token_hex(16), loading=loading)
         del table
-        groups = defaultdict(Tally)
-        cells, live = defaultdict(Tally), set()  # (earlier groups, new group) -> stays released before
+        groups = defaultdict(StayTally)
+        cells, live = defaultdict(StayTally), set()  # (earlier groups, new group) -> stays released before
         for batch in self.settled(loading, len(history)):
             for candidate, seen, is_live in batch:
                 doc = released_fields(candidate, rebuilt.scheme)
@@ -97,7 +99,7 @@ def live_group(earlier: str, generation: int) -> str | None:
     return last.split(":", 1)[1] if last.startswith(f"{generation - 1}:") else None
 
 
-def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str], Tally],
+def judge(rebuilt: Rebuilt, groups: dict[str, StayTally], cells: dict[tuple[str, str], StayTally],
           live: set[tuple[str, str]], generation: int) -> None:
     """Which new groups the rebuild releases and which cells of its join with the earlier releases
     it withholds.
@@ -121,7 +123,7 @@ def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str
         for c in withheld:
             withheld_in[c[1]].append(c)
         for key in groups.keys() - unreleased:
-            remaining = Tally()
+            remaining = StayTally()
             remaining.merge(groups[key])
             for c in withheld_in[key]:
                 remaining.merge(cells[c], -1)

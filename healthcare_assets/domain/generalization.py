@@ -19,27 +19,19 @@ import pandas as pd
 from tabulate import tabulate
 
 from healthcare_assets.domain import privacy
-from healthcare_assets.domain.privacy import (
-    K_ANONYMITY,
-    MAX_SHARE,
-    MAX_SUPPRESSED,
-    PERSON,
-    QUASI_IDENTIFIERS,
-    Scheme,
-)
 
-_WEIGHTS = sum(q.weight for q in QUASI_IDENTIFIERS)
+_WEIGHTS = sum(q.weight for q in privacy.QUASI_IDENTIFIERS)
 
 
-def generalization_loss(scheme: Scheme) -> float:
-    return sum(q.weight * scheme[q.field] / (len(q.levels) - 1) for q in QUASI_IDENTIFIERS) / _WEIGHTS
+def generalization_loss(scheme: privacy.Scheme) -> float:
+    return sum(q.weight * scheme[q.field] / (len(q.levels) - 1) for q in privacy.QUASI_IDENTIFIERS) / _WEIGHTS
 
 
 @dataclass
 class Evaluation:
     """A scheme applied to a table of stays."""
 
-    scheme: Scheme
+    scheme: privacy.Scheme
     stays: int
     suppressed: int
     groups: int  # released
@@ -69,7 +61,7 @@ class Encoder:
     """Stays' values as integer codes, one field at a time, as they stream past (memory: four bytes
     a value, whatever the values are)."""
 
-    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, PERSON)
+    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, privacy.PERSON)
 
     def __init__(self, fields: tuple[str, ...] = FIELDS):
         self.fields = fields
@@ -129,7 +121,7 @@ class Table:
         self.codes: dict[str, list[np.ndarray]] = {}
         self.sizes: dict[str, list[int]] = {}
         self.before: dict[str, tuple[np.ndarray, int]] = {}
-        for qi in QUASI_IDENTIFIERS:
+        for qi in privacy.QUASI_IDENTIFIERS:
             distinct, inverse = columns[qi.field]
             self.codes[qi.field], self.sizes[qi.field] = [], []
             for level in qi.levels:
@@ -140,7 +132,7 @@ class Table:
                                                   dtype=object))
             self.before[qi.field] = (codes[inverse].astype(np.int64), len(labels))
         self.sensitive = [(columns[f][1].astype(np.int64), len(columns[f][0])) for f in privacy.SENSITIVE]
-        patients, self.patients = columns[PERSON][1].astype(np.int64), len(columns[PERSON][0])
+        patients, self.patients = columns[privacy.PERSON][1].astype(np.int64), len(columns[privacy.PERSON][0])
         # most patients have one stay: only the others need a distinct count per group
         self.repeat = np.bincount(patients, minlength=self.patients)[patients] > 1
         self.repeat_patients = patients[self.repeat]
@@ -153,16 +145,16 @@ class Table:
             encoder.add(row)
         return encoder.table()
 
-    def evaluate(self, scheme: Scheme) -> Evaluation:
+    def evaluate(self, scheme: privacy.Scheme) -> Evaluation:
         key, space = _keys([(self.codes[q.field][scheme[q.field]], self.sizes[q.field][scheme[q.field]])
-                            for q in QUASI_IDENTIFIERS], self.stays)
+                            for q in privacy.QUASI_IDENTIFIERS], self.stays)
         sizes = np.bincount(key, minlength=space)
         people = self.people(key, space)
         commonest = np.zeros(space, dtype=np.int64)
         for codes, values in self.sensitive:
             counts = np.bincount(key * values + codes, minlength=space * values).reshape(space, values)
             commonest = np.maximum(commonest, counts.max(axis=1))
-        released = (people >= K_ANONYMITY) & (commonest <= MAX_SHARE * sizes)
+        released = (people >= privacy.K_ANONYMITY) & (commonest <= privacy.MAX_SHARE * sizes)
         return Evaluation(dict(scheme), self.stays, int(sizes[~released].sum()), int(released.sum()),
                           int(people[released].min()) if released.any() else 0,
                           float((commonest[released] / sizes[released]).max()) if released.any() else 0.0)
@@ -197,16 +189,16 @@ def _keys(columns: list[tuple[np.ndarray, int]], stays: int) -> tuple[np.ndarray
     return key, space
 
 
-def lattice() -> list[Scheme]:
+def lattice() -> list[privacy.Scheme]:
     """Every scheme, least generalized first."""
-    fields = [q.field for q in QUASI_IDENTIFIERS]
+    fields = [q.field for q in privacy.QUASI_IDENTIFIERS]
     schemes = [dict(zip(fields, levels, strict=True))
-               for levels in itertools.product(*(range(len(q.levels)) for q in QUASI_IDENTIFIERS))]
+               for levels in itertools.product(*(range(len(q.levels)) for q in privacy.QUASI_IDENTIFIERS))]
     return sorted(schemes, key=generalization_loss)
 
 
 def choose(table: Table) -> tuple[Evaluation, int]:
-    """The scheme of least loss with suppression at most MAX_SUPPRESSED (or, if none has, the one
+    """The scheme of least loss with suppression at most privacy.MAX_SUPPRESSED (or, if none has, the one
     that holds back the fewest stays); and how many schemes were evaluated."""
     best: Evaluation | None = None
     fallback: Evaluation | None = None
@@ -216,7 +208,7 @@ def choose(table: Table) -> tuple[Evaluation, int]:
             break
         found = table.evaluate(scheme)
         tried += 1
-        if found.suppressed_share <= MAX_SUPPRESSED:
+        if found.suppressed_share <= privacy.MAX_SUPPRESSED:
             if best is None or found.loss < best.loss:
                 best = found
         elif fallback is None or found.suppressed < fallback.suppressed:
@@ -234,7 +226,7 @@ UNIQUENESS_ROWS = (("age_range", "gender", "blood_type", "medical_condition"), (
 def _uniqueness_row(added: tuple, fields: list, sizes, total: int) -> dict:
     return {"quasi_identifiers": ", ".join(added) if len(fields) == len(added) else "+ " + ", ".join(added),
             "stays": total, "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
-            "under_k": round(float(sizes[sizes < K_ANONYMITY].sum()) / total, 4) if total else 0.0}
+            "under_k": round(float(sizes[sizes < privacy.K_ANONYMITY].sum()) / total, 4) if total else 0.0}
 
 
 def uniqueness(groups: Iterable[tuple[dict, int]]) -> list[dict]:

@@ -14,14 +14,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from healthcare_assets.domain import schema
 from healthcare_assets.domain.backup.files import Digest
-from healthcare_assets.domain.schema import (
-    CSV_COLUMNS,
-    FIELDS,
-    SchemaVersion,
-    UnknownSchemaError,
-    detect_schema_version,
-)
 from healthcare_assets.plumbing.settings import Limits, PipelineSettings
 
 FIELD_BYTES = 1 << 20  # one absurd field must not abort a whole file
@@ -132,7 +126,7 @@ class RawCsvReader:
         self.limits = limits
         self.chunk_rows = chunk_rows
         self._bytes = Digest(stream)
-        self.version: SchemaVersion | None = None
+        self.version: schema.SchemaVersion | None = None
         self.header: list[str] = []
         self.rows = 0
         self.blank_lines = 0
@@ -225,13 +219,13 @@ class RawCsvReader:
         columns, cap = len(header), self.limits.header_columns
         if columns > cap:
             raise self._fail(1, f"the header has {columns:,} columns, more than the limit of {cap:,} "
-                                f"(an export has {len(FIELDS)}; raise HEALTHCARE_MAX_HEADER_COLUMNS to load it)")
+                                f"(an export has {len(schema.FIELDS)}; raise HEALTHCARE_MAX_HEADER_COLUMNS to load it)")
         size, cap = len(",".join(header).encode()), self.limits.header_bytes
         if size > cap:
             raise self._fail(1, f"the header is {size:,} bytes, more than the limit of {cap:,} "
                                 "(raise HEALTHCARE_MAX_HEADER_BYTES to load it)")
 
-    def _detect(self, header: list[str]) -> SchemaVersion:
+    def _detect(self, header: list[str]) -> schema.SchemaVersion:
         if len(header) == 1:
             for delimiter in (";", "\t", "|"):
                 if delimiter in header[0]:
@@ -240,10 +234,10 @@ class RawCsvReader:
                     )
             # one column is no export's header, and may be any file's first line: never quoted
             raise SourceReadError(f"{self.name}: the first line is not an export's header (one column; "
-                                  f"expected the comma-separated columns {list(CSV_COLUMNS.values())})")
+                                  f"expected the comma-separated columns {list(schema.CSV_COLUMNS.values())})")
         try:
-            return detect_schema_version(header, self.name)
-        except UnknownSchemaError as exc:
+            return schema.detect_schema_version(header, self.name)
+        except schema.UnknownSchemaError as exc:
             raise SourceReadError(str(exc)) from None
 
     def _frame(self, batch: list[list], columns: list[str]) -> pd.DataFrame:
@@ -251,4 +245,4 @@ class RawCsvReader:
         for field_name, default in self.version.defaults.items():
             frame[field_name] = default
         self.rows += len(frame)
-        return frame[["line_number", "parse_error", *FIELDS]].astype({"line_number": "int64"})
+        return frame[["line_number", "parse_error", *schema.FIELDS]].astype({"line_number": "int64"})

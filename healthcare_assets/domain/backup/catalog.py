@@ -11,16 +11,9 @@ from dataclasses import dataclass, field
 from pymongo import IndexModel
 from pymongo.database import Database
 
-from healthcare_assets.domain import privacy
+from healthcare_assets.domain import collection_definitions, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.writing import key_vault_filter
-from healthcare_assets.domain.collection_definitions import (
-    COPY_INDEXES,
-    HOSPITALIZATION_INDEXES,
-    HOSPITALIZATION_OPTIONS,
-    KEY_VAULT_INDEX,
-    RELEASE_STAY_INDEXES,
-)
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES as BENCHMARK_INDEXES
@@ -72,16 +65,16 @@ class Catalog:
         defined = Definition()
         backed_up = [_keys(ix) for ix in metadata.get("indexes", []) if ix.get("name") != "_id_"]
         if (db, coll) == (self.main, self.collection):
-            defined.options = HOSPITALIZATION_OPTIONS
-            defined.indexes = [*(IndexModel(keys) for keys in HOSPITALIZATION_INDEXES),
+            defined.options = collection_definitions.HOSPITALIZATION_OPTIONS
+            defined.indexes = [*(IndexModel(keys) for keys in collection_definitions.HOSPITALIZATION_INDEXES),
                                *(IndexModel(keys, name=name) for name, keys in BENCHMARK_INDEXES.items()
                                  if keys in backed_up)]
         elif (db, coll) == (self.main, STAYS):
-            defined.indexes = [IndexModel(keys) for keys in RELEASE_STAY_INDEXES]
+            defined.indexes = [IndexModel(keys) for keys in collection_definitions.RELEASE_STAY_INDEXES]
         elif (db, coll) == (self.dbs["analytics"], privacy.COPY_COLLECTION):
-            defined.indexes = [IndexModel(keys) for keys in COPY_INDEXES]
+            defined.indexes = [IndexModel(keys) for keys in collection_definitions.COPY_INDEXES]
         elif coll == KEY_VAULT_COLLECTION and db in (KEY_VAULT_DB, self.dbs["doctor_app"]):
-            defined.indexes = [IndexModel(**KEY_VAULT_INDEX)]
+            defined.indexes = [IndexModel(**collection_definitions.KEY_VAULT_INDEX)]
         made = [list(ix.document["key"].items()) for ix in defined.indexes]
         defined.left_out = [f"index {keys}" for keys in backed_up if keys not in made]
         if metadata.get("options", {}) and metadata["options"] != defined.options:

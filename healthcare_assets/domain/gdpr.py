@@ -121,8 +121,7 @@ def _quarantined(name: str) -> pd.DataFrame:
 def select(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None,
            everyone: bool = False) -> Selection:
     """The patients the name (and gender, blood type) stands for, in the collection and in
-    quarantine. Raises PatientSelectionError for a blank or one-letter name, and
-    SeveralPatientsError, listing them, when there are several and `everyone` is not set."""
+    quarantine (see the module's doc for what is refused)."""
     target = normalized(name)
     if sum(c.isalpha() for c in target) < MIN_LETTERS:
         raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
@@ -153,9 +152,8 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
 
 
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write every record of the patients (source collection), names decrypted, as Extended JSON
-    into a new file only its owner can read; returns the count. FileExistsError, before anything is
-    read, when a file or a symbolic link is at `out` already (never replaced nor followed)."""
+    """Write the patients' records, names decrypted, as Extended JSON into a new owner-only file
+    (never replacing nor following what is at `out`); returns the count."""
     with settings.create_owner_only(out) as handle:
         try:
             cipher = encryption.cipher(collection)

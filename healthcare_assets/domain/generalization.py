@@ -92,10 +92,8 @@ class Encoder:
 
 
 def independent_measures(released: pd.DataFrame) -> tuple[int, int, float]:
-    """k (in stays: the copy names no patient) and distinct l measured by pycanon (an independent
-    implementation of the definitions), and the largest share of one sensitive value in a group,
-    by a pandas group-by (pycanon's recursive (c, l) counts from the rarest value); 0, 0, 0 for an
-    empty table."""
+    """k (in stays: the copy names no patient) and distinct l by pycanon (an independent
+    implementation), and the largest share of one sensitive value in a group by pandas."""
     from pycanon import anonymity  # only the audit and the tests need it
 
     if released.empty:
@@ -111,9 +109,8 @@ def _before_label(field: str, level, value) -> str:
 
 
 class Table:
-    """Stays as integer codes: for each quasi-identifier, its label's code at every level (and as
-    released before this policy); for each sensitive field, its value's code; the patient's. Built
-    once, then any scheme is evaluated on it."""
+    """Stays as integer codes (each quasi-identifier's label at every level and as released before
+    this policy, sensitive values, patients), built once to evaluate any scheme on."""
 
     def __init__(self, columns: dict[str, tuple[list, np.ndarray]]):
         """columns: for each field of Encoder.FIELDS, its distinct values and each stay's code."""

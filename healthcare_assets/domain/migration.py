@@ -49,9 +49,8 @@ def encrypt_doctor_app_copy(copy: Collection, log: Callable[[str], None] = print
 
 def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryption.FieldCipher],
                       log: Callable[[str], None]) -> int:
-    """Returns how many documents changed. Validation is bypassed: a migrated document fits the
-    validator only once both of its identifiers are encrypted, and the old validator (strings)
-    does not accept them."""
+    """Returns how many documents changed. Validation is bypassed: a half-migrated document fits
+    neither the old validator nor the new."""
     projection = {"$project": dict.fromkeys([*encryption.field_paths(), "administrative_info.hospital"], 1)}
     changed = 0
     for batch in scans.batches(collection, [{"$match": NOT_ENCRYPTED}, projection]):
@@ -77,8 +76,6 @@ def _get(doc: dict, path: str):
     part, _, name = path.partition(".")
     return doc.get(part, {}).get(name)
 
-
-# ---- record keys --------------------------------------------------------------------------------
 
 RECORD_KEYS = "record_keys"  # in the main database: one document per collection whose _ids are keyed
 UNKEYED = {"metadata.migration_version": {"$lt": MIGRATION_VERSION}}

@@ -32,9 +32,7 @@ COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.dat
 
 
 def pseudonym_key() -> bytes:
-    """HEALTHCARE_PSEUDONYM_KEY (in production at least 32 bytes, never the .env.example
-    placeholder), or a per-installation key generated once into $HEALTHCARE_DATA_DIR/secrets.env
-    (with a warning): never a key written in the code."""
+    """HEALTHCARE_PSEUDONYM_KEY, or a per-installation key generated once into secrets.env."""
     return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
                               min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
@@ -159,7 +157,6 @@ def group_from_key(key: str) -> dict[str, str]:
 
 
 def release_id(record_key: str, key: bytes, epoch: str) -> str:
-    """The analysts' copy's _id for a stay: keyed, so it cannot be matched to the source's _id
-    without the key; fixed within a scheme's epoch, so publishing a stay twice is a no-op; new with
-    every epoch, so it links no two releases."""
+    """The analysts' copy's _id for a stay: keyed (no match to the source's _id without the key),
+    fixed within a scheme's epoch (a repeat is a no-op), new with every epoch (links no two releases)."""
     return hmac.new(key, f"analysts-copy|{epoch}|{record_key}".encode(), hashlib.sha256).hexdigest()[:32]

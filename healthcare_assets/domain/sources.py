@@ -61,9 +61,8 @@ class Location:
 
 def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str | None = None,
            s3_key: str | None = None) -> Location:
-    """The export a run names: an S3 bucket and key, or `source` (a path, or s3://bucket/key),
-    or else the settings' source_csv. A path given in the run's config must be under an import
-    root (symlinks and '..' resolved first), an S3 object in the drop bucket under its prefix:
+    """The export a run names (S3 bucket and key, `source`, or else the settings' source_csv). A path
+    in the run's config must resolve under an import root, an S3 object under the drop prefix:
     whoever can launch a run cannot read other files or objects."""
     if s3_bucket or s3_key:
         if not (s3_bucket and s3_key):

@@ -19,13 +19,12 @@ from healthcare_assets.domain import audit, gdpr, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
-from healthcare_assets.domain.release.bookkeeping import request_rebuild
+from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks, request_rebuild
 from healthcare_assets.domain.release.lease import ReleaseLockError
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 APPEND_ONLY = (audit.AUDIT_COLLECTION, audit.ERASURES_COLLECTION)
-ID_BATCH = 100  # $in lists stay short: the embedded server's $in is quadratic
 
 
 def main_database(manifest: dict) -> str:
@@ -35,11 +34,6 @@ def main_database(manifest: dict) -> str:
     if not mains:
         raise BackupError(f"the manifest names no deployment's databases: {sorted(backed_up)}")
     return mains[0]
-
-
-def _batches(ids: set[str]) -> list[list[str]]:
-    ordered = sorted(ids)
-    return [ordered[start:start + ID_BATCH] for start in range(0, len(ordered), ID_BATCH)]
 
 
 @dataclass
@@ -124,5 +118,5 @@ def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict
     for db in (main, databases(main)["doctor_app"]):
         target = restored[rename.get(db, db)][collection]
         found[f"{db}.{collection}"] = sum(target.count_documents({"patient_id": {"$in": batch}})
-                                          for batch in _batches(ids))
+                                          for batch in chunks(sorted(ids), ID_BATCH))
     return found

@@ -94,12 +94,9 @@ def _by_age(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query, CsvQuestion]]:
-    """The fixed suite, its parameters taken from one loaded document so every value exists. The
-    lookup by name asks MongoDB for the name as stored (encrypted, deterministically: the index on
-    it serves the lookup) and the CSV for `clear_name`, the same name decrypted.
-
-    Ranges are a fixed width around the sample's value: a 5-year age band, 31 days of admissions,
-    a 500-unit billing band, and for the statistics the sample's decade of age."""
+    """The fixed suite, its parameters from one loaded document so every value exists: the name as
+    stored (deterministically encrypted, so its index serves) for MongoDB, `clear_name` for the CSV,
+    and fixed-width ranges around the sample's values."""
     person, admin, admission = sample["personal_info"], sample["administrative_info"], sample["admission_info"]
     name, hospital, condition, gender = person["name"], admin["hospital"], sample["medical_info"]["condition"], person["gender"]
     age_low, age_high = person["age"], person["age"] + 4

@@ -141,9 +141,8 @@ def arrivals(group_doc: dict) -> Counter:
 
 
 def totals_after(state: dict, changes: list[GroupChange], drop: int | None = None) -> dict:
-    """The release's totals after these group changes (kept as they change: counting them would
-    read every group), the drops counted, how many drops each released stay waited, and when the
-    stays still waiting arrived."""
+    """The release's totals after these group changes (kept as they change: counting would read
+    every group), with the drops, each released stay's wait and when waiting stays arrived."""
     totals = {name: state.get(name, 0) for name in TOTALS}
     waits, waiting = Counter(state.get("waits", {})), Counter(state.get("waiting_since", {}))
     for c in changes:
@@ -187,7 +186,6 @@ class Plan:
         return [e["s"] for c in self.groups for e in c.increment if e["t"] != self.totals.get("drops")]
 
     def as_ledger(self) -> dict:
-        """The plan as its ledger entry stores it."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("groups", "already_applied")},
                 "groups": [vars(change) for change in self.groups]}
 

@@ -137,10 +137,8 @@ class ReleaseReport:
 
 
 def release_report(release: Release, before: list[dict], released: list[tuple[dict, int]]) -> ReleaseReport:
-    """The release as a whole: its scheme, what it releases, what waits and why, and how
-    identifying it is, before (as the copy released the stays judged until this policy) and as
-    released, over the released groups this operation touched (prefix groups summed over them
-    only: a lower bound on every prefix group's size, so the table can only overstate uniqueness)."""
+    """The release as a whole, and how identifying it is before this policy and as released over the
+    groups this operation touched (a lower bound on each prefix group: it can only overstate uniqueness)."""
     state = release.state()
     counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
 

@@ -49,8 +49,6 @@ class Release(Rebuilding):
             lease.renew()
         return len(documents)
 
-    # ---- applying: idempotent, from the ledger's plan ------------------------------------------
-
     def apply(self, plan: Plan, lease: Lease, run_id: str | None = None) -> int:
         """Write the plan; returns the copy's documents published (or, for an erasure, removed)."""
         entry_doc = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}

@@ -40,9 +40,8 @@ class Rebuilding(ReleasePlanner):
 
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
-        """Every stay present but those of files still being loaded as the rebuild began (and, when
-        `files` is given, only stays of those files), each with the generations whose copies held
-        it and whether the live copy does."""
+        """Every stay (of `files`, if given) but those of files loading as the rebuild began, with the
+        generations whose copies held it and whether the live copy does."""
         for batch in scans.batches(self.source, projection()):
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
@@ -54,9 +53,8 @@ class Rebuilding(ReleasePlanner):
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
     def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
-        """Choose the scheme for every stay present, then plan every group under it and judge its
-        join with the earlier releases; `observe` sees every stay. Nothing is written but the
-        ledger's note that a rebuild is under way."""
+        """Choose the scheme, plan every group under it and judge its join with the earlier releases;
+        nothing is written but the ledger's note that a rebuild is under way."""
         self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
                                 upsert=True)
         history = self.history()

@@ -46,8 +46,7 @@ def encrypt_existing_documents():
 
 @dg.op(pool=WRITES_POOL)
 def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
-    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection
-    marked keyed."""
+    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection marked keyed."""
     secret = record_key_secret(pseudonym_key())
     return migration.rekey_deployment(mongo.hospitalizations(), secret, log=context.log.info)
 

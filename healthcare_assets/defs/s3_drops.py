@@ -100,9 +100,8 @@ def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
 
 def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3DropResource,
                        settings: PipelineSettings) -> dg.SensorResult | dg.SkipReason:
-    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
-    $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names, empty objects and objects
-    over $HEALTHCARE_MAX_FILE_BYTES."""
+    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET / $HEALTHCARE_S3_PREFIX;
+    ignores other suffixes, _tmp/.part names, empty objects and objects over $HEALTHCARE_MAX_FILE_BYTES."""
     bucket, prefix, cap = s3.bucket, s3.prefix, settings.limits().file_bytes
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")

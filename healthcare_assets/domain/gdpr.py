@@ -1,12 +1,11 @@
-"""GDPR rights: export one patient's records (portability) and erase them everywhere they live
-(what is erased where: docs/security.md).
+"""GDPR rights: export one patient's records (portability) and erase them everywhere they live (what is erased
+where: docs/security.md).
 
-A name (normalized as the cleaning step does) is resolved to patients first (`select`): a blank or
-one-letter name is refused, and so is a name of several patients until a gender or blood type
-narrows it or the caller asks for all. A report is deleted when it quotes the name as a whole value
-(a CSV cell or JSON string equal to it, or the name between non-letters in HTML and Markdown; never
-a substring). The keyed patient_ids are recorded so that no later load nor restore brings the
-records back; the audit log gets counts and keyed ids, never the name.
+A name (normalized as the cleaning step does) is resolved to patients first (`select`): a blank or one-letter
+name is refused, and so is a name of several patients until a gender or blood type narrows it or the caller asks
+for all. A report is deleted when it quotes the name as a whole value (a CSV cell or JSON string equal to it, or
+the name between non-letters in HTML and Markdown; never a substring). The keyed patient_ids are recorded so
+that no later load nor restore brings the records back; the audit log gets counts and keyed ids, never the name.
 """
 
 from __future__ import annotations
@@ -172,11 +171,8 @@ def export_patient(collection: Collection, out: Path, selection: Selection) -> i
 def _strings(value):
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
             yield from _strings(item)
 
 

@@ -1,13 +1,12 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public
-export's known defects: names in random letter case, some with honorifics or suffixes; hospital
-names with scrambled word order; exactly `negative_billing` negative bills and
-exactly `duplicates` exact copies of an earlier row. Duplicates only copy rows with a non-negative
-bill, so a correct cleaning step removes exactly `duplicates` rows and corrects exactly
-`negative_billing` amounts.
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public export's known
+defects: names in random letter case, some with honorifics or suffixes; hospital names with scrambled word
+order; exactly `negative_billing` negative bills and exactly `duplicates` exact copies of an earlier row.
+Duplicates only copy rows with a non-negative bill, so a correct cleaning step removes exactly `duplicates` rows
+and corrects exactly `negative_billing` amounts.
 
-Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version
-(everything seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a
-row kept to prove that no two original rows are identical.
+Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version (everything
+seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a row kept to prove that no
+two original rows are identical.
 """
 
 from __future__ import annotations

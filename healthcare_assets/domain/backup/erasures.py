@@ -1,10 +1,9 @@
 """What a restore does about erasures: a backup may be older than an erasure, and must not undo it
-(docs/backups.md). Every restore merges the erasure list (never shrinks it, written before any
-data), never drops the append-only audit collections, writes no stay of a listed patient (counting
-those kept out) and applies the erasure again to the analysts' release it restored; should the
-release's lease stay held by another run, the release is marked stale (request_rebuild) instead.
-The drill counts, in what it restored, the stays of listed patients (`returned`): zero proves the
-restore brought no erased patient back.
+(docs/backups.md). Every restore merges the erasure list (never shrinks it, written before any data), never
+drops the append-only audit collections, writes no stay of a listed patient (counting those kept out) and
+applies the erasure again to the analysts' release it restored; should the release's lease stay held by another
+run, the release is marked stale (request_rebuild) instead. The drill counts, in what it restored, the stays of
+listed patients (`returned`): zero proves the restore brought no erased patient back.
 """
 
 from __future__ import annotations
@@ -74,9 +73,8 @@ class Erasures:
         insert_keeping_existing(erasures, [{"_id": i} for i in sorted(self.ids - present)])
 
     def keeps(self, db: str, coll: str):
-        """For a collection of stays, a test of each backed-up document: False for a listed
-        patient's stay, which is counted. None when there is nothing to test (another collection,
-        or an empty list)."""
+        """For a collection of stays, a test of each backed-up document: False for a listed patient's stay,
+        which is counted. None when there is nothing to test (another collection, or an empty list)."""
         if coll != self.collection or db not in self._stays():
             return None
         name = f"{self.targets[db]}.{coll}"

@@ -48,9 +48,8 @@ def request_rebuild(db: Database, requested_by: str, reason: str) -> None:
 
 @contextmanager
 def loading(db: Database, sha: str) -> Iterator[None]:
-    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its
-    stays to its own run (it would see only some of them). A load that fails stays marked, until
-    the file is loaded again."""
+    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its stays to its own
+    run (it would see only some of them). A load that fails stays marked, until the file is loaded again."""
     ledger = db[LEDGER]
     ledger.update_one({"_id": sha}, {"$setOnInsert": {"kind": "publish", "state": "loading"}}, upsert=True)
     yield

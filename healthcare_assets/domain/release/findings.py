@@ -142,36 +142,18 @@ def release_report(release: Release, before: list[dict], released: list[tuple[di
     state = release.state()
     counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
 
-    def share(name: str) -> float:
-        return round(state[name] / counted, 4) if counted else 0.0
-
+    parts = ("released", "pending", "held_back", "withdrawn")
     return ReleaseReport(
-        quasi_identifiers=list(privacy.QI_FIELDS),
-        sensitive_fields=list(privacy.SENSITIVE),
-        k_required=privacy.K_ANONYMITY,
-        max_share=privacy.MAX_SHARE,
+        quasi_identifiers=list(privacy.QI_FIELDS), sensitive_fields=list(privacy.SENSITIVE),
+        k_required=privacy.K_ANONYMITY, max_share=privacy.MAX_SHARE,
         generalization={q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
         generalization_loss=round(generalization.generalization_loss(state["scheme"]), 4),
-        scheme_chosen_at=str(state["chosen_at"]),
-        scheme_generation=state["generation"],
-        stays_counted=counted,
-        stays_released=state["released"],
-        stays_pending=state["pending"],
-        stays_held_back=state["held_back"],
-        stays_withdrawn=state["withdrawn"],
-        released_share=share("released"),
-        pending_share=share("pending"),
-        held_back_share=share("held_back"),
-        withdrawn_share=share("withdrawn"),
-        waiting_for_patients=state["waiting_for_patients"],
-        waiting_for_diversity=state["waiting_for_diversity"],
-        drops_published=drops,
-        median_drops_waited=median_wait(state.get("waits", {})),
+        scheme_chosen_at=str(state["chosen_at"]), scheme_generation=state["generation"], stays_counted=counted,
+        **{f"stays_{name}": state[name] for name in parts},
+        **{f"{name}_share": round(state[name] / counted, 4) if counted else 0.0 for name in parts},
+        **{name: state[name] for name in ("waiting_for_patients", "waiting_for_diversity", "groups_released",
+                                          "groups_held_back")},
+        drops_published=drops, median_drops_waited=median_wait(state.get("waits", {})),
         median_drops_waiting=median_wait({str(drops - int(t)): n for t, n in waiting.items()}),
-        oldest_waiting_since_drop=min(map(int, waiting), default=None),
-        rebuild_refused=state.get("refused"),
-        groups_released=state["groups_released"],
-        groups_held_back=state["groups_held_back"],
-        uniqueness_before=before,
-        uniqueness_released=generalization.uniqueness(released),
-    )
+        oldest_waiting_since_drop=min(map(int, waiting), default=None), rebuild_refused=state.get("refused"),
+        uniqueness_before=before, uniqueness_released=generalization.uniqueness(released))

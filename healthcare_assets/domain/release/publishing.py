@@ -138,8 +138,7 @@ class Release(Rebuilding):
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
     def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
-        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in
-        their place."""
+        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in their place."""
         staged = {name: self.db[name + STAGED] for name in (GROUPS, STAYS)}
         staged_copy = self.copy.database[self.copy.name + STAGED]
         for collection in (staged_copy, *staged.values()):

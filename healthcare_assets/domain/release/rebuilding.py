@@ -99,15 +99,14 @@ def live_group(earlier: str, generation: int) -> str | None:
 
 def judge(rebuilt: Rebuilt, groups: dict[str, StayTally], cells: dict[tuple[str, str], StayTally],
           live: set[tuple[str, str]], generation: int) -> None:
-    """Which new groups the rebuild releases and which cells of its join with the earlier releases
-    it withholds.
+    """Which new groups the rebuild releases and which cells of its join with the earlier releases it withholds.
 
-    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A
-    live group that would lose some of its stays loses them all: what leaves the live copy is then
-    whole groups, each a union of increments, which qualify. Withholding stays may take a new
-    group under the bar, and an unreleased new group takes its stays out of the live copy: this
-    repeats until nothing changes. If what is released then falls short of 1 - MAX_SUPPRESSED of
-    the stays, the rebuild is refused and the live release stays in place."""
+    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A live group
+    that would lose some of its stays loses them all: what leaves the live copy is then whole groups, each a
+    union of increments, which qualify. Withholding stays may take a new group under the bar, and an unreleased
+    new group takes its stays out of the live copy: this repeats until nothing changes. If what is released then
+    falls short of 1 - MAX_SUPPRESSED of the stays, the rebuild is refused and the live release stays in place.
+    """
     unreleased = {key for key, tally in groups.items() if not tally.qualifies()}
     withheld: set[tuple[str, str]] = set()
     leaving: set[str] = set()  # live groups whose stays all leave

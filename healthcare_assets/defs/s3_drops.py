@@ -23,22 +23,19 @@ from healthcare_assets.plumbing.settings import PipelineSettings
 SOURCE_KEY_TAG = "healthcare/source_key"
 SOURCE_ETAG_TAG = "healthcare/source_etag"
 
-# S3 stamps an object with the second its upload *started* (a long multipart upload appears
-# late with an old LastModified), so each tick re-lists this far behind the newest object seen
-# and skips what it already handled by key@ETag, not by timestamp alone.
+# S3 stamps an object with the second its upload *started* (a long upload appears late, already
+# old), so each tick re-lists this far behind the newest seen and skips what it handled by key@ETag.
 LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 
-# Everything a file goes through: every stage and its checks, but the benchmark and the audit,
-# which measure and judge the whole collection, not a file, and the backups, which have their
-# own schedule.
+# Every stage and its checks, but the benchmark and the audit (they judge the whole collection,
+# not a file) and the backups (their own schedule).
 DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
                   - dg.AssetSelection.groups("backups"))
 
-# A file's run that dies with its process (its code server recreated) is launched again, whole:
-# staging is per run, and the load writes each row once however many runs load the file. A run
-# failed by its own steps (a bad file, a failed check) is not: the same file would fail the same way.
+# A file's run that dies with its process is launched again, whole (staging is per run, and the load
+# writes each row once); one failed by its own steps is not: the same file would fail the same way.
 # The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
               "dagster/retry_on_asset_or_op_failure": "false"}

@@ -16,11 +16,7 @@ from pymongo.database import Database
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.backup.catalog import Catalog, Definition
 from healthcare_assets.domain.backup.erasures import Erasures, main_database, returned
-from healthcare_assets.domain.backup.files import (
-    INSERT_BATCH,
-    raw_documents,
-    read_ranges,
-)
+from healthcare_assets.domain.backup.files import INSERT_BATCH, raw_documents, read_ranges
 from healthcare_assets.domain.backup.keys import judge_keys, prove_keys
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing

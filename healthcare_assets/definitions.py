@@ -1,7 +1,4 @@
-"""The code location: every Dagster object under `defs/`, found by Dagster, not listed by hand.
-
-`dg`, `dagster dev` and the code server load this module ([tool.dg] in pyproject.toml).
-"""
+"""The code location ([tool.dg] in pyproject.toml): every Dagster object under `defs/`, found by Dagster."""
 
 from pathlib import Path
 

@@ -16,7 +16,6 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import check_specs
 from healthcare_assets.defs.release_checks import CHECKS, Outcome, check_results, k_and_share
 from healthcare_assets.domain import audit, encryption, generalization, privacy
-from healthcare_assets.domain.release import Release
 from healthcare_assets.domain.release.bookkeeping import Plan, Rebuilt
 from healthcare_assets.domain.release.findings import (
     Findings,
@@ -27,6 +26,7 @@ from healthcare_assets.domain.release.findings import (
 )
 from healthcare_assets.domain.release.lease import Lease
 from healthcare_assets.domain.release.planning import released_fields
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.release_audit import bookkeeping_audit, copy_findings
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.mongo import MongoResource

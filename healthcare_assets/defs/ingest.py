@@ -81,14 +81,11 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig,
                          {"malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines})
     return dg.Output(
         staged,
-        metadata={
-            "dagster/row_count": reader.rows,
-            "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
-            **source.as_metadata(),
-            "malformed_rows": malformed,
-            "blank_lines_skipped": reader.blank_lines,
-            "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS)),
-        },
+        metadata={"dagster/row_count": reader.rows,
+                  "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
+                  **source.as_metadata(), "malformed_rows": malformed,
+                  "blank_lines_skipped": reader.blank_lines,
+                  "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS))},
     )
 
 
@@ -118,9 +115,8 @@ def staged_rows_match_file(context: dg.AssetCheckExecutionContext, raw_csv: Stag
 
 def share_within_ceiling(name: str, rejected: int, rows: int, settings: PipelineSettings, share_name: str,
                          counted: dict, what: str, look_at: Path | str, page: verdicts.RunPage) -> dg.AssetCheckResult:
-    """Passes while `rejected` of `rows` (all of them when there are none) is a share of at most
-    the quarantine ceiling: a mostly-broken file fails instead of quietly loading what was good.
-    `what` says what happened to the rejected rows ("were quarantined")."""
+    """Passes while `rejected` of `rows` (all, when there are none) is within the quarantine ceiling:
+    a mostly-broken file fails instead of quietly loading what was good."""
     share = rejected / rows if rows else 1.0
     ceiling = settings.ceiling()
     figure = f"{verdicts.percent(share)} of rows ({rejected:,} of {rows:,}) {what}" if rows else "the file has no rows"

@@ -21,16 +21,22 @@ def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResour
     return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), log=context.log.info)
 
 
+def _none_left(context: dg.OpExecutionContext, mongo: MongoResource, done: str, count, left: str,
+               still: str, key: str) -> None:
+    """Fails the run unless `count` finds no document left, in the collection and the doctor app's copy."""
+    collection = mongo.hospitalizations()
+    remaining = sum(count(c) for c in (collection, access.doctor_app_copy(collection)))
+    context.log.info(f"{done} by this run; {remaining:,} with {left} left")
+    if remaining:
+        raise dg.Failure(description=f"{remaining:,} documents still {still}: run the job again",
+                         metadata={key: remaining}, allow_retries=False)
+
+
 @dg.op
 def no_clear_identifier_remains(context: dg.OpExecutionContext, encrypted: int, mongo: MongoResource) -> None:
-    """Fails the run unless every document's identifiers are encrypted, in the collection and in
-    the doctor app's copy."""
-    collection = mongo.hospitalizations()
-    remaining = sum(migration.clear_identifiers(c) for c in (collection, access.doctor_app_copy(collection)))
-    context.log.info(f"{encrypted:,} documents encrypted by this run; {remaining:,} with a clear identifier left")
-    if remaining:
-        raise dg.Failure(description=f"{remaining:,} documents still hold a clear name: run the job again",
-                         metadata={"documents_with_clear_identifiers": remaining}, allow_retries=False)
+    """Fails the run unless every identifier is encrypted, in the collection and the doctor app's copy."""
+    _none_left(context, mongo, f"{encrypted:,} documents encrypted", migration.clear_identifiers,
+               "a clear identifier", "hold a clear name", "documents_with_clear_identifiers")
 
 
 @dg.job(description="One time: encrypt the names of documents loaded before field-level encryption, "
@@ -41,23 +47,18 @@ def encrypt_existing_documents():
 
 @dg.op(pool=WRITES_POOL)
 def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
-    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection
-    marked keyed."""
+    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection marked keyed."""
     secret = record_key_secret(pseudonym_key())
     return migration.rekey_deployment(mongo.hospitalizations(), secret, log=context.log.info)
 
 
 @dg.op
 def no_unkeyed_id_remains(context: dg.OpExecutionContext, rekeyed: int, mongo: MongoResource) -> None:
-    """Fails the run unless no document of the collection or the doctor app's copy has an unkeyed
-    _id; then marks the collection keyed, and loads are accepted again."""
-    collection = mongo.hospitalizations()
-    remaining = sum(migration.unkeyed_documents(c) for c in (collection, access.doctor_app_copy(collection)))
-    context.log.info(f"{rekeyed:,} documents re-keyed by this run; {remaining:,} with an unkeyed _id left")
-    if remaining:
-        raise dg.Failure(description=f"{remaining:,} documents still have an unkeyed _id: run the job again",
-                         metadata={"documents_with_unkeyed_ids": remaining}, allow_retries=False)
-    migration.mark_keyed(collection)
+    """Fails the run unless no document (nor of the doctor app's copy) has an unkeyed _id; then marks
+    the collection keyed, and loads are accepted again."""
+    _none_left(context, mongo, f"{rekeyed:,} documents re-keyed", migration.unkeyed_documents,
+               "an unkeyed _id", "have an unkeyed _id", "documents_with_unkeyed_ids")
+    migration.mark_keyed(mongo.hospitalizations())
 
 
 @dg.job(description="One time, after upgrading: give documents loaded before record keys were keyed the keyed "

@@ -1,15 +1,8 @@
-"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3.
-
-Exactly once per object version: the run_key is key@ETag (the daemon never launches a run_key
-twice, and a changed re-upload has a new ETag), and the JSON cursor remembers every version it
-has handled, so a restarted daemon or two objects stamped with the same second lose nothing.
-
-Each file's runs are found in the UI by the run tags `healthcare/source_key` and
-`healthcare/source_etag`, not by dynamic partitions: partitioning the chain per file would make
-`dagster asset materialize --select '*'` on the local default file require `--partition`.
-
-The sensor runs by default only where a bucket is configured (elsewhere it would only log skips):
-decided when the code location loads, by s3_drops() below.
+"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3, once per object
+version: the run_key is key@ETag and the JSON cursor remembers every version handled, so a
+restarted daemon or two objects stamped the same second lose nothing. A file's runs carry the tags
+`healthcare/source_key` and `healthcare/source_etag` (no dynamic partitions: they would make
+`dagster asset materialize --select '*'` require `--partition`).
 """
 
 from __future__ import annotations
@@ -29,32 +22,26 @@ from healthcare_assets.plumbing.settings import PipelineSettings, environment
 SOURCE_KEY_TAG = "healthcare/source_key"
 SOURCE_ETAG_TAG = "healthcare/source_etag"
 
-# S3 stamps an object with the second its upload *started* (a long multipart upload appears
-# late with an old LastModified), so each tick re-lists this far behind the newest object seen
-# and skips what it already handled by key@ETag, not by timestamp alone.
+# S3 stamps an object with the second its upload *started* (a long upload appears late, already
+# old), so each tick re-lists this far behind the newest seen and skips what it handled by key@ETag.
 LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 
-# Everything a file goes through: every stage and its checks, but the benchmark and the audit,
-# which measure and judge the whole collection, not a file, and the backups, which have their
-# own schedule.
+# Every stage and its checks, but the benchmark and the audit (they judge the whole collection,
+# not a file) and the backups (their own schedule).
 DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
                   - dg.AssetSelection.groups("backups"))
 
-# A file's run that dies with its process (its code server recreated) is launched again, whole:
-# staging is per run, and the load writes each row once however many runs load the file. A run
-# failed by its own steps (a bad file, a failed check) is not: the same file would fail the same way.
+# A file's run that dies with its process is launched again, whole (staging is per run, and the load
+# writes each row once); one failed by its own steps is not: the same file would fail the same way.
 # The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
               "dagster/retry_on_asset_or_op_failure": "false"}
 
 s3_csv_drop_job = dg.define_asset_job(
-    "s3_csv_drop_job",
-    selection=DROP_SELECTION,
-    description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).",
-    tags=RETRY_TAGS,
-)
+    "s3_csv_drop_job", selection=DROP_SELECTION, tags=RETRY_TAGS,
+    description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).")
 
 
 @dataclass
@@ -67,16 +54,11 @@ class DropCursor:
 
     @classmethod
     def parse(cls, raw: str | None) -> DropCursor:
-        if not raw:
-            return cls()
-        data = json.loads(raw)
-        return cls(float(data["newest"]), dict(data["seen"]))
+        return cls(float((data := json.loads(raw))["newest"]), dict(data["seen"])) if raw else cls()
 
     def list_after(self) -> dt.datetime | None:
         """The bound for get_objects (exclusive); None on the first tick: list everything."""
-        if not self.newest:
-            return None
-        return dt.datetime.fromtimestamp(self.newest, dt.UTC) - LOOKBACK
+        return dt.datetime.fromtimestamp(self.newest, dt.UTC) - LOOKBACK if self.newest else None
 
     def mark(self, version: str, last_modified: float) -> None:
         self.seen[version] = last_modified
@@ -108,27 +90,19 @@ def why_not_a_finished_csv(key: str, size: int, cap: int) -> str | None:
 
 def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
     # Bucket and key apart, never an s3:// URL: a key may hold '#', '?', '%' or spaces.
-    return dg.RunRequest(
-        run_key=f"{key}@{etag}",
-        run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(s3_bucket=bucket, s3_key=key)}),
-        tags={SOURCE_KEY_TAG: key, SOURCE_ETAG_TAG: etag},
-    )
+    return dg.RunRequest(run_key=f"{key}@{etag}", tags={SOURCE_KEY_TAG: key, SOURCE_ETAG_TAG: etag},
+                         run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(s3_bucket=bucket, s3_key=key)}))
 
 
-def s3_csv_drop_sensor(
-    context: dg.SensorEvaluationContext, s3: S3DropResource, settings: PipelineSettings
-) -> dg.SensorResult | dg.SkipReason:
-    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET /
-    $HEALTHCARE_S3_PREFIX; ignores other suffixes, _tmp/.part names, empty objects and objects
-    over $HEALTHCARE_MAX_FILE_BYTES."""
+def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3DropResource,
+                       settings: PipelineSettings) -> dg.SensorResult | dg.SkipReason:
+    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET / $HEALTHCARE_S3_PREFIX;
+    ignores other suffixes, _tmp/.part names, empty objects and objects over $HEALTHCARE_MAX_FILE_BYTES."""
     bucket, prefix, cap = s3.bucket, s3.prefix, settings.limits().file_bytes
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")
     cursor = DropCursor.parse(context.cursor)
-    objects = get_objects(
-        bucket, prefix, since_last_modified=cursor.list_after(), client=s3.get_client()
-    )
-
+    objects = get_objects(bucket, prefix, since_last_modified=cursor.list_after(), client=s3.get_client())
     runs: list[dg.RunRequest] = []
     ignored = 0
     for obj in objects:  # oldest first
@@ -137,9 +111,7 @@ def s3_csv_drop_sensor(
         if version in cursor.seen:
             continue
         if len(runs) >= MAX_RUNS_PER_TICK:
-            context.log.info(
-                f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick"
-            )
+            context.log.info(f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick")
             break
         cursor.mark(version, obj["LastModified"].timestamp())
         reason = why_not_a_finished_csv(key, obj["Size"], cap)
@@ -147,30 +119,20 @@ def s3_csv_drop_sensor(
             ignored += 1
             context.log.info(f"ignored s3://{bucket}/{key}: {reason}")
             continue
-        context.log.info(
-            f"new file s3://{bucket}/{key} (ETag {etag}, {obj['Size']:,} bytes): requesting a run"
-        )
+        context.log.info(f"new file s3://{bucket}/{key} (ETag {etag}, {obj['Size']:,} bytes): requesting a run")
         runs.append(run_request_for(bucket, key, etag))
 
     if runs:
         return dg.SensorResult(run_requests=runs, cursor=cursor.dump())
-    note = (
-        f"; ignored {ignored} object(s) that are not finished CSV files (see the tick log)"
-        if ignored
-        else ""
-    )
-    return dg.SensorResult(
-        skip_reason=f"no new CSV file in s3://{bucket}/{prefix}{note}", cursor=cursor.dump()
-    )
-
-
-def drop_sensor(status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED) -> dg.SensorDefinition:
-    return dg.sensor(job=s3_csv_drop_job, minimum_interval_seconds=30, default_status=status,
-                     name="s3_csv_drop_sensor")(s3_csv_drop_sensor)
+    note = f"; ignored {ignored} object(s) that are not finished CSV files (see the tick log)" if ignored else ""
+    return dg.SensorResult(skip_reason=f"no new CSV file in s3://{bucket}/{prefix}{note}", cursor=cursor.dump())
 
 
 @dg.definitions
 def s3_drops() -> dg.Definitions:
-    watching = bool(environment().get("HEALTHCARE_S3_BUCKET"))
-    status = dg.DefaultSensorStatus.RUNNING if watching else dg.DefaultSensorStatus.STOPPED
-    return dg.Definitions(jobs=[s3_csv_drop_job], sensors=[drop_sensor(status)])
+    # decided when the code location loads, not on import: only where a bucket is configured
+    # (elsewhere the sensor would only log skips)
+    running = bool(environment().get("HEALTHCARE_S3_BUCKET"))
+    sensor = dg.sensor(job=s3_csv_drop_job, minimum_interval_seconds=30, default_status=(
+        dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED))(s3_csv_drop_sensor)
+    return dg.Definitions(jobs=[s3_csv_drop_job], sensors=[sensor])

@@ -1,10 +1,6 @@
-"""What a blocking check says when it fails, and the run's quality page that records the block.
-
-A failed blocking check stops the run, and its description is what the terminal and the UI show
-first: one sentence with the figure measured, the limit, the setting that changes the limit and
-the file to look at, each also under its own metadata key (`figure`, `limit`, `setting`,
-`look_at`). Figures are counts and shares, never a patient's value. A passing check keeps its
-metadata as it is.
+"""What a blocking check says when it fails (one sentence: the figure, the limit, the setting that
+changes it, the file to look at; each also under its own metadata key; counts and shares only,
+never a patient's value), and the run's quality page that records the block.
 """
 
 from __future__ import annotations

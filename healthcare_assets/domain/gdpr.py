@@ -1,18 +1,11 @@
-"""GDPR rights: export one patient's records (portability) and erase them everywhere they live.
+"""GDPR rights: export one patient's records (portability) and erase them everywhere they live (what is erased
+where: docs/security.md).
 
-A patient is a name (normalized as the cleaning step does) with a gender and a blood type: the
-keyed patient_id is made of those three, and many names belong to several patients. So a name is
-first resolved to patients (`select`): a blank or one-letter name is refused, and a name that
-belongs to several patients is refused, with the patients listed, until a gender or blood type
-narrows it to one or the caller asks for all of them.
-
-Erasure removes the patients' records from the collection, the analyst copy and the doctor app's
-copy, drops their rows from quarantine files, deletes every report that quotes the name as a
-whole value (a CSV cell or JSON string equal to it, or the name between non-letters in HTML and
-Markdown; never a substring: "Mary" is not in "summary") and the staging folders of finished runs
-(never of a run in progress, see staging.py), and records the keyed patient_ids so that no later
-load brings the records back, nor a restore of an older backup (backup/erasures.py). The audit log
-gets counts and keyed ids, never the name.
+A name (normalized as the cleaning step does) is resolved to patients first (`select`): a blank or one-letter
+name is refused, and so is a name of several patients until a gender or blood type narrows it or the caller asks
+for all. A report is deleted when it quotes the name as a whole value (a CSV cell or JSON string equal to it, or
+the name between non-letters in HTML and Markdown; never a substring). The keyed patient_ids are recorded so
+that no later load nor restore brings the records back; the audit log gets counts and keyed ids, never the name.
 """
 
 from __future__ import annotations
@@ -35,7 +28,7 @@ from pymongo.collection import Collection
 from healthcare_assets.domain import audit, encryption, privacy
 from healthcare_assets.domain.access import doctor_app_copy
 from healthcare_assets.domain.cleaning import normalize_names
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.schema import BLOOD_TYPES, GENDERS
 from healthcare_assets.plumbing import csv_cells, settings, staging
 
@@ -127,8 +120,7 @@ def _quarantined(name: str) -> pd.DataFrame:
 def select(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None,
            everyone: bool = False) -> Selection:
     """The patients the name (and gender, blood type) stands for, in the collection and in
-    quarantine. Raises PatientSelectionError for a blank or one-letter name, and
-    SeveralPatientsError, listing them, when there are several and `everyone` is not set."""
+    quarantine (see the module's doc for what is refused)."""
     target = normalized(name)
     if sum(c.isalpha() for c in target) < MIN_LETTERS:
         raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
@@ -159,9 +151,8 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
 
 
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write every record of the patients (source collection), names decrypted, as Extended JSON
-    into a new file only its owner can read; returns the count. FileExistsError, before anything is
-    read, when a file or a symbolic link is at `out` already (never replaced nor followed)."""
+    """Write the patients' records, names decrypted, as Extended JSON into a new owner-only file
+    (never replacing nor following what is at `out`); returns the count."""
     with settings.create_owner_only(out) as handle:
         try:
             cipher = encryption.cipher(collection)
@@ -180,11 +171,8 @@ def export_patient(collection: Collection, out: Path, selection: Selection) -> i
 def _strings(value):
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
             yield from _strings(item)
 
 
@@ -236,11 +224,8 @@ def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[st
     # the patients' stays leaves the copy whole, so what leaves is never fewer than 11 people.
     plan, copy_removed = release.erase(ids, owner=f"{command}:{getpass.getuser()}:{os.getpid()}") \
         if ids else (None, 0)
-    return {
-        collection.full_name: len(plan.erased_stays) if plan else 0,
-        release.copy.full_name: copy_removed,
-        doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0,
-    }
+    return {collection.full_name: len(plan.erased_stays) if plan else 0, release.copy.full_name: copy_removed,
+            doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0}
 
 
 def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:

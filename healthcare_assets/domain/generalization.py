@@ -1,20 +1,10 @@
 """Choosing how far to generalize each quasi-identifier, for the data at hand, and measuring a release.
 
-The candidates are every combination of levels of the hierarchies in privacy.QUASI_IDENTIFIERS
-(the lattice: 1,728 schemes). Utility is measured as
-
-    loss = generalization + suppression
-
-- generalization: the weighted mean height of the chosen levels (0 = finest band released, 1 = "*"),
-  weighted by what the analyses need (a medical condition weighs 4, ages, years and lengths of stay
-  2, the rest 1);
-- suppression: the share of stays held back because their group has fewer than k patients or a
-  sensitive value in more than privacy.MAX_SHARE of its stays.
-
-The scheme chosen is the one of least loss whose suppression is at most privacy.MAX_SUPPRESSED.
-Schemes are tried in order of generalization; the search stops when the generalization alone
-exceeds the best loss found, so the result is the optimum, usually after a few hundred schemes.
-Each is one pass of integer arithmetic over the stays' codes (numpy), not a pass over the database.
+Among every combination of levels (the lattice: 1,728 schemes), the one of least loss =
+generalization (the weighted mean height of the levels; weights in privacy.QUASI_IDENTIFIERS) +
+suppression (the share of stays held back) with suppression at most privacy.MAX_SUPPRESSED.
+Schemes are tried in order of generalization, stopping once that alone exceeds the best loss: the
+optimum, usually after a few hundred schemes, each one numpy pass over the stays' codes.
 """
 
 from __future__ import annotations
@@ -29,27 +19,19 @@ import pandas as pd
 from tabulate import tabulate
 
 from healthcare_assets.domain import privacy
-from healthcare_assets.domain.privacy import (
-    K_ANONYMITY,
-    MAX_SHARE,
-    MAX_SUPPRESSED,
-    PERSON,
-    QUASI_IDENTIFIERS,
-    Scheme,
-)
 
-_WEIGHTS = sum(q.weight for q in QUASI_IDENTIFIERS)
+_WEIGHTS = sum(q.weight for q in privacy.QUASI_IDENTIFIERS)
 
 
-def generalization_loss(scheme: Scheme) -> float:
-    return sum(q.weight * scheme[q.field] / (len(q.levels) - 1) for q in QUASI_IDENTIFIERS) / _WEIGHTS
+def generalization_loss(scheme: privacy.Scheme) -> float:
+    return sum(q.weight * scheme[q.field] / (len(q.levels) - 1) for q in privacy.QUASI_IDENTIFIERS) / _WEIGHTS
 
 
 @dataclass
 class Evaluation:
     """A scheme applied to a table of stays."""
 
-    scheme: Scheme
+    scheme: privacy.Scheme
     stays: int
     suppressed: int
     groups: int  # released
@@ -79,7 +61,7 @@ class Encoder:
     """Stays' values as integer codes, one field at a time, as they stream past (memory: four bytes
     a value, whatever the values are)."""
 
-    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, PERSON)
+    FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, privacy.PERSON)
 
     def __init__(self, fields: tuple[str, ...] = FIELDS):
         self.fields = fields
@@ -110,10 +92,8 @@ class Encoder:
 
 
 def independent_measures(released: pd.DataFrame) -> tuple[int, int, float]:
-    """k (in stays: the copy names no patient) and distinct l measured by pycanon (an independent
-    implementation of the definitions), and the largest share of one sensitive value in a group,
-    by a pandas group-by (pycanon's recursive (c, l) counts from the rarest value); 0, 0, 0 for an
-    empty table."""
+    """k (in stays: the copy names no patient) and distinct l by pycanon (an independent
+    implementation), and the largest share of one sensitive value in a group by pandas."""
     from pycanon import anonymity  # only the audit and the tests need it
 
     if released.empty:
@@ -129,9 +109,8 @@ def _before_label(field: str, level, value) -> str:
 
 
 class Table:
-    """Stays as integer codes: for each quasi-identifier, its label's code at every level (and as
-    released before this policy); for each sensitive field, its value's code; the patient's. Built
-    once, then any scheme is evaluated on it."""
+    """Stays as integer codes (each quasi-identifier's label at every level and as released before
+    this policy, sensitive values, patients), built once to evaluate any scheme on."""
 
     def __init__(self, columns: dict[str, tuple[list, np.ndarray]]):
         """columns: for each field of Encoder.FIELDS, its distinct values and each stay's code."""
@@ -139,7 +118,7 @@ class Table:
         self.codes: dict[str, list[np.ndarray]] = {}
         self.sizes: dict[str, list[int]] = {}
         self.before: dict[str, tuple[np.ndarray, int]] = {}
-        for qi in QUASI_IDENTIFIERS:
+        for qi in privacy.QUASI_IDENTIFIERS:
             distinct, inverse = columns[qi.field]
             self.codes[qi.field], self.sizes[qi.field] = [], []
             for level in qi.levels:
@@ -150,7 +129,7 @@ class Table:
                                                   dtype=object))
             self.before[qi.field] = (codes[inverse].astype(np.int64), len(labels))
         self.sensitive = [(columns[f][1].astype(np.int64), len(columns[f][0])) for f in privacy.SENSITIVE]
-        patients, self.patients = columns[PERSON][1].astype(np.int64), len(columns[PERSON][0])
+        patients, self.patients = columns[privacy.PERSON][1].astype(np.int64), len(columns[privacy.PERSON][0])
         # most patients have one stay: only the others need a distinct count per group
         self.repeat = np.bincount(patients, minlength=self.patients)[patients] > 1
         self.repeat_patients = patients[self.repeat]
@@ -163,16 +142,16 @@ class Table:
             encoder.add(row)
         return encoder.table()
 
-    def evaluate(self, scheme: Scheme) -> Evaluation:
+    def evaluate(self, scheme: privacy.Scheme) -> Evaluation:
         key, space = _keys([(self.codes[q.field][scheme[q.field]], self.sizes[q.field][scheme[q.field]])
-                            for q in QUASI_IDENTIFIERS], self.stays)
+                            for q in privacy.QUASI_IDENTIFIERS], self.stays)
         sizes = np.bincount(key, minlength=space)
         people = self.people(key, space)
         commonest = np.zeros(space, dtype=np.int64)
         for codes, values in self.sensitive:
             counts = np.bincount(key * values + codes, minlength=space * values).reshape(space, values)
             commonest = np.maximum(commonest, counts.max(axis=1))
-        released = (people >= K_ANONYMITY) & (commonest <= MAX_SHARE * sizes)
+        released = (people >= privacy.K_ANONYMITY) & (commonest <= privacy.MAX_SHARE * sizes)
         return Evaluation(dict(scheme), self.stays, int(sizes[~released].sum()), int(released.sum()),
                           int(people[released].min()) if released.any() else 0,
                           float((commonest[released] / sizes[released]).max()) if released.any() else 0.0)
@@ -207,16 +186,16 @@ def _keys(columns: list[tuple[np.ndarray, int]], stays: int) -> tuple[np.ndarray
     return key, space
 
 
-def lattice() -> list[Scheme]:
+def lattice() -> list[privacy.Scheme]:
     """Every scheme, least generalized first."""
-    fields = [q.field for q in QUASI_IDENTIFIERS]
+    fields = [q.field for q in privacy.QUASI_IDENTIFIERS]
     schemes = [dict(zip(fields, levels, strict=True))
-               for levels in itertools.product(*(range(len(q.levels)) for q in QUASI_IDENTIFIERS))]
+               for levels in itertools.product(*(range(len(q.levels)) for q in privacy.QUASI_IDENTIFIERS))]
     return sorted(schemes, key=generalization_loss)
 
 
 def choose(table: Table) -> tuple[Evaluation, int]:
-    """The scheme of least loss with suppression at most MAX_SUPPRESSED (or, if none has, the one
+    """The scheme of least loss with suppression at most privacy.MAX_SUPPRESSED (or, if none has, the one
     that holds back the fewest stays); and how many schemes were evaluated."""
     best: Evaluation | None = None
     fallback: Evaluation | None = None
@@ -226,7 +205,7 @@ def choose(table: Table) -> tuple[Evaluation, int]:
             break
         found = table.evaluate(scheme)
         tried += 1
-        if found.suppressed_share <= MAX_SUPPRESSED:
+        if found.suppressed_share <= privacy.MAX_SUPPRESSED:
             if best is None or found.loss < best.loss:
                 best = found
         elif fallback is None or found.suppressed < fallback.suppressed:
@@ -243,9 +222,8 @@ UNIQUENESS_ROWS = (("age_range", "gender", "blood_type", "medical_condition"), (
 
 def _uniqueness_row(added: tuple, fields: list, sizes, total: int) -> dict:
     return {"quasi_identifiers": ", ".join(added) if len(fields) == len(added) else "+ " + ", ".join(added),
-            "stays": total,
-            "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
-            "under_k": round(float(sizes[sizes < K_ANONYMITY].sum()) / total, 4) if total else 0.0}
+            "stays": total, "unique": round(float(sizes[sizes == 1].sum()) / total, 4) if total else 0.0,
+            "under_k": round(float(sizes[sizes < privacy.K_ANONYMITY].sum()) / total, 4) if total else 0.0}
 
 
 def uniqueness(groups: Iterable[tuple[dict, int]]) -> list[dict]:

@@ -17,7 +17,7 @@ from healthcare_assets.domain.collection_definitions import (
     HOSPITALIZATION_OPTIONS,
     file_ranges,
 )
-from healthcare_assets.domain.release import loading
+from healthcare_assets.domain.release.bookkeeping import loading
 from healthcare_assets.domain.schema import (
     DOCUMENT_JSON_SCHEMA,
     document_body,

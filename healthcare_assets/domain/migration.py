@@ -1,26 +1,12 @@
-"""Documents of earlier versions brought up to date: names loaded before they were encrypted, and
-_ids made before record keys were keyed.
+"""Documents of earlier versions brought up to date (one-time, resumable; docs/pipeline.md and
+docs/deployment.md): names loaded before they were encrypted, and _ids made before record keys were keyed.
 
-Encryption.
-
-One-time and resumable: each range of the collection (scans) is read for the documents that still
-hold a clear identifier, and each is updated only if it still holds the clear values read, so a
-stopped run leaves every document either as it was or encrypted, and the next run takes what is
-left. The doctor app's copy gets the same, under its hospitals' own data keys. Then `clear_identifiers`
-counts, over a whole collection, the documents whose identifiers are not encrypted: zero in both
-proves the migration complete.
-
-Record keys. A document loaded before record keys were keyed (metadata.migration_version 1) has the
-unkeyed SHA-256 of its row as _id: in a backup or the doctor app's copy, beside the row's other
-fields in clear, it confirms a guessed name and doctor. A load beside such documents would add
-every row again under its keyed id, so a load refuses a collection not marked keyed
-(`RECORD_KEYS`: marked when the load creates the collection, or once this migration is complete).
-`rekey_deployment` gives each such document, in the collection and in the doctor app's copy, the
-_id a load computes now (cleaning.keyed_record_key of the old one: no row is rebuilt, and an edited
-document keeps its edits): a copy under the new _id, then the old one deleted. A stopped run leaves
-at worst a document under both ids; the next run keeps the copy and deletes the old one. The
-release's bookkeeping and the analysts' copy are keyed by the old _ids: the release is marked
-stale (stale_release), and the next publication rebuilds it whole.
+Each range of the collection (scans) is read for documents still to migrate, and each is updated only if it
+still holds what was read, so a stopped run leaves every document as it was or migrated and the next run takes
+what is left; the doctor app's copy gets the same. A re-keyed document is copied under its new _id, then the old
+one deleted (a stopped run leaves at worst both, and the next keeps the copy). A load refuses a collection not
+marked keyed (RECORD_KEYS). The release's bookkeeping names the old _ids: it is marked stale (request_rebuild)
+and rebuilt whole.
 """
 
 from __future__ import annotations
@@ -34,8 +20,8 @@ from pymongo.collection import Collection
 from healthcare_assets.domain import access, encryption
 from healthcare_assets.domain.cleaning import keyed_record_key
 from healthcare_assets.domain.collection_definitions import stays_ranges
+from healthcare_assets.domain.release.bookkeeping import request_rebuild
 from healthcare_assets.domain.schema import MIGRATION_VERSION
-from healthcare_assets.domain.stale_release import request_rebuild
 from healthcare_assets.plumbing import scans
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
@@ -63,9 +49,8 @@ def encrypt_doctor_app_copy(copy: Collection, log: Callable[[str], None] = print
 
 def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryption.FieldCipher],
                       log: Callable[[str], None]) -> int:
-    """Returns how many documents changed. Validation is bypassed: a migrated document fits the
-    validator only once both of its identifiers are encrypted, and the old validator (strings)
-    does not accept them."""
+    """Returns how many documents changed. Validation is bypassed: a half-migrated document fits
+    neither the old validator nor the new."""
     projection = {"$project": dict.fromkeys([*encryption.field_paths(), "administrative_info.hospital"], 1)}
     changed = 0
     for batch in scans.batches(collection, [{"$match": NOT_ENCRYPTED}, projection], stays_ranges(collection)):
@@ -91,8 +76,6 @@ def _get(doc: dict, path: str):
     part, _, name = path.partition(".")
     return doc.get(part, {}).get(name)
 
-
-# ---- record keys --------------------------------------------------------------------------------
 
 RECORD_KEYS = "record_keys"  # in the main database: one document per collection whose _ids are keyed
 UNKEYED = {"metadata.migration_version": {"$lt": MIGRATION_VERSION}}

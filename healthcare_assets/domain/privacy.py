@@ -1,62 +1,9 @@
 """De-identification: keyed pseudonyms, and the release policy of the analysts' copy.
 
-Pseudonyms. The source's patient_id is an HMAC-SHA256 computed at load time with
-HEALTHCARE_PSEUDONYM_KEY, never inside a view: a view's pipeline is readable by anyone who can list
-collections, and a plain or salted hash of a name falls to a dictionary attack.
-
-Threat model. The analysts' copy is read by people who must not learn anything about one patient.
-The attacker is an analyst, or anyone the copy leaks to, who
-- knows what an outsider can know about a neighbour's, colleague's or relative's stay: age and
-  sex, often blood type and condition, when they were admitted, how long they stayed, their
-  insurer, whether it was an emergency, and what it cost (an insurer's statement shows the bill):
-  the quasi-identifiers (QUASI_IDENTIFIERS, and the billing amount, which is therefore never
-  released);
-- wants the rest: the test result and the medication (SENSITIVE);
-- keeps a snapshot of everything the analyst role can read every time it can read it, compares
-  them by content (ids and order aside), knows when targets were admitted and may know who asked
-  for erasure.
-HIPAA Safe Harbor's list (no names, no dates finer than a year, no ages over 89) is the floor; on
-this data it is not enough (an admission year with the exact length of stay singles out two stays
-in three).
-
-What is promised against that attacker, on the full quasi-identifier set:
-- every released group holds at least K_ANONYMITY distinct patients (not stays), and no value of
-  a sensitive field makes up more than MAX_SHARE of its stays (recursive (c, 2)-diversity with
-  c = 1, non-strict: whoever places a person in a group is at most half sure of any sensitive
-  value; it implies l >= 2 distinct values);
-- so is every change between any two moments an analyst can read the copy. A group's stays are
-  released in increments, each of which qualifies on its own; new stays of a published group wait
-  (pending) until they form one. An increment leaves the copy only whole: an erasure withdraws
-  every increment holding the patient's stays, and the other stays of those increments are not
-  released again under that scheme. What two snapshots differ by is then, in every group, a union
-  of whole increments, and both rules survive a union: patients only add up, and a share of at
-  most half in each part is at most half of the whole (entropy l-diversity is also closed under
-  unions, but lets one value reach 77% of a group; distinct l-diversity is not);
-- nothing links two releases: the copy's ids are keyed by a per-scheme random epoch, and its
-  documents are written in the order of those ids, not of patients or of files. A release under a
-  new scheme is judged with every earlier one: the stays it releases that were released before,
-  joined on the groups they fell in each time, form cells that qualify; a cell that does not is
-  withheld under the new scheme, and if stays it takes away from the live copy would form a cell
-  that does not qualify, the new scheme is not published at all;
-- erasure reaches the copy at once (withdrawing whole increments), and the erasure list is
-  re-applied by every restore (healthcare_assets.domain.backup).
-
-What is not promised: an attacker who already knows the sensitive values of all but one member of
-an increment learns the last (k-anonymity's known limit); the analysts' copy composed with another
-release of the same stays (the doctor app's copy, a published aggregate) is not judged here
-(Ganta et al. 2008); and the release holds no link between two stays of one person, so a
-readmission study cannot be done on it.
-
-Release policy.
-- Never released: names, doctor, hospital, room, exact ages, amounts (not even in bands) and
-  dates, and any linkable patient id. The analyses the copy serves (counts by condition and age
-  band per year, lengths of stay, results and medication by group) need no link between two stays
-  of one person.
-- Every quasi-identifier is released at a level of its hierarchy (QUASI_IDENTIFIERS: finest first,
-  "*" hides it). The levels are chosen for the data at hand (healthcare_assets.domain.generalization):
-  the least information lost, weighted by what the analyses need, with at most MAX_SUPPRESSED of
-  the stays held back.
-- A group that does not qualify is held back whole until it does; its stays wait with it.
+The source's patient_id is an HMAC-SHA256 made at load time with HEALTHCARE_PSEUDONYM_KEY, never inside a view
+(a view's pipeline is readable by anyone who can list collections). The threat model, the promise (every
+released group and every change between two readings: at least K_ANONYMITY patients, no sensitive value over
+MAX_SHARE of the stays; nothing links two releases) and what is not promised are in docs/release-policy.md.
 """
 
 from __future__ import annotations
@@ -84,9 +31,7 @@ COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.dat
 
 
 def pseudonym_key() -> bytes:
-    """HEALTHCARE_PSEUDONYM_KEY (in production at least 32 bytes, never the .env.example
-    placeholder), or a per-installation key generated once into $HEALTHCARE_DATA_DIR/secrets.env
-    (with a warning): never a key written in the code."""
+    """HEALTHCARE_PSEUDONYM_KEY, or a per-installation key generated once into secrets.env."""
     return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
                               min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
@@ -194,8 +139,7 @@ def view_pipeline(scheme: Scheme, stays: str) -> list[dict]:
     """Allow-listed, generalized fields of the stays the copy holds, according to the `stays`
     collection (one document per released stay, looked up by the source's _id)."""
     return [{"$lookup": {"from": stays, "localField": "_id", "foreignField": "_id", "as": "_release"}},
-            {"$match": {"_release.live": True}},
-            {"$project": {"_id": 0, **release_projection(scheme)}}]
+            {"$match": {"_release.live": True}}, {"$project": {"_id": 0, **release_projection(scheme)}}]
 
 
 def group_of(released: dict) -> dict:
@@ -212,7 +156,6 @@ def group_from_key(key: str) -> dict[str, str]:
 
 
 def release_id(record_key: str, key: bytes, epoch: str) -> str:
-    """The analysts' copy's _id for a stay: keyed, so it cannot be matched to the source's _id
-    without the key; fixed within a scheme's epoch, so publishing a stay twice is a no-op; new with
-    every epoch, so it links no two releases."""
+    """The analysts' copy's _id for a stay: keyed (no match to the source's _id without the key),
+    fixed within a scheme's epoch (a repeat is a no-op), new with every epoch (links no two releases)."""
     return hmac.new(key, f"analysts-copy|{epoch}|{record_key}".encode(), hashlib.sha256).hexdigest()[:32]

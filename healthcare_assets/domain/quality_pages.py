@@ -1,11 +1,7 @@
-"""The quality report of every run as one HTML page that opens anywhere, and the index of the last runs.
-
-A page is self-contained: its styles are inline and it loads nothing (no script, font or image),
-so it reads the same offline, with JavaScript off, and makes no request to anyone when opened; a
-Content-Security-Policy says so to the browser as well. It is rendered from a plain dict by Jinja2
-templates (autoescaped: a file name is text, never markup), and the dict is kept next to it as
-JSON, which is what the index is drawn from. The dict never holds a patient's value: defs/quality.py
-builds it from counts and aggregates only.
+"""The quality report of every run as one self-contained HTML page (inline styles, no script, font
+or image, and a Content-Security-Policy saying so), and the index of the last runs. Pages are
+rendered by autoescaping Jinja2 templates from a dict kept beside them as JSON, which the index is
+drawn from; the dict holds counts and aggregates only, never a patient's value.
 """
 
 from __future__ import annotations
@@ -25,13 +21,9 @@ from healthcare_assets.domain.cleaning import REPAIRS, ROW_COUNTS
 from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
 from healthcare_assets.plumbing import settings
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("healthcare_assets", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,  # a missing figure fails the run instead of printing nothing
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+# StrictUndefined: a missing figure fails the run instead of printing nothing
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("healthcare_assets", "templates"), autoescape=True,
+                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _TEMPLATES.filters["number"] = lambda value: f"{value:,}" if isinstance(value, int) else value
 
 
@@ -99,28 +91,17 @@ def publish(report: dict, keep: int | None) -> Path:
 
 
 def page_data(run_id: str, source: dict, counts: dict) -> dict:
-    """The run's page as far as it is known: the counts so far (None: not counted yet), no suite
-    yet, not passed (a validated run adds its suites and verdict; a blocked one, what blocked it).
-    `counts` holds counts and reasons only, never a patient's value."""
-    return {
-        "run_id": run_id,
-        "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
-        "rows": {k: counts.get(k) for k in ROW_COUNTS},
-        "repairs": {k: counts.get(k) for k in REPAIRS},
-        "quarantined_by_reason": counts.get("quarantined_by_reason", {}),
-        "chunks": 0,
-        "suites": [],
-        "passed": False,
-        "identifying_columns": list(IDENTIFYING_COLUMNS),
-        "blocked": [],
-    }
+    """The run's page as far as it is known (None: not counted yet); `counts` holds counts and
+    reasons only, never a patient's value."""
+    return {"run_id": run_id, "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
+            "rows": {k: counts.get(k) for k in ROW_COUNTS}, "repairs": {k: counts.get(k) for k in REPAIRS},
+            "quarantined_by_reason": counts.get("quarantined_by_reason", {}), "chunks": 0, "suites": [],
+            "passed": False, "identifying_columns": list(IDENTIFYING_COLUMNS), "blocked": []}
 
 
 def record_blocked(run_id: str, by: str, description: str, new: dict | None, keep: int | None) -> Path | None:
-    """Say on the run's page that `by` blocked the run, and why: on the page the run wrote, or,
-    when it wrote none yet, on `new` (then the newest `keep` runs are kept); with neither, nothing.
-    Returns the page."""
+    """Say on the run's page (or, when it wrote none yet, on `new`) that `by` blocked the run, and why."""
     with exclusive():
         data = report_path(run_id).with_suffix(".json")
         if data.exists():

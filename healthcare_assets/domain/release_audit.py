@@ -9,9 +9,9 @@ from pymongo.database import Database
 
 from healthcare_assets.domain import encryption, generalization, privacy
 from healthcare_assets.domain.collection_definitions import copy_ranges, stays_ranges
-from healthcare_assets.domain.release import Release
 from healthcare_assets.domain.release.bookkeeping import AppliedSources
 from healthcare_assets.domain.release.findings import Findings
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import scans
 
 

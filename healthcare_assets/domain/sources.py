@@ -1,14 +1,11 @@
-"""Reading an export, local or in S3, as a stream of raw-string chunks.
-
-File-level problems (empty, binary, not UTF-8, unknown header, wrong delimiter, broken quoting)
-raise SourceReadError with one message naming the file and what is wrong; row-level problems
-(wrong number of fields) are kept on the row in `parse_error` for the cleaning stage to quarantine.
+"""Reading an export, local or in S3, as a stream of raw-string chunks. A file-level problem raises
+SourceReadError naming the file; a row with the wrong number of fields is kept, with `parse_error`,
+for the cleaning stage to quarantine.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,13 +14,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from healthcare_assets.domain.schema import (
-    CSV_COLUMNS,
-    FIELDS,
-    SchemaVersion,
-    UnknownSchemaError,
-    detect_schema_version,
-)
+from healthcare_assets.domain import schema
+from healthcare_assets.domain.backup.files import Digest
 from healthcare_assets.plumbing.settings import Limits, PipelineSettings
 
 FIELD_BYTES = 1 << 20  # one absurd field must not abort a whole file
@@ -32,26 +24,6 @@ DEFAULT_LIMITS = Limits()
 
 class SourceReadError(ValueError):
     """The file as a whole cannot be read; the message says which file and why."""
-
-
-class _HashingReader(io.RawIOBase):
-    """Passes bytes through while computing their SHA-256 and size."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        self.size += n
-        return n
 
 
 @dataclass(frozen=True)
@@ -89,9 +61,8 @@ class Location:
 
 def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str | None = None,
            s3_key: str | None = None) -> Location:
-    """The export a run names: an S3 bucket and key, or `source` (a path, or s3://bucket/key),
-    or else the settings' source_csv. A path given in the run's config must be under an import
-    root (symlinks and '..' resolved first), an S3 object in the drop bucket under its prefix:
+    """The export a run names (S3 bucket and key, `source`, or else the settings' source_csv). A path
+    in the run's config must resolve under an import root, an S3 object under the drop prefix:
     whoever can launch a run cannot read other files or objects."""
     if s3_bucket or s3_key:
         if not (s3_bucket and s3_key):
@@ -153,8 +124,8 @@ class RawCsvReader:
         self.name = name
         self.limits = limits
         self.chunk_rows = chunk_rows
-        self._bytes = _HashingReader(stream)
-        self.version: SchemaVersion | None = None
+        self._bytes = Digest(stream)
+        self.version: schema.SchemaVersion | None = None
         self.header: list[str] = []
         self.rows = 0
         self.blank_lines = 0
@@ -165,7 +136,7 @@ class RawCsvReader:
 
     @property
     def size(self) -> int:
-        return self._bytes.size
+        return self._bytes.bytes
 
     def _fail(self, line: int, what: str) -> SourceReadError:
         return SourceReadError(f"{self.name}, line {line}: {what}")
@@ -215,7 +186,7 @@ class RawCsvReader:
         records = self._records(text)
         first = next(records, None)
         if first is None:
-            raise SourceReadError(f"{self.name}: the file is empty ({self._bytes.size} bytes): expected a CSV header and rows")
+            raise SourceReadError(f"{self.name}: the file is empty ({self._bytes.bytes} bytes): expected a CSV header and rows")
         self.header = [h.strip() for h in first[1]]
         self._check_width(self.header)
         self.version = self._detect(self.header)
@@ -247,13 +218,13 @@ class RawCsvReader:
         columns, cap = len(header), self.limits.header_columns
         if columns > cap:
             raise self._fail(1, f"the header has {columns:,} columns, more than the limit of {cap:,} "
-                                f"(an export has {len(FIELDS)}; raise HEALTHCARE_MAX_HEADER_COLUMNS to load it)")
+                                f"(an export has {len(schema.FIELDS)}; raise HEALTHCARE_MAX_HEADER_COLUMNS to load it)")
         size, cap = len(",".join(header).encode()), self.limits.header_bytes
         if size > cap:
             raise self._fail(1, f"the header is {size:,} bytes, more than the limit of {cap:,} "
                                 "(raise HEALTHCARE_MAX_HEADER_BYTES to load it)")
 
-    def _detect(self, header: list[str]) -> SchemaVersion:
+    def _detect(self, header: list[str]) -> schema.SchemaVersion:
         if len(header) == 1:
             for delimiter in (";", "\t", "|"):
                 if delimiter in header[0]:
@@ -262,10 +233,10 @@ class RawCsvReader:
                     )
             # one column is no export's header, and may be any file's first line: never quoted
             raise SourceReadError(f"{self.name}: the first line is not an export's header (one column; "
-                                  f"expected the comma-separated columns {list(CSV_COLUMNS.values())})")
+                                  f"expected the comma-separated columns {list(schema.CSV_COLUMNS.values())})")
         try:
-            return detect_schema_version(header, self.name)
-        except UnknownSchemaError as exc:
+            return schema.detect_schema_version(header, self.name)
+        except schema.UnknownSchemaError as exc:
             raise SourceReadError(str(exc)) from None
 
     def _frame(self, batch: list[list], columns: list[str]) -> pd.DataFrame:
@@ -273,4 +244,4 @@ class RawCsvReader:
         for field_name, default in self.version.defaults.items():
             frame[field_name] = default
         self.rows += len(frame)
-        return frame[["line_number", "parse_error", *FIELDS]].astype({"line_number": "int64"})
+        return frame[["line_number", "parse_error", *schema.FIELDS]].astype({"line_number": "int64"})

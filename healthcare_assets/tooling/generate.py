@@ -1,22 +1,12 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, defects included.
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public export's known
+defects: names in random letter case, some with honorifics or suffixes; hospital names with scrambled word
+order; exactly `negative_billing` negative bills and exactly `duplicates` exact copies of an earlier row.
+Duplicates only copy rows with a non-negative bill, so a correct cleaning step removes exactly `duplicates` rows
+and corrects exactly `negative_billing` amounts.
 
-The public Kaggle "healthcare dataset" is itself Faker-made; this module reproduces its schema
-and its known defects so the pipeline is exercised on realistic input:
-
-- patient names in random letter case per character ("LesLie TErRy"), some with Faker's
-  honorifics or suffixes ("Mrs. Brandy FLOWERS", "Desiree Williams MD");
-- hospital names from Faker's company(), some with scrambled word order and a trailing comma
-  ("Sons and Miller", "Hernandez Rogers and Vang,");
-- exactly `negative_billing` negative billing amounts;
-- exactly `duplicates` rows that are exact copies of an earlier row.
-
-Duplicates only copy rows with a non-negative bill, so the two defects never overlap: a correct
-cleaning step removes exactly `duplicates` rows and corrects exactly `negative_billing` amounts.
-
-Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker
-version: Faker, numpy and `random` are all seeded, and nothing reads the clock.
-Rows are written in chunks; memory stays bounded apart from 8 bytes per row kept to prove that
-no two original rows are identical.
+Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version (everything
+seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a row kept to prove that no
+two original rows are identical.
 """
 
 from __future__ import annotations
@@ -28,21 +18,14 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from faker import Faker
+from faker.providers.person.en_US import Provider as PersonProvider
 
-from healthcare_assets.domain.schema import (
-    ADMISSION_TYPES,
-    BLOOD_TYPES,
-    CONDITIONS,
-    CSV_COLUMNS,
-    GENDERS,
-    INSURERS,
-    MEDICATIONS,
-    TEST_RESULTS,
-)
+from healthcare_assets.domain import schema
 from healthcare_assets.plumbing import csv_cells, settings
-from healthcare_assets.tooling.faker_pools import Pools, draw_pools, random_case
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
 REFERENCE_ROWS = 55_500
@@ -59,20 +42,80 @@ BILLING_LOW, BILLING_HIGH = -2_000.0, 52_800.0
 CHUNK_ROWS = 50_000
 RESERVOIR_SIZE = 5_000  # candidate sources for duplicates, a uniform sample of earlier rows
 
-def default_duplicates(rows: int) -> int:
-    return round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS)
+# Pool sizes: Faker costs ~60 µs a name, so names are drawn once and sampled per row.
+NAME_POOL = 20_000
+DOCTOR_POOL = 4_000
+HOSPITAL_POOL_MAX = 4_000
+ROWS_PER_HOSPITAL = 10  # so each hospital appears in several rows, like the original
+
+_HONORIFICS = frozenset(PersonProvider.prefixes_female) | frozenset(PersonProvider.prefixes_male)
+_NAME_SUFFIXES = frozenset(PersonProvider.suffixes_female) | frozenset(PersonProvider.suffixes_male)
 
 
-def default_negative_billing(rows: int) -> int:
-    return round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
+def split_name(name: str) -> tuple[str, str, str]:
+    """'Mrs. Brandy Flowers MD' -> ('Mrs. ', 'Brandy Flowers', ' MD'): only the middle gets random case."""
+    words = name.split(" ")
+    prefix = suffix = ""
+    if len(words) > 2 and words[0] in _HONORIFICS:
+        prefix = words.pop(0) + " "
+    if len(words) > 2 and words[-1] in _NAME_SUFFIXES:
+        suffix = " " + words.pop()
+    return prefix, " ".join(words), suffix
 
 
-def _original_rows(
-    count: int,
-    negative: np.ndarray,
-    rng: np.random.Generator,
-    pools: Pools,
-) -> tuple[list[tuple], np.ndarray]:
+def scramble_company(name: str, rng: random.Random) -> str:
+    """Reorder a company's words like the original export did, keeping any comma at the end."""
+    words = name.replace(",", "").split(" ")
+    if len(words) < 3:  # "Kim Inc", "Carr-Edwards": nothing to scramble
+        return name
+    style = rng.randrange(3)
+    if style == 0:
+        words = words[::-1]  # "Miller and Sons" -> "Sons and Miller"
+    elif style == 1:
+        words = words[-1:] + words[:-1]  # "Rich and Sons" -> "Sons Rich and"
+    scrambled = " ".join(words)
+    return scrambled + "," if "," in name else scrambled  # "Hernandez Rogers and Vang,"
+
+
+class Pools(NamedTuple):
+    prefixes: np.ndarray  # honorific + " " or ""
+    cores: np.ndarray  # first and last name, fixed-width unicode for vectorized recasing
+    suffixes: np.ndarray  # " " + suffix or ""
+    doctors: np.ndarray
+    hospitals: np.ndarray
+
+
+def draw_pools(rows: int, seed: int) -> Pools:
+    """Name, doctor and hospital pools from a seeded Faker (en_US, like the original)."""
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    scramble_rng = random.Random(f"{seed}/hospitals")  # str seeds are hashed stably (sha512)
+    parts = [split_name(fake.name()) for _ in range(min(NAME_POOL, rows))]
+    prefixes, cores, suffixes = (np.array(column) for column in zip(*parts))
+    doctors = np.array([fake.name() for _ in range(min(DOCTOR_POOL, rows))], dtype=object)
+    hospital_count = min(HOSPITAL_POOL_MAX, max(rows // ROWS_PER_HOSPITAL, 1))
+    hospitals = []
+    for _ in range(hospital_count):
+        company = fake.company()
+        if scramble_rng.random() < 0.5:  # about half are scrambled, as in the original
+            company = scramble_company(company, scramble_rng)
+        hospitals.append(company)
+    return Pools(prefixes, cores, suffixes, doctors, np.array(hospitals, dtype=object))
+
+
+def random_case(names: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flip each ASCII letter to upper or lower case at random, vectorized over code points."""
+    width = names.dtype.itemsize // 4
+    codes = names.view(np.uint32).reshape(len(names), width).copy()
+    lower = codes | np.uint32(0x20)  # in ASCII, bit 0x20 is a letter's only case difference
+    letters = (lower >= ord("a")) & (lower <= ord("z"))
+    upper = rng.random(codes.shape) < 0.5
+    codes = np.where(letters, np.where(upper, lower & ~np.uint32(0x20), lower), codes)
+    return codes.view(f"<U{width}").reshape(len(names))
+
+
+def _original_rows(count: int, negative: np.ndarray, rng: np.random.Generator,
+                   pools: Pools) -> tuple[list[tuple], np.ndarray]:
     """`count` fresh rows in CSV column order; `negative` marks the rows whose bill is below 0."""
     prefixes, cores, suffixes, doctors, hospitals = pools
 
@@ -85,38 +128,23 @@ def _original_rows(
     span = (LAST_ADMISSION - FIRST_ADMISSION).days + 1
     admitted = np.datetime64(FIRST_ADMISSION, "D") + rng.integers(0, span, count)
     discharged = admitted + rng.integers(STAY_MIN, STAY_MAX + 1, count)
-    billing = np.where(
-        negative,
-        rng.uniform(BILLING_LOW, -0.01, count),  # strictly below zero, never -0.0
-        rng.uniform(0.0, BILLING_HIGH, count),
-    )
-    columns = {
-        "name": names,
-        "age": rng.integers(AGE_MIN, AGE_MAX + 1, count).tolist(),
-        "gender": pick(GENDERS),
-        "blood_type": pick(BLOOD_TYPES),
-        "medical_condition": pick(CONDITIONS),
-        "date_of_admission": admitted.astype(str).tolist(),
-        "doctor": doctors[rng.integers(0, len(doctors), count)].tolist(),
-        "hospital": hospitals[rng.integers(0, len(hospitals), count)].tolist(),
-        "insurance_provider": pick(INSURERS),
-        "billing_amount": billing.tolist(),  # Python floats: csv writes their full repr
-        "room_number": rng.integers(ROOM_MIN, ROOM_MAX + 1, count).tolist(),
-        "admission_type": pick(ADMISSION_TYPES),
-        "discharge_date": discharged.astype(str).tolist(),
-        "medication": pick(MEDICATIONS),
-        "test_results": pick(TEST_RESULTS),
-    }
-    return list(zip(*(columns[field] for field in CSV_COLUMNS))), billing
+    # strictly below zero, never -0.0
+    billing = np.where(negative, rng.uniform(BILLING_LOW, -0.01, count), rng.uniform(0.0, BILLING_HIGH, count))
+    # the draws in this order, the file's bytes with them; billing as Python floats: csv writes their full repr
+    columns = {"name": names, "age": rng.integers(AGE_MIN, AGE_MAX + 1, count).tolist(), "gender": pick(schema.GENDERS),
+               "blood_type": pick(schema.BLOOD_TYPES), "medical_condition": pick(schema.CONDITIONS),
+               "date_of_admission": admitted.astype(str).tolist(),
+               "doctor": doctors[rng.integers(0, len(doctors), count)].tolist(),
+               "hospital": hospitals[rng.integers(0, len(hospitals), count)].tolist(),
+               "insurance_provider": pick(schema.INSURERS), "billing_amount": billing.tolist(),
+               "room_number": rng.integers(ROOM_MIN, ROOM_MAX + 1, count).tolist(),
+               "admission_type": pick(schema.ADMISSION_TYPES), "discharge_date": discharged.astype(str).tolist(),
+               "medication": pick(schema.MEDICATIONS), "test_results": pick(schema.TEST_RESULTS)}
+    return list(zip(*(columns[field] for field in schema.CSV_COLUMNS))), billing
 
 
-def _rows(
-    rows: int,
-    seed: int,
-    duplicates: int,
-    negative_billing: int,
-    originals_billing: list[np.ndarray],
-) -> Iterator[list[tuple]]:
+def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
+          originals_billing: list[np.ndarray]) -> Iterator[list[tuple]]:
     """Yield the data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
@@ -163,35 +191,24 @@ def _rows(
 def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | None) -> tuple[int, int]:
     """The duplicates and negative bills to write (the original export's share when not given),
     checked against the row count."""
-    if duplicates is None:
-        duplicates = default_duplicates(rows)
+    duplicates = round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS) if duplicates is None else duplicates
     if negative_billing is None:
-        negative_billing = default_negative_billing(rows)
+        negative_billing = round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
     if not 0 <= duplicates < rows:
         raise ValueError(f"duplicates must be from 0 to rows - 1 ({rows - 1}), got {duplicates}")
     originals = rows - duplicates
     if not 0 <= negative_billing < originals:
-        raise ValueError(
-            f"negative_billing must be between 0 and {originals - 1} "
-            f"(rows - duplicates - 1), got {negative_billing}"
-        )
+        raise ValueError(f"negative_billing must be between 0 and {originals - 1} "
+                         f"(rows - duplicates - 1), got {negative_billing}")
     return duplicates, negative_billing
 
 
-def generate_csv(
-    rows: int,
-    seed: int,
-    out: str | Path,
-    duplicates: int | None = None,
-    negative_billing: int | None = None,
-) -> dict:
-    """Write `rows` data rows (duplicates included) to `out`; return what was written.
-
-    `duplicates` and `negative_billing` default to the original export's counts
-    (534 and 106 per 55,500 rows), scaled to `rows` and rounded.
-    """
+def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None = None,
+                 negative_billing: int | None = None) -> dict:
+    """Write `rows` data rows (duplicates included) to `out`; return what was written. The defects
+    default to the original export's counts (534 and 106 per 55,500 rows), scaled to `rows`."""
     duplicates, negative_billing = _defect_counts(rows, duplicates, negative_billing)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +217,7 @@ def generate_csv(
     try:
         with open(partial, "w", newline="", encoding="utf-8") as handle:
             writer = csv_cells.Writer(handle, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(CSV_COLUMNS.values())
+            writer.writerow(schema.CSV_COLUMNS.values())
             for chunk in _rows(rows, seed, duplicates, negative_billing, originals_billing):
                 writer.writerows(chunk)
         # Distinct bills prove no two original rows are identical, so the file holds exactly
@@ -212,49 +229,25 @@ def generate_csv(
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, out)
-    return {
-        "rows": rows,
-        "duplicates": duplicates,
-        "negative_billing": negative_billing,
-        "path": str(out),
-    }
+    return {"rows": rows, "duplicates": duplicates, "negative_billing": negative_billing, "path": str(out)}
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `healthcare-assets generate`."""
-    parser.add_argument(
-        "--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included"
-    )
+    parser.add_argument("--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
-    parser.add_argument(
-        "--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
-        help="CSV to write (default: the committed export, in the checkout)",
-    )
-    parser.add_argument(
-        "--duplicates",
-        type=int,
-        default=None,
-        help="exact duplicate rows (default: 534 per 55,500 rows)",
-    )
-    parser.add_argument(
-        "--negative-billing",
-        type=int,
-        default=None,
-        help="rows with a negative billing amount (default: 106 per 55,500 rows)",
-    )
+    parser.add_argument("--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
+                        help="CSV to write (default: the committed export, in the checkout)")
+    parser.add_argument("--duplicates", type=int, default=None,
+                        help="exact duplicate rows (default: 534 per 55,500 rows)")
+    parser.add_argument("--negative-billing", type=int, default=None,
+                        help="rows with a negative billing amount (default: 106 per 55,500 rows)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run `healthcare-assets generate` from parsed arguments; returns the exit code."""
-    summary = generate_csv(
-        rows=args.rows,
-        seed=args.seed,
-        out=args.out,
-        duplicates=args.duplicates,
-        negative_billing=args.negative_billing,
-    )
-    print(
-        f"wrote {summary['rows']:,} rows to {summary['path']} "
-        f"({summary['duplicates']:,} duplicates, {summary['negative_billing']:,} negative bills)"
-    )
+    summary = generate_csv(rows=args.rows, seed=args.seed, out=args.out, duplicates=args.duplicates,
+                           negative_billing=args.negative_billing)
+    print(f"wrote {summary['rows']:,} rows to {summary['path']} "
+          f"({summary['duplicates']:,} duplicates, {summary['negative_billing']:,} negative bills)")
     return 0

@@ -50,7 +50,7 @@ def last_run_lines(home: Path) -> tuple[list[str], str | None]:
 def database_lines() -> list[str]:
     from healthcare_assets.defs.resources import mongo_resource_from_env
     from healthcare_assets.domain.privacy import VIEW_NAME
-    from healthcare_assets.domain.release import Release
+    from healthcare_assets.domain.release.publishing import Release
 
     mongo = mongo_resource_from_env(start=False)
     collection = mongo.hospitalizations()

@@ -9,7 +9,7 @@ import pytest
 from healthcare_assets.defs.clean import cleaned_frame
 from healthcare_assets.defs.ingest import raw_csv
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
 from healthcare_assets_tests.fixtures.published import fail_on, released_group_problems

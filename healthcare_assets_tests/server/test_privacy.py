@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from healthcare_assets.domain import encryption, hierarchies, privacy
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.release_audit import view_documents, view_findings
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import check_results, materialize

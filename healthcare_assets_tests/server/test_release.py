@@ -15,8 +15,9 @@ from bson import json_util
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import gdpr, generalization, privacy, quality_pages
-from healthcare_assets.domain.release import Lease, Release, ReleaseLockError
 from healthcare_assets.domain.release import lease as release_lease
+from healthcare_assets.domain.release.lease import Lease, ReleaseLockError
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import document_counts
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
 from healthcare_assets_tests.server.test_gdpr import cli

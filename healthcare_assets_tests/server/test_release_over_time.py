@@ -15,7 +15,7 @@ import pytest
 from bson import json_util
 
 from healthcare_assets.domain import access, generalization, privacy
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.runs import materialize
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
 from healthcare_assets_tests.server.test_release import (

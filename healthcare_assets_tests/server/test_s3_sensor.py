@@ -20,7 +20,6 @@ from healthcare_assets.defs.resources import pipeline_settings, resources
 from healthcare_assets.defs.s3_drops import (
     SOURCE_ETAG_TAG,
     SOURCE_KEY_TAG,
-    drop_sensor,
     s3_csv_drop_job,
 )
 from healthcare_assets.tooling.generate import generate_csv
@@ -53,7 +52,7 @@ def drop_defs(mongo) -> dg.Definitions:
     return dg.Definitions(
         assets=DEFS.assets,
         asset_checks=DEFS.asset_checks,
-        sensors=[drop_sensor()],
+        sensors=sensors.s3_drops().sensors,
         resources={"mongo": mongo, "s3": resources()["s3"], "settings": pipeline_settings()},
     )
 

@@ -3,15 +3,15 @@ not qualify are withheld, a live group that would lose some stays loses them all
 that would hold back too much is refused."""
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release.bookkeeping import Rebuilt, Tally
+from healthcare_assets.domain.release.bookkeeping import Rebuilt, StayTally
 from healthcare_assets.domain.release.rebuilding import judge
 
 VALUES = [{"test_results": r, "medication": m} for r, m in (("Normal", "Aspirin"), ("Abnormal", "Lipitor"),
                                                           ("Inconclusive", "Ibuprofen"))]
 
 
-def people(first: int, n: int) -> Tally:
-    tally = Tally()
+def people(first: int, n: int) -> StayTally:
+    tally = StayTally()
     for i in range(first, first + n):
         tally.add(f"p{i}", VALUES[i % 3])
     return tally
@@ -46,7 +46,7 @@ def test_cells_that_qualify_change_nothing():
 
 
 def test_eleven_stays_of_one_person_are_not_a_group():
-    tally = Tally()
+    tally = StayTally()
     for i in range(11):
         tally.add("same", VALUES[i % 3])
     out = rebuilt()

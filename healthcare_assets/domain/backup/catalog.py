@@ -1,13 +1,7 @@
-"""What a restore may write, and how: from the configured deployment and the code's own
-definitions, never from the backup.
-
-- Where: the configured deployment's databases (deployment_databases) and, in the shared key
-  vault, only this deployment's data keys (key_vault_filter). A backup naming any other database,
-  or a key vault collection other than `__keyVault`, is refused whole.
-- How: each collection gets the options and secondary indexes the code defines for it
-  (collection_definitions); a backup's metadata only says which optional indexes it had (those of
-  the query benchmarks). The view is made again from the restored release's scheme. Anything else
-  in a backup's metadata (a TTL index, a capped option, a view of its own) is left out, and said.
+"""What a restore may write, and how: from the configured deployment and the code's own definitions,
+never from the backup. Only the deployment's databases and, in the shared key vault, its own data
+keys (anything else refuses the backup whole); each collection gets the code's options and indexes
+(a backup's metadata only says which optional ones it had); anything else there is left out, and said.
 """
 
 from __future__ import annotations
@@ -17,16 +11,9 @@ from dataclasses import dataclass, field
 from pymongo import IndexModel
 from pymongo.database import Database
 
-from healthcare_assets.domain import privacy
+from healthcare_assets.domain import collection_definitions, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.writing import key_vault_filter
-from healthcare_assets.domain.collection_definitions import (
-    COPY_INDEXES,
-    HOSPITALIZATION_INDEXES,
-    HOSPITALIZATION_OPTIONS,
-    KEY_VAULT_INDEX,
-    RELEASE_STAY_INDEXES,
-)
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES as BENCHMARK_INDEXES
@@ -78,16 +65,16 @@ class Catalog:
         defined = Definition()
         backed_up = [_keys(ix) for ix in metadata.get("indexes", []) if ix.get("name") != "_id_"]
         if (db, coll) == (self.main, self.collection):
-            defined.options = HOSPITALIZATION_OPTIONS
-            defined.indexes = [*(IndexModel(keys) for keys in HOSPITALIZATION_INDEXES),
+            defined.options = collection_definitions.HOSPITALIZATION_OPTIONS
+            defined.indexes = [*(IndexModel(keys) for keys in collection_definitions.HOSPITALIZATION_INDEXES),
                                *(IndexModel(keys, name=name) for name, keys in BENCHMARK_INDEXES.items()
                                  if keys in backed_up)]
         elif (db, coll) == (self.main, STAYS):
-            defined.indexes = [IndexModel(keys) for keys in RELEASE_STAY_INDEXES]
+            defined.indexes = [IndexModel(keys) for keys in collection_definitions.RELEASE_STAY_INDEXES]
         elif (db, coll) == (self.dbs["analytics"], privacy.COPY_COLLECTION):
-            defined.indexes = [IndexModel(keys) for keys in COPY_INDEXES]
+            defined.indexes = [IndexModel(keys) for keys in collection_definitions.COPY_INDEXES]
         elif coll == KEY_VAULT_COLLECTION and db in (KEY_VAULT_DB, self.dbs["doctor_app"]):
-            defined.indexes = [IndexModel(**KEY_VAULT_INDEX)]
+            defined.indexes = [IndexModel(**collection_definitions.KEY_VAULT_INDEX)]
         made = [list(ix.document["key"].items()) for ix in defined.indexes]
         defined.left_out = [f"index {keys}" for keys in backed_up if keys not in made]
         if metadata.get("options", {}) and metadata["options"] != defined.options:

@@ -1,23 +1,9 @@
-"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it.
-
-A backup holds the erasure list (`<prefix>_audit.erased_patients`) and the stays as they were when
-it was taken. So every restore:
-
-- takes the union of the deployment's list on the target server and the backup's, and writes it
-  into the restored list before any data: a restore never shrinks the list, even interrupted;
-- never drops the audit database's append-only collections (the erasure list and the audit log, the
-  record of every erasure); it adds the backup's entries they lack;
-- writes no stay of a listed patient_id into the hospitalizations or the doctor app's copy, and
-  counts the stays it kept out (keyed ids and counts only, never a name);
-- applies the erasure again to the analysts' release it restored (a restore into the deployment's
-  own databases; the drill's scratch copies are compared, not published): the release's bookkeeping
-  and copy, restored beside the stays it kept out, still count them, and the release finds them by
-  patient there (gdpr.erase_stays, as erase-patient does). Its patients: those whose stays were
-  kept out, and those erased since the backup. Should the release's lease stay held by another
-  run, the release is marked stale instead (stale_release) and the next publication rebuilds it.
-
-The drill's comparison counts, in what it restored, the stays of patients on the live list
-(`returned`): zero proves the restore brought no erased patient back.
+"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it
+(docs/backups.md). Every restore merges the erasure list (never shrinks it, written before any data), never
+drops the append-only audit collections, writes no stay of a listed patient (counting those kept out) and
+applies the erasure again to the analysts' release it restored; should the release's lease stay held by another
+run, the release is marked stale (request_rebuild) instead. The drill counts, in what it restored, the stays of
+listed patients (`returned`): zero proves the restore brought no erased patient back.
 """
 
 from __future__ import annotations
@@ -32,13 +18,12 @@ from healthcare_assets.domain import audit, gdpr, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
-from healthcare_assets.domain.release import ReleaseLockError
-from healthcare_assets.domain.stale_release import request_rebuild
+from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks, request_rebuild
+from healthcare_assets.domain.release.lease import ReleaseLockError
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 APPEND_ONLY = (audit.AUDIT_COLLECTION, audit.ERASURES_COLLECTION)
-ID_BATCH = 100  # $in lists stay short: the embedded server's $in is quadratic
 
 
 def main_database(manifest: dict) -> str:
@@ -48,11 +33,6 @@ def main_database(manifest: dict) -> str:
     if not mains:
         raise BackupError(f"the manifest names no deployment's databases: {sorted(backed_up)}")
     return mains[0]
-
-
-def _batches(ids: set[str]) -> list[list[str]]:
-    ordered = sorted(ids)
-    return [ordered[start:start + ID_BATCH] for start in range(0, len(ordered), ID_BATCH)]
 
 
 @dataclass
@@ -93,9 +73,8 @@ class Erasures:
         insert_keeping_existing(erasures, [{"_id": i} for i in sorted(self.ids - present)])
 
     def keeps(self, db: str, coll: str):
-        """For a collection of stays, a test of each backed-up document: False for a listed
-        patient's stay, which is counted. None when there is nothing to test (another collection,
-        or an empty list)."""
+        """For a collection of stays, a test of each backed-up document: False for a listed patient's stay,
+        which is counted. None when there is nothing to test (another collection, or an empty list)."""
         if coll != self.collection or db not in self._stays():
             return None
         name = f"{self.targets[db]}.{coll}"
@@ -137,5 +116,5 @@ def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict
     for db in (main, databases(main)["doctor_app"]):
         target = restored[rename.get(db, db)][collection]
         found[f"{db}.{collection}"] = sum(target.count_documents({"patient_id": {"$in": batch}})
-                                          for batch in _batches(ids))
+                                          for batch in chunks(sorted(ids), ID_BATCH))
     return found

@@ -1,6 +1,5 @@
-"""A backup's files: their names and layout, the streams that count and hash what passes
-through them, and the ranges documents are read by (healthcare_assets.domain.backup describes the
-format).
+"""A backup's files: their names and layout, the streams that count and hash what passes through them, and the
+ranges documents are read by (healthcare_assets.domain.backup describes the format).
 """
 
 from __future__ import annotations

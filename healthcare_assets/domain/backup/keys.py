@@ -1,15 +1,7 @@
-"""The data keys a restore writes: judged before anything is written, proven after.
-
-Before: every key document of the backup's key vaults (the shared one and the doctor app's)
-names only this deployment's databases, and is wrapped by a master key this installation holds
-and accepts (master_keys.wrapping_problems: the current or a retired local key, or the configured
-AWS KMS key and region without a custom endpoint). A key wrapped by anything else would send
-this deployment's names to whoever holds that key, or leave them unreadable.
-
-After: every restored key unwraps with the configured KMS providers, one encryption each.
-
-Retention: a retired master key is kept until neither a retained backup (its signed manifest lists
-every data key's wrapping key) nor a live data key needs it.
+"""The data keys a restore writes: judged before anything is written (every key names only this
+deployment's databases and is wrapped by a master key this installation accepts:
+master_keys.wrapping_problems), proven after (each unwraps, one encryption each). A retired master
+key is kept until neither a retained backup nor a live data key needs it.
 """
 
 from __future__ import annotations
@@ -57,8 +49,7 @@ def judge_keys(backup, catalog: Catalog) -> list[str]:
 
 
 def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
-    """Unwrap every restored key of the deployment (one encryption each); raises BackupError
-    naming the first that does not. Returns the keys proven."""
+    """Unwrap every restored key of the deployment; raises BackupError naming the first that does not."""
     proven = 0
     for db in _vaults(catalog):
         target = targets.get(db, db)
@@ -79,10 +70,8 @@ def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -
 
 
 def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) -> tuple[list[str], str | None]:
-    """After retention: the retired master keys that neither a backup in `store` nor a live data
-    key needs, forgotten (development: secrets.env) or named for the operator to remove
-    (production). Nothing, and why, while the store holds a backup whose keys cannot be read from a
-    signed manifest (an older or foreign folder): its keys may still be needed."""
+    """After retention: forget (or name, in production) the retired master keys no backup in `store`
+    nor live data key needs; nothing, and why, while a backup's keys cannot be read from a signed manifest."""
     try:
         if not retired_master_keys() and not retired_kms_keys():
             return [], None  # nothing retired: nothing to judge (nor a current key to read)

@@ -1,12 +1,7 @@
-"""A folder `mongodump --gzip --out DIR` wrote, read as a backup is read (reading.Opened's
-interface), though it has no manifest: the manifest is synthesized by reading the folder, and the
-files are checked against it each time they are read again.
-
-Nothing in such a folder is trusted: database and collection names are plain words (letters,
-digits, underscores: no path or namespace tricks), no entry may be a symbolic link, a metadata file
-may inflate to at most 1 MiB and a document claim at most a BSON document's 16 MiB (plus headroom),
-so a small hostile file cannot take the memory. What only a manifest could say is listed by
-`verify` under "unverified".
+"""A folder `mongodump --gzip --out DIR` wrote, read with reading.Opened's interface: the missing
+manifest is synthesized by reading the folder, and files are checked against it each time they are
+read again. Nothing in it is trusted: plain names only, no symbolic link, a metadata file at most
+1 MiB inflated and a document at most 16 MiB, so a small hostile file cannot take the memory.
 """
 
 from __future__ import annotations
@@ -70,9 +65,8 @@ def _open_file(path: Path) -> BinaryIO:
 
 def _read(path: Path, consume: Callable[[BinaryIO, str], Iterator], expected: dict | None,
           found: dict | None = None) -> Iterator:
-    """What `consume` yields from the decompressed file at `path`; once spent, the file's bytes
-    and SHA-256 are compared with `expected` (what was found when the folder was opened) or, with
-    None, written into `found`."""
+    """What `consume` yields from the decompressed file; its bytes and SHA-256 then compared with
+    `expected` (as the folder was opened) or, with None, written into `found`."""
     location = str(path)
     with _open_file(path) as raw:
         digest = Digest(raw)
@@ -207,10 +201,8 @@ class PlainDump:
         return _read(self._path(relpath), bson_documents, self.manifest["files"][relpath])
 
     def verify(self) -> dict:
-        """Read every file again: bytes and SHA-256 as when the folder was opened, every document
-        whole, each collection's count and each metadata file's name and type as found then. Raises
-        BackupError naming the first file that is not. What a plain dump cannot show is listed under
-        "unverified"."""
+        """Read every file again against what was found when the folder was opened; what a plain dump
+        cannot show is listed under "unverified"."""
         documents = 0
         for db, coll, entry in self.collections():
             meta = self.metadata(db, coll)

@@ -137,9 +137,7 @@ class CheckedFile:
                               "after the backup was written)")
 
     def _decompressed(self, consume: Callable[[BinaryIO], Iterator], cap: int) -> Iterator:
-        """What `consume` yields from the decompressed file (at most `cap` bytes); raises
-        BackupError naming the file when it is not the file the manifest describes, or does not
-        decompress."""
+        """What `consume` yields from the decompressed file (at most `cap` bytes), checked against the manifest."""
         with self._open() as raw:
             digest = Digest(raw)
             try:
@@ -228,9 +226,7 @@ def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lam
 
 
 def verify(backup: Opened) -> dict:
-    """Read every file back: sizes and SHA-256 equal the manifest's, every document whole, the
-    counts equal what was written and what the source held then. Raises BackupError naming the
-    first file that is not."""
+    """Read every file back against the manifest; raises BackupError naming the first that differs."""
     documents = 0
     for db, coll, entry in backup.collections():
         meta = backup.metadata(db, coll)
@@ -259,10 +255,8 @@ def mark_verified(backup: Opened, report: dict) -> None:
 
 
 def good_manifest(store: Store, name: str) -> dict:
-    """The manifest of a backup that counts as good for retention; raises BackupError saying why
-    it does not: it must not be dated in the future, and its manifest and its verified marker
-    (bound to that manifest) must be signed by this deployment. Its files are checked against the
-    manifest whenever they are read."""
+    """The manifest of a backup good for retention (not dated in the future, manifest and verified
+    marker signed by this deployment); raises BackupError saying why not."""
     if dated_in_future(name):
         raise BackupError(f"{store.location(name)}: dated in the future")
     manifest = read_manifest(store, name)
@@ -282,10 +276,9 @@ def good(store: Store, name: str) -> bool:
 
 
 def prune(store: Store, verified: str, keep_count: int | None = None) -> list[str]:
-    """After `verified` was read back intact: delete every good backup older than it, except the
-    newest `keep_count` good ones (HEALTHCARE_BACKUP_KEEP). Nothing newer is touched (it may be a
-    backup still being written), and nothing that is not good: forged or foreign folders neither
-    count among those kept nor are deleted (whoever can write the store can only add clutter)."""
+    """After `verified` was read back intact: delete the good backups older than it but the newest
+    `keep_count`. Nothing newer (it may be still being written) nor anything not good: whoever can
+    write the store can only add clutter."""
     keep_count = keep() if keep_count is None else keep_count
     older = [n for n in backups(store) if n < verified and good(store, n)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]

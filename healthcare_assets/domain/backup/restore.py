@@ -16,11 +16,7 @@ from pymongo.database import Database
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.backup.catalog import Catalog, Definition
 from healthcare_assets.domain.backup.erasures import Erasures, main_database, returned
-from healthcare_assets.domain.backup.files import (
-    INSERT_BATCH,
-    raw_documents,
-    read_ranges,
-)
+from healthcare_assets.domain.backup.files import INSERT_BATCH, raw_documents, read_ranges
 from healthcare_assets.domain.backup.keys import judge_keys, prove_keys
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
@@ -35,10 +31,8 @@ def _non_empty(client: MongoClient, db: str) -> list[str]:
 
 
 def _insert(collection: Collection, batch: list[RawBSONDocument]) -> int:
-    """Insert a batch as it was backed up. The server's validation is bypassed, as mongorestore
-    --bypassDocumentValidation does: these documents were in the collection, and the backup's
-    checksums say they are the same bytes; the validator is in force again for later writes.
-    Raises on any document not inserted (insert_many reports no ids for raw documents)."""
+    """Insert a batch as it was backed up, bypassing validation as mongorestore does (the checksums
+    say these are the bytes the collection held); raises on any document not inserted."""
     if batch:
         collection.insert_many(batch, ordered=False, bypass_document_validation=True)
     return len(batch)
@@ -58,14 +52,10 @@ class Restored:
 
 def restore(backup: Opened, client: MongoClient, database: str, drop: bool = False,
             rename: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> Restored:
-    """Restore a backup into the deployment whose main database is `database`: collections with
-    the code's options (validators), their documents, then the code's indexes (built once, as
-    mongorestore does), then the view. Refuses, before writing anything, a backup that names
-    anything outside the deployment, does not verify, holds data keys this installation must not
-    accept or cannot unwrap, or a target database that holds collections unless `drop`. `rename`
-    maps a deployment's database to another (the restore drill's scratch databases). In the shared
-    key vault only this deployment's keys are replaced. The erasure list is merged, never replaced,
-    and applied to what is written (erasures.py). Every restored key is then unwrapped once."""
+    """Restore a backup into the deployment whose main database is `database` (collections with the
+    code's options, documents, the code's indexes, the view), refusing before anything is written
+    what catalog, verification, keys and _clear_targets refuse. `rename` maps a deployment's
+    database to another (the drill's scratch databases)."""
     rename = rename or {}
     catalog = Catalog(database)
     catalog.check_scope(backup.manifest["databases"], backup.location)
@@ -132,9 +122,8 @@ def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str],
 
 def _restore_collection(backup: Opened, db: str, coll: str, definition: Definition, target: Database,
                         keep: Callable[[bytes], bool] | None = None, merge: bool = False) -> int:
-    """One collection: created with the code's options, its documents inserted in batches (those
-    `keep` accepts; into a `merge` collection, only those it lacks), then the code's indexes.
-    Returns the documents inserted."""
+    """One collection: its documents (those `keep` accepts; into a `merge` collection, only those it
+    lacks) in batches, then the code's indexes. Returns the documents inserted."""
     if coll not in target.list_collection_names():
         target.create_collection(coll, **definition.options)
     collection, batch, inserted = target[coll], [], 0
@@ -153,18 +142,13 @@ def _restore_collection(backup: Opened, db: str, coll: str, definition: Definiti
     return inserted
 
 
-# ---- the restore drill's comparison ----------------------------------------------------------
-
-
 def _hashes(collection: Collection, match: dict) -> dict:
     return {doc["_id"]: hashlib.sha256(doc.raw).digest() for doc in raw_documents(collection, [match])}
 
 
 def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: dict[str, str]) -> dict[str, dict]:
-    """Every collection of the backup, restored, against the source, document by document (a
-    SHA-256 of each document's BSON), one range at a time. Per "db.collection": identical,
-    differing, only_in_backup, only_in_source, and erased_returned: restored stays of patients on
-    the source's erasure list."""
+    """Every restored collection against the source, by each document's SHA-256, one range at a time;
+    erased_returned: restored stays of patients on the source's erasure list."""
     report = {}
     main = main_database(backup.manifest)
     came_back, catalog = returned(source, restored, main, rename), Catalog(main)

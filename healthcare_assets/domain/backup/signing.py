@@ -1,16 +1,8 @@
-"""Who wrote a backup: its manifest and its verified marker carry an HMAC-SHA256 under the
-deployment's backup key.
-
-The backup key is derived from the pseudonym key (HEALTHCARE_PSEUDONYM_KEY) under a label of its
-own, so it is kept where that key is kept (the environment, or secrets.env in development) and
-never in the backup store: whoever can write the store cannot sign. It changes only with the
-pseudonym key, which no deployment changes without re-keying every document; a restore needs that
-very key anyway (erasures, record keys and patient_ids are made with it), so a backup that does not
-verify here could not be used here either. A manifest names its key by a digest, so a host holding
-another key is told so before anything is written.
-
-Manifests are signed over their canonical JSON (sorted keys, no spaces); the manifest lists every
-file's SHA-256, so the signature covers every byte of the backup.
+"""Who wrote a backup: its manifest and its verified marker carry an HMAC-SHA256, over canonical
+JSON, under the deployment's backup key (the manifest lists every file's SHA-256, so it covers every
+byte). The key is derived from the pseudonym key, so it is kept where that is and never in the
+backup store: whoever can write the store cannot sign. A restore needs that very key anyway. A
+manifest names its key by a digest, so a host holding another is told so before anything is written.
 """
 
 from __future__ import annotations

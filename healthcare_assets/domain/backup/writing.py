@@ -1,7 +1,6 @@
-"""Writing a backup: every collection of the deployment's databases, and this deployment's data
-keys in the shared key vault, streamed as raw BSON into a new folder, then its signed manifest,
-which lists every data key (its id, alt names and the master key that wraps it: what a restore
-will need) beside every file's SHA-256.
+"""Writing a backup: the deployment's collections and its data keys in the shared key vault, streamed
+as raw BSON into a new folder, then the signed manifest (every file's SHA-256, every data key and
+the master key wrapping it).
 """
 
 from __future__ import annotations
@@ -126,11 +125,9 @@ def write_backup(client: MongoClient, main_database: str, server: str, uri: str 
         if info["name"] == KEY_VAULT_COLLECTION:
             contents[KEY_VAULT_DB] = {KEY_VAULT_COLLECTION: _dump_collection(
                 store, name, client, KEY_VAULT_DB, info, files, log, key_vault_filter(main_database))}
-    manifest = {
-        "format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
-        "databases": contents, "files": files, "keys": data_keys(client, main_database),
-    }
+    manifest = {"format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
+                "databases": contents, "files": files, "keys": data_keys(client, main_database)}
     manifest = sign(manifest, key)
     write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
     counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}

@@ -70,11 +70,9 @@ def explain(collection: Collection, query: Query, hint: dict | None = None, exec
     reply = collection.database.command("explain", query.command(collection, hint), verbosity=verbosity)
     scans = _scans(_first(reply, "winningPlan"))
     single = scans[0] if len(scans) == 1 else None
-    plan = {
-        "stage": "+".join(s["stage"] for s in scans) or "none",
-        "index": single.get("indexName") if single else None,
-        "key_pattern": list(single.get("keyPattern", {}).items()) if single else None,
-    }
+    plan = {"stage": "+".join(s["stage"] for s in scans) or "none",
+            "index": single.get("indexName") if single else None,
+            "key_pattern": list(single.get("keyPattern", {}).items()) if single else None}
     if not execute:
         return QueryPlan(**plan)
     stats = _first(reply, "executionStats") or {}

@@ -12,15 +12,13 @@ from healthcare_assets.domain.cleaning import normalize_hospitals, normalize_nam
 from healthcare_assets.domain.schema import DATE_FORMAT
 
 # The client's indexes, by name. Everything else (queries, check, report) refers to these names.
-INDEXES: dict[str, list[tuple[str, int]]] = {
-    "patient_name": [("personal_info.name", 1)],
-    "patient_age": [("personal_info.age", 1)],
-    "condition": [("medical_info.condition", 1)],
-    "admission_date": [("admission_info.date_admission", 1)],
-    "hospital": [("administrative_info.hospital", 1)],
-    "billing_amount": [("administrative_info.billing_amount", 1)],
-    "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)],
-}
+INDEXES: dict[str, list[tuple[str, int]]] = {"patient_name": [("personal_info.name", 1)],
+                                             "patient_age": [("personal_info.age", 1)],
+                                             "condition": [("medical_info.condition", 1)],
+                                             "admission_date": [("admission_info.date_admission", 1)],
+                                             "hospital": [("administrative_info.hospital", 1)],
+                                             "billing_amount": [("administrative_info.billing_amount", 1)],
+                                             "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)]}
 
 NATURAL = {"$natural": 1}  # forces a collection scan
 REDACTED = "[redacted]"
@@ -96,12 +94,9 @@ def _by_age(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query, CsvQuestion]]:
-    """The fixed suite, its parameters taken from one loaded document so every value exists. The
-    lookup by name asks MongoDB for the name as stored (encrypted, deterministically: the index on
-    it serves the lookup) and the CSV for `clear_name`, the same name decrypted.
-
-    Ranges are a fixed width around the sample's value: a 5-year age band, 31 days of admissions,
-    a 500-unit billing band, and for the statistics the sample's decade of age."""
+    """The fixed suite, its parameters from one loaded document so every value exists: the name as
+    stored (deterministically encrypted, so its index serves) for MongoDB, `clear_name` for the CSV,
+    and fixed-width ranges around the sample's values."""
     person, admin, admission = sample["personal_info"], sample["administrative_info"], sample["admission_info"]
     name, hospital, condition, gender = person["name"], admin["hospital"], sample["medical_info"]["condition"], person["gender"]
     age_low, age_high = person["age"], person["age"] + 4
@@ -111,21 +106,18 @@ def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query
     billing_high = billing_low + 500
     export_fields = ["admission_info", "medical_info.condition", "administrative_info.billing_amount"]
     return [
-        (Query("patient_by_name", "stays of one patient, by name", "patient_name",
-               {"personal_info.name": name}),
+        (Query("patient_by_name", "stays of one patient, by name", "patient_name", {"personal_info.name": name}),
          CsvQuestion(["name"], lambda c: normalize_names(c["name"]) == (clear_name or name))),
         (Query("age_range", f"patients aged {age_low}-{age_high}", "patient_age",
                {"personal_info.age": {"$gte": age_low, "$lte": age_high}}),
          CsvQuestion(["age"], lambda c: _number(c["age"]).between(age_low, age_high))),
-        (Query("condition", f"stays for {condition}", "condition",
-               {"medical_info.condition": condition}),
+        (Query("condition", f"stays for {condition}", "condition", {"medical_info.condition": condition}),
          CsvQuestion(["medical_condition"], lambda c: _same_text(c["medical_condition"], condition))),
         (Query("admission_date_range", f"admissions in the 31 days from {day:%Y-%m-%d}", "admission_date",
                {"admission_info.date_admission": {"$gte": day, "$lt": day + dt.timedelta(days=31)}}),
          CsvQuestion(["date_of_admission"],
                      lambda c: (_admitted(c) >= day) & (_admitted(c) < day + dt.timedelta(days=31)))),
-        (Query("hospital", "stays at one hospital", "hospital",
-               {"administrative_info.hospital": hospital}),
+        (Query("hospital", "stays at one hospital", "hospital", {"administrative_info.hospital": hospital}),
          CsvQuestion(["hospital"], lambda c: normalize_hospitals(c["hospital"]) == hospital)),
         (Query("billing_range", f"bills from {billing_low:,.0f} to {billing_high:,.0f}", "billing_amount",
                {"administrative_info.billing_amount": {"$gte": billing_low, "$lt": billing_high}}),

@@ -1,24 +1,13 @@
-"""The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic.
-
-- `release_scheme`: the generalization levels in force (its generation and epoch, and every
-  earlier generation's scheme), with the release's totals.
-- `release_groups`: one document per quasi-identifier group under that scheme: the stays counted
-  in it, released, withdrawn and pending (each pending stay with its patient and sensitive values,
-  so that planning an increment reads nothing else), and how often each sensitive value occurs
-  among the released.
-- `release_stays`: one document per stay released under the scheme (or withdrawn from it): its
-  group, its increment, whether the copy holds it (`live`, what the view reads), and the
-  generations whose copies held it (`seen`: what joins two releases).
-- `release_ledger`: one document per operation (a file's is its SHA-256): its plan while it is
-  being applied, `applied` after. A stay is counted once, by the first applied operation among
-  the files it came in (`metadata.sources`).
-
-A plan (Plan, Rebuilt) says how each touched group changes (GroupChange); the module
-healthcare_assets.domain.release.planning makes plans, healthcare_assets.domain.release.publishing writes them.
+"""The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic:
+`release_scheme` (levels in force, history, totals), `release_groups` (per group: stays counted,
+released, withdrawn, pending with what planning needs), `release_stays` (per released or withdrawn
+stay: group, increment, `live`, the generations that held it) and `release_ledger` (per operation:
+its plan while applied, `applied` after; a stay counts once, by the first applied file it came in).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -48,11 +37,19 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def request_rebuild(db: Database, requested_by: str, reason: str) -> None:
+    """Leaves the signal an interrupted rebuild leaves, so the next publication rebuilds the release
+    whole from the collection as it is: for changes that bypass the operations (re-keyed _ids, a
+    restore that could not take the lease to erase patients from the release)."""
+    db[LEDGER].update_one({"_id": REBUILD}, {"$set": {
+        "kind": "rebuild", "state": "rebuilding", "requested_by": requested_by, "reason": reason,
+        "requested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}}, upsert=True)
+
+
 @contextmanager
 def loading(db: Database, sha: str) -> Iterator[None]:
-    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its
-    stays to its own run (it would see only some of them). A load that fails stays marked, until
-    the file is loaded again."""
+    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its stays to its own
+    run (it would see only some of them). A load that fails stays marked, until the file is loaded again."""
     ledger = db[LEDGER]
     ledger.update_one({"_id": sha}, {"$setOnInsert": {"kind": "publish", "state": "loading"}}, upsert=True)
     yield
@@ -143,9 +140,8 @@ def arrivals(group_doc: dict) -> Counter:
 
 
 def totals_after(state: dict, changes: list[GroupChange], drop: int | None = None) -> dict:
-    """The release's totals after these group changes (kept as they change: counting them would
-    read every group), the drops counted, how many drops each released stay waited, and when the
-    stays still waiting arrived."""
+    """The release's totals after these group changes (kept as they change: counting would read
+    every group), with the drops, each released stay's wait and when waiting stays arrived."""
     totals = {name: state.get(name, 0) for name in TOTALS}
     waits, waiting = Counter(state.get("waits", {})), Counter(state.get("waiting_since", {}))
     for c in changes:
@@ -189,7 +185,6 @@ class Plan:
         return [e["s"] for c in self.groups for e in c.increment if e["t"] != self.totals.get("drops")]
 
     def as_ledger(self) -> dict:
-        """The plan as its ledger entry stores it."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("groups", "already_applied")},
                 "groups": [vars(change) for change in self.groups]}
 
@@ -200,7 +195,7 @@ class Plan:
 
 
 @dataclass
-class Tally:
+class StayTally:
     """Stays of one group, or of one cell of a join: how many, whose, which sensitive values."""
 
     stays: int = 0
@@ -213,7 +208,7 @@ class Tally:
         for f in privacy.SENSITIVE:
             self.sensitive[f][values[f]] += sign
 
-    def merge(self, other: Tally, sign: int = 1) -> None:
+    def merge(self, other: StayTally, sign: int = 1) -> None:
         self.stays += sign * other.stays
         self.patients.update({p: sign * n for p, n in other.patients.items()})
         for f in privacy.SENSITIVE:
@@ -233,7 +228,7 @@ class Rebuilt:
     uniqueness_before: list[dict]
     generation: int
     epoch: str
-    released: dict[str, Tally] = field(default_factory=dict)  # group -> the stays it releases
+    released: dict[str, StayTally] = field(default_factory=dict)  # group -> the stays it releases
     withheld_cells: set[tuple[str, str]] = field(default_factory=set)  # (earlier groups, new group)
     files: set[str] = field(default_factory=set)  # whose stays it counts: marked applied with it
     loading: set[str] = field(default_factory=set)  # files being loaded as it began: their runs publish them

@@ -1,9 +1,5 @@
-"""What the release's checks count and report: the fields, texts and groups of what is about to be
-released (or is), the source names found among them, k and the largest share reached, and the
-release report.
-
-The verdicts themselves (Dagster's check results) are made from these by
-healthcare_assets.defs.anonymize.
+"""What the release's checks count and report (fields, texts, groups, source names found, k, the
+largest share) and the release report; defs.anonymize turns them into verdicts.
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from healthcare_assets.domain import generalization, privacy
-from healthcare_assets.domain.release.bookkeeping import Plan, Tally
+from healthcare_assets.domain.release.bookkeeping import Plan, StayTally
 from healthcare_assets.domain.release.planning import exact
 from healthcare_assets.domain.release.publishing import Release
 
@@ -75,7 +71,7 @@ class Findings:
         return sum(self.texts[name] for name in self.leaked)
 
 
-def weakest(released: Iterable[Tally]) -> tuple[int, float]:
+def weakest(released: Iterable[StayTally]) -> tuple[int, float]:
     """The fewest patients and the largest share of one sensitive value among these sets of stays
     released together (0, 0 when there are none)."""
     released = [t for t in released if t.stays]
@@ -84,11 +80,11 @@ def weakest(released: Iterable[Tally]) -> tuple[int, float]:
     return k, share
 
 
-def increments(plan: Plan) -> list[Tally]:
+def increments(plan: Plan) -> list[StayTally]:
     """Each increment a plan releases, as a tally."""
     out = []
     for change in plan.increments():
-        tally = Tally()
+        tally = StayTally()
         for e in change.increment:
             tally.add(e["p"], e["v"])
         out.append(tally)
@@ -141,43 +137,23 @@ class ReleaseReport:
 
 
 def release_report(release: Release, before: list[dict], released: list[tuple[dict, int]]) -> ReleaseReport:
-    """The release as a whole: its scheme, what it releases, what waits and why, and how
-    identifying it is, before (as the copy released the stays judged until this policy) and as
-    released, over the released groups this operation touched (prefix groups summed over them
-    only: a lower bound on every prefix group's size, so the table can only overstate uniqueness)."""
+    """The release as a whole, and how identifying it is before this policy and as released over the
+    groups this operation touched (a lower bound on each prefix group: it can only overstate uniqueness)."""
     state = release.state()
     counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
 
-    def share(name: str) -> float:
-        return round(state[name] / counted, 4) if counted else 0.0
-
+    parts = ("released", "pending", "held_back", "withdrawn")
     return ReleaseReport(
-        quasi_identifiers=list(privacy.QI_FIELDS),
-        sensitive_fields=list(privacy.SENSITIVE),
-        k_required=privacy.K_ANONYMITY,
-        max_share=privacy.MAX_SHARE,
+        quasi_identifiers=list(privacy.QI_FIELDS), sensitive_fields=list(privacy.SENSITIVE),
+        k_required=privacy.K_ANONYMITY, max_share=privacy.MAX_SHARE,
         generalization={q.field: q.levels[state["scheme"][q.field]].describe() for q in privacy.QUASI_IDENTIFIERS},
         generalization_loss=round(generalization.generalization_loss(state["scheme"]), 4),
-        scheme_chosen_at=str(state["chosen_at"]),
-        scheme_generation=state["generation"],
-        stays_counted=counted,
-        stays_released=state["released"],
-        stays_pending=state["pending"],
-        stays_held_back=state["held_back"],
-        stays_withdrawn=state["withdrawn"],
-        released_share=share("released"),
-        pending_share=share("pending"),
-        held_back_share=share("held_back"),
-        withdrawn_share=share("withdrawn"),
-        waiting_for_patients=state["waiting_for_patients"],
-        waiting_for_diversity=state["waiting_for_diversity"],
-        drops_published=drops,
-        median_drops_waited=median_wait(state.get("waits", {})),
+        scheme_chosen_at=str(state["chosen_at"]), scheme_generation=state["generation"], stays_counted=counted,
+        **{f"stays_{name}": state[name] for name in parts},
+        **{f"{name}_share": round(state[name] / counted, 4) if counted else 0.0 for name in parts},
+        **{name: state[name] for name in ("waiting_for_patients", "waiting_for_diversity", "groups_released",
+                                          "groups_held_back")},
+        drops_published=drops, median_drops_waited=median_wait(state.get("waits", {})),
         median_drops_waiting=median_wait({str(drops - int(t)): n for t, n in waiting.items()}),
-        oldest_waiting_since_drop=min(map(int, waiting), default=None),
-        rebuild_refused=state.get("refused"),
-        groups_released=state["groups_released"],
-        groups_held_back=state["groups_held_back"],
-        uniqueness_before=before,
-        uniqueness_released=generalization.uniqueness(released),
-    )
+        oldest_waiting_since_drop=min(map(int, waiting), default=None), rebuild_refused=state.get("refused"),
+        uniqueness_before=before, uniqueness_released=generalization.uniqueness(released))

@@ -1,8 +1,5 @@
-"""The lease on the analysts' release: one run (or command) at a time applies its operations.
-
-Dagster's pool serializes the publishing step between runs of one deployment; the lease also holds
-for the CLI, tests and several deployments on one database. It expires, so a crashed holder's
-lease runs out, and it is renewed between batches.
+"""The lease on the analysts' release: one run (or command) at a time, for the CLI, tests and several
+deployments on one database too (Dagster's pool serializes only runs); it expires, and is renewed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Planning an operation on the analysts' release: what it would change, read and judged before
-anything is written.
-
-An operation is planned from its own stays: publishing one loaded file (plan_file), erasing
-patients (plan_erasure), or rebuilding the whole release under a scheme chosen again
-(healthcare_assets.domain.release.rebuilding). `observe` sees every stay a plan may release, so
-the caller's checks judge them.
+"""Planning an operation on the analysts' release (publishing a file, erasing patients; a whole
+rebuild in rebuilding): what it would change, read and judged (`observe` sees every stay a plan may
+release) before anything is written.
 """
 
 from __future__ import annotations
@@ -56,8 +52,7 @@ def replan_reason(totals: dict, last_attempt: int) -> str | None:
 
 
 def projection() -> list[dict]:
-    """A source document's exact quasi-identifiers, released sensitive fields and patient, plus
-    what the checks and the bookkeeping need (none of it written to the copy)."""
+    """A source document's exact values, plus what the checks and the bookkeeping need (never copied)."""
     return [{"$project": {
         **privacy.exact_values(), "_id": 1, "_sources": "$metadata.sources",
         "_names": ["$personal_info.name", "$administrative_info.doctor", "$administrative_info.hospital"],
@@ -107,9 +102,8 @@ class ReleasePlanner:
         return {d["_id"]: d for batch in chunks(keys, ID_BATCH) for d in self.groups.find({"_id": {"$in": batch}})}
 
     def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> Plan:
-        """What publishing one loaded file changes: its stays join their groups' pending stays, and
-        a group whose pending stays qualify together releases them as one increment. `observe`
-        sees every stay this file counts, so checks judge them before anything is written."""
+        """What publishing one loaded file changes: its stays join their groups' pending ones, released
+        as one increment once they qualify together."""
         plan = Plan(op=sha, kind="publish", documents=documents)
         if self.ledger.find_one({"_id": sha, "state": "applied"}, {"_id": 1}):
             plan.already_applied = True
@@ -137,16 +131,13 @@ class ReleasePlanner:
         return plan
 
     def needs_replan(self, plan: Plan) -> bool:
-        """Should the scheme be chosen again instead of applying this plan (see
-        healthcare_assets.domain.release)?"""
+        """Should the scheme be chosen again instead of applying this plan?"""
         return not plan.already_applied and replan_reason(plan.totals, self.state()["attempted_on"]) is not None
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
-        """What erasing these patients changes: their pending stays are dropped, and every
-        increment holding one of their released stays leaves the copy whole (its other stays are
-        withdrawn: released again only under another scheme). Their stays are found by patient in
-        the bookkeeping as well as in the source: a restore may have left them out of the source
-        already, and the release must still let them go."""
+        """What erasing these patients changes: their pending stays dropped, every increment holding
+        one of their released stays out of the copy whole (its other stays withdrawn). Their stays are
+        found in the bookkeeping too: a restore may have left them out of the source already."""
         plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
         erased = set(plan.erased_patients)
         for batch in chunks(plan.erased_patients, ID_BATCH):
@@ -178,8 +169,7 @@ class ReleasePlanner:
         return plan
 
     def needs_rebuild(self) -> bool:
-        """No scheme yet (a first release, or a copy built by an earlier version), or a rebuild was
-        interrupted."""
+        """No scheme yet (or one of an earlier version), or a rebuild was interrupted."""
         state = self.state()
         return (state is None or "generation" not in state
                 or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1})))

@@ -1,8 +1,5 @@
-"""Writing a planned release operation: documents into the analysts' copy, groups, stays and ledger.
-
-The copy's documents are always written in the order of their ids (keyed hashes, new with every
-scheme's epoch): its natural order, which any reader sees, says nothing of patients, files or
-earlier releases.
+"""Writing a planned release operation: the analysts' copy (always in the order of its keyed ids,
+so its natural order says nothing of patients, files or earlier releases), groups, stays, ledger.
 """
 
 from __future__ import annotations
@@ -51,8 +48,6 @@ class Release(Rebuilding):
             insert_keeping_existing(copy, batch)
             lease.renew()
         return len(documents)
-
-    # ---- applying: idempotent, from the ledger's plan ------------------------------------------
 
     def apply(self, plan: Plan, lease: Lease, run_id: str | None = None) -> int:
         """Write the plan; returns the copy's documents published (or, for an erasure, removed)."""
@@ -143,8 +138,7 @@ class Release(Rebuilding):
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
     def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
-        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in
-        their place."""
+        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in their place."""
         staged = {name: self.db[name + STAGED] for name in (GROUPS, STAYS)}
         staged_copy = self.copy.database[self.copy.name + STAGED]
         for collection in (staged_copy, *staged.values()):

@@ -1,10 +1,6 @@
-"""Rebuilding the release under a scheme chosen again, judged with every earlier release.
-
-An analyst who kept the copy under the old schemes and reads it under the new one can join them on
-what they share: a stay released each time sits in the intersection of its groups. So the stays
-released before are tallied per cell (the groups they fell in under each earlier scheme, and the
-new group), and the new release is judged on those cells as well as on its groups (judge()).
-Stays released before and not now are withdrawn under the new scheme: never released in it.
+"""Rebuilding the release under a scheme chosen again, judged with every earlier release: an analyst
+can join two releases on the groups a stay fell in each time, so stays released before are tallied
+per cell (their earlier groups, the new group) and the cells are judged as groups are (judge()).
 """
 
 from __future__ import annotations
@@ -15,7 +11,13 @@ from collections.abc import Iterator
 
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.collection_definitions import stays_ranges
-from healthcare_assets.domain.release.bookkeeping import ID_BATCH, REBUILD, Rebuilt, Tally, chunks
+from healthcare_assets.domain.release.bookkeeping import (
+    ID_BATCH,
+    REBUILD,
+    Rebuilt,
+    StayTally,
+    chunks,
+)
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import (
     Observer,
@@ -39,9 +41,8 @@ class Rebuilding(ReleasePlanner):
 
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
-        """Every stay present but those of files still being loaded as the rebuild began (and, when
-        `files` is given, only stays of those files), each with the generations whose copies held
-        it and whether the live copy does."""
+        """Every stay (of `files`, if given) but those of files loading as the rebuild began, with the
+        generations whose copies held it and whether the live copy does."""
         for batch in scans.batches(self.source, projection(), stays_ranges(self.source)):
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
@@ -53,9 +54,8 @@ class Rebuilding(ReleasePlanner):
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
     def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
-        """Choose the scheme for every stay present, then plan every group under it and judge its
-        join with the earlier releases; `observe` sees every stay. Nothing is written but the
-        ledger's note that a rebuild is under way."""
+        """Choose the scheme, plan every group under it and judge its join with the earlier releases;
+        nothing is written but the ledger's note that a rebuild is under way."""
         self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
                                 upsert=True)
         history = self.history()
@@ -72,8 +72,8 @@ class Rebuilding(ReleasePlanner):
         evaluation, _ = generalization.choose(table)
         rebuilt = Rebuilt(evaluation, table.uniqueness_before(), len(history), secrets.token_hex(16), loading=loading)
         del table
-        groups = defaultdict(Tally)
-        cells, live = defaultdict(Tally), set()  # (earlier groups, new group) -> stays released before
+        groups = defaultdict(StayTally)
+        cells, live = defaultdict(StayTally), set()  # (earlier groups, new group) -> stays released before
         for batch in self.settled(loading, len(history)):
             for candidate, seen, is_live in batch:
                 doc = released_fields(candidate, rebuilt.scheme)
@@ -99,17 +99,16 @@ def live_group(earlier: str, generation: int) -> str | None:
     return last.split(":", 1)[1] if last.startswith(f"{generation - 1}:") else None
 
 
-def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str], Tally],
+def judge(rebuilt: Rebuilt, groups: dict[str, StayTally], cells: dict[tuple[str, str], StayTally],
           live: set[tuple[str, str]], generation: int) -> None:
-    """Which new groups the rebuild releases and which cells of its join with the earlier releases
-    it withholds.
+    """Which new groups the rebuild releases and which cells of its join with the earlier releases it withholds.
 
-    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A
-    live group that would lose some of its stays loses them all: what leaves the live copy is then
-    whole groups, each a union of increments, which qualify. Withholding stays may take a new
-    group under the bar, and an unreleased new group takes its stays out of the live copy: this
-    repeats until nothing changes. If what is released then falls short of 1 - MAX_SUPPRESSED of
-    the stays, the rebuild is refused and the live release stays in place."""
+    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A live group
+    that would lose some of its stays loses them all: what leaves the live copy is then whole groups, each a
+    union of increments, which qualify. Withholding stays may take a new group under the bar, and an unreleased
+    new group takes its stays out of the live copy: this repeats until nothing changes. If what is released then
+    falls short of 1 - MAX_SUPPRESSED of the stays, the rebuild is refused and the live release stays in place.
+    """
     unreleased = {key for key, tally in groups.items() if not tally.qualifies()}
     withheld: set[tuple[str, str]] = set()
     leaving: set[str] = set()  # live groups whose stays all leave
@@ -123,7 +122,7 @@ def judge(rebuilt: Rebuilt, groups: dict[str, Tally], cells: dict[tuple[str, str
         for c in withheld:
             withheld_in[c[1]].append(c)
         for key in groups.keys() - unreleased:
-            remaining = Tally()
+            remaining = StayTally()
             remaining.merge(groups[key])
             for c in withheld_in[key]:
                 remaining.merge(cells[c], -1)

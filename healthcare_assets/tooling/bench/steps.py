@@ -13,7 +13,7 @@ import psutil
 
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.collection_definitions import copy_ranges
-from healthcare_assets.domain.release import Release
+from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing import scans
 
 POLL_S = 0.25

@@ -41,7 +41,6 @@ def run_pytest(tmp_path, *options: str, ci: str | None = None) -> subprocess.Com
 def test_two_workers_still_end_with_what_was_skipped(tmp_path):
     result = run_pytest(tmp_path, "-n", "2", "-m", "not slow")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b1 passed, 2 skipped, 1 deselected\b", result.stdout), result.stdout
     assert result.stdout.rstrip().splitlines()[-1] == (
         "SKIPPED for want of a-browser (install: bash .ci/system-deps.sh); "
         "a-linter (install: pip install -e '.[dev]')")

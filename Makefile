@@ -1,6 +1,7 @@
 # make run  – install, start the embedded MongoDB, run the six assets of the chain on the committed export
 #             (a short index benchmark; backups, restore drill and audit are on schedules), print the summary
-# make test – install and run the test suite (starts its own servers on free ports)
+# make test – install and run the test suite without the `slow` tests (starts its own servers on free ports)
+# make test-all – the same with the `slow` tests (`make test SLOW=1`; .ci/run, where CI=true, does this)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,7 +26,7 @@ LOCK = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-vers
 BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; \
 	print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
 
-.PHONY: install lock run test dev bench mongo-stop clean
+.PHONY: install lock run test test-all dev bench mongo-stop clean
 
 # Every dependency from the lock, hashes checked; then this project, resolving nothing more.
 # pycanon (the privacy audit's independent judge) pins exact pandas/numpy versions for its PDF
@@ -61,11 +62,23 @@ run: install $(DAGSTER_HOME)
 	@echo "summary"
 	@$(BIN)/healthcare-assets summary
 
+# The suite on WORKERS processes (pytest-xdist; one per core), each test file on one of them, so a
+# module's fixtures start once. Without SLOW, the tests marked `slow` are left out; CI (CI=true) runs
+# them, and pytest refuses a CI run that leaves them out (fixtures/environment.py). Every run prints
+# the 30 slowest steps and writes JUnit XML to $(JUNIT). PYTEST_ARGS: more of pytest's options.
+SLOW ?= $(filter true 1,$(CI))
+WORKERS ?= 2
+JUNIT ?= .ci/junit.xml
+PYTEST_ARGS ?=
 test: install
 	$(BIN)/ruff check healthcare_assets healthcare_assets_tests
 	$(BIN)/dg check defs
 	$(BIN)/dg list defs > /dev/null
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile --durations=30 --junitxml=$(JUNIT) \
+	  $(if $(SLOW),,-m "not slow") $(PYTEST_ARGS)
+
+test-all:
+	$(MAKE) test SLOW=1
 
 dev: install $(DAGSTER_HOME)
 	$(OWNER_ONLY) $(BIN)/dg dev

@@ -18,12 +18,32 @@ pytest_plugins = [f"healthcare_assets_tests.fixtures.{name}" for name in ("serve
                                                                                "mongo_tools")]
 
 # imported after the rewrite is registered
-from healthcare_assets_tests.fixtures.environment import missing_tools
+from healthcare_assets_tests.fixtures.environment import (
+    gather_missing_tool,
+    missing_tools,
+    note_missing_tool,
+    refuse_ci_without_slow,
+)
 
 os.environ.setdefault("HEALTHCARE_PSEUDONYM_KEY", "test-only-pseudonym-key-of-at-least-32-bytes")  # test_privacy covers the unset case
 # The session's master key (MONGODB_URI is set for most tests: production refuses a missing one);
 # test_encryption covers the unset case.
 os.environ.setdefault("HEALTHCARE_MASTER_KEY", master_keys.new_master_key())
+
+
+def pytest_configure(config):
+    refuse_ci_without_slow(config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    note_missing_tool(report, call)
+    return report
+
+
+def pytest_runtest_logreport(report):
+    gather_missing_tool(report)
 
 
 def pytest_unconfigure(config):

@@ -44,6 +44,8 @@ from healthcare_assets_tests.fixtures.runs import (
     materialized,
 )
 
+pytestmark = pytest.mark.slow
+
 MODULE = "healthcare_assets.definitions"
 JOB = "s3_csv_drop_job"
 PRELOAD_ROWS = 8_000  # a database already holding data, so the copy is not trivial to rebuild

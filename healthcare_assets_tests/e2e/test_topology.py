@@ -49,7 +49,7 @@ from healthcare_assets_tests.fixtures.processes import (
 from healthcare_assets_tests.fixtures.published import copy_view_problems, fail_on, file_sha256
 from healthcare_assets_tests.fixtures.runs import failure_messages, load_metadata
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 COMPOSE = REPO / "docker-compose.yml"
 DEPLOY_WORKSPACE = REPO / "deploy" / "workspace.yaml"

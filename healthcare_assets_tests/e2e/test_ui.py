@@ -20,7 +20,7 @@ from healthcare_assets_tests.fixtures.servers import drop_deployment
 
 RUN_TIMEOUT_S = 360
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 
 RUNS_QUERY = "{ runsOrError(limit: 10) { ... on Runs { results { runId status } } } }"

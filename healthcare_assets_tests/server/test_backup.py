@@ -79,6 +79,7 @@ def describe(db) -> dict:
             for info in db.list_collections()}
 
 
+@pytest.mark.slow
 def test_backup_of_the_committed_data_restores_on_another_server(deployment, tmp_path, monkeypatch, capsys):
     source = deployment.client()
     assert materialize(COMMITTED_CSV, deployment).success

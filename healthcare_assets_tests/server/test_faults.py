@@ -44,7 +44,8 @@ LOAD_CHECKS = [c for c in DEFS.asset_checks if all(s.asset_key in {a.key for a i
 KILL_POINTS = {"after the first batch": None, "inside the second batch, seed 1": 1, "inside the second batch, seed 2": 2}
 
 
-@pytest.mark.parametrize("seed", KILL_POINTS.values(), ids=KILL_POINTS.keys())
+@pytest.mark.parametrize("seed", [pytest.param(seed, id=name, marks=[pytest.mark.slow] * (seed is not None))
+                                  for name, seed in KILL_POINTS.items()])
 def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
     monkeypatch.delenv("MONGODB_URI", raising=False)  # the embedded server, restarted on demand
     data_dir = tmp_path / "data"

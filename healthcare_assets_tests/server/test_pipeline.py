@@ -29,6 +29,7 @@ def expected_counts(path) -> tuple[int, int]:
     return len(raw), int(raw.duplicated().sum())
 
 
+@pytest.mark.slow
 def test_committed_export_loads_54966_documents(mongo):
     rows, duplicates = expected_counts(COMMITTED_CSV)
     result = materialize(COMMITTED_CSV, mongo)

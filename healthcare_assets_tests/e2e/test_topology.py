@@ -54,6 +54,9 @@ pytestmark = pytest.mark.e2e
 FILES = {"first": (500, 7101), "second": (6_000, 7202), "third": (500, 7303)}
 
 
+# --- what is checked ---------------------------------------------------------------------------
+
+
 def data_rows(path: Path) -> int:
     with open(path, newline="") as handle:
         return sum(1 for _ in csv.reader(handle)) - 1
@@ -119,6 +122,9 @@ def collection_problems(db, collection: str, files: dict[str, Path], loaded: int
     if repeated or foreign:
         problems.append(f"{repeated:,} documents name a file twice, {foreign:,} name another file")
     return problems
+
+
+# --- the test ----------------------------------------------------------------------------------
 
 
 @pytest.fixture

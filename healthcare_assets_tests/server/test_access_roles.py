@@ -13,11 +13,8 @@ from healthcare_assets.domain.audit import AUDIT_COLLECTION
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.fixtures.access_matrix import EXPECTED
+from healthcare_assets_tests.fixtures.access_matrix import EXPECTED, OPERATIONS
 from healthcare_assets_tests.fixtures.runs import materialize
-
-OPERATIONS = ["read raw", "read anonymized", "insert", "update", "create index", "create user",
-              "read another hospital", "read audit log", "read key vault", "decrypt a name"]
 
 
 @contextlib.contextmanager

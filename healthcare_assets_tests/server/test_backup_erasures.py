@@ -45,6 +45,8 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
             client.drop_database(db)
 
 
+# ---- erasure reaches the backups -----------------------------------------------------------------
+
 def erase(collection, stay: dict) -> tuple[str, int]:
     """Erase the patient of one stay, as erase-patient does; returns its keyed id and its stays."""
     name = encryption.cipher(collection).decrypt(stay["personal_info"]["name"])

@@ -12,8 +12,7 @@ import pytest
 
 from healthcare_assets.defs import s3_drops as sensors
 from healthcare_assets.defs.s3_drops import SOURCE_KEY_TAG
-from healthcare_assets_tests.fixtures.runs import materialized
-from healthcare_assets_tests.fixtures.s3_drops import (
+from healthcare_assets_tests.fixtures.drop_sensor import (
     PREFIX,
     distinct_rows,
     documents_from,
@@ -23,6 +22,7 @@ from healthcare_assets_tests.fixtures.s3_drops import (
     requested_keys,
     tick,
 )
+from healthcare_assets_tests.fixtures.runs import materialized
 
 
 def test_objects_that_are_not_finished_csv_files_are_skipped(

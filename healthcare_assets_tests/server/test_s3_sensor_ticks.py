@@ -16,8 +16,7 @@ from healthcare_assets.defs.s3_drops import (
     SOURCE_ETAG_TAG,
     SOURCE_KEY_TAG,
 )
-from healthcare_assets_tests.fixtures.runs import materialized
-from healthcare_assets_tests.fixtures.s3_drops import (
+from healthcare_assets_tests.fixtures.drop_sensor import (
     PREFIX,
     distinct_rows,
     documents_from,
@@ -26,6 +25,7 @@ from healthcare_assets_tests.fixtures.s3_drops import (
     requested_keys,
     tick,
 )
+from healthcare_assets_tests.fixtures.runs import materialized
 
 
 def test_new_file_runs_once_and_the_next_tick_requests_nothing(

@@ -11,11 +11,13 @@ import pytest
 from healthcare_assets.domain import master_keys
 
 FIXTURES = ["environment", "servers", "runs", "processes", "published", "browser", "s3", "postgres", "corpus",
-            "mongo_tools"]
+            "mongo_tools", "compose", "backups", "access_matrix", "release", "drop_sensor", "topology", "gdpr"]
 for _name in FIXTURES:  # rewritten like conftest, so their asserts say what failed
     pytest.register_assert_rewrite(f"healthcare_assets_tests.fixtures.{_name}")
-pytest_plugins = [f"healthcare_assets_tests.fixtures.{name}" for name in ("servers", "runs", "browser", "s3", "postgres",
-                                                                               "mongo_tools")]
+# the fixture modules that define fixtures (the others hold helpers only)
+pytest_plugins = [f"healthcare_assets_tests.fixtures.{name}" for name in (
+    "servers", "runs", "browser", "s3", "postgres", "mongo_tools", "compose", "backups", "access_matrix", "release",
+    "drop_sensor")]
 
 # imported after the rewrite is registered
 from healthcare_assets_tests.fixtures.environment import (

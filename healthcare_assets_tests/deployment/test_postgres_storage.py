@@ -47,7 +47,7 @@ def test_deploy_instance_is_postgres_backed(instance_dir):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         assert instance.all_instigator_state() == []  # the schedule storage answers (its tables exist)
-        # What the daemon reads of run monitoring, retries and the queue (test_deployment says why)
+        # What the daemon reads of run monitoring, retries and the queue (test_compose_services says why)
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0

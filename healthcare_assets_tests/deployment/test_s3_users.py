@@ -29,12 +29,12 @@ import pytest
 
 from healthcare_assets.plumbing.backup_store import S3Store
 from healthcare_assets.plumbing.embedded_mongo import HOST, free_port
-from healthcare_assets_tests.deployment.test_deployment import (
-    _dash_leading_env,
-    _local_environment,
-    _recording,
-    _rendered,
-    _run_shell,
+from healthcare_assets_tests.fixtures.compose import (
+    dash_leading_env,
+    install_recorders,
+    local_environment,
+    rendered_compose,
+    run_recorded_shell,
 )
 
 # Not the defaults: the rendering must follow .env (the backup prefix as the code normalises it).
@@ -44,7 +44,7 @@ UNRELATED = "unrelated-bucket"
 
 
 def _env_with(tmp_path: Path, **settings: str) -> tuple[Path, dict[str, str]]:
-    env_file, values = _dash_leading_env(tmp_path)
+    env_file, values = dash_leading_env(tmp_path)
     lines = [line for line in env_file.read_text().splitlines() if line.partition("=")[0] not in settings]
     env_file.write_text("\n".join([*lines, *(f"{k}={v}" for k, v in settings.items())]) + "\n")
     return env_file, values
@@ -52,18 +52,18 @@ def _env_with(tmp_path: Path, **settings: str) -> tuple[Path, dict[str, str]]:
 
 def _run_setup(tmp_path: Path, env_file: Path) -> tuple[dict, list[list[str]]]:
     """minio-setup's script as rendered by Compose from env_file, mc replaced by a recorder."""
-    setup = _rendered(env_file)["services"]["minio-setup"]
+    setup = rendered_compose(env_file)["services"]["minio-setup"]
     bin_dir, log = tmp_path / "bin", tmp_path / "mc.jsonl"
-    _recording(bin_dir, log, "mc")
-    environment = _local_environment("minio-setup", setup, tmp_path)
-    return environment, _run_shell(setup["entrypoint"][0], setup["command"][0], environment, bin_dir, log)
+    install_recorders(bin_dir, log, "mc")
+    environment = local_environment("minio-setup", setup, tmp_path)
+    return environment, run_recorded_shell(setup["entrypoint"][0], setup["command"][0], environment, bin_dir, log)
 
 
 # ---- who holds what -------------------------------------------------------------------------------
 
 def test_only_minio_and_its_setup_hold_the_root_user_and_the_pipeline_has_its_own(tmp_path):
-    env_file, values = _dash_leading_env(tmp_path)
-    services = _rendered(env_file)["services"]
+    env_file, values = dash_leading_env(tmp_path)
+    services = rendered_compose(env_file)["services"]
 
     def holders(secret: str) -> set[str]:
         return {name for name, service in services.items()
@@ -93,11 +93,11 @@ def test_only_minio_and_its_setup_hold_the_root_user_and_the_pipeline_has_its_ow
 ])
 def test_setup_refuses_values_that_would_change_a_policy(tmp_path, setting):
     env_file, _ = _env_with(tmp_path, **setting)
-    setup = _rendered(env_file)["services"]["minio-setup"]
+    setup = rendered_compose(env_file)["services"]["minio-setup"]
     bin_dir, log = tmp_path / "bin", tmp_path / "mc.jsonl"
-    _recording(bin_dir, log, "mc")
+    install_recorders(bin_dir, log, "mc")
     log.write_text("")
-    environment = {**{k: str(v) for k, v in _local_environment("minio-setup", setup, tmp_path).items()},
+    environment = {**{k: str(v) for k, v in local_environment("minio-setup", setup, tmp_path).items()},
                    "PATH": f"{bin_dir}:/usr/bin:/bin"}
     result = subprocess.run([setup["entrypoint"][0], "-c", setup["command"][0].replace("$$", "$")], env=environment,
                             check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

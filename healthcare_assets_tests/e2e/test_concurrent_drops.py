@@ -157,7 +157,7 @@ def row_problems(db: Database, collection: str, preloaded: dict, loads: dict[str
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
+def concurrent_exports(tmp_path_factory) -> dict[str, Path]:
     """The preload and the two drops, generated once for the module."""
     folder = tmp_path_factory.mktemp("concurrent-exports")
     files = {"preload": folder / "preload.csv"}
@@ -169,10 +169,10 @@ def exports(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def loaded(mongo: MongoResource, exports) -> dict:
+def preload_metadata(mongo: MongoResource, concurrent_exports) -> dict:
     """The test's database with the preload's whole chain materialized (view and copy included);
     yields the preload's load metadata."""
-    result = materialize(exports["preload"], mongo)
+    result = materialize(concurrent_exports["preload"], mongo)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     yield materialized(result)["mongo_hospitalizations"]
 
@@ -180,7 +180,7 @@ def loaded(mongo: MongoResource, exports) -> dict:
 # --- the tests ---------------------------------------------------------------------------------
 
 
-def test_two_cli_runs_at_once_lose_nothing_and_leave_copy_equal_to_view(loaded, mongo, exports, tmp_path):
+def test_two_cli_runs_at_once_lose_nothing_and_leave_copy_equal_to_view(preload_metadata, mongo, concurrent_exports, tmp_path):
     """Two `dagster job execute` processes started together on different files, one Dagster
     instance and one MongoDB server between them, as a UI launch and a sensor run would share."""
     dagster = require_tool("dagster")
@@ -190,7 +190,7 @@ def test_two_cli_runs_at_once_lose_nothing_and_leave_copy_equal_to_view(loaded, 
     for name in DROPS:
         # JSON is YAML: `-c` takes it as run config. The executor is the code location's own.
         config = tmp_path / f"{name}.json"
-        config.write_text(json.dumps({"ops": {"raw_csv": {"config": {"source": str(exports[name])}}}}))
+        config.write_text(json.dumps({"ops": {"raw_csv": {"config": {"source": str(concurrent_exports[name])}}}}))
         logs[name] = tmp_path / f"{name}.log"
     # Both commands are prepared first, then started back to back: two runs at the same moment.
     try:
@@ -216,13 +216,13 @@ def test_two_cli_runs_at_once_lose_nothing_and_leave_copy_equal_to_view(loaded, 
     problems += [f"{name}: `dagster job execute` exited {p.returncode}" for name, p in processes.items()
                  if p.returncode != 0]
     db = mongo.db()
-    problems += row_problems(db, mongo.collection, loaded, loads, exports)
+    problems += row_problems(db, mongo.collection, preload_metadata, loads, concurrent_exports)
     problems += copy_view_problems(db, mongo.collection)
     fail_on(problems)
 
 
 def test_daemon_launches_two_dropped_files_at_once_and_copy_equals_view(
-    loaded, mongo, exports, s3_bucket, tmp_path
+    preload_metadata, mongo, concurrent_exports, s3_bucket, tmp_path
 ):
     """The deployment's path: two objects dropped in S3 at once, dagster-daemon's sensor requests
     both runs and its queue (two slots) launches them together."""
@@ -238,7 +238,7 @@ def test_daemon_launches_two_dropped_files_at_once_and_copy_equals_view(
     s3 = boto3.client("s3")
     with ThreadPoolExecutor(len(keys)) as pool:
         list(pool.map(lambda name: s3.put_object(Bucket=s3_bucket, Key=keys[name],
-                                                 Body=exports[name].read_bytes()), keys))
+                                                 Body=concurrent_exports[name].read_bytes()), keys))
 
     env = child_environment(mongo, home)  # carries HEALTHCARE_S3_BUCKET: the sensor starts running
     log = tmp_path / "daemon.log"
@@ -265,6 +265,6 @@ def test_daemon_launches_two_dropped_files_at_once_and_copy_equals_view(
     finally:
         stop(process)
 
-    problems += row_problems(mongo.db(), mongo.collection, loaded, loads, exports)
+    problems += row_problems(mongo.db(), mongo.collection, preload_metadata, loads, concurrent_exports)
     problems += copy_view_problems(mongo.db(), mongo.collection)
     fail_on(problems)

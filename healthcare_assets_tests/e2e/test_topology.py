@@ -18,13 +18,7 @@ queue's pause while the code server is away); the test checks that nothing else 
 from __future__ import annotations
 
 import csv
-import json
 import os
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -34,178 +28,30 @@ import yaml
 from dagster import DagsterEventType
 
 from healthcare_assets.defs.s3_drops import SOURCE_KEY_TAG
-from healthcare_assets.plumbing.embedded_mongo import HOST, free_port
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.fixtures.environment import REPO
-from healthcare_assets_tests.fixtures.postgres import DEPLOY_INSTANCE, dagster_postgres_environment
-from healthcare_assets_tests.fixtures.processes import (
-    child_environment,
-    require_tool,
-    start,
-    stop,
-    tail,
-)
+from healthcare_assets_tests.fixtures.postgres import dagster_postgres_environment
+from healthcare_assets_tests.fixtures.processes import child_environment
 from healthcare_assets_tests.fixtures.published import copy_view_problems, fail_on, file_sha256
 from healthcare_assets_tests.fixtures.runs import failure_messages, load_metadata
+from healthcare_assets_tests.fixtures.topology import (
+    FINISHED,
+    FIRST_WRITE_TIMEOUT,
+    JOB,
+    MONITOR_MESSAGES,
+    READY_TIMEOUT,
+    RUN_LIMIT,
+    RUN_TIMEOUT,
+    Topology,
+    instance_config,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-COMPOSE = REPO / "docker-compose.yml"
-DEPLOY_WORKSPACE = REPO / "deploy" / "workspace.yaml"
-LOCATION = "healthcare_assets"
-JOB = "s3_csv_drop_job"
+
 # file -> (rows, seed): small exports; "second" is the one whose run is killed in its load
 FILES = {"first": (500, 7101), "second": (6_000, 7202), "third": (500, 7303)}
-# A run still STARTED this long after it started is failed by the monitor: with DefaultRunLauncher
-# the only way a run whose process died ends. Long enough for a live run of these files.
-RUN_LIMIT = 120
-TIMINGS = {
-    "run_monitoring": {"poll_interval_seconds": 3, "max_runtime_seconds": RUN_LIMIT,
-                       "free_slots_after_run_end_seconds": 5},
-    "run_coordinator": {"user_code_failure_retry_delay": 5},
-}
-READY_TIMEOUT = 180  # a service to answer
-RUN_TIMEOUT = 240  # a dropped file's run to finish (the sensor ticks every 30 s)
-FIRST_WRITE_TIMEOUT = 60  # after its load step starts, the file's first documents to be in
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-MONITOR_MESSAGES = ("maximum runtime", "forcibly marked as failed")  # how the monitor fails a run
-WORKSPACE_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-  locationOrLoadError { __typename ... on RepositoryLocation { repositories { jobs { name } } } } } } } }"""
-
-
-# --- the deployment's files, as the test runs them ---------------------------------------------
-
-
-def instance_config() -> dict:
-    """deploy/dagster.yaml with the test's timings, and nothing else, changed: each is a setting
-    the file makes (the test never adds a protection the deployment lacks)."""
-    config = yaml.safe_load(DEPLOY_INSTANCE.read_text())
-    for section, timings in TIMINGS.items():
-        settings = config[section]["config"] if section == "run_coordinator" else config[section]
-        missing = set(timings) - set(settings)
-        assert not missing, f"deploy/dagster.yaml sets no {section} {sorted(missing)}"
-        settings.update(timings)
-    return config
-
-
-def with_values(command: list[str], values: dict[str, str]) -> list[str]:
-    """A compose command with the values after some flags replaced (the loopback host, free ports,
-    the workspace file) and its executable taken from this venv."""
-    command = list(command)
-    for flag, value in values.items():
-        assert flag in command, f"{flag} is not in the compose command {command}"
-        command[command.index(flag) + 1] = value
-    return [require_tool(command[0]), *command[1:]]
-
-
-class Topology:
-    """The code server, webserver and daemon, each in a process group of its own, as compose runs
-    them; each start logs to a file of its own."""
-
-    def __init__(self, folder: Path, pipeline_env: dict[str, str], dagster_env: dict[str, str]):
-        self.folder, self.pipeline_env, self.dagster_env = folder, pipeline_env, dagster_env
-        self.services = yaml.safe_load(COMPOSE.read_text())["services"]
-        self.code_port, self.web_port = free_port(), free_port()
-        self.url = f"http://{HOST}:{self.web_port}"
-        # deploy/workspace.yaml pointing at this code server instead of the `user-code` service
-        workspace = yaml.safe_load(DEPLOY_WORKSPACE.read_text())
-        server = workspace["load_from"][0]["grpc_server"]
-        server.update(host=HOST, port=self.code_port)
-        self.workspace = folder / "workspace.yaml"
-        self.workspace.write_text(yaml.safe_dump(workspace))
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
-        self.starts: dict[str, int] = {}
-
-    def command(self, service: str) -> list[str]:
-        values = {
-            "user-code": {"-h": HOST, "-p": str(self.code_port)},
-            "webserver": {"-h": HOST, "-p": str(self.web_port), "-w": str(self.workspace)},
-            "daemon": {"-w": str(self.workspace)},
-        }[service]
-        return with_values(self.services[service]["command"], values)
-
-    def start(self, service: str) -> None:
-        self.starts[service] = self.starts.get(service, 0) + 1
-        self.logs[service] = self.folder / f"{service}-{self.starts[service]}.log"
-        env = self.pipeline_env if service == "user-code" else self.dagster_env
-        self.processes[service] = start(self.command(service), env, self.logs[service], cwd=self.folder)
-
-    def alive(self, service: str) -> None:
-        process = self.processes[service]
-        if process.poll() is not None:
-            pytest.fail(f"{service} exited ({process.returncode}):\n{tail(self.logs[service])}", pytrace=False)
-
-    def healthcheck(self, service: str) -> subprocess.CompletedProcess:
-        """The service's compose health check command, run here."""
-        test = self.services[service]["healthcheck"]["test"]
-        assert test[0] == "CMD", test
-        values = {"user-code": {"-p": str(self.code_port)}, "daemon": {}}[service]
-        return subprocess.run(with_values(test[1:], values), env=self.dagster_env, cwd=self.folder,
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def wait_code_server(self) -> None:
-        wait_for(lambda: self.healthcheck("user-code").returncode == 0, READY_TIMEOUT,
-                 "the code server's health check", self, "user-code")
-
-    def graphql(self, query: str) -> dict:
-        request = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return json.load(response)["data"]
-
-    def loaded_jobs(self) -> set[str] | None:
-        """The jobs of the code location as the webserver sees it, once it answers (/server_info,
-        compose's health check, then GraphQL) and has the location loaded."""
-        try:
-            urllib.request.urlopen(f"{self.url}/server_info", timeout=5).read()
-            entries = self.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-        except (urllib.error.URLError, OSError):
-            return None
-        entry = next((e for e in entries if e["name"] == LOCATION), None)
-        if entry is None or entry["loadStatus"] != "LOADED":
-            return None
-        return {j["name"] for r in entry["locationOrLoadError"]["repositories"] for j in r["jobs"]}
-
-    def recreate_code_server(self) -> None:
-        """The code server's container replaced while a run is in it: every process of the
-        container ends at once (SIGKILL: what the end of a container's main process, `docker kill`
-        or the grace period running out does to the rest), then a new one starts."""
-        kill_group(self.processes["user-code"])
-        self.start("user-code")
-
-    def kill_daemon(self) -> None:
-        kill_group(self.processes["daemon"])
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            stop(process)
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
-
-
-def wait_for(condition, timeout: float, what, topology: Topology, *services: str, poll_s: float = 1):
-    """Polls `condition` every `poll_s` seconds until it returns something true; fails with the
-    services' logs if one of them exits or the time runs out. `what` says what was awaited: text,
-    or a function giving it (the state when the time ran out)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        for service in services:
-            topology.alive(service)
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {s}:\n{tail(topology.logs[s], 2500)}" for s in services)
-            pytest.fail(f"{what() if callable(what) else what}: not after {timeout} s\n{logs}", pytrace=False)
-        time.sleep(poll_s)
 
 
 # --- what is checked ---------------------------------------------------------------------------
@@ -282,7 +128,7 @@ def collection_problems(db, collection: str, files: dict[str, Path], loaded: int
 
 
 @pytest.fixture
-def exports(tmp_path) -> dict[str, Path]:
+def topology_exports(tmp_path) -> dict[str, Path]:
     files = {}
     for name, (rows, seed) in FILES.items():
         files[name] = tmp_path / f"{name}.csv"
@@ -291,7 +137,7 @@ def exports(tmp_path) -> dict[str, Path]:
 
 
 def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice(
-    postgres, mongo: MongoResource, s3_bucket, exports, tmp_path, monkeypatch
+    postgres, mongo: MongoResource, s3_bucket, topology_exports, tmp_path, monkeypatch
 ):
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -327,7 +173,7 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
                 return "; ".join(f"{n}: {[r.status.value for r in runs_of(n)]}" for n in names)
 
             def drop(name: str) -> None:
-                s3.put_object(Bucket=s3_bucket, Key=keys[name], Body=exports[name].read_bytes())
+                s3.put_object(Bucket=s3_bucket, Key=keys[name], Body=topology_exports[name].read_bytes())
 
             topology.start("user-code")
             topology.wait_code_server()
@@ -349,7 +195,7 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
                     e.step_key == "mongo_hospitalizations"
                     for e in instance.all_logs(r.run_id, of_type=DagsterEventType.STEP_START))), None),
                 RUN_TIMEOUT, "the second file's load step", topology, "user-code", "daemon")
-            killed, sha = load_started.run_id, file_sha256(exports["second"])
+            killed, sha = load_started.run_id, file_sha256(topology_exports["second"])
             # the kill comes once the load has written: a run killed before would test nothing
             wait_for(lambda: mongo.hospitalizations().count_documents({"metadata.sources": sha}),
                      FIRST_WRITE_TIMEOUT, "the second file's first documents in the collection", topology,
@@ -378,7 +224,7 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
             assert JOB in jobs, jobs
 
             db, loaded, problems = mongo.db(), 0, []
-            for name, path in exports.items():
+            for name, path in topology_exports.items():
                 found, rows = file_problems(instance, db, mongo.collection, name, path, runs_of(name),
                                             killed if name == "second" else None)
                 problems += found
@@ -391,7 +237,7 @@ def test_restarting_code_server_and_daemon_loses_nothing_and_loads_nothing_twice
                         for name in FILES}
     finally:
         topology.stop()
-    problems += collection_problems(db, mongo.collection, exports, loaded)
+    problems += collection_problems(db, mongo.collection, topology_exports, loaded)
     problems += copy_view_problems(db, mongo.collection)
     summary = (f"runs (id, status, seconds): {timeline}; {documents_at_kill:,} of the second file's "
                f"documents were in when its run was killed")

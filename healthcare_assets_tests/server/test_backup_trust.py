@@ -22,14 +22,6 @@ from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
-from healthcare_assets_tests.fixtures.runs import materialize
-
-
-@pytest.fixture
-def loaded(mongo, small_csv, monkeypatch):
-    monkeypatch.setenv("MONGODB_DATABASE", mongo.database)
-    assert materialize(small_csv, mongo).success
-    return mongo
 
 
 def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, sign: bool = True) -> None:
@@ -56,14 +48,14 @@ def extended_json_gz(document: dict) -> bytes:
     return gzip.compress(json_util.dumps(document, json_options=backup_files.EXTENDED_JSON).encode())
 
 
-def test_an_edited_manifest_reaches_no_other_deployment(loaded, tmp_path):
-    client, dbs = loaded.client(), databases(loaded.database)
+def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp_path):
+    client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
     other = f"clinic_{uuid.uuid4().hex[:8]}"  # another deployment on the same server
     client[other].records.insert_one({"_id": 1, "kept": True})
     encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     try:
-        written = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))
+        written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
         folder = Path(written.location)
 
         def widen(manifest):  # every key of the server, and another deployment's database
@@ -76,9 +68,9 @@ def test_an_edited_manifest_reaches_no_other_deployment(loaded, tmp_path):
         # Signed again (an insider's key): the scope still comes from the configured deployment.
         rewrite(folder, backup.MANIFEST, edit=widen)
         with pytest.raises(backup.BackupError, match=f"outside this deployment \\({other}\\)"):
-            backup.restore(backup.open_backup(str(folder)), client, loaded.database, drop=True)
+            backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
         rewrite(folder, backup.MANIFEST, edit=lambda m: m["databases"].pop(other))
-        restored = backup.restore(backup.open_backup(str(folder)), client, loaded.database, drop=True)
+        restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
         assert restored.keys_proven == len(written.manifest["keys"]) > 0
         assert client[other].records.count_documents({}) == 1
         assert vault.count_documents({"keyAltNames": {"$regex": f"^{other}\\."}}) == 1
@@ -87,9 +79,9 @@ def test_an_edited_manifest_reaches_no_other_deployment(loaded, tmp_path):
         encryption.drop_keys(client, other)
 
 
-def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(loaded, tmp_path):
-    client, dbs = loaded.client(), databases(loaded.database)
-    written = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))
+def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_export_loaded, tmp_path):
+    client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
+    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
     folder = Path(written.location)
     relpath = f"{encryption.KEY_VAULT_DB}/{encryption.KEY_VAULT_COLLECTION}.bson.gz"
     keys = bson.decode_all(gzip.decompress((folder / relpath).read_bytes()))
@@ -100,16 +92,16 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(loaded, tmp
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup.BackupError, match="signature does not match"):  # the store's writer cannot sign
-        backup.restore(backup.open_backup(str(folder)), client, loaded.database, rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, rename=scratch)
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
     with pytest.raises(backup.RestoreRefusedError) as refused:
-        backup.restore(backup.open_backup(str(folder)), client, loaded.database, rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
     assert not set(scratch.values()) & set(client.list_database_names())  # nothing was written
     assert dbs["main"] in client.list_database_names()
 
 
-def test_forgeries_neither_steer_retention_nor_restore(loaded, tmp_path, monkeypatch, capsys):
+def test_forgeries_neither_steer_retention_nor_restore(small_export_loaded, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEALTHCARE_BACKUP_KEEP", "7")
     store_dir = tmp_path / "backups"
     assert cli.main(["backup", "--to", str(store_dir)]) == 0
@@ -131,7 +123,7 @@ def test_forgeries_neither_steer_retention_nor_restore(loaded, tmp_path, monkeyp
     latest = backup.open_backup(str(store_dir), latest=True)
     assert latest.name == newest and "99991231T235959.999999Z" in latest.skipped
     # The newest, damaged: --latest means the newest good one.
-    hospitalizations = store_dir / newest / loaded.database / "hospitalizations.bson.gz"
+    hospitalizations = store_dir / newest / small_export_loaded.database / "hospitalizations.bson.gz"
     hospitalizations.write_bytes(hospitalizations.read_bytes()[:-100])
     fallback = backup.open_backup(str(store_dir), latest=True)
     assert fallback.name < newest and "hospitalizations.bson.gz" in fallback.skipped[newest]
@@ -140,10 +132,10 @@ def test_forgeries_neither_steer_retention_nor_restore(loaded, tmp_path, monkeyp
         backup.open_backup(str(store_dir / "99991231T235959.999999Z"))
 
 
-def test_options_and_indexes_come_from_the_code(loaded, tmp_path):
-    client, dbs = loaded.client(), databases(loaded.database)
-    audit.record(client[loaded.database], "before the backup", "test", 1)
-    written = backup.write_backup(client, loaded.database, loaded.server_label(), str(tmp_path))
+def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
+    client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
+    audit.record(client[small_export_loaded.database], "before the backup", "test", 1)
+    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
     folder = Path(written.location)
     log_meta = metadata(folder, dbs["audit"], audit.AUDIT_COLLECTION)
     log_meta["indexes"].append({"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 1})
@@ -156,7 +148,7 @@ def test_options_and_indexes_come_from_the_code(loaded, tmp_path):
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})
-    restored = backup.restore(backup.open_backup(str(folder)), client, loaded.database, drop=True)
+    restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
     assert f"{dbs['audit']}.{audit.AUDIT_COLLECTION}: index [('at', 1)]" in restored.left_out
     assert any(what.startswith(f"{dbs['main']}.hospitalizations: options") for what in restored.left_out)
     log = client[dbs["audit"]][audit.AUDIT_COLLECTION]
@@ -167,12 +159,12 @@ def test_options_and_indexes_come_from_the_code(loaded, tmp_path):
     assert info["options"]["validationLevel"] == "strict" and info["options"]["validator"]["$jsonSchema"]
 
 
-def test_a_decompression_bomb_is_refused_in_bounded_memory(loaded, tmp_path):
-    written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path))
+def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, tmp_path):
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
     folder = Path(written.location)
     bomb = gzip.compress(b'{"options": {}, "pad": "' + b" " * (64 << 20) + b'"}', compresslevel=9)
     assert len(bomb) < 100_000
-    (folder / databases(loaded.database)["audit"] / "audit_log.metadata.json.gz").write_bytes(bomb)
+    (folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz").write_bytes(bomb)
     tracemalloc.start()
     try:
         with pytest.raises(backup.BackupError, match="inflates to more than"):
@@ -183,18 +175,18 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(loaded, tmp_path):
     assert peak < 16 << 20, f"peak {peak:,} bytes"
 
 
-def test_a_symlinked_file_is_not_followed(loaded, tmp_path):
-    written = backup.write_backup(loaded.client(), loaded.database, loaded.server_label(), str(tmp_path / "b"))
+def test_a_symlinked_file_is_not_followed(small_export_loaded, tmp_path):
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path / "b"))
     folder = Path(written.location)
     outside = tmp_path / "outside.json.gz"
-    target = folder / databases(loaded.database)["audit"] / "audit_log.metadata.json.gz"
+    target = folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz"
     shutil.move(target, outside)
     target.symlink_to(outside)
     with pytest.raises(backup.BackupError, match="symbolic link"):
         backup.verify(backup.open_backup(str(folder)))
 
 
-def test_a_new_host_is_told_which_keys_to_bring_before_anything_is_written(loaded, tmp_path, monkeypatch, capsys):
+def test_a_new_host_is_told_which_keys_to_bring_before_anything_is_written(small_export_loaded, tmp_path, monkeypatch, capsys):
     assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
     new_host = tmp_path / "new-host"
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(new_host))

@@ -42,7 +42,7 @@ def accepted(data_dir, user: str, password: str) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def provisioned_server_dir(tmp_path, monkeypatch):
     """A provisioned embedded server of its own, its passwords generated into secrets.env."""
     monkeypatch.delenv("MONGODB_URI", raising=False)
     for variable in PASSWORD_VARIABLES:
@@ -56,12 +56,12 @@ def server(tmp_path, monkeypatch):
         embedded_mongo.stop(data_dir)
 
 
-def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_server(server, monkeypatch, caplog):
-    generated = secrets_file.read(server)
+def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_server(provisioned_server_dir, monkeypatch, caplog):
+    generated = secrets_file.read(provisioned_server_dir)
     caplog.set_level(logging.WARNING, logger=local_server.__name__)
     # the same passwords in the environment as in secrets.env: nothing to apply, nothing logged
     monkeypatch.setenv(ADMIN, generated[ADMIN])
-    local_server.ensure_running(server)
+    local_server.ensure_running(provisioned_server_dir)
     assert caplog.records == []
 
     # different ones, on the running server and then at a start
@@ -70,15 +70,15 @@ def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_s
         monkeypatch.setenv(ANALYST, new_analyst)
         caplog.clear()
         mongo_resource_from_env().db().command("ping")  # through the resource, as a run connects
-        assert accepted(server, "admin_master", new_admin) and accepted(server, "analyst_readonly", new_analyst)
-        assert not accepted(server, "admin_master", generated[ADMIN])
-        assert {k: v for k, v in secrets_file.read(server).items() if k in (ADMIN, ANALYST)} == {
+        assert accepted(provisioned_server_dir, "admin_master", new_admin) and accepted(provisioned_server_dir, "analyst_readonly", new_analyst)
+        assert not accepted(provisioned_server_dir, "admin_master", generated[ADMIN])
+        assert {k: v for k, v in secrets_file.read(provisioned_server_dir).items() if k in (ADMIN, ANALYST)} == {
             ADMIN: new_admin, ANALYST: new_analyst}
         logged = caplog.text
         assert f"user analyst_readonly now has the password of the environment variable {ANALYST}" in logged
         assert f"user admin_master now has the password of the environment variable {ADMIN}" in logged
         assert new_admin not in logged and new_analyst not in logged
-        embedded_mongo.stop(server)
+        embedded_mongo.stop(provisioned_server_dir)
 
     # the variables gone, secrets.env still holds what the server has
     monkeypatch.delenv(ADMIN)
@@ -86,15 +86,15 @@ def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_s
     assert mongo_resource_from_env().db().command("ping")["ok"] == 1
 
 
-def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(server, monkeypatch, tmp_path):
+def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(provisioned_server_dir, monkeypatch, tmp_path):
     # secrets.env no longer holds the server's admin password: a new one cannot be applied with it
-    secrets_file.store({ADMIN: "not-what-the-server-has"}, server)
+    secrets_file.store({ADMIN: "not-what-the-server-has"}, provisioned_server_dir)
     monkeypatch.setenv(ADMIN, "another-admin-password")
     with pytest.raises(AuthenticationRefusedError) as refused:
         mongo_resource_from_env().db()
     message = str(refused.value)
     assert "refused the password of user 'admin_master'" in message and "cannot reach" not in message
-    assert f"came from the environment variable {ADMIN}" in message and str(server / "secrets.env") in message
+    assert f"came from the environment variable {ADMIN}" in message and str(provisioned_server_dir / "secrets.env") in message
     assert "another-admin-password" not in message and "not-what-the-server-has" not in message
 
     # the same variable from a .env in the working directory says so
@@ -107,7 +107,7 @@ def test_a_password_that_cannot_be_applied_is_refused_with_its_user_and_origin(s
 
     # MONGODB_URI (production) with a wrong password
     monkeypatch.delenv(ADMIN)
-    wrong = with_credentials(local_server.client_uri(server), "admin_master", "wrong-production-password")
+    wrong = with_credentials(local_server.client_uri(provisioned_server_dir), "admin_master", "wrong-production-password")
     monkeypatch.setenv("MONGODB_URI", wrong)
     with pytest.raises(AuthenticationRefusedError) as refused:
         mongo_resource_from_env().db()
@@ -129,15 +129,15 @@ def test_a_refused_password_fails_the_load_at_once(mongo_uri, data_dir, tmp_path
     assert "refused the password of user 'admin_master'" in str(failure.event_specific_data.error)
 
 
-def test_provision_access_applies_a_changed_password_on_mongodb(server, monkeypatch):
+def test_provision_access_applies_a_changed_password_on_mongodb(provisioned_server_dir, monkeypatch):
     """With MONGODB_URI set (how production runs it), on a server of its own."""
-    generated = secrets_file.read(server)
-    env = {**os.environ, "MONGODB_URI": local_server.client_uri(server), **generated}
+    generated = secrets_file.read(provisioned_server_dir)
+    env = {**os.environ, "MONGODB_URI": local_server.client_uri(provisioned_server_dir), **generated}
     env.update(HEALTHCARE_ANALYST_READONLY_PASSWORD="a-new-analyst-password-of-some-length")
 
     def provision_access():
         result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "provision-access"], env=env,
-                                cwd=server, check=False, capture_output=True, text=True, timeout=120)
+                                cwd=provisioned_server_dir, check=False, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "a-new-analyst-password-of-some-length" not in result.stdout + result.stderr
         return result.stdout
@@ -146,8 +146,8 @@ def test_provision_access_applies_a_changed_password_on_mongodb(server, monkeypa
     assert (f"ANALYST_READONLY: updated user analyst_readonly, password changed to the one of the environment "
             f"variable {ANALYST}") in first
     assert "DATA_ENGINEER: updated user data_engineer, password unchanged" in first
-    assert accepted(server, "analyst_readonly", "a-new-analyst-password-of-some-length")
-    assert not accepted(server, "analyst_readonly", generated[ANALYST])
+    assert accepted(provisioned_server_dir, "analyst_readonly", "a-new-analyst-password-of-some-length")
+    assert not accepted(provisioned_server_dir, "analyst_readonly", generated[ANALYST])
     again = provision_access()
     assert "ANALYST_READONLY: updated user analyst_readonly, password unchanged" in again
 
@@ -159,7 +159,7 @@ def _documents(client) -> dict[str, int]:
             for c in client[db].list_collections() if c.get("type", "collection") == "collection"}
 
 
-def test_rotating_every_password_as_the_deployment_guide_says(server):
+def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server_dir):
     """docs/deployment.md "Rotating passwords", on a server with authentication, reached through
     MONGODB_URI as in production: the one-shot `provision-access` run with the old admin password
     in MONGODB_URI and every role's new password in its variable, then the stack on the new .env.
@@ -168,14 +168,14 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
     guide = (REPO / "docs" / "deployment.md").read_text().split("### Rotating passwords", 1)[1]
     steps = guide.split("```", 2)[1].splitlines()
     assert "docker compose run --rm -e MONGODB_URI provision-access   # 3. old admin logs in, sets the new ones" in steps
-    old = secrets_file.read(server)
+    old = secrets_file.read(provisioned_server_dir)
     new = {variable: f"-{secrets.token_hex(32)}" for variable in PASSWORD_VARIABLES}
-    port = embedded_mongo.status(server)["port"]
+    port = embedded_mongo.status(provisioned_server_dir)["port"]
 
     # Step 1, run by bash in a checkout whose .env holds the current passwords: the admin URI
     # carries the current admin password, and no other value of .env reaches the environment
     # (Compose would prefer it to the edited .env of step 2).
-    checkout = server.parent / "checkout"
+    checkout = provisioned_server_dir.parent / "checkout"
     checkout.mkdir()
     (checkout / ".env").write_text("".join(f"{k}={v}\n" for k, v in old.items()))
     step1 = next(line for line in steps if line.startswith("export MONGODB_URI="))
@@ -186,19 +186,19 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
     assert urlsplit(exported["MONGODB_URI"]).password == old[ADMIN]
 
     def admin(password: str) -> pymongo.MongoClient:
-        return pymongo.MongoClient(with_credentials(local_server.client_uri(server), "admin_master", password))
+        return pymongo.MongoClient(with_credentials(local_server.client_uri(provisioned_server_dir), "admin_master", password))
 
     def healthy() -> bool:
-        with pymongo.MongoClient(embedded_mongo.uri_for(port, data_dir=server)) as anonymous:
+        with pymongo.MongoClient(embedded_mongo.uri_for(port, data_dir=provisioned_server_dir)) as anonymous:
             with pytest.raises(pymongo.errors.OperationFailure):
                 anonymous.list_database_names()  # authentication is on ...
             return anonymous.admin.command("hello")["isWritablePrimary"]  # ... and hello needs none
 
     def provision_access(admin_password: str) -> str:
         env = {k: v for k, v in os.environ.items() if k != "HEALTHCARE_DOCTOR_APP_HOSPITAL"}
-        env.update(new, MONGODB_URI=with_credentials(local_server.client_uri(server), "admin_master", admin_password))
+        env.update(new, MONGODB_URI=with_credentials(local_server.client_uri(provisioned_server_dir), "admin_master", admin_password))
         result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "provision-access"], env=env,
-                                cwd=server, check=False, capture_output=True, text=True, timeout=120)
+                                cwd=provisioned_server_dir, check=False, capture_output=True, text=True, timeout=120)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert not [p for p in (*old.values(), *new.values()) if p in output]
@@ -219,8 +219,8 @@ def test_rotating_every_password_as_the_deployment_guide_says(server):
         assert (f"{role}: updated user {user}, password changed to the one of the environment variable "
                 f"{variable}") in changed
         assert f"{role}: updated user {user}, password unchanged" in again
-        assert accepted(server, user, new[variable]), user
-        assert not accepted(server, user, old[variable]), user
+        assert accepted(provisioned_server_dir, user, new[variable]), user
+        assert not accepted(provisioned_server_dir, user, old[variable]), user
 
     with admin(new[ADMIN]) as client:
         after = _documents(client)

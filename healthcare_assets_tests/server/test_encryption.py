@@ -39,27 +39,27 @@ def encrypted_load(mongo_uri, small_csv, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(encrypted_load):
+def encrypted_mongo(encrypted_load):
     return encrypted_load[0]
 
 
 def test_every_document_holds_both_identifiers_as_bindata_subtype_6(encrypted_load):
     """Read with plain pymongo, as admin_master: no clear name on any document."""
-    loaded, load = encrypted_load
-    docs = list(pymongo.MongoClient(loaded.uri()).get_database(loaded.database).hospitalizations.find())
+    encrypted_mongo, load = encrypted_load
+    docs = list(pymongo.MongoClient(encrypted_mongo.uri()).get_database(encrypted_mongo.database).hospitalizations.find())
     assert len(docs) == load["rows_loaded"] > 0  # every document the load wrote is looked at
     for part, name in ENCRYPTED_FIELDS:
         values = [d[part][name] for d in docs]
         assert all(isinstance(v, bson.Binary) and v.subtype == 6 for v in values), f"{part}.{name} in clear"
-    assert migration.clear_identifiers(loaded.hospitalizations()) == 0
+    assert migration.clear_identifiers(encrypted_mongo.hospitalizations()) == 0
 
 
-def test_each_field_has_its_own_data_key_in_the_vault(loaded):
-    client = loaded.client()
+def test_each_field_has_its_own_data_key_in_the_vault(encrypted_mongo):
+    client = encrypted_mongo.client()
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     index = vault.index_information()["keyAltNames_1"]
     assert index["unique"] and index["partialFilterExpression"] == {"keyAltNames": {"$exists": True}}
-    collection = loaded.hospitalizations()
+    collection = encrypted_mongo.hospitalizations()
     names = sorted(encryption.key_names(collection).values())
     keys = list(vault.find({"keyAltNames": {"$in": names}}))
     assert sorted(k["keyAltNames"][0] for k in keys) == names == [
@@ -74,8 +74,8 @@ def test_each_field_has_its_own_data_key_in_the_vault(loaded):
         cipher.encryption.create_data_key(*master_keys.provider(), key_alt_names=[names[0]])
 
 
-def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(loaded):
-    collection = loaded.hospitalizations()
+def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(encrypted_mongo):
+    collection = encrypted_mongo.hospitalizations()
     cipher = encryption.cipher(collection)
     doc = collection.find_one({"_id": {"$exists": True}})
     name = cipher.decrypt(doc["personal_info"]["name"])
@@ -91,8 +91,8 @@ def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(loaded):
         collection.drop_index("personal_info.name_1")
 
 
-def test_the_validator_refuses_a_clear_name(loaded):
-    collection = loaded.hospitalizations()
+def test_the_validator_refuses_a_clear_name(encrypted_mongo):
+    collection = encrypted_mongo.hospitalizations()
     doc = collection.find_one({"_id": {"$exists": True}})
     clear = encryption.cipher(collection).decrypt_document(doc)
     with pytest.raises(pymongo.errors.WriteError):

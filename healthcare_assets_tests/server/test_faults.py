@@ -17,12 +17,14 @@ from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
 
+WATCH_S = 120  # how long the killer watches the collection grow
+
 
 def kill_when_loading(data_dir, database, at_least, killed: list):
     """Watch the collection grow; SIGKILL the daemon once `at_least` documents are in."""
     state = embedded_mongo.status(data_dir)
     client = pymongo.MongoClient(local_server.client_uri(data_dir), serverSelectionTimeoutMS=2000)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + WATCH_S
     while time.monotonic() < deadline:
         try:
             count = client[database].hospitalizations.estimated_document_count()
@@ -62,7 +64,8 @@ def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
         killer = threading.Thread(target=kill_when_loading, args=(data_dir, "faults", at_least, killed))
         killer.start()
         first = materialize(source, mongo, [*LOAD, *LOAD_CHECKS])  # the load's RetryPolicy may already finish the job
-        killer.join()
+        killer.join(timeout=WATCH_S + 30)  # its own watch ends by then; a hung client must not hang the run
+        assert not killer.is_alive(), "the killer thread still runs"
         assert killed and 0 < killed[0] < expected, "the server was not killed during the load"
 
         rerun = materialize(source, mongo, [*LOAD, *LOAD_CHECKS])

@@ -33,7 +33,7 @@ def tiny_csv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def deployment(mongo, tiny_csv) -> MongoResource:
+def tiny_chain_beside_other_keys(mongo, tiny_csv) -> MongoResource:
     """A small deployment through the whole drop chain (collection, view, analysts' copy, audit
     log, data keys), and another deployment's data key beside its own in the shared key vault."""
     assert materialize(tiny_csv, mongo).success
@@ -59,10 +59,10 @@ def digests(collection, match: dict | None = None) -> dict:
             for doc in collection.with_options(codec_options=RAW).find(match or {})}
 
 
-def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(deployment, mongo_tools, tmp_path):
-    source = deployment.client()
-    written = backup.write_backup(source, deployment.database, deployment.server_label(), str(tmp_path / "b"))
-    vault_filter = backup.key_vault_filter(deployment.database)
+def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain_beside_other_keys, mongo_tools, tmp_path):
+    source = tiny_chain_beside_other_keys.client()
+    written = backup.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), str(tmp_path / "b"))
+    vault_filter = backup.key_vault_filter(tiny_chain_beside_other_keys.database)
     keys = source[VAULT[0]][VAULT[1]].count_documents(vault_filter)
     assert written.collections[".".join(VAULT)] == keys and 0 < keys < source[VAULT[0]][VAULT[1]].count_documents({})
     second = tmp_path / "second"
@@ -75,10 +75,10 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(deployment
         assert not backup.differences(report), backup.differences(report)
         assert {name: tally["identical"] for name, tally in report.items()} == written.collections
         assert sum(written.collections.values()) > 300
-        for db in databases(deployment.database).values():
+        for db in databases(tiny_chain_beside_other_keys.database).values():
             assert schema(target[db]) == schema(source[db]), db
             assert set(target[db].list_collection_names()) == set(written.manifest["databases"][db])
-        main = databases(deployment.database)["main"]
+        main = databases(tiny_chain_beside_other_keys.database)["main"]
         view = [json_util.dumps(d) for d in target[main][VIEW_NAME].find().sort("_id")]
         assert view and view == [json_util.dumps(d) for d in source[main][VIEW_NAME].find().sort("_id")]
         vault, source_vault = target[VAULT[0]][VAULT[1]], source[VAULT[0]][VAULT[1]]
@@ -94,11 +94,11 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(deployment
         embedded_mongo.stop(second)
 
 
-def test_a_plain_mongodump_folder_reads_as_a_backup(deployment, mongo_tools, mongo_uri, tmp_path):
-    source = deployment.client()
-    out = mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")
+def test_a_plain_mongodump_folder_reads_as_a_backup(tiny_chain_beside_other_keys, mongo_tools, mongo_uri, tmp_path):
+    source = tiny_chain_beside_other_keys.client()
+    out = mongo_tools.dump_deployment(mongo_uri, tiny_chain_beside_other_keys.database, tmp_path / "dump")
     # mongodump's layout: one folder per database, nothing beside them, no other deployment's key
-    dbs = databases(deployment.database)
+    dbs = databases(tiny_chain_beside_other_keys.database)
     held = {db for db in dbs.values() if source[db].list_collection_names()} | {VAULT[0]}
     assert {p.name for p in out.iterdir()} == held
     assert all(p.is_dir() for p in out.iterdir())
@@ -108,7 +108,7 @@ def test_a_plain_mongodump_folder_reads_as_a_backup(deployment, mongo_tools, mon
                      {"type": "collection", "documents": source[db][info["name"]].count_documents({})}
                      for info in source[db].list_collections()} for db in held - {VAULT[0]}}
     vault = source[VAULT[0]][VAULT[1]]
-    keys = vault.count_documents(backup.key_vault_filter(deployment.database))
+    keys = vault.count_documents(backup.key_vault_filter(tiny_chain_beside_other_keys.database))
     assert 0 < keys < vault.count_documents({})
     expected[VAULT[0]] = {VAULT[1]: {"type": "collection", "documents": keys}}
     assert dump.manifest["databases"] == expected
@@ -127,14 +127,14 @@ def test_a_plain_mongodump_folder_reads_as_a_backup(deployment, mongo_tools, mon
     assert report["unverified"] and all(isinstance(s, str) for s in report["unverified"])
 
 
-def test_restore_takes_a_plain_mongodump_folder_only_when_asked(deployment, mongo_tools, mongo_uri, tmp_path,
+def test_restore_takes_a_plain_mongodump_folder_only_when_asked(tiny_chain_beside_other_keys, mongo_tools, mongo_uri, tmp_path,
                                                                  monkeypatch, capsys):
     """`restore --mongodump` into a fresh installation holding the same keys: every document as
     dumped, the names readable; without the flag the unsigned folder is refused."""
-    source, dbs = deployment.client(), databases(deployment.database)
-    folder = mongo_tools.dump_deployment(mongo_uri, deployment.database, tmp_path / "dump")
+    source, dbs = tiny_chain_beside_other_keys.client(), databases(tiny_chain_beside_other_keys.database)
+    folder = mongo_tools.dump_deployment(mongo_uri, tiny_chain_beside_other_keys.database, tmp_path / "dump")
     dump = open_plain_dump(str(folder))
-    monkeypatch.setenv("MONGODB_DATABASE", deployment.database)
+    monkeypatch.setenv("MONGODB_DATABASE", tiny_chain_beside_other_keys.database)
     second_dir, first_uri = tmp_path / "second", mongo_uri
     local_server.ensure_running(second_dir)
     try:

@@ -49,7 +49,7 @@ def test_unset_key_is_generated_once_per_installation(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def loaded(tmp_path, mongo):
+def chain_of_20k_rows(tmp_path, mongo):
     """20,000 rows through the chain (enough for most quasi-identifier groups to reach k); checks passed."""
     export = tmp_path / "export.csv"
     generate_csv(rows=20_000, seed=3, out=export)
@@ -59,18 +59,18 @@ def loaded(tmp_path, mongo):
     return mongo
 
 
-def test_view_findings_on_the_real_view_are_clean(loaded):
-    scheme = Release(loaded.hospitalizations(), b"").state()["scheme"]
-    found = view_findings(loaded.hospitalizations(), view_documents(loaded.db()), scheme)
+def test_view_findings_on_the_real_view_are_clean(chain_of_20k_rows):
+    scheme = Release(chain_of_20k_rows.hospitalizations(), b"").state()["scheme"]
+    found = view_findings(chain_of_20k_rows.hospitalizations(), view_documents(chain_of_20k_rows.db()), scheme)
     assert len(found.groups) > 100
-    assert found.names_checked == 3 * loaded.hospitalizations().count_documents({})
+    assert found.names_checked == 3 * chain_of_20k_rows.hospitalizations().count_documents({})
     assert (dict(found.wrong_fields), +found.not_generalized, found.leaks) == ({}, Counter(), 0)
     assert min(found.groups.values()) >= privacy.K_ANONYMITY
 
 
-def test_view_findings_catch_each_kind_of_leak(loaded):
+def test_view_findings_catch_each_kind_of_leak(chain_of_20k_rows):
     """A copy of the view broken four ways: each is counted."""
-    source, db = loaded.hospitalizations(), loaded.db()
+    source, db = chain_of_20k_rows.hospitalizations(), chain_of_20k_rows.db()
     scheme = Release(source, b"").state()["scheme"]
     tampered = db["tampered_view"]
     tampered.insert_many(list(db[privacy.VIEW_NAME].find({})))

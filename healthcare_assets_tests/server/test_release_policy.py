@@ -8,8 +8,7 @@ import pytest
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
-from healthcare_assets_tests.server.test_release import (
+from healthcare_assets_tests.fixtures.release import (
     AGE_ONLY,
     DIVERSE,
     LOAD_ONLY,
@@ -18,6 +17,7 @@ from healthcare_assets_tests.server.test_release import (
     rows_of,
     write_rows,
 )
+from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
 
 K = privacy.K_ANONYMITY
 MIDDLE = {"age_range": 1, "gender": 0, "blood_type": 1, "medical_condition": 0, "admission_year": 1,

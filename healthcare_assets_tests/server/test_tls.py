@@ -18,10 +18,10 @@ def ping(uri: str) -> float:
         return client.admin.command("ping")["ok"]
 
 
-def refused_in_the_handshake(data_dir, uri: str, reason: str) -> None:
+def refused_in_the_handshake(tls_data_dir, uri: str, reason: str) -> None:
     """The connection fails, and the server's log says its TLS handshake failed for `reason`:
     not a wrong port, a dead server or a password (those fail differently)."""
-    log = data_dir / "mongo.log"
+    log = tls_data_dir / "mongo.log"
     seen = log.stat().st_size
     with pytest.raises(pymongo.errors.ServerSelectionTimeoutError):
         ping(uri)
@@ -38,7 +38,7 @@ def without_client_certificate(uri: str, client_file) -> str:
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
+def tls_data_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("MONGODB_URI", raising=False)
     for kind in KINDS:
         monkeypatch.delenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", raising=False)
@@ -47,7 +47,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def tls_files(data_dir, tmp_path, monkeypatch):
+def tls_files(tls_data_dir, tmp_path, monkeypatch):
     """A CA, server and client certificate of your own, outside the data directory; the server's
     and the CA are set (the client's is for the test to set)."""
     files = certificates.ensure(tmp_path / "own")  # after data_dir, which clears the variables
@@ -56,53 +56,53 @@ def tls_files(data_dir, tmp_path, monkeypatch):
     return files
 
 
-def test_mutual_tls_by_default(data_dir, tmp_path, monkeypatch):
-    local_server.ensure_running(data_dir)
-    state = embedded_mongo.status(data_dir)
+def test_mutual_tls_by_default(tls_data_dir, tmp_path, monkeypatch):
+    local_server.ensure_running(tls_data_dir)
+    state = embedded_mongo.status(tls_data_dir)
     assert state["tls"] is True and state["mutual_tls"] is True and state["auth"] is True
-    folder = data_dir / "tls"
+    folder = tls_data_dir / "tls"
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()} == dict.fromkeys(
         ["ca.pem", "client.pem", "server.key", "server.pem"], "0o600")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
-    uri = local_server.client_uri(data_dir)  # the admin's password and the client certificate
+    uri = local_server.client_uri(tls_data_dir)  # the admin's password and the client certificate
     assert ping(uri) == 1
     # the right password is not enough: no client certificate, or one another CA issued, is refused
-    refused_in_the_handshake(data_dir, without_client_certificate(uri, folder / "client.pem"),
+    refused_in_the_handshake(tls_data_dir, without_client_certificate(uri, folder / "client.pem"),
                              "peer did not return a certificate")
     stranger = certificates.ensure(tmp_path / "stranger")
-    refused_in_the_handshake(data_dir, uri.replace(quote_plus(str(folder / "client.pem")), quote_plus(str(stranger["client"]))),
+    refused_in_the_handshake(tls_data_dir, uri.replace(quote_plus(str(folder / "client.pem")), quote_plus(str(stranger["client"]))),
                              "certificate verify failed")
-    refused_in_the_handshake(data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
+    refused_in_the_handshake(tls_data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
                              "wrong version number")  # plain TCP to a TLS port
 
     # another process with other TLS settings is told to stop the server, not left unable to connect
     for kind in ("CERT", "KEY", "CA"):
         monkeypatch.setenv(f"HEALTHCARE_MONGO_TLS_{kind}_FILE", str(stranger[kind.lower()]))
     with pytest.raises(embedded_mongo.EmbeddedMongoError, match="other TLS files.*mongo stop"):
-        local_server.ensure_running(data_dir)
+        local_server.ensure_running(tls_data_dir)
 
 
-def test_files_of_your_own_for_server_tls(tls_files, data_dir):
-    local_server.ensure_running(data_dir)
-    state = embedded_mongo.status(data_dir)
+def test_files_of_your_own_for_server_tls(tls_files, tls_data_dir):
+    local_server.ensure_running(tls_data_dir)
+    state = embedded_mongo.status(tls_data_dir)
     assert state["tls"] is True and state["mutual_tls"] is False and state["auth"] is True
-    assert not (data_dir / "tls").exists()
-    uri = local_server.client_uri(data_dir)
+    assert not (tls_data_dir / "tls").exists()
+    uri = local_server.client_uri(tls_data_dir)
     assert "tls=true" in uri and "tlsCertificateKeyFile" not in uri
     assert ping(uri) == 1
-    refused_in_the_handshake(data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
+    refused_in_the_handshake(tls_data_dir, f"mongodb://127.0.0.1:{state['port']}/?directConnection=true",
                              "wrong version number")  # plain TCP to a TLS port
     # and the client verifies the server: without the CA that issued its certificate, no connection
     with pytest.raises(pymongo.errors.ServerSelectionTimeoutError, match="CERTIFICATE_VERIFY_FAILED"):
         ping(uri.replace(f"&tlsCAFile={quote_plus(str(tls_files['ca']))}", ""))
 
 
-def test_files_of_your_own_for_mutual_tls(tls_files, data_dir, monkeypatch):
+def test_files_of_your_own_for_mutual_tls(tls_files, tls_data_dir, monkeypatch):
     monkeypatch.setenv("HEALTHCARE_MONGO_TLS_CLIENT_FILE", str(tls_files["client"]))
-    local_server.ensure_running(data_dir)
-    assert embedded_mongo.status(data_dir)["mutual_tls"] is True
-    uri = local_server.client_uri(data_dir)
+    local_server.ensure_running(tls_data_dir)
+    assert embedded_mongo.status(tls_data_dir)["mutual_tls"] is True
+    uri = local_server.client_uri(tls_data_dir)
     assert ping(uri) == 1
-    refused_in_the_handshake(data_dir, without_client_certificate(uri, tls_files["client"]),
+    refused_in_the_handshake(tls_data_dir, without_client_certificate(uri, tls_files["client"]),
                              "peer did not return a certificate")

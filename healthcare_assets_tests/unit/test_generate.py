@@ -21,7 +21,7 @@ def read(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
+def generated_5550_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("generated") / "small.csv"
     summary = generate_csv(rows=5_550, seed=7, out=path)
     assert summary == {"rows": 5_550, "duplicates": 53, "negative_billing": 11, "path": str(path)}
@@ -36,9 +36,9 @@ DATASETS = {
 
 
 @pytest.fixture(scope="module", params=list(DATASETS), ids=list(DATASETS))
-def dataset(request, small_csv) -> tuple[Path, pd.DataFrame, int, int, int]:
+def dataset(request, generated_5550_csv) -> tuple[Path, pd.DataFrame, int, int, int]:
     which, rows, duplicates, negatives = DATASETS[request.param]
-    path = small_csv if which == "small" else COMMITTED_CSV
+    path = generated_5550_csv if which == "small" else COMMITTED_CSV
     return path, read(path), rows, duplicates, negatives
 
 

@@ -40,8 +40,9 @@ def test_ci_exports_the_tools_beside_the_checkout_unless_set(tmp_path):
     beside = _tools_in(tmp_path / "shared" / "tools" / "mongo-tools-100.9.5")
     script = "set -euo pipefail\n" + block.group(0) + 'echo "${HEALTHCARE_MONGO_TOOLS:-unset}"\n'
     env = {k: v for k, v in os.environ.items() if k != "HEALTHCARE_MONGO_TOOLS"}
-    run = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    run = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, check=True,
+                         timeout=60)
     assert run.stdout.strip() == str(beside)
     run = subprocess.run(["bash", "-c", script], cwd=repo, env=env | {"HEALTHCARE_MONGO_TOOLS": "/set/before"},
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, timeout=60)
     assert run.stdout.strip() == "/set/before"

@@ -29,7 +29,7 @@ def test_first_runs_at_once_make_one_key_and_keep_every_password(tmp_path, monke
         start = threading.Barrier(8)
 
         def first_run(i, data_dir=data_dir, start=start):
-            start.wait()  # half the steps need the key, half start the embedded server
+            start.wait(timeout=60)  # half the steps need the key, half start the embedded server
             return privacy.pseudonym_key() if i % 2 else access.passwords(data_dir, generate=True)
 
         with ThreadPoolExecutor(8) as pool:

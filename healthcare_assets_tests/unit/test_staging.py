@@ -49,7 +49,8 @@ def test_old_staging_folders_of_runs_in_progress_are_kept(data_dir):
     in_progress, finished = settings.staging_dir() / "run-in-progress", settings.staging_dir() / "run-finished"
     process = hold_in_a_process(in_progress)
     try:
-        subprocess.run([sys.executable, "-c", HOLD, str(finished), "0"], check=True, capture_output=True)  # a run that ended
+        subprocess.run([sys.executable, "-c", HOLD, str(finished), "0"], check=True, capture_output=True,
+                       timeout=60)  # a run that ended
         day_old = time.time() - staging.STAGING_KEEP_S - 60  # a long run's folder is older than a day
         for folder in (in_progress, finished):
             (folder / "raw.parquet").write_bytes(b"staged rows")
@@ -59,6 +60,6 @@ def test_old_staging_folders_of_runs_in_progress_are_kept(data_dir):
         assert not finished.exists()
     finally:
         process.kill()
-        process.wait()
+        process.wait(timeout=30)
     assert staging.remove_if_unused(in_progress)  # once the process is gone, so is its hold
     assert not in_progress.exists()

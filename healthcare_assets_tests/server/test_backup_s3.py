@@ -1,0 +1,75 @@
+"""Backups to S3 on moto's server over HTTP: encrypted with the KMS key, streamed in parts, no
+object left by a failed upload, a bucket named by the URI."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import boto3
+import pytest
+
+from healthcare_assets.domain import backup
+from healthcare_assets.plumbing.backup_store import PART_BYTES, S3Store
+
+
+def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
+    uri = f"s3://{s3_bucket}/backups"
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), uri)
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]]
+    assert f"backups/{written.name}/{backup.MANIFEST}" in keys
+    for key in keys:
+        assert s3.head_object(Bucket=s3_bucket, Key=key)["ServerSideEncryption"] == "AES256", key
+    opened = backup.open_backup(uri, latest=True)
+    assert opened.name == written.name
+    scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
+    client = small_export_loaded.client()
+    try:
+        counts = backup.restore(opened, client, small_export_loaded.database, rename=scratch).counts
+        assert sum(counts.values()) == sum(written.collections.values())
+        report = backup.compare(client, client, opened, scratch)
+        assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
+        assert sum(t["identical"] for t in report.values()) == sum(written.collections.values())
+    finally:
+        for db in scratch.values():
+            client.drop_database(db)
+    # Retention on S3: deleting a backup removes every object under it.
+    backup.mark_verified(opened, {})
+    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), uri)
+    backup.mark_verified(backup.open_backup(later.location), {})
+    assert backup.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
+    assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"backups/{written.name}/").get("KeyCount")
+
+
+def test_s3_uploads_are_streamed_in_parts_with_the_kms_key(s3_bucket, monkeypatch):
+    monkeypatch.setenv("HEALTHCARE_BACKUP_KMS_KEY_ID", "alias/healthcare-backups")
+    store = S3Store(f"s3://{s3_bucket}/p")
+    assert store.encryption() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/healthcare-backups"}
+    monkeypatch.delenv("HEALTHCARE_BACKUP_KMS_KEY_ID")
+    payload = bytes(range(256)) * ((2 * PART_BYTES + 12345) // 256)
+    with store.writer("b", "big.bin") as out:
+        for start in range(0, len(payload), 1 << 20):
+            out.write(payload[start:start + (1 << 20)])
+        assert len(out.parts) == 2 and len(out.buffer) < PART_BYTES  # never more than a part held
+    head = boto3.client("s3").head_object(Bucket=s3_bucket, Key="p/b/big.bin", PartNumber=1)
+    assert head["PartsCount"] == 3
+    with store.reader("b", "big.bin") as stream:
+        assert stream.read() == payload
+
+
+def test_a_failed_upload_leaves_no_object(s3_bucket):
+    store = S3Store(f"s3://{s3_bucket}/p")
+    with pytest.raises(RuntimeError, match="interrupted"), store.writer("b", "x.bin") as out:
+        out.write(b"some bytes")
+        raise RuntimeError("interrupted")
+    assert not store.exists("b", "x.bin")
+    assert not boto3.client("s3").list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_an_s3_uri_names_a_bucket(tmp_path):
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        S3Store("s3://")
+    shutil.rmtree(tmp_path)
+    with pytest.raises(backup.BackupError, match="no good backup"):
+        backup.open_backup(str(tmp_path), latest=True)

@@ -72,9 +72,8 @@ def role(name: str, database: str | None = None) -> Role:
 
 
 def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
-    """Role name -> password, from the environment (never a placeholder of .env.example in
-    production); for the embedded server, missing ones are generated once into
-    $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
+    """Role name -> password, from the environment (never a placeholder of .env.example in production); for the embedded
+    server, missing ones are generated once into $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
     make = (lambda: secrets.token_urlsafe(24)) if generate else None
     found = secrets_file.values({r.password_variable: make for r in roles()}, data_dir)
     return {r.name: found[r.password_variable] for r in roles() if r.password_variable in found}
@@ -133,9 +132,8 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
 
 
 def provision_all(collection: pymongo.collection.Collection, uri: str, hospital: str = "") -> list[str]:
-    """Roles, users and the doctor app's slice of `hospital` (HEALTHCARE_DOCTOR_APP_HOSPITAL), as
-    `provision-access` does it; `uri` is the one `collection` was reached by (whether a user
-    already has its password is tried on it)."""
+    """Roles, users and the doctor app's slice of `hospital` (HEALTHCARE_DOCTOR_APP_HOSPITAL), as `provision-access`
+    does it; `uri` is the one `collection` was reached by (whether a user already has its password is tried on it)."""
     # imported here: plumbing.mongo starts the embedded server, whose first start provisions
     # the roles defined in this module
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials

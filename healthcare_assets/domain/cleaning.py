@@ -173,8 +173,7 @@ def _categories(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd
 
 
 def typed(raw: pd.DataFrame, text: pd.DataFrame, reject: Rejections) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
-    """Every column typed and repaired, rows breaking a rule marked in `reject`; and per repair,
-    the rows it changed."""
+    """Every column typed and repaired, rows breaking a rule marked in `reject`; and per repair, the rows it changed."""
     reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
     for field in FIELDS:
         if field != "test_results":  # absent from older exports

@@ -1,9 +1,9 @@
 """Client-side field-level encryption of the direct identifiers (MongoDB's explicit CSFLE).
 
-The patient's and the doctor's names (schema.ENCRYPTED_FIELDS) are encrypted in this process
-before they are written, with AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic: the same name gives the
-same ciphertext under the same data key, so an equality lookup encrypts its value and is served by
-the index on the field. The server, its storage files and every dump hold BinData subtype 6.
+The patient's and the doctor's names (schema.ENCRYPTED_FIELDS) are encrypted in this process before they are written,
+with AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic: the same name gives the same ciphertext under the same data key, so an
+equality lookup encrypts its value and is served by the index on the field. The server, its storage files and every dump
+hold BinData subtype 6.
 
 Keys:
   data keys    in the key vault `encryption.__keyVault` (unique partial index on keyAltNames), one
@@ -18,9 +18,8 @@ Keys:
                warning for a development installation and refused missing in production. The
                keys rotations retired stay held while a backup needs them (master_keys.py).
 
-Decrypting needs both find on the key vault and the master key: a role without the key vault's
-privilege (ANALYST_READONLY, DOCTOR_APP for the main vault), or a client without the master key,
-reads BinData only.
+Decrypting needs both find on the key vault and the master key: a role without the key vault's privilege
+(ANALYST_READONLY, DOCTOR_APP for the main vault), or a client without the master key, reads BinData only.
 """
 
 from __future__ import annotations
@@ -182,14 +181,13 @@ def drop_keys(client: MongoClient, database: str) -> int:
 
 
 def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, int]:
-    """Re-wrap the data keys of every vault under a new master key (rewrap_many_data_key): the
-    data keys, and so every stored ciphertext, stay the same. The target is AWS KMS when
-    HEALTHCARE_KMS_KEY_ARN is set (every key not already under it moves there: a key rotated by
-    AWS, or local keys moving to AWS); otherwise HEALTHCARE_NEW_MASTER_KEY, or for a development
-    installation a new key kept in secrets.env under that name until every data key is re-wrapped,
-    then made HEALTHCARE_MASTER_KEY while the old one joins the retired keys (earlier backups' data
-    keys are wrapped by it). Keys under a retired local key (a restored backup's) are re-wrapped
-    too. Returns the keys re-wrapped per vault."""
+    """Re-wrap the data keys of every vault under a new master key (rewrap_many_data_key): the data keys, and so every
+    stored ciphertext, stay the same. The target is AWS KMS when HEALTHCARE_KMS_KEY_ARN is set (every key not already
+    under it moves there: a key rotated by AWS, or local keys moving to AWS); otherwise HEALTHCARE_NEW_MASTER_KEY, or
+    for a development installation a new key kept in secrets.env under that name until every data key is re-wrapped,
+    then made HEALTHCARE_MASTER_KEY while the old one joins the retired keys (earlier backups' data keys are wrapped by
+    it). Keys under a retired local key (a restored backup's) are re-wrapped too. Returns the keys re-wrapped per
+    vault."""
     aws = aws_master_key()
     if aws:
         providers, target, options = kms_providers(), "aws", aws

@@ -64,10 +64,9 @@ def create_indexes(collection: Collection) -> None:
 def insert_new(collection: Collection, docs: list[dict]) -> tuple[int, list[str]]:
     """Insert what is not there yet; return (inserted, ids that already existed).
 
-    The record key is the _id, so the server's unique index makes a re-run a no-op per row.
-    Validation is bypassed here and done by the blocking check on exactly this file's documents:
-    the documents come from rows that passed the quality gate, and the server's per-document
-    validation would cost a third of the load."""
+    The record key is the _id, so the server's unique index makes a re-run a no-op per row. Validation is bypassed here
+    and done by the blocking check on exactly this file's documents: the documents come from rows that passed the
+    quality gate, and the server's per-document validation would cost a third of the load."""
     existing: list[str] = []
     try:
         insert_keeping_existing(collection, docs, bypass_document_validation=True, existing=existing)
@@ -190,8 +189,7 @@ def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict],
 
 
 def invalid_for_the_server(collection: Collection, documents: list[dict]) -> int:
-    """How many of these documents the server's own $jsonSchema check rejects. Two $match stages:
-    in one filter with the $nor, the embedded server's planner drops the _id index and validates
-    the whole collection."""
+    """How many of these documents the server's own $jsonSchema check rejects. Two $match stages: in one filter with the
+    $nor, the embedded server's planner drops the _id index and validates the whole collection."""
     return len(list(collection.aggregate([{"$match": {"_id": {"$in": [d["_id"] for d in documents]}}},
                                           {"$match": {"$nor": [{"$jsonSchema": DOCUMENT_JSON_SCHEMA}]}}])))

@@ -1,11 +1,10 @@
-"""The embedded server of this installation with this deployment's users: the daemon
-(plumbing/embedded_mongo.py) plus the roles and users of access.py, created at its first start.
+"""The embedded server of this installation with this deployment's users: the daemon (plumbing/embedded_mongo.py) plus
+the roles and users of access.py, created at its first start.
 
-The first start runs without authentication (the server has no localhost exception): the roles
-and users are created then, and every start with auth refuses a storage whose users are not
-exactly the roles' users, whose roles are not exactly as access.py defines them, or whose users
-do not take the passwords this installation has for them, since any local process that reaches
-the port could have changed them in that window (with TLS files of your own and no client
+The first start runs without authentication (the server has no localhost exception): the roles and users are created
+then, and every start with auth refuses a storage whose users are not exactly the roles' users, whose roles are not
+exactly as access.py defines them, or whose users do not take the passwords this installation has for them, since any
+local process that reaches the port could have changed them in that window (with TLS files of your own and no client
 certificate, any local user can).
 """
 
@@ -69,10 +68,9 @@ def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
 
 
 class EmbeddedMongoResource(MongoResource):
-    """MongoResource on the embedded server of `data_dir` (in the code location
-    dg.EnvVar("HEALTHCARE_DATA_DIR") when it is set; empty: settings.data_dir()), started at first
-    use unless `start` is off (commands that only read: running()); `mongodb_uri` is not used: the
-    URI is the running server's, with the admin's credentials."""
+    """MongoResource on the embedded server of `data_dir` (in the code location dg.EnvVar("HEALTHCARE_DATA_DIR") when it
+    is set; empty: settings.data_dir()), started at first use unless `start` is off (commands that only read:
+    running()); `mongodb_uri` is not used: the URI is the running server's, with the admin's credentials."""
 
     data_dir: str = ""
     start: bool = True
@@ -220,10 +218,9 @@ def _password_problems(data_dir: Path, state: dict, given: dict[str, str]) -> li
 
 
 def _check_access(data_dir: Path, state: dict) -> None:
-    """Refuse (the caller stops the daemon) unless the users are exactly the roles' users, each with
-    its own role only, every role is exactly as access.py defines it, and every user takes its
-    password: the first start ran without authentication, and another local process could have
-    added a user, or changed a user or a role, in that window."""
+    """Refuse (the caller stops the daemon) unless the users are exactly the roles' users, each with its own role only,
+    every role is exactly as access.py defines it, and every user takes its password: the first start ran without
+    authentication, and another local process could have added a user, or changed a user or a role, in that window."""
     admin = access.role("ADMIN_MASTER")
     given = access.passwords(data_dir)
     with _admin_client(data_dir, state, given.get(admin.name, "")) as client:

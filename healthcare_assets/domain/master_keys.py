@@ -156,9 +156,8 @@ def provider() -> tuple[str, dict | None]:
 
 
 def retire_current_key(pending: str) -> None:
-    """Development rotation, once every data key is re-wrapped under `pending`: the current key of
-    secrets.env joins the retired keys in the same write that makes `pending` current, so no
-    moment exists when the file holds neither."""
+    """Development rotation, once every data key is re-wrapped under `pending`: the current key of secrets.env joins the
+    retired keys in the same write that makes `pending` current, so no moment exists when the file holds neither."""
     def changes(stored: dict[str, str]) -> dict[str, str]:
         retired = _entries(stored.get(RETIRED_KEYS_VARIABLE, ""))
         old = stored.get(MASTER_KEY_VARIABLE, "")
@@ -241,11 +240,10 @@ def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
 
 
 def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
-    """Remove from secrets.env (development) the retired local keys no data key in use needs
-    (providers_in_use as for retired_keys_needed), never the current key; returns the names
-    (`local:<digest>`) removed. In production (MONGODB_URI set), where the retired keys are the
-    environment's, nothing is removed: returns the names (`local:<digest>`, `aws:<ARN>`) the
-    operator may remove from the variables."""
+    """Remove from secrets.env (development) the retired local keys no data key in use needs (providers_in_use as for
+    retired_keys_needed), never the current key; returns the names (`local:<digest>`) removed. In production
+    (MONGODB_URI set), where the retired keys are the environment's, nothing is removed: returns the names
+    (`local:<digest>`, `aws:<ARN>`) the operator may remove from the variables."""
     removable = retired_keys_needed(providers_in_use).removable
     if settings.environment().production:
         return removable

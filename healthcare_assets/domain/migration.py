@@ -1,12 +1,11 @@
-"""Documents of earlier versions brought up to date (one-time, resumable; docs/pipeline.md and
-docs/deployment.md): names loaded before they were encrypted, and _ids made before record keys were keyed.
+"""Documents of earlier versions brought up to date (one-time, resumable; docs/pipeline.md and docs/deployment.md):
+names loaded before they were encrypted, and _ids made before record keys were keyed.
 
-Each range of the collection (scans) is read for documents still to migrate, and each is updated only if it
-still holds what was read, so a stopped run leaves every document as it was or migrated and the next run takes
-what is left; the doctor app's copy gets the same. A re-keyed document is copied under its new _id, then the old
-one deleted (a stopped run leaves at worst both, and the next keeps the copy). A load refuses a collection not
-marked keyed (RECORD_KEYS). The release's bookkeeping names the old _ids: it is marked stale (request_rebuild)
-and rebuilt whole.
+Each range of the collection (scans) is read for documents still to migrate, and each is updated only if it still holds
+what was read, so a stopped run leaves every document as it was or migrated and the next run takes what is left; the
+doctor app's copy gets the same. A re-keyed document is copied under its new _id, then the old one deleted (a stopped
+run leaves at worst both, and the next keeps the copy). A load refuses a collection not marked keyed (RECORD_KEYS). The
+release's bookkeeping names the old _ids: it is marked stale (request_rebuild) and rebuilt whole.
 """
 
 from __future__ import annotations

@@ -51,8 +51,7 @@ def copy_findings(release: Release, scheme: privacy.Scheme) -> tuple[Findings, t
 
 
 def recount(release: Release, scheme: privacy.Scheme) -> Counter:
-    """Each group's counted stays, recounted from the source: the stays of files whose publication
-    is applied."""
+    """Each group's counted stays, recounted from the source: the stays of files whose publication is applied."""
     applied, groups = AppliedSources(release.ledger), Counter()
     pipeline = [{"$project": {**privacy.release_projection(scheme), "metadata.sources": 1}}]
     for doc in scans.aggregate(release.source, pipeline, stays_ranges(release.source)):

@@ -269,11 +269,10 @@ _BSON_TYPES = {"binData": (Binary, bytes), "string": str, "object": dict, "array
 
 
 def schema_violations(value, schema: dict = DOCUMENT_JSON_SCHEMA, path: str = "document") -> list[str]:
-    """What in a document breaks the $jsonSchema above, evaluated here (the keywords it uses:
-    bsonType, required, properties, enum, minimum, maximum, items). The load validates before it
-    writes and the load's check validates what it reads back, so the server's own validation,
-    a third of the load's cost on the embedded server, is bypassed. A test holds this evaluator
-    to the server's verdict."""
+    """What in a document breaks the $jsonSchema above, evaluated here (the keywords it uses: bsonType, required,
+    properties, enum, minimum, maximum, items). The load validates before it writes and the load's check validates what
+    it reads back, so the server's own validation, a third of the load's cost on the embedded server, is bypassed. A
+    test holds this evaluator to the server's verdict."""
     types = schema.get("bsonType")
     if types:
         names = [types] if isinstance(types, str) else types

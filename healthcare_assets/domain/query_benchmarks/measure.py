@@ -1,15 +1,14 @@
-"""Timing each question of the suite: with its index, forced to a collection scan, and answered by
-pandas from the CSV.
+"""Timing each question of the suite: with its index, forced to a collection scan, and answered by pandas from the CSV.
 
-Why the indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks
-the whole index and filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on
-55k documents), while the planner's own choice uses the index bounds. So the planner chooses, and
-the check proves it chose the intended index. `hint({"$natural": 1})` does force a real COLLSCAN.
+Why the indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks the whole index and
+filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on 55k documents), while the planner's own
+choice uses the index bounds. So the planner chooses, and the check proves it chose the intended index.
+`hint({"$natural": 1})` does force a real COLLSCAN.
 
-Why no query makes the server hold more than `max_held_documents` (100,000 by default): the
-embedded server holds a query's whole input and result in memory until its cursor is spent, and a
-forced COLLSCAN decodes every document before it looks at the clock, so `maxTimeMS` does not bound
-it (300,000 documents, a 1 s budget: 20 s and 1.5 GB more before the timeout). Instead:
+Why no query makes the server hold more than `max_held_documents` (100,000 by default): the embedded server holds a
+query's whole input and result in memory until its cursor is spent, and a forced COLLSCAN decodes every document before
+it looks at the clock, so `maxTimeMS` does not bound it (300,000 documents, a 1 s budget: 20 s and 1.5 GB more before
+the timeout). Instead:
 
 - On a larger collection the forced COLLSCANs run on a scan sample: that many documents copied, one
   patient_id slice at a time through its index, into a scratch collection dropped afterwards. A

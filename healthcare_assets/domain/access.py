@@ -1,21 +1,6 @@
-"""Least-privilege roles and users: the single definition used by the code, the embedded server's
-first start and the compose deployment's init step.
-
-The embedded server enforces privileges per database, not per collection, so every promise is
-kept by putting data of different sensitivity in different databases:
-
-  healthcare_db          raw hospitalizations (+ the client's anonymized view)
-  (the companions are named after the main database: see databases())
-  healthcare_analytics   the materialized anonymized copy: all an analyst can read
-  healthcare_doctor_app  one configured hospital's records: all the doctor app can touch
-  healthcare_audit       the audit log: only ADMIN_MASTER reads it
-  encryption             the key vault (__keyVault): the roles that decrypt names read it
-
-The same layout holds on MongoDB 7, where the grants are also per collection. Decrypting a name
-takes find on a key vault and the master key (encryption.py): the roles that serve the
-hospitalizations read `encryption.__keyVault`; the doctor app reads only the key vault in its own
-database, which holds only its hospital's data key; the analysts read no key vault.
-"""
+"""Least-privilege roles and users, one definition for the code, the embedded server's first start
+and the compose deployment's init step. The embedded server grants per database, not per collection, so data
+of different sensitivity lives in different databases (layout and key vaults: docs/security.md)."""
 
 from __future__ import annotations
 

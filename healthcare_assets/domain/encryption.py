@@ -1,26 +1,5 @@
-"""Client-side field-level encryption of the direct identifiers (MongoDB's explicit CSFLE).
-
-The patient's and the doctor's names (schema.ENCRYPTED_FIELDS) are encrypted in this process before they are written,
-with AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic: the same name gives the same ciphertext under the same data key, so an
-equality lookup encrypts its value and is served by the index on the field. The server, its storage files and every dump
-hold BinData subtype 6.
-
-Keys:
-  data keys    in the key vault `encryption.__keyVault` (unique partial index on keyAltNames), one
-               per encrypted field of a collection, by alt name `<db>.<collection>:<field>`: a
-               patient and a doctor of the same name do not share a ciphertext. The doctor app's
-               copy has a key vault of its own in its database, one data key per hospital
-               (doctor_app_cipher): the only keys DOCTOR_APP can read.
-  master key   wraps the data keys, from the KMS provider the environment chooses: `aws` when
-               HEALTHCARE_KMS_KEY_ARN is set (with HEALTHCARE_KMS_REGION or AWS_REGION; AWS
-               credentials from the AWS environment), otherwise `local` with HEALTHCARE_MASTER_KEY
-               (96 bytes, base64), generated once into $HEALTHCARE_DATA_DIR/secrets.env with a
-               warning for a development installation and refused missing in production. The
-               keys rotations retired stay held while a backup needs them (master_keys.py).
-
-Decrypting needs both find on the key vault and the master key: a role without the key vault's privilege
-(ANALYST_READONLY, DOCTOR_APP for the main vault), or a client without the master key, reads BinData only.
-"""
+"""Client-side field-level encryption of the direct identifiers (explicit CSFLE, deterministic so
+that an equality lookup is served by the field's index); data keys, master keys and who decrypts: docs/security.md."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""GDPR rights: export one patient's records (portability) and erase them everywhere they live (what is erased
-where: docs/security.md).
-
-A name (normalized as the cleaning step does) is resolved to patients first (`select`): a blank or one-letter
-name is refused, and so is a name of several patients until a gender or blood type narrows it or the caller asks
-for all. A report is deleted when it quotes the name as a whole value (a CSV cell or JSON string equal to it, or
-the name between non-letters in HTML and Markdown; never a substring). The keyed patient_ids are recorded so
-that no later load nor restore brings the records back; the audit log gets counts and keyed ids, never the name.
-"""
+"""GDPR rights: export one patient's records and erase them everywhere they live (docs/security.md).
+A name of several patients is refused until narrowed; a report is deleted only when it quotes the name as a whole value."""
 
 from __future__ import annotations
 
@@ -177,7 +170,8 @@ def _strings(value):
 
 
 def quotes(path: Path, name: str) -> bool:
-    """Whether a report holds the name as a whole value (see the module's doc), letter case aside."""
+    """Whether a report holds the name as a whole value, letter case aside: a CSV cell or JSON string equal to it, or
+    the name between non-letters in HTML and Markdown; never a substring."""
     text, target = path.read_text(errors="ignore"), _folded(name)
     if path.suffix == ".csv":
         return any(_folded(cell) == target for row in csv.reader(io.StringIO(text)) for cell in row)

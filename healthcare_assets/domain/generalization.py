@@ -1,10 +1,5 @@
-"""Choosing how far to generalize each quasi-identifier, for the data at hand, and measuring a release.
-
-Among every combination of levels (the lattice: 1,728 schemes), the one of least loss = generalization (the weighted
-mean height of the levels; weights in privacy.QUASI_IDENTIFIERS) + suppression (the share of stays held back) with
-suppression at most privacy.MAX_SUPPRESSED. Schemes are tried in order of generalization, stopping once that alone
-exceeds the best loss: the optimum, usually after a few hundred schemes, each one numpy pass over the stays' codes.
-"""
+"""Choosing how far to generalize each quasi-identifier, for the data at hand (the lattice
+search: docs/release-policy.md), and measuring a release."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""The embedded server of this installation with this deployment's users: the daemon (plumbing/embedded_mongo.py) plus
-the roles and users of access.py, created at its first start.
-
-The first start runs without authentication (the server has no localhost exception): the roles and users are created
-then, and every start with auth refuses a storage whose users are not exactly the roles' users, whose roles are not
-exactly as access.py defines them, or whose users do not take the passwords this installation has for them, since any
-local process that reaches the port could have changed them in that window (with TLS files of your own and no client
-certificate, any local user can).
-"""
+"""The embedded server with this deployment's users (docs/security.md): its first start runs
+without authentication, so every start refuses a storage whose users, roles or passwords are not exactly access.py's."""
 
 from __future__ import annotations
 

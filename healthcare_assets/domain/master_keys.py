@@ -1,22 +1,5 @@
-"""The master keys this installation holds, and which key-vault documents it can unwrap.
-
-current   wraps new data keys: AWS KMS when HEALTHCARE_KMS_KEY_ARN is set (region from
-          HEALTHCARE_KMS_REGION or AWS_REGION, credentials from the AWS environment), otherwise
-          the local HEALTHCARE_MASTER_KEY (96 bytes, base64), generated once into
-          $HEALTHCARE_DATA_DIR/secrets.env for a development installation, refused missing in
-          production (MONGODB_URI set).
-retired   the keys rotations moved away from, kept so that a backup taken before a rotation, whose
-          data keys are wrapped as they were then, still reads after a restore:
-          HEALTHCARE_RETIRED_MASTER_KEYS (local keys, base64, separated by commas) from the
-          environment, and for a development installation from secrets.env too, where rotate-keys
-          moves the old key; HEALTHCARE_RETIRED_KMS_KEY_ARNS (AWS keys moved away from, by ARN, each in
-          its ARN's region). Kept until no retained backup needs them (retired_keys_needed,
-          forget_retired_keys).
-
-A local key is named `local:<first 16 hex digits of its SHA-256>`, the KMS provider name each data
-key records: a key vault document says which key wraps it without revealing it. Values are checked
-as every secret is (secrets_file.checked) and never logged: errors name the variable, never a value.
-"""
+"""The master keys this installation holds (current and retired: docs/security.md), and which
+key-vault documents it can unwrap. Values are checked as every secret is and never logged: errors name the variable."""
 
 from __future__ import annotations
 

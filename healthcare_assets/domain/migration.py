@@ -1,12 +1,7 @@
-"""Documents of earlier versions brought up to date (one-time, resumable; docs/pipeline.md and docs/deployment.md):
-names loaded before they were encrypted, and _ids made before record keys were keyed.
-
-Each range of the collection (scans) is read for documents still to migrate, and each is updated only if it still holds
-what was read, so a stopped run leaves every document as it was or migrated and the next run takes what is left; the
-doctor app's copy gets the same. A re-keyed document is copied under its new _id, then the old one deleted (a stopped
-run leaves at worst both, and the next keeps the copy). A load refuses a collection not marked keyed (RECORD_KEYS). The
-release's bookkeeping names the old _ids: it is marked stale (request_rebuild) and rebuilt whole.
-"""
+"""Documents of earlier versions brought up to date (one-time, resumable; docs/pipeline.md and
+docs/deployment.md): each update applies only if the document still holds what was read, so a stopped run resumes.
+A re-keyed document is copied under its new _id before the old one is deleted (stopped: at worst both, the next
+run keeps the copy); the release's bookkeeping names the old _ids, so it is marked stale and rebuilt whole."""
 
 from __future__ import annotations
 

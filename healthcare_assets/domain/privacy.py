@@ -1,10 +1,5 @@
-"""De-identification: keyed pseudonyms, and the release policy of the analysts' copy.
-
-The source's patient_id is an HMAC-SHA256 made at load time with HEALTHCARE_PSEUDONYM_KEY, never inside a view
-(a view's pipeline is readable by anyone who can list collections). The threat model, the promise (every
-released group and every change between two readings: at least K_ANONYMITY patients, no sensitive value over
-MAX_SHARE of the stays; nothing links two releases) and what is not promised are in docs/release-policy.md.
-"""
+"""De-identification: keyed pseudonyms (never made inside a view, whose pipeline anyone listing
+collections reads), and the release policy of the analysts' copy (docs/release-policy.md)."""
 
 from __future__ import annotations
 

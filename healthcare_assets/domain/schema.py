@@ -1,8 +1,5 @@
-"""The CSV schema versions, the cleaned-row columns and the MongoDB document model, in one place.
-
-Every other module imports its column names, value sets and ranges from here, so a new export
-version or a new field is a change to this file only.
-"""
+"""The CSV schema versions, the cleaned-row columns and the MongoDB document model, in one place: a new
+export version or a new field is a change to this file only."""
 
 from __future__ import annotations
 
@@ -14,22 +11,11 @@ from bson.binary import Binary
 
 # Canonical field name -> header in the client's current (v2) export, in export order.
 CSV_COLUMNS: dict[str, str] = {
-    "name": "Name",
-    "age": "Age",
-    "gender": "Gender",
-    "blood_type": "Blood Type",
-    "medical_condition": "Medical Condition",
-    "date_of_admission": "Date of Admission",
-    "doctor": "Doctor",
-    "hospital": "Hospital",
-    "insurance_provider": "Insurance Provider",
-    "billing_amount": "Billing Amount",
-    "room_number": "Room Number",
-    "admission_type": "Admission Type",
-    "discharge_date": "Discharge Date",
-    "medication": "Medication",
-    "test_results": "Test Results",
-}
+    "name": "Name", "age": "Age", "gender": "Gender", "blood_type": "Blood Type",
+    "medical_condition": "Medical Condition", "date_of_admission": "Date of Admission", "doctor": "Doctor",
+    "hospital": "Hospital", "insurance_provider": "Insurance Provider", "billing_amount": "Billing Amount",
+    "room_number": "Room Number", "admission_type": "Admission Type", "discharge_date": "Discharge Date",
+    "medication": "Medication", "test_results": "Test Results"}
 FIELDS: tuple[str, ...] = tuple(CSV_COLUMNS)
 
 # Closed value sets of the categorical columns (the original export's, exactly).
@@ -42,14 +28,8 @@ ADMISSION_TYPES = ("Elective", "Emergency", "Urgent")
 TEST_RESULTS = ("Abnormal", "Inconclusive", "Normal")
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "gender": GENDERS,
-    "blood_type": BLOOD_TYPES,
-    "medical_condition": CONDITIONS,
-    "medication": MEDICATIONS,
-    "insurance_provider": INSURERS,
-    "admission_type": ADMISSION_TYPES,
-    "test_results": TEST_RESULTS,
-}
+    "gender": GENDERS, "blood_type": BLOOD_TYPES, "medical_condition": CONDITIONS, "medication": MEDICATIONS,
+    "insurance_provider": INSURERS, "admission_type": ADMISSION_TYPES, "test_results": TEST_RESULTS}
 
 # The client's room plan: a room outside it passes cleaning (it is a valid number) but fails the
 # quality gate, because it means the export changed and someone should look before loading.
@@ -64,26 +44,11 @@ DATE_FORMAT = "%Y-%m-%d"
 
 # Columns of the cleaned frame (staged as Parquet between assets), with their pandas dtypes.
 CLEANED_DTYPES: dict[str, str] = {
-    "record_key": "str",
-    "patient_id": "str",  # keyed pseudonym (HMAC-SHA256), see privacy.py
-    "line_number": "int64",
-    "name": "str",
-    "age": "int64",
-    "gender": "str",
-    "blood_type": "str",
-    "medical_condition": "str",
-    "date_of_admission": "datetime64[ms]",
-    "doctor": "str",
-    "hospital": "str",
-    "insurance_provider": "str",
-    "billing_amount": "float64",
-    "room_number": "int64",
-    "admission_type": "str",
-    "discharge_date": "datetime64[ms]",
-    "medication": "str",
-    "test_results": "str",
-    "duration_days": "int64",
-}
+    "record_key": "str", "patient_id": "str", "line_number": "int64", "name": "str", "age": "int64",
+    "gender": "str", "blood_type": "str", "medical_condition": "str", "date_of_admission": "datetime64[ms]",
+    "doctor": "str", "hospital": "str", "insurance_provider": "str", "billing_amount": "float64",
+    "room_number": "int64", "admission_type": "str", "discharge_date": "datetime64[ms]", "medication": "str",
+    "test_results": "str", "duration_days": "int64"}
 CLEANED_COLUMNS = tuple(CLEANED_DTYPES)
 
 
@@ -99,12 +64,8 @@ class SchemaVersion:
 
 SCHEMA_VERSIONS: tuple[SchemaVersion, ...] = (
     SchemaVersion("v2", dict(CSV_COLUMNS), {}, "current export, 15 columns"),
-    SchemaVersion(
-        "v1-no-test-results",
-        {k: v for k, v in CSV_COLUMNS.items() if k != "test_results"},
-        {"test_results": ""},
-        "older export without the Test Results column",
-    ),
+    SchemaVersion("v1-no-test-results", {k: v for k, v in CSV_COLUMNS.items() if k != "test_results"},
+                  {"test_results": ""}, "older export without the Test Results column"),
 )
 
 
@@ -172,48 +133,26 @@ def _as_datetime(value) -> dt.datetime:
 def document_body(row: dict) -> dict:
     """The four parts of a hospitalization document that come from the row itself."""
     return {
-        "personal_info": {
-            "name": row["name"],
-            "age": int(row["age"]),
-            "gender": row["gender"],
-            "blood_type": row["blood_type"],
-        },
-        "medical_info": {
-            "condition": row["medical_condition"],
-            "medication": row["medication"],
-            "test_results": [row["test_results"]] if row["test_results"] else [],
-        },
-        "admission_info": {
-            "date_admission": _as_datetime(row["date_of_admission"]),
-            "date_discharge": _as_datetime(row["discharge_date"]),
-            "duration_days": int(row["duration_days"]),
-            "admission_type": row["admission_type"],
-            "room_number": int(row["room_number"]),
-        },
-        "administrative_info": {
-            "doctor": row["doctor"],
-            "hospital": row["hospital"],
-            "insurance_provider": row["insurance_provider"],
-            "billing_amount": float(row["billing_amount"]),
-        },
+        "personal_info": {"name": row["name"], "age": int(row["age"]), "gender": row["gender"],
+                          "blood_type": row["blood_type"]},
+        "medical_info": {"condition": row["medical_condition"], "medication": row["medication"],
+                         "test_results": [row["test_results"]] if row["test_results"] else []},
+        "admission_info": {"date_admission": _as_datetime(row["date_of_admission"]),
+                           "date_discharge": _as_datetime(row["discharge_date"]),
+                           "duration_days": int(row["duration_days"]), "admission_type": row["admission_type"],
+                           "room_number": int(row["room_number"])},
+        "administrative_info": {"doctor": row["doctor"], "hospital": row["hospital"],
+                                "insurance_provider": row["insurance_provider"],
+                                "billing_amount": float(row["billing_amount"])},
     }
 
 
 def to_document(row: dict, source: dict, created_at: dt.datetime) -> dict:
     """One cleaned row -> one hospitalization document (the client's nested model), its direct
     identifiers still in clear: the load encrypts them before it validates and writes."""
-    return {
-        "_id": row["record_key"],
-        "patient_id": row["patient_id"],
-        **document_body(row),
-        "metadata": {
-            "created_at": created_at,
-            "source": source,
-            "sources": [source["sha256"]],
-            "source_line": int(row["line_number"]),
-            "migration_version": MIGRATION_VERSION,
-        },
-    }
+    return {"_id": row["record_key"], "patient_id": row["patient_id"], **document_body(row),
+            "metadata": {"created_at": created_at, "source": source, "sources": [source["sha256"]],
+                         "source_line": int(row["line_number"]), "migration_version": MIGRATION_VERSION}}
 
 
 def _string(enum: tuple[str, ...] | None = None) -> dict:
@@ -231,36 +170,24 @@ DOCUMENT_JSON_SCHEMA: dict = _object({
     "personal_info": _object({
         "name": {"bsonType": "binData"},
         "age": {"bsonType": ["int", "long"], "minimum": AGE_RANGE[0], "maximum": AGE_RANGE[1]},
-        "gender": _string(GENDERS),
-        "blood_type": _string(BLOOD_TYPES),
-    }),
+        "gender": _string(GENDERS), "blood_type": _string(BLOOD_TYPES)}),
     "medical_info": _object({
-        "condition": _string(CONDITIONS),
-        "medication": _string(MEDICATIONS),
-        "test_results": {"bsonType": "array", "items": _string(TEST_RESULTS)},
-    }),
+        "condition": _string(CONDITIONS), "medication": _string(MEDICATIONS),
+        "test_results": {"bsonType": "array", "items": _string(TEST_RESULTS)}}),
     "admission_info": _object({
-        "date_admission": {"bsonType": "date"},
-        "date_discharge": {"bsonType": "date"},
+        "date_admission": {"bsonType": "date"}, "date_discharge": {"bsonType": "date"},
         "duration_days": {"bsonType": ["int", "long"], "minimum": 0, "maximum": STAY_DAYS_MAX},
         "admission_type": _string(ADMISSION_TYPES),
         "room_number": {"bsonType": ["int", "long"], "minimum": ROOM_RANGE[0], "maximum": ROOM_RANGE[1]},
     }),
     "administrative_info": _object({
-        "doctor": {"bsonType": "binData"},
-        "hospital": _string(),
-        "insurance_provider": _string(INSURERS),
+        "doctor": {"bsonType": "binData"}, "hospital": _string(), "insurance_provider": _string(INSURERS),
         "billing_amount": {"bsonType": "double", "minimum": 0, "maximum": BILLING_MAX},
     }),
     "metadata": {
-        "bsonType": "object",
-        "required": ["created_at", "source", "sources", "migration_version"],
-        "properties": {
-            "created_at": {"bsonType": "date"},
-            "sources": {"bsonType": "array", "items": _string()},
-            "migration_version": {"bsonType": ["int", "long"]},
-        },
-    },
+        "bsonType": "object", "required": ["created_at", "source", "sources", "migration_version"],
+        "properties": {"created_at": {"bsonType": "date"}, "sources": {"bsonType": "array", "items": _string()},
+                       "migration_version": {"bsonType": ["int", "long"]}}},
 })
 
 

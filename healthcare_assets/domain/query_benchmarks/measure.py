@@ -1,24 +1,12 @@
 """Timing each question of the suite: with its index, forced to a collection scan, and answered by pandas from the CSV.
 
-Why the indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks the whole index and
+The indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks the whole index and
 filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on 55k documents), while the planner's own
-choice uses the index bounds. So the planner chooses, and the check proves it chose the intended index.
-`hint({"$natural": 1})` does force a real COLLSCAN.
-
-Why no query makes the server hold more than `max_held_documents` (100,000 by default): the embedded server holds a
-query's whole input and result in memory until its cursor is spent, and a forced COLLSCAN decodes every document before
-it looks at the clock, so `maxTimeMS` does not bound it (300,000 documents, a 1 s budget: 20 s and 1.5 GB more before
-the timeout). Instead:
-
-- On a larger collection the forced COLLSCANs run on a scan sample: that many documents copied, one
-  patient_id slice at a time through its index, into a scratch collection dropped afterwards. A
-  COLLSCAN's cost is a cost per document times the documents, so its time is scaled by documents /
-  sample. On 297,114 documents the scaled times (10-20 s a query) came out below real full scans
-  (16-27 s): a scan that holds every document is slower still, so a scaled speedup errs low.
-- An indexed query whose result would pass that size (estimated on the sample) is timed on the
-  sample as well, with its index, and scaled the same way: here its cost follows its result size.
-- The document that sets the queries' parameters is looked up in the first patient_id slice:
-  `find_one()` without a filter is a COLLSCAN here too.
+choice uses the index bounds; the check proves it chose the intended index. `hint({"$natural": 1})` forces a COLLSCAN.
+No query makes the server hold more than `max_held_documents` (docs/benchmarks.md): `maxTimeMS` does not bound a forced
+COLLSCAN, which decodes every document first. So on a larger collection the COLLSCANs, and the indexed queries whose
+result would pass that size, run on a scan sample (patient_id slices copied into a scratch collection) and are scaled
+by documents / sample; on 297,114 documents the scaled times came out below real full scans: a scaled speedup errs low.
 """
 
 from __future__ import annotations
@@ -55,8 +43,7 @@ class Budget(Protocol):
 
 
 def latency(samples: list[float], scale: float = 1.0) -> dict:
-    """Median and p95 of the timed runs, in ms; with a scale, for the whole collection as well as
-    measured (on the scan sample)."""
+    """Median and p95 of the timed runs, in ms; with a scale, for the whole collection as well as measured."""
     ms = [s * 1000 for s in samples]
     median, p95 = statistics.median(ms), float(np.percentile(ms, 95))
     latency = {"median_ms": round(median * scale, 3), "p95_ms": round(p95 * scale, 3), "runs": len(ms)}
@@ -66,7 +53,6 @@ def latency(samples: list[float], scale: float = 1.0) -> dict:
 
 
 def timed(repeats: int, run: Callable[..., int], *args, scale: float = 1.0, **kwargs) -> tuple[dict, int]:
-    """`run` timed `repeats` times: the runs' latency and the rows the last run counted."""
     samples, rows = [], 0
     for _ in range(repeats):
         started = time.perf_counter()
@@ -89,16 +75,14 @@ def scan_csv(csv: Location, question: CsvQuestion) -> int:
 
 
 def example_document(collection: Collection, documents: int) -> dict | None:
-    """The document with the lowest patient_id: the same file (and pseudonym key) gives the same
-    query parameters. Looked up in the first patient_id slice, through its index, so the server
-    holds one slice; `find_one()` without a filter is a COLLSCAN that decodes every document."""
+    """The document with the lowest patient_id (same file, same parameters), looked up in the first patient_id
+    slice: `find_one()` without a filter is a COLLSCAN that decodes every document."""
     return collection.find_one(scans.ranges(documents, *STAYS_KEY)[0], sort=[(STAYS_KEY[0], 1)])
 
 
 def copy_scan_sample(collection: Collection, sample: Collection, documents: int, size: int) -> int:
-    """Copy `size` of the collection's documents into `sample` (a scratch collection the caller
-    drops), one patient_id slice at a time through its index; return how many. patient_id is a
-    keyed hash, so the lowest slices are an unbiased sample, the same one on every run."""
+    """Copy `size` documents into `sample`, slice by slice; patient_id is a keyed hash, so the lowest slices are an
+    unbiased sample, the same one on every run."""
     copied = 0
     for match in scans.ranges(documents, *STAYS_KEY):
         if copied >= size:
@@ -114,15 +98,12 @@ def copy_scan_sample(collection: Collection, sample: Collection, documents: int,
 
 @dataclass
 class MeasuredOn:
-    """Where a measurement runs: the collection itself, or the scan sample standing in for it."""
-
     collection: Collection
     documents: int
     scale: float  # documents in the benchmarked collection / documents here
     label: str  # "collection" or "sample"
 
     def describe(self, measured: dict) -> dict:
-        """What the timings were measured on, and the server's time per document examined there."""
         docs = measured.get("docs_examined") or 0
         per_doc = measured.get("measured_median_ms", measured["median_ms"]) * 1000 / docs if docs else None
         return {"measured_on": self.label, "measured_documents": self.documents, "scale": round(self.scale, 3),
@@ -131,7 +112,6 @@ class MeasuredOn:
 
 
 def _pandas_baseline(question: CsvQuestion, csv: Location, repeats: int, log) -> dict | None:
-    """The question answered from the CSV with pandas, timed; None when the file cannot be read."""
     try:
         figures, rows = timed(repeats, scan_csv, csv, question)
     except (SourceReadError, OSError) as exc:  # the file moved or is gone: report, don't fail
@@ -142,8 +122,6 @@ def _pandas_baseline(question: CsvQuestion, csv: Location, repeats: int, log) ->
 
 def measure(query: Query, question: CsvQuestion, collection: MeasuredOn, sample: MeasuredOn | None,
             sample_indexes: set[str], budget: Budget, csv: Location, log) -> dict:
-    """One query: timed with its index and forced to a collection scan, each on the collection or
-    on the scan sample (see the module's docstring), and answered by pandas from the CSV."""
     scan_on = sample or collection
     scan_plan = explain(scan_on.collection, query, hint=NATURAL)  # also warms the path up
     matched = (scan_plan.returned or 0) * scan_on.scale  # the whole collection's, estimated when sampled
@@ -165,10 +143,8 @@ def measure(query: Query, question: CsvQuestion, collection: MeasuredOn, sample:
         "name": query.name, "question": query.question, "index": query.index, "documents": collection.documents,
         "rows": rows, "rows_estimated": rows_estimated, "query": query.public(), "csv_columns": question.columns,
         "indexed": indexed | index_on.describe(indexed), "collscan": scan | scan_on.describe(scan),
-        "pandas": pandas_result,
-        "speedup": ratio(scan["median_ms"], indexed["median_ms"]),
-        "speedup_vs_pandas": ratio(pandas_result and pandas_result["median_ms"], indexed["median_ms"]),
-    }
+        "pandas": pandas_result, "speedup": ratio(scan["median_ms"], indexed["median_ms"]),
+        "speedup_vs_pandas": ratio(pandas_result and pandas_result["median_ms"], indexed["median_ms"])}
     result["speedup_basis"] = speedup_basis(result)
     log.info(f"{query.name}: {indexed['median_ms']:.1f} ms with {indexed_plan.stage} {indexed_plan.index} "
              f"on the {index_on.label}, {scan['median_ms']:.0f} ms forced COLLSCAN on the {scan_on.label}, "
@@ -178,8 +154,7 @@ def measure(query: Query, question: CsvQuestion, collection: MeasuredOn, sample:
 
 def measure_suite(collection: Collection, documents: int, suite: list[tuple[Query, CsvQuestion]],
                   budget: Budget, csv: Location, log) -> tuple[list[dict], int | None]:
-    """Every question measured; past `max_held_documents` the scans run on a scratch sample,
-    dropped afterwards. Returns the results and the sample's size (None without one)."""
+    """Every question measured; returns the results and the scan sample's size (None without one)."""
     whole, sample, sample_indexes = MeasuredOn(collection, documents, 1.0, "collection"), None, set()
     scratch = (collection.database[f"{SAMPLE_PREFIX}{uuid.uuid4().hex[:8]}"]
                if documents > budget.max_held_documents else None)

@@ -12,13 +12,11 @@ from healthcare_assets.domain.cleaning import normalize_hospitals, normalize_nam
 from healthcare_assets.domain.schema import DATE_FORMAT
 
 # The client's indexes, by name. Everything else (queries, check, report) refers to these names.
-INDEXES: dict[str, list[tuple[str, int]]] = {"patient_name": [("personal_info.name", 1)],
-                                             "patient_age": [("personal_info.age", 1)],
-                                             "condition": [("medical_info.condition", 1)],
-                                             "admission_date": [("admission_info.date_admission", 1)],
-                                             "hospital": [("administrative_info.hospital", 1)],
-                                             "billing_amount": [("administrative_info.billing_amount", 1)],
-                                             "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)]}
+INDEXES: dict[str, list[tuple[str, int]]] = {
+    "patient_name": [("personal_info.name", 1)], "patient_age": [("personal_info.age", 1)],
+    "condition": [("medical_info.condition", 1)], "admission_date": [("admission_info.date_admission", 1)],
+    "hospital": [("administrative_info.hospital", 1)], "billing_amount": [("administrative_info.billing_amount", 1)],
+    "gender_age": [("personal_info.gender", 1), ("personal_info.age", 1)]}
 
 NATURAL = {"$natural": 1}  # forces a collection scan
 REDACTED = "[redacted]"
@@ -26,8 +24,6 @@ REDACTED = "[redacted]"
 
 @dataclass(frozen=True)
 class Query:
-    """One of the client's questions, as MongoDB is asked it."""
-
     name: str
     question: str
     index: str  # the INDEXES entry that should serve it
@@ -94,9 +90,8 @@ def _by_age(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def query_suite(sample: dict, clear_name: str | None = None) -> list[tuple[Query, CsvQuestion]]:
-    """The fixed suite, its parameters from one loaded document so every value exists: the name as
-    stored (deterministically encrypted, so its index serves) for MongoDB, `clear_name` for the CSV,
-    and fixed-width ranges around the sample's values."""
+    """The fixed suite, its parameters from one loaded document so every value exists: the name as stored
+    (deterministically encrypted, so its index serves) for MongoDB, `clear_name` for the CSV."""
     person, admin, admission = sample["personal_info"], sample["administrative_info"], sample["admission_info"]
     name, hospital, condition, gender = person["name"], admin["hospital"], sample["medical_info"]["condition"], person["gender"]
     age_low, age_high = person["age"], person["age"] + 4

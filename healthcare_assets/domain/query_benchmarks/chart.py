@@ -1,5 +1,4 @@
-"""The index benchmarks' chart: each question's median with its index, forced to a COLLSCAN and in
-pandas, on a log scale; hatched bars were scaled from the scan sample."""
+"""The index benchmarks' chart: each question's median with its index, forced to a COLLSCAN and in pandas."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ def write_chart(results: list[dict], documents: int, notes: list[str], path) -> 
               ("pandas CSV scan", None, [r["pandas"]["median_ms"] if r["pandas"] else 0 for r in results])]
     y = np.arange(len(names))
     footnote = "\n".join(textwrap.fill(note, 160) for note in notes)
-    # Heights in inches, top to bottom: title, one band per query, axis label, legend, the notes.
     note_in = 0.13 * (footnote.count("\n") + 1) + 0.1
     bottom_in = note_in + 0.35 + 0.55
     height = 0.6 + 0.75 * len(names) + bottom_in

@@ -1,5 +1,4 @@
-"""What the server plans for a question and what executing it examines, and the client's indexes
-created where they are missing."""
+"""What the server plans for a question and what executing it examines; the client's indexes created if missing."""
 
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ class PlanCheck:
 
 
 def _first(node, key: str):
-    """The first value stored under `key` anywhere in an explain reply (its shape varies by
-    server and by find vs aggregate: top level, or under stages[0].$cursor)."""
+    """The first value under `key` anywhere in an explain reply (its shape varies by server, find vs aggregate)."""
     if isinstance(node, dict):
         if key in node:
             return node[key]
@@ -55,7 +53,6 @@ def _first(node, key: str):
 
 
 def _scans(node) -> list[dict]:
-    """The IXSCAN / COLLSCAN nodes of a plan tree."""
     if isinstance(node, dict):
         own = [node] if node.get("stage") in ("IXSCAN", "COLLSCAN") else []
         return own + _scans(list(node.values()))
@@ -65,7 +62,6 @@ def _scans(node) -> list[dict]:
 
 
 def explain(collection: Collection, query: Query, hint: dict | None = None, execute: bool = True) -> QueryPlan:
-    """The winning plan's scan stage and index, plus what executing it examined."""
     verbosity = "executionStats" if execute else "queryPlanner"
     reply = collection.database.command("explain", query.command(collection, hint), verbosity=verbosity)
     scans = _scans(_first(reply, "winningPlan"))
@@ -81,7 +77,6 @@ def explain(collection: Collection, query: Query, hint: dict | None = None, exec
 
 
 def plan_checks(collection: Collection, suite: list[Query]) -> list[PlanCheck]:
-    """For each query, the plan the server picks now (planner only, nothing executed)."""
     checks = []
     for query in suite:
         plan = explain(collection, query, execute=False)
@@ -90,8 +85,7 @@ def plan_checks(collection: Collection, suite: list[Query]) -> list[PlanCheck]:
 
 
 def ensure_indexes(collection: Collection) -> tuple[list[dict], float]:
-    """Create the client's indexes that are missing (one call: the server builds them in one
-    pass, 9 s instead of 7 x 3.5 s on the embedded server); say which were built."""
+    """The missing ones in one call: the server builds them in one pass (9 s, not 7 x 3.5 s, on the embedded server)."""
     existing = {tuple((f, int(d)) for f, d in info["key"]) for info in collection.index_information().values()}
     missing = [name for name, keys in INDEXES.items() if tuple(keys) not in existing]
     started = time.perf_counter()
@@ -102,7 +96,6 @@ def ensure_indexes(collection: Collection) -> tuple[list[dict], float]:
 
 
 def ensure_sample_index(sample: Collection, name: str, built: set[str]) -> None:
-    """One of the client's indexes on the scan sample, built once per run."""
     if name not in built:
         sample.create_indexes([IndexModel(INDEXES[name], name=name)])
         built.add(name)

@@ -1,5 +1,4 @@
-"""What bounds each question's time, the server's cost model behind it, and the report's words:
-notes for its reader and the markdown table of the asset's metadata."""
+"""What bounds each question's time, the server's cost model behind it, and the report's notes and table."""
 
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ def ratio(slow: float | None, fast: float | None) -> float | None:
 
 
 def server_costs(results: list[dict]) -> dict:
-    """The server's cost model for indexed queries, from this run: a fixed cost per query (round trip,
-    planning, index walk: about the cheapest query's time) plus a cost per document fetched (from the
-    query that fetches the most). Past `crossover_docs`, fetching the result costs more than the rest."""
+    """The indexed queries' cost model from this run: a fixed cost (the cheapest query's time) plus a cost per document
+    fetched (from the query that fetches the most); past `crossover_docs`, fetching costs more than the rest."""
     fixed = min(r["indexed"]["median_ms"] for r in results)
     most = max(results, key=lambda r: r["indexed"]["docs_fetched"])
     docs = most["indexed"]["docs_fetched"]
@@ -37,7 +35,6 @@ def _sample_note(block: dict) -> str:
 
 
 def bounds(result: dict, costs: dict) -> dict:
-    """In words, what bounds the query's time with the index, forced to a COLLSCAN, and in pandas."""
     ix, scan, documents = result["indexed"], result["collscan"], result["documents"]
     fetched = ix["docs_fetched"]
     approx = "~" if ix["measured_on"] == "sample" else ""
@@ -61,13 +58,11 @@ def bounds(result: dict, costs: dict) -> dict:
 
 
 def speedup_basis(result: dict) -> str:
-    """How the speedup came about: both sides timed on the collection, or one or both scaled."""
     scaled = [name for name in ("indexed", "collscan") if result[name]["measured_on"] == "sample"]
     return {0: "measured", 1: "COLLSCAN scaled from the sample", 2: "both scaled from the sample"}[len(scaled)]
 
 
 def report_notes(results: list[dict], costs: dict, documents: int, sample_documents: int | None) -> list[str]:
-    """Sentences for a reader of the report: what was scaled, and why the index can lose to pandas."""
     notes = []
     if sample_documents:
         scaled_ix = [r["name"] for r in results if r["indexed"]["measured_on"] == "sample"]
@@ -101,7 +96,6 @@ TABLE_ALIGN = ["left", "left", "left", "right", "right", "right", "right", "righ
 
 
 def _table_row(r: dict) -> list[str]:
-    """One query's cells; a ~ marks a figure scaled from the scan sample."""
     ix, scan, csv = r["indexed"], r["collscan"], r["pandas"]
     ix_mark, scan_mark = ("~" if block["measured_on"] == "sample" else "" for block in (ix, scan))
     csv_ms, csv_rows = (f"{csv['median_ms']:,.1f}", f"{csv['rows']:,}") if csv else ("n/a", "n/a")
@@ -120,12 +114,10 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def report_files(directory: Path) -> tuple[Path, Path]:
-    """Where the report (JSON) and its chart (PNG) are written."""
     return directory / "index_benchmarks.json", directory / "index_benchmarks.png"
 
 
 def write_files(report: dict, results: list[dict], directory: Path) -> tuple[Path, Path]:
-    """The report as JSON and its chart as PNG, readable by their owner only."""
     json_path, png_path = report_files(directory)
     settings.write_owner_only(json_path, json_util.dumps(report, indent=2, json_options=json_util.RELAXED_JSON_OPTIONS))
     write_chart(results, report["documents"], report["notes"], png_path)

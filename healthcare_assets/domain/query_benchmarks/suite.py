@@ -1,5 +1,4 @@
-"""The client's seven indexes and the fixed suite of their questions, each asked of MongoDB and
-answered again from the raw CSV with pandas (their "before")."""
+"""The client's seven indexes and their questions, asked of MongoDB and answered from the raw CSV with pandas."""
 
 import datetime as dt
 from collections.abc import Callable
@@ -33,7 +32,7 @@ class Query:
     sort: list | None = None
 
     def run(self, collection: Collection, hint: dict | None = None) -> int:
-        """Run to the last result (counted, not kept, so memory stays flat); return how many."""
+        # counted, not kept: memory stays flat
         options = {"hint": hint} if hint else {}
         if self.group:
             cursor = collection.aggregate(self.pipeline(), **options)
@@ -65,8 +64,6 @@ class Query:
 
 @dataclass(frozen=True)
 class CsvQuestion:
-    """The same question answered from the raw CSV with pandas: a row mask, then a finish."""
-
     columns: list[str]  # canonical field names it reads
     mask: Callable[[pd.DataFrame], pd.Series]
     finish: Callable[[pd.DataFrame], pd.DataFrame] = field(default=lambda rows: rows)

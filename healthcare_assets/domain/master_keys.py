@@ -45,9 +45,8 @@ def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
 
 
 def master_key() -> bytes:
-    """HEALTHCARE_MASTER_KEY, or for a development installation a key generated once into
-    $HEALTHCARE_DATA_DIR/secrets.env (with a warning). Refused missing in production (MONGODB_URI
-    set): a key generated inside a container is lost with it, and every name with it."""
+    """HEALTHCARE_MASTER_KEY, or in development one generated once into secrets.env. Refused missing in production:
+    a key generated inside a container is lost with it, and every name with it."""
     env = settings.environment()
     if env.production and not env.get(MASTER_KEY_VARIABLE):
         raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
@@ -58,7 +57,6 @@ def master_key() -> bytes:
 
 
 def aws_master_key() -> dict | None:
-    """The AWS KMS key that wraps data keys, when HEALTHCARE_KMS_KEY_ARN chooses AWS."""
     env = settings.environment()
     arn = env.get("HEALTHCARE_KMS_KEY_ARN")
     if not arn:
@@ -70,9 +68,8 @@ def aws_master_key() -> dict | None:
 
 
 def local_provider(key: bytes) -> str:
-    """The name of the local KMS provider holding `key`: named after a digest of it, so that a data
-    key says which master key wraps it, rotation re-wraps exactly those of the old key (and can be
-    run again after an interruption), and a wrong key is refused by name rather than by a failed MAC."""
+    """Named after a digest of the key: a data key says which key wraps it, rotation re-wraps exactly the old key's
+    (and resumes after an interruption), and a wrong key is refused by name rather than by a failed MAC."""
     return f"local:{hashlib.sha256(key).hexdigest()[:16]}"
 
 
@@ -83,9 +80,8 @@ def _entries(value: str) -> list[str]:
 
 
 def retired_master_keys() -> dict[str, bytes]:
-    """The retired local keys by provider name, each checked as a master key: those of the
-    environment, and for a development installation those of secrets.env too (where rotate-keys
-    moves the old key even when the variable is set)."""
+    """By provider name: the environment's, and in development secrets.env's too (rotate-keys moves the old key there
+    even when the variable is set)."""
     env = settings.environment()
     where = [(RETIRED_KEYS_VARIABLE, env.get(RETIRED_KEYS_VARIABLE))]
     if not env.production:
@@ -96,7 +92,6 @@ def retired_master_keys() -> dict[str, bytes]:
 
 
 def retired_kms_keys() -> dict[str, str]:
-    """The retired AWS KMS keys: ARN -> the region in it."""
     retired = {}
     for n, arn in enumerate(_entries(settings.environment().get(RETIRED_ARNS_VARIABLE)), 1):
         match = _KMS_ARN.fullmatch(arn)
@@ -107,8 +102,7 @@ def retired_kms_keys() -> dict[str, str]:
 
 
 def current_local_key() -> bytes | None:
-    """The current local key: when no AWS key is chosen, or when HEALTHCARE_MASTER_KEY is set
-    beside it (data keys made before a move to AWS; .env.example's placeholder there is unused)."""
+    """Also beside an AWS key when HEALTHCARE_MASTER_KEY is set (data keys made before a move to AWS)."""
     local = settings.environment().get(MASTER_KEY_VARIABLE)
     if not aws_master_key() or (local and not local.startswith(secrets_file.PLACEHOLDER)):
         return master_key()
@@ -116,7 +110,6 @@ def current_local_key() -> bytes | None:
 
 
 def local_keys() -> dict[str, bytes]:
-    """Every local key this installation holds, by provider name: the retired ones and the current one."""
     keys = retired_master_keys()
     if (key := current_local_key()) is not None:
         keys[local_provider(key)] = key
@@ -124,8 +117,6 @@ def local_keys() -> dict[str, bytes]:
 
 
 def kms_providers() -> dict:
-    """The KMS providers a client encryption is given: `aws` (credentials fetched from the AWS
-    environment when needed) when a KMS key is current or retired, and every local key held."""
     retired_kms = retired_kms_keys()  # checked even when a KMS key is current
     providers: dict = {"aws": {}} if aws_master_key() or retired_kms else {}
     providers.update({name: {"key": key} for name, key in local_keys().items()})
@@ -133,7 +124,6 @@ def kms_providers() -> dict:
 
 
 def provider() -> tuple[str, dict | None]:
-    """The provider new data keys are wrapped by, and its master key options."""
     aws = aws_master_key()
     return ("aws", aws) if aws else (local_provider(master_key()), None)
 
@@ -151,15 +141,12 @@ def retire_current_key(pending: str) -> None:
 
 
 def wrapped_by(master: dict) -> str:
-    """The name of the key a data key's `masterKey` names: `local:<digest>`, `aws:<ARN>`, or its
-    provider as it is. What retired_keys_needed takes: {wrapped_by(k["masterKey"]) for every data
-    key of every retained backup and of the key vaults}."""
+    """`local:<digest>`, `aws:<ARN>`, or the provider as it is: what retired_keys_needed takes."""
     kind = master.get("provider") if isinstance(master, dict) else None
     return f"aws:{master.get('key')}" if kind == "aws" else str(kind)
 
 
 def _label(document) -> str:
-    """A data key's name for a message: its first alt name, or its id; shortened, printable."""
     names = document.get("keyAltNames") if isinstance(document, dict) else None
     name = names[0] if isinstance(names, list) and names else document.get("_id") if isinstance(document, dict) else None
     if isinstance(name, Binary) and name.subtype == UUID_SUBTYPE:  # a data key's id as the vault holds it
@@ -169,10 +156,8 @@ def _label(document) -> str:
 
 
 def wrapping_problems(key_documents: list[dict]) -> list[str]:
-    """One sentence per key-vault document this installation cannot unwrap or must not accept
-    (a backup's, before they are restored); none when all are fine. Accepted: a local key held
-    (current or retired), the configured or a retired AWS KMS key in its region. Refused: an AWS
-    key with an `endpoint` (signed requests sent to another host), any other provider."""
+    """One sentence per key-vault document (a backup's, before a restore) this installation cannot unwrap or must not
+    accept: an AWS key with an `endpoint` sends signed requests to another host."""
     held = set(local_keys())
     aws = aws_master_key()
     kms = {**retired_kms_keys(), **({aws["key"]: aws["region"]} if aws else {})}
@@ -213,9 +198,8 @@ class RetiredKeys(NamedTuple):
 
 
 def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
-    """Which retired keys (`local:<digest>`, `aws:<ARN>`) wrap a data key in use. `providers_in_use`:
-    wrapped_by() of every data key of the retained backups' manifests, and of the key vaults (a
-    restored backup's keys stay under their key until the next rotate-keys: providers_in_vaults)."""
+    """`providers_in_use`: wrapped_by() of every data key of the retained backups and of the key vaults (a restored
+    backup's keys stay under their key until the next rotate-keys)."""
     current = {local_provider(key)} if (key := current_local_key()) is not None else set()
     retired = [n for n in retired_master_keys() if n not in current] + [f"aws:{a}" for a in retired_kms_keys()]
     return RetiredKeys(sorted(n for n in retired if n in providers_in_use),
@@ -223,10 +207,8 @@ def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
 
 
 def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
-    """Remove from secrets.env (development) the retired local keys no data key in use needs (providers_in_use as for
-    retired_keys_needed), never the current key; returns the names (`local:<digest>`) removed. In production
-    (MONGODB_URI set), where the retired keys are the environment's, nothing is removed: returns the names
-    (`local:<digest>`, `aws:<ARN>`) the operator may remove from the variables."""
+    """Remove the unneeded retired keys from secrets.env, never the current key; returns their names. In production the
+    retired keys are the environment's: nothing is removed, and the names are those the operator may remove."""
     removable = retired_keys_needed(providers_in_use).removable
     if settings.environment().production:
         return removable

@@ -40,12 +40,11 @@ _OPTIONS = CodecOptions(uuid_representation=STANDARD)
 
 
 class NoDataKeyError(LookupError):
-    """The collection's data key does not exist yet: nothing was encrypted with it."""
+    pass
 
 
 def ensure_key_vault(client: MongoClient, namespace: str = KEY_VAULT) -> None:
-    """The key vault's unique partial index on keyAltNames: two processes creating the same
-    data key at once leave one."""
+    """Two processes creating the same data key at once leave one (a unique index on keyAltNames)."""
     db, _, coll = namespace.partition(".")
     client[db][coll].create_indexes([IndexModel(**KEY_VAULT_INDEX)])
 
@@ -59,9 +58,8 @@ def is_encrypted(value) -> bool:
 
 
 class FieldCipher:
-    """Encrypts one collection's direct identifiers under their data keys (created on first use
-    when `create`), and decrypts what any key of the vault encrypted. Deterministic: values are
-    cached both ways, so a load encrypts each distinct name once."""
+    """Encrypts one collection's direct identifiers, decrypts what any key of the vault encrypted. Deterministic: values
+    are cached both ways, so a load encrypts each distinct name once."""
 
     def __init__(self, client: MongoClient, key_names: dict[str, str], namespace: str = KEY_VAULT,
                  create: bool = False):
@@ -100,7 +98,6 @@ class FieldCipher:
         return cached
 
     def decrypt(self, value):
-        """A clear value from an encrypted one; anything else as it is."""
         if not is_encrypted(value):
             return value
         clear = self._decrypted.get(bytes(value))
@@ -109,7 +106,7 @@ class FieldCipher:
         return clear
 
     def encrypt_document(self, doc: dict) -> dict:
-        """The document with its direct identifiers encrypted, in place (clear ones only)."""
+        """In place; clear values only."""
         for part, name in ENCRYPTED_FIELDS:
             value = doc.get(part, {}).get(name)
             if isinstance(value, str):
@@ -117,7 +114,6 @@ class FieldCipher:
         return doc
 
     def decrypt_document(self, doc: dict) -> dict:
-        """A copy of the document with its direct identifiers in clear."""
         doc = dict(doc)
         for part, name in ENCRYPTED_FIELDS:
             if name in doc.get(part, {}):
@@ -133,22 +129,18 @@ def field_paths() -> list[str]:
 
 
 def key_names(collection: Collection) -> dict[str, str]:
-    """The data keys of a collection's encrypted fields, by alt name."""
     return {path: f"{collection.full_name}:{path}" for path in field_paths()}
 
 
 def cipher(collection: Collection, create: bool = False) -> FieldCipher:
-    """The cipher of a collection's direct identifiers, its data keys in `encryption.__keyVault`."""
     return FieldCipher(collection.database.client, key_names(collection), create=create)
 
 
 def doctor_app_vault(copy: Collection) -> str:
-    """The doctor app's own key vault, in its database: the one DOCTOR_APP may read."""
     return f"{copy.database.name}.{KEY_VAULT_COLLECTION}"
 
 
 def doctor_app_cipher(copy: Collection, hospital: str, create: bool = False) -> FieldCipher:
-    """The cipher of the doctor app's copy: one data key for the hospital, in the app's vault."""
     name = f"{copy.full_name}:hospital:{hospital}"
     return FieldCipher(copy.database.client, dict.fromkeys(field_paths(), name), doctor_app_vault(copy), create)
 
@@ -160,13 +152,9 @@ def drop_keys(client: MongoClient, database: str) -> int:
 
 
 def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, int]:
-    """Re-wrap the data keys of every vault under a new master key (rewrap_many_data_key): the data keys, and so every
-    stored ciphertext, stay the same. The target is AWS KMS when HEALTHCARE_KMS_KEY_ARN is set (every key not already
-    under it moves there: a key rotated by AWS, or local keys moving to AWS); otherwise HEALTHCARE_NEW_MASTER_KEY, or
-    for a development installation a new key kept in secrets.env under that name until every data key is re-wrapped,
-    then made HEALTHCARE_MASTER_KEY while the old one joins the retired keys (earlier backups' data keys are wrapped by
-    it). Keys under a retired local key (a restored backup's) are re-wrapped too. Returns the keys re-wrapped per
-    vault."""
+    """Re-wrap every vault's data keys (so every ciphertext stays the same) under AWS KMS when it is configured, else
+    HEALTHCARE_NEW_MASTER_KEY or, in development, a new key made current once all are re-wrapped, the old one retired
+    (earlier backups' data keys are wrapped by it; docs/deployment.md). Returns the keys re-wrapped per vault."""
     aws = aws_master_key()
     if aws:
         providers, target, options = kms_providers(), "aws", aws
@@ -198,8 +186,7 @@ def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, i
 
 
 def providers_in_vaults(client: MongoClient, vaults: Iterable[str]) -> set[str]:
-    """wrapped_by() of every data key in the vaults: the keys live data needs, to add to the
-    retained backups' before forgetting retired keys."""
+    """wrapped_by() of every data key in the vaults: the keys live data needs, beside the retained backups'."""
     found = set()
     for vault in vaults:
         db, _, coll = vault.partition(".")

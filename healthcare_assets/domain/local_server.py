@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def ensure_running(data_dir: Path) -> str:
-    """Start the server for this data directory unless it already runs, its users provisioned at
-    the first start and the passwords of the environment applied; return its URI (no credentials)."""
+    """Start the server unless it already runs, the environment's passwords applied; its URI (no credentials)."""
     data_dir = Path(data_dir).resolve()
     return embedded_mongo.ensure_running(
         data_dir, first_start=lambda state: _provision(data_dir, state),
@@ -29,15 +28,13 @@ class NoDatabaseError(embedded_mongo.EmbeddedMongoError):
 
 
 def require_database(data_dir: Path) -> None:
-    """NoDatabaseError unless a server was provisioned in this data directory."""
     if not embedded_mongo.paths(Path(data_dir).resolve())["provisioned"].exists():
         raise NoDatabaseError(f"no database in {Path(data_dir).resolve()}: run `make run` (or `healthcare-assets "
                               "mongo start`), or set HEALTHCARE_DATA_DIR / MONGODB_URI")
 
 
 def running(data_dir: Path) -> dict:
-    """The running server's state, for a command that only reads: it never starts one, nor
-    creates the data directory, a storage or a secret (NoDatabaseError instead)."""
+    """For a command that only reads: never starts a server, nor creates a data directory, a storage or a secret."""
     data_dir = Path(data_dir).resolve()
     require_database(data_dir)
     state = embedded_mongo.status(data_dir)
@@ -48,8 +45,7 @@ def running(data_dir: Path) -> dict:
 
 
 def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
-    """The running server's URI with one role's credentials (the pipeline itself uses ADMIN_MASTER:
-    it writes every database and provisions users)."""
+    """The URI with one role's credentials (the pipeline's own, ADMIN_MASTER, writes every database and provisions)."""
     data_dir = Path(data_dir).resolve()
     state = embedded_mongo.read_state(data_dir)
     if state is None:
@@ -61,9 +57,8 @@ def client_uri(data_dir: Path, role: str = "ADMIN_MASTER") -> str:
 
 
 class EmbeddedMongoResource(MongoResource):
-    """MongoResource on the embedded server of `data_dir` (in the code location dg.EnvVar("HEALTHCARE_DATA_DIR") when it
-    is set; empty: settings.data_dir()), started at first use unless `start` is off (commands that only read:
-    running()); `mongodb_uri` is not used: the URI is the running server's, with the admin's credentials."""
+    """The embedded server of `data_dir` (empty: settings.data_dir()), started at first use unless `start` is off;
+    `mongodb_uri` is not used: the URI is the running server's, with the admin's credentials."""
 
     data_dir: str = ""
     start: bool = True
@@ -86,7 +81,6 @@ class EmbeddedMongoResource(MongoResource):
 
 
 def refused(data_dir: Path, user: str) -> credentials.AuthenticationRefusedError:
-    """The error for a role's password the embedded server refused, with what to do about it."""
     variable = next(r.password_variable for r in access.roles() if r.user == user)
     stored = secrets_file.path(data_dir)
     files = embedded_mongo.paths(data_dir)
@@ -103,7 +97,6 @@ def refused(data_dir: Path, user: str) -> credentials.AuthenticationRefusedError
 
 
 def _provision(data_dir: Path, state: dict) -> None:
-    """First start only, auth off: create the roles and users."""
     with pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=10_000) as client:
         given = access.passwords(data_dir, generate=True)
         access.provision(client, given)
@@ -113,8 +106,7 @@ def _provision(data_dir: Path, state: dict) -> None:
 
 
 def _started(data_dir: Path, state: dict, fresh: bool) -> None:
-    """A daemon this call started serves only once its users, roles and passwords are checked: on
-    any failure it is stopped."""
+    """A daemon this call started serves only once its users, roles and passwords are checked, else it is stopped."""
     try:
         _apply_environment_passwords(data_dir, state)
         if fresh:
@@ -132,10 +124,8 @@ def _admin_client(data_dir: Path, state: dict, password: str) -> pymongo.MongoCl
 
 
 def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
-    """Give each role's user the password HEALTHCARE_<ROLE>_PASSWORD sets when it differs from the
-    one the server has (recorded in secrets.env), using the admin credentials recorded there, and
-    record it: a `.env` copied from .env.example, or a rotated secret, then just works. Logged
-    with the variable and where it came from, never the value."""
+    """A password HEALTHCARE_<ROLE>_PASSWORD changed is applied with the admin credentials of secrets.env and recorded
+    there: a `.env` copied from .env.example, or a rotated secret, then just works. Never logs the value."""
     stored, env = secrets_file.read(data_dir), settings.environment()
     changed = sorted((r for r in access.roles() if env.get(r.password_variable)
                       and stored.get(r.password_variable) not in (None, env.get(r.password_variable))),
@@ -161,7 +151,6 @@ def _apply_environment_passwords(data_dir: Path, state: dict) -> None:
 
 
 def _user_problems(client: pymongo.MongoClient) -> list[str]:
-    """Users other than the roles' users, or with other roles than their own."""
     expected = {(r.user, "admin"): [{"role": r.name, "db": "admin"}] for r in access.roles()}
     # admin.system.users lists the users of every database (secantusdb ignores forAllDBs)
     found = {(u["user"], u["db"]): u.get("roles", []) for u in client.admin["system.users"].find()}
@@ -169,7 +158,6 @@ def _user_problems(client: pymongo.MongoClient) -> list[str]:
 
 
 def _definition(document: dict) -> tuple[dict[str, set[str]], set[str]]:
-    """A role's privileges (resource -> actions) and inherited roles ("role@db"), order aside."""
     privileges: dict[str, set[str]] = {}
     for privilege in document.get("privileges") or []:
         resource = privilege.get("resource", {})
@@ -181,7 +169,6 @@ def _definition(document: dict) -> tuple[dict[str, set[str]], set[str]]:
 
 
 def _role_problems(client: pymongo.MongoClient) -> list[str]:
-    """Each role whose privileges or inherited roles differ from access.py's, and how."""
     roles = access.roles()
     found = {r["role"]: _definition(r) for r in client.admin.command(
         "rolesInfo", [{"role": r.name, "db": "admin"} for r in roles], showPrivileges=True)["roles"]}
@@ -203,17 +190,14 @@ def _role_problems(client: pymongo.MongoClient) -> list[str]:
 
 
 def _password_problems(data_dir: Path, state: dict, given: dict[str, str]) -> list[str]:
-    """Each role's user that does not take the password this installation has for it (named
-    with where that password comes from, never the password)."""
     return [f"user {r.user}: the password of {credentials.origin(r.password_variable, data_dir)} does not authenticate"
             for r in access.roles() if r.name in given
             and not authenticates(embedded_mongo.uri_for(state["port"], r.user, given[r.name], data_dir))]
 
 
 def _check_access(data_dir: Path, state: dict) -> None:
-    """Refuse (the caller stops the daemon) unless the users are exactly the roles' users, each with its own role only,
-    every role is exactly as access.py defines it, and every user takes its password: the first start ran without
-    authentication, and another local process could have added a user, or changed a user or a role, in that window."""
+    """Refuse (the caller stops the daemon) unless users, roles and passwords are exactly access.py's: the first start
+    ran without authentication, and another local process could have changed them in that window."""
     admin = access.role("ADMIN_MASTER")
     given = access.passwords(data_dir)
     with _admin_client(data_dir, state, given.get(admin.name, "")) as client:

@@ -1,9 +1,5 @@
-"""The cleaning rules, applied to one chunk of raw strings at a time.
-
-Each rule either repairs a value (and is counted) or rejects the row with a reason naming the
-column and the rule. Nothing is dropped without a count: every raw row ends up cleaned,
-quarantined or removed as a duplicate of an earlier row.
-"""
+"""The cleaning rules, one chunk of raw strings at a time: each repairs a value (counted) or rejects the row with a
+reason; every raw row ends up cleaned, quarantined or removed as a duplicate, never dropped without a count."""
 
 from __future__ import annotations
 
@@ -56,8 +52,7 @@ RECORD_KEY_LABEL = b"record-key"
 
 
 def record_key_secret(pseudonym_key: bytes) -> bytes:
-    """The record keys' own key, derived from the pseudonym key under a label of its own, so that a
-    record key and a patient_id are never made with the same key."""
+    """Derived under a label of its own: a record key and a patient_id are never made with the same key."""
     return hmac.new(pseudonym_key, RECORD_KEY_LABEL, hashlib.sha256).digest()
 
 
@@ -66,21 +61,16 @@ def keyed_record_key(row_digest: str, secret: bytes) -> str:
 
 
 def record_keys(frame: pd.DataFrame, secret: bytes) -> pd.Series:
-    """A deterministic key per cleaned row: equal rows, equal keys, whatever file they came in.
-
-    Keyed (an HMAC under `secret`, record_key_secret): the record key is a document's _id in every
-    backup and copy, beside the row's other fields in clear; a plain hash would let anyone hash
-    candidate names and doctors with those fields until one matched, undoing their encryption. The
-    HMAC is taken over the row's SHA-256, which was the record key before it was keyed, so that an
-    existing document is re-keyed from its _id alone (migration.rekey_deployment), edits and all."""
+    """Equal rows, equal keys, whatever file they came in. Keyed: the record key is an _id in every backup, beside the
+    row's other fields in clear, and a plain hash would let anyone hash candidate names with them until one matched.
+    The HMAC is over the row's SHA-256 (the unkeyed record key), so an existing document is re-keyed from its _id."""
     columns = [frame[field].astype(str) for field in FIELDS]
     joined = columns[0].str.cat(columns[1:], sep="\x1f")
     return joined.map(lambda text: keyed_record_key(hashlib.sha256(text.encode()).hexdigest()[:32], secret))
 
 
 class SeenKeys:
-    """The record keys met so far, as a sorted array of 16-byte digests: 16 bytes a row however
-    wide the row, and a chunk is looked up by binary search, not by rebuilding a set."""
+    """A sorted array of 16-byte digests: 16 bytes a row however wide, a chunk looked up by binary search."""
 
     def __init__(self) -> None:
         self.digests = np.empty(0, dtype="S16")
@@ -89,8 +79,7 @@ class SeenKeys:
         return len(self.digests)
 
     def add(self, keys: pd.Series) -> np.ndarray:
-        """Remember a chunk's keys; return a mask of the ones met before (earlier in it or in an
-        earlier chunk), so the first of equal rows is kept."""
+        """A mask of the keys met before (earlier in the chunk or before it): the first of equal rows is kept."""
         chunk = np.fromiter((bytes.fromhex(k) for k in keys), dtype="S16", count=len(keys))
         seen = np.zeros(len(chunk), bool)
         if len(self.digests):
@@ -173,7 +162,6 @@ def _categories(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd
 
 
 def typed(raw: pd.DataFrame, text: pd.DataFrame, reject: Rejections) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
-    """Every column typed and repaired, rows breaking a rule marked in `reject`; and per repair, the rows it changed."""
     reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
     for field in FIELDS:
         if field != "test_results":  # absent from older exports
@@ -192,8 +180,6 @@ def typed(raw: pd.DataFrame, text: pd.DataFrame, reject: Rejections) -> tuple[pd
 
 
 class ChunkCleaner:
-    """Cleans chunk after chunk, remembering record keys (not rows) to find duplicates across chunks."""
-
     def __init__(self, pseudonym_key: bytes):
         self.seen_keys = SeenKeys()
         self.pseudonym_key = pseudonym_key
@@ -220,8 +206,5 @@ class ChunkCleaner:
         counts["rows_in"] = len(raw)
         counts["rows_cleaned"] = len(good)
         counts["rows_quarantined"] = int(bad.sum())
-        return CleanedChunk(
-            cleaned=good[list(CLEANED_COLUMNS)].astype(CLEANED_DTYPES).reset_index(drop=True),
-            quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True),
-            counts=counts,
-        )
+        return CleanedChunk(cleaned=good[list(CLEANED_COLUMNS)].astype(CLEANED_DTYPES).reset_index(drop=True),
+                            quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True), counts=counts)

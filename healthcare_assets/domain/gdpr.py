@@ -1,5 +1,5 @@
 """GDPR rights: export one patient's records and erase them everywhere they live (docs/security.md).
-A name of several patients is refused until narrowed; a report is deleted only if it quotes the name as a whole value."""
+A name of several patients is refused until narrowed; a report is deleted if it quotes the name as a whole value."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A cleaned file's documents written to the hospitalizations, in batches, idempotently, and read
-back for the checks on exactly that file."""
+"""A cleaned file's documents written idempotently, in batches, and read back for the checks on that file."""
 
 import datetime as dt
 import time
@@ -37,10 +36,8 @@ class DocumentRejectedError(RuntimeError):
 
 
 def prepare_collection(collection: Collection) -> bool:
-    """Create the collection with its $jsonSchema validator (or refresh the validator). Returns
-    whether it existed: a new collection gets its secondary indexes after its first load, in one
-    pass, instead of maintaining them insert by insert (the larger cost on the embedded server).
-    Nothing here reads documents: on the embedded server even finding one reads them all."""
+    """Whether it existed: a new collection gets its indexes after its first load, in one pass, not insert by insert
+    (the larger cost on the embedded server). Reads no document: there even finding one reads them all."""
     db = collection.database
     options = HOSPITALIZATION_OPTIONS
     existed = collection.name in db.list_collection_names()
@@ -62,11 +59,8 @@ def create_indexes(collection: Collection) -> None:
 
 
 def insert_new(collection: Collection, docs: list[dict]) -> tuple[int, list[str]]:
-    """Insert what is not there yet; return (inserted, ids that already existed).
-
-    The record key is the _id, so the server's unique index makes a re-run a no-op per row. Validation is bypassed here
-    and done by the blocking check on exactly this file's documents: the documents come from rows that passed the
-    quality gate, and the server's per-document validation would cost a third of the load."""
+    """(inserted, ids that already existed): a re-run is a no-op per row. Validation is bypassed, done by the blocking
+    check on this file's documents: the server's per-document validation would cost a third of the load."""
     existing: list[str] = []
     try:
         insert_keeping_existing(collection, docs, bypass_document_validation=True, existing=existing)
@@ -75,19 +69,16 @@ def insert_new(collection: Collection, docs: list[dict]) -> tuple[int, list[str]
         first = docs[rejected[0]["index"]]
         raise DocumentRejectedError(
             f"{len(rejected)} documents rejected by MongoDB; the first is source line "
-            f"{first['metadata']['source_line']} ({first['metadata']['source']['name']}): "
-            f"{rejected[0]['errmsg']}"
+            f"{first['metadata']['source_line']} ({first['metadata']['source']['name']}): {rejected[0]['errmsg']}"
         ) from None
     return len(docs) - len(existing), existing
 
 
 def file_documents(collection: Collection, source_sha256: str, rows: int) -> int:
-    """The documents that came in one file, counted range by range over the file's index slice."""
     return scans.count(collection, file_ranges(source_sha256, rows))
 
 
 def add_source(collection: Collection, ids: list[str], source_sha256: str) -> int:
-    """Record one more source file on documents that already existed; returns how many changed."""
     requests = [UpdateOne({"_id": i, "metadata.sources": {"$ne": source_sha256}},
                           {"$addToSet": {"metadata.sources": source_sha256}}) for i in ids]
     return collection.bulk_write(requests, ordered=False).modified_count if requests else 0
@@ -107,8 +98,7 @@ class LoadTally:
 
 def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, erased: set[str],
                     cipher: encryption.FieldCipher) -> list[dict]:
-    """The batch's documents, their direct identifiers encrypted, each checked against the
-    collection's schema before it is written (the insert bypasses the server's validation)."""
+    """Each document checked against the schema before it is written (the insert bypasses the server's validation)."""
     docs = [cipher.encrypt_document(to_document(row, source, created_at))
             for row in rows if row["patient_id"] not in erased]
     for doc in docs:
@@ -120,8 +110,7 @@ def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, era
 
 
 def load_file(collection: Collection, staged: StagedFrame, log: Callable[[str], None]) -> LoadTally:
-    """Insert the file's documents batch by batch. Building a batch (Python, this process) overlaps
-    writing the previous one (the server), so the load runs at the server's insert rate."""
+    """Building a batch overlaps writing the previous one, so the load runs at the server's insert rate."""
     erased = audit.erased_patient_ids(collection.database)  # GDPR: never load them again
     source, sha = staged.source.as_metadata(), staged.source.sha256
     created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
@@ -155,8 +144,7 @@ def load_file(collection: Collection, staged: StagedFrame, log: Callable[[str], 
 
 
 def file_schema_problems(collection: Collection, sha: str, rows: int) -> tuple[int, int, list[str]]:
-    """One pass over a file's documents (range by range over its slice of the index): how many
-    there are, how many break the schema, and the first problems."""
+    """One pass over a file's documents: how many there are, how many break the schema, and the first problems."""
     found = invalid = 0
     first_problems: list[str] = []
     for doc in scans.aggregate(collection, [], file_ranges(sha, rows)):
@@ -168,7 +156,6 @@ def file_schema_problems(collection: Collection, sha: str, rows: int) -> tuple[i
 
 
 def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict], list[dict]]:
-    """The sampled documents, and how each differs from its cleaned row (if it does)."""
     erased = audit.erased_patient_ids(collection.database)
     rows = [r for r in sample_rows(loaded["cleaned_path"], SAMPLE_SIZE, loaded["source_sha256"])
             if r["patient_id"] not in erased]

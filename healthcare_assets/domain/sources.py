@@ -1,7 +1,5 @@
-"""Reading an export, local or in S3, as a stream of raw-string chunks. A file-level problem raises
-SourceReadError naming the file; a row with the wrong number of fields is kept, with `parse_error`,
-for the cleaning stage to quarantine.
-"""
+"""Reading an export, local or in S3, as raw-string chunks: a file-level problem raises SourceReadError naming the
+file; a row with the wrong number of fields is kept, with `parse_error`, for the cleaning stage to quarantine."""
 
 from __future__ import annotations
 
@@ -28,8 +26,8 @@ class SourceReadError(ValueError):
 
 @dataclass(frozen=True)
 class Location:
-    """Where an export is: a local path, or an S3 bucket and key kept apart. A key is taken
-    verbatim ('#', '?', '%', spaces are part of it): it is never parsed out of a URL."""
+    """A local path, or an S3 bucket and key kept apart: a key is taken verbatim ('#', '?', '%', spaces are part of it),
+    never parsed out of a URL."""
 
     path: Path | None = None
     bucket: str | None = None
@@ -43,7 +41,6 @@ class Location:
 
     @classmethod
     def recorded(cls, source: dict) -> Location:
-        """Where a document's `metadata.source` says its file is."""
         if source.get("bucket"):
             return cls(bucket=source["bucket"], key=source["key"])
         uri = source["uri"]
@@ -61,9 +58,8 @@ class Location:
 
 def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str | None = None,
            s3_key: str | None = None) -> Location:
-    """The export a run names (S3 bucket and key, `source`, or else the settings' source_csv). A path
-    in the run's config must resolve under an import root, an S3 object under the drop prefix:
-    whoever can launch a run cannot read other files or objects."""
+    """The export a run names. A path in the run's config must resolve under an import root, an S3 object under the drop
+    prefix: whoever can launch a run cannot read other files or objects."""
     if s3_bucket or s3_key:
         if not (s3_bucket and s3_key):
             raise SourceReadError("s3_bucket and s3_key go together: name both, or use `source`")
@@ -94,7 +90,6 @@ def _too_large(name: str, size: int, cap: int) -> SourceReadError:
 
 
 def open_source(location: Location, limits: Limits = DEFAULT_LIMITS) -> tuple[BinaryIO, dict]:
-    """A binary stream of the file plus what the store says of it (S3: ETag, size)."""
     cap = limits.file_bytes
     if location.bucket:
         import boto3
@@ -117,8 +112,7 @@ def open_source(location: Location, limits: Limits = DEFAULT_LIMITS) -> tuple[Bi
 
 
 class RawCsvReader:
-    """Iterates an export in chunks of raw strings; after iteration, `sha256`, `size`, `rows`
-    and `blank_lines` describe the whole file."""
+    """After iteration, `sha256`, `size`, `rows` and `blank_lines` describe the whole file."""
 
     def __init__(self, stream: BinaryIO, name: str, chunk_rows: int, limits: Limits = DEFAULT_LIMITS):
         self.name = name
@@ -142,8 +136,7 @@ class RawCsvReader:
         return SourceReadError(f"{self.name}, line {line}: {what}")
 
     def _lines(self, text) -> Iterator[str]:
-        """The file's lines, each refused past HEALTHCARE_MAX_LINE_BYTES before it is read whole
-        (a file without newlines would otherwise be one line held in memory)."""
+        """Each line refused past the limit before it is read whole (a file without newlines is one line)."""
         cap = self.limits.line_bytes
         line_number = 0
         while True:
@@ -214,7 +207,6 @@ class RawCsvReader:
             raise SourceReadError(f"{self.name}: has a header but no data rows")
 
     def _check_width(self, header: list[str]) -> None:
-        """A header wider than any export is refused before it is compared or quoted."""
         columns, cap = len(header), self.limits.header_columns
         if columns > cap:
             raise self._fail(1, f"the header has {columns:,} columns, more than the limit of {cap:,} "
@@ -229,8 +221,7 @@ class RawCsvReader:
             for delimiter in (";", "\t", "|"):
                 if delimiter in header[0]:
                     raise SourceReadError(
-                        f"{self.name}: the header is delimited by {delimiter!r}; expected comma-separated values"
-                    )
+                        f"{self.name}: the header is delimited by {delimiter!r}; expected comma-separated values")
             # one column is no export's header, and may be any file's first line: never quoted
             raise SourceReadError(f"{self.name}: the first line is not an export's header (one column; "
                                   f"expected the comma-separated columns {list(schema.CSV_COLUMNS.values())})")

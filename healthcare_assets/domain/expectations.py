@@ -1,5 +1,4 @@
-"""Great Expectations suites for counts, types and values, run on every chunk of a cleaned file,
-and their results tallied as the report and the check show them."""
+"""Great Expectations suites run on every chunk of a cleaned file, their results tallied for the report and check."""
 
 import logging
 import os
@@ -65,9 +64,7 @@ REDACTED = "[redacted]"
 
 
 class Validation:
-    """One run's Great Expectations validations: an ephemeral context whose validation results are
-    kept on disk with the Data Docs (so the site lists the last runs, not only this one), the data
-    asset named after the source file and every result filed under the Dagster run id."""
+    """An ephemeral context whose results are kept on disk with the Data Docs, so the site lists the last runs."""
 
     def __init__(self, docs_dir, asset_name: str, run_id: str):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # read when great_expectations is imported
@@ -99,7 +96,6 @@ class Validation:
         self.stored: list = []
 
     def run(self, chunk: pd.DataFrame, expected_rows: int) -> dict:
-        """Validate one chunk; suite name -> its result."""
         from great_expectations.core.run_identifier import RunIdentifier
 
         # Filed under the run's name, at its own time: a chunk's results must not replace the last one's.
@@ -116,8 +112,7 @@ class Validation:
         return {r.suite_name.removeprefix("hospitalizations."): r for r in result.run_results.values()}
 
     def build_data_docs(self, keep: int) -> None:
-        """This run's pages and the site's index, after removing the validations of all but the
-        newest `keep` runs (results and pages); the caller holds the reports' lock."""
+        """After removing all but the newest `keep` runs' validations; the caller holds the reports' lock."""
         results = Path(self.context.validation_results_store.store_backend.full_base_directory)
         # <suite parts>/<run name>/<run time>/<batch>.json, mirrored by the site's validations/
         runs = {path.parent.parent for path in results.rglob("*.json")}
@@ -145,8 +140,7 @@ def _shown(value, column: str | None, expectation: str):
 
 
 def _expected(kwargs: dict) -> str:
-    """What an expectation asks for, from its configuration (schema.py's values, not the data's;
-    a parameter by its name, as its value changes from chunk to chunk)."""
+    """From its configuration, not the data; a parameter by its name, as its value changes from chunk to chunk."""
     shown = []
     for key, value in kwargs.items():
         if key in ("column", "column_A", "column_B", "batch_id", "result_format"):
@@ -160,8 +154,6 @@ def _expected(kwargs: dict) -> str:
 
 
 class ExpectationTally:
-    """Each expectation's results over all chunks, as the report and the check show them."""
-
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], dict] = {}
         self.observed: dict[tuple[str, str], Counter] = {}
@@ -209,7 +201,6 @@ class ExpectationTally:
 
 
 def validate(cleaned_frame: StagedFrame, validation: Validation, log: Callable[[str], None]) -> ExpectationTally:
-    """Every chunk through the three suites (an empty file: one empty chunk of the cleaned columns)."""
     tally = ExpectationTally()
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in CLEANED_DTYPES.items()})
     chunks = zip(cleaned_frame.chunk_rows, cleaned_frame.chunks()) if cleaned_frame.rows else [(0, empty)]

@@ -78,8 +78,7 @@ class Selection:
 
 
 def patient_query(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
-    """The collection's filter for a name: names are stored encrypted deterministically, so the
-    normalized name is encrypted under the same data key and matched as it is stored."""
+    """Names are stored encrypted deterministically: the normalized name is encrypted and matched as stored."""
     try:
         stored = encryption.cipher(collection).encrypt("personal_info.name", normalized(name))
     except encryption.NoDataKeyError:  # nothing was ever loaded: no document holds a name
@@ -93,15 +92,13 @@ def patient_query(collection: Collection, name: str, gender: str | None = None, 
 
 
 def _quarantine_files() -> Iterator[tuple[Path, pd.DataFrame, pd.DataFrame]]:
-    """Each quarantine file: its path, its rows as written, and the cells that identify a patient
-    as the source had them (a name that looked like a formula was written quoted)."""
+    """Path, rows as written, and the identifying cells as the source had them (a formula-like name was quoted)."""
     for path in sorted(settings.quarantine_dir().glob("*.csv")):
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
         yield path, rows, rows[["Name", "Gender", "Blood Type"]].map(csv_cells.as_written)
 
 
 def _quarantined(name: str) -> pd.DataFrame:
-    """Every quarantined row of that name, with its file, gender and blood type made canonical."""
     frames = []
     for path, _, rows in _quarantine_files():
         mine = rows.loc[normalize_names(rows["Name"]).map(_folded) == _folded(name)]
@@ -112,8 +109,7 @@ def _quarantined(name: str) -> pd.DataFrame:
 
 def select(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None,
            everyone: bool = False) -> Selection:
-    """The patients the name (and gender, blood type) stands for, in the collection and in
-    quarantine (see the module's doc for what is refused)."""
+    """The patients the name (and gender, blood type) stands for, in the collection and in quarantine."""
     target = normalized(name)
     if sum(c.isalpha() for c in target) < MIN_LETTERS:
         raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
@@ -144,8 +140,7 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
 
 
 def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
-    """Write the patients' records, names decrypted, as Extended JSON into a new owner-only file
-    (never replacing nor following what is at `out`); returns the count."""
+    """Into a new owner-only file (never replacing nor following what is at `out`); returns the count."""
     with settings.create_owner_only(out) as handle:
         try:
             cipher = encryption.cipher(collection)
@@ -210,8 +205,7 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
 
 
 def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[str, int]:
-    """The patients' stays out of the collection, the analysts' copy and the doctor app's copy;
-    returns what was removed per place. `command` names who erases (the release's lease owner)."""
+    """Returns what was removed per place; `command` names who erases (the release's lease owner)."""
     release = Release(collection, privacy.pseudonym_key())
     doctor_app = doctor_app_copy(collection)
     # The source and the analysts' copy in one release operation: every increment that holds one of
@@ -223,9 +217,8 @@ def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[st
 
 
 def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:
-    """Remove the patients everywhere; returns what was removed per place (KEPT: what was not).
-    Not applied, a dry run: what would be removed from the collection and the files (the copies
-    lose the same stays, and the analysts' copy the whole increments that hold them)."""
+    """Returns what was removed per place (KEPT: what was not). Not applied, a dry run of the collection and the files
+    (the copies lose the same stays, and the analysts' copy the whole increments that hold them)."""
     ids = selection.ids
     if not apply:
         return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}

@@ -23,8 +23,6 @@ def generalization_loss(scheme: privacy.Scheme) -> float:
 
 @dataclass
 class Evaluation:
-    """A scheme applied to a table of stays."""
-
     scheme: privacy.Scheme
     stays: int
     suppressed: int
@@ -52,8 +50,7 @@ class Evaluation:
 
 
 class Encoder:
-    """Stays' values as integer codes, one field at a time, as they stream past (memory: four bytes
-    a value, whatever the values are)."""
+    """Stays' values as integer codes as they stream past: four bytes a value, whatever the values are."""
 
     FIELDS = (*privacy.QI_FIELDS, *privacy.SENSITIVE, privacy.PERSON)
 
@@ -63,8 +60,6 @@ class Encoder:
         self.codes: dict[str, array] = {f: array("i") for f in fields}
 
     def add(self, values: dict) -> None:
-        """values: a stay's exact quasi-identifiers and released sensitive fields (for table()), or
-        any values of the fields (for frame())."""
         for field in self.fields:
             known = self.known[field]
             self.codes[field].append(known.setdefault(values[field], len(known)))
@@ -80,14 +75,12 @@ class Encoder:
         return Table(self._columns())
 
     def frame(self) -> pd.DataFrame:
-        """The values as a DataFrame of categorical columns (a few bytes a cell)."""
         return pd.DataFrame({f: pd.Categorical.from_codes(codes, categories=pd.Index(values, dtype=object))
                              for f, (values, codes) in self._columns().items()})
 
 
 def independent_measures(released: pd.DataFrame) -> tuple[int, int, float]:
-    """k (in stays: the copy names no patient) and distinct l by pycanon (an independent
-    implementation), and the largest share of one sensitive value in a group by pandas."""
+    """k (in stays: the copy names no patient) and distinct l by pycanon, an independent implementation."""
     from pycanon import anonymity  # only the audit and the tests need it
 
     if released.empty:
@@ -103,11 +96,9 @@ def _before_label(field: str, level, value) -> str:
 
 
 class Table:
-    """Stays as integer codes (each quasi-identifier's label at every level and as released before
-    this policy, sensitive values, patients), built once to evaluate any scheme on."""
+    """Stays as integer codes at every level and as released before this policy, built once to evaluate any scheme."""
 
     def __init__(self, columns: dict[str, tuple[list, np.ndarray]]):
-        """columns: for each field of Encoder.FIELDS, its distinct values and each stay's code."""
         self.stays = len(next(iter(columns.values()))[1])
         self.codes: dict[str, list[np.ndarray]] = {}
         self.sizes: dict[str, list[int]] = {}
@@ -130,7 +121,6 @@ class Table:
 
     @classmethod
     def from_frame(cls, values: pd.DataFrame) -> Table:
-        """values: one row per stay, a column per field of Encoder.FIELDS."""
         encoder = Encoder()
         for row in values[list(Encoder.FIELDS)].to_dict("records"):
             encoder.add(row)
@@ -151,7 +141,6 @@ class Table:
                           float((commonest[released] / sizes[released]).max()) if released.any() else 0.0)
 
     def people(self, key: np.ndarray, space: int) -> np.ndarray:
-        """Distinct patients per group."""
         single = np.bincount(key[~self.repeat], minlength=space)
         pairs = np.unique(key[self.repeat] * self.patients + self.repeat_patients)
         return single + np.bincount(pairs // self.patients, minlength=space)
@@ -181,7 +170,6 @@ def _keys(columns: list[tuple[np.ndarray, int]], stays: int) -> tuple[np.ndarray
 
 
 def lattice() -> list[privacy.Scheme]:
-    """Every scheme, least generalized first."""
     fields = [q.field for q in privacy.QUASI_IDENTIFIERS]
     schemes = [dict(zip(fields, levels, strict=True))
                for levels in itertools.product(*(range(len(q.levels)) for q in privacy.QUASI_IDENTIFIERS))]
@@ -189,8 +177,7 @@ def lattice() -> list[privacy.Scheme]:
 
 
 def choose(table: Table) -> tuple[Evaluation, int]:
-    """The scheme of least loss with suppression at most privacy.MAX_SUPPRESSED (or, if none has, the one
-    that holds back the fewest stays); and how many schemes were evaluated."""
+    """The scheme of least loss within MAX_SUPPRESSED (else the one holding back fewest stays), and schemes tried."""
     best: Evaluation | None = None
     fallback: Evaluation | None = None
     tried = 0

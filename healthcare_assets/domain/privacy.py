@@ -26,7 +26,6 @@ COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.dat
 
 
 def pseudonym_key() -> bytes:
-    """HEALTHCARE_PSEUDONYM_KEY, or a per-installation key generated once into secrets.env."""
     return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
                               min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
@@ -91,8 +90,7 @@ FINEST: Scheme = {field: 0 for field in QI_FIELDS}
 
 
 def exact_values() -> dict:
-    """A source document's quasi-identifiers as they are (for generalizing in Python), and its
-    sensitive fields as released."""
+    """Quasi-identifiers as they are (for generalizing in Python), sensitive fields as released."""
     return {"_values": {q.field: q.value for q in QUASI_IDENTIFIERS}, **SENSITIVE, PERSON: "$patient_id"}
 
 
@@ -100,28 +98,24 @@ PERSON = "patient_id"  # whom a stay is about: k counts these
 
 
 def diverse(counts: dict[str, dict[Any, int]], stays: int) -> bool:
-    """No sensitive value makes up more than MAX_SHARE of the stays: counts is field -> value ->
-    stays (counts add up over a union, so a union of diverse sets is diverse)."""
+    """counts: field -> value -> stays; they add up over a union, so a union of diverse sets is diverse."""
     return stays > 0 and all(max(counts.get(f, {}).values(), default=0) <= MAX_SHARE * stays for f in SENSITIVE)
 
 
 def qualifies(people: int, counts: dict[str, dict[Any, int]], stays: int) -> bool:
-    """May this set of stays of one group be released (or change) as a whole?"""
     return people >= K_ANONYMITY and diverse(counts, stays)
 
 
 def generalize(values: dict, scheme: Scheme) -> dict[str, str]:
-    """Exact quasi-identifier values, released at the scheme's levels."""
     return {q.field: q.levels[scheme[q.field]].label(values[q.field]) for q in QUASI_IDENTIFIERS}
 
 
 def release_projection(scheme: Scheme) -> dict:
-    """The released fields computed from a source document: the same labels generalize() gives."""
+    """The same labels generalize() gives, computed by the server."""
     return {**{q.field: q.levels[scheme[q.field]].expression(q.value) for q in QUASI_IDENTIFIERS}, **SENSITIVE}
 
 
 def allowed(field: str, label: Any, scheme: Scheme) -> bool:
-    """Is this a label the scheme releases for this field (a band, a span, a category, "*")?"""
     if field in SENSITIVE_VALUES:
         return label in SENSITIVE_VALUES[field]
     if field not in QI_FIELDS:
@@ -131,14 +125,12 @@ def allowed(field: str, label: Any, scheme: Scheme) -> bool:
 
 
 def view_pipeline(scheme: Scheme, stays: str) -> list[dict]:
-    """Allow-listed, generalized fields of the stays the copy holds, according to the `stays`
-    collection (one document per released stay, looked up by the source's _id)."""
+    """The stays the copy holds according to the `stays` collection, looked up by the source's _id."""
     return [{"$lookup": {"from": stays, "localField": "_id", "foreignField": "_id", "as": "_release"}},
             {"$match": {"_release.live": True}}, {"$project": {"_id": 0, **release_projection(scheme)}}]
 
 
 def group_of(released: dict) -> dict:
-    """A released document's quasi-identifier group."""
     return {field: released.get(field) for field in QI_FIELDS}
 
 
@@ -151,6 +143,5 @@ def group_from_key(key: str) -> dict[str, str]:
 
 
 def release_id(record_key: str, key: bytes, epoch: str) -> str:
-    """The analysts' copy's _id for a stay: keyed (no match to the source's _id without the key),
-    fixed within a scheme's epoch (a repeat is a no-op), new with every epoch (links no two releases)."""
+    """Keyed (unmatchable to the source's _id), fixed within an epoch (a repeat is a no-op), new with each."""
     return hmac.new(key, f"analysts-copy|{epoch}|{record_key}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -1,7 +1,5 @@
-"""The quality report of every run as one self-contained HTML page (inline styles, no script, font
-or image, and a Content-Security-Policy saying so), and the index of the last runs. Pages are
-rendered by autoescaping Jinja2 templates from a dict kept beside them as JSON, which the index is
-drawn from; the dict holds counts and aggregates only, never a patient's value.
+"""Each run's quality report as one self-contained HTML page (no script, font or image; a CSP says so) and the index of
+the last runs, rendered by autoescaping Jinja2 from a dict kept as JSON: counts and aggregates, never a patient's value.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ _TEMPLATES.filters["number"] = lambda value: f"{value:,}" if isinstance(value, i
 
 
 def quality_dir() -> Path:
-    """The Data Docs site; the runs' pages are in its runs/ folder."""
     return settings.reports_dir() / "quality"
 
 
@@ -57,7 +54,6 @@ def exclusive() -> Iterator[None]:
 
 
 def keep_newest(paths: Iterable[Path], keep: int) -> list[Path]:
-    """Remove all but the `keep` most recently modified files or folders; return what was removed."""
     existing = [(p.stat().st_mtime, p) for p in paths if p.exists()]
     removed = [p for _, p in sorted(existing, reverse=True)[keep:]]
     for path in removed:
@@ -75,8 +71,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def publish(report: dict, keep: int | None) -> Path:
-    """Write the run's page and its data, keep the newest `keep` runs (all when None), rewrite the
-    index; the caller holds `exclusive()`. Returns the page."""
+    """Keep the newest `keep` runs (all when None), rewrite the index; the caller holds `exclusive()`."""
     settings.private_dir(runs_dir())
     page = report_path(report["run_id"])
     _write(page.with_suffix(".json"), json.dumps(report, indent=2))
@@ -91,8 +86,7 @@ def publish(report: dict, keep: int | None) -> Path:
 
 
 def page_data(run_id: str, source: dict, counts: dict) -> dict:
-    """The run's page as far as it is known (None: not counted yet); `counts` holds counts and
-    reasons only, never a patient's value."""
+    """As far as it is known (None: not counted yet); `counts` holds counts and reasons, never a patient's value."""
     return {"run_id": run_id, "written_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "source": {k: source.get(k) for k in ("name", "size", "sha256", "schema_version")},
             "rows": {k: counts.get(k) for k in ROW_COUNTS}, "repairs": {k: counts.get(k) for k in REPAIRS},
@@ -116,7 +110,6 @@ def record_blocked(run_id: str, by: str, description: str, new: dict | None, kee
 
 
 def latest() -> Path | None:
-    """The page of the run that wrote last, if any."""
     pages = [p.with_suffix(".html") for p in runs_dir().glob("*.json")]
     pages = [p for p in pages if p.exists()]
     return max(pages, key=lambda p: p.stat().st_mtime) if pages else None

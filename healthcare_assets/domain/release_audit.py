@@ -16,16 +16,14 @@ from healthcare_assets.plumbing import scans
 
 
 def view_documents(db: Database):
-    """What the view serves, from its stored definition run range by range on its source (a find on
-    the view would have the embedded server build the whole view in memory first)."""
+    """Its definition run range by range (a find on the view has the embedded server build it all in memory first)."""
     spec = next(db.list_collections(filter={"name": privacy.VIEW_NAME}))["options"]
     source = db[spec["viewOn"]]
     return scans.aggregate(source, spec["pipeline"], stays_ranges(source))
 
 
 def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
-    """The checks over everything released: one pass over the released documents (collecting
-    their few texts), one over the source (each name decrypted and looked up among them)."""
+    """One pass over the released documents, one over the source (each name decrypted and looked up among them)."""
     findings = Findings(encryption.cipher(source).decrypt)
     for doc in view:
         findings.add_released(doc, scheme)
@@ -37,8 +35,7 @@ def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Sche
 
 
 def copy_findings(release: Release, scheme: privacy.Scheme) -> tuple[Findings, tuple[int, int, float]]:
-    """The checks over the analysts' copy, and its k, l and largest share of a sensitive value
-    measured independently (pycanon, pandas)."""
+    """The checks over the analysts' copy, and its k, l and largest share measured independently."""
     frame = generalization.Encoder(privacy.VIEW_FIELDS)
 
     def released():
@@ -61,7 +58,6 @@ def recount(release: Release, scheme: privacy.Scheme) -> Counter:
 
 
 def live_stays(release: Release) -> tuple[Counter, dict[str, set]]:
-    """Each group's stays the copy holds according to release_stays, and their patients."""
     stays, patients = Counter(), {}
     for doc in release.stays.find({"live": True}, {"g": 1, "p": 1}):
         stays[doc["g"]] += 1
@@ -70,8 +66,7 @@ def live_stays(release: Release) -> tuple[Counter, dict[str, set]]:
 
 
 def bookkeeping_audit(release: Release, scheme: privacy.Scheme) -> tuple[bool, dict]:
-    """Whether group sizes kept by the release equal a recount of the source, every released group
-    holds at least k patients and the copy holds exactly the stays released; with the figures."""
+    """Group sizes equal a recount, every released group holds k patients, the copy exactly the stays released."""
     counted = recount(release, scheme)
     kept = Counter({d["_id"]: d["records"] for d in release.groups.find({"records": {"$gt": 0}}, {"records": 1})})
     differing = sum(1 for key in counted.keys() | kept.keys() if counted[key] != kept[key])

@@ -65,7 +65,6 @@ def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str,
 
 
 def role_document(r: Role) -> dict:
-    """The role's privileges and inherited roles, as createRole and updateRole take them."""
     return {
         "privileges": [{"resource": {"db": d, "collection": c}, "actions": list(a)} for d, c, a in r.privileges],
         "roles": [{"role": name, "db": d} for name, d in r.inherits],
@@ -74,9 +73,8 @@ def role_document(r: Role) -> dict:
 
 def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None,
               has_password: Callable[[str, str], bool] | None = None) -> list[str]:
-    """Create or update every role and its user (idempotent). Returns what was done, per role, and
-    with `has_password(user, password)` whether an existing user's password changed (never the
-    password itself). The admin's own user is done last: it may be the one this client logged in as."""
+    """Idempotent; returns what was done per role (never a password). The admin's own user is done last: it may be the
+    one this client logged in as."""
     admin = client.admin
     existing_roles = {x["role"] for x in admin.command("rolesInfo")["roles"]}
     existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
@@ -104,9 +102,8 @@ def doctor_app_copy(collection: pymongo.collection.Collection) -> pymongo.collec
 
 
 def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str) -> int:
-    """Copy one hospital's records into the doctor app's database, their names re-encrypted under
-    the hospital's own data key in the app's key vault; records the app already has are kept as
-    the app left them. Returns how many records that database holds."""
+    """One hospital's records, names re-encrypted under its own data key; records the app already has are kept as the
+    app left them. Returns how many records that database holds."""
     target = doctor_app_copy(collection)
     source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
     present = set(target.distinct("_id"))  # one hospital's records
@@ -119,8 +116,7 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
 def provision_all(collection: pymongo.collection.Collection, uri: str, hospital: str = "") -> list[str]:
     """Roles, users and the doctor app's slice of `hospital` (HEALTHCARE_DOCTOR_APP_HOSPITAL), as `provision-access`
     does it; `uri` is the one `collection` was reached by (whether a user already has its password is tried on it)."""
-    # imported here: plumbing.mongo starts the embedded server, whose first start provisions
-    # the roles defined in this module
+    # imported here: plumbing.mongo starts the embedded server, whose first start provisions these roles
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
 
     db = collection.database

@@ -16,10 +16,8 @@ ERASURES_COLLECTION = "erased_patients"  # patient_ids (keyed hashes) never to b
 
 
 def audit_db(db: Database) -> Database:
-    """The audit database, its writes acknowledged once in the journal (j: true): an erasure or an
-    audit entry reported done survives a power loss, on MongoDB 7 and on the embedded server, which
-    otherwise syncs its log lazily (its server-wide --sync-on-commit would slow every load). The
-    journal is sequential, so the writes before it (the erased records' deletion) are synced too."""
+    """Writes acknowledged once in the journal (j: true): an erasure reported done survives a power loss (the embedded
+    server syncs lazily; its --sync-on-commit would slow every load); the writes before it are synced too."""
     durable = WriteConcern(**{**db.write_concern.document, "j": True})
     return db.client.get_database(databases(db.name)["audit"], write_concern=durable)
 

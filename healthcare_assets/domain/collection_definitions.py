@@ -34,12 +34,10 @@ KEY_VAULT_INDEX = {"keys": [("keyAltNames", 1)], "unique": True,
 
 
 def stays_ranges(collection: Collection) -> list[dict]:
-    """Slices of a collection of stays, sized by its kept count."""
     return scans.ranges(document_counts.known(collection), *STAYS_KEY)
 
 
 def file_ranges(source_sha256: str, documents: int) -> list[dict]:
-    """The documents that came in one file (SHA-256 in metadata.sources), in slices sized by the file."""
     return [{"metadata.sources": source_sha256, **match} for match in scans.ranges(documents, *STAYS_KEY)]
 
 

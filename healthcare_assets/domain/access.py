@@ -1,5 +1,4 @@
-"""Least-privilege roles and users, one definition for the code, the embedded server's first start
-and the compose deployment's init step. The embedded server grants per database, not per collection, so data
+"""Least-privilege roles and users, defined once. The embedded server grants per database, not per collection, so data
 of different sensitivity lives in different databases (layout and key vaults: docs/security.md)."""
 
 from __future__ import annotations

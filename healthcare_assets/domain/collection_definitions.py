@@ -1,6 +1,5 @@
-"""The options and secondary indexes of the deployment's collections, defined once: the code that
-creates the collections reads them here, and so does a restore, which never takes options, validators
-or indexes from a backup (a backup's metadata is only checked against these, see backup/catalog)."""
+"""The options and secondary indexes of the deployment's collections, defined once: read by the code that creates the
+collections and by a restore, which never takes them from a backup (only checks a backup's against these)."""
 
 from __future__ import annotations
 
@@ -9,11 +8,9 @@ from pymongo.collection import Collection
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA
 from healthcare_assets.plumbing import document_counts, scans
 
-# Passes over many documents slice a keyed hash by its hex digits (plumbing/scans.py): the stays by
-# patient_id (HMAC-SHA256, indexed), the analysts' copy, which has no patient_id, by its keyed _id
-# through COPY_INDEX (for a range on the plain _id index the embedded server's planner scans the
-# whole collection). A file's documents go through the compound index on metadata.sources, so
-# their cost follows the file's size, not the collection's.
+# Passes over many documents slice a keyed hash by its hex digits (plumbing/scans.py): the stays by patient_id, the
+# analysts' copy by its keyed _id through COPY_INDEX (for a range on the plain _id index the embedded server's planner
+# scans the whole collection); a file's documents through the index on metadata.sources, at the file's cost.
 STAYS_KEY = ("patient_id", 64)
 COPY_KEY = ("_id", 32)
 COPY_INDEX = [("_id", 1), ("medical_condition", 1)]

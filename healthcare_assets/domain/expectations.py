@@ -55,9 +55,8 @@ def expectations() -> dict[str, list]:
     return {"counts": counts, "types": types, "values": values}
 
 
-# Great Expectations applies one result format to a whole checkpoint (an expectation's own is
-# overridden), and a sample of what failed is a value of a patient's row (a name, or exact dates and
-# amounts, which single a person out as well): results carry counts and aggregates, never samples.
+# Great Expectations applies one result format to a whole checkpoint, and a sample of what failed is a value of a
+# patient's row (a name, or exact dates and amounts, which single a person out too): counts and aggregates only.
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
                  "include_unexpected_rows": False, "return_unexpected_index_query": False}
 REDACTED = "[redacted]"
@@ -104,8 +103,7 @@ class Validation:
                                      run_id=RunIdentifier(run_name=self.run_name))
         store = self.context.validation_results_store
         for key, suite_result in result.run_results.items():
-            # Data Docs take the data asset's name from the batch spec, which a dataframe batch
-            # leaves without one ("Data asset: None"): filed again with it.
+            # a dataframe batch's spec has no data asset name ("Data asset: None" in Data Docs): filed again with it
             suite_result.meta["batch_spec"]["data_asset_name"] = self.asset_name
             store.set(key, suite_result)
             self.stored.append(key)

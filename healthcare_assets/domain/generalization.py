@@ -146,7 +146,6 @@ class Table:
         return single + np.bincount(pairs // self.patients, minlength=space)
 
     def uniqueness_before(self) -> list[dict]:
-        """The uniqueness table on these stays as the copy released them before this policy."""
         rows, columns = [], []
         for added in UNIQUENESS_ROWS:
             columns += [self.before[field] for field in added]
@@ -193,8 +192,6 @@ def choose(table: Table) -> tuple[Evaluation, int]:
             fallback = found
     return (best or fallback), tried
 
-
-# ---- how identifying a table is: the uniqueness table, before and after -----------------------
 
 # What an outsider may know, added one field at a time (the last row is the full set).
 UNIQUENESS_ROWS = (("age_range", "gender", "blood_type", "medical_condition"), ("admission_year",),

@@ -1,5 +1,4 @@
-"""Generalization hierarchies' levels: how one value is released at a level, computed alike in
-Python (label) and in a MongoDB expression (expression), and which labels a level may release."""
+"""Generalization levels: a value's label computed alike in Python and in a MongoDB expression, and labels allowed."""
 
 from __future__ import annotations
 

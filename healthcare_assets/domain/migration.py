@@ -23,13 +23,11 @@ NOT_ENCRYPTED = {"$or": [{path: {"$not": {"$type": "binData"}}} for path in encr
 
 
 def encrypt_existing(collection: Collection, log: Callable[[str], None] = print) -> int:
-    """Encrypt every clear identifier of the collection under its data keys."""
     cipher = encryption.cipher(collection, create=True)
     return _encrypt_in_place(collection, lambda doc: cipher, log)
 
 
 def encrypt_doctor_app_copy(copy: Collection, log: Callable[[str], None] = print) -> int:
-    """Encrypt every clear identifier of the doctor app's copy under its hospital's data key."""
     ciphers: dict[str, encryption.FieldCipher] = {}
 
     def cipher_of(doc: dict) -> encryption.FieldCipher:
@@ -43,8 +41,7 @@ def encrypt_doctor_app_copy(copy: Collection, log: Callable[[str], None] = print
 
 def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryption.FieldCipher],
                       log: Callable[[str], None]) -> int:
-    """Returns how many documents changed. Validation is bypassed: a half-migrated document fits
-    neither the old validator nor the new."""
+    """Validation is bypassed: a half-migrated document fits neither the old validator nor the new."""
     projection = {"$project": dict.fromkeys([*encryption.field_paths(), "administrative_info.hospital"], 1)}
     changed = 0
     for batch in scans.batches(collection, [{"$match": NOT_ENCRYPTED}, projection], stays_ranges(collection)):
@@ -62,7 +59,6 @@ def _encrypt_in_place(collection: Collection, cipher_of: Callable[[dict], encryp
 
 
 def clear_identifiers(collection: Collection) -> int:
-    """Documents of the collection with an identifier that is not BinData (the whole collection)."""
     return scans.count(collection, stays_ranges(collection), NOT_ENCRYPTED)
 
 
@@ -87,8 +83,7 @@ def is_keyed(collection: Collection) -> bool:
 
 
 def rekey_deployment(collection: Collection, secret: bytes, log: Callable[[str], None] = print) -> int:
-    """Re-key the collection and the doctor app's copy (see the module's doc); returns how many
-    documents were re-keyed. Nothing to do once the collection is marked keyed."""
+    """The collection and the doctor app's copy; nothing to do once the collection is marked keyed."""
     if is_keyed(collection):
         return 0
     reason = "the collection's _ids were re-keyed; the release's bookkeeping and copy name the old ones"
@@ -114,5 +109,4 @@ def _rekey(collection: Collection, secret: bytes, log: Callable[[str], None]) ->
 
 
 def unkeyed_documents(collection: Collection) -> int:
-    """Documents of the collection whose _id is still the unkeyed hash of their row (the whole collection)."""
     return scans.count(collection, stays_ranges(collection), UNKEYED)

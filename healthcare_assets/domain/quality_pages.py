@@ -1,6 +1,5 @@
 """Each run's quality report as one self-contained HTML page (no script, font or image; a CSP says so) and the index of
-the last runs, rendered by autoescaping Jinja2 from a dict kept as JSON: counts and aggregates, never a patient's value.
-"""
+the last runs, from autoescaping Jinja2 and a dict kept as JSON: counts and aggregates, never a patient's value."""
 
 from __future__ import annotations
 

@@ -42,7 +42,6 @@ BILLING_MAX = 10_000_000.0
 STAY_DAYS_MAX = 365
 DATE_FORMAT = "%Y-%m-%d"
 
-# Columns of the cleaned frame (staged as Parquet between assets), with their pandas dtypes.
 CLEANED_DTYPES: dict[str, str] = {
     "record_key": "str", "patient_id": "str", "line_number": "int64", "name": "str", "age": "int64",
     "gender": "str", "blood_type": "str", "medical_condition": "str", "date_of_admission": "datetime64[ms]",
@@ -77,9 +76,7 @@ SHOWN_COLUMNS, SHOWN_CHARS = 20, 40
 
 
 def shown_columns(names: list[str]) -> list[str]:
-    """Column names as a message may quote them. A header can be any file's first line (a
-    secrets file's `NAME=value`), so: at most SHOWN_COLUMNS names, each printable characters
-    only and cut at SHOWN_CHARS, and none that holds an '='."""
+    """A header may be any file's first line (`NAME=value`): few names, printable, cut, none with '='."""
     shown = []
     for name in names[:SHOWN_COLUMNS]:
         printable = "".join(c for c in name if c.isprintable())
@@ -91,7 +88,6 @@ def shown_columns(names: list[str]) -> list[str]:
 
 
 def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVersion:
-    """Return the version whose columns match the header (in any order), or explain the mismatch."""
     found = [h.strip() for h in header]
     for version in SCHEMA_VERSIONS:
         if sorted(found) == sorted(version.headers.values()):
@@ -112,14 +108,11 @@ def detect_schema_version(header: list[str], source: str = "<csv>") -> SchemaVer
     raise UnknownSchemaError("; ".join(parts))
 
 
-# ---- the document model -------------------------------------------------------------------
-
 # 2: the _id is the keyed record key; 1: the unkeyed SHA-256 of the row (migration.rekey_deployment)
 MIGRATION_VERSION = 2
 
-# The direct identifiers: stored encrypted (encryption.py), as BinData subtype 6. The other fields
-# single out no one alone (the hospital names an organization, shared by many stays); the
-# quasi-identifiers among them are generalized for the analysts instead (privacy.py).
+# The direct identifiers, stored encrypted. The other fields single out no one alone (the hospital names an
+# organization, shared by many stays); the quasi-identifiers among them are generalized for the analysts instead.
 ENCRYPTED_FIELDS = (("personal_info", "name"), ("administrative_info", "doctor"))
 
 
@@ -131,7 +124,6 @@ def _as_datetime(value) -> dt.datetime:
 
 
 def document_body(row: dict) -> dict:
-    """The four parts of a hospitalization document that come from the row itself."""
     return {
         "personal_info": {"name": row["name"], "age": int(row["age"]), "gender": row["gender"],
                           "blood_type": row["blood_type"]},
@@ -148,8 +140,7 @@ def document_body(row: dict) -> dict:
 
 
 def to_document(row: dict, source: dict, created_at: dt.datetime) -> dict:
-    """One cleaned row -> one hospitalization document (the client's nested model), its direct
-    identifiers still in clear: the load encrypts them before it validates and writes."""
+    """The direct identifiers still in clear: the load encrypts them before it validates and writes."""
     return {"_id": row["record_key"], "patient_id": row["patient_id"], **document_body(row),
             "metadata": {"created_at": created_at, "source": source, "sources": [source["sha256"]],
                          "source_line": int(row["line_number"]), "migration_version": MIGRATION_VERSION}}
@@ -163,7 +154,6 @@ def _object(properties: dict) -> dict:
     return {"bsonType": "object", "required": list(properties), "properties": properties}
 
 
-# The collection's $jsonSchema validator, derived from the same value sets and ranges.
 DOCUMENT_JSON_SCHEMA: dict = _object({
     "_id": _string(),
     "patient_id": _string(),

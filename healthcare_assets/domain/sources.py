@@ -35,7 +35,6 @@ class Location:
 
     @classmethod
     def s3_uri(cls, uri: str) -> Location:
-        """'s3://bucket/key' split at the first '/' after the bucket, not as a URL."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         return cls(bucket=bucket, key=key)
 

@@ -13,8 +13,6 @@ from healthcare_assets.domain.query_benchmarks.suite import INDEXES, Query
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """The winning plan's scan stage and index; with execution, what it examined and returned."""
-
     stage: str  # "IXSCAN", "COLLSCAN", both joined by "+", or "none"
     index: str | None  # set when the plan has a single scan
     key_pattern: list[tuple[str, int]] | None
@@ -29,8 +27,6 @@ class QueryPlan:
 
 @dataclass(frozen=True)
 class PlanCheck:
-    """One question of the suite, the index meant for it, and the plan the server picks now."""
-
     query: str
     intended_index: str
     stage: str

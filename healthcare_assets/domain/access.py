@@ -113,8 +113,7 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
 
 
 def provision_all(collection: pymongo.collection.Collection, uri: str, hospital: str = "") -> list[str]:
-    """Roles, users and the doctor app's slice of `hospital` (HEALTHCARE_DOCTOR_APP_HOSPITAL), as `provision-access`
-    does it; `uri` is the one `collection` was reached by (whether a user already has its password is tried on it)."""
+    """As `provision-access` does it; `uri` is how `collection` was reached (existing passwords are tried on it)."""
     # imported here: plumbing.mongo starts the embedded server, whose first start provisions these roles
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
 

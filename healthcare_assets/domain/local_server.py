@@ -100,8 +100,7 @@ def _provision(data_dir: Path, state: dict) -> None:
     with pymongo.MongoClient(state["uri"], serverSelectionTimeoutMS=10_000) as client:
         given = access.passwords(data_dir, generate=True)
         access.provision(client, given)
-        # secrets.env records every password the server has, from the environment too: the server
-        # stays reachable when the variable goes away, and a later change can be applied with it
+        # every password the server has, the environment's too: it stays reachable when the variable goes away
         secrets_file.store({access.role(name).password_variable: pw for name, pw in given.items()}, data_dir)
 
 

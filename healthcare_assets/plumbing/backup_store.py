@@ -1,8 +1,5 @@
-"""Where backups live, one sub-folder each: a local folder (files 0600, folders 0700) or an S3 prefix
-(multipart uploads, server-side encryption), written as streams (docs/backups.md). Locally a symbolic
-link is never followed: whoever can write the store could otherwise point a restore, or retention's
-deletion, anywhere.
-"""
+"""Backups, one sub-folder each, in a local folder or an S3 prefix (docs/backups.md). A symbolic link is never
+followed: whoever can write the store could otherwise point a restore, or retention's deletion, anywhere."""
 
 from __future__ import annotations
 
@@ -179,8 +176,7 @@ class S3Store:
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
-                # Quiet still lists what was refused (HTTP 200 all the same): a backup left in place
-                # must not pass for pruned.
+                # Quiet still lists what was refused (HTTP 200 all the same): not pruned, then
                 if refused := answer.get("Errors"):
                     raise RuntimeError(f"{self}: {len(refused)} objects of {name} not deleted, e.g. "
                                           f"{refused[0].get('Key')}: {refused[0].get('Code')} {refused[0].get('Message', '')}")

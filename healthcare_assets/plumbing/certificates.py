@@ -1,7 +1,5 @@
-"""The embedded server's own CA, server and client certificates, for mutual TLS (docs/security.md). The CA's
-private key is never written: once the pair is issued, nothing can sign another certificate this server
-trusts. A missing or expiring certificate has all issued again (at a start, when no daemon uses them).
-"""
+"""Certificates for the embedded server's mutual TLS (docs/security.md). The CA's private key is never
+written: once issued, nothing can sign another certificate this server trusts."""
 
 from __future__ import annotations
 
@@ -27,7 +25,6 @@ def files(folder: Path) -> dict[str, Path]:
 
 
 def ensure(folder: Path) -> dict[str, Path]:
-    """The files of `folder`, issued first when one is missing or expires within RENEW_BEFORE."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = files(folder)
     if not all(_valid(paths[name]) for name in ("ca", "cert", "client")) or not paths["key"].exists():

@@ -1,7 +1,5 @@
-"""Where a database password came from, and the error that says so when the server refuses it: Dagster's
-CLI loads `.env` over the environment, so a copied .env.example may replace the provisioned passwords. A
-refused password is never reported as an unreachable server, nor retried: it does not come back.
-"""
+"""Where a refused password came from (Dagster loads `.env` over the environment): never reported as an
+unreachable server, nor retried, since a wrong password does not come back."""
 
 from __future__ import annotations
 

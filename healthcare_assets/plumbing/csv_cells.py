@@ -1,8 +1,5 @@
-"""Every CSV the project writes goes through here: a cell a spreadsheet would take for a formula gets a
-single quote in front (CSV injection, the OWASP way; a plain number is left as it is), and a row with a
-carriage return in a cell is written quoted, since csv quotes only its own line terminator's characters
-(docs/pipeline.md).
-"""
+"""Every CSV the project writes: formula cells quoted (CSV injection), a row with a bare carriage return
+quoted, since csv quotes only its own line terminator's characters (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ _NUMBER = re.compile(r"[ \t\r\n]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-
 
 
 def neutralized(value: Any) -> Any:
-    """The value as it may be written in a CSV cell."""
     if isinstance(value, str) and value[:1] in _STARTS and _FORMULA.match(value) and not _NUMBER.fullmatch(value):
         return QUOTE + value
     return value
@@ -56,7 +52,6 @@ class Writer:
 
 
 def to_csv(frame: pd.DataFrame, target, header: bool = True) -> None:
-    """The frame (not its index) as CSV, missing values blank, into a path or an open text file."""
     if isinstance(target, (str, os.PathLike)):
         with open(target, "w", newline="", encoding="utf-8") as handle:
             to_csv(frame, handle, header)

@@ -1,5 +1,4 @@
-"""How many documents a collection holds, kept as loads and erasures change it: the embedded server counts
-by reading every document, estimated_document_count included (docs/operations.md)."""
+"""Kept document counts: the embedded server counts by reading every document (docs/operations.md)."""
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -8,7 +7,6 @@ COUNTS = "document_counts"
 
 
 def start(collection: Collection) -> None:
-    """A collection just created: it holds nothing."""
     collection.database[COUNTS].update_one({"_id": collection.name}, {"$setOnInsert": {"documents": 0}}, upsert=True)
 
 

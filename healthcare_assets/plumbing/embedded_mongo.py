@@ -1,10 +1,6 @@
-"""One local secantusdb daemon per data directory, started detached (each Dagster step is a process of its
-own) and found again through a state file, under a file lock so concurrent runs never start two. A storage
-never started is first started without authentication for the caller to create its users (no localhost
-exception), then with --auth. The server's roles are no security boundary (bulkWrite is open to every
-user): the OS user is, with owner-only files, umask 077 and mutual TLS with certificates only the owner
-can read, which also closes that first start's window (docs/security.md).
-"""
+"""One detached secantusdb daemon per data directory, found again through a state file, started under a lock.
+Its roles are no security boundary (bulkWrite is open to every user): the OS user is, with owner-only files,
+umask 077 and mutual TLS, which also closes the first start's window without auth (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -123,7 +119,6 @@ def read_state(data_dir: Path) -> dict | None:
 
 
 def status(data_dir: Path) -> dict | None:
-    """The running daemon's state, or None."""
     state = read_state(data_dir)
     if state and _is_our_daemon(state["pid"]) and _answers(state["uri"]):
         return state
@@ -172,8 +167,7 @@ def _start(data_dir: Path, auth: bool) -> dict:
 
 def ensure_running(data_dir: Path, first_start: Callable[[dict], None] | None = None,
                    started: Callable[[dict, bool], None] | None = None) -> dict:
-    """Start the daemon unless it runs (first, for a new storage, `first_start(state)` without
-    authentication); return its state. `started(state, fresh)` follows every call."""
+    """Start the daemon unless it runs (a new storage first without auth, for `first_start`); its state."""
     data_dir = Path(data_dir).resolve()
     with _locked(data_dir):
         state = status(data_dir)
@@ -226,7 +220,6 @@ def terminate(pid: int) -> None:
 
 
 def stop(data_dir: Path) -> dict | None:
-    """Stop the daemon; return the state it had, or None if none ran."""
     data_dir = Path(data_dir).resolve()
     if not data_dir.exists():
         return None  # nothing to stop, and no data directory to create for it

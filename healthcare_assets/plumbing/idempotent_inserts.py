@@ -10,8 +10,7 @@ DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is alr
 
 def insert_keeping_existing(collection: Collection, documents: list, bypass_document_validation: bool = False,
                             existing: list | None = None) -> int:
-    """Insert the documents, keeping one whose _id is there (its _id added to `existing` when given); any
-    other write error raises. Returns how many were given. Unordered insert_many: far faster than upserts."""
+    """Keeps a document whose _id is there (noted in `existing`); unordered insert_many beats upserts."""
     if not documents:
         return 0
     try:

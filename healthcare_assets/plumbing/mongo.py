@@ -38,8 +38,7 @@ def _split(uri: str) -> tuple[str, str, str] | None:
 
 
 def redact(uri: str) -> str:
-    """The hosts of a URI, safe for logs: built from the parsed host list, never the URI's text, so no
-    credentials or options can reach them. No DNS lookup for mongodb+srv."""
+    """The hosts, from the parsed host list, never the URI's text: no credentials can reach logs. No DNS."""
     split = _split(uri)
     if split is None:
         return UNPARSED
@@ -49,8 +48,7 @@ def redact(uri: str) -> str:
         nodes = uri_parser.split_hosts(hosts, default_port=None if srv else 27017)
     except (ValueError, pymongo.errors.PyMongoError):
         return UNPARSED
-    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host
-                     for host, port in nodes)
+    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host for host, port in nodes)
     return f"{label} (SRV)" if srv else label
 
 
@@ -80,7 +78,7 @@ def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) ->
         except pymongo.errors.OperationFailure as exc:
             client.close()
             if credentials.is_refused(exc):  # the server answered: not a connection problem
-                raise (refused or refused_by_server)(uri, user_of(uri)) from None
+                raise (refused or refused_by_server)(uri, uri_parser.parse_userinfo(_split(uri)[1])[0]) from None
             raise
         except pymongo.errors.PyMongoError as exc:
             client.close()
@@ -90,10 +88,6 @@ def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) ->
                                         ) from exc
         _clients[uri] = client
     return client
-
-
-def user_of(uri: str) -> str:
-    return uri_parser.parse_userinfo(_split(uri)[1])[0]
 
 
 def refused_by_server(uri: str, user: str) -> credentials.AuthenticationRefusedError:
@@ -127,8 +121,7 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """Where the documents go. `mongodb_uri` is dg.EnvVar("MONGODB_URI"), read at run time: never in
-    config, so credentials never show up in the UI or in run metadata."""
+    """`mongodb_uri` is dg.EnvVar("MONGODB_URI"), read at run time: credentials never show up in the UI."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"

@@ -1,5 +1,4 @@
-"""The assets' outputs between steps, per run: Dagster's default IO manager keeps one per asset, so two runs
-at once would read each other's (docs/operations.md). A partial selection reads the newest one written."""
+"""Outputs per run: Dagster's IO manager keeps one per asset, read by concurrent runs (docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,7 @@ DEFAULT_PREFIX = DEFAULT_S3_PREFIX
 
 
 class S3DropResource(S3Resource):
-    """S3, and where hospitals drop their exports (HEALTHCARE_S3_BUCKET, _PREFIX); no bucket: nothing to
-    watch. A run's config may name objects of this zone only (PipelineSettings.outside_drop_zone)."""
+    """No bucket: nothing to watch. A run names objects here only (PipelineSettings.outside_drop_zone)."""
 
     bucket: str = ""
     prefix: str = DEFAULT_PREFIX

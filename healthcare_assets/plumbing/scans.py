@@ -1,6 +1,4 @@
-"""Passes over many documents, one range of a keyed (HMAC, so uniform) hex field at a time: the embedded
-server holds a query's whole input and result in memory (a million documents: past 10 GB). The field
-and its index are the caller's (domain/collection_definitions.py)."""
+"""Passes range by range of a keyed, so uniform, hex field: the embedded server holds a query's result in memory."""
 
 import math
 from collections.abc import Iterator
@@ -11,8 +9,7 @@ RANGE_DOCUMENTS = 20_000
 
 
 def ranges(documents: int, field: str, digits: int) -> list[dict]:
-    """$match filters taking every document once: slices of `field`'s hex space (the first and last
-    open-ended, so any string falls in one), then documents without the field."""
+    """Filters taking every document once (the ends open, so any string falls in one, then no field)."""
     parts = math.ceil(documents / RANGE_DOCUMENTS)
     if parts <= 1:
         return [{}]

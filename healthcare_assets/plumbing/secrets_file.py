@@ -1,8 +1,5 @@
-"""<data dir>/secrets.env, the secrets generated for a development installation, and the rule that
-production secrets are not placeholders. Only this module reads or writes the file. Several processes may
-generate at once, so a change is made under an exclusive lock, from a fresh read, and lands by renaming a
-complete 0600 file over the old one: no value is generated twice or lost, no reader sees half a file.
-"""
+"""<data dir>/secrets.env, a development installation's generated secrets. A change is made under a lock,
+from a fresh read, renaming a whole 0600 file over the old: nothing generated twice or lost, never half read."""
 
 from __future__ import annotations
 
@@ -41,12 +38,10 @@ def read_only():
 
 def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | None = None, *,
            min_bytes: int = 0) -> dict[str, str]:
-    """Each variable's value (variable -> function making a new one, or None): from the environment,
-    else stored in secrets.env (made there the first time when it has a function), else left out."""
+    """From the environment, else secrets.env (made the first time if it has a function), else left out."""
     from_env = environment(generators, min_bytes)
     if any(make is not None for make in generators.values()):
-        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env},
-                        data_dir)
+        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env}, data_dir)
     else:
         stored = read(data_dir)
     return {v: found for v in generators if (found := from_env.get(v) or stored.get(v))}
@@ -67,8 +62,7 @@ def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: i
 
 def environment(variables: Iterable[str], min_bytes: int = 0,
                 development_placeholder_ignored: bool = False) -> dict[str, str]:
-    """The variables set in the environment, each checked(). With `development_placeholder_ignored`, a
-    placeholder in development (a .env copied from .env.example) counts as unset."""
+    """Each checked(); `development_placeholder_ignored`: a development placeholder counts as unset."""
     env = settings.environment()
     found = {}
     for variable in variables:
@@ -93,9 +87,7 @@ def read(data_dir: Path | None = None) -> dict[str, str]:
 
 
 def ensure(generators: dict[str, Callable[[], str]], data_dir: Path | None = None) -> dict[str, str]:
-    """Every stored value, after storing a new one for each name of `generators` that has none."""
-    return update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)},
-                   data_dir)
+    return update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)}, data_dir)
 
 
 def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str]:
@@ -104,7 +96,6 @@ def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str
 
 
 def update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None = None) -> dict[str, str]:
-    """Every stored value, after applying `changes` (stored values -> values to set) under the lock."""
     if _reading_only:
         raise RuntimeError(f"a command that only reads was about to write {path(data_dir)}")
     file = path(data_dir)
@@ -135,8 +126,7 @@ def _replace(file: Path, text: str) -> None:
 
 
 def checked(variable: str, value: str, min_bytes: int = 0) -> str:
-    """`value`, refused in production when still a placeholder or shorter than `min_bytes`. The error names
-    the variable, never the value."""
+    """Refused in production if a placeholder or short; the error names the variable, never the value."""
     if settings.environment().production:
         if value.startswith(PLACEHOLDER):
             raise PlaceholderSecretError(f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: "

@@ -1,5 +1,4 @@
-"""Settings (docs/operations.md, "Environment"): Environment, the one read of the process environment,
-and PipelineSettings, what a run may read and how much of it may be bad."""
+"""Environment, the one read of the process environment, and PipelineSettings (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -38,8 +37,7 @@ def repo_path(relative: str) -> Path:
 
 @dataclass(frozen=True)
 class Environment:
-    """The process environment as one read saw it: every other module takes its variables from here, and
-    `production` is the one place that says which deployment this is."""
+    """Every other module takes its variables from here; `production` says which deployment this is."""
 
     variables: Mapping[str, str]
 
@@ -76,16 +74,13 @@ def environment() -> Environment:
 
 
 def data_dir() -> Path:
-    """Where the embedded database, reports, quarantine files and secrets.env live."""
     return environment().data_dir_and_origin()[0]
 
 
-# Everything under the data directory is patient data or a secret: owner-only whatever the umask
-# it is written under, so that no other local user can read it.
+# Everything under the data directory is patient data or a secret: owner-only whatever the umask.
 
 def private_dir(path: Path | None = None) -> Path:
-    """The data directory, or a folder under it, created 0700 with every folder it has to create; an
-    existing one of ours (an older version's 0755) is made 0700 too."""
+    """Created 0700 with every folder it has to create; an existing one of ours (once 0755) is made 0700."""
     root = data_dir()
     path = Path(path or root)
     created = [folder for folder in (path, *path.parents) if not folder.exists()]
@@ -118,8 +113,7 @@ def write_owner_only(path: Path, text: str) -> Path:
 
 
 def create_owner_only(path: Path) -> TextIO:
-    """A new text file, 0600 whatever the umask; a file or (dangling) link at `path` is neither replaced nor
-    followed: FileExistsError."""
+    """0600 whatever the umask; a file or (dangling) link there is neither replaced nor followed."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -190,8 +184,7 @@ class PipelineSettings(dg.ConfigurableResource):
         return getattr(self, name)
 
     def import_roots(self) -> list[Path]:
-        """The repo's data/ and each folder of import_dir: not the temp dir nor the data dir, since a run's
-        config is typed by whoever can launch a run, and must not read the server's other files."""
+        """Not the temp dir nor the data dir: whoever can launch a run must not read the server's other files."""
         extra = [p for p in self.import_dir.split(os.pathsep) if p.strip()]
         return [repo_path("data"), *(Path(p).resolve() for p in extra)]
 
@@ -199,9 +192,8 @@ class PipelineSettings(dg.ConfigurableResource):
         return str(repo_path(DEFAULT_SOURCE_CSV)) if self.source_csv == DEFAULT_SOURCE_CSV else self.source_csv
 
     def outside_drop_zone(self, bucket: str, key: str) -> str | None:
-        """Why a run's config may not name this S3 object (None: it may): only objects under the drop prefix,
-        not another bucket the credentials can read, not a blank name, not a '.' or '..' segment (S3 keeps
-        them, a proxy or another S3 implementation may resolve them)."""
+        """Why a run may not name this object (None: it may): not another bucket the credentials can read, not a
+        blank name, not a '.' or '..' segment (S3 keeps them, a proxy or another S3 may resolve them)."""
         zone = f"s3://{self.s3_bucket}/{self.s3_prefix}"
         where = (f"a run's source may name only objects under {zone} (HEALTHCARE_S3_BUCKET, HEALTHCARE_S3_PREFIX)"
                  if self.s3_bucket else "HEALTHCARE_S3_BUCKET is not set: a run's source may name no S3 object")

@@ -1,5 +1,4 @@
-"""What passes between assets: descriptors of Parquet files staged on disk, streamed a row group at a time,
-so memory stays bounded however large the export is."""
+"""Descriptors of Parquet files staged between assets, streamed a row group at a time: bounded memory."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ class SourceFile:
 
     @property
     def file_stem(self) -> str:
-        """Names files about this source: its hash (two sources of one name never share a file), and its
-        name made safe and short (an S3 key's last part may be 1,024 bytes of anything; a file name 255)."""
+        """Hash, so same-named sources never share a file; name made safe and short (an S3 key may be 1 KiB)."""
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name.removesuffix(".csv")).strip("._")[:NAME_CHARS]
         return f"{self.sha256[:16]}-{safe or 'export'}"
 

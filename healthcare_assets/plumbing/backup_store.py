@@ -1,14 +1,5 @@
-"""Where backups live: a local folder or an S3 prefix, one sub-folder per backup.
-
-Locally, a symbolic link is never followed, whether a backup's folder or a file in it: whoever
-can write the store could otherwise point a restore, or retention's deletion, anywhere.
-
-Both are written as streams, file by file: locally into files created owner-only (0600) under
-folders 0700; on S3 as multipart uploads of PART_BYTES parts, so neither a full copy in memory nor a
-staged copy on local disk is ever made. S3 objects are written with server-side encryption:
-SSE-S3 by default, SSE-KMS with the key id in HEALTHCARE_BACKUP_KMS_KEY_ID. Credentials and the
-endpoint come from boto3's default chain (AWS_* variables or an instance role), never from here.
-"""
+"""Backups, one sub-folder each, in a local folder or an S3 prefix (docs/backups.md). A symbolic link is never
+followed: whoever can write the store could otherwise point a restore, or retention's deletion, anywhere."""
 
 from __future__ import annotations
 
@@ -62,8 +53,7 @@ class LocalStore:
         return path
 
     def exists(self, name: str, relpath: str) -> bool:
-        path = self._path(name, relpath)
-        return path.is_file()
+        return self._path(name, relpath).is_file()
 
     @contextlib.contextmanager
     def writer(self, name: str, relpath: str) -> Iterator[BinaryIO]:
@@ -85,7 +75,6 @@ class LocalStore:
 
 
 class _MultipartWriter(io.RawIOBase):
-    """A write-only stream that uploads one S3 object in parts as they fill."""
 
     def __init__(self, client, bucket: str, key: str, encryption: dict):
         self.client, self.bucket, self.key = client, bucket, key
@@ -187,8 +176,7 @@ class S3Store:
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
-                # Quiet still lists what was refused (HTTP 200 all the same): a backup left in place
-                # must not pass for pruned.
+                # Quiet still lists what was refused (HTTP 200 all the same): not pruned, then
                 if refused := answer.get("Errors"):
                     raise RuntimeError(f"{self}: {len(refused)} objects of {name} not deleted, e.g. "
                                           f"{refused[0].get('Key')}: {refused[0].get('Code')} {refused[0].get('Message', '')}")

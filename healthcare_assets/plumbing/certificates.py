@@ -1,11 +1,5 @@
-"""The embedded server's own certificates: one CA per installation, a server certificate for
-127.0.0.1 / localhost and a client certificate, so that the daemon can require mutual TLS and
-only the owner of the data directory can talk to it (whatever the server's roles say).
-
-The CA's private key is never written: once the pair is issued, nothing can sign another
-certificate this server trusts. When a certificate is missing or about to expire, all are
-issued again (at a start, when no daemon uses them).
-"""
+"""Certificates for the embedded server's mutual TLS (docs/security.md). The CA's private key is never
+written: once issued, nothing can sign another certificate this server trusts."""
 
 from __future__ import annotations
 
@@ -25,15 +19,12 @@ RENEW_BEFORE = dt.timedelta(days=30)
 
 
 def files(folder: Path) -> dict[str, Path]:
-    """ca: the CA certificate (both sides verify with it); cert, key: the server's; client: the
-    client's certificate and key in one PEM (pymongo's tlsCertificateKeyFile)."""
+    """ca (both sides verify with it); cert, key: the server's; client: certificate and key in one PEM."""
     return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key",
             "client": folder / "client.pem"}
 
 
 def ensure(folder: Path) -> dict[str, Path]:
-    """The files of `folder`, issued first when one is missing or expires within RENEW_BEFORE;
-    every file is written 0600 (a folder made here is 0700)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = files(folder)
     if not all(_valid(paths[name]) for name in ("ca", "cert", "client")) or not paths["key"].exists():

@@ -1,11 +1,5 @@
-"""Where a database password came from, and the error that says so when the server refuses it.
-
-Dagster's CLI loads `.env` from the working directory over the environment, so a `.env` copied
-from `.env.example` silently replaces the passwords an embedded server was provisioned with. A
-refused password is therefore reported with its user and its origin (the environment, `.env`, or
-`$HEALTHCARE_DATA_DIR/secrets.env`), never as an unreachable server, and never retried: a lost
-connection may come back, a wrong password does not.
-"""
+"""Where a refused password came from (Dagster loads `.env` over the environment): never reported as an
+unreachable server, nor retried, since a wrong password does not come back."""
 
 from __future__ import annotations
 
@@ -20,8 +14,7 @@ AUTHENTICATION_FAILED = 18  # the server's error code for a refused user name or
 
 
 class AuthenticationRefusedError(dg.Failure):
-    """The server answered and refused the credentials. A dg.Failure that forbids retries, so the
-    load's RetryPolicy (meant for lost connections) fails at once."""
+    """Refused credentials: a dg.Failure forbidding retries (the RetryPolicy is for lost connections)."""
 
     def __init__(self, description: str):
         super().__init__(description=description, allow_retries=False)

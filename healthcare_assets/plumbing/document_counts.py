@@ -1,9 +1,4 @@
-"""How many documents a collection holds, kept as loads add them and erasures remove them.
-
-The embedded server counts by reading every document (estimated_document_count included: 6 s at a
-million documents, 1.3 s at 200,000), so a drop never asks it. Loads and erasures adjust a count
-kept in the collection's database instead; the first use on a collection that has none counts once.
-"""
+"""Kept document counts: the embedded server counts by reading every document (docs/operations.md)."""
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -12,13 +7,11 @@ COUNTS = "document_counts"
 
 
 def start(collection: Collection) -> None:
-    """A collection just created: it holds nothing."""
     collection.database[COUNTS].update_one({"_id": collection.name}, {"$setOnInsert": {"documents": 0}}, upsert=True)
 
 
 def known(collection: Collection) -> int:
-    """The kept count, or the server's estimate for a collection whose count is not kept (only
-    sizes range passes: an estimate is enough)."""
+    """The kept count, else the server's estimate (it only sizes range passes)."""
     kept = collection.database[COUNTS].find_one({"_id": collection.name})
     return kept["documents"] if kept else collection.estimated_document_count()
 

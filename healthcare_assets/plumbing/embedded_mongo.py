@@ -1,19 +1,6 @@
-"""The zero-infrastructure default: one local secantusdb daemon per data directory, run here;
-who may log in to it is the caller's business (healthcare_assets.domain.local_server).
-
-Every Dagster step runs in its own process, so the daemon is started detached and found again
-through a state file; a file lock makes sure concurrent runs never start two daemons on one
-storage directory. A storage that was never started is first started without authentication, for
-the caller to create its users (the server has no localhost exception), then restarted with --auth.
-
-The server's roles are not a security boundary (commands missing from its permission table, such
-as bulkWrite, are open to every user), so the boundary is the OS user: everything here is
-owner-only (the data directory 0700, the daemon started with umask 077), and the daemon requires
-mutual TLS with certificates issued into the data directory (certificates.py), which only their
-owner can read; that also closes the first start's window without authentication to other users.
-HEALTHCARE_MONGO_TLS_CERT_FILE and _KEY_FILE replace them with files of your own (mutual when
-_CA_FILE and _CLIENT_FILE are set too).
-"""
+"""One detached secantusdb daemon per data directory, found again through a state file, started under a lock.
+Its roles are no security boundary (bulkWrite is open to every user): the OS user is, with owner-only files,
+umask 077 and mutual TLS, which also closes the first start's window without auth (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -46,18 +33,12 @@ class EmbeddedMongoError(RuntimeError):
 
 
 def paths(data_dir: Path) -> dict[str, Path]:
-    return {
-        "storage": data_dir / "mongo",
-        "state": data_dir / "mongo.json",
-        "lock": data_dir / "mongo.lock",
-        "log": data_dir / "mongo.log",
-        "provisioned": data_dir / "mongo.provisioned",
-    }
+    return {"storage": data_dir / "mongo", "state": data_dir / "mongo.json", "lock": data_dir / "mongo.lock",
+            "log": data_dir / "mongo.log", "provisioned": data_dir / "mongo.provisioned"}
 
 
 def _tls(data_dir: Path, issue: bool = False) -> dict[str, str]:
-    """The TLS files (ca, cert, key, client): from HEALTHCARE_MONGO_TLS_* when its cert and key are
-    set, otherwise the installation's own under the data directory (issued first when `issue`)."""
+    """The TLS files: HEALTHCARE_MONGO_TLS_* when cert and key are set, else the installation's own."""
     names = {"cert": "HEALTHCARE_MONGO_TLS_CERT_FILE", "key": "HEALTHCARE_MONGO_TLS_KEY_FILE",
              "ca": "HEALTHCARE_MONGO_TLS_CA_FILE", "client": "HEALTHCARE_MONGO_TLS_CLIENT_FILE"}
     env = settings.environment()
@@ -74,10 +55,8 @@ def _mutual(tls: dict[str, str]) -> bool:
     return {"ca", "client"} <= set(tls)
 
 
-def uri_for(port: int, user: str | None = None, password: str | None = None,
-            data_dir: Path | None = None) -> str:
-    """A URI of the daemon on `port`, presenting the client certificate of the installation whose
-    data directory is `data_dir` (default: $HEALTHCARE_DATA_DIR) and verifying the server's."""
+def uri_for(port: int, user: str | None = None, password: str | None = None, data_dir: Path | None = None) -> str:
+    """The daemon on `port`, with the client certificate of `data_dir`'s installation (default: this one)."""
     credentials = f"{quote_plus(user)}:{quote_plus(password)}@" if user else ""
     options = "directConnection=true" + ("&authSource=admin" if user else "") + "&tls=true"
     tls = _tls(data_dir or settings.data_dir())
@@ -100,8 +79,7 @@ def _locked(data_dir: Path):
 
 
 def free_port() -> int:
-    """A free loopback port below Linux's ephemeral range (32768+), so that no outgoing
-    connection can take it between this check and the server's own bind."""
+    """Below Linux's ephemeral range (32768+): no outgoing connection takes it before the server binds."""
     for port in random.sample(range(20_000, 32_000), 200):
         with socket.socket() as s:
             try:
@@ -126,10 +104,9 @@ def _answers(uri: str, timeout_ms: int = 1000) -> bool:
 
 
 def _is_our_daemon(pid: int) -> bool:
-    # Guards against a recycled pid belonging to some other program.
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "secantus" in " ".join(proc.cmdline())
+        return proc.status() != psutil.STATUS_ZOMBIE and "secantus" in " ".join(proc.cmdline())  # a recycled pid
     except psutil.Error:
         return False
 
@@ -142,7 +119,6 @@ def read_state(data_dir: Path) -> dict | None:
 
 
 def status(data_dir: Path) -> dict | None:
-    """The running daemon's state (pid, port, uri, storage), or None when it is not running."""
     state = read_state(data_dir)
     if state and _is_our_daemon(state["pid"]) and _answers(state["uri"]):
         return state
@@ -179,24 +155,19 @@ def _start(data_dir: Path, auth: bool) -> dict:
         if proc.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            raise EmbeddedMongoError(
-                f"the embedded MongoDB server (secantusdb) did not start on {HOST}:{port} with storage "
-                f"{files['storage']}; its log {files['log']} ends with:\n{_log_tail(files['log'])}"
-            )
+            raise EmbeddedMongoError(f"the embedded MongoDB server (secantusdb) did not start on {HOST}:{port} with "
+                                     f"storage {files['storage']}; its log {files['log']} ends with:\n"
+                                     f"{_log_tail(files['log'])}")
         time.sleep(0.2)
-    state = {"pid": proc.pid, "port": port, "uri": uri, "storage": str(files["storage"]),
-             "auth": auth, "tls": True, "mutual_tls": _mutual(tls), "tls_files": tls,
-             "started_at": time.time()}
+    state = {"pid": proc.pid, "port": port, "uri": uri, "storage": str(files["storage"]), "auth": auth, "tls": True,
+             "mutual_tls": _mutual(tls), "tls_files": tls, "started_at": time.time()}
     settings.write_owner_only(files["state"], json.dumps(state))
     return state
 
 
 def ensure_running(data_dir: Path, first_start: Callable[[dict], None] | None = None,
                    started: Callable[[dict, bool], None] | None = None) -> dict:
-    """Start the daemon for this data directory unless it already runs; return its state. Under
-    the lock: a storage never started is started once without authentication for
-    `first_start(state)` to create its users, then the daemon runs with --auth; `started(state,
-    fresh)` follows every call (fresh: this call started it)."""
+    """Start the daemon unless it runs (a new storage first without auth, for `first_start`); its state."""
     data_dir = Path(data_dir).resolve()
     with _locked(data_dir):
         state = status(data_dir)
@@ -249,7 +220,6 @@ def terminate(pid: int) -> None:
 
 
 def stop(data_dir: Path) -> dict | None:
-    """Stop the daemon for this data directory; return the state it had, or None if none ran."""
     data_dir = Path(data_dir).resolve()
     if not data_dir.exists():
         return None  # nothing to stop, and no data directory to create for it

@@ -10,11 +10,7 @@ DUPLICATE_KEY = 11000  # the server's error code for a document whose _id is alr
 
 def insert_keeping_existing(collection: Collection, documents: list, bypass_document_validation: bool = False,
                             existing: list | None = None) -> int:
-    """Insert the documents; one whose _id is already there (an interrupted operation redone, or
-    written by someone else meanwhile) is kept as it is, and its _id added to `existing` when given.
-    Any other write error raises BulkWriteError. Returns how many were given.
-
-    An unordered insert_many is several times faster than upserts on the embedded server."""
+    """Keeps a document whose _id is there (noted in `existing`); unordered insert_many beats upserts."""
     if not documents:
         return 0
     try:

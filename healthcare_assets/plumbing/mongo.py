@@ -1,7 +1,4 @@
-"""MongoResource: a MongoDB server by its URI, and the client helpers every part shares.
-
-Which server a deployment uses (MONGODB_URI, or the embedded one) is chosen in
-healthcare_assets/defs/resources.py."""
+"""MongoResource and the client helpers every part shares (which server: defs/resources.py)."""
 
 from __future__ import annotations
 
@@ -28,10 +25,8 @@ UNPARSED = "(a MongoDB URI that does not parse)"
 
 
 def _split(uri: str) -> tuple[str, str, str] | None:
-    """(scheme, credentials, hosts) as the URI spec and pymongo split them: options after the
-    first '?', the database after the first '/', credentials before the last '@' of what is left.
-    None when an '@' is left elsewhere: a '/' or '?' in a password was not percent-encoded, and
-    what looks like the hosts may be a piece of it."""
+    """(scheme, credentials, hosts) as pymongo splits them. None when an '@' is left elsewhere: a '/' or
+    '?' in a password was not percent-encoded, and what looks like the hosts may be a piece of it."""
     scheme, separator, rest = uri.partition("://")
     if not separator or scheme not in ("mongodb", "mongodb+srv"):
         return None
@@ -43,9 +38,7 @@ def _split(uri: str) -> tuple[str, str, str] | None:
 
 
 def redact(uri: str) -> str:
-    """The hosts of a URI ("db1:27017,db2:27017", an SRV name), safe for logs and metadata: built
-    from the parsed host list, never the URI's text, so no credentials or options can reach them.
-    No DNS lookup for mongodb+srv."""
+    """The hosts, from the parsed host list, never the URI's text: no credentials can reach logs. No DNS."""
     split = _split(uri)
     if split is None:
         return UNPARSED
@@ -55,8 +48,7 @@ def redact(uri: str) -> str:
         nodes = uri_parser.split_hosts(hosts, default_port=None if srv else 27017)
     except (ValueError, pymongo.errors.PyMongoError):
         return UNPARSED
-    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host
-                     for host, port in nodes)
+    label = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if port else host for host, port in nodes)
     return f"{label} (SRV)" if srv else label
 
 
@@ -70,8 +62,7 @@ def _production_uri(uri: str) -> str:
 
 
 def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) -> pymongo.MongoClient:
-    """A cached client for the URI, checked with a ping so a dead server fails fast and clearly.
-    A refused password raises `refused(uri, user)` (default: the advice for MONGODB_URI)."""
+    """A cached client, pinged so a dead server fails fast; a refused password raises `refused(uri, user)`."""
     client = _clients.get(uri)
     if client is None:
         options = {} if "serverselectiontimeoutms" in uri.lower() else {"serverSelectionTimeoutMS": 10_000}
@@ -79,34 +70,27 @@ def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) ->
             client = pymongo.MongoClient(uri, appname="healthcare-assets", retryWrites=True, tz_aware=False, **options)
         except pymongo.errors.ConfigurationError as exc:
             # pymongo's message can quote a piece of the URI, and of a password in it: not chained
-            raise MongoUnreachableError(
-                f"MongoDB URI {redact(uri)} is not valid: {type(exc).__name__}. Percent-encode "
-                "'@', ':', '/', '?' and '%' in the user name and password of MONGODB_URI."
-            ) from None
+            raise MongoUnreachableError(f"MongoDB URI {redact(uri)} is not valid: {type(exc).__name__}. Percent-encode "
+                                        "'@', ':', '/', '?' and '%' in the user name and password of MONGODB_URI."
+                                        ) from None
         try:
             client.admin.command("ping")
         except pymongo.errors.OperationFailure as exc:
             client.close()
             if credentials.is_refused(exc):  # the server answered: not a connection problem
-                raise (refused or refused_by_server)(uri, user_of(uri)) from None
+                raise (refused or refused_by_server)(uri, uri_parser.parse_userinfo(_split(uri)[1])[0]) from None
             raise
         except pymongo.errors.PyMongoError as exc:
             client.close()
-            raise MongoUnreachableError(
-                f"cannot reach MongoDB at {redact(uri)}: {type(exc).__name__}. Check that the server "
-                "is running and reachable from here, and the host, port, credentials and TLS options "
-                "in MONGODB_URI (unset it to use the embedded server)."
-            ) from exc
+            raise MongoUnreachableError(f"cannot reach MongoDB at {redact(uri)}: {type(exc).__name__}. Check that the "
+                                        "server is running and reachable from here, and the host, port, credentials "
+                                        "and TLS options in MONGODB_URI (unset it to use the embedded server)."
+                                        ) from exc
         _clients[uri] = client
     return client
 
 
-def user_of(uri: str) -> str:
-    return uri_parser.parse_userinfo(_split(uri)[1])[0]
-
-
 def refused_by_server(uri: str, user: str) -> credentials.AuthenticationRefusedError:
-    """The error for a password a server named by MONGODB_URI refused: whose it is and where it came from."""
     return credentials.refused(
         redact(uri), user, "MONGODB_URI",
         "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
@@ -137,16 +121,13 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """Where the documents go. In the code location `mongodb_uri` is dg.EnvVar("MONGODB_URI"):
-    read at run time, never stored in config, so credentials never show up in the UI or in run
-    metadata."""
+    """`mongodb_uri` is dg.EnvVar("MONGODB_URI"), read at run time: credentials never show up in the UI."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"
     collection: str = "hospitalizations"
 
     def uri(self) -> str:
-        """The URI, refused when its password is still a placeholder of .env.example."""
         if not self.mongodb_uri:
             raise MongoUnreachableError("no MongoDB URI is configured: set MONGODB_URI, or unset it to use "
                                         "the embedded server")

@@ -1,11 +1,4 @@
-"""Where the assets' outputs (small descriptors, never frames) are kept between steps.
-
-Dagster's default IO manager keeps an asset's output under the asset's name alone, so two runs
-at once (two S3 drops, a drop and a UI launch) overwrite each other's and one run goes on with
-the other's file. Here each run's outputs live in that run's staging folder; a re-execution
-reads its parent run's (Dagster names that run in the input's context). A run that did not
-produce an upstream output itself (a partial selection) reads the newest one written.
-"""
+"""Outputs per run: Dagster's IO manager keeps one per asset, read by concurrent runs (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -28,8 +21,7 @@ def _write(path: Path, obj) -> None:
 
 
 class RunScopedOutputs(dg.ConfigurableIOManager):
-    """Pickled asset outputs in $HEALTHCARE_DATA_DIR/staging/<run_id>/outputs/, plus the newest
-    of each in $HEALTHCARE_DATA_DIR/outputs/."""
+    """Pickled outputs in <data dir>/staging/<run_id>/outputs/, the newest of each in <data dir>/outputs/."""
 
     def _run_path(self, run_id: str, key: dg.AssetKey) -> Path:
         return settings.staging_dir() / run_id / "outputs" / f"{'/'.join(key.path)}.pickle"

@@ -1,12 +1,5 @@
-"""$HEALTHCARE_DATA_DIR/secrets.env, the secrets generated for a development installation (the
-roles' passwords for the embedded server, the pseudonym key, the master key), and the rule that
-production secrets are not placeholders. Only this module reads or writes the file; every secret
-is taken through values() or value(): from the environment, else from the file, generated there once.
-
-Several processes may generate at once (two first runs, a run and the CLI), so a change is made
-under an exclusive lock, from a fresh read, and lands by renaming a complete 0600 file over the
-old one: no value is generated twice or lost, and a reader never sees half a file.
-"""
+"""<data dir>/secrets.env, a development installation's generated secrets. A change is made under a lock,
+from a fresh read, renaming a whole 0600 file over the old: nothing generated twice or lost, never half read."""
 
 from __future__ import annotations
 
@@ -33,9 +26,8 @@ _reading_only = False
 
 @contextlib.contextmanager
 def read_only():
-    """For a command that only reads: nothing is written (nor the data directory created). A
-    secret stored nowhere is one nothing was ever made with, so value() gives a throwaway one,
-    never stored: what it looks up, it does not find."""
+    """For a command that only reads: nothing is written. value() then gives a secret stored nowhere as a
+    throwaway one, never stored: nothing was ever made with it, so what it looks up, it does not find."""
     global _reading_only
     before, _reading_only = _reading_only, True
     try:
@@ -46,13 +38,10 @@ def read_only():
 
 def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | None = None, *,
            min_bytes: int = 0) -> dict[str, str]:
-    """Each variable's value (variable -> function making a new one, or None): from the
-    environment (environment()); else the one stored in secrets.env, made and stored there the
-    first time when the variable has a function. A variable with neither is left out."""
+    """From the environment, else secrets.env (made the first time if it has a function), else left out."""
     from_env = environment(generators, min_bytes)
     if any(make is not None for make in generators.values()):
-        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env},
-                        data_dir)
+        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env}, data_dir)
     else:
         stored = read(data_dir)
     return {v: found for v in generators if (found := from_env.get(v) or stored.get(v))}
@@ -60,8 +49,7 @@ def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | Non
 
 def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: int = 0,
           development_placeholder_ignored: bool = False) -> str:
-    """One secret: from the environment (environment()), else the one stored in secrets.env, made
-    by `generate` the first time, with a warning that this development one (`what` it is) is used."""
+    """One secret: from the environment, else stored in secrets.env (made the first time), with a warning."""
     from_env = environment([variable], min_bytes, development_placeholder_ignored)
     if variable in from_env:
         return from_env[variable]
@@ -74,9 +62,7 @@ def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: i
 
 def environment(variables: Iterable[str], min_bytes: int = 0,
                 development_placeholder_ignored: bool = False) -> dict[str, str]:
-    """The variables set in the environment, each checked (never a placeholder, nor shorter than
-    `min_bytes`, in production). With `development_placeholder_ignored`, a placeholder in a
-    development environment (a .env copied from .env.example) counts as unset."""
+    """Each checked(); `development_placeholder_ignored`: a development placeholder counts as unset."""
     env = settings.environment()
     found = {}
     for variable in variables:
@@ -101,10 +87,7 @@ def read(data_dir: Path | None = None) -> dict[str, str]:
 
 
 def ensure(generators: dict[str, Callable[[], str]], data_dir: Path | None = None) -> dict[str, str]:
-    """Every stored value, after storing a new one for each name of `generators` (name -> function
-    making a value) that has none."""
-    return update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)},
-                   data_dir)
+    return update(lambda stored: {name: make() for name, make in generators.items() if not stored.get(name)}, data_dir)
 
 
 def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str]:
@@ -113,8 +96,6 @@ def store(values: dict[str, str], data_dir: Path | None = None) -> dict[str, str
 
 
 def update(changes: Callable[[dict[str, str]], dict[str, str]], data_dir: Path | None = None) -> dict[str, str]:
-    """Every stored value, after applying `changes` (stored values -> values to set) under the
-    lock, from a fresh read: for a change that depends on what is stored (a list extended)."""
     if _reading_only:
         raise RuntimeError(f"a command that only reads was about to write {path(data_dir)}")
     file = path(data_dir)
@@ -145,16 +126,12 @@ def _replace(file: Path, text: str) -> None:
 
 
 def checked(variable: str, value: str, min_bytes: int = 0) -> str:
-    """`value` of the environment variable `variable`, refused in production (MONGODB_URI is set)
-    when it is still a placeholder of .env.example or shorter than `min_bytes`. The error names
-    the variable, never the value."""
+    """Refused in production if a placeholder or short; the error names the variable, never the value."""
     if settings.environment().production:
         if value.startswith(PLACEHOLDER):
-            raise PlaceholderSecretError(
-                f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: MONGODB_URI is set, "
-                "so this is production; set a long random value")
+            raise PlaceholderSecretError(f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: "
+                                         "MONGODB_URI is set, so this is production; set a long random value")
         if len(value.encode()) < min_bytes:
-            raise PlaceholderSecretError(
-                f"{variable} is shorter than {min_bytes} bytes: MONGODB_URI is set, so this is "
-                f"production; set a random value of at least {min_bytes} bytes")
+            raise PlaceholderSecretError(f"{variable} is shorter than {min_bytes} bytes: MONGODB_URI is set, so this "
+                                         f"is production; set a random value of at least {min_bytes} bytes")
     return value

@@ -1,7 +1,4 @@
-"""Settings (see docs/operations.md, "Environment"): Environment, the one read of the process
-environment, which decides the deployment (production or development) and the data directory; and
-PipelineSettings, what a run may read and how much of it may be bad, a resource whose fields the
-code location sets from the environment at run time."""
+"""Environment, the one read of the process environment, and PipelineSettings (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -19,15 +16,12 @@ import dagster as dg
 
 DEFAULT_SOURCE_CSV = "data/healthcare_dataset.csv"
 DEFAULT_S3_PREFIX = "incoming/"
-
-
 PROJECT = "healthcare-assets"
 
 
 @functools.cache
 def checkout() -> Path | None:
-    """The source checkout the package runs from (the folder above it whose pyproject.toml names
-    this project), or None for an installed package."""
+    """The source checkout the package runs from, or None for an installed package."""
     root = Path(__file__).resolve().parents[2]
     try:
         name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
@@ -37,26 +31,22 @@ def checkout() -> Path | None:
 
 
 def repo_path(relative: str) -> Path:
-    """A file the repository ships (the committed export, data/): in the checkout the package runs
-    from, whatever the current folder; without one, from the current folder (an image's WORKDIR)."""
+    """A file the repository ships, in the checkout; without one, from the current folder (an image's WORKDIR)."""
     return ((checkout() or Path.cwd()) / relative).resolve()
 
 
 @dataclass(frozen=True)
 class Environment:
-    """The process environment as one read saw it (environment()): every other module takes its
-    variables from here, and `production` is the one place that says which deployment this is."""
+    """Every other module takes its variables from here; `production` says which deployment this is."""
 
     variables: Mapping[str, str]
 
     def get(self, variable: str, default: str = "") -> str:
-        """The variable's value; unset or empty: `default`."""
         return self.variables.get(variable) or default
 
     @property
     def production(self) -> bool:
-        """Real MongoDB (MONGODB_URI set, as in the compose deployment) is production: secrets must
-        be set and not placeholders, nothing is generated. Otherwise the embedded server, development."""
+        """MONGODB_URI set: secrets must be set and not placeholders, nothing is generated."""
         return bool(self.get("MONGODB_URI"))
 
     @property
@@ -68,8 +58,7 @@ class Environment:
         return self.get("MONGODB_COLLECTION", "hospitalizations")
 
     def data_dir_and_origin(self) -> tuple[Path, str]:
-        """The data directory and why it is that one: HEALTHCARE_DATA_DIR (relative: from the current
-        folder); else the checkout's .data; else the per-user folder of the XDG base directories."""
+        """The data directory and why: HEALTHCARE_DATA_DIR, else the checkout's .data, else XDG's per-user."""
         if given := self.get("HEALTHCARE_DATA_DIR"):
             return Path(given).resolve(), "HEALTHCARE_DATA_DIR"
         if checkout():
@@ -80,22 +69,18 @@ class Environment:
 
 
 def environment() -> Environment:
-    """The environment now (read at each call: a test, or the CLI, may have changed it)."""
+    """Read at each call: a test, or the CLI, may have changed it."""
     return Environment(MappingProxyType(dict(os.environ)))
 
 
 def data_dir() -> Path:
-    """Where the embedded database, reports, quarantine files and secrets.env live, the same from
-    any folder (Environment.data_dir_and_origin)."""
     return environment().data_dir_and_origin()[0]
 
 
-# Everything under the data directory is patient data or a secret: owner-only whatever the umask
-# it is written under, so that no other local user can read it.
+# Everything under the data directory is patient data or a secret: owner-only whatever the umask.
 
 def private_dir(path: Path | None = None) -> Path:
-    """The data directory, or a folder under it, created owner-only (0700) with every folder it
-    has to create; an existing one of ours (an older version's 0755) is made 0700 too."""
+    """Created 0700 with every folder it has to create; an existing one of ours (once 0755) is made 0700."""
     root = data_dir()
     path = Path(path or root)
     created = [folder for folder in (path, *path.parents) if not folder.exists()]
@@ -122,15 +107,13 @@ def owner_only(path: Path) -> Path:
 
 
 def write_owner_only(path: Path, text: str) -> Path:
-    """Write a report (or any text) under the data directory, owner-only."""
     private_dir(path.parent)
     path.write_text(text)
     return owner_only(path)
 
 
 def create_owner_only(path: Path) -> TextIO:
-    """A new text file open for writing, 0600 whatever the umask. Whatever is at `path` already, a
-    file or a symbolic link (dangling or not), is neither replaced nor followed: FileExistsError."""
+    """0600 whatever the umask; a file or (dangling) link there is neither replaced nor followed."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -154,18 +137,11 @@ def staging_dir() -> Path:
 
 
 # Each field of PipelineSettings and the variable that sets it (docs/operations.md, "Environment").
-VARIABLES = {
-    "source_csv": "HEALTHCARE_SOURCE_CSV",
-    "import_dir": "HEALTHCARE_IMPORT_DIR",
-    "quarantine_ceiling": "HEALTHCARE_QUARANTINE_CEILING",
-    "reports_keep": "HEALTHCARE_REPORTS_KEEP",
-    "max_file_bytes": "HEALTHCARE_MAX_FILE_BYTES",
-    "max_line_bytes": "HEALTHCARE_MAX_LINE_BYTES",
-    "max_header_columns": "HEALTHCARE_MAX_HEADER_COLUMNS",
-    "max_header_bytes": "HEALTHCARE_MAX_HEADER_BYTES",
-    "s3_bucket": "HEALTHCARE_S3_BUCKET",
-    "s3_prefix": "HEALTHCARE_S3_PREFIX",
-}
+VARIABLES = {"source_csv": "HEALTHCARE_SOURCE_CSV", "import_dir": "HEALTHCARE_IMPORT_DIR",
+             "quarantine_ceiling": "HEALTHCARE_QUARANTINE_CEILING", "reports_keep": "HEALTHCARE_REPORTS_KEEP",
+             "max_file_bytes": "HEALTHCARE_MAX_FILE_BYTES", "max_line_bytes": "HEALTHCARE_MAX_LINE_BYTES",
+             "max_header_columns": "HEALTHCARE_MAX_HEADER_COLUMNS", "max_header_bytes": "HEALTHCARE_MAX_HEADER_BYTES",
+             "s3_bucket": "HEALTHCARE_S3_BUCKET", "s3_prefix": "HEALTHCARE_S3_PREFIX"}
 
 
 @dataclass(frozen=True)
@@ -179,8 +155,7 @@ class Limits:
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """What a run reads and how much of it may be bad. In the code location each field whose
-    variable (VARIABLES) is set is dg.EnvVar of it, read at run time; unset, the default here."""
+    """What a run reads and how much of it may be bad; a field whose variable is set is its dg.EnvVar."""
 
     source_csv: str = DEFAULT_SOURCE_CSV  # the input when a run names none: a path or s3://bucket/key
     import_dir: str = ""  # os.pathsep-separated folders a run's `source` may name files under
@@ -194,7 +169,6 @@ class PipelineSettings(dg.ConfigurableResource):
     s3_prefix: str = DEFAULT_S3_PREFIX  # and the folder in it
 
     def ceiling(self) -> float:
-        """Share of rows that may be quarantined, or malformed, before the file as a whole is refused."""
         return float(self.quarantine_ceiling)
 
     def limits(self) -> Limits:
@@ -210,21 +184,16 @@ class PipelineSettings(dg.ConfigurableResource):
         return getattr(self, name)
 
     def import_roots(self) -> list[Path]:
-        """The folders a run's `source` may name a file under: the repo's data/ and each folder of
-        import_dir. Not the temp dir, not the data dir: a run's config is typed by whoever can
-        launch a run, and must not read the server's other files."""
+        """Not the temp dir nor the data dir: whoever can launch a run must not read the server's other files."""
         extra = [p for p in self.import_dir.split(os.pathsep) if p.strip()]
         return [repo_path("data"), *(Path(p).resolve() for p in extra)]
 
     def default_source(self) -> str:
-        """source_csv; its default, the committed export, in the checkout (repo_path)."""
         return str(repo_path(DEFAULT_SOURCE_CSV)) if self.source_csv == DEFAULT_SOURCE_CSV else self.source_csv
 
     def outside_drop_zone(self, bucket: str, key: str) -> str | None:
-        """Why a run's config may not name this S3 object (None: it may). Only an object of the drop
-        bucket under the drop prefix, the sensor's own, is allowed: not another bucket the
-        credentials can read, not a blank name, not a '.' or '..' segment, which S3 keeps as they
-        are but a proxy or another S3 implementation may resolve."""
+        """Why a run may not name this object (None: it may): not another bucket the credentials can read, not a
+        blank name, not a '.' or '..' segment (S3 keeps them, a proxy or another S3 may resolve them)."""
         zone = f"s3://{self.s3_bucket}/{self.s3_prefix}"
         where = (f"a run's source may name only objects under {zone} (HEALTHCARE_S3_BUCKET, HEALTHCARE_S3_PREFIX)"
                  if self.s3_bucket else "HEALTHCARE_S3_BUCKET is not set: a run's source may name no S3 object")

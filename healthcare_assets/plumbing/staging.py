@@ -1,8 +1,4 @@
-"""What passes between assets: small descriptors of Parquet files staged on disk.
-
-Frames never travel through Dagster's IO manager whole; each stage streams the previous stage's
-Parquet file row group by row group, so memory stays bounded however large the export is.
-"""
+"""Descriptors of Parquet files staged between assets, streamed a row group at a time: bounded memory."""
 
 from __future__ import annotations
 
@@ -30,7 +26,6 @@ LOCK = ".lock"
 
 @dataclass(frozen=True)
 class SourceFile:
-    """The input file as read: where it came from and what exactly was in it."""
 
     uri: str
     name: str
@@ -46,9 +41,7 @@ class SourceFile:
 
     @property
     def file_stem(self) -> str:
-        """What files about this source (quarantine, cleaning report) are named: its content's
-        hash, so two sources of one name never share a file, and its name made safe and short
-        (an S3 key's last part may be 1,024 bytes of anything; a file name may be 255)."""
+        """Hash, so same-named sources never share a file; name made safe and short (an S3 key may be 1 KiB)."""
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name.removesuffix(".csv")).strip("._")[:NAME_CHARS]
         return f"{self.sha256[:16]}-{safe or 'export'}"
 
@@ -62,7 +55,6 @@ class StagedFrame:
     counts: dict = field(default_factory=dict)  # stage-specific tallies (cleaning rules, ...)
 
     def chunks(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-        """The staged rows, one row group at a time."""
         hold(Path(self.path).parent)
         parquet = pq.ParquetFile(self.path)
         for i in range(parquet.num_row_groups):
@@ -70,8 +62,7 @@ class StagedFrame:
 
 
 def row_batches(path: str, size: int) -> Iterator[list[dict]]:
-    """Staged rows as dicts, `size` at a time, reading one row group at a time: pyarrow's
-    iter_batches keeps what it has read allocated (≈ 120 MB more per million rows)."""
+    """Staged rows as dicts, one row group at a time: iter_batches keeps what it read (≈ 120 MB/million rows)."""
     hold(Path(path).parent)
     parquet = pq.ParquetFile(path)
     for i in range(parquet.num_row_groups):
@@ -79,16 +70,12 @@ def row_batches(path: str, size: int) -> Iterator[list[dict]]:
             yield batch.to_pylist()
 
 
-# A run's staging folder is in use while a process that wrote or read it lives: that process
-# holds a shared flock on the folder's .lock until it exits (Dagster runs each run in a process of
-# its own), and the OS drops it however the process ends, so a crash leaves no stale lock. Removal
-# takes the lock exclusively, without waiting, and skips a folder it cannot get. A run executed
-# inside a longer-lived process (tests, a notebook) keeps its folder until that process exits.
+# A run's staging folder is in use while a process holding a shared flock on its .lock lives (docs/security.md):
+# the OS drops it however the process ends, so a crash leaves no stale lock; removal skips a folder it cannot lock.
 _held: dict[Path, int] = {}
 
 
 def hold(folder: Path, create: bool = False) -> None:
-    """Mark the folder in use by this process; a missing folder is created, or left missing."""
     folder = Path(folder)
     if folder in _held or not (create or folder.is_dir()):
         return
@@ -112,7 +99,6 @@ def run_dir(run_id: str) -> Path:
 
 
 def remove_if_unused(folder: Path) -> bool:
-    """Remove a run's staging folder unless a living process holds it; True if removed."""
     try:
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     except FileNotFoundError:
@@ -153,12 +139,9 @@ def remove_old_runs(now: float | None = None) -> None:
 
 
 class ParquetChunkWriter:
-    """Appends DataFrame chunks with one fixed Arrow schema; each chunk is one row group."""
 
     def __init__(self, path: Path, schema: pa.Schema):
-        self.path = path
-        self.schema = schema
-        self.rows = 0
+        self.path, self.schema, self.rows = path, schema, 0
         self.chunk_rows: list[int] = []
         self._writer = pq.ParquetWriter(path, schema)
         settings.owner_only(path)  # staged rows are patient data

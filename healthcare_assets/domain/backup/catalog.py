@@ -1,8 +1,4 @@
-"""What a restore may write, and how: from the configured deployment and the code's own definitions,
-never from the backup. Only the deployment's databases and, in the shared key vault, its own data
-keys (anything else refuses the backup whole); each collection gets the code's options and indexes
-(a backup's metadata only says which optional ones it had); anything else there is left out, and said.
-"""
+"""What a restore may write, and how: from the code's definitions, never from the backup (docs/backups.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ def _keys(index: dict) -> list[tuple[str, object]]:
 
 
 class Catalog:
-    """The configured deployment (its main database `main`), as a restore sees it."""
 
     def __init__(self, main: str):
         self.main, self.dbs, self.collection = main, databases(main), settings.environment().collection
@@ -42,8 +37,6 @@ class Catalog:
         return {*self.dbs.values(), KEY_VAULT_DB}
 
     def check_scope(self, backed_up: dict, location: str) -> None:
-        """Refuse a backup that names a database outside this deployment, another key vault
-        collection, or that is not this deployment's (its main database missing)."""
         foreign = sorted(set(backed_up) - self.allowed())
         if foreign:
             raise BackupError(f"{location}: names databases outside this deployment ({', '.join(foreign)}); "
@@ -57,11 +50,9 @@ class Catalog:
                               f"({', '.join(sorted(backed_up))}); restore it where MONGODB_DATABASE names its own")
 
     def shared_filter(self, db: str, coll: str) -> dict | None:
-        """The documents of a shared collection that are this deployment's (None: not shared)."""
         return key_vault_filter(self.main) if (db, coll) == (KEY_VAULT_DB, KEY_VAULT_COLLECTION) else None
 
     def definition(self, db: str, coll: str, metadata: dict) -> Definition:
-        """The options and indexes the code defines for a backed-up collection."""
         defined = Definition()
         backed_up = [_keys(ix) for ix in metadata.get("indexes", []) if ix.get("name") != "_id_"]
         if (db, coll) == (self.main, self.collection):
@@ -83,8 +74,7 @@ class Catalog:
         return defined
 
     def make_view(self, db: str, target: Database) -> str | None:
-        """The analysts' view in the restored main database, from its restored scheme; returns
-        what was made, or None (no release yet, or a view the code does not define)."""
+        """The analysts' view, from the restored scheme; what was made, or None (no release yet, another db)."""
         if db != self.main:
             return None
         state = target[SCHEME].find_one({"_id": "current"})

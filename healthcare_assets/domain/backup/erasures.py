@@ -1,10 +1,4 @@
-"""What a restore does about erasures: a backup may be older than an erasure, and must not undo it
-(docs/backups.md). Every restore merges the erasure list (never shrinks it, written before any data), never
-drops the append-only audit collections, writes no stay of a listed patient (counting those kept out) and
-applies the erasure again to the analysts' release it restored; should the release's lease stay held by another
-run, the release is marked stale (request_rebuild) instead. The drill counts, in what it restored, the stays of
-listed patients (`returned`): zero proves the restore brought no erased patient back.
-"""
+"""What a restore does about erasures: a backup older than an erasure must not undo it (docs/backups.md)."""
 
 from __future__ import annotations
 
@@ -37,8 +31,7 @@ def main_database(manifest: dict) -> str:
 
 @dataclass
 class Erasures:
-    """The erasure list a restore applies, and what it kept out. Databases are named as backed up;
-    `targets` maps them to the databases written."""
+    """The erasure list a restore applies, and what it kept out; `targets` maps backed-up dbs to written ones."""
 
     ids: set[str]
     backed_up: set[str]  # the backup's own list
@@ -50,18 +43,12 @@ class Erasures:
 
     @classmethod
     def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str], main: str) -> Erasures:
-        """The union of the deployment's live list on this server and the backup's."""
         audit_db, backed_up = databases(main)["audit"], set()
         if audit.ERASURES_COLLECTION in backup.manifest["databases"].get(audit_db, {}):
             backed_up = {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}
         return cls(audit.erased_patient_ids(client[main]) | backed_up, backed_up, main, targets)
 
-    def _stays(self) -> list[str]:
-        """The databases, as backed up, whose `collection` holds stays: the hospitalizations, the doctor app's."""
-        return [self.main, databases(self.main)["doctor_app"]]
-
     def append_only(self, db: str) -> set[str]:
-        """The collections of a backed-up database that a restore merges into and never drops."""
         return set(APPEND_ONLY) if db == databases(self.main)["audit"] else set()
 
     def write_list(self, client: MongoClient) -> None:
@@ -73,9 +60,8 @@ class Erasures:
         insert_keeping_existing(erasures, [{"_id": i} for i in sorted(self.ids - present)])
 
     def keeps(self, db: str, coll: str):
-        """For a collection of stays, a test of each backed-up document: False for a listed patient's stay,
-        which is counted. None when there is nothing to test (another collection, or an empty list)."""
-        if coll != self.collection or db not in self._stays():
+        """For a collection of stays, a test counting and refusing a listed patient's stay; else None."""
+        if coll != self.collection or db not in (self.main, databases(self.main)["doctor_app"]):
             return None
         name = f"{self.targets[db]}.{coll}"
         self.kept_out.setdefault(name, 0)  # each collection of stays is reported, kept out or not
@@ -93,8 +79,7 @@ class Erasures:
         return keep
 
     def erase_from_release(self, client: MongoClient) -> tuple[int, str | None]:
-        """Apply the erasure again to the restored release (see the module's doc); returns the
-        analysts' copy's documents withdrawn and, if the release was marked stale instead, why."""
+        """Erase again from the restored release: the copy's documents withdrawn, or why it was marked stale."""
         patients = sorted((self.ids - self.backed_up) | self.patients)
         if not patients:
             return 0, None
@@ -108,8 +93,7 @@ class Erasures:
 
 
 def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:
-    """Per collection of stays as backed up ("db.collection"): the stays of patients on the live
-    erasure list (of `main` on `source`) found in what was restored."""
+    """Per "db.collection" of stays as backed up: restored stays of patients on `source`'s erasure list."""
     collection = settings.environment().collection
     ids = audit.erased_patient_ids(source[main])
     found = {}

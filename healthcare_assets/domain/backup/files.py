@@ -1,6 +1,4 @@
-"""A backup's files: their names and layout, the streams that count and hash what passes through them, and the
-ranges documents are read by (healthcare_assets.domain.backup describes the format).
-"""
+"""A backup's files: names, layout, hashing streams and the ranges documents are read by."""
 
 from __future__ import annotations
 
@@ -28,8 +26,7 @@ VERIFIED = "verified.json"
 FORMAT = "mongodump-gzip"
 INSERT_BATCH = 1_000
 READ_CHUNK = 1 << 20
-# What a file may inflate to, whatever it claims: a metadata file is a few KiB; a document is at
-# most MongoDB's 16 MiB (plus what a command's envelope may add)
+# What a file may inflate to, whatever it claims: a metadata file is a few KiB; a document at most 16 MiB + envelope
 METADATA_MAX_BYTES = 1 << 20
 DOCUMENT_MAX_BYTES = (16 << 20) + (16 << 10)
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -44,19 +41,16 @@ class BackupError(RuntimeError):
 
 
 def new_name(now: dt.datetime | None = None) -> str:
-    """A backup's folder: its UTC time, to the microsecond, so names sort by age."""
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
-# a database's or a collection's name in a backup: nothing that could reach another namespace
-# (a dot), a parent folder or a system collection
+# a name in a backup: nothing that could reach another namespace (a dot), a parent folder or a system collection
 SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def backups(store: Store) -> list[str]:
-    """The backups in a store, oldest first. Only folders named like one: retention deletes what
-    this lists, and a mistyped HEALTHCARE_BACKUP_URI may point at a folder holding anything."""
+    """Only folders named like one: retention deletes these, and a mistyped URI may point at anything."""
     return [name for name in store.names() if NAME.fullmatch(name)]
 
 
@@ -67,7 +61,6 @@ def dated_in_future(name: str, now: dt.datetime | None = None) -> bool:
 
 
 def manifest_collections(manifest: dict) -> Iterator[tuple[str, str, dict]]:
-    """(database, collection, its entry) for every collection and view a manifest lists."""
     for db, collections in manifest["databases"].items():
         for coll, entry in collections.items():
             yield db, coll, entry
@@ -82,7 +75,6 @@ def metadata_file(collection: str) -> str:
 
 
 class Digest(io.RawIOBase):
-    """Wraps a binary stream; counts and hashes every byte written to it or read from it."""
 
     def __init__(self, stream: BinaryIO):
         self.stream, self.sha256, self.bytes = stream, hashlib.sha256(), 0
@@ -119,7 +111,6 @@ class Digest(io.RawIOBase):
 
 
 def write_file(store: Store, name: str, relpath: str, chunks: Iterator[bytes], compress: bool = True) -> dict:
-    """Write a file; returns its size and SHA-256 and, compressed, the size it inflates to."""
     with store.writer(name, relpath) as raw:
         digest = Digest(raw)
         if not compress:
@@ -135,17 +126,14 @@ def write_file(store: Store, name: str, relpath: str, chunks: Iterator[bytes], c
 
 
 def read_ranges(collection: Collection, documents: int) -> list[dict]:
-    """Filters that together take every document once, each a query the embedded server can hold:
-    patient_id slices where that index exists, slices of a keyed _id where an index starts with
-    _id (the analysts' copy; the plain _id index would be a whole-collection scan there), else the
-    whole collection in one query (the small collections: bookkeeping, audit, erasures)."""
+    """Filters taking every document once, each a query the embedded server can hold (the plain _id index
+    would scan the analysts' copy whole)."""
     firsts = [list(index["key"].keys()) for index in collection.list_indexes()]
     if any(keys[0] == STAYS_KEY[0] for keys in firsts):
         return scans.ranges(documents, *STAYS_KEY)
     if any(keys[0] == "_id" and len(keys) > 1 for keys in firsts):
         slices = scans.ranges(documents, *COPY_KEY)
-        # keyed _ids are strings, and a range of strings takes no other type: any other goes last
-        # (instead of the slice for a missing field, which an _id never is)
+        # a range of strings takes no other type: any other _id goes last (no _id is ever missing)
         return slices if slices == [{}] else [*slices[:-1], {"_id": {"$not": {"$type": "string"}}}]
     return [{}]
 
@@ -157,7 +145,6 @@ def raw_documents(collection: Collection, matches: list[dict]) -> Iterator[RawBS
 
 
 def bson_documents(stream: BinaryIO, location: str) -> Iterator[bytes]:
-    """The documents of a concatenated BSON stream, each checked to be whole, valid BSON."""
     while header := stream.read(4):
         if len(header) < 4:
             raise BackupError(f"{location}: ends inside a document's length (truncated)")

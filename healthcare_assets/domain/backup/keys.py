@@ -1,8 +1,5 @@
-"""The data keys a restore writes: judged before anything is written (every key names only this
-deployment's databases and is wrapped by a master key this installation accepts:
-master_keys.wrapping_problems), proven after (each unwraps, one encryption each). A retired master
-key is kept until neither a retained backup nor a live data key needs it.
-"""
+"""The data keys a restore writes: judged before anything is written, proven after (each unwraps). A retired
+master key is kept until neither a retained backup nor a live data key needs it."""
 
 from __future__ import annotations
 
@@ -27,7 +24,6 @@ def _vaults(catalog: Catalog) -> list[str]:
 
 
 def backed_up_keys(backup, catalog: Catalog) -> Iterator[tuple[str, dict]]:
-    """(database as backed up, key document) for every key in the backup's vaults."""
     for db in _vaults(catalog):
         if KEY_VAULT_COLLECTION in backup.manifest["databases"].get(db, {}):
             for raw in backup.documents(db, KEY_VAULT_COLLECTION):
@@ -35,7 +31,6 @@ def backed_up_keys(backup, catalog: Catalog) -> Iterator[tuple[str, dict]]:
 
 
 def judge_keys(backup, catalog: Catalog) -> list[str]:
-    """Every reason to refuse the backup's data keys, one sentence each (none: they may be written)."""
     ours = re.compile(key_vault_filter(catalog.main)["keyAltNames"]["$regex"])
     problems, documents = [], []
     for db, doc in backed_up_keys(backup, catalog):
@@ -49,7 +44,6 @@ def judge_keys(backup, catalog: Catalog) -> list[str]:
 
 
 def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
-    """Unwrap every restored key of the deployment; raises BackupError naming the first that does not."""
     proven = 0
     for db in _vaults(catalog):
         target = targets.get(db, db)
@@ -70,8 +64,7 @@ def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -
 
 
 def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) -> tuple[list[str], str | None]:
-    """After retention: forget (or name, in production) the retired master keys no backup in `store`
-    nor live data key needs; nothing, and why, while a backup's keys cannot be read from a signed manifest."""
+    """Forget retired master keys no backup nor live key needs; none while a backup's keys cannot be read."""
     try:
         if not retired_master_keys() and not retired_kms_keys():
             return [], None  # nothing retired: nothing to judge (nor a current key to read)

@@ -1,8 +1,5 @@
-"""A folder `mongodump --gzip --out DIR` wrote, read with reading.Opened's interface: the missing
-manifest is synthesized by reading the folder, and files are checked against it each time they are
-read again. Nothing in it is trusted: plain names only, no symbolic link, a metadata file at most
-1 MiB inflated and a document at most 16 MiB, so a small hostile file cannot take the memory.
-"""
+"""A `mongodump --gzip --out DIR` folder, read as reading.Opened. Nothing in it is trusted: plain names, no
+link, bounded inflation (a metadata file 1 MiB, a document 16 MiB), so a small hostile file cannot take memory."""
 
 from __future__ import annotations
 
@@ -49,7 +46,7 @@ def _refuse_link(path: Path) -> None:
 
 
 def _open_file(path: Path) -> BinaryIO:
-    """`path` opened for reading, refusing a link (also one swapped in after the folder was listed)."""
+    """Opened for reading, refusing a link (also one swapped in after the folder was listed)."""
     _refuse_link(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -65,8 +62,7 @@ def _open_file(path: Path) -> BinaryIO:
 
 def _read(path: Path, consume: Callable[[BinaryIO, str], Iterator], expected: dict | None,
           found: dict | None = None) -> Iterator:
-    """What `consume` yields from the decompressed file; its bytes and SHA-256 then compared with
-    `expected` (as the folder was opened) or, with None, written into `found`."""
+    """What `consume` yields; the file's bytes and SHA-256 then compared with `expected`, or put in `found`."""
     location = str(path)
     with _open_file(path) as raw:
         digest = Digest(raw)
@@ -104,7 +100,6 @@ def _parse_metadata(payload: bytes, location: str) -> dict:
 
 
 def _split(path: Path) -> tuple[str, str]:
-    """A database folder's file: (collection, "bson" | "metadata"), its names checked."""
     name = path.name
     for suffix, kind in ((METADATA_SUFFIX, "metadata"), (BSON_SUFFIX, "bson")):
         if name.endswith(suffix):
@@ -117,8 +112,7 @@ def _split(path: Path) -> tuple[str, str]:
 
 
 class PlainDump:
-    """A `mongodump --gzip` folder, with the interface restore consumes (reading.Opened's): `store`,
-    `name`, `location`, `manifest`, `collections()`, `metadata()`, `documents()`, plus `verify()`."""
+    """A `mongodump --gzip` folder, with the interface restore consumes (reading.Opened's)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -201,8 +195,7 @@ class PlainDump:
         return _read(self._path(relpath), bson_documents, self.manifest["files"][relpath])
 
     def verify(self) -> dict:
-        """Read every file again against what was found when the folder was opened; what a plain dump
-        cannot show is listed under "unverified"."""
+        """Read every file again against the folder as opened; what a plain dump cannot show: "unverified"."""
         documents = 0
         for db, coll, entry in self.collections():
             meta = self.metadata(db, coll)
@@ -224,7 +217,6 @@ class PlainDump:
 
 
 def open_plain_dump(path: str) -> PlainDump:
-    """The `mongodump --gzip --out` folder at `path`, every file read once (counted and hashed)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise BackupError(f"{root}: not a folder")

@@ -1,7 +1,4 @@
-"""Reading a backup back: its manifest (signed by this deployment), each file checked against it
-(bytes, SHA-256, what it inflates to, whole documents), verification, the newest good backup, and
-the retention that deletes older backups once a newer one verified.
-"""
+"""Reading a backup back: its signed manifest, each file checked against it, verification and retention."""
 
 from __future__ import annotations
 
@@ -60,7 +57,6 @@ def _read_json(store: Store, name: str, relpath: str) -> dict:
 
 
 def check_names(databases: dict, location: str) -> None:
-    """Every database and collection named in a backup is a plain name (SAFE_NAME)."""
     for db, collections in databases.items():
         for part in (db, *collections):
             if not SAFE_NAME.fullmatch(part):
@@ -69,7 +65,6 @@ def check_names(databases: dict, location: str) -> None:
 
 
 def read_manifest(store: Store, name: str) -> dict:
-    """The backup's manifest, once its signature, its format, its own name and its names check."""
     location = store.location(name, MANIFEST)
     manifest = _read_json(store, name, MANIFEST)
     if manifest.get("format") != FORMAT:
@@ -84,7 +79,6 @@ def read_manifest(store: Store, name: str) -> dict:
 
 @dataclass
 class _Capped:
-    """A stream that refuses to yield more than `limit` bytes, naming the file."""
 
     stream: BinaryIO
     limit: int
@@ -102,7 +96,6 @@ class _Capped:
 
 @dataclass
 class CheckedFile:
-    """One file of a backup, read as a stream and compared with the manifest when spent."""
 
     store: Store
     name: str
@@ -124,7 +117,6 @@ class CheckedFile:
         return self.store.reader(self.name, self.relpath)
 
     def _capped(self, stream: BinaryIO, cap: int) -> _Capped:
-        """The inflated stream, refused once it exceeds what the manifest says it inflates to, or `cap`."""
         return _Capped(stream, min(cap, self.expected.get("inflated_bytes", cap)), self.location)
 
     def _compare(self, digest: Digest) -> None:
@@ -137,7 +129,6 @@ class CheckedFile:
                               "after the backup was written)")
 
     def _decompressed(self, consume: Callable[[BinaryIO], Iterator], cap: int) -> Iterator:
-        """What `consume` yields from the decompressed file (at most `cap` bytes), checked against the manifest."""
         with self._open() as raw:
             digest = Digest(raw)
             try:
@@ -164,7 +155,6 @@ class CheckedFile:
 
 @dataclass
 class Opened:
-    """A backup in a store, its manifest read and its signature checked."""
 
     store: Store
     name: str
@@ -204,9 +194,7 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lambda _: None) -> Opened:
-    """The backup at `uri` (a backup's own folder), or with `latest` the newest good backup under
-    `uri` (a folder or s3:// prefix of backups): signed by this deployment, not dated in the
-    future, and read back whole now. Newer ones that are not are passed over, each with its reason."""
+    """The backup at `uri`, or with `latest` the newest good one under it (newer ones passed over, and why)."""
     if not latest:
         parent, name = _split(uri)
         store = open_store(parent)
@@ -226,7 +214,6 @@ def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lam
 
 
 def verify(backup: Opened) -> dict:
-    """Read every file back against the manifest; raises BackupError naming the first that differs."""
     documents = 0
     for db, coll, entry in backup.collections():
         meta = backup.metadata(db, coll)
@@ -248,15 +235,12 @@ def verify(backup: Opened) -> dict:
 
 
 def mark_verified(backup: Opened, report: dict) -> None:
-    """Record, signed and bound to this manifest, that the backup was read back whole."""
     if not backup.store.exists(backup.name, VERIFIED):
         marker = sign({"name": backup.name, "manifest": digest(backup.manifest), "report": report})
         write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
 
 
 def good_manifest(store: Store, name: str) -> dict:
-    """The manifest of a backup good for retention (not dated in the future, manifest and verified
-    marker signed by this deployment); raises BackupError saying why not."""
     if dated_in_future(name):
         raise BackupError(f"{store.location(name)}: dated in the future")
     manifest = read_manifest(store, name)
@@ -276,9 +260,7 @@ def good(store: Store, name: str) -> bool:
 
 
 def prune(store: Store, verified: str, keep_count: int | None = None) -> list[str]:
-    """After `verified` was read back intact: delete the good backups older than it but the newest
-    `keep_count`. Nothing newer (it may be still being written) nor anything not good: whoever can
-    write the store can only add clutter."""
+    """Nothing newer (it may be being written) nor not good: whoever can write the store only adds clutter."""
     keep_count = keep() if keep_count is None else keep_count
     older = [n for n in backups(store) if n < verified and good(store, n)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]

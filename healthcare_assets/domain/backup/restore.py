@@ -1,6 +1,4 @@
-"""Restoring a verified backup, and the restore drill's comparison of what was restored with the
-source, document by document. What a restore does about erasures is in `erasures`.
-"""
+"""Restoring a verified backup, and the drill's comparison with the source (erasures: in `erasures`)."""
 
 from __future__ import annotations
 
@@ -26,13 +24,8 @@ class RestoreRefusedError(RuntimeError):
     pass
 
 
-def _non_empty(client: MongoClient, db: str) -> list[str]:
-    return [n for n in client[db].list_collection_names() if not n.startswith("system.")]
-
-
 def _insert(collection: Collection, batch: list[RawBSONDocument]) -> int:
-    """Insert a batch as it was backed up, bypassing validation as mongorestore does (the checksums
-    say these are the bytes the collection held); raises on any document not inserted."""
+    """Bypassing validation as mongorestore does: the checksums say these are the bytes the collection held."""
     if batch:
         collection.insert_many(batch, ordered=False, bypass_document_validation=True)
     return len(batch)
@@ -52,10 +45,7 @@ class Restored:
 
 def restore(backup: Opened, client: MongoClient, database: str, drop: bool = False,
             rename: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> Restored:
-    """Restore a backup into the deployment whose main database is `database` (collections with the
-    code's options, documents, the code's indexes, the view), refusing before anything is written
-    what catalog, verification, keys and _clear_targets refuse. `rename` maps a deployment's
-    database to another (the drill's scratch databases)."""
+    """Refuses before anything is written; `rename` maps a database to another (the drill's scratch ones)."""
     rename = rename or {}
     catalog = Catalog(database)
     catalog.check_scope(backup.manifest["databases"], backup.location)
@@ -96,14 +86,13 @@ def restore(backup: Opened, client: MongoClient, database: str, drop: bool = Fal
 
 def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str], drop: bool,
                    erasures: Erasures, catalog: Catalog) -> None:
-    """Refuse target databases that hold collections, and shared collections that hold this
-    deployment's documents, unless `drop`; with it, drop those databases and delete those documents.
-    The append-only collections are neither counted nor dropped: the restore merges into them."""
+    """Refuse non-empty targets unless `drop`; append-only collections are kept: the restore merges into them."""
     shared = {(targets[db], coll): match for db, coll, _ in backup.collections()
               if (match := catalog.shared_filter(db, coll)) is not None}
     kept = {targets[db]: erasures.append_only(db) for db in targets}
     busy = {target: found for target in set(targets.values()) - {db for db, _ in shared}
-            if (found := set(_non_empty(client, target)) - kept[target])}
+            if (found := {n for n in client[target].list_collection_names() if not n.startswith("system.")}
+                - kept[target])}
     held = {(db, coll): n for (db, coll), match in shared.items() if (n := client[db][coll].count_documents(match))}
     if (busy or held) and not drop:
         raise RestoreRefusedError("refusing to restore into non-empty databases: " + "; ".join(
@@ -122,8 +111,6 @@ def _clear_targets(backup: Opened, client: MongoClient, targets: dict[str, str],
 
 def _restore_collection(backup: Opened, db: str, coll: str, definition: Definition, target: Database,
                         keep: Callable[[bytes], bool] | None = None, merge: bool = False) -> int:
-    """One collection: its documents (those `keep` accepts; into a `merge` collection, only those it
-    lacks) in batches, then the code's indexes. Returns the documents inserted."""
     if coll not in target.list_collection_names():
         target.create_collection(coll, **definition.options)
     collection, batch, inserted = target[coll], [], 0
@@ -147,8 +134,6 @@ def _hashes(collection: Collection, match: dict) -> dict:
 
 
 def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: dict[str, str]) -> dict[str, dict]:
-    """Every restored collection against the source, by each document's SHA-256, one range at a time;
-    erased_returned: restored stays of patients on the source's erasure list."""
     report = {}
     main = main_database(backup.manifest)
     came_back, catalog = returned(source, restored, main, rename), Catalog(main)
@@ -173,6 +158,5 @@ def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: 
 
 
 def differences(report: dict[str, dict]) -> dict[str, dict]:
-    """The collections of a comparison that are not identical to the source, or hold an erased stay."""
     return {name: tally for name, tally in report.items()
             if any(count for kind, count in tally.items() if kind != "identical")}

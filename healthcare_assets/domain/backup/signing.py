@@ -1,9 +1,5 @@
-"""Who wrote a backup: its manifest and its verified marker carry an HMAC-SHA256, over canonical
-JSON, under the deployment's backup key (the manifest lists every file's SHA-256, so it covers every
-byte). The key is derived from the pseudonym key, so it is kept where that is and never in the
-backup store: whoever can write the store cannot sign. A restore needs that very key anyway. A
-manifest names its key by a digest, so a host holding another is told so before anything is written.
-"""
+"""Who wrote a backup: an HMAC-SHA256 under a key derived from the pseudonym key, never in the backup store:
+whoever can write the store cannot sign (docs/backups.md)."""
 
 from __future__ import annotations
 
@@ -26,14 +22,12 @@ def _derived(pseudonym_key: bytes) -> bytes:
 
 
 def writing_key() -> bytes:
-    """The key a new backup is signed with (a development installation's pseudonym key is made
-    on first use, as for a load)."""
+    """A development installation's pseudonym key is made on first use, as for a load."""
     return _derived(privacy.pseudonym_key())
 
 
 def installation_key() -> bytes | None:
-    """The key backups are verified with, or None when this installation holds no pseudonym key
-    (a new host: none is made here, since a new key would verify nothing)."""
+    """The key backups are verified with, or None on a new host: a key made here would verify nothing."""
     secret = (secrets_file.environment([PSEUDONYM_KEY_VARIABLE], secrets_file.MIN_KEY_BYTES).get(PSEUDONYM_KEY_VARIABLE)
               or secrets_file.read().get(PSEUDONYM_KEY_VARIABLE))
     return _derived(secret.encode()) if secret else None
@@ -68,7 +62,6 @@ def _required_key(doing: str) -> bytes:
 
 
 def check_signature(document: dict, location: str) -> None:
-    """Raises BackupError unless `document` carries a valid signature by this installation's key."""
     signature = document.get(SIGNATURE)
     if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
         raise BackupError(f"{location}: not signed, so nothing proves who wrote it; a backup made by "
@@ -84,5 +77,4 @@ def check_signature(document: dict, location: str) -> None:
 
 
 def digest(document: dict) -> str:
-    """A SHA-256 of a signed document, by which a verified marker names the manifest it vouches for."""
     return hashlib.sha256(_canonical(document)).hexdigest()

@@ -1,7 +1,4 @@
-"""Writing a backup: the deployment's collections and its data keys in the shared key vault, streamed
-as raw BSON into a new folder, then the signed manifest (every file's SHA-256, every data key and
-the master key wrapping it).
-"""
+"""Writing a backup: the deployment's collections and data keys as raw BSON, then the signed manifest."""
 
 from __future__ import annotations
 
@@ -65,14 +62,11 @@ def _collection_infos(client: MongoClient, db: str) -> list[dict]:
 
 
 def key_vault_filter(main_database: str) -> dict:
-    """This deployment's data keys: their alt names start with one of its databases."""
     names = "|".join(re.escape(db) for db in databases(main_database).values())
     return {"keyAltNames": {"$regex": f"^({names})\\."}}
 
 
 def data_keys(client: MongoClient, main_database: str) -> list[dict]:
-    """The deployment's data keys, in both its vaults: the shared one (this deployment's alt names)
-    and the doctor app's own."""
     vaults = [(KEY_VAULT_DB, key_vault_filter(main_database)), (databases(main_database)["doctor_app"], {})]
     return [{"vault": f"{db}.{KEY_VAULT_COLLECTION}", "id": doc["_id"].hex(), "alt_names": doc.get("keyAltNames", []),
              "master_key": doc.get("masterKey", {})}
@@ -80,10 +74,9 @@ def data_keys(client: MongoClient, main_database: str) -> list[dict]:
             for doc in client[db][KEY_VAULT_COLLECTION].find(match, {"keyAltNames": 1, "masterKey": 1}).sort("_id")]
 
 
-def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict,
-                     files: dict, log: Callable[[str], None], match: dict | None = None) -> dict:
-    """One collection's metadata and documents; with `match`, only the documents it selects (a
-    collection the deployment shares, small: read in one query)."""
+def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict, files: dict,
+                     log: Callable[[str], None], match: dict | None = None) -> dict:
+    """One collection's metadata and documents; `match`: a shared collection's (small: one query)."""
     coll_name, kind = info["name"], info.get("type", "collection")
     meta = {"options": info.get("options", {}), "collectionName": coll_name, "type": kind,
             "indexes": [] if kind == "view" else [dict(ix) for ix in client[db][coll_name].list_indexes()]}
@@ -112,7 +105,6 @@ def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info
 
 def write_backup(client: MongoClient, main_database: str, server: str, uri: str | None = None,
                  log: Callable[[str], None] = lambda _: None) -> Written:
-    """Back up every database of the deployment into a new folder of the store at `uri`."""
     started = time.perf_counter()
     key = writing_key()  # before anything is written: a production deployment without it stops here
     store, name = open_store(uri), new_name()

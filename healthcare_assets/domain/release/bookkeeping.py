@@ -1,9 +1,6 @@
-"""The release's bookkeeping, in the main database (which analysts cannot read), and its arithmetic:
-`release_scheme` (levels in force, history, totals), `release_groups` (per group: stays counted,
-released, withdrawn, pending with what planning needs), `release_stays` (per released or withdrawn
-stay: group, increment, `live`, the generations that held it) and `release_ledger` (per operation:
-its plan while applied, `applied` after; a stay counts once, by the first applied file it came in).
-"""
+"""The release's bookkeeping in the main database (which analysts cannot read; docs/operations.md): `release_scheme`,
+`release_groups`, `release_stays` (group, increment, `live`, the generations that held it) and `release_ledger`
+(each operation's plan while applied); a stay counts once, by the first applied file it came in."""
 
 from __future__ import annotations
 
@@ -23,9 +20,7 @@ LEDGER = "release_ledger"
 SCHEME = "release_scheme"
 STAYS = "release_stays"
 REBUILD = "rebuild"  # the ledger entry of a whole-collection rebuild
-# $in lists stay short: the embedded server's $in is quadratic (1,000 group keys: 2 s in one
-# list, 0.3 s in lists of 100, against 30,000 groups)
-ID_BATCH = 100
+ID_BATCH = 100  # $in lists stay short: the embedded server's $in is quadratic (docs/operations.md)
 WRITE_BATCH = 1000  # group updates per bulk write
 
 Sensitive = dict[str, dict[str, int]]  # sensitive field -> value -> stays
@@ -38,9 +33,7 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 def request_rebuild(db: Database, requested_by: str, reason: str) -> None:
-    """Leaves the signal an interrupted rebuild leaves, so the next publication rebuilds the release
-    whole from the collection as it is: for changes that bypass the operations (re-keyed _ids, a
-    restore that could not take the lease to erase patients from the release)."""
+    """Make the next publication rebuild the release whole, for changes that bypass the operations."""
     db[LEDGER].update_one({"_id": REBUILD}, {"$set": {
         "kind": "rebuild", "state": "rebuilding", "requested_by": requested_by, "reason": reason,
         "requested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}}, upsert=True)
@@ -48,8 +41,7 @@ def request_rebuild(db: Database, requested_by: str, reason: str) -> None:
 
 @contextmanager
 def loading(db: Database, sha: str) -> Iterator[None]:
-    """Marks a file as being loaded while it is, in the ledger: a rebuild meanwhile leaves its stays to its own
-    run (it would see only some of them). A load that fails stays marked, until the file is loaded again."""
+    """A rebuild meanwhile leaves the file's stays to its run (it would see only some); a failed load stays marked."""
     ledger = db[LEDGER]
     ledger.update_one({"_id": sha}, {"$setOnInsert": {"kind": "publish", "state": "loading"}}, upsert=True)
     yield
@@ -57,7 +49,6 @@ def loading(db: Database, sha: str) -> Iterator[None]:
 
 
 def entry(candidate: dict, drop: int) -> Entry:
-    """A counted stay as its group remembers it while it waits."""
     return {"s": candidate["_id"], "p": candidate[privacy.PERSON],
             "v": {f: candidate[f] for f in privacy.SENSITIVE}, "t": drop}
 
@@ -71,19 +62,16 @@ def counts(entries: Iterable[Entry]) -> Sensitive:
 
 
 def qualifies(entries: list[Entry]) -> bool:
-    """May these stays of one group be released together (privacy.qualifies)?"""
     return privacy.qualifies(len({e["p"] for e in entries}), counts(entries), len(entries))
 
 
 def next_increment(pending: list[Entry], arrived: list[Entry]) -> tuple[list[Entry], list[Entry]]:
-    """A group's stays that arrive join its pending ones; all of them are released together as
-    one increment when they qualify together. Returns (the increment, what still waits)."""
+    """Arrivals join the pending stays, released as one increment once they qualify: (increment, waiting)."""
     waiting = pending + arrived
     return (waiting, []) if qualifies(waiting) else ([], waiting)
 
 
 def waiting_for(entries: list[Entry]) -> str | None:
-    """Why pending stays wait: too few patients, or one sensitive value too common."""
     if not entries:
         return None
     return "patients" if len({e["p"] for e in entries}) < privacy.K_ANONYMITY else "diversity"
@@ -120,7 +108,6 @@ class GroupChange:
 
 
 def figures(group_doc: dict) -> dict:
-    """What a group adds to the release's totals."""
     pending, released = len(group_doc.get("pending", [])), group_doc.get("released", 0)
     waiting = group_doc.get("waiting_for")
     return {"counted": group_doc.get("records", 0), "released": released,
@@ -135,13 +122,11 @@ TOTALS = tuple(figures({}))
 
 
 def arrivals(group_doc: dict) -> Counter:
-    """A group's waiting stays by the drop that brought them."""
     return Counter(str(e["t"]) for e in group_doc.get("pending", []))
 
 
 def totals_after(state: dict, changes: list[GroupChange], drop: int | None = None) -> dict:
-    """The release's totals after these group changes (kept as they change: counting would read
-    every group), with the drops, each released stay's wait and when waiting stays arrived."""
+    """The release's totals after these changes (kept as they change: counting would read every group)."""
     totals = {name: state.get(name, 0) for name in TOTALS}
     waits, waiting = Counter(state.get("waits", {})), Counter(state.get("waiting_since", {}))
     for c in changes:
@@ -157,7 +142,6 @@ def totals_after(state: dict, changes: list[GroupChange], drop: int | None = Non
 
 
 def before(group_doc: dict) -> dict:
-    """What a group counted in the totals before an operation changes it."""
     return {**figures(group_doc), "arrivals": dict(arrivals(group_doc))}
 
 
@@ -174,14 +158,12 @@ class Plan:
 
     @property
     def stays(self) -> int:
-        """Stays this operation counts in (or takes out of) the release."""
         return sum(abs(c.records - c.before.get("counted", 0)) for c in self.groups)
 
     def increments(self) -> list[GroupChange]:
         return [c for c in self.groups if c.increment]
 
     def earlier(self) -> list[str]:
-        """Source _ids of the stays released now that earlier operations counted."""
         return [e["s"] for c in self.groups for e in c.increment if e["t"] != self.totals.get("drops")]
 
     def as_ledger(self) -> dict:
@@ -196,7 +178,6 @@ class Plan:
 
 @dataclass
 class StayTally:
-    """Stays of one group, or of one cell of a join: how many, whose, which sensitive values."""
 
     stays: int = 0
     patients: Counter = field(default_factory=Counter)
@@ -221,8 +202,6 @@ class StayTally:
 
 @dataclass
 class Rebuilt:
-    """A whole release planned under a scheme chosen again: what it releases in each group, which
-    cells of its join with earlier releases it withholds, and whether it may replace the live one."""
 
     evaluation: generalization.Evaluation
     uniqueness_before: list[dict]
@@ -240,7 +219,6 @@ class Rebuilt:
 
 
 class AppliedSources:
-    """Which files' operations are applied, looked up once per file."""
 
     def __init__(self, ledger: Collection):
         self.ledger, self.known = ledger, {}

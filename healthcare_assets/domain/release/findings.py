@@ -1,6 +1,4 @@
-"""What the release's checks count and report (fields, texts, groups, source names found, k, the
-largest share) and the release report; defs.anonymize turns them into verdicts.
-"""
+"""What the release's checks count, and the release report; defs.anonymize turns them into verdicts."""
 
 from __future__ import annotations
 
@@ -16,8 +14,7 @@ from healthcare_assets.domain.release.publishing import Release
 
 
 def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
-    """A released document's text values, an encrypted one decrypted (a released ciphertext of a
-    name is that name: deterministic, it links to the source as well as the name would)."""
+    """Text values, decrypted: a deterministic ciphertext of a name links to the source as the name would."""
     for value in doc.values():
         for item in value if isinstance(value, list) else [value]:
             item = reveal(item)
@@ -26,8 +23,7 @@ def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
 
 
 class Findings:
-    """What the checks count, fed one released document and one source person at a time (memory
-    does not grow with the documents: texts are a few bands and categories)."""
+    """Fed one document at a time; memory does not grow with them (texts are a few bands and categories)."""
 
     def __init__(self, reveal: Callable[[Any], str], keep_exact: bool = True):
         self.reveal = reveal  # an encrypted name in clear, anything else as it is
@@ -37,7 +33,6 @@ class Findings:
         self.exact = generalization.Encoder() if keep_exact else None  # for the uniqueness table "before"
 
     def add_released(self, doc: dict, scheme: privacy.Scheme) -> Counter:
-        """Count one released document; returns its texts."""
         for name in set(doc) ^ set(privacy.VIEW_FIELDS):
             self.wrong_fields[name] += 1
         texts = Counter(_texts(doc, self.reveal))
@@ -48,7 +43,6 @@ class Findings:
         return texts
 
     def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
-        """One source stay: are its patient's, doctor's and hospital's names among the released texts?"""
         texts = self.texts if texts is None else texts
         for name in map(self.reveal, names):
             self.names_checked += 1
@@ -56,24 +50,20 @@ class Findings:
                 self.leaked.add(name.casefold())
 
     def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:
-        """A stay about to be released, judged against its own source names."""
         self.add_person(candidate["_names"], self.add_released(doc, scheme))
         if self.exact is not None:
             self.exact.add(exact(candidate))
 
     def uniqueness_before(self) -> list[dict]:
-        """The uniqueness table of the stays judged, as the copy released them before this policy."""
         return self.exact.table().uniqueness_before()
 
     @property
     def leaks(self) -> int:
-        """Released values that are a source name."""
         return sum(self.texts[name] for name in self.leaked)
 
 
 def weakest(released: Iterable[StayTally]) -> tuple[int, float]:
-    """The fewest patients and the largest share of one sensitive value among these sets of stays
-    released together (0, 0 when there are none)."""
+    """The fewest patients and the largest share of one sensitive value (0, 0 when there are none)."""
     released = [t for t in released if t.stays]
     k = min((sum(1 for n in t.patients.values() if n > 0) for t in released), default=0)
     share = max((max(c.values(), default=0) / t.stays for t in released for c in t.sensitive.values()), default=0.0)
@@ -81,7 +71,6 @@ def weakest(released: Iterable[StayTally]) -> tuple[int, float]:
 
 
 def increments(plan: Plan) -> list[StayTally]:
-    """Each increment a plan releases, as a tally."""
     out = []
     for change in plan.increments():
         tally = StayTally()
@@ -92,7 +81,7 @@ def increments(plan: Plan) -> list[StayTally]:
 
 
 def median_wait(waits: dict[str, int]) -> float | None:
-    """The median number of drops a released stay waited (None before any was released by a drop)."""
+    """Drops a released stay waited (None before any was released by a drop)."""
     ordered = sorted((int(w), n) for w, n in waits.items())
     total, seen = sum(n for _, n in ordered), 0
     for wait, n in ordered:
@@ -137,8 +126,7 @@ class ReleaseReport:
 
 
 def release_report(release: Release, before: list[dict], released: list[tuple[dict, int]]) -> ReleaseReport:
-    """The release as a whole, and how identifying it is before this policy and as released over the
-    groups this operation touched (a lower bound on each prefix group: it can only overstate uniqueness)."""
+    """Uniqueness over the groups this operation touched: a lower bound per prefix group, so never understated."""
     state = release.state()
     counted, drops, waiting = state["counted"], state.get("drops", 0), state.get("waiting_since", {})
 

@@ -1,6 +1,4 @@
-"""The lease on the analysts' release: one run (or command) at a time, for the CLI, tests and several
-deployments on one database too (Dagster's pool serializes only runs); it expires, and is renewed.
-"""
+"""The expiring lease on the analysts' release: Dagster's pool serializes only runs, not the CLI."""
 
 from __future__ import annotations
 
@@ -25,7 +23,6 @@ def utc_now() -> dt.datetime:
 
 
 class Lease:
-    """An exclusive, expiring lease on the release, held by one run (or command) at a time."""
 
     def __init__(self, db: Database, owner: str, wait_s: float = WAIT_S):
         self.locks, self.owner, self.wait_s = db[LOCK], owner, wait_s

@@ -1,7 +1,4 @@
-"""Planning an operation on the analysts' release (publishing a file, erasing patients; a whole
-rebuild in rebuilding): what it would change, read and judged (`observe` sees every stay a plan may
-release) before anything is written.
-"""
+"""Planning a release operation: read and judged (`observe` sees every stay) before anything is written."""
 
 from __future__ import annotations
 
@@ -41,8 +38,7 @@ RETRY_GROWTH = 1.1  # too much held back: choose again once the stays counted gr
 
 
 def replan_reason(totals: dict, last_attempt: int) -> str | None:
-    """Why the scheme should be chosen again, given the release's totals after an operation and
-    the stays counted when it was last chosen (or tried), or None."""
+    """Why the scheme should be chosen again, given the totals after an operation and when last tried."""
     counted, held = totals.get("counted", 0), totals.get("held_back", 0) + totals.get("withdrawn", 0)
     if counted and counted >= REPLAN_GROWTH * last_attempt:
         return f"the stays counted grew {REPLAN_GROWTH}x since the scheme was last chosen"
@@ -60,12 +56,10 @@ def projection() -> list[dict]:
 
 
 def exact(candidate: dict) -> dict:
-    """A candidate's exact quasi-identifiers, sensitive fields and patient (generalization.Encoder's input)."""
     return {**candidate["_values"], **{f: candidate[f] for f in (*privacy.SENSITIVE, privacy.PERSON)}}
 
 
 def released_fields(candidate: dict, scheme: Scheme) -> dict:
-    """What a candidate from projection() releases under a scheme: the view's fields."""
     return {**privacy.generalize(candidate["_values"], scheme), **{f: candidate[f] for f in privacy.SENSITIVE}}
 
 
@@ -73,8 +67,7 @@ Observer = Callable[[dict, dict, Scheme], None]  # (candidate, what it releases,
 
 
 class ReleasePlanner:
-    """The release of one hospitalization collection as its plans see it: its bookkeeping, its copy
-    and its view, read only (but for the ledger's note that a rebuild is under way)."""
+    """The release as its plans see it, read only (but for the ledger's note that a rebuild is under way)."""
 
     def __init__(self, source: Collection, key: bytes, log: Callable[[str], None] = lambda _: None):
         self.source, self.key, self.log = source, key, log  # log: progress of whole-collection passes
@@ -88,7 +81,6 @@ class ReleasePlanner:
         return Lease(self.db, owner, wait_s)
 
     def state(self) -> dict | None:
-        """The scheme in force and the release's totals (None before the first release)."""
         return self.schemes.find_one({"_id": "current"})
 
     def _file_candidates(self, sha: str, documents: int) -> Iterator[list[dict]]:
@@ -102,8 +94,6 @@ class ReleasePlanner:
         return {d["_id"]: d for batch in chunks(keys, ID_BATCH) for d in self.groups.find({"_id": {"$in": batch}})}
 
     def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> Plan:
-        """What publishing one loaded file changes: its stays join their groups' pending ones, released
-        as one increment once they qualify together."""
         plan = Plan(op=sha, kind="publish", documents=documents)
         if self.ledger.find_one({"_id": sha, "state": "applied"}, {"_id": 1}):
             plan.already_applied = True
@@ -131,13 +121,10 @@ class ReleasePlanner:
         return plan
 
     def needs_replan(self, plan: Plan) -> bool:
-        """Should the scheme be chosen again instead of applying this plan?"""
         return not plan.already_applied and replan_reason(plan.totals, self.state()["attempted_on"]) is not None
 
     def plan_erasure(self, patient_ids: list[str]) -> Plan:
-        """What erasing these patients changes: their pending stays dropped, every increment holding
-        one of their released stays out of the copy whole (its other stays withdrawn). Their stays are
-        found in the bookkeeping too: a restore may have left them out of the source already."""
+        """Stays found in the bookkeeping too: a restore may have left them out of the source already."""
         plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
         erased = set(plan.erased_patients)
         for batch in chunks(plan.erased_patients, ID_BATCH):
@@ -169,13 +156,11 @@ class ReleasePlanner:
         return plan
 
     def needs_rebuild(self) -> bool:
-        """No scheme yet (or one of an earlier version), or a rebuild was interrupted."""
         state = self.state()
         return (state is None or "generation" not in state
                 or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1})))
 
     def _progress(self, stage: str, done: int, every: int = 100_000) -> None:
-        """A line each time a whole-collection pass passes another `every` stays."""
         if done // every > self._reported.get(stage, 0):
             self._reported[stage] = done // every
             self.log(f"release rebuild, {stage}: {done:,} stays")

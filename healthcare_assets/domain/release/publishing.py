@@ -1,6 +1,4 @@
-"""Writing a planned release operation: the analysts' copy (always in the order of its keyed ids,
-so its natural order says nothing of patients, files or earlier releases), groups, stays, ledger.
-"""
+"""Writing a planned release operation; the copy in keyed id order, which says nothing of patients or files."""
 
 from __future__ import annotations
 
@@ -36,8 +34,6 @@ COPY_BATCH = 5000
 
 
 class Release(Rebuilding):
-    """The release of one hospitalization collection: its plans written to its bookkeeping, its
-    copy and its view."""
 
     def copy_document(self, candidate: dict, scheme: privacy.Scheme, epoch: str) -> dict:
         return {"_id": privacy.release_id(candidate["_id"], self.key, epoch), **released_fields(candidate, scheme)}
@@ -50,7 +46,6 @@ class Release(Rebuilding):
         return len(documents)
 
     def apply(self, plan: Plan, lease: Lease, run_id: str | None = None) -> int:
-        """Write the plan; returns the copy's documents published (or, for an erasure, removed)."""
         entry_doc = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}
         self.ledger.replace_one({"_id": plan.op}, entry_doc, upsert=True)
         state = self.state()
@@ -61,8 +56,7 @@ class Release(Rebuilding):
             self.schemes.update_one({"_id": "current"}, {"$set": plan.totals})
         self.ledger.update_one({"_id": plan.op}, {
             "$set": {"state": "applied", "applied_at": utc_now(), "published": changed},
-            # an applied plan keeps its counts only: the erased patients' keyed ids are kept in the
-            # erasure list alone, where erasure records them on purpose
+            # an applied plan keeps its counts only: erased patients' keyed ids are kept in the erasure list alone
             "$unset": {"groups": "", "erased_stays": "", "erased_patients": ""}})
         return changed
 
@@ -84,8 +78,6 @@ class Release(Rebuilding):
         return self._write_copy(self.copy, documents, lease)
 
     def _erase(self, plan: Plan, state: dict | None) -> int:
-        """The patients' stays leave the source and the copy, and so do the other stays of the
-        increments they were released in; returns the copy's documents removed."""
         removed = 0
         if state:
             leaving = [s for c in plan.groups for s in c.leaving]
@@ -104,7 +96,6 @@ class Release(Rebuilding):
 
     @staticmethod
     def _set_groups(groups: Collection, changes: list[GroupChange]) -> None:
-        """Each group to its planned figures and pending stays: one round trip for the batch."""
         requests = [UpdateOne({"_id": c.key}, {"$set": c.as_group()}, upsert=True) for c in changes]
         if requests:
             groups.bulk_write(requests, ordered=False)
@@ -116,7 +107,6 @@ class Release(Rebuilding):
                                   pipeline=privacy.view_pipeline(scheme, STAYS))
 
     def finish_interrupted(self, lease: Lease) -> list[str]:
-        """Apply, from their ledger plans, operations a crashed holder left half done."""
         done = []
         for entry_doc in self.ledger.find({"state": "applying"}):
             self.apply(Plan.from_ledger(entry_doc), lease, entry_doc.get("run_id"))
@@ -124,21 +114,17 @@ class Release(Rebuilding):
         return done
 
     def erase(self, patient_ids: list[str], owner: str) -> tuple[Plan, int]:
-        """Erase patients from the source and the release, as one operation; returns the plan and
-        the copy's documents removed."""
         with self.lease(owner) as lease:
             self.finish_interrupted(lease)
             plan = self.plan_erasure(patient_ids)
             return plan, self.apply(plan, lease, owner)
 
     def refuse_rebuild(self, rebuilt: Rebuilt) -> None:
-        """Keep the live release; try another scheme only once the stays have grown."""
         self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
                                                                "refused": rebuilt.refused}})
         self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
     def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
-        """Write a judged rebuild: the new copy, groups and stays beside the live ones, then in their place."""
         staged = {name: self.db[name + STAGED] for name in (GROUPS, STAYS)}
         staged_copy = self.copy.database[self.copy.name + STAGED]
         for collection in (staged_copy, *staged.values()):

@@ -1,7 +1,4 @@
-"""Rebuilding the release under a scheme chosen again, judged with every earlier release: an analyst
-can join two releases on the groups a stay fell in each time, so stays released before are tallied
-per cell (their earlier groups, the new group) and the cells are judged as groups are (judge()).
-"""
+"""Rebuilding under a new scheme: two releases join on a stay's groups, so cells (earlier, new group) are judged."""
 
 from __future__ import annotations
 
@@ -29,20 +26,17 @@ from healthcare_assets.plumbing import scans
 
 
 def earlier_key(candidate: dict, seen: list[int], history: list[privacy.Scheme]) -> str:
-    """The groups a stay fell in under every earlier scheme whose copy held it ("" if none)."""
     return "||".join(f"{g}:{privacy.group_key(privacy.generalize(candidate['_values'], history[g]))}" for g in seen)
 
 
 class Rebuilding(ReleasePlanner):
     def history(self) -> list[privacy.Scheme]:
-        """The scheme of every generation so far (none for a release kept by an earlier version)."""
         state = self.state() or {}
         return state.get("history", []) if "generation" in state else []
 
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
-        """Every stay (of `files`, if given) but those of files loading as the rebuild began, with the
-        generations whose copies held it and whether the live copy does."""
+        """Every stay but of files loading, with the generations whose copies held it, and if the live one does."""
         for batch in scans.batches(self.source, projection(), stays_ranges(self.source)):
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
@@ -54,8 +48,7 @@ class Rebuilding(ReleasePlanner):
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
     def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
-        """Choose the scheme, plan every group under it and judge its join with the earlier releases;
-        nothing is written but the ledger's note that a rebuild is under way."""
+        """Nothing is written but the ledger's note that a rebuild is under way."""
         self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
                                 upsert=True)
         history = self.history()
@@ -94,21 +87,15 @@ class Rebuilding(ReleasePlanner):
 
 
 def live_group(earlier: str, generation: int) -> str | None:
-    """The live release's group in an earlier_key() (None if the live release never held the stay)."""
     last = earlier.rsplit("||", 1)[-1]
     return last.split(":", 1)[1] if last.startswith(f"{generation - 1}:") else None
 
 
 def judge(rebuilt: Rebuilt, groups: dict[str, StayTally], cells: dict[tuple[str, str], StayTally],
           live: set[tuple[str, str]], generation: int) -> None:
-    """Which new groups the rebuild releases and which cells of its join with the earlier releases it withholds.
-
-    A cell (the groups a stay fell in before, its new group) that does not qualify is withheld. A live group
-    that would lose some of its stays loses them all: what leaves the live copy is then whole groups, each a
-    union of increments, which qualify. Withholding stays may take a new group under the bar, and an unreleased
-    new group takes its stays out of the live copy: this repeats until nothing changes. If what is released then
-    falls short of 1 - MAX_SUPPRESSED of the stays, the rebuild is refused and the live release stays in place.
-    """
+    """A cell that does not qualify is withheld; a live group losing some stays loses all (whole groups, unions of
+    increments, qualify). Withholding may take a new group under the bar, an unreleased one takes its stays out
+    of the live copy: repeated until nothing changes. Released short of 1 - MAX_SUPPRESSED: refused."""
     unreleased = {key for key, tally in groups.items() if not tally.qualifies()}
     withheld: set[tuple[str, str]] = set()
     leaving: set[str] = set()  # live groups whose stays all leave

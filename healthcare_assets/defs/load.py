@@ -39,13 +39,8 @@ def require_keyed(collection: Collection) -> None:
             "rekey_existing_documents`), then load again."), allow_retries=False)
 
 
-@dg.asset(
-    group_name="mongodb",
-    kinds={"mongodb"},
-    deps=[quality_report],
-    pool=WRITES_POOL,
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-)
+@dg.asset(group_name="mongodb", kinds={"mongodb"}, deps=[quality_report], pool=WRITES_POOL,
+          retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL))
 def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
                            mongo: MongoResource) -> dg.Output[dict]:
     """One document per hospitalization in the client's nested model, keyed by the record key:
@@ -78,12 +73,9 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     audit.record(collection.database, "load", f"{collection.database.name}.{collection.name}", tally.inserted,
                  source_sha256=sha, source_name=cleaned_frame.source.name, already_present=tally.already)
     return dg.Output(summary, metadata={
-        **{k: v for k, v in summary.items() if k != "cleaned_path"},
-        "dagster/row_count": documents,
-        "collection": f"{collection.database.name}.{collection.name}",
-        "server": mongo.server_label(),
-        "load_seconds": round(elapsed, 2),
-        "insert_seconds": round(insert_s, 2),
+        **{k: v for k, v in summary.items() if k != "cleaned_path"}, "dagster/row_count": documents,
+        "collection": f"{collection.database.name}.{collection.name}", "server": mongo.server_label(),
+        "load_seconds": round(elapsed, 2), "insert_seconds": round(insert_s, 2),
         "index_build_seconds": round(elapsed - insert_s, 2),
         "rows_per_second": round(cleaned_frame.rows / elapsed) if elapsed else 0,
     })

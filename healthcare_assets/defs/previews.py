@@ -1,6 +1,5 @@
 """Metadata helpers shared by the assets: column schemas and data profiles that show no patient."""
 
-
 import dagster as dg
 import pandas as pd
 from tabulate import tabulate
@@ -17,9 +16,8 @@ def column_schema(dtypes: dict[str, str]) -> dg.TableSchema:
 
 
 def profile(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
-    """What each column holds, never a row (a row shows exact dates, hospital, room and amount):
-    its non-empty values and, for a closed value set, how often each of its values occurs, when at
-    least k times; anything outside the set is counted, never shown."""
+    """Each column's non-empty values and, for a closed value set, each value seen at least k times;
+    never a row (it shows exact dates, hospital, room and amount), nor a value outside the set."""
     rows = []
     for column in frame.columns:
         values = frame[column]
@@ -56,6 +54,5 @@ def suites_table(suites: list[dict], failures: list[dict]) -> dg.MarkdownMetadat
 
 
 def check_specs(asset, descriptions: dict[str, str], blocking: bool = True) -> list[dg.AssetCheckSpec]:
-    """One check spec per name, described by what it asserts."""
     return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
             for name, text in descriptions.items()]

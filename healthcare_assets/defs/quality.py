@@ -1,6 +1,5 @@
 """quality_report: Great Expectations suites for counts, types and values, run on every chunk."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -23,9 +22,8 @@ def run_report(run_id: str, cleaned_frame: StagedFrame, tally: ExpectationTally,
 @dg.asset(group_name="quality", kinds={"great_expectations"})
 def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
                    settings: PipelineSettings) -> dg.Output[dict]:
-    """Great Expectations validation of the cleaned rows, chunk by chunk: counts (rows equal what
-    cleaning staged, unique record keys), types (every column's dtype, no nulls) and values (value
-    sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
+    """Great Expectations validation of the cleaned rows, chunk by chunk: counts, types and values
+    (value sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
     offline (reports/quality/runs/), and Great Expectations Data Docs (reports/quality/)."""
     docs_dir = paths.private_dir(quality_pages.quality_dir())
     validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
@@ -44,11 +42,9 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     summary = {"chunks": total, "rows": cleaned_frame.rows, "failures": failures, "statistics": statistics,
                "report": str(page), "data_docs": str(docs_dir / "index.html")}
     return dg.Output(summary, metadata={
-        "dagster/row_count": cleaned_frame.rows,
-        "dagster/uri": page.as_uri(),
+        "dagster/row_count": cleaned_frame.rows, "dagster/uri": page.as_uri(),
         "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
-        "expectations_failed": len(failures),
-        "summary": suites_table(suites, failures),
+        "expectations_failed": len(failures), "summary": suites_table(suites, failures),
         **verdicts.links("report", page),
         **verdicts.links("reports_index", quality_pages.index_path()),
         **verdicts.links("data_docs", summary["data_docs"]),

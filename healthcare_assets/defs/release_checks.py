@@ -24,8 +24,6 @@ CHECKS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    """One check's verdict and what it measured."""
-
     passed: bool
     metadata: dict
 

@@ -1,9 +1,7 @@
 """The resources every asset gets, chosen for this environment, and how runs execute.
 
-Every value comes from the environment through dg.EnvVar: Dagster reads it when a run starts and
-never shows it in the UI. At definitions time only the Environment (plumbing/settings.py) is looked
-at: its `production` chooses real MongoDB or the embedded server, and each unset setting keeps its
-default. The CLI builds the same resources, with the values themselves (resources(resolve=True)).
+Values come through dg.EnvVar: Dagster reads them when a run starts and never shows them in the UI.
+At definitions time only `Environment.production` is looked at (real MongoDB or the embedded server).
 """
 
 import dagster as dg
@@ -24,8 +22,7 @@ MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
 
 
 def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
-    """Field -> dg.EnvVar of its variable, for each variable that is set; with `resolve`, the
-    value itself (for the CLI and tests, which call resources outside a run)."""
+    """Field -> dg.EnvVar of each variable set; with `resolve`, the value itself (outside a run)."""
     found = {}
     for field, variable in variables.items():
         if value := env.get(variable):
@@ -36,9 +33,8 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
 
 
 def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
-    """The resources of this deployment: real MongoDB when `env.production`, otherwise the embedded
-    server of HEALTHCARE_DATA_DIR (`mongo_fields` set over the environment's). Region, endpoint and credentials of S3 come from boto3's
-    default chain (AWS_* variables)."""
+    """`mongo_fields` are set over the environment's; S3's region, endpoint and credentials come from
+    boto3's default chain (AWS_* variables)."""
     env = env or environment()
     if env.production:
         mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
@@ -50,8 +46,8 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
 
 
 def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:
-    """The deployment's MongoResource with the environment's values, for use outside a run (the CLI).
-    Without `start`, for a command that only reads: the embedded server is used only if it runs."""
+    """For use outside a run (the CLI). Without `start` (a command that only reads), the embedded
+    server is used only if it runs."""
     env = environment()
     if not start and not env.production:
         mongo_fields["start"] = False

@@ -1,8 +1,5 @@
-"""anonymized_view: the client's de-identified view, and the copy analysts actually read.
-
-The privacy checks judge what the run is about to release before anything is written, so a failing
-check leaves the analysts' copy untouched; the whole-collection audit is scheduled, never gating a drop.
-"""
+"""anonymized_view: the client's de-identified view and the analysts' copy; its checks judge what a run
+releases before anything is written, so a failing check leaves the copy untouched."""
 
 import dataclasses
 import json
@@ -33,8 +30,7 @@ RELEASE_POOL = "analysts_release"  # one publishing step at a time per deploymen
 
 
 def judge_plan(findings: Findings, plan: Plan, release: Release, page: verdicts.RunPage) -> list[dg.AssetCheckResult]:
-    """The checks on one operation: every increment it releases. Stays counted earlier that an
-    increment releases now are judged too, and must be in the source as their group remembers them."""
+    """Every increment the plan releases; earlier stays it releases must be in the source as remembered."""
     scheme = release.state()["scheme"]
     remembered = {e["s"]: e for c in plan.increments() for e in c.increment}
     earlier = plan.earlier()

@@ -1,9 +1,5 @@
-"""mongo_backup: every database of the deployment, daily, read back before older backups go.
-
-The backup takes the load's pool, so no load writes while it reads. Older backups are deleted only
-once the blocking check has read the new one back. The weekly `restore_drill` restores into scratch
-databases, compares every document and proves no erased patient's stay came back.
-"""
+"""mongo_backup: every database, daily, in the load's pool (no load writes while it reads); older backups
+go only once the new one reads back. The weekly `restore_drill` restores into scratch databases."""
 
 import dagster as dg
 
@@ -87,8 +83,7 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
             client.drop_database(scratch)
     expected = {f"{rename[db]}.{coll}": e["documents"] for db, coll, e in written.collections() if e["type"] != "view"}
     counts_match = restored.counts == expected
-    # kept out: the backup held stays of erased patients (so did the source); returned: the restore
-    # wrote some back. Either is an erasure not in force.
+    # kept out: the backup held erased patients' stays; returned: the restore wrote some back (erasure not in force)
     kept_out = sum(restored.kept_out.values())
     came_back = sum(t["erased_returned"] for t in report.values())
     tallies = ("identical", "differing", "only_in_backup", "only_in_source", "erased_returned")
@@ -97,10 +92,8 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     return dg.AssetCheckResult(
         passed=counts_match and not backup.differences(report) and not kept_out,
         metadata={"backup": written.location, "documents_restored": sum(restored.counts.values()),
-                  "restored_counts_match_manifest": counts_match,
-                  "erased_patients_listed": restored.erased_patients,
-                  "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back,
-                  "comparison": table},
+                  "restored_counts_match_manifest": counts_match, "erased_patients_listed": restored.erased_patients,
+                  "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back, "comparison": table},
     )
 
 
@@ -117,8 +110,7 @@ restore_drill = dg.define_asset_job(
 
 @dg.definitions
 def backups() -> dg.Definitions:
-    # Running in production; stopped by default on the embedded server, so a developer's
-    # `dagster dev` does not pile up daily copies (the UI starts them).
+    # stopped on the embedded server, so a developer's `dagster dev` does not pile up daily copies
     status = dg.DefaultScheduleStatus.RUNNING if settings.environment().production else dg.DefaultScheduleStatus.STOPPED
     return dg.Definitions(
         assets=[mongo_backup], asset_checks=[backup_reads_back_intact, backup_restores_identically],

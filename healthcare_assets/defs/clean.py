@@ -26,8 +26,7 @@ from healthcare_assets.plumbing import csv_cells, settings, staging
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
-_ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-                "datetime64[ms]": pa.timestamp("ms")}
+_ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "datetime64[ms]": pa.timestamp("ms")}
 CLEANED_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in CLEANED_DTYPES.items()])
 
 
@@ -40,8 +39,7 @@ def report_path(source: SourceFile) -> Path:
 
 
 def _publish(written: Path, path: Path) -> None:
-    # Written whole in the run's staging folder, then renamed into place: two runs of one file
-    # at once each leave a whole file, and a reader never sees half of one.
+    # renamed into place whole: two runs of one file at once each leave a whole file, a reader never sees half
     settings.private_dir(path.parent)
     os.replace(written, path)
 
@@ -100,8 +98,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
         **totals, **repairs, "quarantined_by_reason": dg.MetadataValue.json(by_reason),
         "row_accounting": counts_table({**totals, **repairs}), "dagster/uri": verdicts.file_uri(r_path),
         **verdicts.links("cleaning_report", r_path),
-        **(verdicts.links("quarantine_file", q_path) if quarantined else {}),
-        "profile": profile(done.first),
+        **(verdicts.links("quarantine_file", q_path) if quarantined else {}), "profile": profile(done.first),
     })
 
 

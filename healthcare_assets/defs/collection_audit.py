@@ -1,5 +1,4 @@
-"""collection_audit_job: the whole-collection checks, scheduled apart since they cost the whole
-collection (a drop's checks judge its own file); none of them blocks."""
+"""collection_audit_job: the whole-collection checks, scheduled apart since they cost the whole collection."""
 
 import dagster as dg
 

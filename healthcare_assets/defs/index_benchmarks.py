@@ -1,8 +1,5 @@
-"""index_benchmarks, the asset: what the client's indexes buy on the loaded collection, measured.
-
-The suite, plans, timings and report are in `domain/query_benchmarks/` (why the indexed runs carry no
-hint: measure.py). Timings are reported, never asserted; the blocking check asserts the plans.
-"""
+"""index_benchmarks: what the client's indexes buy, measured (the logic: `domain/query_benchmarks/`).
+Timings are reported, never asserted; the blocking check asserts the plans."""
 
 import datetime as dt
 import statistics
@@ -37,17 +34,15 @@ class IndexBenchmarkConfig(dg.Config):
     # Defaults: the full measurement (`make bench`, "Materialize all"); `make run` times fewer runs.
     repeats: int = 7  # timed runs of each query through its index
     scan_repeats: int = 5  # timed full scans per query (forced COLLSCAN, pandas): ~1.5 s each per 55k rows
-    # The most documents one query may make the embedded server hold. A larger collection's forced
-    # COLLSCANs run on a sample of this many documents, and so do indexed queries whose result
-    # would be larger (measured: ~1.1 GB of server memory at 100,000, ~0.35 GB at 30,000).
+    # The most documents one query may make the server hold: larger scans and results run on a sample of this
+    # many (measured: ~1.1 GB of server memory at 100,000, ~0.35 GB at 30,000).
     max_held_documents: int = 100_000
 
 
 def _metadata(report: dict, json_path: Path, png_path: Path) -> dict:
     speedups = [r["speedup"] for r in report["queries"] if r["speedup"]]
     return {
-        "dagster/row_count": report["documents"],
-        "queries": dg.MetadataValue.md(markdown_table(report["queries"])),
+        "dagster/row_count": report["documents"], "queries": dg.MetadataValue.md(markdown_table(report["queries"])),
         "notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in report["notes"])),
         "min_speedup": report["min_speedup"], "median_speedup": statistics.median(speedups) if speedups else None,
         "index_build_seconds": report["index_build_seconds"],

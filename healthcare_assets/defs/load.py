@@ -23,14 +23,12 @@ from healthcare_assets.plumbing import document_counts
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame
 
-# One load at a time per deployment, and never during a backup (mongo_backup takes this pool too),
-# so a backup never holds half a file.
+# One load at a time, never during a backup (mongo_backup takes this pool too): a backup never holds half a file.
 WRITES_POOL = "mongo_writes"
 
 
 def require_keyed(collection: Collection) -> None:
-    """Refuse, before writing anything, a collection that may hold unkeyed _ids: every row of the
-    file would be added again beside them, under its keyed id."""
+    """Refuse a collection that may hold unkeyed _ids: every row would be added again under its keyed id."""
     if not migration.is_keyed(collection):
         raise dg.Failure(description=(
             f"{collection.full_name} holds documents whose _id is the unkeyed hash of their row (loaded by an "
@@ -92,8 +90,7 @@ LOAD_CHECKS = {
 
 @dg.multi_asset_check(specs=check_specs(mongo_hospitalizations, LOAD_CHECKS))
 def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
-    """The three checks on this file's documents, in one pass over them (range by range over the
-    file's slice of the index): their cost follows the file, not the collection."""
+    """The three checks on this file's documents, in one pass: their cost follows the file, not the collection."""
     collection, sha = mongo.hospitalizations(), mongo_hospitalizations["source_sha256"]
     found, invalid, first_problems = file_schema_problems(collection, sha, mongo_hospitalizations["rows_loaded"])
     expected = mongo_hospitalizations["rows_loaded"]

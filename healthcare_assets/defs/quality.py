@@ -7,16 +7,10 @@ import dagster as dg
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import suites_table
 from healthcare_assets.domain import quality_pages
-from healthcare_assets.domain.expectations import ExpectationTally, Validation, validate
+from healthcare_assets.domain.expectations import Validation, validate
 from healthcare_assets.plumbing import settings as paths
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import StagedFrame
-
-
-def run_report(run_id: str, cleaned_frame: StagedFrame, tally: ExpectationTally, chunks: int) -> dict:
-    """The run's report as its page shows it: counts and aggregates only, never a patient's value."""
-    known = quality_pages.page_data(run_id, verdicts.source_fields(cleaned_frame.source), cleaned_frame.counts)
-    return {**known, "chunks": chunks, "suites": tally.suites(), "passed": not tally.failures}
 
 
 @dg.asset(group_name="quality", kinds={"great_expectations"})
@@ -29,7 +23,10 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
     tally = validate(cleaned_frame, validation, context.log.info)
     total = max(len(cleaned_frame.chunk_rows), 1)
-    report = run_report(context.run_id, cleaned_frame, tally, total)
+    # counts and aggregates only, never a patient's value
+    report = {**quality_pages.page_data(context.run_id, verdicts.source_fields(cleaned_frame.source),
+                                        cleaned_frame.counts), "chunks": total, "suites": tally.suites(),
+              "passed": not tally.failures}
     keep = settings.kept_reports()
     with quality_pages.exclusive():
         validation.build_data_docs(keep)
@@ -45,8 +42,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
         "dagster/row_count": cleaned_frame.rows, "dagster/uri": page.as_uri(),
         "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
         "expectations_failed": len(failures), "summary": suites_table(suites, failures),
-        **verdicts.links("report", page),
-        **verdicts.links("reports_index", quality_pages.index_path()),
+        **verdicts.links("report", page), **verdicts.links("reports_index", quality_pages.index_path()),
         **verdicts.links("data_docs", summary["data_docs"]),
     })
 

@@ -1,8 +1,5 @@
-"""The resources every asset gets, chosen for this environment, and how runs execute.
-
-Values come through dg.EnvVar: Dagster reads them when a run starts and never shows them in the UI.
-At definitions time only `Environment.production` is looked at (real MongoDB or the embedded server).
-"""
+"""The resources every asset gets, and how runs execute. Values come through dg.EnvVar: Dagster reads
+them when a run starts and never shows them in the UI."""
 
 import dagster as dg
 
@@ -33,8 +30,7 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
 
 
 def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
-    """`mongo_fields` are set over the environment's; S3's region, endpoint and credentials come from
-    boto3's default chain (AWS_* variables)."""
+    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain."""
     env = env or environment()
     if env.production:
         mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
@@ -46,8 +42,7 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
 
 
 def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:
-    """For use outside a run (the CLI). Without `start` (a command that only reads), the embedded
-    server is used only if it runs."""
+    """For the CLI. Without `start` (a command that only reads), the embedded server is used only if it runs."""
     env = environment()
     if not start and not env.production:
         mongo_fields["start"] = False
@@ -62,7 +57,6 @@ def pipeline_settings() -> PipelineSettings:
 def definitions() -> dg.Definitions:
     return dg.Definitions(
         resources=resources(),
-        # One process per run, not per step: a drop's steps are short, and a process per step cost
-        # more than the steps themselves (Dagster's and pandas' imports, each time).
+        # one process per run: a process per step cost more than the short steps themselves (imports each time)
         executor=dg.in_process_executor,
     )

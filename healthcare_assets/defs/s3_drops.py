@@ -1,7 +1,5 @@
-"""s3_csv_drop_sensor: one run of the whole chain per new CSV object version in S3 (run_key key@ETag;
-the cursor remembers every version handled, so a restarted daemon or two objects stamped the same
-second lose nothing). Tags, not dynamic partitions: they would make `--select '*'` need `--partition`.
-"""
+"""s3_csv_drop_sensor: one run of the chain per new CSV object version in S3 (run_key key@ETag). Tags, not
+dynamic partitions: they would make `--select '*'` need `--partition`."""
 
 from __future__ import annotations
 
@@ -26,14 +24,12 @@ LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 
-# Every stage and its checks, but the benchmark and the audit (they judge the whole collection,
-# not a file) and the backups (their own schedule).
+# Every stage and its checks, but those judging the whole collection (benchmark, audit) and the backups.
 DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
                   - dg.AssetSelection.groups("backups"))
 
-# A file's run that dies with its process is launched again, whole (staging is per run, and the load
-# writes each row once); one failed by its own steps is not: the same file would fail the same way.
-# The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
+# A run that dies with its process is launched again, whole (staging is per run, the load writes each row once);
+# one failed by its own steps would fail the same way. Inert unless the instance enables run retries.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
               "dagster/retry_on_asset_or_op_failure": "false"}
 

@@ -1,5 +1,4 @@
-"""What a failing check says (the figure, the limit, the setting that changes it, the file to look at;
-counts and shares only, never a patient's value), and the run's quality page that records the block."""
+"""What a failing check says (counts and shares only, never a patient's value), and the run's quality page."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public export's known
-defects: names in random letter case, some with honorifics or suffixes; hospital names with scrambled word
-order; exactly `negative_billing` negative bills and exactly `duplicates` exact copies of an earlier row.
-Duplicates only copy rows with a non-negative bill, so a correct cleaning step removes exactly `duplicates` rows
-and corrects exactly `negative_billing` amounts.
-
-Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version (everything
-seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a row kept to prove that no
-two original rows are identical.
-"""
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout with the public export's known defects,
+exactly `negative_billing` negative bills and `duplicates` copies of an earlier non-negative row."""
 
 from __future__ import annotations
 
@@ -145,12 +137,11 @@ def _original_rows(count: int, negative: np.ndarray, rng: np.random.Generator,
 
 def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
           originals_billing: list[np.ndarray]) -> Iterator[list[tuple]]:
-    """Yield the data rows chunk by chunk, with duplicates interleaved after their sources."""
+    """The data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
     pools = draw_pools(rows, seed)
-    # Position 0 is never a duplicate and original 0 never negative, so every duplicate
-    # has at least one non-negative earlier row to copy.
+    # position 0 is never a duplicate, original 0 never negative: every duplicate has a row to copy
     duplicate_at = np.sort(rng.choice(rows - 1, duplicates, replace=False)) + 1
     negative_ids = np.sort(rng.choice(rows - duplicates - 1, negative_billing, replace=False)) + 1
     is_duplicate = set(duplicate_at.tolist())
@@ -189,8 +180,7 @@ def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
 
 
 def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | None) -> tuple[int, int]:
-    """The duplicates and negative bills to write (the original export's share when not given),
-    checked against the row count."""
+    """The duplicates and negative bills to write (the original export's share when not given)."""
     duplicates = round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS) if duplicates is None else duplicates
     if negative_billing is None:
         negative_billing = round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
@@ -207,8 +197,7 @@ def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | No
 
 def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None = None,
                  negative_billing: int | None = None) -> dict:
-    """Write `rows` data rows (duplicates included) to `out`; return what was written. The defects
-    default to the original export's counts (534 and 106 per 55,500 rows), scaled to `rows`."""
+    """Write `rows` data rows (duplicates included) to `out`; return what was written."""
     duplicates, negative_billing = _defect_counts(rows, duplicates, negative_billing)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +209,7 @@ def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None =
             writer.writerow(schema.CSV_COLUMNS.values())
             for chunk in _rows(rows, seed, duplicates, negative_billing, originals_billing):
                 writer.writerows(chunk)
-        # Distinct bills prove no two original rows are identical, so the file holds exactly
-        # `duplicates` repeated rows. With random floats a clash is practically impossible.
+        # distinct bills prove the file holds exactly `duplicates` repeated rows
         billing = np.sort(np.concatenate(originals_billing))
         if np.any(billing[1:] == billing[:-1]):
             raise RuntimeError(f"seed {seed}: two original rows share a bill; use another seed")
@@ -233,7 +221,6 @@ def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None =
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `healthcare-assets generate`."""
     parser.add_argument("--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
     parser.add_argument("--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
@@ -245,7 +232,6 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Run `healthcare-assets generate` from parsed arguments; returns the exit code."""
     summary = generate_csv(rows=args.rows, seed=args.seed, out=args.out, duplicates=args.duplicates,
                            negative_billing=args.negative_billing)
     print(f"wrote {summary['rows']:,} rows to {summary['path']} "

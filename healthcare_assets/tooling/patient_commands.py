@@ -31,8 +31,7 @@ def _collection(args: argparse.Namespace):
 
 
 def _selection(args: argparse.Namespace, collection):
-    """The patients the arguments stand for and 0, or None and the exit code after saying why they
-    do not pick any safely (2: not a name; 5: a name of several patients)."""
+    """The patients the arguments stand for and 0, or None and the exit code (2: not a name; 5: several)."""
     from healthcare_assets.domain import gdpr
 
     try:

@@ -1,5 +1,4 @@
-"""`healthcare-assets summary`: the last run (its job, file, status, when, how long) and only its
-results, then what the database holds."""
+"""`healthcare-assets summary`: the last run and only its results, then what the database holds."""
 
 from __future__ import annotations
 
@@ -56,19 +55,16 @@ def database_lines() -> list[str]:
     collection = mongo.hospitalizations()
     release = Release(collection, b"")
     state = release.state() or {}
-    return [
-        f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)",
-        f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents",
-        (f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
-         f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
-         f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})"),
-    ]
+    return [f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)",
+            f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents",
+            (f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
+             f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
+             f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")]
 
 
 def run_summary(args: argparse.Namespace) -> int:
     """What the last run did and where its results are, for people and for `make run`."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home")
-    lines, _ = last_run_lines(home)
+    lines, _ = last_run_lines(Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home"))
     for line in lines + database_lines():
         print(line)
     sys.stdout.flush()

@@ -98,7 +98,6 @@ def _export(size: int, work: Path) -> str:
 
 
 def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:
-    """Each size's chain, ceiling and index benchmarks, backup and release stream."""
     results = {}
     for size in sizes:
         csv, generate_s = _export(size, work)
@@ -136,7 +135,6 @@ def _environment(work: Path) -> dict[str, str]:
 
 
 def _release_streams(sizes: list[int], args, report_dir: Path) -> int:
-    """`--release-stream`: each size's stream in a child process, no server."""
     work = Path(tempfile.mkdtemp(prefix="healthcare-stream-"))
     streams = {size: _stream_child(size, _export(size, work)[0], args, _environment(work), work) for size in sizes}
     failed = None in streams.values()

@@ -1,6 +1,4 @@
-"""Whole processes, started as a user or the sensor starts them, on the bench's embedded server:
-a new file through s3_csv_drop_job (`dagster job execute`) into an empty and into a large
-collection, two files dropped at the same moment, and the gated chain against the client's script."""
+"""Whole processes on the bench's server: drops, two drops at once, the gated chain vs the client's script."""
 
 from __future__ import annotations
 
@@ -34,8 +32,7 @@ PEER_REPEATS = 3
 
 
 class Processes:
-    """`dagster` on a DAGSTER_HOME of the bench's own (SQLite, no telemetry) and the client's script,
-    run in the work folder (no .env there for Dagster to pick up), output to a log each."""
+    """`dagster` and the client's script, run in the work folder (no .env there for Dagster to pick up)."""
 
     def __init__(self, work: Path, env: dict[str, str]):
         self.work, self.home = work, work / "dagster_home"
@@ -82,7 +79,6 @@ class Processes:
 
 
 def drop(processes: Processes, name: str, csv: str, rows: int, database: str) -> dict:
-    """One file through s3_csv_drop_job (every asset and check but index_benchmarks and the audit)."""
     from healthcare_assets.defs.ingest import SourceConfig
     from healthcare_assets.defs.resources import mongo_resource_from_env
     from healthcare_assets.defs.s3_drops import s3_csv_drop_job
@@ -132,8 +128,7 @@ def concurrent_drops(processes: Processes, database: str) -> dict:
 
 
 def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPEATS) -> dict:
-    """Ours: `dagster asset materialize --select '*mongo_hospitalizations'` into a fresh database each
-    time. Theirs: client_approach.py, which drops and refills baseline_db itself. Alternating."""
+    """Ours into a fresh database each time, theirs (client_approach.py refills baseline_db), alternating."""
     uri = local_server.client_uri(processes.work)  # with credentials: the script is a plain client
     ours, theirs, failures = [], [], []
     for i in range(repeats):
@@ -155,8 +150,7 @@ def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPE
 
 
 def run_processes(results: dict[int, dict], big_size: int, processes: Processes) -> dict:
-    """What the sizes that ran allow: the drops need their databases loaded, the comparison with
-    the client the committed export."""
+    """What the sizes that ran allow: the drops need their databases loaded, the comparison the committed export."""
     figures, loaded = {}, {size for size, r in results.items() if "load" in r}
     if exports.COMMITTED_ROWS in results:
         if CLIENT_APPROACH.exists():

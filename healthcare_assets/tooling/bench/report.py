@@ -14,8 +14,7 @@ from healthcare_assets.plumbing import settings
 
 
 def table(columns, rows, label: int = 38, width: int = 22) -> None:
-    """One line per row, one cell per column; a row is a format string over the column's figures
-    or a function of them; "-" where a column stopped before that figure."""
+    """A row is a format string over each column's figures, or a function of them; "-" where missing."""
     for name, cell in rows:
         cells = []
         for c in columns:
@@ -34,8 +33,7 @@ def _asset_cell(a: str):
 SIZE_ROWS = (
     ("pipeline s (w/o index_benchmarks)", "{pipeline_s:.1f}"),
     ("load s: insert + index builds", "{load[insert_s]:.1f}+{load[index_build_s]:.1f}"),
-    ("load docs/s", "{load[docs_per_s]:,}"),
-    ("load's insert phase docs/s", "{load[insert_docs_per_s]:,}"),
+    ("load docs/s", "{load[docs_per_s]:,}"), ("load's insert phase docs/s", "{load[insert_docs_per_s]:,}"),
     ("bare insert_many docs/s", "{ceiling[bare_docs_per_s]:,}"),
     ("insert_many like the load's coll", "{ceiling[validated_docs_per_s]:,}"),
     ("building the documents docs/s", "{ceiling[build_docs_per_s]:,}"),
@@ -49,8 +47,7 @@ SIZE_ROWS = (
     ("backup: documents, MB", lambda r: f"{r['backup']['documents']:,}, {r['backup']['bytes'] / 2**20:,.1f}"),
     ("backup s + reading it back s", "{backup[backup_s]:.1f}+{backup[verify_s]:.1f}"),
     ("backup's peak RSS MB", "{backup[peak_rss_mb]:,.0f}"),
-    ("index build s (7 indexes)", "{index_benchmarks[index_build_s]:.1f}"),
-    ("released: stays, k/l, largest share",
+    ("index build s (7 indexes)", "{index_benchmarks[index_build_s]:.1f}"), ("released: stays, k/l, largest share",
      "{release[released]:,} k{release[k_pycanon]} l{release[l_pycanon]} {release[largest_share]:.0%}"),
     ("held back (suppressed)", "{release[stays_held_back]:,} {release[held_back_share]:.1%}"),
 )
@@ -82,7 +79,6 @@ def _moment_rows(moment: str, key: str) -> list:
 
 
 def print_streams(streams: dict[int, dict]) -> None:
-    """The release streams side by side, then each one's scheme."""
     if not streams:
         return
     one = next(iter(streams.values()))

@@ -1,6 +1,4 @@
-"""What a run of the chain says about itself: each step's seconds with the peak RSS of this process
-and of the server meanwhile, counted under its asset; failed steps; the load's, the release's and
-the index benchmarks' figures."""
+"""What a run of the chain says about itself: each step's seconds and peak RSS, failures, figures."""
 
 from __future__ import annotations
 
@@ -105,8 +103,7 @@ def load_figures(result: dg.ExecuteInProcessResult) -> dict | None:
 
 
 def release_figures(result: dg.ExecuteInProcessResult, mongo) -> dict | None:
-    """The release's own figures, and k, l and the largest share of a sensitive value measured on
-    the analysts' copy by pycanon, independently of the release's bookkeeping."""
+    """The release's own figures, and k, l and the largest share measured on the copy by pycanon."""
     metadata = _materialization(result, "anonymized_view")
     if metadata is None:
         return None

@@ -1,5 +1,4 @@
-"""anonymized_view: the client's de-identified view and the analysts' copy; its checks judge what a run
-releases before anything is written, so a failing check leaves the copy untouched."""
+"""anonymized_view: its checks judge what a run releases before anything is written to the analysts' copy."""
 
 import dataclasses
 import json
@@ -97,7 +96,6 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, lease:
 
 
 def publish(release: Release, lease: Lease, operation: Operation, run_id: str) -> int:
-    """Write a judged operation; returns the copy's documents published."""
     if operation.plan is None:
         return release.apply_rebuild(operation.rebuilt, lease)
     return 0 if operation.plan.already_applied else release.apply(operation.plan, lease, run_id)

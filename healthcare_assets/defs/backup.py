@@ -1,5 +1,4 @@
-"""mongo_backup: every database, daily, in the load's pool (no load writes while it reads); older backups
-go only once the new one reads back. The weekly `restore_drill` restores into scratch databases."""
+"""mongo_backup: every database, daily, in the load's pool (no load writes while it reads)."""
 
 import dagster as dg
 

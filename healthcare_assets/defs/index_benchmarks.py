@@ -1,5 +1,4 @@
-"""index_benchmarks: what the client's indexes buy, measured (the logic: `domain/query_benchmarks/`).
-Timings are reported, never asserted; the blocking check asserts the plans."""
+"""index_benchmarks: timings are reported, never asserted; the blocking check asserts the plans."""
 
 import datetime as dt
 import statistics

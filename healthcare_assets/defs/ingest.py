@@ -20,8 +20,7 @@ TAG_CHARS = 120
 
 
 def source_tag(name: str) -> str:
-    """A file's name as a tag value: printable characters only and capped in length, since whoever
-    names the file (an S3 key's last part may be 1,024 bytes of anything) chooses it."""
+    """Printable and capped: whoever names the file chooses it (an S3 key may be 1,024 bytes of anything)."""
     safe = "".join(c if c.isprintable() else "?" for c in name).strip()
     if len(safe) > TAG_CHARS:
         safe = safe[: TAG_CHARS - 21] + "..." + safe[-18:]

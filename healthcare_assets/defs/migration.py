@@ -1,5 +1,4 @@
-"""One-time jobs for installations of earlier versions: encrypt_existing_documents encrypts names
-loaded before encryption; rekey_existing_documents re-keys _ids made before record keys were keyed."""
+"""One-time jobs for installations of earlier versions: encrypt names loaded in clear, re-key unkeyed _ids."""
 
 import dagster as dg
 

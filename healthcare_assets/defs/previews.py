@@ -16,8 +16,7 @@ def column_schema(dtypes: dict[str, str]) -> dg.TableSchema:
 
 
 def profile(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
-    """Each column's non-empty values and, for a closed value set, each value seen at least k times;
-    never a row (it shows exact dates, hospital, room and amount), nor a value outside the set."""
+    """Non-empty counts and closed-set values seen at least k times; never a row, nor a value outside the set."""
     rows = []
     for column in frame.columns:
         values = frame[column]
@@ -42,7 +41,6 @@ def markdown_table(rows: list[tuple], headers: list[str], align: tuple[str, ...]
 
 
 def suites_table(suites: list[dict], failures: list[dict]) -> dg.MarkdownMetadataValue:
-    """Each validation suite's expectations and failures, then the first 50 failures."""
     text = markdown_table([(s["name"], len(s["expectations"]), s["failed"]) for s in suites],
                           ["suite", "expectations", "failed"], ("left", "right", "right")).value
     if failures:

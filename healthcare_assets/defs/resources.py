@@ -1,5 +1,4 @@
-"""The resources every asset gets, and how runs execute. Values come through dg.EnvVar: Dagster reads
-them when a run starts and never shows them in the UI."""
+"""The resources every asset gets, through dg.EnvVar (read when a run starts, never shown in the UI)."""
 
 import dagster as dg
 

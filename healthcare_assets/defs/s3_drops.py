@@ -1,5 +1,4 @@
-"""s3_csv_drop_sensor: one run of the chain per new CSV object version in S3 (run_key key@ETag). Tags, not
-dynamic partitions: they would make `--select '*'` need `--partition`."""
+"""s3_csv_drop_sensor: one run per new CSV object version (tags, not partitions: `--select '*'` stays plain)."""
 
 from __future__ import annotations
 

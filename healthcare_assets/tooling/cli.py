@@ -1,8 +1,6 @@
 """`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore,
 rotate the master key."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import os
@@ -53,7 +51,6 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    """What the scheduled job does: back up, read the backup back, then prune."""
     from healthcare_assets.domain import backup
     from healthcare_assets.plumbing.backup_store import open_store
 

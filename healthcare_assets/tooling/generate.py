@@ -1,7 +1,4 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout with the public export's known defects,
-exactly `negative_billing` negative bills and `duplicates` copies of an earlier non-negative row."""
-
-from __future__ import annotations
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the public export's known defects."""
 
 import argparse
 import csv
@@ -78,7 +75,6 @@ class Pools(NamedTuple):
 
 
 def draw_pools(rows: int, seed: int) -> Pools:
-    """Name, doctor and hospital pools from a seeded Faker (en_US, like the original)."""
     fake = Faker("en_US")
     fake.seed_instance(seed)
     scramble_rng = random.Random(f"{seed}/hospitals")  # str seeds are hashed stably (sha512)
@@ -137,7 +133,6 @@ def _original_rows(count: int, negative: np.ndarray, rng: np.random.Generator,
 
 def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
           originals_billing: list[np.ndarray]) -> Iterator[list[tuple]]:
-    """The data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
     pools = draw_pools(rows, seed)
@@ -180,7 +175,6 @@ def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
 
 
 def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | None) -> tuple[int, int]:
-    """The duplicates and negative bills to write (the original export's share when not given)."""
     duplicates = round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS) if duplicates is None else duplicates
     if negative_billing is None:
         negative_billing = round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)

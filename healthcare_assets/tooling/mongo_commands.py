@@ -1,7 +1,4 @@
-"""`healthcare-assets mongo start|stop|status|uri [--role ROLE]`: the embedded server, and a URI a
-plain pymongo.MongoClient can use for one role's user."""
-
-from __future__ import annotations
+"""`healthcare-assets mongo start|stop|status|uri [--role ROLE]`: the embedded server, and its URI."""
 
 import argparse
 import json

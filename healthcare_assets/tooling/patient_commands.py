@@ -1,7 +1,4 @@
-"""`healthcare-assets export-patient` and `erase-patient`: one patient's records, or their erasure
-everywhere; a name that stands for no one says so (exit 4)."""
-
-from __future__ import annotations
+"""`healthcare-assets export-patient` and `erase-patient`: one patient's records, or their erasure everywhere."""
 
 import argparse
 import sys

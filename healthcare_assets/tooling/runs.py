@@ -1,8 +1,6 @@
 """`healthcare-assets load` and `run`, executed in this process and recorded so that `make dev` shows the run;
 Dagster's console log is off: what matters is read back from the event log."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import sys
@@ -161,7 +159,6 @@ def _failure_text(entry) -> str:
 
 
 def _check_descriptions(graph) -> dict[str, str]:
-    """Each check's own description, for a failed check whose result says nothing."""
     return {key.name: graph.get_check_spec(key).description or "" for key in graph.asset_check_keys}
 
 

@@ -1,7 +1,5 @@
 """`healthcare-assets summary`: the last run and only its results, then what the database holds."""
 
-from __future__ import annotations
-
 import argparse
 import datetime as dt
 import os
@@ -63,7 +61,6 @@ def database_lines() -> list[str]:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    """What the last run did and where its results are, for people and for `make run`."""
     lines, _ = last_run_lines(Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home"))
     for line in lines + database_lines():
         print(line)

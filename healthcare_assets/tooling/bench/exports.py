@@ -1,7 +1,5 @@
 """The exports the scale benchmark loads (the committed one, or generated), and each size's database."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 

@@ -6,8 +6,6 @@ index benchmarks (`--one`), a backup (`--backup`), the release stream (`--stream
 processes (processes.py). Tables are printed and written to $HEALTHCARE_DATA_DIR/reports/bench.json.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -126,7 +124,6 @@ def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -
 
 
 def _environment(work: Path) -> dict[str, str]:
-    """The children's and processes' environment: the bench's own data directory, server and files."""
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work),  # its generated exports live there: runs may read them
            "HEALTHCARE_IMPORT_DIR": os.pathsep.join([str(work), str(exports.REPO / "data")])}
     for name in ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HEALTHCARE_SOURCE_CSV"):

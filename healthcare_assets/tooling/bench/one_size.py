@@ -1,7 +1,5 @@
 """The scale benchmark's child modes, each alone so its peak memory is its own: `--one` and `--backup`."""
 
-from __future__ import annotations
-
 import datetime as dt
 import resource
 import time
@@ -23,8 +21,6 @@ def peak_rss_mb() -> float:
 
 
 class Chain:
-    """The code location's assets and checks, run in this process on one Dagster instance."""
-
     def __init__(self, mongo):
         from healthcare_assets.definitions import defs
         from healthcare_assets.defs.s3_drops import DROP_SELECTION
@@ -42,8 +38,7 @@ class Chain:
 
 
 def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.FieldCipher) -> dict:
-    """The load's documents inserted again with a bare insert_many, into a plain collection and one
-    prepared like the pipeline's; building, encrypting (a fresh cipher) and inserting timed apart."""
+    """The load's documents inserted again with a bare insert_many, into a plain and a prepared collection."""
     from healthcare_assets.domain.loading import LOAD_BATCH, prepare_collection
     from healthcare_assets.domain.schema import to_document
     from healthcare_assets.plumbing.staging import row_batches

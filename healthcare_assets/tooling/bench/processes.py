@@ -1,7 +1,5 @@
 """Whole processes on the bench's server: drops, two drops at once, the gated chain vs the client's script."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import statistics
@@ -66,7 +64,6 @@ class Processes:
             self.db(database).client.drop_database(database)
 
     def drop_record(self, drop: str) -> tuple[dict[str, float], dict]:
-        """Each step's seconds of the drop's run, and its load's materialization metadata."""
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
             runs = instance.get_runs(filters=dg.RunsFilter(tags={DROP_TAG: drop}), limit=1)
             if not runs:
@@ -116,7 +113,6 @@ def _canonical(documents) -> list[str]:
 
 
 def concurrent_drops(processes: Processes, database: str) -> dict:
-    """Two drops started at the same moment into one database, and the analysts' copy after them."""
     with ThreadPoolExecutor(len(CONCURRENT_DROPS)) as pool:
         runs = list(pool.map(lambda rs: drop(processes, f"concurrent_{rs[0]}", exports.generated(*rs, processes.work), rs[0],
                                              database), CONCURRENT_DROPS))

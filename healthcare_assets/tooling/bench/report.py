@@ -1,7 +1,5 @@
 """What the scale benchmark prints (tables side by side, the targets) and bench.json."""
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import os
@@ -47,7 +45,8 @@ SIZE_ROWS = (
     ("backup: documents, MB", lambda r: f"{r['backup']['documents']:,}, {r['backup']['bytes'] / 2**20:,.1f}"),
     ("backup s + reading it back s", "{backup[backup_s]:.1f}+{backup[verify_s]:.1f}"),
     ("backup's peak RSS MB", "{backup[peak_rss_mb]:,.0f}"),
-    ("index build s (7 indexes)", "{index_benchmarks[index_build_s]:.1f}"), ("released: stays, k/l, largest share",
+    ("index build s (7 indexes)", "{index_benchmarks[index_build_s]:.1f}"),
+    ("released: stays, k/l, largest share",
      "{release[released]:,} k{release[k_pycanon]} l{release[l_pycanon]} {release[largest_share]:.0%}"),
     ("held back (suppressed)", "{release[stays_held_back]:,} {release[held_back_share]:.1%}"),
 )

@@ -1,7 +1,5 @@
 """What a run of the chain says about itself: each step's seconds and peak RSS, failures, figures."""
 
-from __future__ import annotations
-
 import os
 import threading
 import time
@@ -65,7 +63,6 @@ def owners(definitions: list, selection: dg.AssetSelection, graph) -> dict[str, 
 
 
 def per_asset(timings: dict[str, dict], step_owners: dict[str, str]) -> dict[str, dict]:
-    """Each step counted under its asset: the asset's own step, and its checks' steps."""
     out = {a: dict.fromkeys(("asset_s", "checks_s", *PEAKS), 0.0) for a in dict.fromkeys(step_owners.values())}
     for key, step in timings.items():
         if (owner := step_owners.get(key)) is None:

@@ -1,7 +1,4 @@
-"""The analysts' release as a stream of drops, simulated without a database through the pipeline's own
-code. Not simulated: erasures, and choosing the scheme again (the stream keeps the first)."""
-
-from __future__ import annotations
+"""The analysts' release as a stream of drops, simulated without a database (nor erasures, nor a new scheme)."""
 
 import secrets
 import time

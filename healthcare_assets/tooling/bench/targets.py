@@ -1,7 +1,5 @@
 """The scale benchmark's targets, each with its measured figure: a miss is printed, never raised."""
 
-from __future__ import annotations
-
 import operator
 
 from healthcare_assets.domain import privacy

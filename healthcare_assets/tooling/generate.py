@@ -17,14 +17,11 @@ from healthcare_assets.domain import schema
 from healthcare_assets.plumbing import csv_cells, settings
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
-REFERENCE_ROWS = 55_500
-REFERENCE_DUPLICATES = 534
-REFERENCE_NEGATIVE_BILLING = 106
+REFERENCE_ROWS, REFERENCE_DUPLICATES, REFERENCE_NEGATIVE_BILLING = 55_500, 534, 106
 
 AGE_MIN, AGE_MAX = 13, 89
 ROOM_MIN, ROOM_MAX = 101, 500
-FIRST_ADMISSION = dt.date(2019, 5, 8)
-LAST_ADMISSION = dt.date(2024, 5, 7)
+FIRST_ADMISSION, LAST_ADMISSION = dt.date(2019, 5, 8), dt.date(2024, 5, 7)
 STAY_MIN, STAY_MAX = 1, 30
 BILLING_LOW, BILLING_HIGH = -2_000.0, 52_800.0
 
@@ -32,9 +29,7 @@ CHUNK_ROWS = 50_000
 RESERVOIR_SIZE = 5_000  # candidate sources for duplicates, a uniform sample of earlier rows
 
 # Pool sizes: Faker costs ~60 µs a name, so names are drawn once and sampled per row.
-NAME_POOL = 20_000
-DOCTOR_POOL = 4_000
-HOSPITAL_POOL_MAX = 4_000
+NAME_POOL, DOCTOR_POOL, HOSPITAL_POOL_MAX = 20_000, 4_000, 4_000
 ROWS_PER_HOSPITAL = 10  # so each hospital appears in several rows, like the original
 
 _HONORIFICS = frozenset(PersonProvider.prefixes_female) | frozenset(PersonProvider.prefixes_male)
@@ -160,7 +155,6 @@ def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
                 continue
             row = fresh[next_fresh]
             if not negative[next_fresh]:
-                # Reservoir sampling keeps a uniform sample of all earlier candidates.
                 seen += 1
                 if len(reservoir) < RESERVOIR_SIZE:
                     reservoir.append(row)

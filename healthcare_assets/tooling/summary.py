@@ -53,11 +53,12 @@ def database_lines() -> list[str]:
     collection = mongo.hospitalizations()
     release = Release(collection, b"")
     state = release.state() or {}
-    return [f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)",
-            f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents",
-            (f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
-             f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
-             f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")]
+    return [
+        f"MongoDB       {mongo.server_label()}  (URI: healthcare-assets mongo uri)",
+        f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents",
+        (f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
+         f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
+         f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")]
 
 
 def run_summary(args: argparse.Namespace) -> int:

@@ -27,8 +27,7 @@ MODULE = "healthcare_assets.tooling.bench"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--sizes", default=f"{exports.COMMITTED_ROWS},{exports.BIG_ROWS}",
         help="comma-separated row counts; 55500 is the committed export, others are generated")

@@ -136,7 +136,6 @@ def first_release(stays: Stays, trace: bool = False) -> Stream:
 
 
 def simulate(stays: Stays, drops: Iterable[list[dict]], trace: bool = False) -> Stream:
-    """The first release, then each drop's new stays join their groups' pending ones."""
     stream, seen = first_release(stays, trace), stays.seen
     scheme, chosen_on = stream.evaluation.scheme, stream.first["counted"]
     for drop, candidates_ in enumerate(drops, start=1):

@@ -1,10 +1,4 @@
-"""anonymized_view: the client's de-identified view, and the copy analysts actually read.
-
-Each run publishes its own file's stays (healthcare_assets.domain.release): the privacy checks judge
-exactly what the run is about to release, inside the step and before anything is written, so a
-failing check leaves the analysts' copy untouched. The whole-collection audit of the copy is a
-separate, scheduled job that never gates a drop.
-"""
+"""anonymized_view: its checks judge what a run releases before anything is written to the analysts' copy."""
 
 import dataclasses
 import json
@@ -35,8 +29,7 @@ RELEASE_POOL = "analysts_release"  # one publishing step at a time per deploymen
 
 
 def judge_plan(findings: Findings, plan: Plan, release: Release, page: verdicts.RunPage) -> list[dg.AssetCheckResult]:
-    """The checks on one operation: every increment it releases. Stays counted earlier that an
-    increment releases now are judged too, and must be in the source as their group remembers them."""
+    """Every increment the plan releases; earlier stays it releases must be in the source as remembered."""
     scheme = release.state()["scheme"]
     remembered = {e["s"]: e for c in plan.increments() for e in c.increment}
     earlier = plan.earlier()
@@ -69,7 +62,6 @@ class Operation:
 
     @property
     def released(self) -> list[tuple[dict, int]]:
-        """The released groups it touches, with their released stays."""
         if self.plan is None:
             return [(privacy.group_from_key(key), tally.stays) for key, tally in self.rebuilt.released.items()]
         return [(c.group, c.released) for c in self.plan.groups if c.released]
@@ -77,8 +69,7 @@ class Operation:
 
 def judged_operation(context: dg.AssetExecutionContext, release: Release, lease: Lease, sha: str,
                      rows: int) -> Operation:
-    """This file's plan, or the whole release rebuilt when there is no scheme yet or the plan
-    calls for choosing it again; judged by the checks, nothing written."""
+    """This file's plan, or the whole release rebuilt (no scheme yet, or the plan calls for a new one)."""
     names = encryption.cipher(release.source)
     page = verdicts.RunPage(context.run_id)  # the run's quality page, written by quality_report
 
@@ -105,26 +96,18 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, lease:
 
 
 def publish(release: Release, lease: Lease, operation: Operation, run_id: str) -> int:
-    """Write a judged operation; returns the copy's documents published."""
     if operation.plan is None:
         return release.apply_rebuild(operation.rebuilt, lease)
     return 0 if operation.plan.already_applied else release.apply(operation.plan, lease, run_id)
 
 
-@dg.asset(
-    group_name="privacy",
-    kinds={"mongodb"},
-    pool=RELEASE_POOL,
-    check_specs=check_specs("anonymized_view", CHECKS),
-)
+@dg.asset(group_name="privacy", kinds={"mongodb"}, pool=RELEASE_POOL, check_specs=check_specs("anonymized_view", CHECKS))
 def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
-    its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY can
-    read: the embedded server grants per database). Released under the policy in
-    healthcare_assets.domain.privacy: quasi-identifiers generalized at levels chosen for the data;
-    groups, and every change to them, of at least 11 patients with no sensitive value in more than
-    half of the stays; no linkable id. This run adds its own file's stays to their groups' pending
-    stays and releases the increments that qualify, after its checks pass."""
+    its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY reads).
+    Quasi-identifiers generalized; groups, and every change to them, of at least 11 patients with no
+    sensitive value in over half of the stays; no linkable id. Releases this file's increments that
+    qualify, after its checks pass."""
     source = mongo.hospitalizations()
     release = Release(source, privacy.pseudonym_key(), log=context.log.info)
     sha = mongo_hospitalizations["source_sha256"]
@@ -153,23 +136,15 @@ def _metadata(release: Release, operation: Operation, report: ReleaseReport, pub
     plan = operation.plan
     return {
         "dagster/row_count": report.stays_released,  # what the copy holds
-        "view": f"{release.db.name}.{privacy.VIEW_NAME}",
-        "analyst_copy": release.copy.full_name,
-        "source_sha256": sha,
-        "rebuilt": plan is None,
-        "already_published": bool(plan and plan.already_applied),
-        "stays_added": plan.stays if plan else operation.rebuilt.evaluation.stays,
-        "stays_published": published,
+        "view": f"{release.db.name}.{privacy.VIEW_NAME}", "analyst_copy": release.copy.full_name,
+        "source_sha256": sha, "rebuilt": plan is None, "already_published": bool(plan and plan.already_applied),
+        "stays_added": plan.stays if plan else operation.rebuilt.evaluation.stays, "stays_published": published,
         **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
            for k, v in dataclasses.asdict(report).items() if not k.startswith("uniqueness")},
         "uniqueness": dg.MetadataValue.md(generalization.uniqueness_markdown(report.uniqueness_before,
                                                                              report.uniqueness_released)),
-        **verdicts.links("report", path),
-        "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
+        **verdicts.links("report", path), "fields": dg.MetadataValue.json(list(privacy.VIEW_FIELDS)),
     }
-
-
-# ---- the whole-collection audit: scheduled, never part of a drop ------------------------------
 
 AUDIT_CHECKS = {
     "released_copy_is_anonymous": "the whole analysts' copy: allow-listed, generalized fields, no source name, "

@@ -1,11 +1,4 @@
-"""mongo_backup: every database of the deployment, daily, read back before older backups go.
-
-The backup step takes the load's pool, so no load writes while it reads (healthcare_assets.domain.backup
-says what a backup is consistent with). Its blocking check reads the whole backup back; only once
-it passes are older backups deleted (HEALTHCARE_BACKUP_KEEP). The weekly `restore_drill` takes a
-backup, restores it into scratch databases and compares every document with the source, and
-proves that no stay of an erased patient was in the backup or came back with the restore.
-"""
+"""mongo_backup: every database, daily, in the load's pool (no load writes while it reads)."""
 
 import dagster as dg
 
@@ -26,12 +19,7 @@ class BackupConfig(dg.Config):
     to: str = ""  # a folder or s3://bucket/prefix; empty: HEALTHCARE_BACKUP_URI, or $HEALTHCARE_DATA_DIR/backups
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"mongodb", "s3"},
-    deps=[mongo_hospitalizations, anonymized_view],
-    pool=WRITES_POOL,
-)
+@dg.asset(group_name=GROUP, kinds={"mongodb", "s3"}, deps=[mongo_hospitalizations, anonymized_view], pool=WRITES_POOL)
 def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo: MongoResource) -> dg.MaterializeResult:
     """Every database of the deployment (the hospitalizations, the analysts' copy, the doctor
     app's copy, the audit log) in mongodump's --gzip layout, with a manifest of counts and SHA-256."""
@@ -41,13 +29,8 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
     table = markdown_table([(k, f"{v:,}") for k, v in written.collections.items()], ["collection", "documents"],
                            ("left", "right"))
     return dg.MaterializeResult(metadata={
-        "backup": written.location,
-        "name": written.name,
-        "documents": sum(written.collections.values()),
-        "collections": table,
-        "files": len(files),
-        "bytes": written.bytes,
-        "seconds": round(written.seconds, 2),
+        "backup": written.location, "name": written.name, "documents": sum(written.collections.values()),
+        "collections": table, "files": len(files), "bytes": written.bytes, "seconds": round(written.seconds, 2),
         "consistency": backup.CONSISTENCY,
     })
 
@@ -55,8 +38,7 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
 def _newest(context: dg.AssetCheckExecutionContext) -> backup.Opened:
     """The backup this run wrote (its materialization names it)."""
     event = context.instance.get_latest_materialization_event(mongo_backup.key)
-    location = event.asset_materialization.metadata["backup"].value
-    return backup.open_backup(location)
+    return backup.open_backup(event.asset_materialization.metadata["backup"].value)
 
 
 @dg.asset_check(asset=mongo_backup, blocking=True, description=(
@@ -74,7 +56,6 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
                                              "every file must equal the manifest's size and SHA-256",
                                              verdicts.FIXED, where))
     backup.mark_verified(written, report)
-    # Deleting only now: an older backup goes once a newer one is known to be whole.
     store = open_store(str(written.store))
     deleted = backup.prune(store, written.name)
     # a retired master key goes once no retained backup needs it (named only, in production)
@@ -101,8 +82,7 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
             client.drop_database(scratch)
     expected = {f"{rename[db]}.{coll}": e["documents"] for db, coll, e in written.collections() if e["type"] != "view"}
     counts_match = restored.counts == expected
-    # kept out: the backup held stays of erased patients (so did the source); returned: the restore
-    # wrote some back. Either is an erasure not in force.
+    # kept out: the backup held erased patients' stays; returned: the restore wrote some back (erasure not in force)
     kept_out = sum(restored.kept_out.values())
     came_back = sum(t["erased_returned"] for t in report.values())
     tallies = ("identical", "differing", "only_in_backup", "only_in_source", "erased_returned")
@@ -111,31 +91,25 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     return dg.AssetCheckResult(
         passed=counts_match and not backup.differences(report) and not kept_out,
         metadata={"backup": written.location, "documents_restored": sum(restored.counts.values()),
-                  "restored_counts_match_manifest": counts_match,
-                  "erased_patients_listed": restored.erased_patients,
-                  "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back,
-                  "comparison": table},
+                  "restored_counts_match_manifest": counts_match, "erased_patients_listed": restored.erased_patients,
+                  "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back, "comparison": table},
     )
 
 
 BACKUP_SELECTION = dg.AssetSelection.assets(mongo_backup) - dg.AssetSelection.checks(backup_restores_identically)
 
-mongo_backup_job = dg.define_asset_job(
-    "mongo_backup_job", selection=BACKUP_SELECTION,
-    description="Back up every database of the deployment and read the backup back.",
-)
+mongo_backup_job = dg.define_asset_job("mongo_backup_job", selection=BACKUP_SELECTION,
+                                       description="Back up every database of the deployment and read the backup back.")
 
 restore_drill = dg.define_asset_job(
     "restore_drill", selection=dg.AssetSelection.assets(mongo_backup),
     description="Take a backup, restore it into scratch databases, compare every document with the source; "
-                "no erased patient's stay may come back.",
-)
+                "no erased patient's stay may come back.")
 
 
 @dg.definitions
 def backups() -> dg.Definitions:
-    # Running in production; stopped by default on the embedded server, so a developer's
-    # `dagster dev` does not pile up daily copies (the UI starts them).
+    # stopped on the embedded server, so a developer's `dagster dev` does not pile up daily copies
     status = dg.DefaultScheduleStatus.RUNNING if settings.environment().production else dg.DefaultScheduleStatus.STOPPED
     return dg.Definitions(
         assets=[mongo_backup], asset_checks=[backup_reads_back_intact, backup_restores_identically],

@@ -1,6 +1,5 @@
 """cleaned_frame: typed, repaired, de-duplicated rows; rejected rows go to quarantine with a reason."""
 
-
 import json
 import os
 from collections import Counter
@@ -27,8 +26,7 @@ from healthcare_assets.plumbing import csv_cells, settings, staging
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
-_ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
-                "datetime64[ms]": pa.timestamp("ms")}
+_ARROW_TYPES = {"str": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "datetime64[ms]": pa.timestamp("ms")}
 CLEANED_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in CLEANED_DTYPES.items()])
 
 
@@ -41,16 +39,13 @@ def report_path(source: SourceFile) -> Path:
 
 
 def _publish(written: Path, path: Path) -> None:
-    # Written whole in the run's staging folder, then renamed into place: two runs of one file
-    # at once each leave a whole file, and a reader never sees half of one.
+    # renamed into place whole: two runs of one file at once each leave a whole file, a reader never sees half
     settings.private_dir(path.parent)
     os.replace(written, path)
 
 
 @dataclass
 class Cleaned:
-    """What cleaning one file wrote to the run's staging folder, and what it counted."""
-
     writer: staging.ParquetChunkWriter
     counts: Counter
     first: pd.DataFrame  # the first non-empty chunk of cleaned rows (for the profile)
@@ -79,11 +74,9 @@ def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Pa
 
 @dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
 def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
-    """The cleaned rows as a Parquet file in the run's staging folder; the output is its
-    descriptor (a StagedFrame: path, row count, source, counts), never the frame. Rows typed and
-    repaired (names in title case, negative billing made positive, categories canonical, hospital
-    names trimmed, stay length computed), exact duplicates removed; rows that break a hard rule go
-    to quarantine/<sha256 prefix>-<name>.csv with the line number and the reason."""
+    """The cleaned rows as Parquet in the run's staging folder (the output is a StagedFrame, never the
+    frame): typed and repaired (names title-cased, negative billing made positive, categories canonical),
+    exact duplicates removed; rows that break a hard rule go to quarantine/ with line number and reason."""
     run_dir = staging.run_dir(context.run_id)
     path, q_written, q_path = run_dir / "cleaned.parquet", run_dir / "quarantine.csv", quarantine_path(raw_csv.source)
     done = clean_file(context, raw_csv, path, q_written)
@@ -101,16 +94,11 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     staged = StagedFrame(str(path), done.writer.rows, raw_csv.source, tuple(done.writer.chunk_rows),
                          {**totals, **repairs, "quarantined_by_reason": by_reason})
     return dg.Output(staged, metadata={
-        "dagster/row_count": done.writer.rows,
-        "dagster/column_schema": column_schema(CLEANED_DTYPES),
-        **totals,
-        **repairs,
-        "quarantined_by_reason": dg.MetadataValue.json(by_reason),
-        "row_accounting": counts_table({**totals, **repairs}),
-        "dagster/uri": verdicts.file_uri(r_path),
+        "dagster/row_count": done.writer.rows, "dagster/column_schema": column_schema(CLEANED_DTYPES),
+        **totals, **repairs, "quarantined_by_reason": dg.MetadataValue.json(by_reason),
+        "row_accounting": counts_table({**totals, **repairs}), "dagster/uri": verdicts.file_uri(r_path),
         **verdicts.links("cleaning_report", r_path),
-        **(verdicts.links("quarantine_file", q_path) if quarantined else {}),
-        "profile": profile(done.first),
+        **(verdicts.links("quarantine_file", q_path) if quarantined else {}), "profile": profile(done.first),
     })
 
 

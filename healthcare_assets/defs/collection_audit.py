@@ -1,8 +1,4 @@
-"""collection_audit_job: the whole-collection checks, on a schedule of their own.
-
-They cost the whole collection, so they never run inside a drop: a drop's checks judge its own
-file. Their results show on the assets' Checks tabs like any other check; none of them blocks.
-"""
+"""collection_audit_job: the whole-collection checks, scheduled apart since they cost the whole collection."""
 
 import dagster as dg
 
@@ -12,9 +8,7 @@ COLLECTION_AUDIT = dg.AssetSelection.checks(analysts_release_audit)
 
 collection_audit_job = dg.define_asset_job(
     "collection_audit_job", selection=COLLECTION_AUDIT,
-    description="Whole-collection audit: the analysts' copy against its bookkeeping and the privacy checks.",
-)
+    description="Whole-collection audit: the analysts' copy against its bookkeeping and the privacy checks.")
 
 collection_audit_schedule = dg.ScheduleDefinition(
-    job=collection_audit_job, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+    job=collection_audit_job, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)

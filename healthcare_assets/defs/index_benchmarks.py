@@ -1,20 +1,4 @@
-"""index_benchmarks, the asset: what the client's indexes buy on the loaded collection, measured.
-
-The asset and its check only; the suite, plans, timings and report are in `domain/query_benchmarks/`.
-Not `tooling/bench` (`make bench`), the scale benchmark that runs this asset as one of its steps.
-
-The client's seven indexes are created once; then a fixed suite of their questions runs with the
-index and forced to a collection scan, and once more by scanning the source CSV with pandas (their
-"before"). Timings are reported, never asserted; the blocking check asserts the plans.
-
-Why the indexed runs carry no hint and why no query makes the server hold more than
-`max_held_documents`: `domain/query_benchmarks/measure.py`.
-
-The report says, for each query, what bounds it with the index (the documents it fetches, or the
-lookup itself), forced to a COLLSCAN (every document) and in pandas (the CSV's columns it reads),
-and marks what was scaled from the sample.
-"""
-
+"""index_benchmarks: timings are reported, never asserted; the blocking check asserts the plans."""
 
 import datetime as dt
 import statistics
@@ -49,39 +33,33 @@ class IndexBenchmarkConfig(dg.Config):
     # Defaults: the full measurement (`make bench`, "Materialize all"); `make run` times fewer runs.
     repeats: int = 7  # timed runs of each query through its index
     scan_repeats: int = 5  # timed full scans per query (forced COLLSCAN, pandas): ~1.5 s each per 55k rows
-    # The most documents one query may make the embedded server hold. A larger collection's forced
-    # COLLSCANs run on a sample of this many documents, and so do indexed queries whose result
-    # would be larger (measured: ~1.1 GB of server memory at 100,000, ~0.35 GB at 30,000).
+    # The most documents one query may make the server hold: larger scans and results run on a sample of this
+    # many (measured: ~1.1 GB of server memory at 100,000, ~0.35 GB at 30,000).
     max_held_documents: int = 100_000
 
 
 def _metadata(report: dict, json_path: Path, png_path: Path) -> dict:
     speedups = [r["speedup"] for r in report["queries"] if r["speedup"]]
     return {
-        "dagster/row_count": report["documents"],
-        "queries": dg.MetadataValue.md(markdown_table(report["queries"])),
+        "dagster/row_count": report["documents"], "queries": dg.MetadataValue.md(markdown_table(report["queries"])),
         "notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in report["notes"])),
-        "min_speedup": report["min_speedup"],
-        "median_speedup": statistics.median(speedups) if speedups else None,
+        "min_speedup": report["min_speedup"], "median_speedup": statistics.median(speedups) if speedups else None,
         "index_build_seconds": report["index_build_seconds"],
         "indexes_built_now": dg.MetadataValue.json([i["name"] for i in report["indexes"] if i["built_now"]]),
         "scan_sample_documents": report["scan_sample_documents"],
         "repeats": report["repeats"], "scan_repeats": report["scan_repeats"],
         "dagster/uri": verdicts.file_uri(json_path),
-        **verdicts.links("report", json_path),
-        **verdicts.links("chart", png_path),
+        **verdicts.links("report", json_path), **verdicts.links("chart", png_path),
     }
 
 
-# Last in the chain: gated by the privacy checks, and its timings never share the server with the
-# analysts' copy being built.
+# Last in the chain: gated by the privacy checks, its timings never share the server with the copy being built.
 @dg.asset(group_name="mongodb", kinds={"mongodb"}, deps=[mongo_hospitalizations, anonymized_view])
 def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkConfig,
                      mongo: MongoResource) -> dg.Output[dict]:
-    """The client's indexes on the collection, and what they buy: each query of their suite timed
-    with its index and forced to a collection scan (median and p95), its plan and the keys and
-    documents it examined, the same question answered by scanning the source CSV with pandas, and
-    what bounds each of the three. No query makes the server hold more than `max_held_documents`."""
+    """The client's indexes, and what they buy: each query of their suite timed with its index, forced
+    to a collection scan and by scanning the source CSV with pandas, with its plan and what bounds it.
+    No query makes the server hold more than `max_held_documents`."""
     collection = mongo.hospitalizations()
     indexes, build_seconds = ensure_indexes(collection)
     context.log.info(f"indexes ready in {build_seconds:.1f} s: {[i['name'] for i in indexes if i['built_now']]} built")
@@ -112,8 +90,7 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
 
 @dg.asset_check(asset=index_benchmarks, blocking=True)
 def every_query_uses_its_index(index_benchmarks: dict, mongo: MongoResource) -> dg.AssetCheckResult:
-    """Every query of the suite is served by an IXSCAN of the index meant for it, as the server
-    plans it now. Speedups are timings and are reported by the asset, not asserted here."""
+    """Every query of the suite is served by an IXSCAN of the index meant for it (speedups are not asserted)."""
     suite = [Query(**q) for q in index_benchmarks["suite"]]
     plans = plan_checks(mongo.hospitalizations(), suite)
     wrong = [p for p in plans if not p.ok]
@@ -130,13 +107,9 @@ def every_query_uses_its_index(index_benchmarks: dict, mongo: MongoResource) -> 
                      report_files(settings.reports_dir())[0]))
 
 
-# What `make run` runs (`healthcare-assets run`): the six assets of the chain with their blocking
-# checks. Not the whole-collection audit and the backups, which are not the chain and have their
-# schedules. The benchmark there times each query a few times and scans a sample once, scaled
-# (QUICK_BENCHMARK): about 25 s at 55,000 documents instead of about 5 minutes.
+# `make run`: not the audit or the backups (they have their schedules); QUICK_BENCHMARK times a few
+# runs and scans a sample once: about 25 s at 55,000 documents instead of about 5 minutes.
 chain_job = dg.define_asset_job(
-    "chain_job",
-    selection=DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks),
-    description="The six assets of the chain on the configured source, with their blocking checks (`make run`).",
-)
+    "chain_job", selection=DROP_SELECTION | dg.AssetSelection.assets(index_benchmarks),
+    description="The six assets of the chain on the configured source, with their blocking checks (`make run`).")
 QUICK_BENCHMARK = {"repeats": 3, "scan_repeats": 1, "max_held_documents": 10_000}

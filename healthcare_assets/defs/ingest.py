@@ -1,6 +1,5 @@
 """raw_csv: the export as read, staged as Parquet of raw strings, with its provenance."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -21,17 +20,14 @@ TAG_CHARS = 120
 
 
 def source_tag(name: str) -> str:
-    """A file's name as a tag value: printable characters only and capped in length, since whoever
-    names the file (an S3 key's last part may be 1,024 bytes of anything) chooses it."""
+    """Printable and capped: whoever names the file chooses it (an S3 key may be 1,024 bytes of anything)."""
     safe = "".join(c if c.isprintable() else "?" for c in name).strip()
     if len(safe) > TAG_CHARS:
         safe = safe[: TAG_CHARS - 21] + "..." + safe[-18:]
     return safe or "(no name)"
 
 
-RAW_SCHEMA = pa.schema(
-    [("line_number", pa.int64()), ("parse_error", pa.string())] + [(f, pa.string()) for f in FIELDS]
-)
+RAW_SCHEMA = pa.schema([("line_number", pa.int64()), ("parse_error", pa.string())] + [(f, pa.string()) for f in FIELDS])
 
 
 class SourceConfig(dg.Config):
@@ -79,14 +75,10 @@ def raw_csv(context: dg.AssetExecutionContext, config: SourceConfig,
                         bucket=location.bucket, key=location.key)
     staged = StagedFrame(str(path), reader.rows, source, tuple(writer.chunk_rows),
                          {"malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines})
-    return dg.Output(
-        staged,
-        metadata={"dagster/row_count": reader.rows,
-                  "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
-                  **source.as_metadata(), "malformed_rows": malformed,
-                  "blank_lines_skipped": reader.blank_lines,
-                  "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS))},
-    )
+    return dg.Output(staged, metadata={
+        "dagster/row_count": reader.rows, "dagster/column_schema": column_schema({h: "string" for h in reader.header}),
+        **source.as_metadata(), "malformed_rows": malformed, "blank_lines_skipped": reader.blank_lines,
+        "profile": profile(first_chunk.drop(columns="parse_error").rename(columns=CSV_COLUMNS))})
 
 
 def refuse(context: dg.AssetExecutionContext, settings: PipelineSettings, named: str,
@@ -100,8 +92,7 @@ def refuse(context: dg.AssetExecutionContext, settings: PipelineSettings, named:
 def staged_rows_match_file(context: dg.AssetCheckExecutionContext, raw_csv: StagedFrame,
                            settings: PipelineSettings) -> dg.AssetCheckResult:
     """Every row read from the file is in the staged copy, once."""
-    parquet = pq.ParquetFile(raw_csv.path)
-    staged = parquet.metadata.num_rows
+    staged = pq.ParquetFile(raw_csv.path).metadata.num_rows
     lines = set()
     for chunk in raw_csv.chunks(columns=["line_number"]):
         lines.update(chunk["line_number"])
@@ -115,8 +106,7 @@ def staged_rows_match_file(context: dg.AssetCheckExecutionContext, raw_csv: Stag
 
 def share_within_ceiling(name: str, rejected: int, rows: int, settings: PipelineSettings, share_name: str,
                          counted: dict, what: str, look_at: Path | str, page: verdicts.RunPage) -> dg.AssetCheckResult:
-    """Passes while `rejected` of `rows` (all, when there are none) is within the quarantine ceiling:
-    a mostly-broken file fails instead of quietly loading what was good."""
+    """Passes while `rejected` of `rows` (all, when there are none) is within the quarantine ceiling."""
     share = rejected / rows if rows else 1.0
     ceiling = settings.ceiling()
     figure = f"{verdicts.percent(share)} of rows ({rejected:,} of {rows:,}) {what}" if rows else "the file has no rows"

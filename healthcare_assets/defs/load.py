@@ -23,14 +23,12 @@ from healthcare_assets.plumbing import document_counts
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame
 
-# One load at a time per deployment, and never during a backup (mongo_backup takes this pool too),
-# so a backup never holds half a file.
+# One load at a time, never during a backup (mongo_backup takes this pool too): a backup never holds half a file.
 WRITES_POOL = "mongo_writes"
 
 
 def require_keyed(collection: Collection) -> None:
-    """Refuse, before writing anything, a collection that may hold unkeyed _ids: every row of the
-    file would be added again beside them, under its keyed id."""
+    """Refuse a collection that may hold unkeyed _ids: every row would be added again under its keyed id."""
     if not migration.is_keyed(collection):
         raise dg.Failure(description=(
             f"{collection.full_name} holds documents whose _id is the unkeyed hash of their row (loaded by an "
@@ -39,13 +37,8 @@ def require_keyed(collection: Collection) -> None:
             "rekey_existing_documents`), then load again."), allow_retries=False)
 
 
-@dg.asset(
-    group_name="mongodb",
-    kinds={"mongodb"},
-    deps=[quality_report],
-    pool=WRITES_POOL,
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-)
+@dg.asset(group_name="mongodb", kinds={"mongodb"}, deps=[quality_report], pool=WRITES_POOL,
+          retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL))
 def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
                            mongo: MongoResource) -> dg.Output[dict]:
     """One document per hospitalization in the client's nested model, keyed by the record key:
@@ -78,12 +71,9 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     audit.record(collection.database, "load", f"{collection.database.name}.{collection.name}", tally.inserted,
                  source_sha256=sha, source_name=cleaned_frame.source.name, already_present=tally.already)
     return dg.Output(summary, metadata={
-        **{k: v for k, v in summary.items() if k != "cleaned_path"},
-        "dagster/row_count": documents,
-        "collection": f"{collection.database.name}.{collection.name}",
-        "server": mongo.server_label(),
-        "load_seconds": round(elapsed, 2),
-        "insert_seconds": round(insert_s, 2),
+        **{k: v for k, v in summary.items() if k != "cleaned_path"}, "dagster/row_count": documents,
+        "collection": f"{collection.database.name}.{collection.name}", "server": mongo.server_label(),
+        "load_seconds": round(elapsed, 2), "insert_seconds": round(insert_s, 2),
         "index_build_seconds": round(elapsed - insert_s, 2),
         "rows_per_second": round(cleaned_frame.rows / elapsed) if elapsed else 0,
     })
@@ -100,8 +90,7 @@ LOAD_CHECKS = {
 
 @dg.multi_asset_check(specs=check_specs(mongo_hospitalizations, LOAD_CHECKS))
 def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
-    """The three checks on this file's documents, in one pass over them (range by range over the
-    file's slice of the index): their cost follows the file, not the collection."""
+    """The three checks on this file's documents, in one pass: their cost follows the file, not the collection."""
     collection, sha = mongo.hospitalizations(), mongo_hospitalizations["source_sha256"]
     found, invalid, first_problems = file_schema_problems(collection, sha, mongo_hospitalizations["rows_loaded"])
     expected = mongo_hospitalizations["rows_loaded"]

@@ -1,5 +1,4 @@
-"""One-time jobs for installations of earlier versions: encrypt_existing_documents encrypts names
-loaded before encryption; rekey_existing_documents re-keys _ids made before record keys were keyed."""
+"""One-time jobs for installations of earlier versions: encrypt names loaded in clear, re-key unkeyed _ids."""
 
 import dagster as dg
 
@@ -13,8 +12,7 @@ from healthcare_assets.plumbing.mongo import MongoResource
 
 @dg.op(pool=WRITES_POOL)
 def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
-    """Resumable: a document already encrypted is not read again. The validator (identifiers as
-    BinData) is applied afterwards, as the next load would."""
+    """Resumable; the validator (identifiers as BinData) is applied afterwards, as the next load would."""
     collection = mongo.hospitalizations()
     changed = migration.encrypt_existing(collection, log=context.log.info)
     prepare_collection(collection)
@@ -47,15 +45,14 @@ def encrypt_existing_documents():
 
 @dg.op(pool=WRITES_POOL)
 def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
-    """Resumable: a document already re-keyed is not read again. Nothing to do on a collection marked keyed."""
+    """Resumable; nothing to do on a collection marked keyed."""
     secret = record_key_secret(pseudonym_key())
     return migration.rekey_deployment(mongo.hospitalizations(), secret, log=context.log.info)
 
 
 @dg.op
 def no_unkeyed_id_remains(context: dg.OpExecutionContext, rekeyed: int, mongo: MongoResource) -> None:
-    """Fails the run unless no document (nor of the doctor app's copy) has an unkeyed _id; then marks
-    the collection keyed, and loads are accepted again."""
+    """Fails the run unless no unkeyed _id is left; then marks the collection keyed: loads are accepted again."""
     _none_left(context, mongo, f"{rekeyed:,} documents re-keyed", migration.unkeyed_documents,
                "an unkeyed _id", "have an unkeyed _id", "documents_with_unkeyed_ids")
     migration.mark_keyed(mongo.hospitalizations())

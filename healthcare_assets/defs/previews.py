@@ -1,6 +1,5 @@
 """Metadata helpers shared by the assets: column schemas and data profiles that show no patient."""
 
-
 import dagster as dg
 import pandas as pd
 from tabulate import tabulate
@@ -17,9 +16,7 @@ def column_schema(dtypes: dict[str, str]) -> dg.TableSchema:
 
 
 def profile(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
-    """What each column holds, never a row (a row shows exact dates, hospital, room and amount):
-    its non-empty values and, for a closed value set, how often each of its values occurs, when at
-    least k times; anything outside the set is counted, never shown."""
+    """Non-empty counts and closed-set values seen at least k times; never a row, nor a value outside the set."""
     rows = []
     for column in frame.columns:
         values = frame[column]
@@ -44,7 +41,6 @@ def markdown_table(rows: list[tuple], headers: list[str], align: tuple[str, ...]
 
 
 def suites_table(suites: list[dict], failures: list[dict]) -> dg.MarkdownMetadataValue:
-    """Each validation suite's expectations and failures, then the first 50 failures."""
     text = markdown_table([(s["name"], len(s["expectations"]), s["failed"]) for s in suites],
                           ["suite", "expectations", "failed"], ("left", "right", "right")).value
     if failures:
@@ -56,6 +52,5 @@ def suites_table(suites: list[dict], failures: list[dict]) -> dg.MarkdownMetadat
 
 
 def check_specs(asset, descriptions: dict[str, str], blocking: bool = True) -> list[dg.AssetCheckSpec]:
-    """One check spec per name, described by what it asserts."""
     return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
             for name, text in descriptions.items()]

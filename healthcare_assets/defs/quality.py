@@ -1,6 +1,5 @@
 """quality_report: Great Expectations suites for counts, types and values, run on every chunk."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -8,30 +7,26 @@ import dagster as dg
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import suites_table
 from healthcare_assets.domain import quality_pages
-from healthcare_assets.domain.expectations import ExpectationTally, Validation, validate
+from healthcare_assets.domain.expectations import Validation, validate
 from healthcare_assets.plumbing import settings as paths
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import StagedFrame
 
 
-def run_report(run_id: str, cleaned_frame: StagedFrame, tally: ExpectationTally, chunks: int) -> dict:
-    """The run's report as its page shows it: counts and aggregates only, never a patient's value."""
-    known = quality_pages.page_data(run_id, verdicts.source_fields(cleaned_frame.source), cleaned_frame.counts)
-    return {**known, "chunks": chunks, "suites": tally.suites(), "passed": not tally.failures}
-
-
 @dg.asset(group_name="quality", kinds={"great_expectations"})
 def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
                    settings: PipelineSettings) -> dg.Output[dict]:
-    """Great Expectations validation of the cleaned rows, chunk by chunk: counts (rows equal what
-    cleaning staged, unique record keys), types (every column's dtype, no nulls) and values (value
-    sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
+    """Great Expectations validation of the cleaned rows, chunk by chunk: counts, types and values
+    (value sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
     offline (reports/quality/runs/), and Great Expectations Data Docs (reports/quality/)."""
     docs_dir = paths.private_dir(quality_pages.quality_dir())
     validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
     tally = validate(cleaned_frame, validation, context.log.info)
     total = max(len(cleaned_frame.chunk_rows), 1)
-    report = run_report(context.run_id, cleaned_frame, tally, total)
+    # counts and aggregates only, never a patient's value
+    report = {**quality_pages.page_data(context.run_id, verdicts.source_fields(cleaned_frame.source),
+                                        cleaned_frame.counts), "chunks": total, "suites": tally.suites(),
+              "passed": not tally.failures}
     keep = settings.kept_reports()
     with quality_pages.exclusive():
         validation.build_data_docs(keep)
@@ -44,13 +39,10 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     summary = {"chunks": total, "rows": cleaned_frame.rows, "failures": failures, "statistics": statistics,
                "report": str(page), "data_docs": str(docs_dir / "index.html")}
     return dg.Output(summary, metadata={
-        "dagster/row_count": cleaned_frame.rows,
-        "dagster/uri": page.as_uri(),
+        "dagster/row_count": cleaned_frame.rows, "dagster/uri": page.as_uri(),
         "expectations_evaluated": sum(len(s["expectations"]) for s in suites) * total,
-        "expectations_failed": len(failures),
-        "summary": suites_table(suites, failures),
-        **verdicts.links("report", page),
-        **verdicts.links("reports_index", quality_pages.index_path()),
+        "expectations_failed": len(failures), "summary": suites_table(suites, failures),
+        **verdicts.links("report", page), **verdicts.links("reports_index", quality_pages.index_path()),
         **verdicts.links("data_docs", summary["data_docs"]),
     })
 

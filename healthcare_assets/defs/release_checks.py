@@ -1,5 +1,4 @@
-"""The five checks on what a run is about to release to the analysts, each judged before anything
-is written; the same verdicts serve the scheduled audit of the whole copy."""
+"""The five checks on what a run is about to release; the same verdicts serve the audit of the whole copy."""
 
 from dataclasses import dataclass
 
@@ -24,8 +23,6 @@ CHECKS = {
 
 @dataclass(frozen=True)
 class Outcome:
-    """One check's verdict and what it measured."""
-
     passed: bool
     metadata: dict
 

@@ -1,10 +1,4 @@
-"""The resources every asset gets, chosen for this environment, and how runs execute.
-
-Every value comes from the environment through dg.EnvVar: Dagster reads it when a run starts and
-never shows it in the UI. At definitions time only the Environment (plumbing/settings.py) is looked
-at: its `production` chooses real MongoDB or the embedded server, and each unset setting keeps its
-default. The CLI builds the same resources, with the values themselves (resources(resolve=True)).
-"""
+"""The resources every asset gets, through dg.EnvVar (read when a run starts, never shown in the UI)."""
 
 import dagster as dg
 
@@ -24,8 +18,7 @@ MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
 
 
 def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
-    """Field -> dg.EnvVar of its variable, for each variable that is set; with `resolve`, the
-    value itself (for the CLI and tests, which call resources outside a run)."""
+    """Field -> dg.EnvVar of each variable set; with `resolve`, the value itself (outside a run)."""
     found = {}
     for field, variable in variables.items():
         if value := env.get(variable):
@@ -36,9 +29,7 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
 
 
 def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
-    """The resources of this deployment: real MongoDB when `env.production`, otherwise the embedded
-    server of HEALTHCARE_DATA_DIR (`mongo_fields` set over the environment's). Region, endpoint and credentials of S3 come from boto3's
-    default chain (AWS_* variables)."""
+    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain."""
     env = env or environment()
     if env.production:
         mongo = MongoResource(**fields(env, {**MONGO, "mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
@@ -50,8 +41,7 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
 
 
 def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:
-    """The deployment's MongoResource with the environment's values, for use outside a run (the CLI).
-    Without `start`, for a command that only reads: the embedded server is used only if it runs."""
+    """For the CLI. Without `start` (a command that only reads), the embedded server is used only if it runs."""
     env = environment()
     if not start and not env.production:
         mongo_fields["start"] = False
@@ -66,7 +56,6 @@ def pipeline_settings() -> PipelineSettings:
 def definitions() -> dg.Definitions:
     return dg.Definitions(
         resources=resources(),
-        # One process per run, not per step: a drop's steps are short, and a process per step cost
-        # more than the steps themselves (Dagster's and pandas' imports, each time).
+        # one process per run: a process per step cost more than the short steps themselves (imports each time)
         executor=dg.in_process_executor,
     )

@@ -1,9 +1,4 @@
-"""s3_csv_drop_sensor: one run of the whole chain for every new CSV dropped in S3, once per object
-version: the run_key is key@ETag and the JSON cursor remembers every version handled, so a
-restarted daemon or two objects stamped the same second lose nothing. A file's runs carry the tags
-`healthcare/source_key` and `healthcare/source_etag` (no dynamic partitions: they would make
-`dagster asset materialize --select '*'` require `--partition`).
-"""
+"""s3_csv_drop_sensor: one run per new CSV object version (tags, not partitions: `--select '*'` stays plain)."""
 
 from __future__ import annotations
 
@@ -28,26 +23,22 @@ LOOKBACK = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 50  # a backlog drains over a few ticks instead of one huge tick
 TEMPORARY_MARKERS = ("_tmp", ".part", ".tmp")
 
-# Every stage and its checks, but the benchmark and the audit (they judge the whole collection,
-# not a file) and the backups (their own schedule).
+# Every stage and its checks, but those judging the whole collection (benchmark, audit) and the backups.
 DROP_SELECTION = (dg.AssetSelection.all() - dg.AssetSelection.assets("index_benchmarks") - COLLECTION_AUDIT
                   - dg.AssetSelection.groups("backups"))
 
-# A file's run that dies with its process is launched again, whole (staging is per run, and the load
-# writes each row once); one failed by its own steps is not: the same file would fail the same way.
-# The instance must enable run retries (deploy/dagster.yaml); elsewhere these tags are inert.
+# A run that dies with its process is launched again, whole (staging is per run, the load writes each row once);
+# one failed by its own steps would fail the same way. Inert unless the instance enables run retries.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "ALL_STEPS",
               "dagster/retry_on_asset_or_op_failure": "false"}
 
-s3_csv_drop_job = dg.define_asset_job(
-    "s3_csv_drop_job", selection=DROP_SELECTION, tags=RETRY_TAGS,
-    description="The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor).")
+s3_csv_drop_job = dg.define_asset_job("s3_csv_drop_job", selection=DROP_SELECTION, tags=RETRY_TAGS, description=(
+    "The whole chain, with its checks, for one file dropped in S3 (see s3_csv_drop_sensor)."))
 
 
 @dataclass
 class DropCursor:
-    """What the sensor has handled: the newest LastModified seen (epoch seconds) and every
-    object version (key@ETag) stamped within LOOKBACK of it."""
+    """The newest LastModified seen (epoch seconds) and every key@ETag stamped within LOOKBACK of it."""
 
     newest: float = 0.0
     seen: dict[str, float] = field(default_factory=dict)
@@ -64,15 +55,13 @@ class DropCursor:
         self.seen[version] = last_modified
         self.newest = max(self.newest, last_modified)
 
-    def dump(self) -> str:
-        # Only versions the next listing can still return need remembering.
+    def dump(self) -> str:  # only versions the next listing can still return
         horizon = self.newest - LOOKBACK.total_seconds()
         seen = {v: t for v, t in self.seen.items() if t > horizon}
         return json.dumps({"newest": self.newest, "seen": seen}, sort_keys=True)
 
 
 def why_not_a_finished_csv(key: str, size: int, cap: int) -> str | None:
-    """None for a finished CSV export, otherwise why the object is ignored."""
     name = key.rsplit("/", 1)[-1].lower()
     if not name:
         return "a folder marker"
@@ -96,8 +85,7 @@ def run_request_for(bucket: str, key: str, etag: str) -> dg.RunRequest:
 
 def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3DropResource,
                        settings: PipelineSettings) -> dg.SensorResult | dg.SkipReason:
-    """Requests one run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET / $HEALTHCARE_S3_PREFIX;
-    ignores other suffixes, _tmp/.part names, empty objects and objects over $HEALTHCARE_MAX_FILE_BYTES."""
+    """One run of the chain per new CSV object under $HEALTHCARE_S3_BUCKET / $HEALTHCARE_S3_PREFIX."""
     bucket, prefix, cap = s3.bucket, s3.prefix, settings.limits().file_bytes
     if not bucket:
         return dg.SkipReason("HEALTHCARE_S3_BUCKET is not set: there is no bucket to watch")
@@ -130,8 +118,7 @@ def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3DropResource,
 
 @dg.definitions
 def s3_drops() -> dg.Definitions:
-    # decided when the code location loads, not on import: only where a bucket is configured
-    # (elsewhere the sensor would only log skips)
+    # running only where a bucket is configured (elsewhere it would only log skips); decided at load, not import
     running = bool(environment().get("HEALTHCARE_S3_BUCKET"))
     sensor = dg.sensor(job=s3_csv_drop_job, minimum_interval_seconds=30, default_status=(
         dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED))(s3_csv_drop_sensor)

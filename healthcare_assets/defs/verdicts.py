@@ -1,7 +1,4 @@
-"""What a blocking check says when it fails (one sentence: the figure, the limit, the setting that
-changes it, the file to look at; each also under its own metadata key; counts and shares only,
-never a patient's value), and the run's quality page that records the block.
-"""
+"""What a failing check says (counts and shares only, never a patient's value), and the run's quality page."""
 
 from __future__ import annotations
 
@@ -51,8 +48,7 @@ class Why:
 
 @dataclass(frozen=True)
 class RunPage:
-    """The run's quality page a failing check of a drop run marks as blocked. `new` is the page to
-    write when the run has written none yet (None: mark only a page that exists)."""
+    """The run's quality page a failing check marks as blocked; `new` is written if there is none yet."""
 
     run_id: str
     new: dict | None = None
@@ -72,8 +68,7 @@ class RunPage:
 
 def run_page(run_id: str, staged: StagedFrame | None = None, keep: int | None = None,
              source: dict | None = None) -> RunPage:
-    """The run's page, to be written from what is known so far: a staged frame's source and
-    counts (the raw rows count as rows in), or only a source (the file was refused)."""
+    """The run's page from what is known so far: a staged frame, or only a source (the file was refused)."""
     if staged is None:
         return RunPage(run_id, quality_pages.page_data(run_id, source or {}, {}), keep)
     counts = {"rows_in": staged.rows, **staged.counts}
@@ -85,8 +80,7 @@ def source_fields(source: SourceFile) -> dict:
 
 
 def verdict(name: str, passed: bool, metadata: dict, why: Why, page: RunPage | None = None) -> dg.AssetCheckResult:
-    """The check's result: as measured when it passes; when it fails, described by `why`, and the
-    run's page (if any) marked as blocked by it."""
+    """The check's result; when it fails, described by `why` and the run's page marked as blocked by it."""
     if passed:
         return dg.AssetCheckResult(check_name=name, passed=True, metadata=metadata)
     description = why.sentence()
@@ -97,5 +91,4 @@ def verdict(name: str, passed: bool, metadata: dict, why: Why, page: RunPage | N
 
 
 def refused(run_id: str, keep: int, source_name: str, error: str) -> None:
-    """A file refused before it was staged: the run's page says so, with the error."""
     run_page(run_id, keep=keep, source={"name": source_name}).blocked("raw_csv", error)

@@ -1,8 +1,6 @@
 """`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore,
 rotate the master key."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import os
@@ -53,21 +51,18 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    """Back up, read the backup back, then prune: what the scheduled job does."""
     from healthcare_assets.domain import backup
     from healthcare_assets.plumbing.backup_store import open_store
 
     mongo = mongo_resource_from_env()
     written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), args.to, log=print)
     try:
-        opened = backup.open_backup(written.location)
-        report = backup.verify(opened)
+        report = backup.verify(opened := backup.open_backup(written.location))
     except backup.BackupError as exc:
         print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
         return 6
     backup.mark_verified(opened, report)
-    store = open_store(str(opened.store))
-    deleted = backup.prune(store, opened.name)
+    deleted = backup.prune(store := open_store(str(opened.store)), opened.name)
     print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
@@ -123,8 +118,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _reads_only(args: argparse.Namespace) -> bool:
-    """A command that only reads the embedded server's data directory: it writes no secret there
-    (nor starts the server: see its handler). With MONGODB_URI, commands work as they always did."""
+    """A command that only reads the embedded server's data directory writes no secret there."""
     reads = args.command in ("summary", "export-patient") or (args.command == "erase-patient" and not args.yes) \
         or (args.command == "mongo" and args.action in ("uri", "status"))
     return reads and not settings.environment().production
@@ -155,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         patient_commands.add_arguments(sub, command)
         sub.set_defaults(handler=handler)
 
-    rotate = commands.add_parser("rotate-keys", help="re-wrap every data key under a new master key "
-                                                     "(HEALTHCARE_NEW_MASTER_KEY, or HEALTHCARE_KMS_KEY_ARN)")
-    rotate.set_defaults(handler=_rotate_keys)
+    commands.add_parser("rotate-keys", help="re-wrap every data key under a new master key (HEALTHCARE_NEW_MASTER_KEY, "
+                                            "or HEALTHCARE_KMS_KEY_ARN)").set_defaults(handler=_rotate_keys)
 
     backup = commands.add_parser("backup", help="back up every database of the deployment, then read it back")
     backup.add_argument("--to", help="a folder or s3://bucket/prefix (default: HEALTHCARE_BACKUP_URI, or "
@@ -183,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except NoDatabaseError as exc:
         print(exc, file=sys.stderr)
         return NO_DATABASE
-    except (EncryptionError, MasterKeyError) as exc:
-        # a name that cannot be decrypted (or encrypted) here: what to bring, not a traceback
+    except (EncryptionError, MasterKeyError) as exc:  # what to bring, not a traceback
         print(f"{args.command}: the names' data keys cannot be unwrapped with this installation's master keys: "
               f"{exc}. Bring the master key that wraps them (HEALTHCARE_MASTER_KEY, or a retired key in "
               "HEALTHCARE_RETIRED_MASTER_KEYS, named by its digest after `local:`), or the KMS key of "

@@ -1,15 +1,4 @@
-"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the Faker-made public export's known
-defects: names in random letter case, some with honorifics or suffixes; hospital names with scrambled word
-order; exactly `negative_billing` negative bills and exactly `duplicates` exact copies of an earlier row.
-Duplicates only copy rows with a non-negative bill, so a correct cleaning step removes exactly `duplicates` rows
-and corrects exactly `negative_billing` amounts.
-
-Output is a pure function of (rows, seed, duplicates, negative_billing) for a given Faker version (everything
-seeded, no clock). Rows are written in chunks: memory stays bounded but for 8 bytes a row kept to prove that no
-two original rows are identical.
-"""
-
-from __future__ import annotations
+"""Seeded synthetic hospital CSV in the client's (v2 Kaggle) layout, with the public export's known defects."""
 
 import argparse
 import csv
@@ -28,14 +17,11 @@ from healthcare_assets.domain import schema
 from healthcare_assets.plumbing import csv_cells, settings
 
 # Shape of the original export (55,500 rows): defect counts scale with the row count.
-REFERENCE_ROWS = 55_500
-REFERENCE_DUPLICATES = 534
-REFERENCE_NEGATIVE_BILLING = 106
+REFERENCE_ROWS, REFERENCE_DUPLICATES, REFERENCE_NEGATIVE_BILLING = 55_500, 534, 106
 
 AGE_MIN, AGE_MAX = 13, 89
 ROOM_MIN, ROOM_MAX = 101, 500
-FIRST_ADMISSION = dt.date(2019, 5, 8)
-LAST_ADMISSION = dt.date(2024, 5, 7)
+FIRST_ADMISSION, LAST_ADMISSION = dt.date(2019, 5, 8), dt.date(2024, 5, 7)
 STAY_MIN, STAY_MAX = 1, 30
 BILLING_LOW, BILLING_HIGH = -2_000.0, 52_800.0
 
@@ -43,9 +29,7 @@ CHUNK_ROWS = 50_000
 RESERVOIR_SIZE = 5_000  # candidate sources for duplicates, a uniform sample of earlier rows
 
 # Pool sizes: Faker costs ~60 µs a name, so names are drawn once and sampled per row.
-NAME_POOL = 20_000
-DOCTOR_POOL = 4_000
-HOSPITAL_POOL_MAX = 4_000
+NAME_POOL, DOCTOR_POOL, HOSPITAL_POOL_MAX = 20_000, 4_000, 4_000
 ROWS_PER_HOSPITAL = 10  # so each hospital appears in several rows, like the original
 
 _HONORIFICS = frozenset(PersonProvider.prefixes_female) | frozenset(PersonProvider.prefixes_male)
@@ -86,7 +70,6 @@ class Pools(NamedTuple):
 
 
 def draw_pools(rows: int, seed: int) -> Pools:
-    """Name, doctor and hospital pools from a seeded Faker (en_US, like the original)."""
     fake = Faker("en_US")
     fake.seed_instance(seed)
     scramble_rng = random.Random(f"{seed}/hospitals")  # str seeds are hashed stably (sha512)
@@ -145,12 +128,10 @@ def _original_rows(count: int, negative: np.ndarray, rng: np.random.Generator,
 
 def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
           originals_billing: list[np.ndarray]) -> Iterator[list[tuple]]:
-    """Yield the data rows chunk by chunk, with duplicates interleaved after their sources."""
     rng = np.random.default_rng(seed)
     pick_rng = random.Random(f"{seed}/duplicates")
     pools = draw_pools(rows, seed)
-    # Position 0 is never a duplicate and original 0 never negative, so every duplicate
-    # has at least one non-negative earlier row to copy.
+    # position 0 is never a duplicate, original 0 never negative: every duplicate has a row to copy
     duplicate_at = np.sort(rng.choice(rows - 1, duplicates, replace=False)) + 1
     negative_ids = np.sort(rng.choice(rows - duplicates - 1, negative_billing, replace=False)) + 1
     is_duplicate = set(duplicate_at.tolist())
@@ -174,7 +155,6 @@ def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
                 continue
             row = fresh[next_fresh]
             if not negative[next_fresh]:
-                # Reservoir sampling keeps a uniform sample of all earlier candidates.
                 seen += 1
                 if len(reservoir) < RESERVOIR_SIZE:
                     reservoir.append(row)
@@ -189,8 +169,6 @@ def _rows(rows: int, seed: int, duplicates: int, negative_billing: int,
 
 
 def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | None) -> tuple[int, int]:
-    """The duplicates and negative bills to write (the original export's share when not given),
-    checked against the row count."""
     duplicates = round(rows * REFERENCE_DUPLICATES / REFERENCE_ROWS) if duplicates is None else duplicates
     if negative_billing is None:
         negative_billing = round(rows * REFERENCE_NEGATIVE_BILLING / REFERENCE_ROWS)
@@ -207,8 +185,7 @@ def _defect_counts(rows: int, duplicates: int | None, negative_billing: int | No
 
 def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None = None,
                  negative_billing: int | None = None) -> dict:
-    """Write `rows` data rows (duplicates included) to `out`; return what was written. The defects
-    default to the original export's counts (534 and 106 per 55,500 rows), scaled to `rows`."""
+    """Write `rows` data rows (duplicates included) to `out`; return what was written."""
     duplicates, negative_billing = _defect_counts(rows, duplicates, negative_billing)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +197,7 @@ def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None =
             writer.writerow(schema.CSV_COLUMNS.values())
             for chunk in _rows(rows, seed, duplicates, negative_billing, originals_billing):
                 writer.writerows(chunk)
-        # Distinct bills prove no two original rows are identical, so the file holds exactly
-        # `duplicates` repeated rows. With random floats a clash is practically impossible.
+        # distinct bills prove the file holds exactly `duplicates` repeated rows
         billing = np.sort(np.concatenate(originals_billing))
         if np.any(billing[1:] == billing[:-1]):
             raise RuntimeError(f"seed {seed}: two original rows share a bill; use another seed")
@@ -233,7 +209,6 @@ def generate_csv(rows: int, seed: int, out: str | Path, duplicates: int | None =
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `healthcare-assets generate`."""
     parser.add_argument("--rows", type=int, default=REFERENCE_ROWS, help="data rows, duplicates included")
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
     parser.add_argument("--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
@@ -245,7 +220,6 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Run `healthcare-assets generate` from parsed arguments; returns the exit code."""
     summary = generate_csv(rows=args.rows, seed=args.seed, out=args.out, duplicates=args.duplicates,
                            negative_billing=args.negative_billing)
     print(f"wrote {summary['rows']:,} rows to {summary['path']} "

@@ -1,7 +1,4 @@
-"""`healthcare-assets mongo start|stop|status|uri [--role ROLE]`: the embedded server, and a URI a
-plain pymongo.MongoClient can use for one role's user."""
-
-from __future__ import annotations
+"""`healthcare-assets mongo start|stop|status|uri [--role ROLE]`: the embedded server, and its URI."""
 
 import argparse
 import json
@@ -42,16 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def role_named(given: str) -> access.Role | None:
-    """The role of access.py a user typed: its name or its user's, any letter case (ASCII only:
-    no other script's letter folds into a role's name)."""
+    """The role named or its user's, any letter case (ASCII only: no other script's letter folds into one)."""
     if not given.isascii():
         return None
     return next((r for r in access.roles() if given.strip().lower() == r.user), None)
 
 
 def _uri(role_name: str | None) -> int:
-    """Without a role, the server's URI as it always was (TLS options, no credentials); with one,
-    that role's user's credentials in it, and a warning that it now holds a password."""
+    """The server's URI (TLS options, no credentials); with a role, that role's user's credentials in it."""
     data_dir = settings.data_dir()
     base = settings.environment().get("MONGODB_URI") or local_server.running(data_dir)["uri"]
     if role_name is None:

@@ -1,7 +1,4 @@
-"""`healthcare-assets export-patient` and `erase-patient`: one patient's records, or their erasure
-everywhere; a name that stands for no one says so (exit 4)."""
-
-from __future__ import annotations
+"""`healthcare-assets export-patient` and `erase-patient`: one patient's records, or their erasure everywhere."""
 
 import argparse
 import sys
@@ -31,8 +28,7 @@ def _collection(args: argparse.Namespace):
 
 
 def _selection(args: argparse.Namespace, collection):
-    """The patients the arguments stand for and 0, or None and the exit code after saying why they
-    do not pick any safely (2: not a name; 5: a name of several patients)."""
+    """The patients the arguments stand for and 0, or None and the exit code (2: not a name; 5: several)."""
     from healthcare_assets.domain import gdpr
 
     try:

@@ -1,14 +1,5 @@
-"""`healthcare-assets load`: what a dropped file goes through (the drop job: no benchmark, backup,
-restore drill or whole-collection audit); `healthcare-assets run` (`make run`): the six assets of the
-chain on the configured source, the benchmark kept short. Executed in this process and recorded in
-the Dagster instance, so that `make dev` shows the run like any other.
-
-The terminal gets one line per stage while the run goes, then the counts and where the results
-are; on failure each failed check with its figures and the failed step's error, once. Dagster's
-own console log (a page of DEBUG lines) is off: what matters is read back from the event log.
-"""
-
-from __future__ import annotations
+"""`healthcare-assets load` and `run`, executed in this process and recorded so that `make dev` shows the run;
+Dagster's console log is off: what matters is read back from the event log."""
 
 import contextlib
 import os
@@ -46,8 +37,7 @@ class UsageError(ValueError):
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME, else <data dir>/dagster_home, created owner-only with the Makefile's
-    dagster.yaml when it is missing."""
+    """DAGSTER_HOME, else <data dir>/dagster_home, created owner-only with the Makefile's dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home").resolve()
     settings.private_dir(home)
     if not (home / "dagster.yaml").exists():
@@ -56,13 +46,8 @@ def dagster_home() -> Path:
     return home
 
 
-def open_instance(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(home))
-
-
 def source_for(argument: str) -> str:
-    """The file `load` names, as HEALTHCARE_SOURCE_CSV takes it: a path from the current folder made
-    absolute (it must be a file), or s3://bucket/key kept verbatim (a key may hold '#' or spaces)."""
+    """A path made absolute, or s3://bucket/key kept verbatim (a key may hold '#' or spaces)."""
     if not argument.strip():
         raise UsageError("no file given: name a CSV export, e.g. `healthcare-assets load exports/today.csv`")
     if argument.startswith("s3://"):
@@ -96,13 +81,10 @@ class Progress:
     def __init__(self, instance: dg.DagsterInstance, run_id: str, assets: set[str], out=sys.stdout):
         self.instance, self.run_id, self.assets, self.out = instance, run_id, assets, out
         self.cursor: str | None = None
-        self.started: dict[str, float] = {}
-        self.seconds: dict[str, float] = {}
+        self.started, self.seconds, self.materialized = {}, {}, {}
         self.checks: dict[str, list] = {}  # passed or failed -> AssetCheckEvaluations
         self.failures: list = []  # STEP_FAILURE entries
-        self.materialized: dict[str, dict] = {}
-        self.t0 = time.monotonic()
-        self._stop = threading.Event()
+        self.t0, self._stop = time.monotonic(), threading.Event()
 
     def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -177,7 +159,6 @@ def _failure_text(entry) -> str:
 
 
 def _check_descriptions(graph) -> dict[str, str]:
-    """Each check's own description (its docstring), for a failed check whose result says nothing."""
     return {key.name: graph.get_check_spec(key).description or "" for key in graph.asset_check_keys}
 
 
@@ -227,13 +208,11 @@ def report_results(run_id: str, progress: Progress, out=sys.stdout) -> None:
 
 
 def execute(source: str | None = None, job_name: str = DROP_JOB, out=sys.stdout) -> int:
-    """Run the job on `source` (None: the configured source) and say how it went: 0 when the run
-    succeeded, 1 when it failed."""
+    """Run the job on `source` (None: the configured source) and say how it went: exit 0 or 1."""
     _quiet()
     os.umask(0o077)  # the instance's databases and whatever a library writes under the data directory
     if source is not None:
-        # The operator's own file, trusted as HEALTHCARE_SOURCE_CSV is (a run's `source` config,
-        # which UI users type, is held to the import folders); set before the code location loads.
+        # trusted as HEALTHCARE_SOURCE_CSV is (a `source` typed in the UI is held to the import folders)
         os.environ["HEALTHCARE_SOURCE_CSV"] = source
     from healthcare_assets.definitions import defs
     from healthcare_assets.defs.index_benchmarks import QUICK_BENCHMARK
@@ -249,7 +228,7 @@ def execute(source: str | None = None, job_name: str = DROP_JOB, out=sys.stdout)
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if "index_benchmarks" in assets:
         config["ops"] = {"index_benchmarks": {"config": QUICK_BENCHMARK}}
-    with open_instance(home) as instance, Progress(instance, run_id, assets, out) as progress:
+    with dg.DagsterInstance.from_config(str(home)) as instance, Progress(instance, run_id, assets, out) as progress:
         started = time.monotonic()
         result = job.execute_in_process(run_config=config, instance=instance, run_id=run_id, raise_on_error=False,
                                         tags={SOURCE_TAG: source_tag(Path(shown.rsplit("/", 1)[-1]).name)})
@@ -281,7 +260,6 @@ def _load(args) -> int:
 
 
 def add_run_commands(commands) -> None:
-    """`run` and `load` on the CLI's subcommands."""
     run = commands.add_parser("run", help="run the six assets of the chain on the configured source "
                                           "(HEALTHCARE_SOURCE_CSV), recorded for `make dev`: what `make run` runs")
     run.set_defaults(handler=_run)

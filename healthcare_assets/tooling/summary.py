@@ -1,7 +1,4 @@
-"""`healthcare-assets summary`: the last run (its job, file, status, when, how long) and only its
-results, then what the database holds."""
-
-from __future__ import annotations
+"""`healthcare-assets summary`: the last run and only its results, then what the database holds."""
 
 import argparse
 import datetime as dt
@@ -61,14 +58,11 @@ def database_lines() -> list[str]:
         f"collection    {collection.database.name}.{collection.name}: {collection.estimated_document_count():,} documents",
         (f"analysts      {release.copy.full_name}: {release.copy.estimated_document_count():,} documents "
          f"({state.get('pending', 0):,} stays pending, {state.get('held_back', 0):,} held back, "
-         f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})"),
-    ]
+         f"{state.get('withdrawn', 0):,} withdrawn; view {collection.database.name}.{VIEW_NAME})")]
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    """What the last run did and where its results are, for people and for `make run`."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home")
-    lines, _ = last_run_lines(home)
+    lines, _ = last_run_lines(Path(os.environ.get("DAGSTER_HOME") or settings.data_dir() / "dagster_home"))
     for line in lines + database_lines():
         print(line)
     sys.stdout.flush()

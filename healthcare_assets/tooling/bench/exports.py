@@ -1,7 +1,4 @@
-"""The exports the scale benchmark loads: the committed one, or generated ones (a pure function of
-rows and seed), and the database each size gets on the bench's server."""
-
-from __future__ import annotations
+"""The exports the scale benchmark loads (the committed one, or generated), and each size's database."""
 
 import time
 from pathlib import Path

@@ -6,8 +6,6 @@ index benchmarks (`--one`), a backup (`--backup`), the release stream (`--stream
 processes (processes.py). Tables are printed and written to $HEALTHCARE_DATA_DIR/reports/bench.json.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -29,8 +27,7 @@ MODULE = "healthcare_assets.tooling.bench"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--sizes", default=f"{exports.COMMITTED_ROWS},{exports.BIG_ROWS}",
         help="comma-separated row counts; 55500 is the committed export, others are generated")
@@ -98,7 +95,6 @@ def _export(size: int, work: Path) -> str:
 
 
 def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -> dict[int, dict]:
-    """Each size's chain, ceiling and index benchmarks, backup and release stream."""
     results = {}
     for size in sizes:
         csv, generate_s = _export(size, work)
@@ -127,7 +123,6 @@ def run_sizes(sizes: list[int], args, env: dict, work: Path, report_dir: Path) -
 
 
 def _environment(work: Path) -> dict[str, str]:
-    """The children's and processes' environment: the bench's own data directory, server and files."""
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(work),  # its generated exports live there: runs may read them
            "HEALTHCARE_IMPORT_DIR": os.pathsep.join([str(work), str(exports.REPO / "data")])}
     for name in ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HEALTHCARE_SOURCE_CSV"):
@@ -136,7 +131,6 @@ def _environment(work: Path) -> dict[str, str]:
 
 
 def _release_streams(sizes: list[int], args, report_dir: Path) -> int:
-    """`--release-stream`: each size's stream in a child process, no server."""
     work = Path(tempfile.mkdtemp(prefix="healthcare-stream-"))
     streams = {size: _stream_child(size, _export(size, work)[0], args, _environment(work), work) for size in sizes}
     failed = None in streams.values()

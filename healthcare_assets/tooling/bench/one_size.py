@@ -1,7 +1,4 @@
-"""The child processes of the scale benchmark, each alone so its peak memory is its own: one size's
-chain, insert_many ceiling and index benchmarks (`--one`), and a backup of what it left (`--backup`)."""
-
-from __future__ import annotations
+"""The scale benchmark's child modes, each alone so its peak memory is its own: `--one` and `--backup`."""
 
 import datetime as dt
 import resource
@@ -24,8 +21,6 @@ def peak_rss_mb() -> float:
 
 
 class Chain:
-    """The code location's assets and checks, run in this process on one Dagster instance."""
-
     def __init__(self, mongo):
         from healthcare_assets.definitions import defs
         from healthcare_assets.defs.s3_drops import DROP_SELECTION
@@ -33,8 +28,7 @@ class Chain:
         code = defs()
         self.definitions = [*code.assets, *code.asset_checks]
         self.instance, self.mongo = dg.DagsterInstance.ephemeral(), mongo
-        # what a drop runs: no benchmark, whole-collection audit or backup (the bench backs up apart)
-        self.drop_selection = DROP_SELECTION
+        self.drop_selection = DROP_SELECTION  # the bench backs up apart
         graph = code.resolve_asset_graph()
         self.owners = steps.owners(self.definitions, DROP_SELECTION, graph) | steps.owners(self.definitions, BENCHMARK, graph)
 
@@ -44,9 +38,7 @@ class Chain:
 
 
 def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.FieldCipher) -> dict:
-    """The load's documents inserted again batch by batch with a bare insert_many, into a plain
-    collection and into one prepared like the pipeline's; building, encrypting (a fresh cipher,
-    as a load starts) and inserting timed apart."""
+    """The load's documents inserted again with a bare insert_many, into a plain and a prepared collection."""
     from healthcare_assets.domain.loading import LOAD_BATCH, prepare_collection
     from healthcare_assets.domain.schema import to_document
     from healthcare_assets.plumbing.staging import row_batches
@@ -79,15 +71,13 @@ def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.Fiel
 
 
 def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int, chain_only: bool = False) -> dict:
-    """The chain, then the ceiling (before the benchmark's scans grow the server's heap), then the
-    index benchmarks; each step's seconds and peaks, summed per asset."""
+    """The chain, the ceiling (before the benchmark's scans grow the server's heap), the index benchmarks."""
     from healthcare_assets.defs.index_benchmarks import IndexBenchmarkConfig
     from healthcare_assets.defs.ingest import SourceConfig
 
     mongo = mongo_resource_from_env(database=database)
     mongo.client()  # starts nothing new: the parent's server answers for this data directory
-    sampler = steps.RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))
-    sampler.start()
+    (sampler := steps.RssSampler((embedded_mongo.status(settings.data_dir()) or {}).get("pid"))).start()
     chain = Chain(mongo)
     started = time.perf_counter()
     result = chain.run(chain.drop_selection, dg.RunConfig(ops={"raw_csv": SourceConfig(source=csv)}))
@@ -124,7 +114,6 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
 
 
 def measure_backup(database: str, to: Path) -> dict:
-    """A backup of every database of the deployment, written then read back in this process alone."""
     mongo = mongo_resource_from_env(database=database)
     written = backup.write_backup(mongo.client(), database, mongo.server_label(), str(to))
     started = time.perf_counter()

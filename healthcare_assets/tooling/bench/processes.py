@@ -1,8 +1,4 @@
-"""Whole processes, started as a user or the sensor starts them, on the bench's embedded server:
-a new file through s3_csv_drop_job (`dagster job execute`) into an empty and into a large
-collection, two files dropped at the same moment, and the gated chain against the client's script."""
-
-from __future__ import annotations
+"""Whole processes on the bench's server: drops, two drops at once, the gated chain vs the client's script."""
 
 import hashlib
 import json
@@ -34,8 +30,7 @@ PEER_REPEATS = 3
 
 
 class Processes:
-    """`dagster` on a DAGSTER_HOME of the bench's own (SQLite, no telemetry) and the client's script,
-    run in the work folder (no .env there for Dagster to pick up), output to a log each."""
+    """`dagster` and the client's script, run in the work folder (no .env there for Dagster to pick up)."""
 
     def __init__(self, work: Path, env: dict[str, str]):
         self.work, self.home = work, work / "dagster_home"
@@ -69,7 +64,6 @@ class Processes:
             self.db(database).client.drop_database(database)
 
     def drop_record(self, drop: str) -> tuple[dict[str, float], dict]:
-        """Each step's seconds of the drop's run, and its load's materialization metadata."""
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
             runs = instance.get_runs(filters=dg.RunsFilter(tags={DROP_TAG: drop}), limit=1)
             if not runs:
@@ -82,7 +76,6 @@ class Processes:
 
 
 def drop(processes: Processes, name: str, csv: str, rows: int, database: str) -> dict:
-    """One file through s3_csv_drop_job (every asset and check but index_benchmarks and the audit)."""
     from healthcare_assets.defs.ingest import SourceConfig
     from healthcare_assets.defs.resources import mongo_resource_from_env
     from healthcare_assets.defs.s3_drops import s3_csv_drop_job
@@ -120,7 +113,6 @@ def _canonical(documents) -> list[str]:
 
 
 def concurrent_drops(processes: Processes, database: str) -> dict:
-    """Two drops started at the same moment into one database, and the analysts' copy after them."""
     with ThreadPoolExecutor(len(CONCURRENT_DROPS)) as pool:
         runs = list(pool.map(lambda rs: drop(processes, f"concurrent_{rs[0]}", exports.generated(*rs, processes.work), rs[0],
                                              database), CONCURRENT_DROPS))
@@ -132,8 +124,7 @@ def concurrent_drops(processes: Processes, database: str) -> dict:
 
 
 def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPEATS) -> dict:
-    """Ours: `dagster asset materialize --select '*mongo_hospitalizations'` into a fresh database each
-    time. Theirs: client_approach.py, which drops and refills baseline_db itself. Alternating."""
+    """Ours into a fresh database each time, theirs (client_approach.py refills baseline_db), alternating."""
     uri = local_server.client_uri(processes.work)  # with credentials: the script is a plain client
     ours, theirs, failures = [], [], []
     for i in range(repeats):
@@ -155,8 +146,7 @@ def compare_with_client(processes: Processes, csv: str, repeats: int = PEER_REPE
 
 
 def run_processes(results: dict[int, dict], big_size: int, processes: Processes) -> dict:
-    """What the sizes that ran allow: the drops need their databases loaded, the comparison with
-    the client the committed export."""
+    """What the sizes that ran allow: the drops need their databases loaded, the comparison the committed export."""
     figures, loaded = {}, {size for size, r in results.items() if "load" in r}
     if exports.COMMITTED_ROWS in results:
         if CLIENT_APPROACH.exists():

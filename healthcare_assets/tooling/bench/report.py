@@ -1,7 +1,5 @@
 """What the scale benchmark prints (tables side by side, the targets) and bench.json."""
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import os
@@ -14,8 +12,7 @@ from healthcare_assets.plumbing import settings
 
 
 def table(columns, rows, label: int = 38, width: int = 22) -> None:
-    """One line per row, one cell per column; a row is a format string over the column's figures
-    or a function of them; "-" where a column stopped before that figure."""
+    """A row is a format string over each column's figures, or a function of them; "-" where missing."""
     for name, cell in rows:
         cells = []
         for c in columns:
@@ -34,8 +31,7 @@ def _asset_cell(a: str):
 SIZE_ROWS = (
     ("pipeline s (w/o index_benchmarks)", "{pipeline_s:.1f}"),
     ("load s: insert + index builds", "{load[insert_s]:.1f}+{load[index_build_s]:.1f}"),
-    ("load docs/s", "{load[docs_per_s]:,}"),
-    ("load's insert phase docs/s", "{load[insert_docs_per_s]:,}"),
+    ("load docs/s", "{load[docs_per_s]:,}"), ("load's insert phase docs/s", "{load[insert_docs_per_s]:,}"),
     ("bare insert_many docs/s", "{ceiling[bare_docs_per_s]:,}"),
     ("insert_many like the load's coll", "{ceiling[validated_docs_per_s]:,}"),
     ("building the documents docs/s", "{ceiling[build_docs_per_s]:,}"),
@@ -82,7 +78,6 @@ def _moment_rows(moment: str, key: str) -> list:
 
 
 def print_streams(streams: dict[int, dict]) -> None:
-    """The release streams side by side, then each one's scheme."""
     if not streams:
         return
     one = next(iter(streams.values()))

@@ -1,8 +1,4 @@
-"""What a run of the chain says about itself: each step's seconds with the peak RSS of this process
-and of the server meanwhile, counted under its asset; failed steps; the load's, the release's and
-the index benchmarks' figures."""
-
-from __future__ import annotations
+"""What a run of the chain says about itself: each step's seconds and peak RSS, failures, figures."""
 
 import os
 import threading
@@ -67,7 +63,6 @@ def owners(definitions: list, selection: dg.AssetSelection, graph) -> dict[str, 
 
 
 def per_asset(timings: dict[str, dict], step_owners: dict[str, str]) -> dict[str, dict]:
-    """Each step counted under its asset: the asset's own step, and its checks' steps."""
     out = {a: dict.fromkeys(("asset_s", "checks_s", *PEAKS), 0.0) for a in dict.fromkeys(step_owners.values())}
     for key, step in timings.items():
         if (owner := step_owners.get(key)) is None:
@@ -105,8 +100,7 @@ def load_figures(result: dg.ExecuteInProcessResult) -> dict | None:
 
 
 def release_figures(result: dg.ExecuteInProcessResult, mongo) -> dict | None:
-    """The release's own figures, and k, l and the largest share of a sensitive value measured on
-    the analysts' copy by pycanon, independently of the release's bookkeeping."""
+    """The release's own figures, and k, l and the largest share measured on the copy by pycanon."""
     metadata = _materialization(result, "anonymized_view")
     if metadata is None:
         return None

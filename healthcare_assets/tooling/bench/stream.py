@@ -1,10 +1,4 @@
-"""The analysts' release as a stream of drops, simulated without a database through the pipeline's
-own code: reading and cleaning, the release's projection, generalization.choose, bookkeeping's
-qualifies and next_increment. A stay's wait is the drop that released it minus the drop that
-brought it (0: the base export). Not simulated: erasures, and choosing the scheme again (the
-stream keeps the first and says after which drop the pipeline would have chosen again)."""
-
-from __future__ import annotations
+"""The analysts' release as a stream of drops, simulated without a database (nor erasures, nor a new scheme)."""
 
 import secrets
 import time
@@ -34,8 +28,7 @@ ANALYSES = {"counts by condition and age band per year": ("medical_condition", "
 
 
 def compile_projection(expression) -> Callable[[dict], Any]:
-    """A $project expression as a function of a document, as the server computes it (field paths,
-    $year, $ifNull, $arrayElemAt; any other operator is refused, not guessed)."""
+    """A $project expression as a function of a document (any operator not handled here is refused)."""
     if isinstance(expression, str) and expression.startswith("$"):
         parts = expression[1:].split(".")
 
@@ -83,8 +76,7 @@ def drop_files(folder: Path, drops: int, rows: int) -> Iterator[str]:
 
 
 class Stays:
-    """The base export's counted stays, four bytes a value (generalization.Encoder); stays[i] is
-    the i-th as planning.projection() gives it. A stay already counted is not added again."""
+    """The base export's counted stays, four bytes a value; stays[i] as planning.projection() gives it."""
 
     def __init__(self) -> None:
         self.encoder, self.ids, self.seen, self._values = generalization.Encoder(), [], set(), None
@@ -144,7 +136,6 @@ def first_release(stays: Stays, trace: bool = False) -> Stream:
 
 
 def simulate(stays: Stays, drops: Iterable[list[dict]], trace: bool = False) -> Stream:
-    """The first release, then each drop's new stays join their groups' pending ones."""
     stream, seen = first_release(stays, trace), stays.seen
     scheme, chosen_on = stream.evaluation.scheme, stream.first["counted"]
     for drop, candidates_ in enumerate(drops, start=1):

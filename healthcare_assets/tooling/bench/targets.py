@@ -1,7 +1,4 @@
-"""The scale benchmark's targets, each with the figure measured against it. A missed target is
-printed, never raised; the tests assert none of them."""
-
-from __future__ import annotations
+"""The scale benchmark's targets, each with its measured figure: a miss is printed, never raised."""
 
 import operator
 
@@ -39,8 +36,6 @@ def bound(text: str, measured: float | None, compare, limit: float) -> dict:
 
 
 def stream_targets(streams: dict[int, dict]) -> list[dict]:
-    """After the drops at most STREAM_HELD_BACK_MAX held back; the median wait reported; the
-    analysts' analyses answerable; the simulation's memory."""
     targets = []
     for size, s in streams.items():
         answerable = sum(s["analyses"].values())
@@ -77,7 +72,6 @@ def _memory_targets(results: dict[int, dict]) -> list[dict]:
 
 
 def size_targets(results: dict[int, dict]) -> list[dict]:
-    """The targets on each size's figures; only for the sizes that ran."""
     targets = []
     for size, r in results.items():
         if "ceiling" in r:

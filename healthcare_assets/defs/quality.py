@@ -8,8 +8,7 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import suites_table
 from healthcare_assets.domain import quality_pages
 from healthcare_assets.domain.expectations import Validation, validate
-from healthcare_assets.plumbing import settings as paths
-from healthcare_assets.plumbing.settings import PipelineSettings
+from healthcare_assets.plumbing.settings import PipelineSettings, owner_only, private_dir
 from healthcare_assets.plumbing.staging import StagedFrame
 
 
@@ -19,7 +18,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     """Great Expectations validation of the cleaned rows, chunk by chunk: counts, types and values
     (value sets, ranges, discharge after admission). Writes the run's report, one HTML page that opens
     offline (reports/quality/runs/), and Great Expectations Data Docs (reports/quality/)."""
-    docs_dir = paths.private_dir(quality_pages.quality_dir())
+    docs_dir = private_dir(quality_pages.quality_dir())
     validation = Validation(docs_dir, cleaned_frame.source.file_stem, context.run_id)
     tally = validate(cleaned_frame, validation, context.log.info)
     total = max(len(cleaned_frame.chunk_rows), 1)
@@ -31,7 +30,7 @@ def quality_report(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame
     with quality_pages.exclusive():
         validation.build_data_docs(keep)
         page = quality_pages.publish(report, keep)
-    paths.owner_only(docs_dir)  # Great Expectations writes Data Docs under the umask
+    owner_only(docs_dir)  # Great Expectations writes Data Docs under the umask
 
     suites, failures = report["suites"], tally.failures
     statistics = {f"{s['name']}_{what}": n for s in suites

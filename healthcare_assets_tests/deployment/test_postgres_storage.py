@@ -55,6 +55,7 @@ def test_deploy_instance_is_postgres_backed(instance_dir):
         assert instance.get_concurrency_config().run_queue_config.max_user_code_failure_retries > 0
 
 
+@pytest.mark.slow
 def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, small_csv):
     with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
         result = dg.materialize(

@@ -11,12 +11,15 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.processes import DevServer, tail
 from healthcare_assets_tests.fixtures.runs import DEFS
 from healthcare_assets_tests.fixtures.servers import drop_deployment
+
+pytestmark = pytest.mark.slow  # whole processes: the CLI, dagster, servers of their own
 
 ACTIVATE = Path(sys.executable).parent / "activate"  # the venv `make install` made
 

@@ -19,6 +19,8 @@ from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import materialize
 
+pytestmark = pytest.mark.slow  # whole processes: the CLI, dagster, servers of their own
+
 COMMAND = Path(sys.executable).parent / "healthcare-assets"  # the console script `make install` made
 CHECKOUT_DATA = REPO / ".data"
 NO_DATABASE = "no database in"

@@ -16,6 +16,8 @@ from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.processes import child_environment
 
+pytestmark = pytest.mark.slow  # whole processes: the CLI, dagster, servers of their own
+
 CLI = str(Path(sys.executable).parent / "healthcare-assets")
 SOURCE_TAG = "healthcare/source"  # the runs list's column: which file a run loaded
 TAG_CHARS = 120

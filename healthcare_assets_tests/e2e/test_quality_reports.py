@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from healthcare_assets.domain import quality_pages
 from healthcare_assets.domain.expectations import expectations
@@ -20,6 +21,8 @@ from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets.tooling.runs import INSTANCE_YAML
 from healthcare_assets_tests.fixtures.processes import make_dagster_home
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize, materialized
+
+pytestmark = pytest.mark.slow  # whole processes: the CLI, dagster, servers of their own
 
 TO_QUALITY = [a for a in DEFS.assets if a.key.path[0] in ("raw_csv", "cleaned_frame", "quality_report")]
 

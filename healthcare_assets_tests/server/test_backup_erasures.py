@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import dagster as dg
+import pytest
 from bson import json_util
 
 from healthcare_assets.defs.backup import mongo_backup
@@ -138,6 +139,7 @@ def drill_metadata(result) -> dict:
     return {k: v.value for k, v in evaluation.metadata.items()}
 
 
+@pytest.mark.slow
 def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     main = collection.full_name

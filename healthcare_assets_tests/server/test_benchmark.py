@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from healthcare_assets.defs.index_benchmarks import (
     IndexBenchmarkConfig,
@@ -103,6 +104,7 @@ def test_latency_is_the_median_and_p95_of_every_run():
     assert scaled == {"median_ms": 25.0, "p95_ms": 38.5, "runs": 4, "measured_median_ms": 2.5, "measured_p95_ms": 3.85}
 
 
+@pytest.mark.slow
 def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
     result = run_with_benchmarks(small_csv, mongo)
     assert result.success

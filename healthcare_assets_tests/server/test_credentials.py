@@ -159,6 +159,7 @@ def _documents(client) -> dict[str, int]:
             for c in client[db].list_collections() if c.get("type", "collection") == "collection"}
 
 
+@pytest.mark.slow
 def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server_dir):
     """docs/deployment.md "Rotating passwords", on a server with authentication, reached through
     MONGODB_URI as in production: the one-shot `provision-access` run with the old admin password
@@ -229,6 +230,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server
     assert after == before and len(before) >= len(access.databases())
 
 
+@pytest.mark.slow
 def test_a_dotenv_with_other_passwords_in_the_working_directory_of_dagster(tmp_path, monkeypatch):
     """`make run` provisioned the embedded server; then `cp .env.example .env` and materialize again."""
     checkout = tmp_path / "checkout"

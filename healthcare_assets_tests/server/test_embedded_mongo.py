@@ -73,6 +73,7 @@ def test_authentication_is_on_after_the_first_start(own_data_dir):
     assert "HEALTHCARE_ADMIN_MASTER_PASSWORD=" in secrets_file.read_text()
 
 
+@pytest.mark.slow
 def test_concurrent_starts_make_one_daemon(own_data_dir):
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}
     with ThreadPoolExecutor(4) as pool:
@@ -82,6 +83,7 @@ def test_concurrent_starts_make_one_daemon(own_data_dir):
     assert len(daemons_on(own_data_dir / "mongo")) == 1
 
 
+@pytest.mark.slow
 def test_cli_status_start_uri_stop(own_data_dir):
     """Only `mongo start` starts the server: status and uri read (exit 10 with no database or none running)."""
     env = {**os.environ, "HEALTHCARE_DATA_DIR": str(own_data_dir)}

@@ -145,6 +145,7 @@ def rotate_keys(mongo, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, small_csv, monkeypatch):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
@@ -206,6 +207,7 @@ def test_development_rotation_keeps_the_new_key_before_it_rewraps(mongo, data_di
 
 # ---- migration of documents loaded in clear -----------------------------------------------------
 
+@pytest.mark.slow
 def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remains(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
@@ -242,6 +244,7 @@ def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remain
         "encrypt_clear_identifiers") == 0
 
 
+@pytest.mark.slow
 def test_the_migration_check_fails_while_a_clear_name_remains(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()

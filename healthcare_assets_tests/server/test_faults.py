@@ -48,6 +48,7 @@ KILL_POINTS = {"after the first batch": None, "inside the second batch, seed 1":
 
 @pytest.mark.parametrize("seed", [pytest.param(seed, id=name, marks=[pytest.mark.slow] * (seed is not None))
                                   for name, seed in KILL_POINTS.items()])
+@pytest.mark.slow
 def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
     monkeypatch.delenv("MONGODB_URI", raising=False)  # the embedded server, restarted on demand
     data_dir = tmp_path / "data"

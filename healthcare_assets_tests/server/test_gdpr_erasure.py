@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from bson import json_util
 
 from healthcare_assets.domain import access, encryption, gdpr, privacy
@@ -73,6 +74,7 @@ def run_in_a_process(source, mongo, data_dir, folder) -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
 
 
+@pytest.mark.slow
 def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     source = tmp_path / "export.csv"
     row = export_with_quarantined_row(small_csv, source)
@@ -145,6 +147,7 @@ def files_under(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_blank_and_one_letter_names_are_refused(mongo, data_dir):
     """A blank name matched every row without a name, every report (the empty string is in every
     text) and every staging folder."""
@@ -189,6 +192,7 @@ def shared_name_export(small_csv, path) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_a_shared_name_lists_its_patients_and_erases_only_the_one_picked(mongo, data_dir, small_csv, tmp_path):
     source = tmp_path / "shared.csv"
     shared_name_export(small_csv, source)

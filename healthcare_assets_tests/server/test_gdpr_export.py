@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from bson import json_util
 
 from healthcare_assets.domain import gdpr, master_keys
@@ -13,6 +14,7 @@ from healthcare_assets_tests.fixtures.gdpr import cli
 from healthcare_assets_tests.fixtures.runs import materialize
 
 
+@pytest.mark.slow
 def test_export_is_a_new_owner_only_file_and_never_replaces_one(mongo, data_dir, small_csv, tmp_path):
     with open(small_csv, newline="") as f:
         name = gdpr.normalized(list(csv.reader(f))[10][0])

@@ -59,6 +59,7 @@ def chain_of_20k_rows(tmp_path, mongo):
     return mongo
 
 
+@pytest.mark.slow
 def test_view_findings_on_the_real_view_are_clean(chain_of_20k_rows):
     scheme = Release(chain_of_20k_rows.hospitalizations(), b"").state()["scheme"]
     found = view_findings(chain_of_20k_rows.hospitalizations(), view_documents(chain_of_20k_rows.db()), scheme)
@@ -68,6 +69,7 @@ def test_view_findings_on_the_real_view_are_clean(chain_of_20k_rows):
     assert min(found.groups.values()) >= privacy.K_ANONYMITY
 
 
+@pytest.mark.slow
 def test_view_findings_catch_each_kind_of_leak(chain_of_20k_rows):
     """A copy of the view broken four ways: each is counted."""
     source, db = chain_of_20k_rows.hospitalizations(), chain_of_20k_rows.db()

@@ -130,6 +130,7 @@ def make_unkeyed(collection, cipher) -> int:
     return len(docs)
 
 
+@pytest.mark.slow
 def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, small_csv, doctor_app):
     # imported here: the job is new, and the other tests of this file stand without it
     from healthcare_assets.defs.migration import rekey_existing_documents

@@ -123,6 +123,7 @@ ONE_VALUE = ({"Test Results": "Normal", "Medication": "Aspirin"},)
     (_ignore_diversity, K, ONE_VALUE, ["no_sensitive_value_over_half"]),
 ])
 @pytest.mark.parametrize("first_release", [True, False], ids=["rebuild", "incremental"])
+@pytest.mark.slow
 def test_each_check_stops_a_release_that_breaks_it(mongo, small_csv, tmp_path, monkeypatch,
                                                   break_release, rare, sensitive, failing, first_release):
     header, rows = rows_of(small_csv)
@@ -138,6 +139,7 @@ def test_each_check_stops_a_release_that_breaks_it(mongo, small_csv, tmp_path, m
     assert sorted(map(str, rel.copy.find({}))) == before
 
 
+@pytest.mark.slow
 def test_a_homogeneous_group_is_held_back_until_it_is_diverse(mongo, small_csv, tmp_path, monkeypatch):
     header, rows = rows_of(small_csv)
     monkeypatch.setattr(generalization, "lattice", lambda: [AGE_ONLY])
@@ -153,6 +155,7 @@ def test_a_homogeneous_group_is_held_back_until_it_is_diverse(mongo, small_csv, 
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
 
 
+@pytest.mark.slow
 def test_the_audits_independent_judge_catches_a_copy_broken_after_release(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
@@ -165,6 +168,7 @@ def test_the_audits_independent_judge_catches_a_copy_broken_after_release(mongo,
     assert generalization.independent_measures(released_table(rel))[:2] == (1, 1)
 
 
+@pytest.mark.slow
 def test_a_file_that_doubles_the_release_chooses_the_scheme_again(mongo, small_csv, tmp_path):
     header, rows = rows_of(small_csv)
     first = materialize(write_rows(tmp_path / "a.csv", header, rows[:400]), mongo)

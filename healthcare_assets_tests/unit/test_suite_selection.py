@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from healthcare_assets_tests.fixtures.environment import REPO
 
 TESTS = '''
@@ -38,6 +40,7 @@ def run_pytest(tmp_path, *options: str, ci: str | None = None) -> subprocess.Com
                           cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_workers_still_end_with_what_was_skipped(tmp_path):
     result = run_pytest(tmp_path, "-n", "2", "-m", "not slow")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -52,6 +55,7 @@ def test_ci_refuses_a_run_without_the_slow_tests(tmp_path):
     assert "CI runs the slow tests too" in result.stderr
 
 
+@pytest.mark.slow
 def test_ci_with_two_workers_fails_for_a_missing_tool(tmp_path):
     result = run_pytest(tmp_path, "-n", "2", ci="true")
     assert result.returncode == 1 and re.search(r"\b2 failed, 2 passed\b", result.stdout), result.stdout

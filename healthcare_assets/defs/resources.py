@@ -49,7 +49,7 @@ def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource
 
 
 def pipeline_settings() -> PipelineSettings:
-    return resources()["settings"]
+    return PipelineSettings(**fields(environment(), VARIABLES, resolve=False))
 
 
 @dg.definitions

@@ -208,11 +208,11 @@ def _check_access(data_dir: Path, state: dict) -> None:
             problems = [f"{admin.user} cannot list them: {(exc.details or {}).get('codeName', exc.code)}"]
     problems += _password_problems(data_dir, state, given)
     if problems:
-        provisioned = embedded_mongo.paths(data_dir)["provisioned"]
+        provisioned, env = embedded_mongo.paths(data_dir)["provisioned"], settings.environment()
         raise embedded_mongo.EmbeddedMongoError(
             f"refusing the embedded server with storage {state['storage']}: its users, roles and passwords are not "
             f"exactly the roles of healthcare_assets/domain/access.py ({', '.join(problems)}). Its first start runs "
             "without authentication, and another local process may have changed them then. It was stopped. "
-            f"(If MONGODB_DATABASE or MONGODB_COLLECTION, {settings.environment().database}.{settings.environment().collection} "
+            f"(If MONGODB_DATABASE or MONGODB_COLLECTION, {env.database}.{env.collection} "
             "now, had other values when the roles were provisioned, start with those.) Otherwise find out who did "
             f"it, then delete {state['storage']} and {provisioned} to provision a new one.")

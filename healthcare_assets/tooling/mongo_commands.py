@@ -47,11 +47,12 @@ def role_named(given: str) -> access.Role | None:
 
 def _uri(role_name: str | None) -> int:
     """The server's URI (TLS options, no credentials); with a role, that role's user's credentials in it."""
-    data_dir = settings.data_dir()
-    base = settings.environment().get("MONGODB_URI") or local_server.running(data_dir)["uri"]
+    env = settings.environment()
+    data_dir = env.data_dir_and_origin()[0]
+    base = env.get("MONGODB_URI") or local_server.running(data_dir)["uri"]
     if role_name is None:
         print(base)
-        if not settings.environment().production:
+        if not env.production:
             print("(no credentials: `healthcare-assets mongo uri --role analyst_readonly` gives one that reads the "
                   "analysts' copy)", file=sys.stderr)
         return 0
@@ -65,7 +66,7 @@ def _uri(role_name: str | None) -> int:
         print(f"no password for {role.user}: set {role.password_variable} (it is in neither the environment "
               f"nor {data_dir / 'secrets.env'})", file=sys.stderr)
         return UNKNOWN_ROLE
-    uri = with_credentials(base, role.user, password) if settings.environment().production \
+    uri = with_credentials(base, role.user, password) if env.production \
         else local_server.client_uri(data_dir, role.name)
     print(uri)
     print(f"this URI holds the password of {role.user}: keep it out of shell history, logs, notebooks and "

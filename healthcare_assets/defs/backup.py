@@ -8,7 +8,7 @@ from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
 from healthcare_assets.domain import backup
 from healthcare_assets.plumbing import settings
-from healthcare_assets.plumbing.backup_store import open_store
+from healthcare_assets.plumbing.backup_store import BackupStoreResource, open_store
 from healthcare_assets.plumbing.mongo import MongoResource
 
 GROUP = "backups"
@@ -20,10 +20,11 @@ class BackupConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, kinds={"mongodb", "s3"}, deps=[mongo_hospitalizations, anonymized_view], pool=WRITES_POOL)
-def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo: MongoResource) -> dg.MaterializeResult:
+def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo: MongoResource,
+                 backups: BackupStoreResource) -> dg.MaterializeResult:
     """Every database of the deployment (the hospitalizations, the analysts' copy, the doctor
     app's copy, the audit log) in mongodump's --gzip layout, with a manifest of counts and SHA-256."""
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), config.to or None,
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(config.to),
                                   log=context.log.info)
     files = written.manifest["files"]
     table = markdown_table([(k, f"{v:,}") for k, v in written.collections.items()], ["collection", "documents"],
@@ -44,7 +45,8 @@ def _newest(context: dg.AssetCheckExecutionContext) -> backup.Opened:
 @dg.asset_check(asset=mongo_backup, blocking=True, description=(
     "the backup reads back: every file's size and SHA-256 equal the manifest's, every document is "
     "whole, counts equal what was written and what the source held; then older backups are pruned"))
-def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: MongoResource) -> dg.AssetCheckResult:
+def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: MongoResource,
+                             backups: BackupStoreResource) -> dg.AssetCheckResult:
     try:
         written = _newest(context)
         report = backup.verify(written)
@@ -57,9 +59,9 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
                                              verdicts.FIXED, where))
     backup.mark_verified(written, report)
     store = open_store(str(written.store))
-    deleted = backup.prune(store, written.name)
+    deleted = backup.prune(store, written.name, backups.kept())
     # a retired master key goes once no retained backup needs it (named only, in production)
-    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database))
+    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database, mongo.collection))
     return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
                                                       "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
                                                       "retired_master_keys_kept": kept_why or ""})
@@ -75,8 +77,8 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = backup.restore(written, client, mongo.database, rename=rename, log=context.log.info)
-        report = backup.compare(client, client, written, rename)
+        restored = backup.restore(written, client, mongo.database, mongo.collection, rename=rename, log=context.log.info)
+        report = backup.compare(client, client, written, mongo.collection, rename)
     finally:
         for scratch in rename.values():
             client.drop_database(scratch)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from healthcare_assets.domain.local_server import EmbeddedMongoResource
+from healthcare_assets.plumbing import backup_store
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.outputs import RunScopedOutputs
 from healthcare_assets.plumbing.s3 import S3DropResource
@@ -37,7 +38,8 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
         mongo = EmbeddedMongoResource(**fields(env, {**MONGO, "data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
     s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
     return {"mongo": mongo, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
-            "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs()}
+            "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs(),
+            "backups": backup_store.BackupStoreResource(**fields(env, backup_store.VARIABLES, resolve))}
 
 
 def mongo_resource_from_env(start: bool = True, **mongo_fields) -> MongoResource:

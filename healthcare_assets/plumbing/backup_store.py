@@ -11,21 +11,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import dagster as dg
+
 from healthcare_assets.plumbing import settings
 
 PART_BYTES = 8 << 20  # S3's minimum part is 5 MiB (the last part excepted)
 
 
-def default_uri() -> str:
-    env = settings.environment()
-    return env.get("HEALTHCARE_BACKUP_URI") or str(env.data_dir_and_origin()[0] / "backups")
+# Each field of BackupStoreResource and the variable that sets it (docs/backups.md).
+VARIABLES = {"uri": "HEALTHCARE_BACKUP_URI", "keep": "HEALTHCARE_BACKUP_KEEP", "kms_key_id": "HEALTHCARE_BACKUP_KMS_KEY_ID"}
 
 
-def keep() -> int:
-    value = settings.environment().variables.get("HEALTHCARE_BACKUP_KEEP", "7").strip()
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"HEALTHCARE_BACKUP_KEEP={value!r}: expected a whole number of at least 1")
-    return int(value)
+class BackupStoreResource(dg.ConfigurableResource):
+    """Where backups are written and how many are kept; a field whose variable is set is its dg.EnvVar."""
+
+    uri: str = ""  # a folder or s3://bucket/prefix; empty: the data directory's backups/
+    keep: str = "7"  # text, as a variable is: checked when pruning
+    kms_key_id: str = ""  # S3 objects are encrypted under this KMS key, else with AES256
+
+    def store(self, uri: str | None = None) -> LocalStore | S3Store:
+        """`uri` over the configured one (a run's or a command's `to`)."""
+        return open_store(uri or self.uri or str(settings.data_dir() / "backups"), self.kms_key_id)
+
+    def kept(self) -> int:
+        value = self.keep.strip()
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"HEALTHCARE_BACKUP_KEEP={value!r}: expected a whole number of at least 1")
+        return int(value)
 
 
 class LocalStore:
@@ -110,14 +122,14 @@ class _MultipartWriter(io.RawIOBase):
 
 
 class S3Store:
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, kms_key_id: str = ""):
         import boto3
 
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"{uri!r}: expected s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = boto3.client("s3")
+        self.client, self.kms_key_id = boto3.client("s3"), kms_key_id
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -128,11 +140,9 @@ class S3Store:
     def location(self, name: str, relpath: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(name, relpath)}"
 
-    @staticmethod
-    def encryption() -> dict:
-        key_id = settings.environment().get("HEALTHCARE_BACKUP_KMS_KEY_ID")
-        if key_id:
-            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_id}
+    def encryption(self) -> dict:
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
         return {"ServerSideEncryption": "AES256"}
 
     def names(self) -> list[str]:
@@ -182,6 +192,5 @@ class S3Store:
                                           f"{refused[0].get('Key')}: {refused[0].get('Code')} {refused[0].get('Message', '')}")
 
 
-def open_store(uri: str | None = None) -> LocalStore | S3Store:
-    uri = uri or default_uri()
-    return S3Store(uri) if uri.startswith("s3://") else LocalStore(uri)
+def open_store(uri: str, kms_key_id: str = "") -> LocalStore | S3Store:
+    return S3Store(uri, kms_key_id) if uri.startswith("s3://") else LocalStore(uri)

@@ -8,7 +8,7 @@ import sys
 
 from pymongo.errors import EncryptionError
 
-from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.defs.resources import mongo_resource_from_env, resources
 from healthcare_assets.domain.local_server import NoDatabaseError
 from healthcare_assets.domain.master_keys import MasterKeyError
 from healthcare_assets.plumbing import secrets_file, settings
@@ -54,20 +54,21 @@ def _backup(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import backup
     from healthcare_assets.plumbing.backup_store import open_store
 
-    mongo = mongo_resource_from_env()
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), args.to, log=print)
+    mongo, backups = mongo_resource_from_env(), resources(resolve=True)["backups"]
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(args.to),
+                                  log=print)
     try:
         report = backup.verify(opened := backup.open_backup(written.location))
     except backup.BackupError as exc:
         print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
         return 6
     backup.mark_verified(opened, report)
-    deleted = backup.prune(store := open_store(str(opened.store)), opened.name)
+    deleted = backup.prune(store := open_store(str(opened.store)), opened.name, backups.kept())
     print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
         print(f"deleted older backup {name}")
-    _retired_keys(*backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database)))
+    _retired_keys(*backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database, mongo.collection)))
     return 0
 
 
@@ -97,7 +98,7 @@ def _restore(args: argparse.Namespace) -> int:
             opened = backup.open_backup(args.source, latest=args.latest, log=print)
         mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = backup.restore(opened, mongo.client(), mongo.database, drop=args.drop, log=print)
+        restored = backup.restore(opened, mongo.client(), mongo.database, mongo.collection, drop=args.drop, log=print)
     except (backup.BackupError, backup.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)
         return 7

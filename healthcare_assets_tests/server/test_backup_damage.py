@@ -17,7 +17,7 @@ from healthcare_assets.plumbing.backup_store import LocalStore
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])
 def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_path, damage, capsys):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path / "b"))
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
     main = databases(small_export_loaded.database)["main"]
     folder = Path(written.location)
     if damage == "missing metadata":
@@ -36,7 +36,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_pa
     # The restore refuses it before writing anything, naming the file.
     scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup.BackupError, match=str(broken)):
-        backup.restore(backup.open_backup(str(folder)), small_export_loaded.client(), small_export_loaded.database, rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), small_export_loaded.client(), small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert not set(scratch.values()) & set(small_export_loaded.client().list_database_names())
 
 

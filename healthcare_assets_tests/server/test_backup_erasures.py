@@ -14,6 +14,7 @@ from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.domain import access, audit, backup, encryption, gdpr
 from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling import cli
 from healthcare_assets_tests.fixtures.backups import deployment_documents
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
@@ -25,7 +26,7 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
     in_source = deployment_documents(small_export_loaded)
     result = dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
                                              {s.asset_key for s in c.check_specs}]],
-                            resources={"mongo": small_export_loaded},
+                            resources={"mongo": small_export_loaded, "backups": BackupStoreResource()},
                             run_config={"ops": {"mongo_backup": {"config": {"to": str(tmp_path)}}}})
     assert check_results(result) == {"backup_reads_back_intact": True, "backup_restores_identically": True}
     drill = next(e for e in result.get_asset_check_evaluations() if e.check_name == "backup_restores_identically")
@@ -36,10 +37,10 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
     client = small_export_loaded.client()
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
     try:
-        backup.restore(opened, client, small_export_loaded.database, rename=scratch)
+        backup.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         restored = client[scratch[databases(small_export_loaded.database)["main"]]].hospitalizations
         restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
-        report = backup.compare(client, client, opened, scratch)
+        report = backup.compare(client, client, opened, small_export_loaded.collection, scratch)
         assert report[f"{small_export_loaded.database}.hospitalizations"]["differing"] == 1
     finally:
         for db in scratch.values():
@@ -104,24 +105,24 @@ def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(small_export_
 def release_audit(mongo) -> dict[str, bool]:
     """The whole-collection audit of the analysts' release (collection_audit_job)."""
     result = dg.materialize([*DEFS.assets, *DEFS.asset_checks], selection=COLLECTION_AUDIT,
-                            resources={"mongo": mongo, "settings": pipeline_settings()}, raise_on_error=False)
+                            resources={"mongo": mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
     return check_results(result)
 
 
 def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
-    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))  # an empty list
+    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # an empty list
     first, _ = erase(collection, stays_of(collection)[0])
-    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))  # lists `first`
+    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # lists `first`
     second, _ = erase(collection, stays_of(collection, skip=10)[0])
 
-    backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, drop=True)
+    backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
     # a live list that lost an id gets it back from the backup's: the union, never a replacement
     erasures.delete_one({"_id": first})
-    restored = backup.restore(backup.open_backup(later.location), client, small_export_loaded.database, drop=True)
+    restored = backup.restore(backup.open_backup(later.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert restored.erased_patients == 2
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
@@ -130,7 +131,7 @@ def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path)
 def drill(mongo, folder) -> dg.ExecuteInProcessResult:
     return dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
                                            {s.asset_key for s in c.check_specs}]],
-                          resources={"mongo": mongo}, raise_on_error=False,
+                          resources={"mongo": mongo, "backups": BackupStoreResource()}, raise_on_error=False,
                           run_config={"ops": {"mongo_backup": {"config": {"to": str(folder)}}}})
 
 
@@ -143,7 +144,7 @@ def drill_metadata(result) -> dict:
 def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     main = collection.full_name
-    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path / "older"))
+    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "older"))
     saved = stays_of(collection)
     patient_id, _ = erase(collection, saved[0])
 
@@ -155,10 +156,10 @@ def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_
     # The comparison counts an erased patient's stay found in what was restored.
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
     try:
-        restored = backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, rename=scratch)
+        restored = backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         assert restored.kept_out[f"{scratch[small_export_loaded.database]}.hospitalizations"] == len(saved)
         client[scratch[small_export_loaded.database]].hospitalizations.insert_one(saved[0])  # came back
-        report = backup.compare(client, client, backup.open_backup(older.location), scratch)
+        report = backup.compare(client, client, backup.open_backup(older.location), small_export_loaded.collection, scratch)
         assert report[main]["erased_returned"] == 1
         assert main in backup.differences(report)
     finally:

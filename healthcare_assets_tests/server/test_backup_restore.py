@@ -23,6 +23,7 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo, scans
+from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.bench.one_size import measure_backup
@@ -118,7 +119,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
 
 
 def test_a_backup_holds_no_secret(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
                "admin password": uri_parser.parse_uri(small_export_loaded.uri())["password"],
                "master key": os.environ[master_keys.MASTER_KEY_VARIABLE]}

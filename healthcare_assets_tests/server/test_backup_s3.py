@@ -9,13 +9,14 @@ import uuid
 import boto3
 import pytest
 
+from healthcare_assets.defs.resources import resources
 from healthcare_assets.domain import backup
 from healthcare_assets.plumbing.backup_store import PART_BYTES, S3Store
 
 
 def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
     uri = f"s3://{s3_bucket}/backups"
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), uri)
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]]
     assert f"backups/{written.name}/{backup.MANIFEST}" in keys
@@ -26,9 +27,9 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = small_export_loaded.client()
     try:
-        counts = backup.restore(opened, client, small_export_loaded.database, rename=scratch).counts
+        counts = backup.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
-        report = backup.compare(client, client, opened, scratch)
+        report = backup.compare(client, client, opened, small_export_loaded.collection, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
         assert sum(t["identical"] for t in report.values()) == sum(written.collections.values())
     finally:
@@ -36,7 +37,7 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
             client.drop_database(db)
     # Retention on S3: deleting a backup removes every object under it.
     backup.mark_verified(opened, {})
-    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), uri)
+    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
     backup.mark_verified(backup.open_backup(later.location), {})
     assert backup.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
     assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"backups/{written.name}/").get("KeyCount")
@@ -44,9 +45,10 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
 
 def test_s3_uploads_are_streamed_in_parts_with_the_kms_key(s3_bucket, monkeypatch):
     monkeypatch.setenv("HEALTHCARE_BACKUP_KMS_KEY_ID", "alias/healthcare-backups")
-    store = S3Store(f"s3://{s3_bucket}/p")
+    store = resources(resolve=True)["backups"].store(f"s3://{s3_bucket}/p")
     assert store.encryption() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/healthcare-backups"}
-    monkeypatch.delenv("HEALTHCARE_BACKUP_KMS_KEY_ID")
+    assert S3Store(f"s3://{s3_bucket}/p").encryption() == {"ServerSideEncryption": "AES256"}
+    store.kms_key_id = ""  # moto has no KMS key of that name
     payload = bytes(range(256)) * ((2 * PART_BYTES + 12345) // 256)
     with store.writer("b", "big.bin") as out:
         for start in range(0, len(payload), 1 << 20):

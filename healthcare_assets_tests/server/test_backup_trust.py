@@ -55,7 +55,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
     encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     try:
-        written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
+        written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
         folder = Path(written.location)
 
         def widen(manifest):  # every key of the server, and another deployment's database
@@ -68,9 +68,9 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
         # Signed again (an insider's key): the scope still comes from the configured deployment.
         rewrite(folder, backup.MANIFEST, edit=widen)
         with pytest.raises(backup.BackupError, match=f"outside this deployment \\({other}\\)"):
-            backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
+            backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
         rewrite(folder, backup.MANIFEST, edit=lambda m: m["databases"].pop(other))
-        restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
+        restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
         assert restored.keys_proven == len(written.manifest["keys"]) > 0
         assert client[other].records.count_documents({}) == 1
         assert vault.count_documents({"keyAltNames": {"$regex": f"^{other}\\."}}) == 1
@@ -81,7 +81,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
 
 def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
-    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
+    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     relpath = f"{encryption.KEY_VAULT_DB}/{encryption.KEY_VAULT_COLLECTION}.bson.gz"
     keys = bson.decode_all(gzip.decompress((folder / relpath).read_bytes()))
@@ -92,10 +92,10 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_expor
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup.BackupError, match="signature does not match"):  # the store's writer cannot sign
-        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
     with pytest.raises(backup.RestoreRefusedError) as refused:
-        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, rename=scratch)
+        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
     assert not set(scratch.values()) & set(client.list_database_names())  # nothing was written
     assert dbs["main"] in client.list_database_names()
@@ -135,7 +135,7 @@ def test_forgeries_neither_steer_retention_nor_restore(small_export_loaded, tmp_
 def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
     audit.record(client[small_export_loaded.database], "before the backup", "test", 1)
-    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
+    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     log_meta = metadata(folder, dbs["audit"], audit.AUDIT_COLLECTION)
     log_meta["indexes"].append({"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 1})
@@ -148,7 +148,7 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})
-    restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, drop=True)
+    restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert f"{dbs['audit']}.{audit.AUDIT_COLLECTION}: index [('at', 1)]" in restored.left_out
     assert any(what.startswith(f"{dbs['main']}.hospitalizations: options") for what in restored.left_out)
     log = client[dbs["audit"]][audit.AUDIT_COLLECTION]
@@ -160,7 +160,7 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
 
 
 def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path))
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     bomb = gzip.compress(b'{"options": {}, "pad": "' + b" " * (64 << 20) + b'"}', compresslevel=9)
     assert len(bomb) < 100_000
@@ -176,7 +176,7 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, 
 
 
 def test_a_symlinked_file_is_not_followed(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), str(tmp_path / "b"))
+    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
     folder = Path(written.location)
     outside = tmp_path / "outside.json.gz"
     target = folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz"

@@ -11,6 +11,7 @@ import pytest
 from healthcare_assets.defs.ingest import SourceConfig, raw_csv
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.backup_store import BackupStoreResource
 from healthcare_assets_tests.fixtures.corpus import CASES, Case, utf8
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
 
@@ -78,13 +79,13 @@ SECRET = "HEALTHCARE_ADMIN_MASTER_PASSWORD=not-a-real-password-3f9c"
 def read_raw(source) -> dg.ExecuteInProcessResult:
     """raw_csv alone on one source, as a run's config names it."""
     return dg.materialize([raw_csv], run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source))}),
-                          resources={"settings": pipeline_settings()}, raise_on_error=False)
+                          resources={"settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
 
 
 def read_object(bucket: str, key: str) -> dg.ExecuteInProcessResult:
     """raw_csv alone on one S3 object named apart, as the sensor names it."""
     return dg.materialize([raw_csv], run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(s3_bucket=bucket, s3_key=key)}),
-                          resources={"settings": pipeline_settings()}, raise_on_error=False)
+                          resources={"settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
 
 
 def test_a_run_reads_only_objects_under_the_drop_bucket_and_prefix(s3_bucket, clean_rows):

@@ -56,7 +56,7 @@ def loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, key: str):
     other keys stay under the session's key, so a rotation here re-wraps this test's only)."""
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, key)
     assert materialize(small_csv, mongo).success
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), str(tmp_path / "backups"))
+    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "backups"))
     before = names(mongo.hospitalizations())
     assert len(before) == 50 and all(isinstance(n, str) for n in before.values())
     return written.location, before
@@ -76,7 +76,7 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     client = mongo.client()
     assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
-    backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
+    backup.restore(backup.open_backup(location), client, mongo.database, mongo.collection, drop=True)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(old)}
     assert names(mongo.hospitalizations()) == before
     stored = secrets_file.read(data_dir)
@@ -93,12 +93,12 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(newest)}
     assert names(mongo.hospitalizations()) == before
     # The backup still needs the oldest key; nothing needs the middle one any more.
-    store, catalog = LocalStore(tmp_path / "backups"), backup.Catalog(mongo.database)
+    store, catalog = LocalStore(tmp_path / "backups"), backup.Catalog(mongo.database, mongo.collection)
     assert backup.forget_unneeded_master_keys(client, store, catalog)[0] == []  # not yet read back: kept
     backup.mark_verified(backup.open_backup(location), {})
     assert backup.forget_unneeded_master_keys(client, store, catalog) == ([master_keys.local_provider(new)], None)
     assert secrets_file.read(data_dir)[RETIRED] == b64(old)
-    backup.restore(backup.open_backup(location), client, mongo.database, drop=True)
+    backup.restore(backup.open_backup(location), client, mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
 
 
@@ -115,7 +115,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     monkeypatch.setenv(RETIRED, old)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(base64.b64decode(new))}
 
-    backup.restore(backup.open_backup(location), mongo.client(), mongo.database, drop=True)
+    backup.restore(backup.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
     said = result.stdout + result.stderr  # the command says what to move where, never a key
     assert RETIRED in said and old not in said and new not in said
@@ -129,7 +129,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
     stays = mongo.hospitalizations().count_documents({})
     with pytest.raises(backup.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
-        backup.restore(backup.open_backup(location), mongo.client(), mongo.database, drop=True)
+        backup.restore(backup.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
     assert mongo.hospitalizations().count_documents({}) == stays > 0
     # In production nothing is removed: forget_retired_keys says what the operator may remove.
     monkeypatch.setenv(RETIRED, f"{old},{new}")

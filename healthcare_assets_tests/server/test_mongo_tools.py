@@ -17,6 +17,7 @@ from healthcare_assets.domain.backup.plain_dump import open_plain_dump
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import VIEW_NAME
 from healthcare_assets.plumbing import embedded_mongo
+from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.plumbing.mongo import MongoResource, connect
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv
@@ -61,7 +62,7 @@ def digests(collection, match: dict | None = None) -> dict:
 
 def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain_beside_other_keys, mongo_tools, tmp_path):
     source = tiny_chain_beside_other_keys.client()
-    written = backup.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), str(tmp_path / "b"))
+    written = backup.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), LocalStore(tmp_path / "b"))
     vault_filter = backup.key_vault_filter(tiny_chain_beside_other_keys.database)
     keys = source[VAULT[0]][VAULT[1]].count_documents(vault_filter)
     assert written.collections[".".join(VAULT)] == keys and 0 < keys < source[VAULT[0]][VAULT[1]].count_documents({})
@@ -71,7 +72,7 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain
         uri = local_server.client_uri(second)
         done = mongo_tools.run("mongorestore", uri, "--gzip", f"--dir={written.location}")
         target = connect(uri)
-        report = backup.compare(source, target, backup.open_backup(written.location), {})
+        report = backup.compare(source, target, backup.open_backup(written.location), tiny_chain_beside_other_keys.collection, {})
         assert not backup.differences(report), backup.differences(report)
         assert {name: tally["identical"] for name, tally in report.items()} == written.collections
         assert sum(written.collections.values()) > 300

@@ -14,7 +14,6 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES as BENCHMARK_INDEXES
 from healthcare_assets.domain.release.bookkeeping import SCHEME, STAYS
-from healthcare_assets.plumbing import settings
 
 
 @dataclass
@@ -30,8 +29,8 @@ def _keys(index: dict) -> list[tuple[str, object]]:
 
 class Catalog:
 
-    def __init__(self, main: str):
-        self.main, self.dbs, self.collection = main, databases(main), settings.environment().collection
+    def __init__(self, main: str, collection: str):
+        self.main, self.dbs, self.collection = main, databases(main), collection
 
     def allowed(self) -> set[str]:
         return {*self.dbs.values(), KEY_VAULT_DB}

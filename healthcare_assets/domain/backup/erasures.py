@@ -14,7 +14,6 @@ from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks, request_rebuild
 from healthcare_assets.domain.release.lease import ReleaseLockError
-from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 APPEND_ONLY = (audit.AUDIT_COLLECTION, audit.ERASURES_COLLECTION)
@@ -37,16 +36,16 @@ class Erasures:
     backed_up: set[str]  # the backup's own list
     main: str
     targets: dict[str, str]
-    collection: str = field(default_factory=lambda: settings.environment().collection)
+    collection: str
     kept_out: Counter = field(default_factory=Counter)  # "db.collection" of the target -> stays
     patients: set[str] = field(default_factory=set)  # keyed ids whose stays were kept out
 
     @classmethod
-    def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str], main: str) -> Erasures:
+    def of(cls, backup: Opened, client: MongoClient, targets: dict[str, str], main: str, collection: str) -> Erasures:
         audit_db, backed_up = databases(main)["audit"], set()
         if audit.ERASURES_COLLECTION in backup.manifest["databases"].get(audit_db, {}):
             backed_up = {RawBSONDocument(raw)["_id"] for raw in backup.documents(audit_db, audit.ERASURES_COLLECTION)}
-        return cls(audit.erased_patient_ids(client[main]) | backed_up, backed_up, main, targets)
+        return cls(audit.erased_patient_ids(client[main]) | backed_up, backed_up, main, targets, collection)
 
     def append_only(self, db: str) -> set[str]:
         return set(APPEND_ONLY) if db == databases(self.main)["audit"] else set()
@@ -92,9 +91,9 @@ class Erasures:
         return removed[f"{databases(self.main)['analytics']}.{privacy.COPY_COLLECTION}"], None
 
 
-def returned(source: MongoClient, restored: MongoClient, main: str, rename: dict[str, str]) -> dict[str, int]:
+def returned(source: MongoClient, restored: MongoClient, main: str, collection: str,
+             rename: dict[str, str]) -> dict[str, int]:
     """Per "db.collection" of stays as backed up: restored stays of patients on `source`'s erasure list."""
-    collection = settings.environment().collection
     ids = audit.erased_patient_ids(source[main])
     found = {}
     for db in (main, databases(main)["doctor_app"]):

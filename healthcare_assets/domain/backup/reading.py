@@ -32,7 +32,7 @@ from healthcare_assets.domain.backup.files import (
     write_file,
 )
 from healthcare_assets.domain.backup.signing import check_signature, digest, sign
-from healthcare_assets.plumbing.backup_store import keep, open_store
+from healthcare_assets.plumbing.backup_store import open_store
 
 
 def _read_json(store: Store, name: str, relpath: str) -> dict:
@@ -259,9 +259,8 @@ def good(store: Store, name: str) -> bool:
     return True
 
 
-def prune(store: Store, verified: str, keep_count: int | None = None) -> list[str]:
+def prune(store: Store, verified: str, keep_count: int) -> list[str]:
     """Nothing newer (it may be being written) nor not good: whoever can write the store only adds clutter."""
-    keep_count = keep() if keep_count is None else keep_count
     older = [n for n in backups(store) if n < verified and good(store, n)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]
     for name in deleted:

@@ -43,18 +43,18 @@ class Restored:
     keys_proven: int = 0  # restored data keys that unwrapped with this installation's master keys
 
 
-def restore(backup: Opened, client: MongoClient, database: str, drop: bool = False,
+def restore(backup: Opened, client: MongoClient, database: str, collection: str, drop: bool = False,
             rename: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> Restored:
     """Refuses before anything is written; `rename` maps a database to another (the drill's scratch ones)."""
     rename = rename or {}
-    catalog = Catalog(database)
+    catalog = Catalog(database, collection)
     catalog.check_scope(backup.manifest["databases"], backup.location)
     backup.verify()
     problems = judge_keys(backup, catalog)
     if problems:
         raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
-    erasures = Erasures.of(backup, client, targets, database)
+    erasures = Erasures.of(backup, client, targets, database, collection)
     _clear_targets(backup, client, targets, drop, erasures, catalog)
     erasures.write_list(client)
     counts: dict[str, int] = {}
@@ -133,10 +133,11 @@ def _hashes(collection: Collection, match: dict) -> dict:
     return {doc["_id"]: hashlib.sha256(doc.raw).digest() for doc in raw_documents(collection, [match])}
 
 
-def compare(source: MongoClient, restored: MongoClient, backup: Opened, rename: dict[str, str]) -> dict[str, dict]:
+def compare(source: MongoClient, restored: MongoClient, backup: Opened, collection: str,
+            rename: dict[str, str]) -> dict[str, dict]:
     report = {}
     main = main_database(backup.manifest)
-    came_back, catalog = returned(source, restored, main, rename), Catalog(main)
+    came_back, catalog = returned(source, restored, main, collection, rename), Catalog(main, collection)
     for db, coll, entry in backup.collections():
         if entry["type"] == "view":
             continue

@@ -28,7 +28,6 @@ from healthcare_assets.domain.backup.files import (
 from healthcare_assets.domain.backup.signing import sign, writing_key
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
-from healthcare_assets.plumbing.backup_store import open_store
 
 # What a backup is consistent with; the pool is named in defs/load.py (see docs/backups.md).
 CONSISTENCY = ("taken while no load runs: Dagster pool `mongo_writes`, shared with mongo_hospitalizations; "
@@ -103,11 +102,11 @@ def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info
     return entry if match is None else {**entry, "filter": match}
 
 
-def write_backup(client: MongoClient, main_database: str, server: str, uri: str | None = None,
+def write_backup(client: MongoClient, main_database: str, server: str, store: Store,
                  log: Callable[[str], None] = lambda _: None) -> Written:
     started = time.perf_counter()
     key = writing_key()  # before anything is written: a production deployment without it stops here
-    store, name = open_store(uri), new_name()
+    name = new_name()
     files: dict[str, dict] = {}
     contents: dict[str, dict] = {}
     for db in databases(main_database).values():

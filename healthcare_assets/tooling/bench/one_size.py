@@ -10,6 +10,7 @@ import dagster as dg
 from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
 from healthcare_assets.domain import backup, encryption
 from healthcare_assets.plumbing import embedded_mongo, settings
+from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling.bench import steps
 from healthcare_assets.tooling.bench.targets import HUGE_ROWS, ratio
 
@@ -34,7 +35,7 @@ class Chain:
 
     def run(self, selection: dg.AssetSelection, config: dg.RunConfig) -> dg.ExecuteInProcessResult:
         return dg.materialize(self.definitions, selection=selection, instance=self.instance, run_config=config,
-                              resources={"mongo": self.mongo, "settings": pipeline_settings()}, raise_on_error=False)
+                              resources={"mongo": self.mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
 
 
 def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.FieldCipher) -> dict:
@@ -115,7 +116,7 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
 
 def measure_backup(database: str, to: Path) -> dict:
     mongo = mongo_resource_from_env(database=database)
-    written = backup.write_backup(mongo.client(), database, mongo.server_label(), str(to))
+    written = backup.write_backup(mongo.client(), database, mongo.server_label(), LocalStore(to))
     started = time.perf_counter()
     backup.verify(backup.open_backup(written.location))
     return {"documents": sum(written.collections.values()), "bytes": written.bytes, "backup_s": round(written.seconds, 2),

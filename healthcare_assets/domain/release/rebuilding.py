@@ -8,14 +8,8 @@ from collections.abc import Iterator
 
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.collection_definitions import stays_ranges
-from healthcare_assets.domain.release import planning
-from healthcare_assets.domain.release.bookkeeping import (
-    ID_BATCH,
-    REBUILD,
-    Rebuilt,
-    StayTally,
-    chunks,
-)
+from healthcare_assets.domain.release import bookkeeping, planning
+from healthcare_assets.domain.release.bookkeeping import Rebuilt, StayTally
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.plumbing import scans
 
@@ -37,15 +31,15 @@ class Rebuilding(planning.ReleasePlanner):
                      and (files is None or files.intersection(c["_sources"]))]
             known = {}
             if generations:
-                for ids in chunks([c["_id"] for c in batch], ID_BATCH):
+                for ids in bookkeeping.chunks([c["_id"] for c in batch], bookkeeping.ID_BATCH):
                     known.update({d["_id"]: d for d in self.stays.find({"_id": {"$in": ids}}, {"seen": 1, "live": 1})})
             yield [(c, [g for g in known.get(c["_id"], {}).get("seen", []) if g < generations],
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
     def plan_rebuild(self, lease: Lease, observe: planning.Observer = lambda *_: None) -> Rebuilt:
         """Nothing is written but the ledger's note that a rebuild is under way."""
-        self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
-                                upsert=True)
+        self.ledger.replace_one({"_id": bookkeeping.REBUILD},
+                                {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()}, upsert=True)
         history = self.history()
         loading = {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})}
         encoder = generalization.Encoder()

@@ -91,8 +91,7 @@ def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, era
     docs = [cipher.encrypt_document(schema.to_document(row, source, created_at))
             for row in rows if row["patient_id"] not in erased]
     for doc in docs:
-        problems = schema.schema_violations(doc)
-        if problems:
+        if problems := schema.schema_violations(doc):
             raise DocumentRejectedError(f"source line {doc['metadata']['source_line']} ({source['name']}) "
                                         f"does not fit the document model: {'; '.join(problems[:3])}")
     return docs

@@ -195,8 +195,7 @@ def report_results(run_id: str, progress: Progress, out=sys.stdout) -> None:
     if released:
         print(f"released      {released.get('stays_published', 0):,} stays to the analysts' copy "
               f"{released.get('analyst_copy')} (it holds {released.get('dagster/row_count', 0):,})", file=out)
-    benchmarks = progress.materialized.get("index_benchmarks")
-    if benchmarks:
+    if benchmarks := progress.materialized.get("index_benchmarks"):
         print(f"benchmarks    slowest gain of an index {benchmarks.get('min_speedup') or 0:,.0f}x over a COLLSCAN; "
               f"{benchmarks.get('report')}", file=out)
     page = quality_pages.report_path(run_id)

@@ -116,8 +116,7 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
         operation = judged_operation(context, release, lease, sha, mongo_hospitalizations["rows_loaded"])
         yield from operation.results
-        failed = [r.check_name for r in operation.results if not r.passed]
-        if failed:
+        if failed := [r.check_name for r in operation.results if not r.passed]:
             raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
         published = publish(release, lease, operation, context.run_id)
     report = release_report(release, operation.before, operation.released)

@@ -6,7 +6,7 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
-from healthcare_assets.domain import backup
+from healthcare_assets.domain.backup import catalog, files, keys, reading, restore, writing
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, open_store
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -24,22 +24,21 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
                  backups: BackupStoreResource) -> dg.MaterializeResult:
     """Every database of the deployment (the hospitalizations, the analysts' copy, the doctor
     app's copy, the audit log) in mongodump's --gzip layout, with a manifest of counts and SHA-256."""
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(config.to),
-                                  log=context.log.info)
-    files = written.manifest["files"]
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(config.to),
+                                   log=context.log.info)
     table = markdown_table([(k, f"{v:,}") for k, v in written.collections.items()], ["collection", "documents"],
                            ("left", "right"))
     return dg.MaterializeResult(metadata={
         "backup": written.location, "name": written.name, "documents": sum(written.collections.values()),
-        "collections": table, "files": len(files), "bytes": written.bytes, "seconds": round(written.seconds, 2),
-        "consistency": backup.CONSISTENCY,
+        "collections": table, "files": len(written.manifest["files"]), "bytes": written.bytes,
+        "seconds": round(written.seconds, 2), "consistency": writing.CONSISTENCY,
     })
 
 
-def _newest(context: dg.AssetCheckExecutionContext) -> backup.Opened:
+def _newest(context: dg.AssetCheckExecutionContext) -> reading.Opened:
     """The backup this run wrote (its materialization names it)."""
     event = context.instance.get_latest_materialization_event(mongo_backup.key)
-    return backup.open_backup(event.asset_materialization.metadata["backup"].value)
+    return reading.open_backup(event.asset_materialization.metadata["backup"].value)
 
 
 @dg.asset_check(asset=mongo_backup, blocking=True, description=(
@@ -49,19 +48,20 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
                              backups: BackupStoreResource) -> dg.AssetCheckResult:
     try:
         written = _newest(context)
-        report = backup.verify(written)
-    except backup.BackupError as exc:
+        report = reading.verify(written)
+    except files.BackupError as exc:
         location = context.instance.get_latest_materialization_event(mongo_backup.key)
         where = location.asset_materialization.metadata["backup"].value if location else "the backup store"
         return verdicts.verdict("backup_reads_back_intact", False, {"problem": str(exc)},
                                 verdicts.Why(f"the backup does not read back ({exc})",
                                              "every file must equal the manifest's size and SHA-256",
                                              verdicts.FIXED, where))
-    backup.mark_verified(written, report)
+    reading.mark_verified(written, report)
     store = open_store(str(written.store))
-    deleted = backup.prune(store, written.name, backups.kept())
+    deleted = reading.prune(store, written.name, backups.kept())
     # a retired master key goes once no retained backup needs it (named only, in production)
-    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database, mongo.collection))
+    retired, kept_why = keys.forget_unneeded_master_keys(mongo.client(), store,
+                                                         catalog.Catalog(mongo.database, mongo.collection))
     return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
                                                       "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
                                                       "retired_master_keys_kept": kept_why or ""})
@@ -77,8 +77,9 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = backup.restore(written, client, mongo.database, mongo.collection, rename=rename, log=context.log.info)
-        report = backup.compare(client, client, written, mongo.collection, rename)
+        restored = restore.restore(written, client, mongo.database, mongo.collection, rename=rename,
+                                   log=context.log.info)
+        report = restore.compare(client, client, written, mongo.collection, rename)
     finally:
         for scratch in rename.values():
             client.drop_database(scratch)
@@ -91,7 +92,7 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     table = markdown_table([(k, *(f"{t[n]:,}" for n in tallies)) for k, t in report.items()],
                            ["collection", *(n.replace("_", " ") for n in tallies)], ("left", *("right",) * 5))
     return dg.AssetCheckResult(
-        passed=counts_match and not backup.differences(report) and not kept_out,
+        passed=counts_match and not restore.differences(report) and not kept_out,
         metadata={"backup": written.location, "documents_restored": sum(restored.counts.values()),
                   "restored_counts_match_manifest": counts_match, "erased_patients_listed": restored.erased_patients,
                   "erased_stays_kept_out": kept_out, "erased_stays_returned": came_back, "comparison": table},

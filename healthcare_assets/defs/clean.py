@@ -13,13 +13,7 @@ import pyarrow as pa
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
 from healthcare_assets.defs.previews import column_schema, counts_table, profile
-from healthcare_assets.domain.cleaning import (
-    QUARANTINE_COLUMNS,
-    REPAIRS,
-    ROW_COUNTS,
-    ChunkCleaner,
-    SeenKeys,
-)
+from healthcare_assets.domain import cleaning
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
 from healthcare_assets.plumbing import csv_cells, settings, staging
@@ -53,13 +47,13 @@ class Cleaned:
 
 def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Path, q_written: Path) -> Cleaned:
     """Clean chunk after chunk into `path` (Parquet), the rejected rows into `q_written` (CSV)."""
-    cleaner = ChunkCleaner(pseudonym_key())
+    cleaner = cleaning.ChunkCleaner(pseudonym_key())
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
     first = None
     with open(q_written, "w", newline="", encoding="utf-8") as quarantine:
         os.fchmod(quarantine.fileno(), 0o600)
-        csv_cells.to_csv(pd.DataFrame(columns=QUARANTINE_COLUMNS), quarantine)
+        csv_cells.to_csv(pd.DataFrame(columns=cleaning.QUARANTINE_COLUMNS), quarantine)
         for raw in raw_csv.chunks():
             result = cleaner.clean(raw)
             writer.write(result.cleaned)
@@ -85,7 +79,7 @@ def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg
     if quarantined:  # no file means nothing was rejected; another source's is never touched
         _publish(q_written, q_path)
     by_reason = {k.removeprefix("quarantined: "): v for k, v in sorted(counts.items()) if k.startswith("quarantined: ")}
-    repairs, totals = {k: counts[k] for k in REPAIRS}, {k: counts[k] for k in ROW_COUNTS}
+    repairs, totals = {k: counts[k] for k in cleaning.REPAIRS}, {k: counts[k] for k in cleaning.ROW_COUNTS}
     report = {"source": raw_csv.source.as_metadata(), **totals, "repairs": repairs,
               "quarantined_by_reason": by_reason, "quarantine_file": str(q_path) if quarantined else None}
     r_path = report_path(raw_csv.source)
@@ -113,7 +107,7 @@ def judged(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame, s
 @dg.asset_check(asset=cleaned_frame, blocking=True)
 def no_duplicate_rows(context: dg.AssetCheckExecutionContext, cleaned_frame: StagedFrame,
                       settings: PipelineSettings) -> dg.AssetCheckResult:
-    seen = SeenKeys()
+    seen = cleaning.SeenKeys()
     duplicates = sum(int(seen.add(chunk["record_key"]).sum()) for chunk in cleaned_frame.chunks(["record_key"]))
     return judged(context, cleaned_frame, settings, duplicates == 0, {"duplicate_rows": duplicates},
                   f"{duplicates:,} cleaned rows are duplicates", "there may be none")

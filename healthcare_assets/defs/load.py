@@ -8,17 +8,7 @@ from pymongo.collection import Collection
 from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import check_specs
 from healthcare_assets.defs.quality import quality_report
-from healthcare_assets.domain import audit, migration
-from healthcare_assets.domain.loading import (
-    LoadTally,
-    create_indexes,
-    file_documents,
-    file_schema_problems,
-    invalid_for_the_server,
-    load_file,
-    prepare_collection,
-    sample_mismatches,
-)
+from healthcare_assets.domain import audit, loading, migration
 from healthcare_assets.plumbing import document_counts
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame
@@ -45,18 +35,18 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
     loading a file again writes nothing new, and a file overlapping a loaded one adds only its
     new rows (the existing documents get the new file added to metadata.sources)."""
     collection = mongo.hospitalizations()
-    indexed = prepare_collection(collection)
+    indexed = loading.prepare_collection(collection)
     require_keyed(collection)
     sha = cleaned_frame.source.sha256
     started = time.perf_counter()
-    if indexed and file_documents(collection, sha, cleaned_frame.rows) == cleaned_frame.rows:
+    if indexed and loading.file_documents(collection, sha, cleaned_frame.rows) == cleaned_frame.rows:
         context.log.info(f"{cleaned_frame.source.name} ({sha[:12]}) is already loaded: nothing to write")
-        tally = LoadTally(already=cleaned_frame.rows)
+        tally = loading.LoadTally(already=cleaned_frame.rows)
     else:
-        tally = load_file(collection, cleaned_frame, context.log.info)
+        tally = loading.load_file(collection, cleaned_frame, context.log.info)
     insert_s = time.perf_counter() - started
     if not indexed:
-        create_indexes(collection)
+        loading.create_indexes(collection)
     elapsed = time.perf_counter() - started
     documents = document_counts.adjust(collection, tally.inserted)
     counts = cleaned_frame.counts
@@ -92,15 +82,15 @@ LOAD_CHECKS = {
 def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
     """The three checks on this file's documents, in one pass: their cost follows the file, not the collection."""
     collection, sha = mongo.hospitalizations(), mongo_hospitalizations["source_sha256"]
-    found, invalid, first_problems = file_schema_problems(collection, sha, mongo_hospitalizations["rows_loaded"])
     expected = mongo_hospitalizations["rows_loaded"]
+    found, invalid, first_problems = loading.file_schema_problems(collection, sha, expected)
     page = verdicts.RunPage(context.run.run_id)  # the run's quality page, written by quality_report
     yield verdicts.verdict("document_count_matches_cleaned_rows", found == expected,
                            {"expected": expected, "documents": found},
                            verdicts.Why(f"{found:,} documents of this file are in the collection, {expected:,} expected",
                                         "exactly one per cleaned row", verdicts.FIXED, page.path), page)
-    sample, mismatches = sample_mismatches(collection, mongo_hospitalizations)
-    server_invalid = invalid_for_the_server(collection, sample)
+    sample, mismatches = loading.sample_mismatches(collection, mongo_hospitalizations)
+    server_invalid = loading.invalid_for_the_server(collection, sample)
     yield verdicts.verdict(
         "documents_pass_validator", invalid == 0 and server_invalid == 0,
         {"invalid_documents": invalid, "first_problems": dg.MetadataValue.json(first_problems[:5]),

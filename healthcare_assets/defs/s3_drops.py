@@ -102,8 +102,7 @@ def s3_csv_drop_sensor(context: dg.SensorEvaluationContext, s3: S3DropResource,
             context.log.info(f"{MAX_RUNS_PER_TICK} runs requested; the rest waits for the next tick")
             break
         cursor.mark(version, obj["LastModified"].timestamp())
-        reason = why_not_a_finished_csv(key, obj["Size"], cap)
-        if reason:
+        if reason := why_not_a_finished_csv(key, obj["Size"], cap):
             ignored += 1
             context.log.info(f"ignored s3://{bucket}/{key}: {reason}")
             continue

@@ -12,26 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from healthcare_assets.domain import schema
 from healthcare_assets.domain.privacy import patient_ids
-from healthcare_assets.domain.schema import (
-    AGE_RANGE,
-    BILLING_MAX,
-    CATEGORIES,
-    CLEANED_COLUMNS,
-    CLEANED_DTYPES,
-    CSV_COLUMNS,
-    DATE_FORMAT,
-    FIELDS,
-    ROOM_RANGE,
-    STAY_DAYS_MAX,
-)
 
 # Tokens whose letter case str.title() gets wrong.
 _NAME_TOKENS = {"Md": "MD", "Dds": "DDS", "Dvm": "DVM", "Phd": "PhD", "Ii": "II", "Iii": "III", "Iv": "IV"}
 _NAME_TOKEN_RE = re.compile(r"\b(" + "|".join(_NAME_TOKENS) + r")\b")
 _SPACES_RE = r"\s+"
 
-QUARANTINE_COLUMNS = ["line_number", *CSV_COLUMNS.values(), "reason"]
+QUARANTINE_COLUMNS = ["line_number", *schema.CSV_COLUMNS.values(), "reason"]
 # What cleaning counts for a file: its rows (in = cleaned + quarantined + duplicates), and its repairs.
 ROW_COUNTS = ("rows_in", "rows_cleaned", "rows_quarantined", "duplicates_removed")
 REPAIRS = ("negative_billing_corrected", "names_normalized", "hospital_names_trimmed", "categories_canonicalized")
@@ -64,7 +53,7 @@ def record_keys(frame: pd.DataFrame, secret: bytes) -> pd.Series:
     """Equal rows, equal keys, whatever file they came in. Keyed: the record key is an _id in every backup, beside the
     row's other fields in clear, and a plain hash would let anyone hash candidate names with them until one matched.
     The HMAC is over the row's SHA-256 (the unkeyed record key), so an existing document is re-keyed from its _id."""
-    columns = [frame[field].astype(str) for field in FIELDS]
+    columns = [frame[field].astype(str) for field in schema.FIELDS]
     joined = columns[0].str.cat(columns[1:], sep="\x1f")
     return joined.map(lambda text: keyed_record_key(hashlib.sha256(text.encode()).hexdigest()[:32], secret))
 
@@ -125,37 +114,38 @@ def _got(text: pd.DataFrame, field: str) -> pd.Series:
 
 def _numbers(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd.Series:
     """Whole numbers in range; billing made positive. Returns which amounts were negative."""
-    for field, low, high in (("age", *AGE_RANGE), ("room_number", *ROOM_RANGE)):
+    for field, low, high in (("age", *schema.AGE_RANGE), ("room_number", *schema.ROOM_RANGE)):
         number = pd.to_numeric(text[field], errors="coerce")
-        header = CSV_COLUMNS[field]
+        header = schema.CSV_COLUMNS[field]
         reject(number.isna() | (number % 1 != 0), header, "not a whole number", _got(text, field))
         reject((number < low) | (number > high), header, f"outside {low}..{high}", _got(text, field))
         out[field] = number.fillna(0).astype("int64")
     billing = pd.to_numeric(text["billing_amount"], errors="coerce")
     reject(billing.isna(), "Billing Amount", "not a number", _got(text, "billing_amount"))
-    reject(billing.abs() > BILLING_MAX, "Billing Amount", f"above {BILLING_MAX:,.0f}", _got(text, "billing_amount"))
+    reject(billing.abs() > schema.BILLING_MAX, "Billing Amount", f"above {schema.BILLING_MAX:,.0f}",
+           _got(text, "billing_amount"))
     out["billing_amount"] = billing.abs().fillna(0.0).astype("float64")
     return billing < 0
 
 
 def _dates(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> None:
     for field in ("date_of_admission", "discharge_date"):
-        parsed = pd.to_datetime(text[field], format=DATE_FORMAT, errors="coerce")
-        reject(parsed.isna(), CSV_COLUMNS[field], "not a date (YYYY-MM-DD)", _got(text, field))
+        parsed = pd.to_datetime(text[field], format=schema.DATE_FORMAT, errors="coerce")
+        reject(parsed.isna(), schema.CSV_COLUMNS[field], "not a date (YYYY-MM-DD)", _got(text, field))
         out[field] = parsed.astype("datetime64[ms]")
     stay = (out["discharge_date"] - out["date_of_admission"]).dt.days
     reject(stay < 0, "Discharge Date", "before Date of Admission")
-    reject(stay > STAY_DAYS_MAX, "Discharge Date", f"stay longer than {STAY_DAYS_MAX} days")
+    reject(stay > schema.STAY_DAYS_MAX, "Discharge Date", f"stay longer than {schema.STAY_DAYS_MAX} days")
     out["duration_days"] = stay.fillna(0).astype("int64")
 
 
 def _categories(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd.Series:
     """Each value of a closed set in its canonical spelling. Returns which rows had one respelled."""
     canonicalized = pd.Series(False, index=text.index)
-    for field, allowed in CATEGORIES.items():
+    for field, allowed in schema.CATEGORIES.items():
         canonical = text[field].str.casefold().map({v.casefold(): v for v in allowed})
         unknown = canonical.isna() & ~((field == "test_results") & (text[field] == ""))
-        reject(unknown, CSV_COLUMNS[field], f"not one of {list(allowed)}", _got(text, field))
+        reject(unknown, schema.CSV_COLUMNS[field], f"not one of {list(allowed)}", _got(text, field))
         canonicalized |= canonical.notna() & (canonical != text[field])
         out[field] = canonical.fillna("")
     return canonicalized
@@ -163,9 +153,9 @@ def _categories(text: pd.DataFrame, out: pd.DataFrame, reject: Rejections) -> pd
 
 def typed(raw: pd.DataFrame, text: pd.DataFrame, reject: Rejections) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     reject(raw["parse_error"].astype(str) != "", "row", "wrong number of fields", raw["parse_error"].astype(str))
-    for field in FIELDS:
+    for field in schema.FIELDS:
         if field != "test_results":  # absent from older exports
-            reject(text[field] == "", CSV_COLUMNS[field], "required value is missing")
+            reject(text[field] == "", schema.CSV_COLUMNS[field], "required value is missing")
     out = pd.DataFrame(index=raw.index)
     out["line_number"] = raw["line_number"].astype("int64")
     out["name"] = normalize_names(text["name"])
@@ -188,11 +178,11 @@ class ChunkCleaner:
     def clean(self, raw: pd.DataFrame) -> CleanedChunk:
         counts: Counter = Counter()
         raw = raw.reset_index(drop=True)
-        text = raw[list(FIELDS)].apply(lambda col: col.astype(str).str.strip())
+        text = raw[list(schema.FIELDS)].apply(lambda col: col.astype(str).str.strip())
         reject = Rejections(raw.index, counts)
         out, repaired = typed(raw, text, reject)
         bad = reject.rejected
-        quarantined = raw.loc[bad, ["line_number", *FIELDS]].rename(columns=CSV_COLUMNS)
+        quarantined = raw.loc[bad, ["line_number", *schema.FIELDS]].rename(columns=schema.CSV_COLUMNS)
         quarantined["reason"] = reject.reasons[bad]
 
         good = out.loc[~bad].copy()
@@ -206,5 +196,5 @@ class ChunkCleaner:
         counts["rows_in"] = len(raw)
         counts["rows_cleaned"] = len(good)
         counts["rows_quarantined"] = int(bad.sum())
-        return CleanedChunk(cleaned=good[list(CLEANED_COLUMNS)].astype(CLEANED_DTYPES).reset_index(drop=True),
-                            quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True), counts=counts)
+        cleaned = good[list(schema.CLEANED_COLUMNS)].astype(schema.CLEANED_DTYPES).reset_index(drop=True)
+        return CleanedChunk(cleaned, quarantined[QUARANTINE_COLUMNS].reset_index(drop=True), counts)

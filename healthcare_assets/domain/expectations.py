@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from healthcare_assets.domain import schema
 from healthcare_assets.domain.privacy import IDENTIFYING_COLUMNS
-from healthcare_assets.domain.schema import (
-    AGE_RANGE,
-    BILLING_MAX,
-    CATEGORIES,
-    CLEANED_COLUMNS,
-    CLEANED_DTYPES,
-    ROOM_NUMBERS,
-    STAY_DAYS_MAX,
-)
 from healthcare_assets.plumbing.staging import StagedFrame
 
 ROWS_PARAMETER = "expected_rows"
@@ -31,22 +23,22 @@ def expectations() -> dict[str, list]:
 
     counts = [
         gxe.ExpectTableRowCountToEqual(value={"$PARAMETER": ROWS_PARAMETER}),
-        gxe.ExpectTableColumnCountToEqual(value=len(CLEANED_COLUMNS)),
+        gxe.ExpectTableColumnCountToEqual(value=len(schema.CLEANED_COLUMNS)),
         gxe.ExpectColumnValuesToBeUnique(column="record_key"),
     ]
-    types = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(CLEANED_COLUMNS))]
-    for column, dtype in CLEANED_DTYPES.items():
+    types = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(schema.CLEANED_COLUMNS))]
+    for column, dtype in schema.CLEANED_DTYPES.items():
         types.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=dtype.split("[")[0] if dtype.startswith("datetime") else dtype))
         types.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
     values = [
         gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(allowed) + ([""] if column == "test_results" else []))
-        for column, allowed in CATEGORIES.items()
+        for column, allowed in schema.CATEGORIES.items()
     ]
     values += [
-        gxe.ExpectColumnValuesToBeInSet(column="room_number", value_set=list(ROOM_NUMBERS)),
-        gxe.ExpectColumnValuesToBeBetween(column="age", min_value=AGE_RANGE[0], max_value=AGE_RANGE[1]),
-        gxe.ExpectColumnValuesToBeBetween(column="billing_amount", min_value=0, max_value=BILLING_MAX),
-        gxe.ExpectColumnValuesToBeBetween(column="duration_days", min_value=0, max_value=STAY_DAYS_MAX),
+        gxe.ExpectColumnValuesToBeInSet(column="room_number", value_set=list(schema.ROOM_NUMBERS)),
+        gxe.ExpectColumnValuesToBeBetween(column="age", min_value=schema.AGE_RANGE[0], max_value=schema.AGE_RANGE[1]),
+        gxe.ExpectColumnValuesToBeBetween(column="billing_amount", min_value=0, max_value=schema.BILLING_MAX),
+        gxe.ExpectColumnValuesToBeBetween(column="duration_days", min_value=0, max_value=schema.STAY_DAYS_MAX),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="discharge_date", column_B="date_of_admission", or_equal=True),
         gxe.ExpectColumnValuesToMatchRegex(column="record_key", regex=r"^[0-9a-f]{32}$"),
         gxe.ExpectColumnValuesToMatchRegex(column="patient_id", regex=r"^[0-9a-f]{64}$"),
@@ -200,7 +192,7 @@ class ExpectationTally:
 
 def validate(cleaned_frame: StagedFrame, validation: Validation, log: Callable[[str], None]) -> ExpectationTally:
     tally = ExpectationTally()
-    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in CLEANED_DTYPES.items()})
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in schema.CLEANED_DTYPES.items()})
     chunks = zip(cleaned_frame.chunk_rows, cleaned_frame.chunks()) if cleaned_frame.rows else [(0, empty)]
     total = max(len(cleaned_frame.chunk_rows), 1)
     for number, (expected_rows, chunk) in enumerate(chunks, start=1):

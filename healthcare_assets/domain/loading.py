@@ -10,19 +10,8 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from healthcare_assets.domain import audit, encryption, migration
-from healthcare_assets.domain.collection_definitions import (
-    HOSPITALIZATION_INDEXES,
-    HOSPITALIZATION_OPTIONS,
-    file_ranges,
-)
+from healthcare_assets.domain import audit, collection_definitions, encryption, migration, schema
 from healthcare_assets.domain.release.bookkeeping import loading
-from healthcare_assets.domain.schema import (
-    DOCUMENT_JSON_SCHEMA,
-    document_body,
-    schema_violations,
-    to_document,
-)
 from healthcare_assets.plumbing import document_counts, scans, staging
 from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY, insert_keeping_existing
 from healthcare_assets.plumbing.staging import StagedFrame, sample_rows
@@ -39,7 +28,7 @@ def prepare_collection(collection: Collection) -> bool:
     """Whether it existed: a new collection gets its indexes after its first load, in one pass, not insert by insert
     (the larger cost on the embedded server). Reads no document: there even finding one reads them all."""
     db = collection.database
-    options = HOSPITALIZATION_OPTIONS
+    options = collection_definitions.HOSPITALIZATION_OPTIONS
     existed = collection.name in db.list_collection_names()
     if existed:
         db.command("collMod", collection.name, **options)
@@ -52,7 +41,7 @@ def prepare_collection(collection: Collection) -> bool:
 
 
 def create_indexes(collection: Collection) -> None:
-    for keys in HOSPITALIZATION_INDEXES:
+    for keys in collection_definitions.HOSPITALIZATION_INDEXES:
         collection.create_index(keys)
     if "metadata.sources_1" in collection.index_information():
         collection.drop_index("metadata.sources_1")  # the compound index above starts with it
@@ -75,7 +64,7 @@ def insert_new(collection: Collection, docs: list[dict]) -> tuple[int, list[str]
 
 
 def file_documents(collection: Collection, source_sha256: str, rows: int) -> int:
-    return scans.count(collection, file_ranges(source_sha256, rows))
+    return scans.count(collection, collection_definitions.file_ranges(source_sha256, rows))
 
 
 def add_source(collection: Collection, ids: list[str], source_sha256: str) -> int:
@@ -99,11 +88,10 @@ class LoadTally:
 def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, erased: set[str],
                     cipher: encryption.FieldCipher) -> list[dict]:
     """Each document checked against the schema before it is written (the insert bypasses the server's validation)."""
-    docs = [cipher.encrypt_document(to_document(row, source, created_at))
+    docs = [cipher.encrypt_document(schema.to_document(row, source, created_at))
             for row in rows if row["patient_id"] not in erased]
     for doc in docs:
-        problems = schema_violations(doc)
-        if problems:
+        if problems := schema.schema_violations(doc):
             raise DocumentRejectedError(f"source line {doc['metadata']['source_line']} ({source['name']}) "
                                         f"does not fit the document model: {'; '.join(problems[:3])}")
     return docs
@@ -147,9 +135,9 @@ def file_schema_problems(collection: Collection, sha: str, rows: int) -> tuple[i
     """One pass over a file's documents: how many there are, how many break the schema, and the first problems."""
     found = invalid = 0
     first_problems: list[str] = []
-    for doc in scans.aggregate(collection, [], file_ranges(sha, rows)):
+    for doc in scans.aggregate(collection, [], collection_definitions.file_ranges(sha, rows)):
         found += 1
-        problems = schema_violations(doc)
+        problems = schema.schema_violations(doc)
         invalid += bool(problems)
         first_problems += [f"source line {doc.get('metadata', {}).get('source_line')}: {p}" for p in problems][:5]
     return found, invalid, first_problems[:5]
@@ -167,7 +155,7 @@ def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict],
             mismatches.append({"line": row["line_number"], "parts": ["missing document"]})
             continue
         clear = cipher.decrypt_document(doc)
-        differing = [part for part, value in document_body(row).items() if clear.get(part) != value]
+        differing = [part for part, value in schema.document_body(row).items() if clear.get(part) != value]
         if differing:
             mismatches.append({"line": row["line_number"], "parts": differing})
         elif loaded["source_sha256"] not in doc["metadata"]["sources"]:
@@ -179,4 +167,4 @@ def invalid_for_the_server(collection: Collection, documents: list[dict]) -> int
     """How many of these documents the server's own $jsonSchema check rejects. Two $match stages: in one filter with the
     $nor, the embedded server's planner drops the _id index and validates the whole collection."""
     return len(list(collection.aggregate([{"$match": {"_id": {"$in": [d["_id"] for d in documents]}}},
-                                          {"$match": {"$nor": [{"$jsonSchema": DOCUMENT_JSON_SCHEMA}]}}])))
+                                          {"$match": {"$nor": [{"$jsonSchema": schema.DOCUMENT_JSON_SCHEMA}]}}])))

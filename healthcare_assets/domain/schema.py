@@ -190,8 +190,7 @@ def schema_violations(value, schema: dict = DOCUMENT_JSON_SCHEMA, path: str = "d
     properties, enum, minimum, maximum, items). The load validates before it writes and the load's check validates what
     it reads back, so the server's own validation, a third of the load's cost on the embedded server, is bypassed. A
     test holds this evaluator to the server's verdict."""
-    types = schema.get("bsonType")
-    if types:
+    if types := schema.get("bsonType"):
         names = [types] if isinstance(types, str) else types
         if isinstance(value, bool) or not any(isinstance(value, _BSON_TYPES[t]) for t in names):
             return [f"{path}: expected {' or '.join(names)}, found {type(value).__name__}"]

@@ -77,8 +77,7 @@ def locate(settings: PipelineSettings, source: str | None = None, s3_bucket: str
 
 
 def _in_drop_zone(settings: PipelineSettings, location: Location) -> Location:
-    refusal = settings.outside_drop_zone(location.bucket, location.key)
-    if refusal:
+    if refusal := settings.outside_drop_zone(location.bucket, location.key):
         raise SourceReadError(f"{location.uri}: {refusal}")
     return location
 

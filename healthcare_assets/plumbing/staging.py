@@ -168,8 +168,7 @@ def sample_rows(path: str, size: int, seed: str) -> list[dict]:
     start = 0
     for group in range(parquet.num_row_groups):
         count = parquet.metadata.row_group(group).num_rows
-        wanted = [p - start for p in positions if start <= p < start + count]
-        if wanted:
+        if wanted := [p - start for p in positions if start <= p < start + count]:
             rows += parquet.read_row_group(group).take(wanted).to_pylist()
         start += count
     return rows

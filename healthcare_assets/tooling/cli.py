@@ -51,24 +51,24 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from healthcare_assets.domain import backup
+    from healthcare_assets.domain.backup import catalog, files, keys, reading, writing
     from healthcare_assets.plumbing.backup_store import open_store
 
     mongo, backups = mongo_resource_from_env(), resources(resolve=True)["backups"]
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(args.to),
-                                  log=print)
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(args.to),
+                                   log=print)
     try:
-        report = backup.verify(opened := backup.open_backup(written.location))
-    except backup.BackupError as exc:
+        report = reading.verify(opened := reading.open_backup(written.location))
+    except files.BackupError as exc:
         print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
         return 6
-    backup.mark_verified(opened, report)
-    deleted = backup.prune(store := open_store(str(opened.store)), opened.name, backups.kept())
+    reading.mark_verified(opened, report)
+    deleted = reading.prune(store := open_store(str(opened.store)), opened.name, backups.kept())
     print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
         print(f"deleted older backup {name}")
-    _retired_keys(*backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database, mongo.collection)))
+    _retired_keys(*keys.forget_unneeded_master_keys(mongo.client(), store, catalog.Catalog(mongo.database, mongo.collection)))
     return 0
 
 
@@ -85,21 +85,22 @@ def _retired_keys(removable: list[str], why_kept: str | None) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from healthcare_assets.domain import audit, backup
+    from healthcare_assets.domain import audit
+    from healthcare_assets.domain.backup import files, plain_dump, reading, restore
 
     try:
         # the backup first: on a new host, which keys it needs is said before any server starts
         if args.mongodump:
-            opened = backup.open_plain_dump(args.source)
+            opened = plain_dump.open_plain_dump(args.source)
             report = opened.verify()
             print(f"{opened.location}: a plain mongodump folder, {report['documents']:,} documents read whole; "
                   "unverified without a manifest:\n  " + "\n  ".join(report["unverified"]))
         else:
-            opened = backup.open_backup(args.source, latest=args.latest, log=print)
+            opened = reading.open_backup(args.source, latest=args.latest, log=print)
         mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = backup.restore(opened, mongo.client(), mongo.database, mongo.collection, drop=args.drop, log=print)
-    except (backup.BackupError, backup.RestoreRefusedError) as exc:
+        restored = restore.restore(opened, mongo.client(), mongo.database, mongo.collection, drop=args.drop, log=print)
+    except (files.BackupError, restore.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)
         return 7
     counts = restored.counts

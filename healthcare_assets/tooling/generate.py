@@ -213,9 +213,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="same seed, same bytes")
     parser.add_argument("--out", type=Path, default=settings.repo_path(settings.DEFAULT_SOURCE_CSV),
                         help="CSV to write (default: the committed export, in the checkout)")
-    parser.add_argument("--duplicates", type=int, default=None,
-                        help="exact duplicate rows (default: 534 per 55,500 rows)")
-    parser.add_argument("--negative-billing", type=int, default=None,
+    parser.add_argument("--duplicates", type=int, help="exact duplicate rows (default: 534 per 55,500 rows)")
+    parser.add_argument("--negative-billing", type=int,
                         help="rows with a negative billing amount (default: 106 per 55,500 rows)")
 
 

@@ -22,20 +22,17 @@ def add_arguments(sub: argparse.ArgumentParser, command: str) -> None:
         sub.add_argument("--yes", action="store_true", help="erase; without it, only show what would be removed")
 
 
-def _collection(args: argparse.Namespace):
-    """The collection; a command that only reads (all but erase-patient --yes) never starts the server."""
-    return mongo_resource_from_env(start=getattr(args, "yes", False)).hospitalizations()
-
-
-def _selection(args: argparse.Namespace, collection):
-    """The patients the arguments stand for and 0, or None and the exit code (2: not a name; 5: several)."""
+def _selection(args: argparse.Namespace):
+    """The collection, then the patients the arguments stand for and 0, or None and the exit code (2: not a
+    name; 5: several). A command that only reads (all but erase-patient --yes) never starts the server."""
     from healthcare_assets.domain import gdpr
 
+    collection = mongo_resource_from_env(start=getattr(args, "yes", False)).hospitalizations()
     try:
-        return gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
+        return collection, gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
     except gdpr.PatientSelectionError as exc:
         print(exc, file=sys.stderr)
-        return None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
+        return collection, None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
 
 
 def _not_found(name: str, collection) -> str:
@@ -46,8 +43,7 @@ def _not_found(name: str, collection) -> str:
 def export_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
 
-    collection = _collection(args)
-    selection, code = _selection(args, collection)
+    collection, selection, code = _selection(args)
     if selection is None:
         return code
     if not selection.patients:  # nothing to write: no empty export that reads as "we hold nothing on you"
@@ -69,8 +65,7 @@ def export_patient(args: argparse.Namespace) -> int:
 def erase_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
 
-    collection = _collection(args)
-    selection, code = _selection(args, collection)
+    collection, selection, code = _selection(args)
     if selection is None:
         return code
     for patient in selection.patients:

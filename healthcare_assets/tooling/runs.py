@@ -195,8 +195,7 @@ def report_results(run_id: str, progress: Progress, out=sys.stdout) -> None:
     if released:
         print(f"released      {released.get('stays_published', 0):,} stays to the analysts' copy "
               f"{released.get('analyst_copy')} (it holds {released.get('dagster/row_count', 0):,})", file=out)
-    benchmarks = progress.materialized.get("index_benchmarks")
-    if benchmarks:
+    if benchmarks := progress.materialized.get("index_benchmarks"):
         print(f"benchmarks    slowest gain of an index {benchmarks.get('min_speedup') or 0:,.0f}x over a COLLSCAN; "
               f"{benchmarks.get('report')}", file=out)
     page = quality_pages.report_path(run_id)
@@ -246,10 +245,6 @@ def execute(source: str | None = None, job_name: str = DROP_JOB, out=sys.stdout)
     return 0 if result.success else 1
 
 
-def _run(args) -> int:
-    return execute(job_name=CHAIN_JOB)
-
-
 def _load(args) -> int:
     try:
         source = source_for(args.path)
@@ -262,7 +257,7 @@ def _load(args) -> int:
 def add_run_commands(commands) -> None:
     run = commands.add_parser("run", help="run the six assets of the chain on the configured source "
                                           "(HEALTHCARE_SOURCE_CSV), recorded for `make dev`: what `make run` runs")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=lambda args: execute(job_name=CHAIN_JOB))
     load = commands.add_parser("load", help="load one CSV export: what a dropped file goes through")
     load.add_argument("path", help="a CSV file (from the current folder) or s3://bucket/key")
     load.set_defaults(handler=_load)

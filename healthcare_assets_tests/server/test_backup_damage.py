@@ -9,15 +9,15 @@ from pathlib import Path
 import bson
 import pytest
 
-from healthcare_assets.domain import backup
 from healthcare_assets.domain.backup import files as backup_files
+from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])
 def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_path, damage, capsys):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
     main = databases(small_export_loaded.database)["main"]
     folder = Path(written.location)
     if damage == "missing metadata":
@@ -31,12 +31,12 @@ def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_pa
         else:
             del data[len(data) - 100:]
         broken.write_bytes(bytes(data))
-    with pytest.raises(backup.BackupError, match=str(broken)):
-        backup.verify(backup.open_backup(str(folder)))
+    with pytest.raises(backup_files.BackupError, match=str(broken)):
+        reading.verify(reading.open_backup(str(folder)))
     # The restore refuses it before writing anything, naming the file.
     scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
-    with pytest.raises(backup.BackupError, match=str(broken)):
-        backup.restore(backup.open_backup(str(folder)), small_export_loaded.client(), small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+    with pytest.raises(backup_files.BackupError, match=str(broken)):
+        restore.restore(reading.open_backup(str(folder)), small_export_loaded.client(), small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert not set(scratch.values()) & set(small_export_loaded.client().list_database_names())
 
 
@@ -45,6 +45,6 @@ def test_a_bson_stream_cut_inside_a_document_is_named(tmp_path):
     store = LocalStore(tmp_path)
     docs = b"".join(bson.encode({"_id": i, "x": "y" * 50}) for i in range(3))
     summary = backup_files.write_file(store, "b", "db/c.bson.gz", iter([docs[:-10]]))
-    opened = backup.Opened(store, "b", {"files": {"db/c.bson.gz": summary}})
-    with pytest.raises(backup.BackupError, match=r"db/c\.bson\.gz: ends inside a document"):
+    opened = reading.Opened(store, "b", {"files": {"db/c.bson.gz": summary}})
+    with pytest.raises(backup_files.BackupError, match=r"db/c\.bson\.gz: ends inside a document"):
         list(opened.documents("db", "c"))

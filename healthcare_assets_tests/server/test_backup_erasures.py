@@ -12,7 +12,8 @@ from bson import json_util
 from healthcare_assets.defs.backup import mongo_backup
 from healthcare_assets.defs.collection_audit import COLLECTION_AUDIT
 from healthcare_assets.defs.resources import pipeline_settings
-from healthcare_assets.domain import access, audit, backup, encryption, gdpr
+from healthcare_assets.domain import access, audit, encryption, gdpr
+from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling import cli
@@ -33,14 +34,14 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
     assert drill.metadata["documents_restored"].value == in_source > 0  # every document, once
     assert not [n for n in small_export_loaded.client().list_database_names() if n.endswith("__restore_drill")]
 
-    opened = backup.open_backup(str(tmp_path), latest=True)
+    opened = reading.open_backup(str(tmp_path), latest=True)
     client = small_export_loaded.client()
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
     try:
-        backup.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         restored = client[scratch[databases(small_export_loaded.database)["main"]]].hospitalizations
         restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
-        report = backup.compare(client, client, opened, small_export_loaded.collection, scratch)
+        report = restore.compare(client, client, opened, small_export_loaded.collection, scratch)
         assert report[f"{small_export_loaded.database}.hospitalizations"]["differing"] == 1
     finally:
         for db in scratch.values():
@@ -112,17 +113,17 @@ def release_audit(mongo) -> dict[str, bool]:
 def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
-    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # an empty list
+    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # an empty list
     first, _ = erase(collection, stays_of(collection)[0])
-    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # lists `first`
+    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # lists `first`
     second, _ = erase(collection, stays_of(collection, skip=10)[0])
 
-    backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restore.restore(reading.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
     # a live list that lost an id gets it back from the backup's: the union, never a replacement
     erasures.delete_one({"_id": first})
-    restored = backup.restore(backup.open_backup(later.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(later.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert restored.erased_patients == 2
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
@@ -144,7 +145,7 @@ def drill_metadata(result) -> dict:
 def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     main = collection.full_name
-    older = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "older"))
+    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "older"))
     saved = stays_of(collection)
     patient_id, _ = erase(collection, saved[0])
 
@@ -156,12 +157,12 @@ def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_
     # The comparison counts an erased patient's stay found in what was restored.
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
     try:
-        restored = backup.restore(backup.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restored = restore.restore(reading.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         assert restored.kept_out[f"{scratch[small_export_loaded.database]}.hospitalizations"] == len(saved)
         client[scratch[small_export_loaded.database]].hospitalizations.insert_one(saved[0])  # came back
-        report = backup.compare(client, client, backup.open_backup(older.location), small_export_loaded.collection, scratch)
+        report = restore.compare(client, client, reading.open_backup(older.location), small_export_loaded.collection, scratch)
         assert report[main]["erased_returned"] == 1
-        assert main in backup.differences(report)
+        assert main in restore.differences(report)
     finally:
         for db in scratch.values():
             client.drop_database(db)

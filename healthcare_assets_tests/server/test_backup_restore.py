@@ -17,8 +17,9 @@ from bson import json_util
 from pymongo import uri_parser
 from pymongo.errors import WriteError
 
-from healthcare_assets.domain import backup, encryption, local_server, master_keys
+from healthcare_assets.domain import encryption, local_server, master_keys
 from healthcare_assets.domain.backup import files as backup_files
+from healthcare_assets.domain.backup import writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import COPY_COLLECTION, VIEW_NAME
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
@@ -51,7 +52,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
     finally:
         assert encryption.drop_keys(source, other) == 1
     folder = newest(tmp_path / "backups")
-    assert (folder / backup.VERIFIED).is_file()
+    assert (folder / backup_files.VERIFIED).is_file()
     with gzip.open(folder / encryption.KEY_VAULT_DB / f"{encryption.KEY_VAULT_COLLECTION}.bson.gz") as stream:
         backed_up_keys = [name for key in bson.decode_file_iter(stream) for name in key["keyAltNames"]]
     assert sorted(backed_up_keys) == sorted(encryption.key_names(main.hospitalizations).values())
@@ -119,7 +120,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
 
 
 def test_a_backup_holds_no_secret(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
                "admin password": uri_parser.parse_uri(small_export_loaded.uri())["password"],
                "master key": os.environ[master_keys.MASTER_KEY_VARIABLE]}

@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from healthcare_assets.domain import backup
 from healthcare_assets.domain.backup import files as backup_files
-from healthcare_assets.domain.backup import signing
+from healthcare_assets.domain.backup import reading, signing
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
 
@@ -16,9 +15,9 @@ from healthcare_assets.tooling import cli
 def signed_backup(store: LocalStore, name: str, verified: bool = True) -> None:
     """An empty backup this deployment signed (and, with `verified`, read back)."""
     manifest = signing.sign({"format": backup_files.FORMAT, "name": name, "databases": {}, "files": {}})
-    backup_files.write_file(store, name, backup.MANIFEST, iter([json.dumps(manifest).encode()]), compress=False)
+    backup_files.write_file(store, name, backup_files.MANIFEST, iter([json.dumps(manifest).encode()]), compress=False)
     if verified:
-        backup.mark_verified(backup.Opened(store, name, manifest), {})
+        reading.mark_verified(reading.Opened(store, name, manifest), {})
 
 
 def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_path):
@@ -30,9 +29,9 @@ def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_pat
     (tmp_path / "not-a-backup").mkdir()
     # c (unverified) and d (newer than the one just verified) are never counted or deleted; a
     # folder not named like a backup is never deleted.
-    assert backup.prune(store, b, keep_count=1) == [a]
+    assert reading.prune(store, b, keep_count=1) == [a]
     assert store.names() == [b, c, d, "not-a-backup"]
-    assert backup.prune(store, d, keep_count=1) == [b]
+    assert reading.prune(store, d, keep_count=1) == [b]
     assert store.names() == [c, d, "not-a-backup"]
 
 
@@ -42,5 +41,5 @@ def test_the_cli_keeps_the_newest_backups(small_export_loaded, tmp_path, monkeyp
     for _ in range(3):
         assert cli.main(["backup"]) == 0
     names = LocalStore(tmp_path / "backups").names()
-    assert len(names) == 2 and all((tmp_path / "backups" / n / backup.VERIFIED).exists() for n in names)
+    assert len(names) == 2 and all((tmp_path / "backups" / n / backup_files.VERIFIED).exists() for n in names)
     assert "deleted older backup" in capsys.readouterr().out

@@ -10,36 +10,37 @@ import boto3
 import pytest
 
 from healthcare_assets.defs.resources import resources
-from healthcare_assets.domain import backup
+from healthcare_assets.domain.backup import files as backup_files
+from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.plumbing.backup_store import PART_BYTES, S3Store
 
 
 def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
     uri = f"s3://{s3_bucket}/backups"
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]]
-    assert f"backups/{written.name}/{backup.MANIFEST}" in keys
+    assert f"backups/{written.name}/{backup_files.MANIFEST}" in keys
     for key in keys:
         assert s3.head_object(Bucket=s3_bucket, Key=key)["ServerSideEncryption"] == "AES256", key
-    opened = backup.open_backup(uri, latest=True)
+    opened = reading.open_backup(uri, latest=True)
     assert opened.name == written.name
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = small_export_loaded.client()
     try:
-        counts = backup.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch).counts
+        counts = restore.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
-        report = backup.compare(client, client, opened, small_export_loaded.collection, scratch)
+        report = restore.compare(client, client, opened, small_export_loaded.collection, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]
         assert sum(t["identical"] for t in report.values()) == sum(written.collections.values())
     finally:
         for db in scratch.values():
             client.drop_database(db)
     # Retention on S3: deleting a backup removes every object under it.
-    backup.mark_verified(opened, {})
-    later = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
-    backup.mark_verified(backup.open_backup(later.location), {})
-    assert backup.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
+    reading.mark_verified(opened, {})
+    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
+    reading.mark_verified(reading.open_backup(later.location), {})
+    assert reading.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
     assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"backups/{written.name}/").get("KeyCount")
 
 
@@ -73,5 +74,5 @@ def test_an_s3_uri_names_a_bucket(tmp_path):
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         S3Store("s3://")
     shutil.rmtree(tmp_path)
-    with pytest.raises(backup.BackupError, match="no good backup"):
-        backup.open_backup(str(tmp_path), latest=True)
+    with pytest.raises(backup_files.BackupError, match="no good backup"):
+        reading.open_backup(str(tmp_path), latest=True)

@@ -17,8 +17,9 @@ import bson
 import pytest
 from bson import json_util
 
-from healthcare_assets.domain import audit, backup, encryption
+from healthcare_assets.domain import audit, encryption
 from healthcare_assets.domain.backup import files as backup_files
+from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
@@ -27,7 +28,7 @@ from healthcare_assets.tooling import cli
 def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, sign: bool = True) -> None:
     """Replace a file of a backup (and its manifest entry), edit the manifest, and sign it again
     with this deployment's key when `sign` (what only an insider holding the key could do)."""
-    manifest = json.loads((folder / backup.MANIFEST).read_text())
+    manifest = json.loads((folder / backup_files.MANIFEST).read_text())
     if data is not None:
         (folder / relpath).write_bytes(data)
         manifest["files"][relpath] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -37,7 +38,7 @@ def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, si
         from healthcare_assets.domain.backup import signing
 
         manifest = signing.sign(manifest)
-    (folder / backup.MANIFEST).write_text(json.dumps(manifest))
+    (folder / backup_files.MANIFEST).write_text(json.dumps(manifest))
 
 
 def metadata(folder: Path, db: str, coll: str) -> dict:
@@ -55,22 +56,22 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
     encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     try:
-        written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+        written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
         folder = Path(written.location)
 
         def widen(manifest):  # every key of the server, and another deployment's database
             manifest["databases"][encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]["filter"] = {}
             manifest["databases"][other] = {"records": manifest["databases"][dbs["audit"]]["audit_log"]}
 
-        rewrite(folder, backup.MANIFEST, edit=widen, sign=False)
-        with pytest.raises(backup.BackupError, match="signature does not match"):
-            backup.open_backup(str(folder))
+        rewrite(folder, backup_files.MANIFEST, edit=widen, sign=False)
+        with pytest.raises(backup_files.BackupError, match="signature does not match"):
+            reading.open_backup(str(folder))
         # Signed again (an insider's key): the scope still comes from the configured deployment.
-        rewrite(folder, backup.MANIFEST, edit=widen)
-        with pytest.raises(backup.BackupError, match=f"outside this deployment \\({other}\\)"):
-            backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
-        rewrite(folder, backup.MANIFEST, edit=lambda m: m["databases"].pop(other))
-        restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+        rewrite(folder, backup_files.MANIFEST, edit=widen)
+        with pytest.raises(backup_files.BackupError, match=f"outside this deployment \\({other}\\)"):
+            restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+        rewrite(folder, backup_files.MANIFEST, edit=lambda m: m["databases"].pop(other))
+        restored = restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
         assert restored.keys_proven == len(written.manifest["keys"]) > 0
         assert client[other].records.count_documents({}) == 1
         assert vault.count_documents({"keyAltNames": {"$regex": f"^{other}\\."}}) == 1
@@ -81,7 +82,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
 
 def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
-    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     relpath = f"{encryption.KEY_VAULT_DB}/{encryption.KEY_VAULT_COLLECTION}.bson.gz"
     keys = bson.decode_all(gzip.decompress((folder / relpath).read_bytes()))
@@ -91,11 +92,11 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_expor
     keys[-1]["keyAltNames"] = [f"someone_else.hospitalizations:{keys[-1]['keyAltNames'][0].partition(':')[2]}"]
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
-    with pytest.raises(backup.BackupError, match="signature does not match"):  # the store's writer cannot sign
-        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+    with pytest.raises(backup_files.BackupError, match="signature does not match"):  # the store's writer cannot sign
+        restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
-    with pytest.raises(backup.RestoreRefusedError) as refused:
-        backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+    with pytest.raises(restore.RestoreRefusedError) as refused:
+        restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
     assert not set(scratch.values()) & set(client.list_database_names())  # nothing was written
     assert dbs["main"] in client.list_database_names()
@@ -110,7 +111,7 @@ def test_forgeries_neither_steer_retention_nor_restore(small_export_loaded, tmp_
     for step in range(1, 7):  # forged "verified" folders just after the real one
         forged = store_dir / backup_files.new_name(taken + dt.timedelta(microseconds=step))
         forged.mkdir()
-        shutil.copy(store_dir / real / backup.VERIFIED, forged / backup.VERIFIED)
+        shutil.copy(store_dir / real / backup_files.VERIFIED, forged / backup_files.VERIFIED)
     shutil.copytree(store_dir / real, store_dir / "99991231T235959.999999Z")  # a whole real one, dated 9999
     (tmp_path / "elsewhere").mkdir()
     (store_dir / "20000101T000000.000000Z").symlink_to(tmp_path / "elsewhere")  # a symlinked folder
@@ -120,22 +121,22 @@ def test_forgeries_neither_steer_retention_nor_restore(small_export_loaded, tmp_
     assert real in names and len([n for n in names if n > real and n < "9"]) == 6 + 2  # nothing real deleted
     assert (tmp_path / "elsewhere").is_dir()
     newest = max(n for n in names if n < "9")
-    latest = backup.open_backup(str(store_dir), latest=True)
+    latest = reading.open_backup(str(store_dir), latest=True)
     assert latest.name == newest and "99991231T235959.999999Z" in latest.skipped
     # The newest, damaged: --latest means the newest good one.
     hospitalizations = store_dir / newest / small_export_loaded.database / "hospitalizations.bson.gz"
     hospitalizations.write_bytes(hospitalizations.read_bytes()[:-100])
-    fallback = backup.open_backup(str(store_dir), latest=True)
+    fallback = reading.open_backup(str(store_dir), latest=True)
     assert fallback.name < newest and "hospitalizations.bson.gz" in fallback.skipped[newest]
     # One backup's manifest under another's name is refused.
-    with pytest.raises(backup.BackupError, match="signed for the backup"):
-        backup.open_backup(str(store_dir / "99991231T235959.999999Z"))
+    with pytest.raises(backup_files.BackupError, match="signed for the backup"):
+        reading.open_backup(str(store_dir / "99991231T235959.999999Z"))
 
 
 def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
     audit.record(client[small_export_loaded.database], "before the backup", "test", 1)
-    written = backup.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     log_meta = metadata(folder, dbs["audit"], audit.AUDIT_COLLECTION)
     log_meta["indexes"].append({"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 1})
@@ -143,12 +144,12 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     main_meta["options"] = {"validator": {"$jsonSchema": {}}, "validationLevel": "off"}
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta),
             sign=False)
-    with pytest.raises(backup.BackupError, match="signature does not match"):
-        backup.open_backup(str(folder))
+    with pytest.raises(backup_files.BackupError, match="signature does not match"):
+        reading.open_backup(str(folder))
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})
-    restored = backup.restore(backup.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert f"{dbs['audit']}.{audit.AUDIT_COLLECTION}: index [('at', 1)]" in restored.left_out
     assert any(what.startswith(f"{dbs['main']}.hospitalizations: options") for what in restored.left_out)
     log = client[dbs["audit"]][audit.AUDIT_COLLECTION]
@@ -160,15 +161,15 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
 
 
 def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
     folder = Path(written.location)
     bomb = gzip.compress(b'{"options": {}, "pad": "' + b" " * (64 << 20) + b'"}', compresslevel=9)
     assert len(bomb) < 100_000
     (folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz").write_bytes(bomb)
     tracemalloc.start()
     try:
-        with pytest.raises(backup.BackupError, match="inflates to more than"):
-            backup.verify(backup.open_backup(str(folder)))
+        with pytest.raises(backup_files.BackupError, match="inflates to more than"):
+            reading.verify(reading.open_backup(str(folder)))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -176,14 +177,14 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, 
 
 
 def test_a_symlinked_file_is_not_followed(small_export_loaded, tmp_path):
-    written = backup.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
     folder = Path(written.location)
     outside = tmp_path / "outside.json.gz"
     target = folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz"
     shutil.move(target, outside)
     target.symlink_to(outside)
-    with pytest.raises(backup.BackupError, match="symbolic link"):
-        backup.verify(backup.open_backup(str(folder)))
+    with pytest.raises(backup_files.BackupError, match="symbolic link"):
+        reading.verify(reading.open_backup(str(folder)))
 
 
 def test_a_new_host_is_told_which_keys_to_bring_before_anything_is_written(small_export_loaded, tmp_path, monkeypatch, capsys):

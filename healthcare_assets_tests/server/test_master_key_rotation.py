@@ -10,7 +10,9 @@ import sys
 import bson
 import pytest
 
-from healthcare_assets.domain import backup, encryption, master_keys
+from healthcare_assets.domain import encryption, master_keys
+from healthcare_assets.domain.backup import keys, reading, restore, writing
+from healthcare_assets.domain.backup.catalog import Catalog
 from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets_tests.fixtures.environment import REPO
@@ -43,7 +45,7 @@ def my_keys(mongo) -> list[dict]:
 
 
 def backed_up_keys(location: str) -> list[dict]:
-    opened = backup.open_backup(location)
+    opened = reading.open_backup(location)
     return [bson.decode(raw) for raw in opened.documents(encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)]
 
 
@@ -56,7 +58,7 @@ def loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, key: str):
     other keys stay under the session's key, so a rotation here re-wraps this test's only)."""
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, key)
     assert materialize(small_csv, mongo).success
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "backups"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "backups"))
     before = names(mongo.hospitalizations())
     assert len(before) == 50 and all(isinstance(n, str) for n in before.values())
     return written.location, before
@@ -76,7 +78,7 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     client = mongo.client()
     assert encryption.rotate_master_key(client, [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
-    backup.restore(backup.open_backup(location), client, mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location), client, mongo.database, mongo.collection, drop=True)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(old)}
     assert names(mongo.hospitalizations()) == before
     stored = secrets_file.read(data_dir)
@@ -93,12 +95,12 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(newest)}
     assert names(mongo.hospitalizations()) == before
     # The backup still needs the oldest key; nothing needs the middle one any more.
-    store, catalog = LocalStore(tmp_path / "backups"), backup.Catalog(mongo.database, mongo.collection)
-    assert backup.forget_unneeded_master_keys(client, store, catalog)[0] == []  # not yet read back: kept
-    backup.mark_verified(backup.open_backup(location), {})
-    assert backup.forget_unneeded_master_keys(client, store, catalog) == ([master_keys.local_provider(new)], None)
+    store, catalog = LocalStore(tmp_path / "backups"), Catalog(mongo.database, mongo.collection)
+    assert keys.forget_unneeded_master_keys(client, store, catalog)[0] == []  # not yet read back: kept
+    reading.mark_verified(reading.open_backup(location), {})
+    assert keys.forget_unneeded_master_keys(client, store, catalog) == ([master_keys.local_provider(new)], None)
     assert secrets_file.read(data_dir)[RETIRED] == b64(old)
-    backup.restore(backup.open_backup(location), client, mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location), client, mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
 
 
@@ -115,7 +117,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     monkeypatch.setenv(RETIRED, old)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(base64.b64decode(new))}
 
-    backup.restore(backup.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
     said = result.stdout + result.stderr  # the command says what to move where, never a key
     assert RETIRED in said and old not in said and new not in said
@@ -128,8 +130,8 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     digest = master_keys.local_provider(base64.b64decode(old)).partition(":")[2]
     assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
     stays = mongo.hospitalizations().count_documents({})
-    with pytest.raises(backup.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
-        backup.restore(backup.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
+    with pytest.raises(restore.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
+        restore.restore(reading.open_backup(location), mongo.client(), mongo.database, mongo.collection, drop=True)
     assert mongo.hospitalizations().count_documents({}) == stays > 0
     # In production nothing is removed: forget_retired_keys says what the operator may remove.
     monkeypatch.setenv(RETIRED, f"{old},{new}")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from healthcare_assets.domain import backup, encryption, local_server
+from healthcare_assets.domain import encryption, local_server
+from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.backup.files import RAW
 from healthcare_assets.domain.backup.plain_dump import open_plain_dump
 from healthcare_assets.domain.deployment_databases import databases
@@ -62,8 +63,8 @@ def digests(collection, match: dict | None = None) -> dict:
 
 def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain_beside_other_keys, mongo_tools, tmp_path):
     source = tiny_chain_beside_other_keys.client()
-    written = backup.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), LocalStore(tmp_path / "b"))
-    vault_filter = backup.key_vault_filter(tiny_chain_beside_other_keys.database)
+    written = writing.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), LocalStore(tmp_path / "b"))
+    vault_filter = writing.key_vault_filter(tiny_chain_beside_other_keys.database)
     keys = source[VAULT[0]][VAULT[1]].count_documents(vault_filter)
     assert written.collections[".".join(VAULT)] == keys and 0 < keys < source[VAULT[0]][VAULT[1]].count_documents({})
     second = tmp_path / "second"
@@ -72,8 +73,8 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain
         uri = local_server.client_uri(second)
         done = mongo_tools.run("mongorestore", uri, "--gzip", f"--dir={written.location}")
         target = connect(uri)
-        report = backup.compare(source, target, backup.open_backup(written.location), tiny_chain_beside_other_keys.collection, {})
-        assert not backup.differences(report), backup.differences(report)
+        report = restore.compare(source, target, reading.open_backup(written.location), tiny_chain_beside_other_keys.collection, {})
+        assert not restore.differences(report), restore.differences(report)
         assert {name: tally["identical"] for name, tally in report.items()} == written.collections
         assert sum(written.collections.values()) > 300
         for db in databases(tiny_chain_beside_other_keys.database).values():
@@ -109,7 +110,7 @@ def test_a_plain_mongodump_folder_reads_as_a_backup(tiny_chain_beside_other_keys
                      {"type": "collection", "documents": source[db][info["name"]].count_documents({})}
                      for info in source[db].list_collections()} for db in held - {VAULT[0]}}
     vault = source[VAULT[0]][VAULT[1]]
-    keys = vault.count_documents(backup.key_vault_filter(tiny_chain_beside_other_keys.database))
+    keys = vault.count_documents(writing.key_vault_filter(tiny_chain_beside_other_keys.database))
     assert 0 < keys < vault.count_documents({})
     expected[VAULT[0]] = {VAULT[1]: {"type": "collection", "documents": keys}}
     assert dump.manifest["databases"] == expected

@@ -14,7 +14,8 @@ import bson
 import dagster as dg
 import pytest
 
-from healthcare_assets.domain import access, backup, encryption, migration
+from healthcare_assets.domain import access, encryption, migration
+from healthcare_assets.domain.backup import writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets.plumbing.backup_store import LocalStore
@@ -68,7 +69,7 @@ def doctor_app(mongo, small_csv):
 def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small_csv, doctor_app, tmp_path):
     collection = mongo.hospitalizations()
     copy, hospital = doctor_app
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
     folder, dbs = Path(written.location), databases(mongo.database)
     readers = ((dbs["main"], encryption.cipher(collection)),
                (dbs["doctor_app"], encryption.doctor_app_cipher(copy, hospital)))
@@ -98,7 +99,7 @@ def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small
 @pytest.fixture
 def loaded_backup(mongo, small_csv, tmp_path):
     assert materialize(small_csv, mongo).success
-    written = backup.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
     return backed_up(Path(written.location), mongo.database), encryption.cipher(mongo.hospitalizations())
 
 

@@ -15,8 +15,7 @@ import bson
 import pytest
 from bson import json_util
 
-from healthcare_assets.domain.backup import BackupError
-from healthcare_assets.domain.backup.files import METADATA_MAX_BYTES
+from healthcare_assets.domain.backup.files import METADATA_MAX_BYTES, BackupError
 from healthcare_assets.domain.backup.plain_dump import open_plain_dump
 
 STAYS = [{"_id": f"stay-{i}", "patient_id": f"p{i % 2}", "age": 30 + i} for i in range(3)]

@@ -13,21 +13,11 @@ from typing import BinaryIO
 
 from bson import json_util
 
-from healthcare_assets.domain.backup.files import (
-    EXTENDED_JSON,
-    FORMAT,
-    METADATA_MAX_BYTES,
-    SAFE_NAME,
-    BackupError,
-    Digest,
-    bson_documents,
-    bson_file,
-    manifest_collections,
-    metadata_file,
-)
+from healthcare_assets.domain.backup import files
+from healthcare_assets.domain.backup.files import BackupError, Digest
 from healthcare_assets.plumbing.backup_store import LocalStore
 
-BSON_SUFFIX, METADATA_SUFFIX = bson_file(""), metadata_file("")
+BSON_SUFFIX, METADATA_SUFFIX = files.bson_file(""), files.metadata_file("")
 # What mongodump may write beside the database folders: never read here
 TOP_LEVEL = {"prelude.json", "oplog.bson", "oplog.bson.gz"}
 UNVERIFIED = [
@@ -82,16 +72,16 @@ def _read(path: Path, consume: Callable[[BinaryIO, str], Iterator], expected: di
 
 
 def _metadata_payload(stream: BinaryIO, location: str) -> Iterator[bytes]:
-    payload = stream.read(METADATA_MAX_BYTES + 1)
-    if len(payload) > METADATA_MAX_BYTES:
-        raise BackupError(f"{location}: inflates to more than {METADATA_MAX_BYTES:,} bytes; not a mongodump "
+    payload = stream.read(files.METADATA_MAX_BYTES + 1)
+    if len(payload) > files.METADATA_MAX_BYTES:
+        raise BackupError(f"{location}: inflates to more than {files.METADATA_MAX_BYTES:,} bytes; not a mongodump "
                           "metadata file")
     yield payload
 
 
 def _parse_metadata(payload: bytes, location: str) -> dict:
     try:
-        meta = json_util.loads(payload, json_options=EXTENDED_JSON)
+        meta = json_util.loads(payload, json_options=files.EXTENDED_JSON)
     except ValueError as exc:
         raise BackupError(f"{location}: not Extended JSON ({exc})") from None
     if not isinstance(meta, dict):
@@ -104,7 +94,7 @@ def _split(path: Path) -> tuple[str, str]:
     for suffix, kind in ((METADATA_SUFFIX, "metadata"), (BSON_SUFFIX, "bson")):
         if name.endswith(suffix):
             collection = name[:-len(suffix)]
-            if SAFE_NAME.fullmatch(collection):
+            if files.SAFE_NAME.fullmatch(collection):
                 return collection, kind
             raise BackupError(f"{path}: collection name {collection!r} is not letters, digits and underscores")
     raise BackupError(f"{path}: not a file `mongodump --gzip` writes (<collection>{BSON_SUFFIX} or "
@@ -117,7 +107,7 @@ class PlainDump:
     def __init__(self, root: Path):
         self.root = root
         self.store, self.name = LocalStore(root.parent), root.name
-        self.manifest = {"format": FORMAT, "name": self.name, "databases": {}, "files": {}}
+        self.manifest = {"format": files.FORMAT, "name": self.name, "databases": {}, "files": {}}
         self._read_folder()
 
     @property
@@ -136,7 +126,7 @@ class PlainDump:
             if not entry.is_dir():
                 raise BackupError(f"{entry}: not a database folder, nor a file mongodump writes beside them "
                                   f"({', '.join(sorted(TOP_LEVEL))})")
-            if not SAFE_NAME.fullmatch(entry.name):
+            if not files.SAFE_NAME.fullmatch(entry.name):
                 raise BackupError(f"{entry}: database name {entry.name!r} is not letters, digits and underscores")
             found[entry.name] = {}
             for path in sorted(entry.iterdir()):
@@ -153,7 +143,7 @@ class PlainDump:
     def _describe(self, db: str, collections: dict[str, set[str]]) -> dict:
         entries = {}
         for coll, kinds in collections.items():
-            meta_path = f"{db}/{metadata_file(coll)}"
+            meta_path = f"{db}/{files.metadata_file(coll)}"
             if "metadata" not in kinds:
                 raise BackupError(f"{self._path(meta_path)}: missing")
             summary = self.manifest["files"][meta_path] = {}
@@ -163,7 +153,7 @@ class PlainDump:
             if meta.get("collectionName") != coll or kind not in ("collection", "view"):
                 raise BackupError(f"{self._path(meta_path)}: describes {meta.get('collectionName')!r} ({kind}), "
                                   f"expected the collection or view {coll!r}")
-            bson_path = f"{db}/{bson_file(coll)}"
+            bson_path = f"{db}/{files.bson_file(coll)}"
             if kind == "view":
                 if "bson" in kinds:
                     raise BackupError(f"{self._path(bson_path)}: documents of a view (dumped with "
@@ -173,26 +163,26 @@ class PlainDump:
             if "bson" not in kinds:
                 raise BackupError(f"{self._path(bson_path)}: missing")
             summary = self.manifest["files"][bson_path] = {}
-            entries[coll] = {"type": "collection",
-                             "documents": sum(1 for _ in _read(self._path(bson_path), bson_documents, None, summary))}
+            documents = _read(self._path(bson_path), files.bson_documents, None, summary)
+            entries[coll] = {"type": "collection", "documents": sum(1 for _ in documents)}
         # collections before views, as a backup lists them: a view's source is restored first
         return dict(sorted(entries.items(), key=lambda item: (item[1]["type"] == "view", item[0])))
 
     def collections(self) -> Iterator[tuple[str, str, dict]]:
-        return manifest_collections(self.manifest)
+        return files.manifest_collections(self.manifest)
 
     def metadata(self, db: str, coll: str) -> dict:
-        relpath = f"{db}/{metadata_file(coll)}"
+        relpath = f"{db}/{files.metadata_file(coll)}"
         if relpath not in self.manifest["files"]:
             raise BackupError(f"{self._path(relpath)}: not in the dump")
         (payload,) = _read(self._path(relpath), _metadata_payload, self.manifest["files"][relpath])
         return _parse_metadata(payload, str(self._path(relpath)))
 
     def documents(self, db: str, coll: str) -> Iterator[bytes]:
-        relpath = f"{db}/{bson_file(coll)}"
+        relpath = f"{db}/{files.bson_file(coll)}"
         if relpath not in self.manifest["files"]:
             raise BackupError(f"{self._path(relpath)}: not in the dump")
-        return _read(self._path(relpath), bson_documents, self.manifest["files"][relpath])
+        return _read(self._path(relpath), files.bson_documents, self.manifest["files"][relpath])
 
     def verify(self) -> dict:
         """Read every file again against the folder as opened; what a plain dump cannot show: "unverified"."""
@@ -200,13 +190,13 @@ class PlainDump:
         for db, coll, entry in self.collections():
             meta = self.metadata(db, coll)
             if meta.get("collectionName") != coll or meta.get("type", "collection") != entry["type"]:
-                raise BackupError(f"{self._path(f'{db}/{metadata_file(coll)}')}: describes "
+                raise BackupError(f"{self._path(f'{db}/{files.metadata_file(coll)}')}: describes "
                                   f"{meta.get('collectionName')!r}, expected {coll!r} ({entry['type']})")
             if entry["type"] == "view":
                 continue
             found = sum(1 for _ in self.documents(db, coll))
             if found != entry["documents"]:
-                raise BackupError(f"{self._path(f'{db}/{bson_file(coll)}')}: {found:,} documents, "
+                raise BackupError(f"{self._path(f'{db}/{files.bson_file(coll)}')}: {found:,} documents, "
                                   f"{entry['documents']:,} when the folder was opened")
             documents += found
         unverified = list(UNVERIFIED)

@@ -12,25 +12,8 @@ from typing import BinaryIO
 
 from bson import json_util
 
-from healthcare_assets.domain.backup.files import (
-    EXTENDED_JSON,
-    FORMAT,
-    MANIFEST,
-    METADATA_MAX_BYTES,
-    READ_CHUNK,
-    SAFE_NAME,
-    VERIFIED,
-    BackupError,
-    Digest,
-    Store,
-    backups,
-    bson_documents,
-    bson_file,
-    dated_in_future,
-    manifest_collections,
-    metadata_file,
-    write_file,
-)
+from healthcare_assets.domain.backup import files
+from healthcare_assets.domain.backup.files import BackupError, Digest, Store
 from healthcare_assets.domain.backup.signing import check_signature, digest, sign
 from healthcare_assets.plumbing.backup_store import open_store
 
@@ -42,11 +25,11 @@ def _read_json(store: Store, name: str, relpath: str) -> dict:
             raise BackupError(f"{location}: missing (an unfinished backup, or not a backup of this project: a "
                               "plain `mongodump --gzip` folder is restored with --mongodump)")
         with store.reader(name, relpath) as stream:
-            payload = stream.read(METADATA_MAX_BYTES + 1)
+            payload = stream.read(files.METADATA_MAX_BYTES + 1)
     except OSError as exc:
         raise BackupError(f"{location}: cannot be read ({exc})") from None
-    if len(payload) > METADATA_MAX_BYTES:
-        raise BackupError(f"{location}: larger than {METADATA_MAX_BYTES:,} bytes, not a file this project writes")
+    if len(payload) > files.METADATA_MAX_BYTES:
+        raise BackupError(f"{location}: larger than {files.METADATA_MAX_BYTES:,} bytes, not a file this project writes")
     try:
         document = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -59,16 +42,16 @@ def _read_json(store: Store, name: str, relpath: str) -> dict:
 def check_names(databases: dict, location: str) -> None:
     for db, collections in databases.items():
         for part in (db, *collections):
-            if not SAFE_NAME.fullmatch(part):
+            if not files.SAFE_NAME.fullmatch(part):
                 raise BackupError(f"{location}: names {part!r}; a database or collection name here is letters, "
                                   "digits and underscores only")
 
 
 def read_manifest(store: Store, name: str) -> dict:
-    location = store.location(name, MANIFEST)
-    manifest = _read_json(store, name, MANIFEST)
-    if manifest.get("format") != FORMAT:
-        raise BackupError(f"{location}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    location = store.location(name, files.MANIFEST)
+    manifest = _read_json(store, name, files.MANIFEST)
+    if manifest.get("format") != files.FORMAT:
+        raise BackupError(f"{location}: format {manifest.get('format')!r}, expected {files.FORMAT!r}")
     check_signature(manifest, location)
     if manifest.get("name") != name:
         raise BackupError(f"{location}: signed for the backup {manifest.get('name')!r}, found in the folder {name!r} "
@@ -108,7 +91,7 @@ class CheckedFile:
 
     def _open(self):
         if self.expected is None:
-            raise BackupError(f"{self.location}: not listed in {MANIFEST}")
+            raise BackupError(f"{self.location}: not listed in {files.MANIFEST}")
         try:
             if not self.store.exists(self.name, self.relpath):
                 raise BackupError(f"{self.location}: missing")
@@ -142,13 +125,13 @@ class CheckedFile:
             self._compare(digest)
 
     def documents(self) -> Iterator[bytes]:
-        return self._decompressed(lambda stream: bson_documents(stream, self.location), 1 << 62)
+        return self._decompressed(lambda stream: files.bson_documents(stream, self.location), 1 << 62)
 
     def json(self) -> dict:
-        payload = b"".join(self._decompressed(lambda stream: iter(lambda: stream.read(READ_CHUNK), b""),
-                                              METADATA_MAX_BYTES))
+        payload = b"".join(self._decompressed(lambda stream: iter(lambda: stream.read(files.READ_CHUNK), b""),
+                                              files.METADATA_MAX_BYTES))
         try:
-            return json_util.loads(payload, json_options=EXTENDED_JSON)
+            return json_util.loads(payload, json_options=files.EXTENDED_JSON)
         except ValueError as exc:
             raise BackupError(f"{self.location}: not Extended JSON ({exc})") from None
 
@@ -171,13 +154,13 @@ class Opened:
         return CheckedFile(self.store, self.name, path, self.manifest["files"].get(path))
 
     def collections(self) -> Iterator[tuple[str, str, dict]]:
-        return manifest_collections(self.manifest)
+        return files.manifest_collections(self.manifest)
 
     def metadata(self, db: str, coll: str) -> dict:
-        return self.file(db, metadata_file(coll)).json()
+        return self.file(db, files.metadata_file(coll)).json()
 
     def documents(self, db: str, coll: str) -> Iterator[bytes]:
-        return self.file(db, bson_file(coll)).documents()
+        return self.file(db, files.bson_file(coll)).documents()
 
     def verify(self) -> dict:
         if self.report is None:
@@ -200,9 +183,9 @@ def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lam
         store = open_store(parent)
         return Opened(store, name, read_manifest(store, name))
     store, skipped = open_store(uri), {}
-    for name in reversed(backups(store)):
+    for name in reversed(files.backups(store)):
         try:
-            if dated_in_future(name):
+            if files.dated_in_future(name):
                 raise BackupError(f"{store.location(name)}: dated in the future")
             opened = Opened(store, name, read_manifest(store, name), skipped=skipped)
             opened.verify()
@@ -218,12 +201,12 @@ def verify(backup: Opened) -> dict:
     for db, coll, entry in backup.collections():
         meta = backup.metadata(db, coll)
         if meta.get("collectionName") != coll or meta.get("type") != entry["type"]:
-            raise BackupError(f"{backup.file(db, metadata_file(coll)).location}: describes "
+            raise BackupError(f"{backup.file(db, files.metadata_file(coll)).location}: describes "
                               f"{meta.get('collectionName')!r} ({meta.get('type')}), expected {coll!r}")
         if entry["type"] == "view":
             continue
         found = sum(1 for _ in backup.documents(db, coll))
-        location = backup.file(db, bson_file(coll)).location
+        location = backup.file(db, files.bson_file(coll)).location
         if found != entry["documents"]:
             raise BackupError(f"{location}: {found:,} documents, the manifest says {entry['documents']:,}")
         if found != entry["source_documents"]:
@@ -235,19 +218,19 @@ def verify(backup: Opened) -> dict:
 
 
 def mark_verified(backup: Opened, report: dict) -> None:
-    if not backup.store.exists(backup.name, VERIFIED):
+    if not backup.store.exists(backup.name, files.VERIFIED):
         marker = sign({"name": backup.name, "manifest": digest(backup.manifest), "report": report})
-        write_file(backup.store, backup.name, VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
+        files.write_file(backup.store, backup.name, files.VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
 
 
 def good_manifest(store: Store, name: str) -> dict:
-    if dated_in_future(name):
+    if files.dated_in_future(name):
         raise BackupError(f"{store.location(name)}: dated in the future")
     manifest = read_manifest(store, name)
-    marker = _read_json(store, name, VERIFIED)
-    check_signature(marker, store.location(name, VERIFIED))
+    marker = _read_json(store, name, files.VERIFIED)
+    check_signature(marker, store.location(name, files.VERIFIED))
     if marker.get("name") != name or marker.get("manifest") != digest(manifest):
-        raise BackupError(f"{store.location(name, VERIFIED)}: vouches for another backup")
+        raise BackupError(f"{store.location(name, files.VERIFIED)}: vouches for another backup")
     return manifest
 
 
@@ -261,7 +244,7 @@ def good(store: Store, name: str) -> bool:
 
 def prune(store: Store, verified: str, keep_count: int) -> list[str]:
     """Nothing newer (it may be being written) nor not good: whoever can write the store only adds clutter."""
-    older = [n for n in backups(store) if n < verified and good(store, n)]
+    older = [n for n in files.backups(store) if n < verified and good(store, n)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]
     for name in deleted:
         store.delete(name)

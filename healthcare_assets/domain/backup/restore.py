@@ -50,8 +50,7 @@ def restore(backup: Opened, client: MongoClient, database: str, collection: str,
     catalog = Catalog(database, collection)
     catalog.check_scope(backup.manifest["databases"], backup.location)
     backup.verify()
-    problems = judge_keys(backup, catalog)
-    if problems:
+    if problems := judge_keys(backup, catalog):
         raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
     erasures = Erasures.of(backup, client, targets, database, collection)

@@ -13,18 +13,8 @@ from importlib import metadata
 from bson import json_util
 from pymongo import MongoClient
 
-from healthcare_assets.domain.backup.files import (
-    EXTENDED_JSON,
-    FORMAT,
-    MANIFEST,
-    Store,
-    bson_file,
-    metadata_file,
-    new_name,
-    raw_documents,
-    read_ranges,
-    write_file,
-)
+from healthcare_assets.domain.backup import files
+from healthcare_assets.domain.backup.files import Store, write_file
 from healthcare_assets.domain.backup.signing import sign, writing_key
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
@@ -73,30 +63,32 @@ def data_keys(client: MongoClient, main_database: str) -> list[dict]:
             for doc in client[db][KEY_VAULT_COLLECTION].find(match, {"keyAltNames": 1, "masterKey": 1}).sort("_id")]
 
 
-def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict, files: dict,
+def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info: dict, summaries: dict,
                      log: Callable[[str], None], match: dict | None = None) -> dict:
     """One collection's metadata and documents; `match`: a shared collection's (small: one query)."""
     coll_name, kind = info["name"], info.get("type", "collection")
     meta = {"options": info.get("options", {}), "collectionName": coll_name, "type": kind,
             "indexes": [] if kind == "view" else [dict(ix) for ix in client[db][coll_name].list_indexes()]}
-    files[f"{db}/{metadata_file(coll_name)}"] = write_file(
-        store, name, f"{db}/{metadata_file(coll_name)}", iter([json_util.dumps(meta, json_options=EXTENDED_JSON).encode()]))
+    meta_path = f"{db}/{files.metadata_file(coll_name)}"
+    summaries[meta_path] = write_file(store, name, meta_path,
+                                      iter([json_util.dumps(meta, json_options=files.EXTENDED_JSON).encode()]))
     if kind == "view":
         return {"type": "view"}
     collection = client[db][coll_name]
     if match is None:
         source_documents = collection.estimated_document_count()  # an exact count once no write runs
-        matches = read_ranges(collection, source_documents)
+        matches = files.read_ranges(collection, source_documents)
     else:
         source_documents, matches = collection.count_documents(match), [match]
     counted = [0]
 
     def chunks() -> Iterator[bytes]:
-        for doc in raw_documents(collection, matches):
+        for doc in files.raw_documents(collection, matches):
             counted[0] += 1
             yield doc.raw
 
-    files[f"{db}/{bson_file(coll_name)}"] = write_file(store, name, f"{db}/{bson_file(coll_name)}", chunks())
+    bson_path = f"{db}/{files.bson_file(coll_name)}"
+    summaries[bson_path] = write_file(store, name, bson_path, chunks())
     log(f"{db}.{coll_name}: {counted[0]:,} documents")
     entry = {"type": "collection", "documents": counted[0], "source_documents": source_documents}
     return entry if match is None else {**entry, "filter": match}
@@ -106,21 +98,21 @@ def write_backup(client: MongoClient, main_database: str, server: str, store: St
                  log: Callable[[str], None] = lambda _: None) -> Written:
     started = time.perf_counter()
     key = writing_key()  # before anything is written: a production deployment without it stops here
-    name = new_name()
-    files: dict[str, dict] = {}
+    name = files.new_name()
+    summaries: dict[str, dict] = {}  # the manifest's files
     contents: dict[str, dict] = {}
     for db in databases(main_database).values():
-        contents[db] = {info["name"]: _dump_collection(store, name, client, db, info, files, log)
+        contents[db] = {info["name"]: _dump_collection(store, name, client, db, info, summaries, log)
                         for info in _collection_infos(client, db)}
     for info in _collection_infos(client, KEY_VAULT_DB):
         if info["name"] == KEY_VAULT_COLLECTION:
             contents[KEY_VAULT_DB] = {KEY_VAULT_COLLECTION: _dump_collection(
-                store, name, client, KEY_VAULT_DB, info, files, log, key_vault_filter(main_database))}
-    manifest = {"format": FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                store, name, client, KEY_VAULT_DB, info, summaries, log, key_vault_filter(main_database))}
+    manifest = {"format": files.FORMAT, "name": name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
                 "source_server": server, "project_version": project_version(), "consistency": CONSISTENCY,
-                "databases": contents, "files": files, "keys": data_keys(client, main_database)}
+                "databases": contents, "files": summaries, "keys": data_keys(client, main_database)}
     manifest = sign(manifest, key)
-    write_file(store, name, MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
+    write_file(store, name, files.MANIFEST, iter([json.dumps(manifest, indent=2).encode()]), compress=False)
     counts = {f"{db}.{c}": v["documents"] for db, cs in contents.items() for c, v in cs.items() if "documents" in v}
     return Written(name, store.location(name), manifest, time.perf_counter() - started, counts)
 

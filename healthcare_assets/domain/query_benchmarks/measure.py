@@ -87,8 +87,7 @@ def copy_scan_sample(collection: Collection, sample: Collection, documents: int,
     for match in scans.ranges(documents, *STAYS_KEY):
         if copied >= size:
             break
-        docs = list(collection.find(match, limit=size - copied))
-        if docs:
+        if docs := list(collection.find(match, limit=size - copied)):
             sample.insert_many(docs, ordered=False)  # the documents keep their _id
             copied += len(docs)
     if not copied:

@@ -77,8 +77,7 @@ def report_notes(results: list[dict], costs: dict, documents: int, sample_docume
         f"{costs['us_per_fetched_doc']:,.0f} µs per document it fetches (decoded, matched, encoded and sent one "
         f"by one): past ~{costs['crossover_docs'] or 0:,} documents its result size, not the index lookup, "
         f"bounds it.")
-    beaten = [r for r in results if r["pandas"] and r["pandas"]["median_ms"] < r["indexed"]["median_ms"]]
-    if beaten:
+    if beaten := [r for r in results if r["pandas"] and r["pandas"]["median_ms"] < r["indexed"]["median_ms"]]:
         by_result = [r["name"] for r in beaten if r["bound"]["kind"] == "result size"]
         notes.append(
             f"The pandas CSV scan is faster than the indexed query on {len(beaten)} of {len(results)} questions "

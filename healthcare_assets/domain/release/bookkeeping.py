@@ -225,8 +225,7 @@ class AppliedSources:
 
     def any(self, shas: Iterable[str]) -> bool:
         shas = set(shas)
-        unknown = [s for s in shas if s not in self.known]
-        if unknown:
+        if unknown := [s for s in shas if s not in self.known]:
             applied = {d["_id"] for d in self.ledger.find({"_id": {"$in": unknown}, "state": "applied"}, {"_id": 1})}
             self.known.update({s: s in applied for s in unknown})
         return any(self.known[s] for s in shas)

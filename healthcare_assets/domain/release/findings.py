@@ -80,13 +80,14 @@ def increments(plan: Plan) -> list[StayTally]:
     return out
 
 
-def median_wait(waits: dict[str, int]) -> float | None:
-    """Drops a released stay waited (None before any was released by a drop)."""
+def wait_percentile(waits: dict[str, int], q: float) -> float | None:
+    """The least number of drops that at least a share q of the released stays waited no longer than (q=0.5:
+    the median); None before any was released by a drop."""
     ordered = sorted((int(w), n) for w, n in waits.items())
     total, seen = sum(n for _, n in ordered), 0
     for wait, n in ordered:
         seen += n
-        if seen * 2 >= total:
+        if seen >= q * total:
             return float(wait)
     return None
 
@@ -141,7 +142,7 @@ def release_report(release: Release, before: list[dict], released: list[tuple[di
         **{f"{name}_share": round(state[name] / counted, 4) if counted else 0.0 for name in parts},
         **{name: state[name] for name in ("waiting_for_patients", "waiting_for_diversity", "groups_released",
                                           "groups_held_back")},
-        drops_published=drops, median_drops_waited=median_wait(state.get("waits", {})),
-        median_drops_waiting=median_wait({str(drops - int(t)): n for t, n in waiting.items()}),
+        drops_published=drops, median_drops_waited=wait_percentile(state.get("waits", {}), 0.5),
+        median_drops_waiting=wait_percentile({str(drops - int(t)): n for t, n in waiting.items()}, 0.5),
         oldest_waiting_since_drop=min(map(int, waiting), default=None), rebuild_refused=state.get("refused"),
         uniqueness_before=before, uniqueness_released=generalization.uniqueness(released))

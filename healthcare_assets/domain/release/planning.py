@@ -12,24 +12,8 @@ from healthcare_assets.domain import privacy
 from healthcare_assets.domain.collection_definitions import file_ranges
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import Scheme
-from healthcare_assets.domain.release.bookkeeping import (
-    GROUPS,
-    ID_BATCH,
-    LEDGER,
-    REBUILD,
-    SCHEME,
-    STAYS,
-    AppliedSources,
-    GroupChange,
-    Plan,
-    add_counts,
-    before,
-    chunks,
-    counts,
-    entry,
-    next_increment,
-    totals_after,
-)
+from healthcare_assets.domain.release import bookkeeping
+from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks
 from healthcare_assets.domain.release.lease import WAIT_S, Lease
 from healthcare_assets.plumbing import scans
 
@@ -73,8 +57,8 @@ class ReleasePlanner:
         self.source, self.key, self.log = source, key, log  # log: progress of whole-collection passes
         self._reported: dict[str, int] = {}
         self.db = source.database
-        self.groups, self.ledger, self.schemes = self.db[GROUPS], self.db[LEDGER], self.db[SCHEME]
-        self.stays = self.db[STAYS]
+        self.groups, self.ledger = self.db[bookkeeping.GROUPS], self.db[bookkeeping.LEDGER]
+        self.schemes, self.stays = self.db[bookkeeping.SCHEME], self.db[bookkeeping.STAYS]
         self.copy = self.db.client[databases(self.db.name)["analytics"]][privacy.COPY_COLLECTION]
 
     def lease(self, owner: str, wait_s: float = WAIT_S) -> Lease:
@@ -93,13 +77,13 @@ class ReleasePlanner:
     def _current(self, keys: list[str]) -> dict[str, dict]:
         return {d["_id"]: d for batch in chunks(keys, ID_BATCH) for d in self.groups.find({"_id": {"$in": batch}})}
 
-    def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> Plan:
-        plan = Plan(op=sha, kind="publish", documents=documents)
+    def plan_file(self, sha: str, documents: int, observe: Observer = lambda *_: None) -> bookkeeping.Plan:
+        plan = bookkeeping.Plan(op=sha, kind="publish", documents=documents)
         if self.ledger.find_one({"_id": sha, "state": "applied"}, {"_id": 1}):
             plan.already_applied = True
             return plan
         state = self.state()
-        scheme, applied, drop = state["scheme"], AppliedSources(self.ledger), state.get("drops", 0) + 1
+        scheme, applied, drop = state["scheme"], bookkeeping.AppliedSources(self.ledger), state.get("drops", 0) + 1
         arrived, groups = defaultdict(list), {}
         for batch in self._file_candidates(sha, documents):
             for candidate in batch:
@@ -108,24 +92,25 @@ class ReleasePlanner:
                 doc = released_fields(candidate, scheme)
                 observe(candidate, doc, scheme)
                 key = privacy.group_key(group := privacy.group_of(doc))
-                arrived[key].append(entry(candidate, drop))
+                arrived[key].append(bookkeeping.entry(candidate, drop))
                 groups[key] = group
         current = self._current(list(arrived))
         for key, new in arrived.items():
             now = current.get(key, {})
-            increment, pending = next_increment(now.get("pending", []), new)
-            plan.groups.append(GroupChange(key, groups[key], before(now), now.get("released", 0) + len(increment),
-                                           now.get("withdrawn", 0),
-                                           add_counts(now.get("sensitive", {}), counts(increment)), pending, increment))
-        plan.totals = totals_after(state, plan.groups, drop)
+            increment, pending = bookkeeping.next_increment(now.get("pending", []), new)
+            sensitive = bookkeeping.add_counts(now.get("sensitive", {}), bookkeeping.counts(increment))
+            plan.groups.append(bookkeeping.GroupChange(key, groups[key], bookkeeping.before(now),
+                                                       now.get("released", 0) + len(increment), now.get("withdrawn", 0),
+                                                       sensitive, pending, increment))
+        plan.totals = bookkeeping.totals_after(state, plan.groups, drop)
         return plan
 
-    def needs_replan(self, plan: Plan) -> bool:
+    def needs_replan(self, plan: bookkeeping.Plan) -> bool:
         return not plan.already_applied and replan_reason(plan.totals, self.state()["attempted_on"]) is not None
 
-    def plan_erasure(self, patient_ids: list[str]) -> Plan:
+    def plan_erasure(self, patient_ids: list[str]) -> bookkeeping.Plan:
         """Stays found in the bookkeeping too: a restore may have left them out of the source already."""
-        plan = Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
+        plan = bookkeeping.Plan(op=f"erase:{uuid.uuid4().hex}", kind="erase", erased_patients=sorted(patient_ids))
         erased = set(plan.erased_patients)
         for batch in chunks(plan.erased_patients, ID_BATCH):
             plan.erased_stays += [d["_id"] for d in self.source.find({"patient_id": {"$in": batch}}, {"_id": 1})]
@@ -147,18 +132,18 @@ class ReleasePlanner:
             now = current[key]
             out = leaving.get(key, [])
             withdrawn_erased = sum(1 for d in records if d["g"] == key and not d.get("live"))
-            plan.groups.append(GroupChange(
-                key, now["group"], before(now), now.get("released", 0) - len(out),
+            plan.groups.append(bookkeeping.GroupChange(
+                key, now["group"], bookkeeping.before(now), now.get("released", 0) - len(out),
                 now.get("withdrawn", 0) + sum(1 for d in out if d["p"] not in erased) - withdrawn_erased,
-                add_counts(now.get("sensitive", {}), counts({"v": d["v"]} for d in out), -1),
+                bookkeeping.add_counts(now.get("sensitive", {}), bookkeeping.counts({"v": d["v"]} for d in out), -1),
                 [e for e in now.get("pending", []) if e["p"] not in erased], leaving=[d["_id"] for d in out]))
-        plan.totals = totals_after(state, plan.groups)
+        plan.totals = bookkeeping.totals_after(state, plan.groups)
         return plan
 
     def needs_rebuild(self) -> bool:
         state = self.state()
         return (state is None or "generation" not in state
-                or bool(self.ledger.find_one({"_id": REBUILD, "state": "rebuilding"}, {"_id": 1})))
+                or bool(self.ledger.find_one({"_id": bookkeeping.REBUILD, "state": "rebuilding"}, {"_id": 1})))
 
     def _progress(self, stage: str, done: int, every: int = 100_000) -> None:
         if done // every > self._reported.get(stage, 0):

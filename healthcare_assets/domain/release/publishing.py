@@ -9,20 +9,8 @@ from pymongo.collection import Collection
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.collection_definitions import COPY_INDEXES, RELEASE_STAY_INDEXES
-from healthcare_assets.domain.release.bookkeeping import (
-    GROUPS,
-    ID_BATCH,
-    REBUILD,
-    STAYS,
-    WRITE_BATCH,
-    GroupChange,
-    Plan,
-    Rebuilt,
-    chunks,
-    counts,
-    entry,
-    totals_after,
-)
+from healthcare_assets.domain.release import bookkeeping
+from healthcare_assets.domain.release.bookkeeping import ID_BATCH, WRITE_BATCH, chunks
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import released_fields
 from healthcare_assets.domain.release.rebuilding import Rebuilding, earlier_key
@@ -45,7 +33,7 @@ class Release(Rebuilding):
             lease.renew()
         return len(documents)
 
-    def apply(self, plan: Plan, lease: Lease, run_id: str | None = None) -> int:
+    def apply(self, plan: bookkeeping.Plan, lease: Lease, run_id: str | None = None) -> int:
         entry_doc = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}
         self.ledger.replace_one({"_id": plan.op}, entry_doc, upsert=True)
         state = self.state()
@@ -60,7 +48,7 @@ class Release(Rebuilding):
             "$unset": {"groups": "", "erased_stays": "", "erased_patients": ""}})
         return changed
 
-    def _publish(self, plan: Plan, state: dict, lease: Lease) -> int:
+    def _publish(self, plan: bookkeeping.Plan, state: dict, lease: Lease) -> int:
         increments = plan.increments()
         if not increments:
             return 0
@@ -77,7 +65,7 @@ class Release(Rebuilding):
             self.stays.bulk_write(batch, ordered=False)
         return self._write_copy(self.copy, documents, lease)
 
-    def _erase(self, plan: Plan, state: dict | None) -> int:
+    def _erase(self, plan: bookkeeping.Plan, state: dict | None) -> int:
         removed = 0
         if state:
             leaving = [s for c in plan.groups for s in c.leaving]
@@ -95,7 +83,7 @@ class Release(Rebuilding):
         return removed
 
     @staticmethod
-    def _set_groups(groups: Collection, changes: list[GroupChange]) -> None:
+    def _set_groups(groups: Collection, changes: list[bookkeeping.GroupChange]) -> None:
         requests = [UpdateOne({"_id": c.key}, {"$set": c.as_group()}, upsert=True) for c in changes]
         if requests:
             groups.bulk_write(requests, ordered=False)
@@ -104,33 +92,33 @@ class Release(Rebuilding):
         # drop and create: the embedded server accepts collMod on a view but keeps the old pipeline
         self.db.drop_collection(privacy.VIEW_NAME)
         self.db.create_collection(privacy.VIEW_NAME, viewOn=self.source.name,
-                                  pipeline=privacy.view_pipeline(scheme, STAYS))
+                                  pipeline=privacy.view_pipeline(scheme, bookkeeping.STAYS))
 
     def finish_interrupted(self, lease: Lease) -> list[str]:
         done = []
         for entry_doc in self.ledger.find({"state": "applying"}):
-            self.apply(Plan.from_ledger(entry_doc), lease, entry_doc.get("run_id"))
+            self.apply(bookkeeping.Plan.from_ledger(entry_doc), lease, entry_doc.get("run_id"))
             done.append(entry_doc["_id"])
         return done
 
-    def erase(self, patient_ids: list[str], owner: str) -> tuple[Plan, int]:
+    def erase(self, patient_ids: list[str], owner: str) -> tuple[bookkeeping.Plan, int]:
         with self.lease(owner) as lease:
             self.finish_interrupted(lease)
             plan = self.plan_erasure(patient_ids)
             return plan, self.apply(plan, lease, owner)
 
-    def refuse_rebuild(self, rebuilt: Rebuilt) -> None:
+    def refuse_rebuild(self, rebuilt: bookkeeping.Rebuilt) -> None:
         self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
                                                                "refused": rebuilt.refused}})
-        self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
+        self.ledger.update_one({"_id": bookkeeping.REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
-    def apply_rebuild(self, rebuilt: Rebuilt, lease: Lease) -> int:
-        staged = {name: self.db[name + STAGED] for name in (GROUPS, STAYS)}
+    def apply_rebuild(self, rebuilt: bookkeeping.Rebuilt, lease: Lease) -> int:
+        staged = {name: self.db[name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
         staged_copy = self.copy.database[self.copy.name + STAGED]
         for collection in (staged_copy, *staged.values()):
             collection.drop()
         staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
-        staged[STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
+        staged[bookkeeping.STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
         state, history = self.state() or {}, self.history()
         scheme, generation, epoch = rebuilt.scheme, rebuilt.generation, rebuilt.epoch
         documents, groups, labels = [], defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [], "v": []}), {}
@@ -152,23 +140,23 @@ class Release(Rebuilding):
                     records.append({**record, "inc": None, "live": False, "seen": seen})
                     figures["withdrawn"] += 1
                 else:
-                    figures["pending"].append(entry(candidate, state.get("drops", 0)))
-            insert_keeping_existing(staged[STAYS], records)
+                    figures["pending"].append(bookkeeping.entry(candidate, state.get("drops", 0)))
+            insert_keeping_existing(staged[bookkeeping.STAYS], records)
             lease.renew()
             self._progress("writing the bookkeeping", sum(g["released"] for g in groups.values()))
         published = self._write_copy(staged_copy, documents, lease)
         del documents
-        changes = [GroupChange(key, labels[key], {}, g["released"], g["withdrawn"], counts(g["v"]), g["pending"])
-                   for key, g in groups.items()]
+        changes = [bookkeeping.GroupChange(key, labels[key], {}, g["released"], g["withdrawn"],
+                                           bookkeeping.counts(g["v"]), g["pending"]) for key, g in groups.items()]
         for batch in chunks(changes, WRITE_BATCH):
-            self._set_groups(staged[GROUPS], batch)
+            self._set_groups(staged[bookkeeping.GROUPS], batch)
         if published:  # the copy first: a crash before the rest is redone whole, with a new epoch
             staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
         else:
             self.copy.drop()
         for name, collection in staged.items():
             collection.rename(name, dropTarget=True)
-        totals = totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
+        totals = bookkeeping.totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
         self.schemes.replace_one({"_id": "current"}, {
             "scheme": scheme, "generation": generation, "epoch": epoch, "history": [*history, scheme],
             "chosen_on": totals["counted"], "attempted_on": totals["counted"], **totals,
@@ -178,6 +166,7 @@ class Release(Rebuilding):
             self.ledger.update_one({"_id": sha}, {"$set": {"kind": "publish", "state": "applied",
                                                             "applied_at": utc_now(), "rebuilt": True}}, upsert=True)
         self.refresh_view(scheme)
-        self.ledger.update_one({"_id": REBUILD}, {"$set": {"state": "done", "applied_at": utc_now(), "published": published}})
+        self.ledger.update_one({"_id": bookkeeping.REBUILD},
+                               {"$set": {"state": "done", "applied_at": utc_now(), "published": published}})
         return published
 

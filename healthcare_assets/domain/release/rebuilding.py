@@ -8,20 +8,9 @@ from collections.abc import Iterator
 
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.collection_definitions import stays_ranges
-from healthcare_assets.domain.release.bookkeeping import (
-    ID_BATCH,
-    REBUILD,
-    Rebuilt,
-    StayTally,
-    chunks,
-)
+from healthcare_assets.domain.release import bookkeeping, planning
+from healthcare_assets.domain.release.bookkeeping import Rebuilt, StayTally
 from healthcare_assets.domain.release.lease import Lease, utc_now
-from healthcare_assets.domain.release.planning import (
-    Observer,
-    ReleasePlanner,
-    projection,
-    released_fields,
-)
 from healthcare_assets.plumbing import scans
 
 
@@ -29,7 +18,7 @@ def earlier_key(candidate: dict, seen: list[int], history: list[privacy.Scheme])
     return "||".join(f"{g}:{privacy.group_key(privacy.generalize(candidate['_values'], history[g]))}" for g in seen)
 
 
-class Rebuilding(ReleasePlanner):
+class Rebuilding(planning.ReleasePlanner):
     def history(self) -> list[privacy.Scheme]:
         state = self.state() or {}
         return state.get("history", []) if "generation" in state else []
@@ -37,20 +26,20 @@ class Rebuilding(ReleasePlanner):
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
         """Every stay but of files loading, with the generations whose copies held it, and if the live one does."""
-        for batch in scans.batches(self.source, projection(), stays_ranges(self.source)):
+        for batch in scans.batches(self.source, planning.projection(), stays_ranges(self.source)):
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
             known = {}
             if generations:
-                for ids in chunks([c["_id"] for c in batch], ID_BATCH):
+                for ids in bookkeeping.chunks([c["_id"] for c in batch], bookkeeping.ID_BATCH):
                     known.update({d["_id"]: d for d in self.stays.find({"_id": {"$in": ids}}, {"seen": 1, "live": 1})})
             yield [(c, [g for g in known.get(c["_id"], {}).get("seen", []) if g < generations],
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
-    def plan_rebuild(self, lease: Lease, observe: Observer = lambda *_: None) -> Rebuilt:
+    def plan_rebuild(self, lease: Lease, observe: planning.Observer = lambda *_: None) -> Rebuilt:
         """Nothing is written but the ledger's note that a rebuild is under way."""
-        self.ledger.replace_one({"_id": REBUILD}, {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()},
-                                upsert=True)
+        self.ledger.replace_one({"_id": bookkeeping.REBUILD},
+                                {"kind": "rebuild", "state": "rebuilding", "started_at": utc_now()}, upsert=True)
         history = self.history()
         loading = {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})}
         encoder = generalization.Encoder()
@@ -69,7 +58,7 @@ class Rebuilding(ReleasePlanner):
         cells, live = defaultdict(StayTally), set()  # (earlier groups, new group) -> stays released before
         for batch in self.settled(loading, len(history)):
             for candidate, seen, is_live in batch:
-                doc = released_fields(candidate, rebuilt.scheme)
+                doc = planning.released_fields(candidate, rebuilt.scheme)
                 observe(candidate, doc, rebuilt.scheme)
                 key = privacy.group_key(privacy.group_of(doc))
                 values = {f: candidate[f] for f in privacy.SENSITIVE}

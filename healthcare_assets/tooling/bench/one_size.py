@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
-from healthcare_assets.domain import backup, encryption
+from healthcare_assets.domain import encryption
+from healthcare_assets.domain.backup import reading, writing
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling.bench import steps
@@ -116,8 +117,8 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
 
 def measure_backup(database: str, to: Path) -> dict:
     mongo = mongo_resource_from_env(database=database)
-    written = backup.write_backup(mongo.client(), database, mongo.server_label(), LocalStore(to))
+    written = writing.write_backup(mongo.client(), database, mongo.server_label(), LocalStore(to))
     started = time.perf_counter()
-    backup.verify(backup.open_backup(written.location))
+    reading.verify(reading.open_backup(written.location))
     return {"documents": sum(written.collections.values()), "bytes": written.bytes, "backup_s": round(written.seconds, 2),
             "verify_s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}

@@ -56,8 +56,7 @@ def owners(definitions: list, selection: dg.AssetSelection, graph) -> dict[str, 
     assets, checks = selection.resolve(graph), selection.resolve_checks(graph)
     found = {}
     for d in definitions:
-        keys = [k for k in d.keys if k in assets] or [k.asset_key for k in d.check_keys if k in checks]
-        if keys:
+        if keys := [k for k in d.keys if k in assets] or [k.asset_key for k in d.check_keys if k in checks]:
             found[d.node_def.name] = keys[0].to_user_string()
     return found
 

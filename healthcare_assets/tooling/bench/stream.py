@@ -13,7 +13,7 @@ from healthcare_assets.domain.cleaning import ChunkCleaner
 from healthcare_assets.domain.hierarchies import Hidden
 from healthcare_assets.domain.release import bookkeeping, planning
 from healthcare_assets.domain.release.bookkeeping import GroupChange, entry
-from healthcare_assets.domain.release.findings import median_wait
+from healthcare_assets.domain.release.findings import wait_percentile
 from healthcare_assets.domain.sources import RawCsvReader
 from healthcare_assets.plumbing import staging
 from healthcare_assets.tooling.bench.exports import generated
@@ -173,17 +173,6 @@ def snapshot(totals: dict) -> dict:
                                       "waiting_for_diversity")}}
 
 
-def wait_percentile(waits: dict[str, int], q: float) -> float | None:
-    """The least wait that at least a share q of the released stays waited no longer than."""
-    ordered, seen = sorted((int(w), n) for w, n in waits.items()), 0
-    total = sum(n for _, n in ordered)
-    for wait, n in ordered:
-        seen += n
-        if seen >= q * total:
-            return float(wait)
-    return None
-
-
 def figures_of(stream: Stream, size: int, drops: int, drop_rows: int) -> dict:
     scheme, waits, last = stream.evaluation.scheme, stream.totals["waits"], stream.totals["drops"]
     # drops waited so far by the stays still pending or held back (the released stays' waits leave them out)
@@ -197,9 +186,10 @@ def figures_of(stream: Stream, size: int, drops: int, drop_rows: int) -> dict:
             "after_drops": snapshot(stream.totals), "drop_stays": stream.drop_stays,
             "drop_stays_released": stream.drop_released,
             "drop_released_share": round(stream.drop_released / stream.drop_stays, 4) if stream.drop_stays else 0.0,
-            "held_back_released_by_drops": stream.held_back_released, "median_drops_waited": median_wait(waits),
-            "p90_drops_waited": wait_percentile(waits, 0.9), "waits": dict(sorted(waits.items(), key=lambda w: int(w[0]))),
-            "median_drops_unreleased": median_wait(unreleased), "unreleased_waits": unreleased,
+            "held_back_released_by_drops": stream.held_back_released,
+            "median_drops_waited": wait_percentile(waits, 0.5), "p90_drops_waited": wait_percentile(waits, 0.9),
+            "waits": dict(sorted(waits.items(), key=lambda w: int(w[0]))),
+            "median_drops_unreleased": wait_percentile(unreleased, 0.5), "unreleased_waits": unreleased,
             "analyses": {analysis: shown.issuperset(needed) for analysis, needed in ANALYSES.items()},
             "replan_at_drop": stream.replan[0] if stream.replan else None,
             "replan_reason": stream.replan[1] if stream.replan else None}

@@ -7,6 +7,7 @@ from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
 from healthcare_assets.domain import backup
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.backup_store import open_store
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -59,7 +60,8 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
     store = open_store(str(written.store))
     deleted = backup.prune(store, written.name)
     # a retired master key goes once no retained backup needs it (named only, in production)
-    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), store, backup.Catalog(mongo.database))
+    retired, kept_why = backup.forget_unneeded_master_keys(mongo.client(), MasterKeys.of(mongo), store,
+                                                            backup.Catalog(mongo.database))
     return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
                                                       "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
                                                       "retired_master_keys_kept": kept_why or ""})
@@ -75,7 +77,8 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = backup.restore(written, client, mongo.database, rename=rename, log=context.log.info)
+        restored = backup.restore(written, client, MasterKeys.of(mongo), mongo.database, rename=rename,
+                                  log=context.log.info)
         report = backup.compare(client, client, written, rename)
     finally:
         for scratch in rename.values():

@@ -16,6 +16,7 @@ from healthcare_assets.domain.collection_definitions import (
     HOSPITALIZATION_OPTIONS,
     file_ranges,
 )
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import loading
 from healthcare_assets.domain.schema import (
     DOCUMENT_JSON_SCHEMA,
@@ -109,13 +110,13 @@ def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, era
     return docs
 
 
-def load_file(collection: Collection, staged: StagedFrame, log: Callable[[str], None]) -> LoadTally:
+def load_file(collection: Collection, keys: MasterKeys, staged: StagedFrame, log: Callable[[str], None]) -> LoadTally:
     """Building a batch overlaps writing the previous one, so the load runs at the server's insert rate."""
     erased = audit.erased_patient_ids(collection.database)  # GDPR: never load them again
     source, sha = staged.source.as_metadata(), staged.source.sha256
     created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     tally, started = LoadTally(), time.perf_counter()
-    cipher = encryption.cipher(collection, create=True)
+    cipher = encryption.cipher(collection, keys, create=True)
 
     def write(docs: list[dict]) -> None:
         new, existing = insert_new(collection, docs) if docs else (0, [])
@@ -155,12 +156,12 @@ def file_schema_problems(collection: Collection, sha: str, rows: int) -> tuple[i
     return found, invalid, first_problems[:5]
 
 
-def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict], list[dict]]:
+def sample_mismatches(collection: Collection, keys: MasterKeys, loaded: dict) -> tuple[list[dict], list[dict]]:
     erased = audit.erased_patient_ids(collection.database)
     rows = [r for r in sample_rows(loaded["cleaned_path"], SAMPLE_SIZE, loaded["source_sha256"])
             if r["patient_id"] not in erased]
     found = {d["_id"]: d for d in collection.find({"_id": {"$in": [r["record_key"] for r in rows]}})}
-    cipher, mismatches = encryption.cipher(collection), []
+    cipher, mismatches = encryption.cipher(collection, keys), []
     for row in rows:
         doc = found.get(row["record_key"])
         if doc is None:

@@ -11,6 +11,7 @@ import pytest
 
 from healthcare_assets.domain import backup
 from healthcare_assets.plumbing.backup_store import PART_BYTES, S3Store
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 
 def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
@@ -26,7 +27,7 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = small_export_loaded.client()
     try:
-        counts = backup.restore(opened, client, small_export_loaded.database, rename=scratch).counts
+        counts = backup.restore(opened, client, keys_now(), small_export_loaded.database, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
         report = backup.compare(client, client, opened, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]

@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,9 +85,9 @@ class MasterKeys:
 
     production: bool
     data_dir: Path | None
-    master: str = ""
-    new_master: str = ""
-    retired: str = ""
+    master: str = field(default="", repr=False)  # never in a traceback or a log
+    new_master: str = field(default="", repr=False)
+    retired: str = field(default="", repr=False)
     kms_arn: str = ""
     kms_region: str = ""  # HEALTHCARE_KMS_REGION, else AWS_REGION
     retired_arns: str = ""

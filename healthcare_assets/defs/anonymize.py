@@ -10,6 +10,7 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import check_specs
 from healthcare_assets.defs.release_checks import CHECKS, Outcome, check_results, k_and_share
 from healthcare_assets.domain import audit, encryption, generalization, privacy
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import Plan, Rebuilt
 from healthcare_assets.domain.release.findings import (
     Findings,
@@ -67,10 +68,10 @@ class Operation:
         return [(c.group, c.released) for c in self.plan.groups if c.released]
 
 
-def judged_operation(context: dg.AssetExecutionContext, release: Release, lease: Lease, sha: str,
+def judged_operation(context: dg.AssetExecutionContext, release: Release, keys: MasterKeys, lease: Lease, sha: str,
                      rows: int) -> Operation:
     """This file's plan, or the whole release rebuilt (no scheme yet, or the plan calls for a new one)."""
-    names = encryption.cipher(release.source)
+    names = encryption.cipher(release.source, keys)
     page = verdicts.RunPage(context.run_id)  # the run's quality page, written by quality_report
 
     def file_operation() -> Operation:
@@ -114,7 +115,8 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        operation = judged_operation(context, release, lease, sha, mongo_hospitalizations["rows_loaded"])
+        operation = judged_operation(context, release, MasterKeys.of(mongo), lease, sha,
+                                     mongo_hospitalizations["rows_loaded"])
         yield from operation.results
         if failed := [r.check_name for r in operation.results if not r.passed]:
             raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
@@ -161,7 +163,7 @@ def analysts_release_audit(mongo: MongoResource):
     release = Release(mongo.hospitalizations(), b"")
     state = release.state()
     scheme = state["scheme"] if state else privacy.FINEST
-    found, (k, l_div, share) = copy_findings(release, scheme)
+    found, (k, l_div, share) = copy_findings(release, MasterKeys.of(mongo), scheme)
     failures = [r.check_name for r in check_results(found, *k_and_share(k, share, len(found.groups), {}))
                 if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,

@@ -7,6 +7,7 @@ from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
 from healthcare_assets.domain.backup import catalog, files, keys, reading, restore, writing
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, open_store
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -60,7 +61,7 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
     store = open_store(str(written.store))
     deleted = reading.prune(store, written.name, backups.kept())
     # a retired master key goes once no retained backup needs it (named only, in production)
-    retired, kept_why = keys.forget_unneeded_master_keys(mongo.client(), store,
+    retired, kept_why = keys.forget_unneeded_master_keys(mongo.client(), MasterKeys.of(mongo), store,
                                                          catalog.Catalog(mongo.database, mongo.collection))
     return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
                                                       "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
@@ -77,8 +78,8 @@ def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: M
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = restore.restore(written, client, mongo.database, mongo.collection, rename=rename,
-                                   log=context.log.info)
+        restored = restore.restore(written, client, MasterKeys.of(mongo), mongo.database, mongo.collection,
+                                   rename=rename, log=context.log.info)
         report = restore.compare(client, client, written, mongo.collection, rename)
     finally:
         for scratch in rename.values():

@@ -13,6 +13,7 @@ from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import mongo_hospitalizations
 from healthcare_assets.defs.s3_drops import DROP_SELECTION
 from healthcare_assets.domain import encryption
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.query_benchmarks.measure import example_document, measure_suite
 from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes, plan_checks
 from healthcare_assets.domain.query_benchmarks.report import (
@@ -68,7 +69,8 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
     if example is None:
         raise dg.Failure(f"{collection.full_name} is empty: nothing to benchmark")
     csv = Location.recorded(example["metadata"]["source"])  # the one place the source CSV's location is recorded
-    suite = query_suite(example, encryption.cipher(collection).decrypt(example["personal_info"]["name"]))
+    name = encryption.cipher(collection, MasterKeys.of(mongo)).decrypt(example["personal_info"]["name"])
+    suite = query_suite(example, name)
     results, sample_documents = measure_suite(collection, documents, suite, config, csv, context.log)
     costs = server_costs(results)
     for result in results:

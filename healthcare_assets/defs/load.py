@@ -9,6 +9,7 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.previews import check_specs
 from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.domain import audit, loading, migration
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import document_counts
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame
@@ -43,7 +44,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
         context.log.info(f"{cleaned_frame.source.name} ({sha[:12]}) is already loaded: nothing to write")
         tally = loading.LoadTally(already=cleaned_frame.rows)
     else:
-        tally = loading.load_file(collection, cleaned_frame, context.log.info)
+        tally = loading.load_file(collection, MasterKeys.of(mongo), cleaned_frame, context.log.info)
     insert_s = time.perf_counter() - started
     if not indexed:
         loading.create_indexes(collection)
@@ -89,7 +90,7 @@ def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitaliza
                            {"expected": expected, "documents": found},
                            verdicts.Why(f"{found:,} documents of this file are in the collection, {expected:,} expected",
                                         "exactly one per cleaned row", verdicts.FIXED, page.path), page)
-    sample, mismatches = loading.sample_mismatches(collection, mongo_hospitalizations)
+    sample, mismatches = loading.sample_mismatches(collection, MasterKeys.of(mongo), mongo_hospitalizations)
     server_invalid = loading.invalid_for_the_server(collection, sample)
     yield verdicts.verdict(
         "documents_pass_validator", invalid == 0 and server_invalid == 0,

@@ -6,6 +6,7 @@ from healthcare_assets.defs.load import WRITES_POOL
 from healthcare_assets.domain import access, migration
 from healthcare_assets.domain.cleaning import record_key_secret
 from healthcare_assets.domain.loading import prepare_collection
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.privacy import pseudonym_key
 from healthcare_assets.plumbing.mongo import MongoResource
 
@@ -14,9 +15,10 @@ from healthcare_assets.plumbing.mongo import MongoResource
 def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
     """Resumable; the validator (identifiers as BinData) is applied afterwards, as the next load would."""
     collection = mongo.hospitalizations()
-    changed = migration.encrypt_existing(collection, log=context.log.info)
+    keys = MasterKeys.of(mongo)
+    changed = migration.encrypt_existing(collection, keys, log=context.log.info)
     prepare_collection(collection)
-    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), log=context.log.info)
+    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), keys, log=context.log.info)
 
 
 def _none_left(context: dg.OpExecutionContext, mongo: MongoResource, done: str, count, left: str,

@@ -12,6 +12,7 @@ import pymongo
 
 from healthcare_assets.domain import audit, encryption
 from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import credentials, secrets_file, settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
@@ -59,7 +60,8 @@ def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str,
     """Role name -> password, from the environment (never a placeholder of .env.example in production); for the embedded
     server, missing ones are generated once into $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
     make = (lambda: secrets.token_urlsafe(24)) if generate else None
-    found = secrets_file.values({r.password_variable: make for r in roles()}, data_dir)
+    env = settings.environment()
+    found = secrets_file.values({r.password_variable: make for r in roles()}, env.variables, env.production, data_dir)
     return {r.name: found[r.password_variable] for r in roles() if r.password_variable in found}
 
 
@@ -100,11 +102,11 @@ def doctor_app_copy(collection: pymongo.collection.Collection) -> pymongo.collec
     return collection.database.client[databases(collection.database.name)["doctor_app"]][collection.name]
 
 
-def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str) -> int:
+def refresh_doctor_app(collection: pymongo.collection.Collection, keys: MasterKeys, hospital: str) -> int:
     """One hospital's records, names re-encrypted under its own data key; records the app already has are kept as the
     app left them. Returns how many records that database holds."""
     target = doctor_app_copy(collection)
-    source, own = encryption.cipher(collection), encryption.doctor_app_cipher(target, hospital, create=True)
+    source, own = encryption.cipher(collection, keys), encryption.doctor_app_cipher(target, keys, hospital, create=True)
     present = set(target.distinct("_id"))  # one hospital's records
     new = [own.encrypt_document(source.decrypt_document(doc))
            for doc in collection.find({"administrative_info.hospital": hospital}) if doc["_id"] not in present]
@@ -112,7 +114,8 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, hospital: str)
     return target.count_documents({})
 
 
-def provision_all(collection: pymongo.collection.Collection, uri: str, hospital: str = "") -> list[str]:
+def provision_all(collection: pymongo.collection.Collection, keys: MasterKeys, uri: str,
+                  hospital: str = "") -> list[str]:
     """As `provision-access` does it; `uri` is how `collection` was reached (existing passwords are tried on it)."""
     # imported here: plumbing.mongo starts the embedded server, whose first start provisions these roles
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
@@ -121,7 +124,7 @@ def provision_all(collection: pymongo.collection.Collection, uri: str, hospital:
     done = provision(db.client, passwords(), db.name,
                      has_password=lambda user, password: authenticates(with_credentials(uri, user, password)))
     if hospital:
-        count = refresh_doctor_app(collection, hospital)
+        count = refresh_doctor_app(collection, keys, hospital)
         done.append(f"DOCTOR_APP: {count} records of the configured hospital in {databases(db.name)['doctor_app']}")
     else:
         done.append("DOCTOR_APP: HEALTHCARE_DOCTOR_APP_HOSPITAL is not set, no records copied")

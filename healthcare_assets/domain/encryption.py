@@ -18,19 +18,14 @@ from healthcare_assets.domain.master_keys import (
     MASTER_KEY_VARIABLE,
     NEW_MASTER_KEY_VARIABLE,
     MasterKeyError,
-    aws_master_key,
+    MasterKeys,
     decode_master_key,
-    kms_providers,
-    local_keys,
     local_provider,
-    master_key,
     new_master_key,
-    provider,
-    retire_current_key,
     wrapped_by,
 )
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing import secrets_file
 
 KEY_VAULT_DB, KEY_VAULT_COLLECTION = "encryption", "__keyVault"
 KEY_VAULT = f"{KEY_VAULT_DB}.{KEY_VAULT_COLLECTION}"
@@ -49,8 +44,9 @@ def ensure_key_vault(client: MongoClient, namespace: str = KEY_VAULT) -> None:
     client[db][coll].create_indexes([IndexModel(**KEY_VAULT_INDEX)])
 
 
-def client_encryption(client: MongoClient, namespace: str = KEY_VAULT, providers: dict | None = None) -> ClientEncryption:
-    return ClientEncryption(providers or kms_providers(), namespace, client, _OPTIONS)
+def client_encryption(client: MongoClient, providers: dict, namespace: str = KEY_VAULT) -> ClientEncryption:
+    """`providers`: MasterKeys.kms_providers(), or those of a rotation."""
+    return ClientEncryption(providers, namespace, client, _OPTIONS)
 
 
 def is_encrypted(value) -> bool:
@@ -61,10 +57,11 @@ class FieldCipher:
     """Encrypts one collection's direct identifiers, decrypts what any key of the vault encrypted. Deterministic: values
     are cached both ways, so a load encrypts each distinct name once."""
 
-    def __init__(self, client: MongoClient, key_names: dict[str, str], namespace: str = KEY_VAULT,
+    def __init__(self, client: MongoClient, keys: MasterKeys, key_names: dict[str, str], namespace: str = KEY_VAULT,
                  create: bool = False):
         self.client, self.namespace, self.key_names, self.create = client, namespace, key_names, create
-        self.encryption = client_encryption(client, namespace)
+        self.keys = keys
+        self.encryption = client_encryption(client, keys.kms_providers(), namespace)
         self._keys: dict[str, Binary] = {}
         self._encrypted: dict[tuple[str, str], Binary] = {}
         self._decrypted: dict[bytes, str] = {}
@@ -79,7 +76,7 @@ class FieldCipher:
         found = self.encryption.get_key_by_alt_name(name)
         if found is None and self.create:
             ensure_key_vault(self.client, self.namespace)
-            kind, options = provider()
+            kind, options = self.keys.provider()
             try:
                 return self.encryption.create_data_key(kind, options, key_alt_names=[name])
             except EncryptionError:  # made by another process meanwhile (the unique index), or a real error
@@ -132,17 +129,17 @@ def key_names(collection: Collection) -> dict[str, str]:
     return {path: f"{collection.full_name}:{path}" for path in field_paths()}
 
 
-def cipher(collection: Collection, create: bool = False) -> FieldCipher:
-    return FieldCipher(collection.database.client, key_names(collection), create=create)
+def cipher(collection: Collection, keys: MasterKeys, create: bool = False) -> FieldCipher:
+    return FieldCipher(collection.database.client, keys, key_names(collection), create=create)
 
 
 def doctor_app_vault(copy: Collection) -> str:
     return f"{copy.database.name}.{KEY_VAULT_COLLECTION}"
 
 
-def doctor_app_cipher(copy: Collection, hospital: str, create: bool = False) -> FieldCipher:
+def doctor_app_cipher(copy: Collection, keys: MasterKeys, hospital: str, create: bool = False) -> FieldCipher:
     name = f"{copy.full_name}:hospital:{hospital}"
-    return FieldCipher(copy.database.client, dict.fromkeys(field_paths(), name), doctor_app_vault(copy), create)
+    return FieldCipher(copy.database.client, keys, dict.fromkeys(field_paths(), name), doctor_app_vault(copy), create)
 
 
 def drop_keys(client: MongoClient, database: str) -> int:
@@ -151,37 +148,37 @@ def drop_keys(client: MongoClient, database: str) -> int:
     return vault.delete_many({"keyAltNames": {"$regex": "^" + re.escape(database + ".")}}).deleted_count
 
 
-def rotate_master_key(client: MongoClient, vaults: Iterable[str]) -> dict[str, int]:
+def rotate_master_key(client: MongoClient, keys: MasterKeys, vaults: Iterable[str]) -> dict[str, int]:
     """Re-wrap every vault's data keys (so every ciphertext stays the same) under AWS KMS when it is configured, else
     HEALTHCARE_NEW_MASTER_KEY or, in development, a new key made current once all are re-wrapped, the old one retired
     (earlier backups' data keys are wrapped by it; docs/deployment.md). Returns the keys re-wrapped per vault."""
-    aws = aws_master_key()
+    aws = keys.aws_master_key()
     if aws:
-        providers, target, options = kms_providers(), "aws", aws
+        providers, target, options = keys.kms_providers(), "aws", aws
         which = {"$or": [{"masterKey.provider": {"$ne": "aws"}}, {"masterKey.key": {"$ne": aws["key"]}},
                          {"masterKey.region": {"$ne": aws["region"]}}]}
     else:
-        master_key()  # refused missing in production before anything is generated
-        env = settings.environment()
-        pending = env.get(NEW_MASTER_KEY_VARIABLE)
-        development = not pending and not env.get(MASTER_KEY_VARIABLE)
+        keys.master_key()  # refused missing in production before anything is generated
+        pending = keys.new_master
+        development = not pending and not keys.master
         if not pending and not development:
             raise MasterKeyError(f"{MASTER_KEY_VARIABLE} comes from the environment: set {NEW_MASTER_KEY_VARIABLE} "
                                  "to the new key (96 bytes, base64) to re-wrap the data keys under it")
         if development:  # stored before any key is re-wrapped under it: an interruption loses nothing
-            pending = secrets_file.ensure({NEW_MASTER_KEY_VARIABLE: new_master_key})[NEW_MASTER_KEY_VARIABLE]
-        new = decode_master_key(pending, NEW_MASTER_KEY_VARIABLE)
-        held = local_keys()
+            stored = secrets_file.ensure({NEW_MASTER_KEY_VARIABLE: new_master_key}, keys.data_dir)
+            pending = stored[NEW_MASTER_KEY_VARIABLE]
+        new = decode_master_key(pending, NEW_MASTER_KEY_VARIABLE, keys.production)
+        held = keys.local_keys()
         providers = {name: {"key": key} for name, key in {**held, local_provider(new): new}.items()}
         target, options = local_provider(new), None
         which = {"masterKey.provider": {"$in": sorted(set(held) - {target})}}
     rewrapped = {}
     for vault in vaults:
-        with client_encryption(client, vault, providers) as keys:
-            result = keys.rewrap_many_data_key(which, provider=target, master_key=options)
+        with client_encryption(client, providers, vault) as vault_keys:
+            result = vault_keys.rewrap_many_data_key(which, provider=target, master_key=options)
         rewrapped[vault] = result.bulk_write_result.modified_count if result.bulk_write_result else 0
     if not aws and development:
-        retire_current_key(pending)
+        keys.retire_current_key(pending)
     return rewrapped
 
 

@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from healthcare_assets.domain import audit, encryption, privacy
 from healthcare_assets.domain.access import doctor_app_copy
 from healthcare_assets.domain.cleaning import normalize_names
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.schema import BLOOD_TYPES, GENDERS
 from healthcare_assets.plumbing import csv_cells, settings, staging
@@ -77,10 +78,11 @@ class Selection:
         return any(p.gender == gender and p.blood_type == blood_type for p in self.patients)
 
 
-def patient_query(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None) -> dict:
+def patient_query(collection: Collection, keys: MasterKeys, name: str, gender: str | None = None,
+                  blood_type: str | None = None) -> dict:
     """Names are stored encrypted deterministically: the normalized name is encrypted and matched as stored."""
     try:
-        stored = encryption.cipher(collection).encrypt("personal_info.name", normalized(name))
+        stored = encryption.cipher(collection, keys).encrypt("personal_info.name", normalized(name))
     except encryption.NoDataKeyError:  # nothing was ever loaded: no document holds a name
         stored = {"$in": []}
     query = {"personal_info.name": stored}
@@ -107,15 +109,15 @@ def _quarantined(name: str) -> pd.DataFrame:
     return pd.concat(frames) if frames else pd.DataFrame(columns=["file", "gender", "blood_type"])
 
 
-def select(collection: Collection, name: str, gender: str | None = None, blood_type: str | None = None,
-           everyone: bool = False) -> Selection:
+def select(collection: Collection, keys: MasterKeys, name: str, gender: str | None = None,
+           blood_type: str | None = None, everyone: bool = False) -> Selection:
     """The patients the name (and gender, blood type) stands for, in the collection and in quarantine."""
     target = normalized(name)
     if sum(c.isalpha() for c in target) < MIN_LETTERS:
         raise PatientSelectionError(f"{name!r} is not a name (fewer than {MIN_LETTERS} letters): "
                                     "give the patient's full name as exported")
     found: dict[tuple[str, str], dict] = {}
-    pipeline = [{"$match": patient_query(collection, target, gender, blood_type)},
+    pipeline = [{"$match": patient_query(collection, keys, target, gender, blood_type)},
                 {"$group": {"_id": "$patient_id", "gender": {"$first": "$personal_info.gender"},
                             "blood_type": {"$first": "$personal_info.blood_type"}, "stays": {"$sum": 1}}}]
     for group in collection.aggregate(pipeline):
@@ -139,11 +141,11 @@ def select(collection: Collection, name: str, gender: str | None = None, blood_t
     return Selection(target, patients)
 
 
-def export_patient(collection: Collection, out: Path, selection: Selection) -> int:
+def export_patient(collection: Collection, keys: MasterKeys, out: Path, selection: Selection) -> int:
     """Into a new owner-only file (never replacing nor following what is at `out`); returns the count."""
     with settings.create_owner_only(out) as handle:
         try:
-            cipher = encryption.cipher(collection)
+            cipher = encryption.cipher(collection, keys)
             records = [cipher.decrypt_document(d) for d in collection.find({"patient_id": {"$in": selection.ids}})] \
                 if selection.ids else []
             handle.write(json_util.dumps({"patient": selection.name, "records": records},

@@ -11,6 +11,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from healthcare_assets.domain import audit, collection_definitions, encryption, migration, schema
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import loading
 from healthcare_assets.plumbing import document_counts, scans, staging
 from healthcare_assets.plumbing.idempotent_inserts import DUPLICATE_KEY, insert_keeping_existing
@@ -97,13 +98,13 @@ def build_documents(rows: list[dict], source: dict, created_at: dt.datetime, era
     return docs
 
 
-def load_file(collection: Collection, staged: StagedFrame, log: Callable[[str], None]) -> LoadTally:
+def load_file(collection: Collection, keys: MasterKeys, staged: StagedFrame, log: Callable[[str], None]) -> LoadTally:
     """Building a batch overlaps writing the previous one, so the load runs at the server's insert rate."""
     erased = audit.erased_patient_ids(collection.database)  # GDPR: never load them again
     source, sha = staged.source.as_metadata(), staged.source.sha256
     created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     tally, started = LoadTally(), time.perf_counter()
-    cipher = encryption.cipher(collection, create=True)
+    cipher = encryption.cipher(collection, keys, create=True)
 
     def write(docs: list[dict]) -> None:
         new, existing = insert_new(collection, docs) if docs else (0, [])
@@ -143,12 +144,12 @@ def file_schema_problems(collection: Collection, sha: str, rows: int) -> tuple[i
     return found, invalid, first_problems[:5]
 
 
-def sample_mismatches(collection: Collection, loaded: dict) -> tuple[list[dict], list[dict]]:
+def sample_mismatches(collection: Collection, keys: MasterKeys, loaded: dict) -> tuple[list[dict], list[dict]]:
     erased = audit.erased_patient_ids(collection.database)
     rows = [r for r in sample_rows(loaded["cleaned_path"], SAMPLE_SIZE, loaded["source_sha256"])
             if r["patient_id"] not in erased]
     found = {d["_id"]: d for d in collection.find({"_id": {"$in": [r["record_key"] for r in rows]}})}
-    cipher, mismatches = encryption.cipher(collection), []
+    cipher, mismatches = encryption.cipher(collection, keys), []
     for row in rows:
         doc = found.get(row["record_key"])
         if doc is None:

@@ -8,6 +8,8 @@ import binascii
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from bson.binary import UUID_SUBTYPE, Binary
@@ -18,6 +20,7 @@ MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
 NEW_MASTER_KEY_VARIABLE = "HEALTHCARE_NEW_MASTER_KEY"
 RETIRED_KEYS_VARIABLE = "HEALTHCARE_RETIRED_MASTER_KEYS"
 RETIRED_ARNS_VARIABLE = "HEALTHCARE_RETIRED_KMS_KEY_ARNS"
+KMS_ARN_VARIABLE, KMS_REGION_VARIABLE = "HEALTHCARE_KMS_KEY_ARN", "HEALTHCARE_KMS_REGION"
 MASTER_KEY_BYTES = 96  # what the local KMS provider takes
 _LOCAL_NAME = re.compile(r"local:[0-9a-f]{16}")
 _KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:(key|alias)/[A-Za-z0-9/_-]+")
@@ -31,9 +34,9 @@ def new_master_key() -> str:
     return base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
 
 
-def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
+def decode_master_key(value: str, variable: str, production: bool) -> bytes:
     """A base64 master key as bytes; the error names the variable, never the value."""
-    secrets_file.checked(variable, value)
+    secrets_file.checked(variable, value, production)
     try:
         key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -42,29 +45,6 @@ def decode_master_key(value: str, variable: str = MASTER_KEY_VARIABLE) -> bytes:
         raise MasterKeyError(f"{variable} is not {MASTER_KEY_BYTES} bytes in base64 (make one with "
                              "`python -c 'import base64,os;print(base64.b64encode(os.urandom(96)).decode())'`)")
     return key
-
-
-def master_key() -> bytes:
-    """HEALTHCARE_MASTER_KEY, or in development one generated once into secrets.env. Refused missing in production:
-    a key generated inside a container is lost with it, and every name with it."""
-    env = settings.environment()
-    if env.production and not env.get(MASTER_KEY_VARIABLE):
-        raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and HEALTHCARE_KMS_KEY_ARN neither: MONGODB_URI "
-                             "is set, so this is production; set one of them (see docs/deployment.md)")
-    value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, what="master key",
-                               development_placeholder_ignored=True)
-    return decode_master_key(value)
-
-
-def aws_master_key() -> dict | None:
-    env = settings.environment()
-    arn = env.get("HEALTHCARE_KMS_KEY_ARN")
-    if not arn:
-        return None
-    region = env.get("HEALTHCARE_KMS_REGION") or env.get("AWS_REGION")
-    if not region:
-        raise MasterKeyError("HEALTHCARE_KMS_KEY_ARN is set without HEALTHCARE_KMS_REGION (or AWS_REGION)")
-    return {"key": arn, "region": region}
 
 
 def local_provider(key: bytes) -> str:
@@ -77,67 +57,6 @@ def _entries(value: str) -> list[str]:
     """A list variable's entries (commas or white space between them); a placeholder is no entry."""
     value = value.strip()
     return [] if value.startswith(secrets_file.PLACEHOLDER) else [e for e in re.split(r"[\s,]+", value) if e]
-
-
-def retired_master_keys() -> dict[str, bytes]:
-    """By provider name: the environment's, and in development secrets.env's too (rotate-keys moves the old key there
-    even when the variable is set)."""
-    env = settings.environment()
-    where = [(RETIRED_KEYS_VARIABLE, env.get(RETIRED_KEYS_VARIABLE))]
-    if not env.production:
-        where.append((f"{RETIRED_KEYS_VARIABLE} of {secrets_file.path()}", secrets_file.read().get(RETIRED_KEYS_VARIABLE, "")))
-    keys = (decode_master_key(entry, f"{variable} (entry {n})")
-            for variable, value in where for n, entry in enumerate(_entries(value), 1))
-    return {local_provider(key): key for key in keys}
-
-
-def retired_kms_keys() -> dict[str, str]:
-    retired = {}
-    for n, arn in enumerate(_entries(settings.environment().get(RETIRED_ARNS_VARIABLE)), 1):
-        match = _KMS_ARN.fullmatch(arn)
-        if not match:
-            raise MasterKeyError(f"{RETIRED_ARNS_VARIABLE} (entry {n}) is not the ARN of a KMS key")
-        retired[arn] = match["region"]
-    return retired
-
-
-def current_local_key() -> bytes | None:
-    """Also beside an AWS key when HEALTHCARE_MASTER_KEY is set (data keys made before a move to AWS)."""
-    local = settings.environment().get(MASTER_KEY_VARIABLE)
-    if not aws_master_key() or (local and not local.startswith(secrets_file.PLACEHOLDER)):
-        return master_key()
-    return None
-
-
-def local_keys() -> dict[str, bytes]:
-    keys = retired_master_keys()
-    if (key := current_local_key()) is not None:
-        keys[local_provider(key)] = key
-    return keys
-
-
-def kms_providers() -> dict:
-    retired_kms = retired_kms_keys()  # checked even when a KMS key is current
-    providers: dict = {"aws": {}} if aws_master_key() or retired_kms else {}
-    providers.update({name: {"key": key} for name, key in local_keys().items()})
-    return providers
-
-
-def provider() -> tuple[str, dict | None]:
-    aws = aws_master_key()
-    return ("aws", aws) if aws else (local_provider(master_key()), None)
-
-
-def retire_current_key(pending: str) -> None:
-    """Development rotation, once every data key is re-wrapped under `pending`: the current key of secrets.env joins the
-    retired keys in the same write that makes `pending` current, so no moment exists when the file holds neither."""
-    def changes(stored: dict[str, str]) -> dict[str, str]:
-        retired = _entries(stored.get(RETIRED_KEYS_VARIABLE, ""))
-        old = stored.get(MASTER_KEY_VARIABLE, "")
-        if old and old != pending and old not in retired:
-            retired.append(old)
-        return {RETIRED_KEYS_VARIABLE: ",".join(retired), MASTER_KEY_VARIABLE: pending, NEW_MASTER_KEY_VARIABLE: ""}
-    secrets_file.update(changes)
 
 
 def wrapped_by(master: dict) -> str:
@@ -155,73 +74,168 @@ def _label(document) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:120]
 
 
-def wrapping_problems(key_documents: list[dict]) -> list[str]:
-    """One sentence per key-vault document (a backup's, before a restore) this installation cannot unwrap or must not
-    accept: an AWS key with an `endpoint` sends signed requests to another host."""
-    held = set(local_keys())
-    aws = aws_master_key()
-    kms = {**retired_kms_keys(), **({aws["key"]: aws["region"]} if aws else {})}
-    problems = []
-    for document in key_documents:
-        name = f"data key {_label(document)}"
-        master = document.get("masterKey") if isinstance(document, dict) else None
-        kind = master.get("provider") if isinstance(master, dict) else None
-        if not isinstance(kind, str):
-            problems.append(f"{name} names no master key that wraps it (no masterKey.provider): refused")
-        elif _LOCAL_NAME.fullmatch(kind) and set(master) == {"provider"}:
-            if kind not in held:
-                digest = kind.partition(":")[2]
-                problems.append(
-                    f"{name} is wrapped by master key {kind}, which this installation does not hold: set "
-                    f"{MASTER_KEY_VARIABLE} (or add it to {RETIRED_KEYS_VARIABLE}) to the key whose digest "
-                    f"is {digest}, from the deployment that wrote the backup")
-        elif kind == "aws" and "endpoint" in master:
-            problems.append(f"{name} is wrapped by an AWS KMS key with a custom endpoint: refused, it would send "
-                            "signed requests to another host")
-        elif kind == "aws" and set(master) == {"provider", "key", "region"}:
-            arn, region = master["key"], master["region"]
-            if not isinstance(arn, str) or not isinstance(region, str) or kms.get(arn) != region:
-                problems.append(
-                    f"{name} is wrapped by AWS KMS key {_label({'_id': arn})} in {_label({'_id': region})}, "
-                    f"which this installation is not configured for: set HEALTHCARE_KMS_KEY_ARN and "
-                    f"HEALTHCARE_KMS_REGION to it (or add it to {RETIRED_ARNS_VARIABLE})")
-        else:
-            problems.append(f"{name} is wrapped by a master key of kind {_label({'_id': kind})} "
-                            f"with fields {_label({'_id': sorted(master)})}, which this installation does "
-                            "not accept (only local:<digest> and aws, without endpoint)")
-    return problems
-
-
 class RetiredKeys(NamedTuple):
     needed: list[str]  # retired keys that wrap a data key in use
     removable: list[str]  # retired keys that wrap none: no longer worth keeping
 
 
-def retired_keys_needed(providers_in_use: set[str]) -> RetiredKeys:
-    """`providers_in_use`: wrapped_by() of every data key of the retained backups and of the key vaults (a restored
-    backup's keys stay under their key until the next rotate-keys)."""
-    current = {local_provider(key)} if (key := current_local_key()) is not None else set()
-    retired = [n for n in retired_master_keys() if n not in current] + [f"aws:{a}" for a in retired_kms_keys()]
-    return RetiredKeys(sorted(n for n in retired if n in providers_in_use),
-                       sorted(n for n in retired if n not in providers_in_use))
+@dataclass(frozen=True)
+class MasterKeys:
+    """The key variables' text as a run's resource resolved them; `data_dir` holds secrets.env (None in production)."""
 
+    production: bool
+    data_dir: Path | None
+    master: str = field(default="", repr=False)  # never in a traceback or a log
+    new_master: str = field(default="", repr=False)
+    retired: str = field(default="", repr=False)
+    kms_arn: str = ""
+    kms_region: str = ""  # HEALTHCARE_KMS_REGION, else AWS_REGION
+    retired_arns: str = ""
 
-def forget_retired_keys(providers_in_use: set[str]) -> list[str]:
-    """Remove the unneeded retired keys from secrets.env, never the current key; returns their names. In production the
-    retired keys are the environment's: nothing is removed, and the names are those the operator may remove."""
-    removable = retired_keys_needed(providers_in_use).removable
-    if settings.environment().production:
-        return removable
-    removed = []
+    @classmethod
+    def from_environment(cls, env: settings.Environment) -> MasterKeys:
+        return cls(env.production, None if env.production else env.data_dir_and_origin()[0],
+                   env.get(MASTER_KEY_VARIABLE), env.get(NEW_MASTER_KEY_VARIABLE), env.get(RETIRED_KEYS_VARIABLE), env.get(KMS_ARN_VARIABLE),
+                   env.get(KMS_REGION_VARIABLE) or env.get("AWS_REGION"), env.get(RETIRED_ARNS_VARIABLE))
 
-    def changes(stored: dict[str, str]) -> dict[str, str]:
-        kept = []
-        for n, entry in enumerate(_entries(stored.get(RETIRED_KEYS_VARIABLE, "")), 1):
-            name = local_provider(decode_master_key(entry, f"{RETIRED_KEYS_VARIABLE} (entry {n})"))
-            if name in removable and entry != stored.get(MASTER_KEY_VARIABLE):
-                removed.append(name)
+    @classmethod
+    def of(cls, mongo) -> MasterKeys:
+        """A MongoResource's: production, or an embedded server's (development, its data directory's secrets.env)."""
+        data_dir = mongo.secrets_dir()
+        return cls(data_dir is None, data_dir, mongo.master_key, mongo.new_master_key, mongo.retired_master_keys,
+                   mongo.kms_key_arn, mongo.kms_region, mongo.retired_kms_key_arns)
+
+    def master_key(self) -> bytes:
+        """HEALTHCARE_MASTER_KEY, or in development one generated once into secrets.env. Refused missing in production:
+        a key generated inside a container is lost with it, and every name with it."""
+        if self.production and not self.master:
+            raise MasterKeyError(f"{MASTER_KEY_VARIABLE} is not set and {KMS_ARN_VARIABLE} neither: MONGODB_URI "
+                                 "is set, so this is production; set one of them (see docs/deployment.md)")
+        value = secrets_file.value(MASTER_KEY_VARIABLE, new_master_key, given=self.master, production=self.production,
+                                   what="master key", development_placeholder_ignored=True, data_dir=self.data_dir)
+        return decode_master_key(value, MASTER_KEY_VARIABLE, self.production)
+
+    def aws_master_key(self) -> dict | None:
+        if not self.kms_arn:
+            return None
+        if not self.kms_region:
+            raise MasterKeyError(f"{KMS_ARN_VARIABLE} is set without {KMS_REGION_VARIABLE} (or AWS_REGION)")
+        return {"key": self.kms_arn, "region": self.kms_region}
+
+    def retired_master_keys(self) -> dict[str, bytes]:
+        """By provider name: the environment's, and in development secrets.env's too (rotate-keys moves the old key
+        there even when the variable is set)."""
+        where = [(RETIRED_KEYS_VARIABLE, self.retired)]
+        if not self.production:
+            where.append((f"{RETIRED_KEYS_VARIABLE} of {secrets_file.path(self.data_dir)}",
+                          secrets_file.read(self.data_dir).get(RETIRED_KEYS_VARIABLE, "")))
+        keys = (decode_master_key(entry, f"{variable} (entry {n})", self.production)
+                for variable, value in where for n, entry in enumerate(_entries(value), 1))
+        return {local_provider(key): key for key in keys}
+
+    def retired_kms_keys(self) -> dict[str, str]:
+        retired = {}
+        for n, arn in enumerate(_entries(self.retired_arns), 1):
+            match = _KMS_ARN.fullmatch(arn)
+            if not match:
+                raise MasterKeyError(f"{RETIRED_ARNS_VARIABLE} (entry {n}) is not the ARN of a KMS key")
+            retired[arn] = match["region"]
+        return retired
+
+    def current_local_key(self) -> bytes | None:
+        """Also beside an AWS key when HEALTHCARE_MASTER_KEY is set (data keys made before a move to AWS)."""
+        if not self.aws_master_key() or (self.master and not self.master.startswith(secrets_file.PLACEHOLDER)):
+            return self.master_key()
+        return None
+
+    def local_keys(self) -> dict[str, bytes]:
+        keys = self.retired_master_keys()
+        if (key := self.current_local_key()) is not None:
+            keys[local_provider(key)] = key
+        return keys
+
+    def kms_providers(self) -> dict:
+        retired_kms = self.retired_kms_keys()  # checked even when a KMS key is current
+        providers: dict = {"aws": {}} if self.aws_master_key() or retired_kms else {}
+        providers.update({name: {"key": key} for name, key in self.local_keys().items()})
+        return providers
+
+    def provider(self) -> tuple[str, dict | None]:
+        aws = self.aws_master_key()
+        return ("aws", aws) if aws else (local_provider(self.master_key()), None)
+
+    def retire_current_key(self, pending: str) -> None:
+        """Development rotation, once every data key is re-wrapped under `pending`: the current key of secrets.env
+        joins the retired keys in the same write that makes `pending` current (never a moment holding neither)."""
+        def changes(stored: dict[str, str]) -> dict[str, str]:
+            retired = _entries(stored.get(RETIRED_KEYS_VARIABLE, ""))
+            old = stored.get(MASTER_KEY_VARIABLE, "")
+            if old and old != pending and old not in retired:
+                retired.append(old)
+            return {RETIRED_KEYS_VARIABLE: ",".join(retired), MASTER_KEY_VARIABLE: pending, NEW_MASTER_KEY_VARIABLE: ""}
+        secrets_file.update(changes, self.data_dir)
+
+    def wrapping_problems(self, key_documents: list[dict]) -> list[str]:
+        """One sentence per key-vault document (a backup's, before a restore) this installation cannot unwrap or must
+        not accept: an AWS key with an `endpoint` sends signed requests to another host."""
+        held = set(self.local_keys())
+        aws = self.aws_master_key()
+        kms = {**self.retired_kms_keys(), **({aws["key"]: aws["region"]} if aws else {})}
+        problems = []
+        for document in key_documents:
+            name = f"data key {_label(document)}"
+            master = document.get("masterKey") if isinstance(document, dict) else None
+            kind = master.get("provider") if isinstance(master, dict) else None
+            if not isinstance(kind, str):
+                problems.append(f"{name} names no master key that wraps it (no masterKey.provider): refused")
+            elif _LOCAL_NAME.fullmatch(kind) and set(master) == {"provider"}:
+                if kind not in held:
+                    digest = kind.partition(":")[2]
+                    problems.append(
+                        f"{name} is wrapped by master key {kind}, which this installation does not hold: set "
+                        f"{MASTER_KEY_VARIABLE} (or add it to {RETIRED_KEYS_VARIABLE}) to the key whose digest "
+                        f"is {digest}, from the deployment that wrote the backup")
+            elif kind == "aws" and "endpoint" in master:
+                problems.append(f"{name} is wrapped by an AWS KMS key with a custom endpoint: refused, it would send "
+                                "signed requests to another host")
+            elif kind == "aws" and set(master) == {"provider", "key", "region"}:
+                arn, region = master["key"], master["region"]
+                if not isinstance(arn, str) or not isinstance(region, str) or kms.get(arn) != region:
+                    problems.append(
+                        f"{name} is wrapped by AWS KMS key {_label({'_id': arn})} in {_label({'_id': region})}, "
+                        f"which this installation is not configured for: set HEALTHCARE_KMS_KEY_ARN and "
+                        f"HEALTHCARE_KMS_REGION to it (or add it to {RETIRED_ARNS_VARIABLE})")
             else:
-                kept.append(entry)
-        return {RETIRED_KEYS_VARIABLE: ",".join(kept)} if removed else {}
-    secrets_file.update(changes)
-    return removed
+                problems.append(f"{name} is wrapped by a master key of kind {_label({'_id': kind})} "
+                                f"with fields {_label({'_id': sorted(master)})}, which this installation does "
+                                "not accept (only local:<digest> and aws, without endpoint)")
+        return problems
+
+    def retired_keys_needed(self, providers_in_use: set[str]) -> RetiredKeys:
+        """`providers_in_use`: wrapped_by() of every data key of the retained backups and of the key vaults (a restored
+        backup's keys stay under their key until the next rotate-keys)."""
+        current = {local_provider(key)} if (key := self.current_local_key()) is not None else set()
+        retired = [n for n in self.retired_master_keys() if n not in current]
+        retired += [f"aws:{a}" for a in self.retired_kms_keys()]
+        return RetiredKeys(sorted(n for n in retired if n in providers_in_use),
+                           sorted(n for n in retired if n not in providers_in_use))
+
+    def forget_retired_keys(self, providers_in_use: set[str]) -> list[str]:
+        """Remove the unneeded retired keys from secrets.env, never the current key; returns their names. In production
+        the retired keys are the environment's: nothing is removed, and the names are those the operator may remove."""
+        removable = self.retired_keys_needed(providers_in_use).removable
+        if self.production:
+            return removable
+        removed = []
+
+        def changes(stored: dict[str, str]) -> dict[str, str]:
+            kept = []
+            for n, entry in enumerate(_entries(stored.get(RETIRED_KEYS_VARIABLE, "")), 1):
+                name = local_provider(decode_master_key(entry, f"{RETIRED_KEYS_VARIABLE} (entry {n})", self.production))
+                if name in removable and entry != stored.get(MASTER_KEY_VARIABLE):
+                    removed.append(name)
+                else:
+                    kept.append(entry)
+            return {RETIRED_KEYS_VARIABLE: ",".join(kept)} if removed else {}
+        secrets_file.update(changes, self.data_dir)
+        return removed

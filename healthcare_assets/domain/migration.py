@@ -14,6 +14,7 @@ from pymongo.collection import Collection
 from healthcare_assets.domain import access, encryption
 from healthcare_assets.domain.cleaning import keyed_record_key
 from healthcare_assets.domain.collection_definitions import stays_ranges
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import request_rebuild
 from healthcare_assets.domain.schema import MIGRATION_VERSION
 from healthcare_assets.plumbing import scans
@@ -22,18 +23,18 @@ from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existin
 NOT_ENCRYPTED = {"$or": [{path: {"$not": {"$type": "binData"}}} for path in encryption.field_paths()]}
 
 
-def encrypt_existing(collection: Collection, log: Callable[[str], None] = print) -> int:
-    cipher = encryption.cipher(collection, create=True)
+def encrypt_existing(collection: Collection, keys: MasterKeys, log: Callable[[str], None] = print) -> int:
+    cipher = encryption.cipher(collection, keys, create=True)
     return _encrypt_in_place(collection, lambda doc: cipher, log)
 
 
-def encrypt_doctor_app_copy(copy: Collection, log: Callable[[str], None] = print) -> int:
+def encrypt_doctor_app_copy(copy: Collection, keys: MasterKeys, log: Callable[[str], None] = print) -> int:
     ciphers: dict[str, encryption.FieldCipher] = {}
 
     def cipher_of(doc: dict) -> encryption.FieldCipher:
         hospital = doc["administrative_info"]["hospital"]
         if hospital not in ciphers:
-            ciphers[hospital] = encryption.doctor_app_cipher(copy, hospital, create=True)
+            ciphers[hospital] = encryption.doctor_app_cipher(copy, keys, hospital, create=True)
         return ciphers[hospital]
 
     return _encrypt_in_place(copy, cipher_of, log)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from healthcare_assets.domain import schema
 from healthcare_assets.domain.hierarchies import Bands, Exact, Hidden, Merge, Span
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 # Columns whose values name or single out a person by themselves: never quoted in a report or in
 # metadata, not even as a sample of what failed a check (counts only).
@@ -26,7 +26,9 @@ COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.dat
 
 
 def pseudonym_key() -> bytes:
+    env = settings.environment()
     return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
+                              given=env.get("HEALTHCARE_PSEUDONYM_KEY"), production=env.production,
                               min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
 

@@ -9,6 +9,7 @@ from pymongo.database import Database
 
 from healthcare_assets.domain import encryption, generalization, privacy
 from healthcare_assets.domain.collection_definitions import copy_ranges, stays_ranges
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import AppliedSources
 from healthcare_assets.domain.release.findings import Findings
 from healthcare_assets.domain.release.publishing import Release
@@ -22,9 +23,9 @@ def view_documents(db: Database):
     return scans.aggregate(source, spec["pipeline"], stays_ranges(source))
 
 
-def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
+def view_findings(source: Collection, keys: MasterKeys, view: Iterable[dict], scheme: privacy.Scheme) -> Findings:
     """One pass over the released documents, one over the source (each name decrypted and looked up among them)."""
-    findings = Findings(encryption.cipher(source).decrypt)
+    findings = Findings(encryption.cipher(source, keys).decrypt)
     for doc in view:
         findings.add_released(doc, scheme)
     fields = {"personal_info.name": 1, "administrative_info.doctor": 1, "administrative_info.hospital": 1}
@@ -34,7 +35,7 @@ def view_findings(source: Collection, view: Iterable[dict], scheme: privacy.Sche
     return findings
 
 
-def copy_findings(release: Release, scheme: privacy.Scheme) -> tuple[Findings, tuple[int, int, float]]:
+def copy_findings(release: Release, keys: MasterKeys, scheme: privacy.Scheme) -> tuple[Findings, tuple[int, int, float]]:
     """The checks over the analysts' copy, and its k, l and largest share measured independently."""
     frame = generalization.Encoder(privacy.VIEW_FIELDS)
 
@@ -43,7 +44,7 @@ def copy_findings(release: Release, scheme: privacy.Scheme) -> tuple[Findings, t
             frame.add({f: doc.get(f) for f in privacy.VIEW_FIELDS})
             yield doc
 
-    found = view_findings(release.source, released(), scheme)
+    found = view_findings(release.source, keys, released(), scheme)
     return found, generalization.independent_measures(frame.frame())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote_plus
 
 import dagster as dg
@@ -12,7 +13,7 @@ from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets.plumbing import credentials, secrets_file
+from healthcare_assets.plumbing import credentials, secrets_file, settings
 
 _clients: dict[str, pymongo.MongoClient] = {}
 
@@ -57,7 +58,8 @@ def _production_uri(uri: str) -> str:
     split = _split(uri)
     if split and split[1]:
         with contextlib.suppress(pymongo.errors.PyMongoError):  # pymongo itself reports a bad URI
-            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1])
+            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1],
+                                 settings.environment().production)
     return uri
 
 
@@ -121,11 +123,21 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """`mongodb_uri` is dg.EnvVar("MONGODB_URI"), read at run time: credentials never show up in the UI."""
+    """`mongodb_uri` and the master keys' fields are dg.EnvVar, read at run time: secrets never show up in the UI."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"
     collection: str = "hospitalizations"
+    master_key: str = ""  # the text of HEALTHCARE_MASTER_KEY and its kin (domain/master_keys.py reads them)
+    new_master_key: str = ""
+    retired_master_keys: str = ""
+    kms_key_arn: str = ""
+    kms_region: str = ""
+    retired_kms_key_arns: str = ""
+
+    def secrets_dir(self) -> Path | None:
+        """Where generated secrets live: nowhere for a server of MONGODB_URI (production generates none)."""
+        return None
 
     def uri(self) -> str:
         if not self.mongodb_uri:

@@ -8,7 +8,7 @@ import fcntl
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from healthcare_assets.plumbing import settings
@@ -36,10 +36,10 @@ def read_only():
         _reading_only = before
 
 
-def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | None = None, *,
-           min_bytes: int = 0) -> dict[str, str]:
-    """From the environment, else secrets.env (made the first time if it has a function), else left out."""
-    from_env = environment(generators, min_bytes)
+def values(generators: dict[str, Callable[[], str] | None], given: Mapping[str, str], production: bool,
+           data_dir: Path | None = None, *, min_bytes: int = 0) -> dict[str, str]:
+    """From `given` (the environment), else secrets.env (made the first time if it has a function), else left out."""
+    from_env = environment(generators, given, production, min_bytes)
     if any(make is not None for make in generators.values()):
         stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env}, data_dir)
     else:
@@ -47,28 +47,27 @@ def values(generators: dict[str, Callable[[], str] | None], data_dir: Path | Non
     return {v: found for v in generators if (found := from_env.get(v) or stored.get(v))}
 
 
-def value(variable: str, generate: Callable[[], str], *, what: str, min_bytes: int = 0,
-          development_placeholder_ignored: bool = False) -> str:
-    """One secret: from the environment, else stored in secrets.env (made the first time), with a warning."""
-    from_env = environment([variable], min_bytes, development_placeholder_ignored)
+def value(variable: str, generate: Callable[[], str], *, given: str, production: bool, what: str, min_bytes: int = 0,
+          development_placeholder_ignored: bool = False, data_dir: Path | None = None) -> str:
+    """One secret: `given` (the environment's), else stored in secrets.env (made the first time), with a warning."""
+    from_env = environment([variable], {variable: given}, production, min_bytes, development_placeholder_ignored)
     if variable in from_env:
         return from_env[variable]
     if _reading_only:
-        return read().get(variable) or generate()
-    stored = ensure({variable: generate})
-    warnings.warn(f"{variable} is not set: using the development {what} in {path()}", stacklevel=3)
+        return read(data_dir).get(variable) or generate()
+    stored = ensure({variable: generate}, data_dir)
+    warnings.warn(f"{variable} is not set: using the development {what} in {path(data_dir)}", stacklevel=3)
     return stored[variable]
 
 
-def environment(variables: Iterable[str], min_bytes: int = 0,
+def environment(variables: Iterable[str], given: Mapping[str, str], production: bool, min_bytes: int = 0,
                 development_placeholder_ignored: bool = False) -> dict[str, str]:
-    """Each checked(); `development_placeholder_ignored`: a development placeholder counts as unset."""
-    env = settings.environment()
+    """Each set in `given`, checked(); `development_placeholder_ignored`: a development placeholder counts as unset."""
     found = {}
     for variable in variables:
-        given = env.get(variable)
-        if given and not (development_placeholder_ignored and not env.production and given.startswith(PLACEHOLDER)):
-            found[variable] = checked(variable, given, min_bytes)
+        value = given.get(variable)
+        if value and not (development_placeholder_ignored and not production and value.startswith(PLACEHOLDER)):
+            found[variable] = checked(variable, value, production, min_bytes)
     return found
 
 
@@ -125,9 +124,9 @@ def _replace(file: Path, text: str) -> None:
         raise
 
 
-def checked(variable: str, value: str, min_bytes: int = 0) -> str:
+def checked(variable: str, value: str, production: bool, min_bytes: int = 0) -> str:
     """Refused in production if a placeholder or short; the error names the variable, never the value."""
-    if settings.environment().production:
+    if production:
         if value.startswith(PLACEHOLDER):
             raise PlaceholderSecretError(f"{variable} is still the {PLACEHOLDER} placeholder of .env.example: "
                                          "MONGODB_URI is set, so this is production; set a long random value")

@@ -10,7 +10,7 @@ from pymongo.errors import EncryptionError
 
 from healthcare_assets.defs.resources import mongo_resource_from_env, resources
 from healthcare_assets.domain.local_server import NoDatabaseError
-from healthcare_assets.domain.master_keys import MasterKeyError
+from healthcare_assets.domain.master_keys import MasterKeyError, MasterKeys
 from healthcare_assets.plumbing import secrets_file, settings
 from healthcare_assets.tooling import mongo_commands, patient_commands
 from healthcare_assets.tooling.generate import add_generate_arguments, run_generate
@@ -25,7 +25,7 @@ def _provision_access(args: argparse.Namespace) -> int:
 
     mongo = mongo_resource_from_env()
     hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
-    for line in access.provision_all(mongo.hospitalizations(), mongo.uri(), hospital):
+    for line in access.provision_all(mongo.hospitalizations(), MasterKeys.of(mongo), mongo.uri(), hospital):
         print(line)
     return 0
 
@@ -34,10 +34,11 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access, encryption, master_keys
 
     mongo = mongo_resource_from_env()
-    copy = access.doctor_app_copy(mongo.hospitalizations())
-    local = master_keys.aws_master_key() is None
-    old = master_keys.local_provider(master_keys.master_key()) if local else None
-    rewrapped = encryption.rotate_master_key(mongo.client(), [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
+    copy, keys = access.doctor_app_copy(mongo.hospitalizations()), MasterKeys.of(mongo)
+    local = keys.aws_master_key() is None
+    old = master_keys.local_provider(keys.master_key()) if local else None
+    rewrapped = encryption.rotate_master_key(mongo.client(), keys,
+                                             [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
     for vault, count in rewrapped.items():
         print(f"re-wrapped {count:>4}  data keys in {vault}")
     if local and master_keys.MASTER_KEY_VARIABLE in os.environ:
@@ -68,7 +69,8 @@ def _backup(args: argparse.Namespace) -> int:
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
         print(f"deleted older backup {name}")
-    _retired_keys(*keys.forget_unneeded_master_keys(mongo.client(), store, catalog.Catalog(mongo.database, mongo.collection)))
+    _retired_keys(*keys.forget_unneeded_master_keys(mongo.client(), MasterKeys.of(mongo), store,
+                                                   catalog.Catalog(mongo.database, mongo.collection)))
     return 0
 
 
@@ -99,7 +101,8 @@ def _restore(args: argparse.Namespace) -> int:
             opened = reading.open_backup(args.source, latest=args.latest, log=print)
         mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = restore.restore(opened, mongo.client(), mongo.database, mongo.collection, drop=args.drop, log=print)
+        restored = restore.restore(opened, mongo.client(), MasterKeys.of(mongo), mongo.database, mongo.collection,
+                                   drop=args.drop, log=print)
     except (files.BackupError, restore.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)
         return 7

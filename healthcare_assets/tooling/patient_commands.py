@@ -23,16 +23,19 @@ def add_arguments(sub: argparse.ArgumentParser, command: str) -> None:
 
 
 def _selection(args: argparse.Namespace):
-    """The collection, then the patients the arguments stand for and 0, or None and the exit code (2: not a
-    name; 5: several). A command that only reads (all but erase-patient --yes) never starts the server."""
+    """The collection, its master keys, then the patients the arguments stand for and 0, or None and the exit code
+    (2: not a name; 5: several). A command that only reads (all but erase-patient --yes) never starts the server."""
     from healthcare_assets.domain import gdpr
+    from healthcare_assets.domain.master_keys import MasterKeys
 
-    collection = mongo_resource_from_env(start=getattr(args, "yes", False)).hospitalizations()
+    mongo = mongo_resource_from_env(start=getattr(args, "yes", False))
+    collection, keys = mongo.hospitalizations(), MasterKeys.of(mongo)
     try:
-        return collection, gdpr.select(collection, args.name, args.gender, args.blood_type, everyone=args.all), 0
+        return collection, keys, gdpr.select(collection, keys, args.name, args.gender, args.blood_type,
+                                             everyone=args.all), 0
     except gdpr.PatientSelectionError as exc:
         print(exc, file=sys.stderr)
-        return collection, None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
+        return collection, keys, None, 5 if isinstance(exc, gdpr.SeveralPatientsError) else 2
 
 
 def _not_found(name: str, collection) -> str:
@@ -43,14 +46,14 @@ def _not_found(name: str, collection) -> str:
 def export_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
 
-    collection, selection, code = _selection(args)
+    collection, keys, selection, code = _selection(args)
     if selection is None:
         return code
     if not selection.patients:  # nothing to write: no empty export that reads as "we hold nothing on you"
         print(_not_found(selection.name, collection), file=sys.stderr)
         return NOT_FOUND
     try:
-        count = gdpr.export_patient(collection, Path(args.out), selection)
+        count = gdpr.export_patient(collection, keys, Path(args.out), selection)
     except FileExistsError:
         print(f"{args.out}: already exists (a file or a symbolic link): the export holds decrypted records "
               "and is written only into a new file, created 0600; give a path where nothing is", file=sys.stderr)
@@ -65,7 +68,7 @@ def export_patient(args: argparse.Namespace) -> int:
 def erase_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
 
-    collection, selection, code = _selection(args)
+    collection, _, selection, code = _selection(args)
     if selection is None:
         return code
     for patient in selection.patients:

@@ -14,6 +14,7 @@ from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.access_matrix import EXPECTED, OPERATIONS
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import materialize
 
 
@@ -29,7 +30,7 @@ def secured_server(data_dir: Path, export: Path):
         assert materialize(export, mongo).success
         hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
         own, other = hospitals[0], hospitals[1]
-        access.provision_all(mongo.hospitalizations(), mongo.uri(), own)
+        access.provision_all(mongo.hospitalizations(), keys_now(), mongo.uri(), own)
         port = embedded_mongo.status(data_dir)["port"]
         template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
         yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(),
@@ -70,7 +71,7 @@ def operations(secured, client: pymongo.MongoClient, role: str) -> dict:
         "read audit log": lambda: client[dbs["audit"]][AUDIT_COLLECTION].find_one(),
         "read key vault": lambda: client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION].find_one(),
         # a main-collection name (as the admin read it), decrypted with this role's connection and the master key
-        "decrypt a name": lambda: decrypted(encryption.cipher(raw), secured["template"]["personal_info"]["name"]),
+        "decrypt a name": lambda: decrypted(encryption.cipher(raw, keys_now()), secured["template"]["personal_info"]["name"]),
     }
 
 
@@ -114,13 +115,13 @@ def test_doctor_app_decrypts_its_copy_with_its_own_key_only(secured):
     copy = client[secured["dbs"]["doctor_app"]]["hospitalizations"]
     vault = client[secured["dbs"]["doctor_app"]][encryption.KEY_VAULT_COLLECTION]
     assert [k["keyAltNames"] for k in vault.find()] == [[f"{copy.full_name}:hospital:{secured['own']}"]]
-    own = encryption.doctor_app_cipher(copy, secured["own"])
+    own = encryption.doctor_app_cipher(copy, keys_now(), secured["own"])
     stored = copy.find_one()
     assert all(encryption.is_encrypted(stored[part][name]) for part, name in ENCRYPTED_FIELDS)
     clear = own.decrypt_document(stored)
     admin = client_for(secured, "ADMIN_MASTER")
     main = admin[secured["dbs"]["main"]]["hospitalizations"]
-    source = encryption.cipher(main).decrypt_document(main.find_one({"_id": stored["_id"]}))
+    source = encryption.cipher(main, keys_now()).decrypt_document(main.find_one({"_id": stored["_id"]}))
     assert [source[part][name] for part, name in ENCRYPTED_FIELDS] == [clear[part][name] for part, name in ENCRYPTED_FIELDS]
     assert main.find_one({"_id": stored["_id"]})["personal_info"]["name"] != stored["personal_info"]["name"]
     # a main-collection ciphertext needs a key of encryption.__keyVault: not in its own vault ...
@@ -129,7 +130,7 @@ def test_doctor_app_decrypts_its_copy_with_its_own_key_only(secured):
         own.decrypt(main_name)
     # ... and that vault it may not read
     with pytest.raises(pymongo.errors.EncryptionError) as refused:
-        encryption.cipher(client[secured["dbs"]["main"]]["hospitalizations"]).decrypt(main_name)
+        encryption.cipher(client[secured["dbs"]["main"]]["hospitalizations"], keys_now()).decrypt(main_name)
     assert isinstance(refused.value.cause, pymongo.errors.OperationFailure) and refused.value.cause.code == 13
 
 
@@ -152,7 +153,7 @@ def test_a_client_without_the_master_key_reads_bindata_only(secured):
         assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
     admin = client_for(secured, "ADMIN_MASTER")
     wrong = {master_keys.local_provider(b"w" * 96): {"key": b"w" * 96}}
-    with encryption.client_encryption(admin, providers=wrong) as other, pytest.raises(pymongo.errors.EncryptionError):
+    with encryption.client_encryption(admin, wrong) as other, pytest.raises(pymongo.errors.EncryptionError):
         other.decrypt(secured["template"]["personal_info"]["name"])
 
 

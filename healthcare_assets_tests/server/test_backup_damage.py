@@ -13,6 +13,7 @@ from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])
@@ -36,7 +37,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_pa
     # The restore refuses it before writing anything, naming the file.
     scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup_files.BackupError, match=str(broken)):
-        restore.restore(reading.open_backup(str(folder)), small_export_loaded.client(), small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder)), small_export_loaded.client(), keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert not set(scratch.values()) & set(small_export_loaded.client().list_database_names())
 
 

@@ -18,6 +18,7 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling import cli
 from healthcare_assets_tests.fixtures.backups import deployment_documents
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
 
 
@@ -38,7 +39,7 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
     client = small_export_loaded.client()
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
     try:
-        restore.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(opened, client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         restored = client[scratch[databases(small_export_loaded.database)["main"]]].hospitalizations
         restored.update_one({"personal_info.age": {"$lt": 100}}, {"$inc": {"personal_info.age": 1}})
         report = restore.compare(client, client, opened, small_export_loaded.collection, scratch)
@@ -52,9 +53,9 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
 
 def erase(collection, stay: dict) -> tuple[str, int]:
     """Erase the patient of one stay, as erase-patient does; returns its keyed id and its stays."""
-    name = encryption.cipher(collection).decrypt(stay["personal_info"]["name"])
+    name = encryption.cipher(collection, keys_now()).decrypt(stay["personal_info"]["name"])
     person = stay["personal_info"]
-    selection = gdpr.select(collection, name, person["gender"], person["blood_type"])
+    selection = gdpr.select(collection, keys_now(), name, person["gender"], person["blood_type"])
     [patient] = selection.patients
     gdpr.erase_patient(collection, selection)
     return patient.patient_id, patient.stays
@@ -69,14 +70,14 @@ def stays_of(collection, skip: int = 0) -> list[dict]:
 def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(small_export_loaded, small_csv, tmp_path, capsys):
     collection = small_export_loaded.hospitalizations()
     [stay, *_] = stays_of(collection)
-    access.refresh_doctor_app(collection, stay["administrative_info"]["hospital"])
+    access.refresh_doctor_app(collection, keys_now(), stay["administrative_info"]["hospital"])
     app = access.doctor_app_copy(collection)
     in_app = app.count_documents({"patient_id": stay["patient_id"]})
     assert in_app >= 1
     assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
     documents = collection.count_documents({})
     patient_id, stays = erase(collection, stay)
-    name = encryption.cipher(collection).decrypt(stay["personal_info"]["name"])
+    name = encryption.cipher(collection, keys_now()).decrypt(stay["personal_info"]["name"])
     capsys.readouterr()
 
     assert cli.main(["restore", "--from", str(tmp_path / "backups"), "--latest", "--drop"]) == 0
@@ -118,12 +119,12 @@ def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path)
     later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # lists `first`
     second, _ = erase(collection, stays_of(collection, skip=10)[0])
 
-    restore.restore(reading.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restore.restore(reading.open_backup(older.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
     # a live list that lost an id gets it back from the backup's: the union, never a replacement
     erasures.delete_one({"_id": first})
-    restored = restore.restore(reading.open_backup(later.location), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(later.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert restored.erased_patients == 2
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
@@ -157,7 +158,7 @@ def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_
     # The comparison counts an erased patient's stay found in what was restored.
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
     try:
-        restored = restore.restore(reading.open_backup(older.location), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restored = restore.restore(reading.open_backup(older.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         assert restored.kept_out[f"{scratch[small_export_loaded.database]}.hospitalizations"] == len(saved)
         client[scratch[small_export_loaded.database]].hospitalizations.insert_one(saved[0])  # came back
         report = restore.compare(client, client, reading.open_backup(older.location), small_export_loaded.collection, scratch)

@@ -34,7 +34,7 @@ from healthcare_assets_tests.fixtures.backups import (
     documents,
     newest,
 )
-from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV
+from healthcare_assets_tests.fixtures.environment import COMMITTED_CSV, keys_now
 from healthcare_assets_tests.fixtures.runs import materialize
 
 
@@ -46,7 +46,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
     main = source[dbs["main"]]
     # Another deployment's data key in the shared key vault: not this backup's to take.
     other = f"other_{uuid.uuid4().hex[:8]}"
-    encryption.cipher(source[other].hospitalizations, create=True).key_id("personal_info.name")
+    encryption.cipher(source[other].hospitalizations, keys_now(), create=True).key_id("personal_info.name")
     try:
         assert cli.main(["backup", "--to", str(tmp_path / "backups")]) == 0
     finally:
@@ -94,10 +94,10 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
         assert [d["action"] for d in audit_after if d not in audit_before] == ["restore"]
         # The names decrypt there: the deployment's data keys came with the backup.
         stay = main.hospitalizations.find_one({}, sort=[("_id", 1)])
-        names = encryption.cipher(restored.hospitalizations)
+        names = encryption.cipher(restored.hospitalizations, keys_now())
         assert encryption.is_encrypted(stay["personal_info"]["name"])
         assert names.decrypt(restored.hospitalizations.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
-            == encryption.cipher(main.hospitalizations).decrypt(stay["personal_info"]["name"])
+            == encryption.cipher(main.hospitalizations, keys_now()).decrypt(stay["personal_info"]["name"])
         # The validator holds on the restored collection.
         with pytest.raises(WriteError, match="Document failed validation") as refused:
             restored.hospitalizations.insert_one({"not": "a hospitalization"})
@@ -131,13 +131,13 @@ def test_a_backup_holds_no_secret(small_export_loaded, tmp_path):
     assert b"personal_info" in payload  # the search does read the documents
     for name, value in secrets.items():
         assert value.encode() not in payload, name
-    assert master_keys.master_key() not in payload
+    assert keys_now().master_key() not in payload
     assert small_export_loaded.uri().encode() not in payload
     # the names stay encrypted: a leaked backup without the master key holds none
     dump = folder / databases(small_export_loaded.database)["main"] / "hospitalizations.bson.gz"
     docs = bson.decode_all(gzip.decompress(dump.read_bytes()))
     assert docs and all(encryption.is_encrypted(d[part][name]) for d in docs for part, name in ENCRYPTED_FIELDS)
-    clear = encryption.cipher(small_export_loaded.hospitalizations()).decrypt_document(docs[0])
+    clear = encryption.cipher(small_export_loaded.hospitalizations(), keys_now()).decrypt_document(docs[0])
     for part, name in ENCRYPTED_FIELDS:
         assert clear[part][name].encode() not in payload
 

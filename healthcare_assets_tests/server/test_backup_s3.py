@@ -13,6 +13,7 @@ from healthcare_assets.defs.resources import resources
 from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.plumbing.backup_store import PART_BYTES, S3Store
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 
 def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
@@ -28,7 +29,7 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = small_export_loaded.client()
     try:
-        counts = restore.restore(opened, client, small_export_loaded.database, small_export_loaded.collection, rename=scratch).counts
+        counts = restore.restore(opened, client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch).counts
         assert sum(counts.values()) == sum(written.collections.values())
         report = restore.compare(client, client, opened, small_export_loaded.collection, scratch)
         assert not [t for t in report.values() if t["differing"] or t["only_in_backup"] or t["only_in_source"]]

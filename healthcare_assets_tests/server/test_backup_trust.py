@@ -23,6 +23,7 @@ from healthcare_assets.domain.backup import reading, restore, writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 
 def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, sign: bool = True) -> None:
@@ -53,7 +54,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
     other = f"clinic_{uuid.uuid4().hex[:8]}"  # another deployment on the same server
     client[other].records.insert_one({"_id": 1, "kept": True})
-    encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
+    encryption.cipher(client[other].hospitalizations, keys_now(), create=True).key_id("personal_info.name")
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     try:
         written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
@@ -69,9 +70,9 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
         # Signed again (an insider's key): the scope still comes from the configured deployment.
         rewrite(folder, backup_files.MANIFEST, edit=widen)
         with pytest.raises(backup_files.BackupError, match=f"outside this deployment \\({other}\\)"):
-            restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+            restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
         rewrite(folder, backup_files.MANIFEST, edit=lambda m: m["databases"].pop(other))
-        restored = restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+        restored = restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
         assert restored.keys_proven == len(written.manifest["keys"]) > 0
         assert client[other].records.count_documents({}) == 1
         assert vault.count_documents({"keyAltNames": {"$regex": f"^{other}\\."}}) == 1
@@ -93,10 +94,10 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_expor
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup_files.BackupError, match="signature does not match"):  # the store's writer cannot sign
-        restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
     with pytest.raises(restore.RestoreRefusedError) as refused:
-        restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
     assert not set(scratch.values()) & set(client.list_database_names())  # nothing was written
     assert dbs["main"] in client.list_database_names()
@@ -149,7 +150,7 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})
-    restored = restore.restore(reading.open_backup(str(folder)), client, small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert f"{dbs['audit']}.{audit.AUDIT_COLLECTION}: index [('at', 1)]" in restored.left_out
     assert any(what.startswith(f"{dbs['main']}.hospitalizations: options") for what in restored.left_out)
     log = client[dbs["audit"]][audit.AUDIT_COLLECTION]

@@ -31,6 +31,7 @@ from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Query, query_suite
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import (
     DEFS,
     check_results,
@@ -148,7 +149,7 @@ def test_benchmark_reports_plans_counts_and_files(mongo, small_csv):
         assert_bounds_are_stated(q, documents)
     stored = suite["patient_by_name"].filter["personal_info.name"]
     assert encryption.is_encrypted(stored)  # asked as stored (and served by the index, above); the CSV in clear
-    assert "[redacted]" in json.dumps(report) and encryption.cipher(collection).decrypt(stored) not in json.dumps(report)
+    assert "[redacted]" in json.dumps(report) and encryption.cipher(collection, keys_now()).decrypt(stored) not in json.dumps(report)
 
     png = (settings.reports_dir() / "index_benchmarks.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

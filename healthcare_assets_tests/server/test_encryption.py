@@ -18,7 +18,7 @@ from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.mongo import connect
-from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.environment import REPO, keys_now
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
 from healthcare_assets_tests.fixtures.servers import drop_deployment
 
@@ -64,22 +64,22 @@ def test_each_field_has_its_own_data_key_in_the_vault(encrypted_mongo):
     keys = list(vault.find({"keyAltNames": {"$in": names}}))
     assert sorted(k["keyAltNames"][0] for k in keys) == names == [
         f"{collection.full_name}:administrative_info.doctor", f"{collection.full_name}:personal_info.name"]
-    assert {k["masterKey"]["provider"] for k in keys} == {master_keys.local_provider(master_keys.master_key())}
+    assert {k["masterKey"]["provider"] for k in keys} == {master_keys.local_provider(keys_now().master_key())}
     # a patient and a doctor of the same name do not share a ciphertext
-    cipher = encryption.cipher(collection)
+    cipher = encryption.cipher(collection, keys_now())
     same = "Ann Lee"
     assert cipher.encrypt("personal_info.name", same) != cipher.encrypt("administrative_info.doctor", same)
     # a second data key under an alt name in use is refused by the index
     with pytest.raises(pymongo.errors.EncryptionError, match="duplicate key|E11000"):
-        cipher.encryption.create_data_key(*master_keys.provider(), key_alt_names=[names[0]])
+        cipher.encryption.create_data_key(*keys_now().provider(), key_alt_names=[names[0]])
 
 
 def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(encrypted_mongo):
     collection = encrypted_mongo.hospitalizations()
-    cipher = encryption.cipher(collection)
+    cipher = encryption.cipher(collection, keys_now())
     doc = collection.find_one({"_id": {"$exists": True}})
     name = cipher.decrypt(doc["personal_info"]["name"])
-    query = gdpr.patient_query(collection, name)
+    query = gdpr.patient_query(collection, keys_now(), name)
     assert query["personal_info.name"] == doc["personal_info"]["name"]  # deterministic
     collection.create_index("personal_info.name")
     try:
@@ -94,7 +94,7 @@ def test_lookup_by_name_encrypts_the_value_and_is_an_index_scan(encrypted_mongo)
 def test_the_validator_refuses_a_clear_name(encrypted_mongo):
     collection = encrypted_mongo.hospitalizations()
     doc = collection.find_one({"_id": {"$exists": True}})
-    clear = encryption.cipher(collection).decrypt_document(doc)
+    clear = encryption.cipher(collection, keys_now()).decrypt_document(doc)
     with pytest.raises(pymongo.errors.WriteError):
         collection.insert_one({**clear, "_id": "clear-probe"})
     assert DOCUMENT_JSON_SCHEMA["properties"]["personal_info"]["properties"]["name"] == {"bsonType": "binData"}
@@ -106,8 +106,8 @@ def test_development_master_key_is_generated_once_with_a_warning(data_dir, monke
     monkeypatch.delenv("MONGODB_URI", raising=False)
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE, raising=False)
     with pytest.warns(UserWarning, match="development master key"):
-        first = master_keys.master_key()
-    assert len(first) == 96 and master_keys.master_key() == first
+        first = keys_now().master_key()
+    assert len(first) == 96 and keys_now().master_key() == first
     stored = secrets_file.read(data_dir)[master_keys.MASTER_KEY_VARIABLE]
     assert base64.b64decode(stored) == first
     assert secrets_file.path(data_dir).stat().st_mode & 0o077 == 0
@@ -118,7 +118,7 @@ def test_production_refuses_a_missing_placeholder_or_malformed_master_key(data_d
     monkeypatch.setenv("MONGODB_URI", "mongodb://db.example:27017/")
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, value)
     with pytest.raises(ValueError, match=master_keys.MASTER_KEY_VARIABLE) as refused:
-        master_keys.master_key()
+        keys_now().master_key()
     assert not value or value not in str(refused.value)
     assert not secrets_file.path(data_dir).exists()  # never generated in production
 
@@ -129,11 +129,11 @@ def test_aws_kms_is_chosen_by_its_key_arn(monkeypatch):
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("HEALTHCARE_KMS_REGION", raising=False)
     with pytest.raises(master_keys.MasterKeyError, match="HEALTHCARE_KMS_REGION"):
-        master_keys.provider()
+        keys_now().provider()
     monkeypatch.setenv("HEALTHCARE_KMS_REGION", "eu-west-3")
-    assert master_keys.provider() == ("aws", {"key": arn, "region": "eu-west-3"})
+    assert keys_now().provider() == ("aws", {"key": arn, "region": "eu-west-3"})
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, "change-me-master-key")  # .env.example's, unused
-    assert master_keys.kms_providers() == {"aws": {}}  # credentials from the AWS environment
+    assert keys_now().kms_providers() == {"aws": {}}  # credentials from the AWS environment
 
 
 # ---- rotation ----------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, smal
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     before = {d["_id"]: d["personal_info"]["name"] for d in collection.find({}, {"personal_info.name": 1})}
-    clear = {i: encryption.cipher(collection).decrypt(v) for i, v in list(before.items())[:50]}
+    clear = {i: encryption.cipher(collection, keys_now()).decrypt(v) for i, v in list(before.items())[:50]}
     old, new = os.environ[master_keys.MASTER_KEY_VARIABLE], master_keys.new_master_key()
     vault = mongo.client()[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     mine = {"keyAltNames": {"$in": list(encryption.key_names(collection).values())}}
@@ -169,10 +169,10 @@ def test_rotate_keys_rewraps_every_data_key_under_the_new_master_key(mongo, smal
         assert all(wrapped[k["_id"]] != k["keyMaterial"] for k in keys)  # the same data keys, wrapped anew
         assert {d["_id"]: d["personal_info"]["name"] for d in collection.find({}, {"personal_info.name": 1})} == before
         monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, new)
-        assert {i: encryption.cipher(collection).decrypt(before[i]) for i in clear} == clear
+        assert {i: encryption.cipher(collection, keys_now()).decrypt(before[i]) for i in clear} == clear
         monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, old)
         with pytest.raises(pymongo.errors.EncryptionError):
-            encryption.cipher(collection).decrypt(next(iter(before.values())))
+            encryption.cipher(collection, keys_now()).decrypt(next(iter(before.values())))
         # run again (an interrupted rotation is finished so): nothing is left under the old key
         again = rotate_keys(mongo, HEALTHCARE_NEW_MASTER_KEY=new)
         assert again.returncode == 0 and "re-wrapped    0" in again.stdout, again.stdout + again.stderr
@@ -186,23 +186,23 @@ def test_development_rotation_keeps_the_new_key_before_it_rewraps(mongo, data_di
     monkeypatch.delenv("MONGODB_URI")  # a development installation, whose key is in secrets.env
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     with pytest.warns(UserWarning, match="development master key"):
-        old = master_keys.master_key()
+        old = keys_now().master_key()
     monkeypatch.setenv("MONGODB_URI", uri)
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, base64.b64encode(old).decode())  # the same key
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     doc = collection.find_one({"_id": {"$exists": True}})
-    clear = encryption.cipher(collection).decrypt_document(doc)
+    clear = encryption.cipher(collection, keys_now()).decrypt_document(doc)
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     with pytest.warns(UserWarning):
-        rewrapped = encryption.rotate_master_key(collection.database.client, [encryption.KEY_VAULT])
+        rewrapped = encryption.rotate_master_key(collection.database.client, keys_now(), [encryption.KEY_VAULT])
     assert rewrapped[encryption.KEY_VAULT] == 2  # this test's keys only: the others are under the session's
     stored = secrets_file.read(data_dir)
     new = base64.b64decode(stored[master_keys.MASTER_KEY_VARIABLE])
     assert new != old and stored[master_keys.NEW_MASTER_KEY_VARIABLE] == ""
     with pytest.warns(UserWarning):
-        assert encryption.cipher(collection).decrypt_document(doc) == clear
+        assert encryption.cipher(collection, keys_now()).decrypt_document(doc) == clear
 
 
 # ---- migration of documents loaded in clear -----------------------------------------------------
@@ -211,17 +211,17 @@ def test_development_rotation_keeps_the_new_key_before_it_rewraps(mongo, data_di
 def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remains(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
-    cipher = encryption.cipher(collection)
+    cipher = encryption.cipher(collection, keys_now())
     encrypted = {d["_id"]: d for d in collection.find()}
     hospital = next(iter(encrypted.values()))["administrative_info"]["hospital"]
     copy = access.doctor_app_copy(collection)
-    access.refresh_doctor_app(collection, hospital)
+    access.refresh_doctor_app(collection, keys_now(), hospital)
     copied = {d["_id"]: d for d in copy.find()}
     # as an older version stored them: every identifier in clear, the validator of strings
     collection.database.command("collMod", collection.name, validator={})
     for doc in encrypted.values():
         collection.replace_one({"_id": doc["_id"]}, cipher.decrypt_document(doc))
-    own = encryption.doctor_app_cipher(copy, hospital)
+    own = encryption.doctor_app_cipher(copy, keys_now(), hospital)
     for doc in copied.values():
         copy.replace_one({"_id": doc["_id"]}, own.decrypt_document(doc))
     assert migration.clear_identifiers(collection) == len(encrypted)
@@ -249,7 +249,7 @@ def test_the_migration_check_fails_while_a_clear_name_remains(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     doc = collection.find_one({"_id": {"$exists": True}})
-    clear = encryption.cipher(collection).decrypt_document(doc)
+    clear = encryption.cipher(collection, keys_now()).decrypt_document(doc)
     collection.replace_one({"_id": doc["_id"]}, clear, bypass_document_validation=True)
     assert migration.clear_identifiers(collection) == 1
     from healthcare_assets.defs.migration import no_clear_identifier_remains

@@ -15,7 +15,7 @@ from bson import json_util
 from healthcare_assets.domain import access, encryption, gdpr, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION, ERASURES_COLLECTION
 from healthcare_assets.plumbing import settings
-from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.environment import REPO, keys_now
 from healthcare_assets_tests.fixtures.gdpr import cli, export_with_quarantined_row
 from healthcare_assets_tests.fixtures.runs import materialize, materialized
 
@@ -81,13 +81,13 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     name = gdpr.normalized(row[0])
     run_in_a_process(source, mongo, data_dir, tmp_path)
     collection = mongo.hospitalizations()
-    by_name = gdpr.patient_query(collection, name)  # the name as stored: encrypted
+    by_name = gdpr.patient_query(collection, keys_now(), name)  # the name as stored: encrypted
     stays = list(collection.find(by_name))
     assert stays
     [patient_id] = {d["patient_id"] for d in stays}
     # the doctor app serves the patient's hospital (as cleaned: the raw name may end in a comma)
     [hospital] = {d["administrative_info"]["hospital"] for d in stays}
-    access.refresh_doctor_app(collection, hospital)
+    access.refresh_doctor_app(collection, keys_now(), hospital)
     dbs = access.databases(mongo.database)
     doctor_app = mongo.client()[dbs["doctor_app"]]["hospitalizations"]
     assert doctor_app.count_documents({"patient_id": patient_id}) == len(stays)
@@ -111,7 +111,7 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     result = cli("export-patient", "--name", row[0].upper(), "--out", str(out), mongo=mongo, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     exported = json_util.loads(out.read_text())["records"]
-    clear = [encryption.cipher(collection).decrypt_document(d) for d in stays]
+    clear = [encryption.cipher(collection, keys_now()).decrypt_document(d) for d in stays]
     assert {d["personal_info"]["name"] for d in exported} == {name}  # decrypted for the patient
     assert sorted(exported, key=lambda d: d["_id"]) == sorted(clear, key=lambda d: d["_id"])  # round trip
 
@@ -199,7 +199,7 @@ def test_a_shared_name_lists_its_patients_and_erases_only_the_one_picked(mongo, 
     result = materialize(source, mongo)  # in this process, which lives on: its run counts as in progress
     assert result.success
     collection = mongo.hospitalizations()
-    name = gdpr.patient_query(collection, "Alex Morgan")
+    name = gdpr.patient_query(collection, keys_now(), "Alex Morgan")
     assert collection.count_documents(name) == 5
     in_progress = settings.staging_dir() / result.run_id
     finished = settings.staging_dir() / "a-run-that-ended"

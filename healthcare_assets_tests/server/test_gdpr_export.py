@@ -10,6 +10,7 @@ import pytest
 from bson import json_util
 
 from healthcare_assets.domain import gdpr, master_keys
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.gdpr import cli
 from healthcare_assets_tests.fixtures.runs import materialize
 
@@ -53,7 +54,7 @@ def test_an_export_without_the_master_key_says_which_key_to_bring(mongo, data_di
     with open(small_csv, newline="") as f:
         name = gdpr.normalized(list(csv.reader(f))[10][0])
     assert materialize(small_csv, mongo).success
-    wrapping = master_keys.local_provider(master_keys.master_key())
+    wrapping = master_keys.local_provider(keys_now().master_key())
     env = {**os.environ, "MONGODB_DATABASE": mongo.database, "HEALTHCARE_DATA_DIR": str(data_dir),
            master_keys.MASTER_KEY_VARIABLE: master_keys.new_master_key()}
     result = subprocess.run([sys.executable, "-m", "healthcare_assets.tooling.cli", "export-patient", "--name", name,

@@ -22,6 +22,7 @@ from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.plumbing.mongo import MongoResource, connect
 from healthcare_assets.tooling import cli
 from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import materialize
 
 VAULT = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)
@@ -40,7 +41,7 @@ def tiny_chain_beside_other_keys(mongo, tiny_csv) -> MongoResource:
     log, data keys), and another deployment's data key beside its own in the shared key vault."""
     assert materialize(tiny_csv, mongo).success
     client, other = mongo.client(), f"other_{uuid.uuid4().hex[:8]}"
-    encryption.cipher(client[other].hospitalizations, create=True).key_id("personal_info.name")
+    encryption.cipher(client[other].hospitalizations, keys_now(), create=True).key_id("personal_info.name")
     yield mongo
     encryption.drop_keys(client, other)
 
@@ -88,9 +89,9 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain
         assert schema(target[VAULT[0]]) == schema(source[VAULT[0]])
         # the names decrypt there with the restored keys
         stay = source[main].hospitalizations.find_one({}, sort=[("_id", 1)])
-        name = encryption.cipher(target[main].hospitalizations).decrypt(
+        name = encryption.cipher(target[main].hospitalizations, keys_now()).decrypt(
             target[main].hospitalizations.find_one({"_id": stay["_id"]})["personal_info"]["name"])
-        assert name == encryption.cipher(source[main].hospitalizations).decrypt(stay["personal_info"]["name"])
+        assert name == encryption.cipher(source[main].hospitalizations, keys_now()).decrypt(stay["personal_info"]["name"])
         assert "0 document(s) failed to restore" in done.stderr
     finally:
         embedded_mongo.stop(second)
@@ -153,8 +154,8 @@ def test_restore_takes_a_plain_mongodump_folder_only_when_asked(tiny_chain_besid
                     {hashlib.sha256(raw).hexdigest() for raw in dump.documents(db, coll)}, f"{db}.{coll}"
         stay = source[dbs["main"]].hospitalizations.find_one({}, sort=[("_id", 1)])
         restored = target[dbs["main"]].hospitalizations
-        assert encryption.cipher(restored).decrypt(restored.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
-            == encryption.cipher(source[dbs["main"]].hospitalizations).decrypt(stay["personal_info"]["name"])
+        assert encryption.cipher(restored, keys_now()).decrypt(restored.find_one({"_id": stay["_id"]})["personal_info"]["name"]) \
+            == encryption.cipher(source[dbs["main"]].hospitalizations, keys_now()).decrypt(stay["personal_info"]["name"])
     finally:
         monkeypatch.setenv("MONGODB_URI", first_uri)
         embedded_mongo.stop(second_dir)

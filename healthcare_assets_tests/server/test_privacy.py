@@ -10,6 +10,7 @@ from healthcare_assets.domain import encryption, hierarchies, privacy
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.release_audit import view_documents, view_findings
 from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import check_results, materialize
 
 
@@ -62,7 +63,7 @@ def chain_of_20k_rows(tmp_path, mongo):
 @pytest.mark.slow
 def test_view_findings_on_the_real_view_are_clean(chain_of_20k_rows):
     scheme = Release(chain_of_20k_rows.hospitalizations(), b"").state()["scheme"]
-    found = view_findings(chain_of_20k_rows.hospitalizations(), view_documents(chain_of_20k_rows.db()), scheme)
+    found = view_findings(chain_of_20k_rows.hospitalizations(), keys_now(), view_documents(chain_of_20k_rows.db()), scheme)
     assert len(found.groups) > 100
     assert found.names_checked == 3 * chain_of_20k_rows.hospitalizations().count_documents({})
     assert (dict(found.wrong_fields), +found.not_generalized, found.leaks) == ({}, Counter(), 0)
@@ -77,12 +78,12 @@ def test_view_findings_catch_each_kind_of_leak(chain_of_20k_rows):
     tampered = db["tampered_view"]
     tampered.insert_many(list(db[privacy.VIEW_NAME].find({})))
     first = tampered.find_one()
-    doctor = encryption.cipher(source).decrypt(source.find_one()["administrative_info"]["doctor"])
+    doctor = encryption.cipher(source, keys_now()).decrypt(source.find_one()["administrative_info"]["doctor"])
     tampered.update_one({"_id": first["_id"]}, {"$set": {"medication": doctor.upper(), "billing_range": "12,345",
                                                          "length_of_stay": "12", "name": "x"}})
     tampered.insert_many([{**{k: v for k, v in first.items() if k != "_id"}, "age_range": "95"} for _ in range(3)])
 
-    found = view_findings(source, tampered.find({}), scheme)
+    found = view_findings(source, keys_now(), tampered.find({}), scheme)
     assert found.wrong_fields == {"name": 1, "billing_range": 1, "_id": tampered.count_documents({})}
     assert found.leaks == 1
     assert +found.not_generalized == {"length_of_stay": 1, "medication": 1, "age_range": 3}

@@ -19,6 +19,7 @@ from healthcare_assets.domain.backup import writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets.plumbing.backup_store import LocalStore
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import DEFS, failure_messages, materialize, materialized
 
 DATE = "%Y-%m-%d"
@@ -62,7 +63,7 @@ def doctor_app(mongo, small_csv):
     assert materialize(small_csv, mongo).success
     collection = mongo.hospitalizations()
     hospital = busiest_hospital(collection)
-    assert access.refresh_doctor_app(collection, hospital) > 1
+    assert access.refresh_doctor_app(collection, keys_now(), hospital) > 1
     return access.doctor_app_copy(collection), hospital
 
 
@@ -71,8 +72,8 @@ def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small
     copy, hospital = doctor_app
     written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
     folder, dbs = Path(written.location), databases(mongo.database)
-    readers = ((dbs["main"], encryption.cipher(collection)),
-               (dbs["doctor_app"], encryption.doctor_app_cipher(copy, hospital)))
+    readers = ((dbs["main"], encryption.cipher(collection, keys_now())),
+               (dbs["doctor_app"], encryption.doctor_app_cipher(copy, keys_now(), hospital)))
     for db, cipher in readers:
         docs = backed_up(folder, db)
         assert docs and all(encryption.is_encrypted(d["personal_info"]["name"]) for d in docs)
@@ -80,7 +81,7 @@ def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small
         assert confirmed == [], f"{len(confirmed)} of {len(docs)} ids in {db} are the unkeyed hash of their row"
         assert all(len(d["_id"]) == 32 and int(d["_id"], 16) >= 0 for d in docs)  # still the record key's format
     # the doctor app's live copy too, and its records are the source's (erasure finds them by patient_id)
-    app = encryption.doctor_app_cipher(copy, hospital)
+    app = encryption.doctor_app_cipher(copy, keys_now(), hospital)
     assert not [d for d in copy.find() if unkeyed(row_text(app.decrypt_document(d))) == d["_id"]]
     assert {d["_id"] for d in copy.find({}, {"_id": 1})} <= {d["_id"] for d in collection.find({}, {"_id": 1})}
 
@@ -100,7 +101,7 @@ def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small
 def loaded_backup(mongo, small_csv, tmp_path):
     assert materialize(small_csv, mongo).success
     written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
-    return backed_up(Path(written.location), mongo.database), encryption.cipher(mongo.hospitalizations())
+    return backed_up(Path(written.location), mongo.database), encryption.cipher(mongo.hospitalizations(), keys_now())
 
 
 def test_a_dictionary_attack_on_a_backup_confirms_no_name(loaded_backup):
@@ -141,7 +142,7 @@ def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, sm
     copy, hospital = doctor_app
     keyed_ids = sorted(collection.distinct("_id"))
     keyed_app_ids = sorted(copy.distinct("_id"))
-    source_cipher, app_cipher = encryption.cipher(collection), encryption.doctor_app_cipher(copy, hospital)
+    source_cipher, app_cipher = encryption.cipher(collection, keys_now()), encryption.doctor_app_cipher(copy, keys_now(), hospital)
     documents = make_unkeyed(collection, source_cipher)
     make_unkeyed(copy, app_cipher)
     collection.database[migration.RECORD_KEYS].delete_one({"_id": collection.name})  # as an earlier version left it

@@ -11,6 +11,7 @@ from healthcare_assets.domain.schema import (
     schema_violations,
     to_document,
 )
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 V2 = list(CSV_COLUMNS.values())
 
@@ -78,7 +79,7 @@ def test_schema_evaluator_agrees_with_the_server(mongo, breakage):
     evaluator must reject exactly what the server's $jsonSchema validator rejects."""
     from pymongo.errors import WriteError
 
-    doc = encryption.cipher(mongo.hospitalizations(), create=True).encrypt_document(_valid_document())
+    doc = encryption.cipher(mongo.hospitalizations(), keys_now(), create=True).encrypt_document(_valid_document())
     if breakage:
         BREAKAGES[breakage](doc)
     db = mongo.db()

@@ -166,3 +166,17 @@ def test_the_environment_is_read_in_at_most_three_places_outside_the_cli_and_the
              or isinstance(node, ast.ImportFrom) and node.module == "os"
              and {a.name for a in node.names} & {"environ", "environb", "getenv", "getenvb"}]
     assert len(reads) <= 3, f"{len(reads)} reads of the environment: {reads}"
+
+
+# Modules whose configuration comes as arguments, from a resource resolved when a run starts.
+CONFIGURED_BY_ARGUMENTS = ("domain/master_keys.py", "domain/encryption.py")
+ENVIRONMENT_READS = {"os.environ", "os.environb", "os.getenv", "os.getenvb", "settings.environment"}
+
+
+def test_configured_modules_never_read_the_environment():
+    reads = [f"{name}:{node.lineno} {ast.unparse(node)}" for name in CONFIGURED_BY_ARGUMENTS
+             for node in ast.walk(ast.parse((PACKAGE / name).read_text()))
+             if isinstance(node, ast.Attribute) and ast.unparse(node) in ENVIRONMENT_READS
+             or isinstance(node, ast.ImportFrom) and {f"{(node.module or '').rpartition('.')[2]}.{a.name}"
+                                                      for a in node.names} & ENVIRONMENT_READS]
+    assert not reads, "\n".join(reads)

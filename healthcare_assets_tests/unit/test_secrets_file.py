@@ -10,7 +10,7 @@ import pytest
 
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, privacy
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
 
@@ -91,17 +91,23 @@ def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_pat
     assert access.passwords()["ANALYST_READONLY"] == "change-me-analyst-readonly"
 
 
+def read_secret(generate, **options) -> str:
+    env = settings.environment()
+    return secrets_file.value("HEALTHCARE_TEST_SECRET", generate, given=env.get("HEALTHCARE_TEST_SECRET"),
+                              production=env.production, what="token", **options)
+
+
 def test_one_secret_from_the_environment_else_generated_once_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("MONGODB_URI", raising=False)
     monkeypatch.delenv("HEALTHCARE_TEST_SECRET", raising=False)
     made = iter(["first-made", "second-made"])
     with pytest.warns(UserWarning, match="HEALTHCARE_TEST_SECRET is not set: using the development token"):
-        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "first-made"
+        assert read_secret(lambda: next(made)) == "first-made"
     with pytest.warns(UserWarning):
-        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "first-made"
+        assert read_secret(lambda: next(made)) == "first-made"
     monkeypatch.setenv("HEALTHCARE_TEST_SECRET", "from-the-environment")
-    assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: next(made), what="token") == "from-the-environment"
+    assert read_secret(lambda: next(made)) == "from-the-environment"
     assert stored(tmp_path)["HEALTHCARE_TEST_SECRET"] == "first-made"
 
 
@@ -109,20 +115,19 @@ def test_a_development_placeholder_is_unset_only_where_asked_and_refused_in_prod
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("MONGODB_URI", raising=False)
     monkeypatch.setenv("HEALTHCARE_TEST_SECRET", "change-me-test-secret")
-    assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token") == "change-me-test-secret"
+    assert read_secret(lambda: "made") == "change-me-test-secret"
     with pytest.warns(UserWarning, match="HEALTHCARE_TEST_SECRET is not set"):
-        assert secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token",
-                                  development_placeholder_ignored=True) == "made"
+        assert read_secret(lambda: "made", development_placeholder_ignored=True) == "made"
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
     with pytest.raises(secrets_file.PlaceholderSecretError, match="HEALTHCARE_TEST_SECRET") as refused:
-        secrets_file.value("HEALTHCARE_TEST_SECRET", lambda: "made", what="token", development_placeholder_ignored=True)
+        read_secret(lambda: "made", development_placeholder_ignored=True)
     assert "change-me-test-secret" not in str(refused.value)
 
 
 def test_values_without_a_generator_only_read_the_file(tmp_path, monkeypatch):
     monkeypatch.delenv("MONGODB_URI", raising=False)
     monkeypatch.delenv("HEALTHCARE_TEST_SECRET", raising=False)
-    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, tmp_path) == {}
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, {}, False, tmp_path) == {}
     assert not (tmp_path / "secrets.env").exists()
     secrets_file.store({"HEALTHCARE_TEST_SECRET": "kept"}, tmp_path)
-    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, tmp_path) == {"HEALTHCARE_TEST_SECRET": "kept"}
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, {}, False, tmp_path) == {"HEALTHCARE_TEST_SECRET": "kept"}

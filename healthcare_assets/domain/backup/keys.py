@@ -16,7 +16,7 @@ from healthcare_assets.domain.backup.files import BackupError, backups
 from healthcare_assets.domain.backup.reading import good_manifest
 from healthcare_assets.domain.backup.writing import key_vault_filter
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
-from healthcare_assets.domain.master_keys import retired_kms_keys, retired_master_keys
+from healthcare_assets.domain.master_keys import MasterKeys
 
 
 def _vaults(catalog: Catalog) -> list[str]:
@@ -30,7 +30,7 @@ def backed_up_keys(backup, catalog: Catalog) -> Iterator[tuple[str, dict]]:
                 yield db, decode(raw)
 
 
-def judge_keys(backup, catalog: Catalog) -> list[str]:
+def judge_keys(backup, catalog: Catalog, keys: MasterKeys) -> list[str]:
     ours = re.compile(key_vault_filter(catalog.main)["keyAltNames"]["$regex"])
     problems, documents = [], []
     for db, doc in backed_up_keys(backup, catalog):
@@ -40,10 +40,10 @@ def judge_keys(backup, catalog: Catalog) -> list[str]:
             problems.append(f"data key {doc.get('_id')!r} in {db}.{KEY_VAULT_COLLECTION} is named "
                             f"{foreign or 'nothing'}, not after this deployment's databases")
         documents.append(doc)
-    return problems + master_keys.wrapping_problems(documents)
+    return problems + keys.wrapping_problems(documents)
 
 
-def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -> int:
+def prove_keys(client: MongoClient, keys: MasterKeys, catalog: Catalog, targets: dict[str, str]) -> int:
     proven = 0
     for db in _vaults(catalog):
         target = targets.get(db, db)
@@ -52,10 +52,10 @@ def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -
         ids = [doc["_id"] for doc in vault.find(match, {"_id": 1})]
         if not ids:
             continue
-        with encryption.client_encryption(client, vault.full_name) as keys:
+        with encryption.client_encryption(client, keys.kms_providers(), vault.full_name) as unwrapping:
             for key_id in ids:
                 try:
-                    keys.encrypt("restore-probe", encryption.DETERMINISTIC, key_id=key_id)
+                    unwrapping.encrypt("restore-probe", encryption.DETERMINISTIC, key_id=key_id)
                 except PyMongoError as exc:  # EncryptionError among them
                     raise BackupError(f"restored data key {key_id!r} in {vault.full_name} does not unwrap with "
                                       f"this installation's master keys: {exc}") from None
@@ -63,10 +63,11 @@ def prove_keys(client: MongoClient, catalog: Catalog, targets: dict[str, str]) -
     return proven
 
 
-def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) -> tuple[list[str], str | None]:
+def forget_unneeded_master_keys(client: MongoClient, keys: MasterKeys, store,
+                                catalog: Catalog) -> tuple[list[str], str | None]:
     """Forget retired master keys no backup nor live key needs; none while a backup's keys cannot be read."""
     try:
-        if not retired_master_keys() and not retired_kms_keys():
+        if not keys.retired_master_keys() and not keys.retired_kms_keys():
             return [], None  # nothing retired: nothing to judge (nor a current key to read)
     except master_keys.MasterKeyError as exc:  # the backup stands; the keys' housekeeping waits for a fix
         return [], f"kept every retired master key: {exc}"
@@ -81,4 +82,4 @@ def forget_unneeded_master_keys(client: MongoClient, store, catalog: Catalog) ->
     if unknown:
         return [], f"kept every retired master key: {unknown} backup folder(s) without a signed key list"
     in_use |= encryption.providers_in_vaults(client, [f"{db}.{KEY_VAULT_COLLECTION}" for db in _vaults(catalog)])
-    return master_keys.forget_retired_keys(in_use), None
+    return keys.forget_retired_keys(in_use), None

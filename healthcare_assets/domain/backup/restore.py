@@ -17,6 +17,7 @@ from healthcare_assets.domain.backup.erasures import Erasures, main_database, re
 from healthcare_assets.domain.backup.files import INSERT_BATCH, raw_documents, read_ranges
 from healthcare_assets.domain.backup.keys import judge_keys, prove_keys
 from healthcare_assets.domain.backup.reading import Opened
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
 
 
@@ -43,14 +44,14 @@ class Restored:
     keys_proven: int = 0  # restored data keys that unwrapped with this installation's master keys
 
 
-def restore(backup: Opened, client: MongoClient, database: str, collection: str, drop: bool = False,
+def restore(backup: Opened, client: MongoClient, keys: MasterKeys, database: str, collection: str, drop: bool = False,
             rename: dict[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> Restored:
     """Refuses before anything is written; `rename` maps a database to another (the drill's scratch ones)."""
     rename = rename or {}
     catalog = Catalog(database, collection)
     catalog.check_scope(backup.manifest["databases"], backup.location)
     backup.verify()
-    if problems := judge_keys(backup, catalog):
+    if problems := judge_keys(backup, catalog, keys):
         raise RestoreRefusedError("refusing the backup's data keys; nothing was written:\n  " + "\n  ".join(problems))
     targets = {db: rename.get(db, db) for db in backup.manifest["databases"]}
     erasures = Erasures.of(backup, client, targets, database, collection)
@@ -77,7 +78,7 @@ def restore(backup: Opened, client: MongoClient, database: str, collection: str,
     for what in left_out:
         log(f"left out, as the code does not define it: {what}")
     restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), left_out=left_out)
-    restored.keys_proven = prove_keys(client, catalog, targets)
+    restored.keys_proven = prove_keys(client, keys, catalog, targets)
     if not rename:  # the drill's scratch databases are compared, never published
         restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client)
     return restored

@@ -9,7 +9,7 @@ import json
 
 from healthcare_assets.domain import privacy
 from healthcare_assets.domain.backup.files import BackupError
-from healthcare_assets.plumbing import secrets_file
+from healthcare_assets.plumbing import secrets_file, settings
 
 PSEUDONYM_KEY_VARIABLE = "HEALTHCARE_PSEUDONYM_KEY"
 LABEL = b"backup-manifest"
@@ -28,7 +28,9 @@ def writing_key() -> bytes:
 
 def installation_key() -> bytes | None:
     """The key backups are verified with, or None on a new host: a key made here would verify nothing."""
-    secret = (secrets_file.environment([PSEUDONYM_KEY_VARIABLE], secrets_file.MIN_KEY_BYTES).get(PSEUDONYM_KEY_VARIABLE)
+    env = settings.environment()
+    secret = (secrets_file.environment([PSEUDONYM_KEY_VARIABLE], env.variables, env.production,
+                                       secrets_file.MIN_KEY_BYTES).get(PSEUDONYM_KEY_VARIABLE)
               or secrets_file.read().get(PSEUDONYM_KEY_VARIABLE))
     return _derived(secret.encode()) if secret else None
 

@@ -10,6 +10,7 @@ import dagster as dg
 from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.backup import reading, writing
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling.bench import steps
@@ -94,7 +95,8 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
         if size < HUGE_ROWS:  # inserting every document twice more would double a 5M run
             ceiling = out["ceiling"] = measure_ceiling(
                 mongo.db(), result.output_for_node("mongo_hospitalizations")["cleaned_path"],
-                result.output_for_node("cleaned_frame").source.as_metadata(), encryption.cipher(mongo.hospitalizations()))
+                result.output_for_node("cleaned_frame").source.as_metadata(),
+                encryption.cipher(mongo.hospitalizations(), MasterKeys.of(mongo)))
             load |= {"ratio_to_bare_insert_many": ratio(load["docs_per_s"], ceiling["bare_docs_per_s"]),
                      "insert_ratio_to_bare_insert_many": ratio(load["insert_docs_per_s"], ceiling["bare_docs_per_s"]),
                      "ratio_to_validated_insert_many": ratio(load["docs_per_s"], ceiling["validated_docs_per_s"])}

@@ -34,7 +34,7 @@ class Role:
 
 
 def roles(database: str | None = None, collection: str | None = None) -> tuple[Role, ...]:
-    dbs = databases(database)
+    dbs = databases(database or settings.environment().database)
     db = dbs["main"]
     coll = collection or settings.environment().collection
     key_vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION, ("find",))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from healthcare_assets.plumbing import settings
 
-
-def databases(database: str | None = None) -> dict[str, str]:
+def databases(main: str) -> dict[str, str]:
     """healthcare_db -> healthcare_analytics, healthcare_doctor_app, healthcare_audit."""
-    main = database or settings.environment().database
     prefix = main.removesuffix("_db")
     return {"main": main, "analytics": f"{prefix}_analytics", "doctor_app": f"{prefix}_doctor_app",
             "audit": f"{prefix}_audit"}

@@ -13,7 +13,7 @@ from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from healthcare_assets.plumbing import credentials, secrets_file, settings
+from healthcare_assets.plumbing import credentials, secrets_file
 
 _clients: dict[str, pymongo.MongoClient] = {}
 
@@ -54,12 +54,11 @@ def redact(uri: str) -> str:
 
 
 def _production_uri(uri: str) -> str:
-    """MONGODB_URI, refused when its password is still a placeholder of .env.example."""
+    """MONGODB_URI (production, whatever else is set), refused when its password is still a placeholder of .env.example."""
     split = _split(uri)
     if split and split[1]:
         with contextlib.suppress(pymongo.errors.PyMongoError):  # pymongo itself reports a bad URI
-            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1],
-                                 settings.environment().production)
+            secrets_file.checked("MONGODB_URI's password", uri_parser.parse_userinfo(split[1])[1], production=True)
     return uri
 
 

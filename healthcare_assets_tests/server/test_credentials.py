@@ -17,7 +17,7 @@ import pytest
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, local_server
 from healthcare_assets.domain.audit import AUDIT_COLLECTION
-from healthcare_assets.plumbing import embedded_mongo, secrets_file
+from healthcare_assets.plumbing import embedded_mongo, secrets_file, settings
 from healthcare_assets.plumbing.credentials import AuthenticationRefusedError
 from healthcare_assets.plumbing.mongo import with_credentials
 from healthcare_assets.tooling.generate import generate_csv
@@ -206,7 +206,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server
         return result.stdout
 
     with admin(old[ADMIN]) as client:  # something in every database of the deployment
-        for database in access.databases().values():
+        for database in access.databases(settings.environment().database).values():
             client[database]["rotation_probe"].insert_many([{"n": n} for n in range(25)])
         before = _documents(client)
     assert healthy()
@@ -225,9 +225,9 @@ def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server
 
     with admin(new[ADMIN]) as client:
         after = _documents(client)
-    audit = f"{access.databases()['audit']}.{AUDIT_COLLECTION}"
+    audit = f"{access.databases(settings.environment().database)['audit']}.{AUDIT_COLLECTION}"
     assert after.pop(audit) == before.pop(audit, 0) + 2  # each provisioning is in the audit log
-    assert after == before and len(before) >= len(access.databases())
+    assert after == before and len(before) >= len(access.databases(settings.environment().database))
 
 
 @pytest.mark.slow

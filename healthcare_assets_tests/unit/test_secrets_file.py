@@ -11,6 +11,7 @@ import pytest
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, privacy
 from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing.mongo import MongoResource
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
 
@@ -73,6 +74,9 @@ def test_production_refuses_placeholder_passwords(monkeypatch):
     with pytest.raises(ValueError, match="MONGODB_URI") as error:
         mongo_resource_from_env().uri()
     assert "change-me-admin-master" not in str(error.value)
+    monkeypatch.delenv("MONGODB_URI")  # a resource given a server's URI holds it to production's rules all the same
+    with pytest.raises(ValueError, match="MONGODB_URI"):
+        MongoResource(mongodb_uri="mongodb://admin_master:change-me-admin-master@mongo:27017/").uri()
 
 
 def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_path, monkeypatch):

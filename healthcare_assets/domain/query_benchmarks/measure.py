@@ -1,12 +1,9 @@
 """Timing each question of the suite: with its index, forced to a collection scan, and answered by pandas from the CSV.
 
-The indexed runs carry no hint: on the embedded server (secantusdb 0.7) `hint(<index>)` walks the whole index and
-filters in Python, as slow as a COLLSCAN (1.6 s vs 1 ms for a name lookup on 55k documents), while the planner's own
-choice uses the index bounds; the check proves it chose the intended index. `hint({"$natural": 1})` forces a COLLSCAN.
-No query makes the server hold more than `max_held_documents` (docs/benchmarks.md): `maxTimeMS` does not bound a forced
-COLLSCAN, which decodes every document first. So on a larger collection the COLLSCANs, and the indexed queries whose
-result would pass that size, run on a scan sample (patient_id slices copied into a scratch collection) and are scaled
-by documents / sample; on 297,114 documents the scaled times came out below real full scans: a scaled speedup errs low.
+The indexed runs carry no hint: on the embedded server `hint(<index>)` walks the whole index and filters in Python,
+as slow as a COLLSCAN, while the planner's own choice uses the index bounds (the check proves it chose the intended
+one). `hint({"$natural": 1})` forces a COLLSCAN. Why and how no query holds more than `max_held_documents`, and how
+sampled scans are scaled: docs/benchmarks.md.
 """
 
 from __future__ import annotations

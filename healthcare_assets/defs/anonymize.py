@@ -24,6 +24,7 @@ from healthcare_assets.domain.release.planning import released_fields
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.domain.release_audit import bookkeeping_audit, copy_findings
 from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 
 RELEASE_POOL = "analysts_release"  # one publishing step at a time per deployment (see dagster.yaml)
@@ -103,19 +104,20 @@ def publish(release: Release, lease: Lease, operation: Operation, run_id: str) -
 
 
 @dg.asset(group_name="privacy", kinds={"mongodb"}, pool=RELEASE_POOL, check_specs=check_specs("anonymized_view", CHECKS))
-def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
+def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource,
+                    keys: KeysResource):
     """`patients_anonymized_view` in the hospitalization database (the client's requirement) and
     its materialized copy `healthcare_analytics.patients_anonymized` (what ANALYST_READONLY reads).
     Quasi-identifiers generalized; groups, and every change to them, of at least 11 patients with no
     sensitive value in over half of the stays; no linkable id. Releases this file's increments that
     qualify, after its checks pass."""
-    source = mongo.hospitalizations()
-    release = Release(source, privacy.pseudonym_key(), log=context.log.info)
+    source, installation = mongo.hospitalizations(), MasterKeys.of(keys)
+    release = Release(source, installation.pseudonym_key(), log=context.log.info)
     sha = mongo_hospitalizations["source_sha256"]
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        operation = judged_operation(context, release, MasterKeys.of(mongo), lease, sha,
+        operation = judged_operation(context, release, installation, lease, sha,
                                      mongo_hospitalizations["rows_loaded"])
         yield from operation.results
         if failed := [r.check_name for r in operation.results if not r.passed]:
@@ -158,12 +160,12 @@ AUDIT_CHECKS = {
 
 
 @dg.multi_asset_check(specs=check_specs(anonymized_view, AUDIT_CHECKS, blocking=False))
-def analysts_release_audit(mongo: MongoResource):
+def analysts_release_audit(mongo: MongoResource, keys: KeysResource):
     """Whole-collection audit (costs the collection; scheduled, never part of a drop's run)."""
     release = Release(mongo.hospitalizations(), b"")
     state = release.state()
     scheme = state["scheme"] if state else privacy.FINEST
-    found, (k, l_div, share) = copy_findings(release, MasterKeys.of(mongo), scheme)
+    found, (k, l_div, share) = copy_findings(release, MasterKeys.of(keys), scheme)
     failures = [r.check_name for r in check_results(found, *k_and_share(k, share, len(found.groups), {}))
                 if not r.passed]
     yield dg.AssetCheckResult(check_name="released_copy_is_anonymous", passed=not failures,

@@ -6,10 +6,12 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.anonymize import anonymized_view
 from healthcare_assets.defs.load import WRITES_POOL, mongo_hospitalizations
 from healthcare_assets.defs.previews import markdown_table
-from healthcare_assets.domain.backup import catalog, files, keys, reading, restore, writing
+from healthcare_assets.domain.backup import catalog, files, reading, restore, writing
+from healthcare_assets.domain.backup.keys import forget_unneeded_master_keys
 from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, open_store
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 
 GROUP = "backups"
@@ -22,11 +24,11 @@ class BackupConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"mongodb", "s3"}, deps=[mongo_hospitalizations, anonymized_view], pool=WRITES_POOL)
 def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo: MongoResource,
-                 backups: BackupStoreResource) -> dg.MaterializeResult:
+                 backups: BackupStoreResource, keys: KeysResource) -> dg.MaterializeResult:
     """Every database of the deployment (the hospitalizations, the analysts' copy, the doctor
     app's copy, the audit log) in mongodump's --gzip layout, with a manifest of counts and SHA-256."""
     written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(config.to),
-                                   log=context.log.info)
+                                   MasterKeys.of(keys), log=context.log.info)
     table = markdown_table([(k, f"{v:,}") for k, v in written.collections.items()], ["collection", "documents"],
                            ("left", "right"))
     return dg.MaterializeResult(metadata={
@@ -36,19 +38,20 @@ def mongo_backup(context: dg.AssetExecutionContext, config: BackupConfig, mongo:
     })
 
 
-def _newest(context: dg.AssetCheckExecutionContext) -> reading.Opened:
+def _newest(context: dg.AssetCheckExecutionContext, keys: MasterKeys) -> reading.Opened:
     """The backup this run wrote (its materialization names it)."""
     event = context.instance.get_latest_materialization_event(mongo_backup.key)
-    return reading.open_backup(event.asset_materialization.metadata["backup"].value)
+    return reading.open_backup(event.asset_materialization.metadata["backup"].value, keys)
 
 
 @dg.asset_check(asset=mongo_backup, blocking=True, description=(
     "the backup reads back: every file's size and SHA-256 equal the manifest's, every document is "
     "whole, counts equal what was written and what the source held; then older backups are pruned"))
 def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: MongoResource,
-                             backups: BackupStoreResource) -> dg.AssetCheckResult:
+                             backups: BackupStoreResource, keys: KeysResource) -> dg.AssetCheckResult:
+    installation = MasterKeys.of(keys)
     try:
-        written = _newest(context)
+        written = _newest(context, installation)
         report = reading.verify(written)
     except files.BackupError as exc:
         location = context.instance.get_latest_materialization_event(mongo_backup.key)
@@ -57,12 +60,12 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
                                 verdicts.Why(f"the backup does not read back ({exc})",
                                              "every file must equal the manifest's size and SHA-256",
                                              verdicts.FIXED, where))
-    reading.mark_verified(written, report)
+    reading.mark_verified(written, report, installation)
     store = open_store(str(written.store))
-    deleted = reading.prune(store, written.name, backups.kept())
+    deleted = reading.prune(store, written.name, backups.kept(), installation)
     # a retired master key goes once no retained backup needs it (named only, in production)
-    retired, kept_why = keys.forget_unneeded_master_keys(mongo.client(), MasterKeys.of(mongo), store,
-                                                         catalog.Catalog(mongo.database, mongo.collection))
+    retired, kept_why = forget_unneeded_master_keys(mongo.client(), installation, store,
+                                                    catalog.Catalog(mongo.database, mongo.collection))
     return dg.AssetCheckResult(passed=True, metadata={**report, "pruned": dg.MetadataValue.json(deleted),
                                                       "retired_master_keys_unneeded": dg.MetadataValue.json(retired),
                                                       "retired_master_keys_kept": kept_why or ""})
@@ -71,14 +74,16 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
 @dg.asset_check(asset=mongo_backup, blocking=False, pool=WRITES_POOL, description=(
     "the newest backup, restored into scratch databases, equals the source document by document "
     "(a SHA-256 of each document's BSON), and no stay of an erased patient was in it or came back"))
-def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: MongoResource) -> dg.AssetCheckResult:
-    written = _newest(context)
+def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: MongoResource,
+                                keys: KeysResource) -> dg.AssetCheckResult:
+    installation = MasterKeys.of(keys)
+    written = _newest(context, installation)
     client = mongo.client()
     rename = {db: f"{db}{DRILL_SUFFIX}" for db in written.manifest["databases"]}
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = restore.restore(written, client, MasterKeys.of(mongo), mongo.database, mongo.collection,
+        restored = restore.restore(written, client, installation, mongo.database, mongo.collection,
                                    rename=rename, log=context.log.info)
         report = restore.compare(client, client, written, mongo.collection, rename)
     finally:

@@ -14,9 +14,10 @@ from healthcare_assets.defs import verdicts
 from healthcare_assets.defs.ingest import raw_csv, share_within_ceiling
 from healthcare_assets.defs.previews import column_schema, counts_table, profile
 from healthcare_assets.domain import cleaning
-from healthcare_assets.domain.privacy import pseudonym_key
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.schema import AGE_RANGE, CLEANED_DTYPES
 from healthcare_assets.plumbing import csv_cells, settings, staging
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.settings import PipelineSettings
 from healthcare_assets.plumbing.staging import SourceFile, StagedFrame
 
@@ -45,9 +46,9 @@ class Cleaned:
     first: pd.DataFrame  # the first non-empty chunk of cleaned rows (for the profile)
 
 
-def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Path, q_written: Path) -> Cleaned:
+def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, key: bytes, path: Path, q_written: Path) -> Cleaned:
     """Clean chunk after chunk into `path` (Parquet), the rejected rows into `q_written` (CSV)."""
-    cleaner = cleaning.ChunkCleaner(pseudonym_key())
+    cleaner = cleaning.ChunkCleaner(key)
     writer = staging.ParquetChunkWriter(path, CLEANED_SCHEMA)
     counts: Counter = Counter()
     first = None
@@ -67,13 +68,13 @@ def clean_file(context: dg.AssetExecutionContext, raw_csv: StagedFrame, path: Pa
 
 
 @dg.asset(group_name="ingestion", kinds={"pandas", "parquet"})
-def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame) -> dg.Output[StagedFrame]:
+def cleaned_frame(context: dg.AssetExecutionContext, raw_csv: StagedFrame, keys: KeysResource) -> dg.Output[StagedFrame]:
     """The cleaned rows as Parquet in the run's staging folder (the output is a StagedFrame, never the
     frame): typed and repaired (names title-cased, negative billing made positive, categories canonical),
     exact duplicates removed; rows that break a hard rule go to quarantine/ with line number and reason."""
     run_dir = staging.run_dir(context.run_id)
     path, q_written, q_path = run_dir / "cleaned.parquet", run_dir / "quarantine.csv", quarantine_path(raw_csv.source)
-    done = clean_file(context, raw_csv, path, q_written)
+    done = clean_file(context, raw_csv, MasterKeys.of(keys).pseudonym_key(), path, q_written)
     counts = done.counts
     quarantined = bool(counts["rows_quarantined"])
     if quarantined:  # no file means nothing was rejected; another source's is never touched

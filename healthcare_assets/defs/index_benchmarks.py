@@ -27,6 +27,7 @@ from healthcare_assets.domain.query_benchmarks.report import (
 from healthcare_assets.domain.query_benchmarks.suite import Query, query_suite
 from healthcare_assets.domain.sources import Location
 from healthcare_assets.plumbing import settings
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 
 
@@ -57,7 +58,7 @@ def _metadata(report: dict, json_path: Path, png_path: Path) -> dict:
 # Last in the chain: gated by the privacy checks, its timings never share the server with the copy being built.
 @dg.asset(group_name="mongodb", kinds={"mongodb"}, deps=[mongo_hospitalizations, anonymized_view])
 def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkConfig,
-                     mongo: MongoResource) -> dg.Output[dict]:
+                     mongo: MongoResource, keys: KeysResource) -> dg.Output[dict]:
     """The client's indexes, and what they buy: each query of their suite timed with its index, forced
     to a collection scan and by scanning the source CSV with pandas, with its plan and what bounds it.
     No query makes the server hold more than `max_held_documents`."""
@@ -69,7 +70,7 @@ def index_benchmarks(context: dg.AssetExecutionContext, config: IndexBenchmarkCo
     if example is None:
         raise dg.Failure(f"{collection.full_name} is empty: nothing to benchmark")
     csv = Location.recorded(example["metadata"]["source"])  # the one place the source CSV's location is recorded
-    name = encryption.cipher(collection, MasterKeys.of(mongo)).decrypt(example["personal_info"]["name"])
+    name = encryption.cipher(collection, MasterKeys.of(keys)).decrypt(example["personal_info"]["name"])
     suite = query_suite(example, name)
     results, sample_documents = measure_suite(collection, documents, suite, config, csv, context.log)
     costs = server_costs(results)

@@ -11,6 +11,7 @@ from healthcare_assets.defs.quality import quality_report
 from healthcare_assets.domain import audit, loading, migration
 from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing import document_counts
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.staging import StagedFrame
 
@@ -31,7 +32,7 @@ def require_keyed(collection: Collection) -> None:
 @dg.asset(group_name="mongodb", kinds={"mongodb"}, deps=[quality_report], pool=WRITES_POOL,
           retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL))
 def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: StagedFrame,
-                           mongo: MongoResource) -> dg.Output[dict]:
+                           mongo: MongoResource, keys: KeysResource) -> dg.Output[dict]:
     """One document per hospitalization in the client's nested model, keyed by the record key:
     loading a file again writes nothing new, and a file overlapping a loaded one adds only its
     new rows (the existing documents get the new file added to metadata.sources)."""
@@ -44,7 +45,7 @@ def mongo_hospitalizations(context: dg.AssetExecutionContext, cleaned_frame: Sta
         context.log.info(f"{cleaned_frame.source.name} ({sha[:12]}) is already loaded: nothing to write")
         tally = loading.LoadTally(already=cleaned_frame.rows)
     else:
-        tally = loading.load_file(collection, MasterKeys.of(mongo), cleaned_frame, context.log.info)
+        tally = loading.load_file(collection, MasterKeys.of(keys), cleaned_frame, context.log.info)
     insert_s = time.perf_counter() - started
     if not indexed:
         loading.create_indexes(collection)
@@ -80,7 +81,8 @@ LOAD_CHECKS = {
 
 
 @dg.multi_asset_check(specs=check_specs(mongo_hospitalizations, LOAD_CHECKS))
-def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource):
+def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitalizations: dict, mongo: MongoResource,
+                       keys: KeysResource):
     """The three checks on this file's documents, in one pass: their cost follows the file, not the collection."""
     collection, sha = mongo.hospitalizations(), mongo_hospitalizations["source_sha256"]
     expected = mongo_hospitalizations["rows_loaded"]
@@ -90,7 +92,7 @@ def loaded_file_checks(context: dg.AssetCheckExecutionContext, mongo_hospitaliza
                            {"expected": expected, "documents": found},
                            verdicts.Why(f"{found:,} documents of this file are in the collection, {expected:,} expected",
                                         "exactly one per cleaned row", verdicts.FIXED, page.path), page)
-    sample, mismatches = loading.sample_mismatches(collection, MasterKeys.of(mongo), mongo_hospitalizations)
+    sample, mismatches = loading.sample_mismatches(collection, MasterKeys.of(keys), mongo_hospitalizations)
     server_invalid = loading.invalid_for_the_server(collection, sample)
     yield verdicts.verdict(
         "documents_pass_validator", invalid == 0 and server_invalid == 0,

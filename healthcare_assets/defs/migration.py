@@ -7,18 +7,17 @@ from healthcare_assets.domain import access, migration
 from healthcare_assets.domain.cleaning import record_key_secret
 from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.master_keys import MasterKeys
-from healthcare_assets.domain.privacy import pseudonym_key
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 
 
 @dg.op(pool=WRITES_POOL)
-def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
+def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource, keys: KeysResource) -> int:
     """Resumable; the validator (identifiers as BinData) is applied afterwards, as the next load would."""
-    collection = mongo.hospitalizations()
-    keys = MasterKeys.of(mongo)
-    changed = migration.encrypt_existing(collection, keys, log=context.log.info)
+    collection, installation = mongo.hospitalizations(), MasterKeys.of(keys)
+    changed = migration.encrypt_existing(collection, installation, log=context.log.info)
     prepare_collection(collection)
-    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), keys, log=context.log.info)
+    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), installation, log=context.log.info)
 
 
 def _none_left(context: dg.OpExecutionContext, mongo: MongoResource, done: str, count, left: str,
@@ -46,9 +45,9 @@ def encrypt_existing_documents():
 
 
 @dg.op(pool=WRITES_POOL)
-def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
+def rekey_unkeyed_ids(context: dg.OpExecutionContext, mongo: MongoResource, keys: KeysResource) -> int:
     """Resumable; nothing to do on a collection marked keyed."""
-    secret = record_key_secret(pseudonym_key())
+    secret = record_key_secret(MasterKeys.of(keys).pseudonym_key())
     return migration.rekey_deployment(mongo.hospitalizations(), secret, log=context.log.info)
 
 

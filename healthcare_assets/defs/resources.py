@@ -4,6 +4,7 @@ import dagster as dg
 
 from healthcare_assets.domain.local_server import EmbeddedMongoResource
 from healthcare_assets.plumbing import backup_store
+from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.outputs import RunScopedOutputs
 from healthcare_assets.plumbing.s3 import S3DropResource
@@ -16,9 +17,9 @@ from healthcare_assets.plumbing.settings import (
 
 INTEGERS = {"reports_keep", "max_file_bytes", "max_line_bytes", "max_header_columns", "max_header_bytes"}
 MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
-MASTER_KEYS = {"master_key": "HEALTHCARE_MASTER_KEY", "new_master_key": "HEALTHCARE_NEW_MASTER_KEY",
-               "retired_master_keys": "HEALTHCARE_RETIRED_MASTER_KEYS", "kms_key_arn": "HEALTHCARE_KMS_KEY_ARN",
-               "retired_kms_key_arns": "HEALTHCARE_RETIRED_KMS_KEY_ARNS"}
+KEYS = {"master_key": "HEALTHCARE_MASTER_KEY", "new_master_key": "HEALTHCARE_NEW_MASTER_KEY",
+        "retired_master_keys": "HEALTHCARE_RETIRED_MASTER_KEYS", "kms_key_arn": "HEALTHCARE_KMS_KEY_ARN",
+        "retired_kms_key_arns": "HEALTHCARE_RETIRED_KMS_KEY_ARNS", "pseudonym_key": "HEALTHCARE_PSEUDONYM_KEY"}
 
 
 def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
@@ -32,22 +33,25 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
     return found
 
 
-def master_key_fields(env: Environment, resolve: bool) -> dict:
-    """MongoResource's master-key fields (domain/master_keys.py's MasterKeys.of reads them)."""
+def key_fields(env: Environment, resolve: bool) -> dict:
+    """KeysResource's variable fields (domain/master_keys.py's MasterKeys.of reads them)."""
     region = "HEALTHCARE_KMS_REGION" if env.get("HEALTHCARE_KMS_REGION") else "AWS_REGION"
-    return fields(env, {**MASTER_KEYS, "kms_region": region}, resolve)
+    return fields(env, {**KEYS, "kms_region": region}, resolve)
 
 
 def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
-    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain."""
+    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain. The keys
+    of a development installation: the embedded server's data directory's secrets.env."""
     env = env or environment()
-    mongo_fields = fields(env, MONGO, resolve) | master_key_fields(env, resolve) | mongo_fields
+    mongo_fields = fields(env, MONGO, resolve) | mongo_fields
     if env.production:
         mongo = MongoResource(**fields(env, {"mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
     else:
         mongo = EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
+    keys = KeysResource(production=env.production, secrets_dir="" if env.production else mongo.data_dir,
+                        **key_fields(env, resolve))
     s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
-    return {"mongo": mongo, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
+    return {"mongo": mongo, "keys": keys, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
             "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs(),
             "backups": backup_store.BackupStoreResource(**fields(env, backup_store.VARIABLES, resolve))}
 

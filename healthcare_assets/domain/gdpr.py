@@ -127,7 +127,7 @@ def select(collection: Collection, keys: MasterKeys, name: str, gender: str | No
         rows = rows.loc[rows["gender"].map(_folded) == _folded(gender)]
     if blood_type:
         rows = rows.loc[rows["blood_type"].map(_folded) == _folded(blood_type)]
-    key = privacy.pseudonym_key()
+    key = keys.pseudonym_key()
     for (g, b), count in rows.groupby(["gender", "blood_type"]).size().items():
         entry = found.setdefault((g, b), {"patient_id": privacy.patient_id(target, g, b, key), "stays": 0})
         entry["quarantined"] = int(count)
@@ -206,9 +206,10 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
     return done
 
 
-def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[str, int]:
-    """Returns what was removed per place; `command` names who erases (the release's lease owner)."""
-    release = Release(collection, privacy.pseudonym_key())
+def erase_stays(collection: Collection, ids: list[str], command: str, key: bytes) -> dict[str, int]:
+    """Returns what was removed per place; `command` names who erases (the release's lease owner), `key` the
+    pseudonym key."""
+    release = Release(collection, key)
     doctor_app = doctor_app_copy(collection)
     # The source and the analysts' copy in one release operation: every increment that holds one of
     # the patients' stays leaves the copy whole, so what leaves is never fewer than 11 people.
@@ -218,13 +219,13 @@ def erase_stays(collection: Collection, ids: list[str], command: str) -> dict[st
             doctor_app.full_name: doctor_app.delete_many({"patient_id": {"$in": ids}}).deleted_count if ids else 0}
 
 
-def erase_patient(collection: Collection, selection: Selection, apply: bool = True) -> dict:
+def erase_patient(collection: Collection, keys: MasterKeys, selection: Selection, apply: bool = True) -> dict:
     """Returns what was removed per place (KEPT: what was not). Not applied, a dry run of the collection and the files
     (the copies lose the same stays, and the analysts' copy the whole increments that hold them)."""
     ids = selection.ids
     if not apply:
         return {collection.full_name: sum(p.stays for p in selection.patients), **_scrub_files(selection, apply=False)}
-    removed = erase_stays(collection, ids, "erase-patient")
+    removed = erase_stays(collection, ids, "erase-patient", keys.pseudonym_key())
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
     for patient_id in ids:
         erasures.update_one({"_id": patient_id}, {"$setOnInsert": {"_id": patient_id}}, upsert=True)

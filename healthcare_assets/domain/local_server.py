@@ -66,9 +66,6 @@ class EmbeddedMongoResource(MongoResource):
     def _data_dir(self) -> Path:
         return Path(self.data_dir).resolve() if self.data_dir else settings.data_dir()
 
-    def secrets_dir(self) -> Path:
-        return self._data_dir()
-
     def uri(self) -> str:
         if self.start:
             ensure_running(self._data_dir())

@@ -1,5 +1,5 @@
-"""The master keys this installation holds (current and retired: docs/security.md), and which
-key-vault documents it can unwrap. Values are checked as every secret is and never logged: errors name the variable."""
+"""The keys this installation holds: master keys (current and retired: docs/security.md), which key-vault documents
+they can unwrap, and the pseudonym key. Values are checked as every secret is and never logged: errors name the variable."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from typing import NamedTuple
 
 from bson.binary import UUID_SUBTYPE, Binary
 
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing import secrets_file
 
 MASTER_KEY_VARIABLE = "HEALTHCARE_MASTER_KEY"
 NEW_MASTER_KEY_VARIABLE = "HEALTHCARE_NEW_MASTER_KEY"
 RETIRED_KEYS_VARIABLE = "HEALTHCARE_RETIRED_MASTER_KEYS"
 RETIRED_ARNS_VARIABLE = "HEALTHCARE_RETIRED_KMS_KEY_ARNS"
 KMS_ARN_VARIABLE, KMS_REGION_VARIABLE = "HEALTHCARE_KMS_KEY_ARN", "HEALTHCARE_KMS_REGION"
+PSEUDONYM_KEY_VARIABLE = "HEALTHCARE_PSEUDONYM_KEY"
 MASTER_KEY_BYTES = 96  # what the local KMS provider takes
 _LOCAL_NAME = re.compile(r"local:[0-9a-f]{16}")
 _KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:(key|alias)/[A-Za-z0-9/_-]+")
@@ -81,7 +82,8 @@ class RetiredKeys(NamedTuple):
 
 @dataclass(frozen=True)
 class MasterKeys:
-    """The key variables' text as a run's resource resolved them; `data_dir` holds secrets.env (None in production)."""
+    """The key variables' text as a run's resource resolved them, the pseudonym key's too; `data_dir` holds
+    secrets.env (None in production)."""
 
     production: bool
     data_dir: Path | None
@@ -91,19 +93,27 @@ class MasterKeys:
     kms_arn: str = ""
     kms_region: str = ""  # HEALTHCARE_KMS_REGION, else AWS_REGION
     retired_arns: str = ""
+    pseudonym: str = field(default="", repr=False)
 
     @classmethod
-    def from_environment(cls, env: settings.Environment) -> MasterKeys:
-        return cls(env.production, None if env.production else env.data_dir_and_origin()[0],
-                   env.get(MASTER_KEY_VARIABLE), env.get(NEW_MASTER_KEY_VARIABLE), env.get(RETIRED_KEYS_VARIABLE), env.get(KMS_ARN_VARIABLE),
-                   env.get(KMS_REGION_VARIABLE) or env.get("AWS_REGION"), env.get(RETIRED_ARNS_VARIABLE))
+    def of(cls, keys) -> MasterKeys:
+        """A KeysResource's (plumbing/keys.py): production, or development with its data directory's secrets.env."""
+        return cls(keys.production, keys.secrets_path(), keys.master_key, keys.new_master_key, keys.retired_master_keys,
+                   keys.kms_key_arn, keys.kms_region, keys.retired_kms_key_arns, keys.pseudonym_key)
 
-    @classmethod
-    def of(cls, mongo) -> MasterKeys:
-        """A MongoResource's: production, or an embedded server's (development, its data directory's secrets.env)."""
-        data_dir = mongo.secrets_dir()
-        return cls(data_dir is None, data_dir, mongo.master_key, mongo.new_master_key, mongo.retired_master_keys,
-                   mongo.kms_key_arn, mongo.kms_region, mongo.retired_kms_key_arns)
+    def pseudonym_key(self) -> bytes:
+        """HEALTHCARE_PSEUDONYM_KEY (refused in production if a placeholder or short), else secrets.env's, made the
+        first time with a warning."""
+        return secrets_file.value(PSEUDONYM_KEY_VARIABLE, lambda: secrets.token_hex(32), what="key", given=self.pseudonym,
+                                  production=self.production, min_bytes=secrets_file.MIN_KEY_BYTES,
+                                  data_dir=self.data_dir).encode()
+
+    def held_pseudonym_key(self) -> bytes | None:
+        """The pseudonym key this installation holds already, or None: never made here."""
+        given = self.pseudonym and secrets_file.checked(PSEUDONYM_KEY_VARIABLE, self.pseudonym, self.production,
+                                                        secrets_file.MIN_KEY_BYTES)
+        secret = given or secrets_file.read(self.data_dir).get(PSEUDONYM_KEY_VARIABLE)
+        return secret.encode() if secret else None
 
     def master_key(self) -> bytes:
         """HEALTHCARE_MASTER_KEY, or in development one generated once into secrets.env. Refused missing in production:

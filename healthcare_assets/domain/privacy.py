@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,6 @@ import pandas as pd
 
 from healthcare_assets.domain import schema
 from healthcare_assets.domain.hierarchies import Bands, Exact, Hidden, Merge, Span
-from healthcare_assets.plumbing import secrets_file, settings
 
 # Columns whose values name or single out a person by themselves: never quoted in a report or in
 # metadata, not even as a sample of what failed a check (counts only).
@@ -23,13 +21,6 @@ MAX_SHARE = 0.5  # of a group's (or an increment's) stays that one sensitive val
 MAX_SUPPRESSED = 0.05  # of the stays counted
 VIEW_NAME = "patients_anonymized_view"
 COPY_COLLECTION = "patients_anonymized"  # in the analytics database (access.databases)
-
-
-def pseudonym_key() -> bytes:
-    env = settings.environment()
-    return secrets_file.value("HEALTHCARE_PSEUDONYM_KEY", lambda: secrets.token_hex(32), what="key",
-                              given=env.get("HEALTHCARE_PSEUDONYM_KEY"), production=env.production,
-                              min_bytes=secrets_file.MIN_KEY_BYTES).encode()
 
 
 def patient_identity(name: str, gender: str, blood_type: str) -> str:

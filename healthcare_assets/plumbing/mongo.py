@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import quote_plus
 
 import dagster as dg
@@ -122,21 +121,11 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """`mongodb_uri` and the master keys' fields are dg.EnvVar, read at run time: secrets never show up in the UI."""
+    """`mongodb_uri` is a dg.EnvVar, read at run time: a secret never shows up in the UI (the keys: plumbing/keys.py)."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"
     collection: str = "hospitalizations"
-    master_key: str = ""  # the text of HEALTHCARE_MASTER_KEY and its kin (domain/master_keys.py reads them)
-    new_master_key: str = ""
-    retired_master_keys: str = ""
-    kms_key_arn: str = ""
-    kms_region: str = ""
-    retired_kms_key_arns: str = ""
-
-    def secrets_dir(self) -> Path | None:
-        """Where generated secrets live: nowhere for a server of MONGODB_URI (production generates none)."""
-        return None
 
     def uri(self) -> str:
         if not self.mongodb_uri:

@@ -20,12 +20,16 @@ from healthcare_assets.tooling.summary import run_summary
 NO_DATABASE = 10
 
 
+def _keys() -> MasterKeys:
+    return MasterKeys.of(resources(resolve=True)["keys"])
+
+
 def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access
 
     mongo = mongo_resource_from_env()
     hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
-    for line in access.provision_all(mongo.hospitalizations(), MasterKeys.of(mongo), mongo.uri(), hospital):
+    for line in access.provision_all(mongo.hospitalizations(), _keys(), mongo.uri(), hospital):
         print(line)
     return 0
 
@@ -34,7 +38,7 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access, encryption, master_keys
 
     mongo = mongo_resource_from_env()
-    copy, keys = access.doctor_app_copy(mongo.hospitalizations()), MasterKeys.of(mongo)
+    copy, keys = access.doctor_app_copy(mongo.hospitalizations()), _keys()
     local = keys.aws_master_key() is None
     old = master_keys.local_provider(keys.master_key()) if local else None
     rewrapped = encryption.rotate_master_key(mongo.client(), keys,
@@ -55,21 +59,21 @@ def _backup(args: argparse.Namespace) -> int:
     from healthcare_assets.domain.backup import catalog, files, keys, reading, writing
     from healthcare_assets.plumbing.backup_store import open_store
 
-    mongo, backups = mongo_resource_from_env(), resources(resolve=True)["backups"]
+    mongo, backups, installation = mongo_resource_from_env(), resources(resolve=True)["backups"], _keys()
     written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), backups.store(args.to),
-                                   log=print)
+                                   installation, log=print)
     try:
-        report = reading.verify(opened := reading.open_backup(written.location))
+        report = reading.verify(opened := reading.open_backup(written.location, installation))
     except files.BackupError as exc:
         print(f"backup {written.location} does not read back: {exc}", file=sys.stderr)
         return 6
-    reading.mark_verified(opened, report)
-    deleted = reading.prune(store := open_store(str(opened.store)), opened.name, backups.kept())
+    reading.mark_verified(opened, report, installation)
+    deleted = reading.prune(store := open_store(str(opened.store)), opened.name, backups.kept(), installation)
     print(f"backup {written.location}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
           f"{written.seconds:.1f} s; read back intact")
     for name in deleted:
         print(f"deleted older backup {name}")
-    _retired_keys(*keys.forget_unneeded_master_keys(mongo.client(), MasterKeys.of(mongo), store,
+    _retired_keys(*keys.forget_unneeded_master_keys(mongo.client(), installation, store,
                                                    catalog.Catalog(mongo.database, mongo.collection)))
     return 0
 
@@ -90,6 +94,7 @@ def _restore(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import audit
     from healthcare_assets.domain.backup import files, plain_dump, reading, restore
 
+    installation = _keys()
     try:
         # the backup first: on a new host, which keys it needs is said before any server starts
         if args.mongodump:
@@ -98,10 +103,10 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"{opened.location}: a plain mongodump folder, {report['documents']:,} documents read whole; "
                   "unverified without a manifest:\n  " + "\n  ".join(report["unverified"]))
         else:
-            opened = reading.open_backup(args.source, latest=args.latest, log=print)
+            opened = reading.open_backup(args.source, installation, latest=args.latest, log=print)
         mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = restore.restore(opened, mongo.client(), MasterKeys.of(mongo), mongo.database, mongo.collection,
+        restored = restore.restore(opened, mongo.client(), installation, mongo.database, mongo.collection,
                                    drop=args.drop, log=print)
     except (files.BackupError, restore.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from healthcare_assets.defs.resources import mongo_resource_from_env
+from healthcare_assets.defs.resources import mongo_resource_from_env, resources
 from healthcare_assets.plumbing import settings
 
 NOT_FOUND = 4
@@ -29,7 +29,7 @@ def _selection(args: argparse.Namespace):
     from healthcare_assets.domain.master_keys import MasterKeys
 
     mongo = mongo_resource_from_env(start=getattr(args, "yes", False))
-    collection, keys = mongo.hospitalizations(), MasterKeys.of(mongo)
+    collection, keys = mongo.hospitalizations(), MasterKeys.of(resources(resolve=True)["keys"])
     try:
         return collection, keys, gdpr.select(collection, keys, args.name, args.gender, args.blood_type,
                                              everyone=args.all), 0
@@ -68,14 +68,14 @@ def export_patient(args: argparse.Namespace) -> int:
 def erase_patient(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import gdpr
 
-    collection, _, selection, code = _selection(args)
+    collection, keys, selection, code = _selection(args)
     if selection is None:
         return code
     for patient in selection.patients:
         print(patient.describe())
     if not selection.patients:  # reports quoting the name are still erased: exit 0
         print(_not_found(selection.name, collection), file=sys.stderr)
-    removed = gdpr.erase_patient(collection, selection, apply=args.yes)
+    removed = gdpr.erase_patient(collection, keys, selection, apply=args.yes)
     verb = "removed" if args.yes else "would remove"
     for place, count in removed.items():
         print(f"{'kept' if place == gdpr.KEPT else verb} {count:>6}  {place}")

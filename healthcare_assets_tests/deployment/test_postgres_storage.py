@@ -13,6 +13,7 @@ from dagster import DagsterEventType
 
 from healthcare_assets.defs.resources import pipeline_settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource
+from healthcare_assets_tests.fixtures.environment import keys_resource
 from healthcare_assets_tests.fixtures.postgres import (
     DEPLOY_INSTANCE,
     connect,
@@ -61,7 +62,7 @@ def test_chain_runs_and_reads_back_from_postgres(instance_dir, postgres, mongo, 
     with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
         result = dg.materialize(
             [*DEFS.assets, *DEFS.asset_checks],
-            resources={"mongo": mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()},
+            resources={"mongo": mongo, "keys": keys_resource(), "settings": pipeline_settings(), "backups": BackupStoreResource()},
             run_config={"ops": {"raw_csv": {"config": {"source": str(small_csv)}}}},
             instance=instance,
             raise_on_error=False,

@@ -18,7 +18,7 @@ from healthcare_assets_tests.fixtures.environment import keys_now
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing metadata"])
 def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_path, damage, capsys):
-    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"), keys_now())
     main = databases(small_export_loaded.database)["main"]
     folder = Path(written.location)
     if damage == "missing metadata":
@@ -33,11 +33,11 @@ def test_a_damaged_backup_is_refused_naming_the_file(small_export_loaded, tmp_pa
             del data[len(data) - 100:]
         broken.write_bytes(bytes(data))
     with pytest.raises(backup_files.BackupError, match=str(broken)):
-        reading.verify(reading.open_backup(str(folder)))
+        reading.verify(reading.open_backup(str(folder), keys_now()))
     # The restore refuses it before writing anything, naming the file.
     scratch = {db: f"scratch_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup_files.BackupError, match=str(broken)):
-        restore.restore(reading.open_backup(str(folder)), small_export_loaded.client(), keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder), keys_now()), small_export_loaded.client(), keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert not set(scratch.values()) & set(small_export_loaded.client().list_database_names())
 
 

@@ -18,7 +18,7 @@ from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.plumbing.backup_store import BackupStoreResource, LocalStore
 from healthcare_assets.tooling import cli
 from healthcare_assets_tests.fixtures.backups import deployment_documents
-from healthcare_assets_tests.fixtures.environment import keys_now
+from healthcare_assets_tests.fixtures.environment import keys_now, keys_resource
 from healthcare_assets_tests.fixtures.runs import DEFS, check_results, materialize
 
 
@@ -28,14 +28,14 @@ def test_the_asset_its_check_and_the_restore_drill(small_export_loaded, tmp_path
     in_source = deployment_documents(small_export_loaded)
     result = dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
                                              {s.asset_key for s in c.check_specs}]],
-                            resources={"mongo": small_export_loaded, "backups": BackupStoreResource()},
+                            resources={"mongo": small_export_loaded, "keys": keys_resource(), "backups": BackupStoreResource()},
                             run_config={"ops": {"mongo_backup": {"config": {"to": str(tmp_path)}}}})
     assert check_results(result) == {"backup_reads_back_intact": True, "backup_restores_identically": True}
     drill = next(e for e in result.get_asset_check_evaluations() if e.check_name == "backup_restores_identically")
     assert drill.metadata["documents_restored"].value == in_source > 0  # every document, once
     assert not [n for n in small_export_loaded.client().list_database_names() if n.endswith("__restore_drill")]
 
-    opened = reading.open_backup(str(tmp_path), latest=True)
+    opened = reading.open_backup(str(tmp_path), keys_now(), latest=True)
     client = small_export_loaded.client()
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in opened.manifest["databases"]}
     try:
@@ -57,7 +57,7 @@ def erase(collection, stay: dict) -> tuple[str, int]:
     person = stay["personal_info"]
     selection = gdpr.select(collection, keys_now(), name, person["gender"], person["blood_type"])
     [patient] = selection.patients
-    gdpr.erase_patient(collection, selection)
+    gdpr.erase_patient(collection, keys_now(), selection)
     return patient.patient_id, patient.stays
 
 
@@ -107,24 +107,24 @@ def test_a_restore_from_before_an_erasure_keeps_the_patient_erased(small_export_
 def release_audit(mongo) -> dict[str, bool]:
     """The whole-collection audit of the analysts' release (collection_audit_job)."""
     result = dg.materialize([*DEFS.assets, *DEFS.asset_checks], selection=COLLECTION_AUDIT,
-                            resources={"mongo": mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
+                            resources={"mongo": mongo, "keys": keys_resource(), "settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
     return check_results(result)
 
 
 def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     erasures = audit.audit_db(collection.database)[audit.ERASURES_COLLECTION]
-    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # an empty list
+    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())  # an empty list
     first, _ = erase(collection, stays_of(collection)[0])
-    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))  # lists `first`
+    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())  # lists `first`
     second, _ = erase(collection, stays_of(collection, skip=10)[0])
 
-    restore.restore(reading.open_backup(older.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restore.restore(reading.open_backup(older.location, keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
     # a live list that lost an id gets it back from the backup's: the union, never a replacement
     erasures.delete_one({"_id": first})
-    restored = restore.restore(reading.open_backup(later.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(later.location, keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert audit.erased_patient_ids(collection.database) == {first, second}
     assert restored.erased_patients == 2
     assert collection.count_documents({"patient_id": {"$in": [first, second]}}) == 0
@@ -133,7 +133,7 @@ def test_a_restore_never_shrinks_the_erasure_list(small_export_loaded, tmp_path)
 def drill(mongo, folder) -> dg.ExecuteInProcessResult:
     return dg.materialize([mongo_backup, *[c for c in DEFS.asset_checks if mongo_backup.key in
                                            {s.asset_key for s in c.check_specs}]],
-                          resources={"mongo": mongo, "backups": BackupStoreResource()}, raise_on_error=False,
+                          resources={"mongo": mongo, "keys": keys_resource(), "backups": BackupStoreResource()}, raise_on_error=False,
                           run_config={"ops": {"mongo_backup": {"config": {"to": str(folder)}}}})
 
 
@@ -146,7 +146,7 @@ def drill_metadata(result) -> dict:
 def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_path):
     collection, client = small_export_loaded.hospitalizations(), small_export_loaded.client()
     main = collection.full_name
-    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "older"))
+    older = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "older"), keys_now())
     saved = stays_of(collection)
     patient_id, _ = erase(collection, saved[0])
 
@@ -158,10 +158,10 @@ def test_the_drill_proves_no_erased_patient_comes_back(small_export_loaded, tmp_
     # The comparison counts an erased patient's stay found in what was restored.
     scratch = {db: f"drill_{uuid.uuid4().hex[:8]}" for db in older.manifest["databases"]}
     try:
-        restored = restore.restore(reading.open_backup(older.location), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restored = restore.restore(reading.open_backup(older.location, keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
         assert restored.kept_out[f"{scratch[small_export_loaded.database]}.hospitalizations"] == len(saved)
         client[scratch[small_export_loaded.database]].hospitalizations.insert_one(saved[0])  # came back
-        report = restore.compare(client, client, reading.open_backup(older.location), small_export_loaded.collection, scratch)
+        report = restore.compare(client, client, reading.open_backup(older.location, keys_now()), small_export_loaded.collection, scratch)
         assert report[main]["erased_returned"] == 1
         assert main in restore.differences(report)
     finally:

@@ -120,7 +120,7 @@ def test_backup_of_the_committed_data_restores_on_another_server(cli_database, t
 
 
 def test_a_backup_holds_no_secret(small_export_loaded, tmp_path):
-    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())
     secrets = {"pseudonym key": os.environ["HEALTHCARE_PSEUDONYM_KEY"],
                "admin password": uri_parser.parse_uri(small_export_loaded.uri())["password"],
                "master key": os.environ[master_keys.MASTER_KEY_VARIABLE]}

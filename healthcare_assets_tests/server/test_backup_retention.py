@@ -10,14 +10,16 @@ from healthcare_assets.domain.backup import files as backup_files
 from healthcare_assets.domain.backup import reading, signing
 from healthcare_assets.plumbing.backup_store import LocalStore
 from healthcare_assets.tooling import cli
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 
 def signed_backup(store: LocalStore, name: str, verified: bool = True) -> None:
     """An empty backup this deployment signed (and, with `verified`, read back)."""
-    manifest = signing.sign({"format": backup_files.FORMAT, "name": name, "databases": {}, "files": {}})
+    manifest = signing.sign({"format": backup_files.FORMAT, "name": name, "databases": {}, "files": {}},
+                            signing.writing_key(keys_now()))
     backup_files.write_file(store, name, backup_files.MANIFEST, iter([json.dumps(manifest).encode()]), compress=False)
     if verified:
-        reading.mark_verified(reading.Opened(store, name, manifest), {})
+        reading.mark_verified(reading.Opened(store, name, manifest), {}, keys_now())
 
 
 def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_path):
@@ -29,9 +31,9 @@ def test_retention_deletes_older_backups_only_after_a_newer_one_verified(tmp_pat
     (tmp_path / "not-a-backup").mkdir()
     # c (unverified) and d (newer than the one just verified) are never counted or deleted; a
     # folder not named like a backup is never deleted.
-    assert reading.prune(store, b, keep_count=1) == [a]
+    assert reading.prune(store, b, keep_count=1, keys=keys_now()) == [a]
     assert store.names() == [b, c, d, "not-a-backup"]
-    assert reading.prune(store, d, keep_count=1) == [b]
+    assert reading.prune(store, d, keep_count=1, keys=keys_now()) == [b]
     assert store.names() == [c, d, "not-a-backup"]
 
 

@@ -18,13 +18,13 @@ from healthcare_assets_tests.fixtures.environment import keys_now
 
 def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, monkeypatch):
     uri = f"s3://{s3_bucket}/backups"
-    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri), keys_now())
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="backups/")["Contents"]]
     assert f"backups/{written.name}/{backup_files.MANIFEST}" in keys
     for key in keys:
         assert s3.head_object(Bucket=s3_bucket, Key=key)["ServerSideEncryption"] == "AES256", key
-    opened = reading.open_backup(uri, latest=True)
+    opened = reading.open_backup(uri, keys_now(), latest=True)
     assert opened.name == written.name
     scratch = {db: f"s3restore_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     client = small_export_loaded.client()
@@ -38,10 +38,10 @@ def test_backup_to_s3_is_encrypted_and_restores(small_export_loaded, s3_bucket, 
         for db in scratch.values():
             client.drop_database(db)
     # Retention on S3: deleting a backup removes every object under it.
-    reading.mark_verified(opened, {})
-    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri))
-    reading.mark_verified(reading.open_backup(later.location), {})
-    assert reading.prune(S3Store(uri), later.name, keep_count=1) == [written.name]
+    reading.mark_verified(opened, {}, keys_now())
+    later = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), S3Store(uri), keys_now())
+    reading.mark_verified(reading.open_backup(later.location, keys_now()), {}, keys_now())
+    assert reading.prune(S3Store(uri), later.name, keep_count=1, keys=keys_now()) == [written.name]
     assert not s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"backups/{written.name}/").get("KeyCount")
 
 
@@ -76,4 +76,4 @@ def test_an_s3_uri_names_a_bucket(tmp_path):
         S3Store("s3://")
     shutil.rmtree(tmp_path)
     with pytest.raises(backup_files.BackupError, match="no good backup"):
-        reading.open_backup(str(tmp_path), latest=True)
+        reading.open_backup(str(tmp_path), keys_now(), latest=True)

@@ -38,7 +38,7 @@ def rewrite(folder: Path, relpath: str, data: bytes | None = None, edit=None, si
     if sign:  # imported here, so that the attacks also run against versions without signing
         from healthcare_assets.domain.backup import signing
 
-        manifest = signing.sign(manifest)
+        manifest = signing.sign(manifest, signing.writing_key(keys_now()))
     (folder / backup_files.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -57,7 +57,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
     encryption.cipher(client[other].hospitalizations, keys_now(), create=True).key_id("personal_info.name")
     vault = client[encryption.KEY_VAULT_DB][encryption.KEY_VAULT_COLLECTION]
     try:
-        written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+        written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())
         folder = Path(written.location)
 
         def widen(manifest):  # every key of the server, and another deployment's database
@@ -66,13 +66,13 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
 
         rewrite(folder, backup_files.MANIFEST, edit=widen, sign=False)
         with pytest.raises(backup_files.BackupError, match="signature does not match"):
-            reading.open_backup(str(folder))
+            reading.open_backup(str(folder), keys_now())
         # Signed again (an insider's key): the scope still comes from the configured deployment.
         rewrite(folder, backup_files.MANIFEST, edit=widen)
         with pytest.raises(backup_files.BackupError, match=f"outside this deployment \\({other}\\)"):
-            restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
+            restore.restore(reading.open_backup(str(folder), keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
         rewrite(folder, backup_files.MANIFEST, edit=lambda m: m["databases"].pop(other))
-        restored = restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
+        restored = restore.restore(reading.open_backup(str(folder), keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
         assert restored.keys_proven == len(written.manifest["keys"]) > 0
         assert client[other].records.count_documents({}) == 1
         assert vault.count_documents({"keyAltNames": {"$regex": f"^{other}\\."}}) == 1
@@ -83,7 +83,7 @@ def test_an_edited_manifest_reaches_no_other_deployment(small_export_loaded, tmp
 
 def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
-    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())
     folder = Path(written.location)
     relpath = f"{encryption.KEY_VAULT_DB}/{encryption.KEY_VAULT_COLLECTION}.bson.gz"
     keys = bson.decode_all(gzip.decompress((folder / relpath).read_bytes()))
@@ -94,10 +94,10 @@ def test_keys_wrapped_by_anything_but_the_configured_kms_are_refused(small_expor
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)), sign=False)
     scratch = {db: f"keys_{uuid.uuid4().hex[:8]}" for db in written.manifest["databases"]}
     with pytest.raises(backup_files.BackupError, match="signature does not match"):  # the store's writer cannot sign
-        restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder), keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     rewrite(folder, relpath, gzip.compress(b"".join(bson.encode(k) for k in keys)))  # an insider's key
     with pytest.raises(restore.RestoreRefusedError) as refused:
-        restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
+        restore.restore(reading.open_backup(str(folder), keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, rename=scratch)
     assert "endpoint" in str(refused.value) and "someone_else" in str(refused.value)
     assert not set(scratch.values()) & set(client.list_database_names())  # nothing was written
     assert dbs["main"] in client.list_database_names()
@@ -122,22 +122,22 @@ def test_forgeries_neither_steer_retention_nor_restore(small_export_loaded, tmp_
     assert real in names and len([n for n in names if n > real and n < "9"]) == 6 + 2  # nothing real deleted
     assert (tmp_path / "elsewhere").is_dir()
     newest = max(n for n in names if n < "9")
-    latest = reading.open_backup(str(store_dir), latest=True)
+    latest = reading.open_backup(str(store_dir), keys_now(), latest=True)
     assert latest.name == newest and "99991231T235959.999999Z" in latest.skipped
     # The newest, damaged: --latest means the newest good one.
     hospitalizations = store_dir / newest / small_export_loaded.database / "hospitalizations.bson.gz"
     hospitalizations.write_bytes(hospitalizations.read_bytes()[:-100])
-    fallback = reading.open_backup(str(store_dir), latest=True)
+    fallback = reading.open_backup(str(store_dir), keys_now(), latest=True)
     assert fallback.name < newest and "hospitalizations.bson.gz" in fallback.skipped[newest]
     # One backup's manifest under another's name is refused.
     with pytest.raises(backup_files.BackupError, match="signed for the backup"):
-        reading.open_backup(str(store_dir / "99991231T235959.999999Z"))
+        reading.open_backup(str(store_dir / "99991231T235959.999999Z"), keys_now())
 
 
 def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     client, dbs = small_export_loaded.client(), databases(small_export_loaded.database)
     audit.record(client[small_export_loaded.database], "before the backup", "test", 1)
-    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(client, small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())
     folder = Path(written.location)
     log_meta = metadata(folder, dbs["audit"], audit.AUDIT_COLLECTION)
     log_meta["indexes"].append({"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 1})
@@ -146,11 +146,11 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta),
             sign=False)
     with pytest.raises(backup_files.BackupError, match="signature does not match"):
-        reading.open_backup(str(folder))
+        reading.open_backup(str(folder), keys_now())
     rewrite(folder, f"{dbs['audit']}/{audit.AUDIT_COLLECTION}.metadata.json.gz", extended_json_gz(log_meta))
     rewrite(folder, f"{dbs['main']}/hospitalizations.metadata.json.gz", extended_json_gz(main_meta))
     entries = client[dbs["audit"]][audit.AUDIT_COLLECTION].count_documents({})
-    restored = restore.restore(reading.open_backup(str(folder)), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
+    restored = restore.restore(reading.open_backup(str(folder), keys_now()), client, keys_now(),small_export_loaded.database, small_export_loaded.collection, drop=True)
     assert f"{dbs['audit']}.{audit.AUDIT_COLLECTION}: index [('at', 1)]" in restored.left_out
     assert any(what.startswith(f"{dbs['main']}.hospitalizations: options") for what in restored.left_out)
     log = client[dbs["audit"]][audit.AUDIT_COLLECTION]
@@ -162,7 +162,7 @@ def test_options_and_indexes_come_from_the_code(small_export_loaded, tmp_path):
 
 
 def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, tmp_path):
-    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path), keys_now())
     folder = Path(written.location)
     bomb = gzip.compress(b'{"options": {}, "pad": "' + b" " * (64 << 20) + b'"}', compresslevel=9)
     assert len(bomb) < 100_000
@@ -170,7 +170,7 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, 
     tracemalloc.start()
     try:
         with pytest.raises(backup_files.BackupError, match="inflates to more than"):
-            reading.verify(reading.open_backup(str(folder)))
+            reading.verify(reading.open_backup(str(folder), keys_now()))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -178,14 +178,14 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(small_export_loaded, 
 
 
 def test_a_symlinked_file_is_not_followed(small_export_loaded, tmp_path):
-    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(small_export_loaded.client(), small_export_loaded.database, small_export_loaded.server_label(), LocalStore(tmp_path / "b"), keys_now())
     folder = Path(written.location)
     outside = tmp_path / "outside.json.gz"
     target = folder / databases(small_export_loaded.database)["audit"] / "audit_log.metadata.json.gz"
     shutil.move(target, outside)
     target.symlink_to(outside)
     with pytest.raises(backup_files.BackupError, match="symbolic link"):
-        reading.verify(reading.open_backup(str(folder)))
+        reading.verify(reading.open_backup(str(folder), keys_now()))
 
 
 def test_a_new_host_is_told_which_keys_to_bring_before_anything_is_written(small_export_loaded, tmp_path, monkeypatch, capsys):

@@ -31,7 +31,7 @@ from healthcare_assets.domain.query_benchmarks.plans import ensure_indexes
 from healthcare_assets.domain.query_benchmarks.suite import INDEXES, NATURAL, Query, query_suite
 from healthcare_assets.plumbing import scans, settings
 from healthcare_assets.plumbing.backup_store import BackupStoreResource
-from healthcare_assets_tests.fixtures.environment import keys_now
+from healthcare_assets_tests.fixtures.environment import keys_now, keys_resource
 from healthcare_assets_tests.fixtures.runs import (
     DEFS,
     check_results,
@@ -49,7 +49,7 @@ def run_with_benchmarks(source, mongo, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*DEFS.assets, *DEFS.asset_checks],
         selection=WITH_BENCHMARK,
-        resources={"mongo": mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()},
+        resources={"mongo": mongo, "keys": keys_resource(), "settings": pipeline_settings(), "backups": BackupStoreResource()},
         run_config=dg.RunConfig(ops={"raw_csv": SourceConfig(source=str(source)),
                                      "index_benchmarks": IndexBenchmarkConfig(**FAST | config)}),
         raise_on_error=False,

@@ -18,7 +18,7 @@ from healthcare_assets.domain.loading import prepare_collection
 from healthcare_assets.domain.schema import DOCUMENT_JSON_SCHEMA, ENCRYPTED_FIELDS
 from healthcare_assets.plumbing import secrets_file
 from healthcare_assets.plumbing.mongo import connect
-from healthcare_assets_tests.fixtures.environment import REPO, keys_now
+from healthcare_assets_tests.fixtures.environment import REPO, keys_now, keys_resource
 from healthcare_assets_tests.fixtures.runs import check_results, materialize, materialized
 from healthcare_assets_tests.fixtures.servers import drop_deployment
 
@@ -232,7 +232,7 @@ def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remain
         collection.replace_one({"_id": i}, encrypted[i])
     assert migration.clear_identifiers(collection) == len(encrypted) - len(half)
 
-    result = encrypt_existing_documents.execute_in_process(resources={"mongo": mongo})
+    result = encrypt_existing_documents.execute_in_process(resources={"mongo": mongo, "keys": keys_resource()})
     assert result.success
     assert result.output_for_node("encrypt_clear_identifiers") == len(encrypted) - len(half) + len(copied)
     assert migration.clear_identifiers(collection) == migration.clear_identifiers(copy) == 0
@@ -240,7 +240,7 @@ def test_encrypt_existing_documents_is_resumable_and_proves_no_clear_name_remain
     assert {d["_id"]: d for d in copy.find()} == copied  # under the hospital's own key
     assert collection.options()["validator"] == {"$jsonSchema": DOCUMENT_JSON_SCHEMA}
     # run again: nothing to do
-    assert encrypt_existing_documents.execute_in_process(resources={"mongo": mongo}).output_for_node(
+    assert encrypt_existing_documents.execute_in_process(resources={"mongo": mongo, "keys": keys_resource()}).output_for_node(
         "encrypt_clear_identifiers") == 0
 
 

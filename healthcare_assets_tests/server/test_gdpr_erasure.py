@@ -94,7 +94,7 @@ def test_export_then_erase_everywhere(mongo, data_dir, small_csv, tmp_path):
     # the analysts' copy holds the patient's stays under keyed ids of their own
     copy = mongo.client()[dbs["analytics"]][privacy.COPY_COLLECTION]
     epoch = collection.database["release_scheme"].find_one({"_id": "current"})["epoch"]
-    copy_ids = [privacy.release_id(d["_id"], privacy.pseudonym_key(), epoch) for d in stays]
+    copy_ids = [privacy.release_id(d["_id"], keys_now().pseudonym_key(), epoch) for d in stays]
     assert copy.count_documents({"_id": {"$in": copy_ids}}) == len(stays)
     copy_before = copy.count_documents({})
     keyed = {patient_id, *copy_ids, *(d["_id"] for d in stays)}

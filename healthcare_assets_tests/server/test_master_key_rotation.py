@@ -45,7 +45,7 @@ def my_keys(mongo) -> list[dict]:
 
 
 def backed_up_keys(location: str) -> list[dict]:
-    opened = reading.open_backup(location)
+    opened = reading.open_backup(location, keys_now())
     return [bson.decode(raw) for raw in opened.documents(encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)]
 
 
@@ -58,7 +58,7 @@ def loaded_and_backed_up(mongo, small_csv, tmp_path, monkeypatch, key: str):
     other keys stay under the session's key, so a rotation here re-wraps this test's only)."""
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, key)
     assert materialize(small_csv, mongo).success
-    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "backups"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "backups"), keys_now())
     before = names(mongo.hospitalizations())
     assert len(before) == 50 and all(isinstance(n, str) for n in before.values())
     return written.location, before
@@ -78,7 +78,7 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     monkeypatch.delenv(master_keys.MASTER_KEY_VARIABLE)
     client = mongo.client()
     assert encryption.rotate_master_key(client, keys_now(), [encryption.KEY_VAULT])[encryption.KEY_VAULT] == 2
-    restore.restore(reading.open_backup(location), client, keys_now(),mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location, keys_now()), client, keys_now(),mongo.database, mongo.collection, drop=True)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(old)}
     assert names(mongo.hospitalizations()) == before
     stored = secrets_file.read(data_dir)
@@ -97,10 +97,10 @@ def test_a_backup_taken_before_a_development_rotation_reads_after_it(mongo, data
     # The backup still needs the oldest key; nothing needs the middle one any more.
     store, catalog = LocalStore(tmp_path / "backups"), Catalog(mongo.database, mongo.collection)
     assert keys.forget_unneeded_master_keys(client, keys_now(), store, catalog)[0] == []  # not yet read back: kept
-    reading.mark_verified(reading.open_backup(location), {})
+    reading.mark_verified(reading.open_backup(location, keys_now()), {}, keys_now())
     assert keys.forget_unneeded_master_keys(client, keys_now(), store, catalog) == ([master_keys.local_provider(new)], None)
     assert secrets_file.read(data_dir)[RETIRED] == b64(old)
-    restore.restore(reading.open_backup(location), client, keys_now(),mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location, keys_now()), client, keys_now(),mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
 
 
@@ -117,7 +117,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     monkeypatch.setenv(RETIRED, old)
     assert {k["masterKey"]["provider"] for k in my_keys(mongo)} == {master_keys.local_provider(base64.b64decode(new))}
 
-    restore.restore(reading.open_backup(location), mongo.client(), keys_now(),mongo.database, mongo.collection, drop=True)
+    restore.restore(reading.open_backup(location, keys_now()), mongo.client(), keys_now(),mongo.database, mongo.collection, drop=True)
     assert names(mongo.hospitalizations()) == before
     said = result.stdout + result.stderr  # the command says what to move where, never a key
     assert RETIRED in said and old not in said and new not in said
@@ -131,7 +131,7 @@ def test_a_backup_taken_before_a_rotation_reads_with_the_keys_the_guide_sets(mon
     assert len(problems) == 2 and all(digest in p and old not in p for p in problems)
     stays = mongo.hospitalizations().count_documents({})
     with pytest.raises(restore.RestoreRefusedError, match=digest):  # before anything is written (nothing dropped)
-        restore.restore(reading.open_backup(location), mongo.client(), keys_now(),mongo.database, mongo.collection, drop=True)
+        restore.restore(reading.open_backup(location, keys_now()), mongo.client(), keys_now(),mongo.database, mongo.collection, drop=True)
     assert mongo.hospitalizations().count_documents({}) == stays > 0
     # In production nothing is removed: forget_retired_keys says what the operator may remove.
     monkeypatch.setenv(RETIRED, f"{old},{new}")

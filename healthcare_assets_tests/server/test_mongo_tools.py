@@ -64,7 +64,7 @@ def digests(collection, match: dict | None = None) -> dict:
 
 def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain_beside_other_keys, mongo_tools, tmp_path):
     source = tiny_chain_beside_other_keys.client()
-    written = writing.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(source, tiny_chain_beside_other_keys.database, tiny_chain_beside_other_keys.server_label(), LocalStore(tmp_path / "b"), keys_now())
     vault_filter = writing.key_vault_filter(tiny_chain_beside_other_keys.database)
     keys = source[VAULT[0]][VAULT[1]].count_documents(vault_filter)
     assert written.collections[".".join(VAULT)] == keys and 0 < keys < source[VAULT[0]][VAULT[1]].count_documents({})
@@ -74,7 +74,7 @@ def test_mongorestore_restores_a_backup_identically_on_a_fresh_server(tiny_chain
         uri = local_server.client_uri(second)
         done = mongo_tools.run("mongorestore", uri, "--gzip", f"--dir={written.location}")
         target = connect(uri)
-        report = restore.compare(source, target, reading.open_backup(written.location), tiny_chain_beside_other_keys.collection, {})
+        report = restore.compare(source, target, reading.open_backup(written.location, keys_now()), tiny_chain_beside_other_keys.collection, {})
         assert not restore.differences(report), restore.differences(report)
         assert {name: tally["identical"] for name, tally in report.items()} == written.collections
         assert sum(written.collections.values()) > 300

@@ -19,7 +19,7 @@ from healthcare_assets.domain.backup import writing
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.release.bookkeeping import LEDGER, REBUILD
 from healthcare_assets.plumbing.backup_store import LocalStore
-from healthcare_assets_tests.fixtures.environment import keys_now
+from healthcare_assets_tests.fixtures.environment import keys_now, keys_resource
 from healthcare_assets_tests.fixtures.runs import DEFS, failure_messages, materialize, materialized
 
 DATE = "%Y-%m-%d"
@@ -70,7 +70,7 @@ def doctor_app(mongo, small_csv):
 def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small_csv, doctor_app, tmp_path):
     collection = mongo.hospitalizations()
     copy, hospital = doctor_app
-    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"), keys_now())
     folder, dbs = Path(written.location), databases(mongo.database)
     readers = ((dbs["main"], encryption.cipher(collection, keys_now())),
                (dbs["doctor_app"], encryption.doctor_app_cipher(copy, keys_now(), hospital)))
@@ -100,7 +100,7 @@ def test_no_id_in_a_backup_or_the_doctor_app_is_the_hash_of_its_row(mongo, small
 @pytest.fixture
 def loaded_backup(mongo, small_csv, tmp_path):
     assert materialize(small_csv, mongo).success
-    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"))
+    written = writing.write_backup(mongo.client(), mongo.database, mongo.server_label(), LocalStore(tmp_path / "b"), keys_now())
     return backed_up(Path(written.location), mongo.database), encryption.cipher(mongo.hospitalizations(), keys_now())
 
 
@@ -163,7 +163,7 @@ def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, sm
 
     job = rekey_existing_documents
     assert DEFS.get_job_def(job.name)  # in the code location, where the message sends the operator
-    assert job.execute_in_process(resources={"mongo": mongo}).success
+    assert job.execute_in_process(resources={"mongo": mongo, "keys": keys_resource()}).success
     # every id is the one a load computes now: the same documents, no unkeyed id left
     assert sorted(collection.distinct("_id")) == keyed_ids
     assert sorted(copy.distinct("_id")) == keyed_app_ids
@@ -173,7 +173,7 @@ def test_an_installation_with_unkeyed_ids_is_refused_then_rekeyed_once(mongo, sm
     # the release's bookkeeping named the old ids: marked stale, so the next publication rebuilds it
     assert collection.database[LEDGER].find_one({"_id": REBUILD})["state"] == "rebuilding"
     # run again: nothing left to do
-    assert job.execute_in_process(resources={"mongo": mongo}).success
+    assert job.execute_in_process(resources={"mongo": mongo, "keys": keys_resource()}).success
     assert sorted(collection.distinct("_id")) == keyed_ids
 
     again = materialize(small_csv, mongo)

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from healthcare_assets.domain import privacy
 from healthcare_assets.domain.release import lease as release_lease
 from healthcare_assets.domain.release.lease import Lease, ReleaseLockError
 from healthcare_assets.domain.release.publishing import Release
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.release import (
     LOAD_ONLY,
     K,
@@ -33,7 +33,7 @@ def test_an_interrupted_release_is_finished_by_the_next_run(mongo, small_export_
     second = write_rows(tmp_path / "b.csv", header, rows[500:1500])
     loaded = materialize(second, mongo, selection=LOAD_ONLY)
     sha = loaded.output_for_node("mongo_hospitalizations")["source_sha256"]
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
 
     class Crash(Exception):
         pass
@@ -70,7 +70,7 @@ def test_the_lease_is_exclusive_until_it_runs_out(mongo):
 def test_audit_catches_a_copy_that_drifted_from_its_bookkeeping(mongo, small_export_rows, tmp_path):
     header, rows = small_export_rows
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:800], rare=K), mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     doc = rel.copy.find_one()
     rel.copy.insert_many([{**doc, "_id": f"extra{i}", "gender": "Male", "age_range": "90+", "blood_type": "O-",
                            "medical_condition": "Cancer"} for i in range(3)])
@@ -82,7 +82,7 @@ def test_a_copy_built_whole_by_an_earlier_version_is_rebuilt_once(mongo, small_e
     header, rows = small_export_rows
     first = write_rows(tmp_path / "a.csv", header, rows[:800], rare=K)
     assert materialize(first, mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     for bookkeeping in (rel.groups, rel.ledger, rel.schemes):
         bookkeeping.drop()  # as an earlier version left it: a copy, no bookkeeping
     rel.copy.update_many({}, {"$set": {"legacy": True}})
@@ -106,7 +106,7 @@ def test_two_releases_at_once_are_applied_one_after_the_other(mongo, small_expor
     start = threading.Barrier(2)
 
     def publish(loaded: dict) -> int:
-        rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+        rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
         start.wait(timeout=60)  # the other thread never arriving fails the test instead of hanging it
         with rel.lease(loaded["source_sha256"], wait_s=60) as lease:
             plan = rel.plan_file(loaded["source_sha256"], loaded["rows_loaded"])
@@ -128,7 +128,7 @@ def test_a_rebuild_leaves_a_file_still_loading_to_its_own_run(mongo, small_expor
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:600]), mongo).success
     loaded = materialize(write_rows(tmp_path / "b.csv", header, rows[600:1000]), mongo, selection=LOAD_ONLY)
     sha = loaded.output_for_node("mongo_hospitalizations")["source_sha256"]
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     rel.ledger.update_one({"_id": sha}, {"$set": {"state": "loading"}})  # as if its load were still running
     with rel.lease("rebuilding") as lease:
         rebuilt = rel.plan_rebuild(lease)

@@ -17,6 +17,7 @@ from bson import json_util
 from healthcare_assets.domain import access, generalization, privacy
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.plumbing.mongo import connect
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import materialize
 
 K = privacy.K_ANONYMITY
@@ -119,7 +120,7 @@ def test_an_erasure_removes_no_set_smaller_than_k(mongo, analyst, small_csv, tmp
     collection = mongo.hospitalizations()
     released = [d["_id"] for d in collection.database["release_stays"].find({"live": True}, {"_id": 1}).limit(1)]
     patient = collection.find_one({"_id": released[0]})["patient_id"]
-    plan, removed = Release(collection, privacy.pseudonym_key()).erase([patient], owner="test")
+    plan, removed = Release(collection, keys_now().pseudonym_key()).erase([patient], owner="test")
     assert plan.erased_stays and removed > 0
     diff = changes(before, snapshot(analyst))
     assert not diff["entered"]
@@ -155,7 +156,7 @@ def test_a_withdrawn_group_does_not_come_back_minus_the_erased(mongo, analyst, s
     assert len(rare_docs) == K
     collection = mongo.hospitalizations()
     erased = collection.find_one({"personal_info.age": 95})["patient_id"]
-    Release(collection, privacy.pseudonym_key()).erase([erased], owner="test")
+    Release(collection, keys_now().pseudonym_key()).erase([erased], owner="test")
     second = snapshot(analyst)
     assert [d for d in second if d["age_range"] == "90+"] == []
     assert isolating(changes(first, second)) == []

@@ -8,6 +8,7 @@ import pytest
 from healthcare_assets.domain import generalization, privacy
 from healthcare_assets.domain.release.publishing import Release
 from healthcare_assets.tooling.generate import generate_csv
+from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.release import (
     AGE_ONLY,
     DIVERSE,
@@ -128,7 +129,7 @@ def test_each_check_stops_a_release_that_breaks_it(mongo, small_csv, tmp_path, m
                                                   break_release, rare, sensitive, failing, first_release):
     header, rows = rows_of(small_csv)
     monkeypatch.setattr(generalization, "lattice", lambda: [AGE_ONLY])  # the rare stays: a group of their own
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     if not first_release:
         assert materialize(write_rows(tmp_path / "base.csv", header, rows[:1_200]), mongo).success
     before = sorted(map(str, rel.copy.find({})))
@@ -144,7 +145,7 @@ def test_a_homogeneous_group_is_held_back_until_it_is_diverse(mongo, small_csv, 
     header, rows = rows_of(small_csv)
     monkeypatch.setattr(generalization, "lattice", lambda: [AGE_ONLY])
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:1_000], K + 1, ONE_VALUE), mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     group = privacy.generalize(RARE_VALUES, rel.state()["scheme"])
     assert rel.copy.count_documents(group) == 0  # 12 stays, all with the same result and medication
     assert rel.groups.find_one({"_id": privacy.group_key(group)})["published"] is False
@@ -158,7 +159,7 @@ def test_a_homogeneous_group_is_held_back_until_it_is_diverse(mongo, small_csv, 
 @pytest.mark.slow
 def test_the_audits_independent_judge_catches_a_copy_broken_after_release(mongo, small_csv):
     assert materialize(small_csv, mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     assert audit(mongo)["released_copy_is_anonymous"] is True
     first, second = rel.groups.find({"published": True}).limit(2)
     ids = [d["_id"] for d in rel.copy.find(first["group"], {"_id": 1})]
@@ -178,7 +179,7 @@ def test_a_file_that_doubles_the_release_chooses_the_scheme_again(mongo, small_c
     third = materialize(write_rows(tmp_path / "c.csv", header, rows[600:1_900]), mongo)
     meta = materialized(third)["anonymized_view"]
     assert meta["stays_counted"] == mongo.hospitalizations().count_documents({})
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     assert rel.state()["attempted_on"] == meta["stays_counted"]  # chosen again: published, or refused when its
     assert meta["rebuilt"] is (meta["rebuild_refused"] is None)   # join with the live release would not qualify
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}

@@ -67,7 +67,7 @@ def test_a_failing_privacy_check_publishes_nothing(mongo, small_export_rows, tmp
     header, rows = small_export_rows
     first = write_rows(tmp_path / "first.csv", header, rows[:800], rare=K - 3)
     assert materialize(first, mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     before = canonical(rel.copy.find({}))
 
     exact_values, generalize = privacy.exact_values, privacy.generalize
@@ -95,7 +95,7 @@ def test_a_failing_privacy_check_publishes_nothing(mongo, small_export_rows, tmp
 def test_wrong_bookkeeping_fails_k_anonymity_before_publishing(mongo, small_export_rows, tmp_path):
     header, rows = small_export_rows
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:600], rare=K - 2), mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     key = rare_key(rel)
     rel.groups.update_one({"_id": key}, {"$set": {"pending.0.p": "someone else"}})  # not as in the source
     before = rel.copy.count_documents({})
@@ -108,7 +108,7 @@ def test_wrong_bookkeeping_fails_k_anonymity_before_publishing(mongo, small_expo
 def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, small_export_rows, tmp_path):
     header, rows = small_export_rows
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:700], rare=K), mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     assert rel.copy.count_documents(rare_group(rel)) == K
     who = {"name": rows[0][header.index("Name")], "gender": "Female", "blood_type": "AB-"}
     stays = [d["_id"] for d in mongo.hospitalizations().find(gdpr.patient_query(mongo.hospitalizations(), keys_now(), **who), {"_id": 1})]
@@ -150,7 +150,7 @@ def test_an_erasure_reaches_stays_the_source_no_longer_holds(mongo, small_export
     finds them in the release's bookkeeping and takes their increment out of the copy."""
     header, rows = small_export_rows
     assert materialize(write_rows(tmp_path / "a.csv", header, rows[:700], rare=K), mongo).success
-    rel = Release(mongo.hospitalizations(), privacy.pseudonym_key())
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
     patient = mongo.hospitalizations().find_one({"personal_info.age": 95})["patient_id"]
     mongo.hospitalizations().delete_many({"patient_id": patient})
     document_counts.adjust(mongo.hospitalizations(), -1)

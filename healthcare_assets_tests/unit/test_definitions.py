@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.defs.resources import mongo_resource_from_env, resources
@@ -13,7 +14,6 @@ from healthcare_assets.defs.s3_drops import s3_drops
 from healthcare_assets.domain import master_keys
 from healthcare_assets.domain.local_server import EmbeddedMongoResource
 from healthcare_assets.domain.master_keys import MasterKeys
-from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets_tests.fixtures.environment import REPO
 from healthcare_assets_tests.fixtures.runs import DEFS
@@ -79,27 +79,41 @@ def test_resources_are_chosen_per_environment_and_read_at_run_time(monkeypatch, 
     assert found["settings"].ceiling() == 0.05  # unset: today's default
 
 
-def test_master_keys_reach_a_run_as_env_vars_and_resolve_to_the_environments(monkeypatch, tmp_path):
-    """MongoResource holds the master-key variables as dg.EnvVar (never their values); resolved, they are the
-    environment's, HEALTHCARE_KMS_REGION falling back to AWS_REGION; the embedded server's are development's."""
+def test_the_keys_reach_a_run_as_env_vars_and_resolve_to_the_environments(monkeypatch, tmp_path):
+    """The keys resource holds the master-key and pseudonym-key variables as dg.EnvVar (never their values); resolved,
+    they are the environment's, HEALTHCARE_KMS_REGION falling back to AWS_REGION; the embedded server's installation
+    is development's, with its data directory's secrets.env."""
     key, arn = master_keys.new_master_key(), "arn:aws:kms:eu-west-3:111122223333:key/1234abcd-12ab-34cd-56ef-12345678"
+    pseudonym = "a-pseudonym-key-of-at-least-32-bytes-" + os.urandom(8).hex()
     monkeypatch.setenv("MONGODB_URI", "mongodb://db.example:27017/")
     monkeypatch.setenv(master_keys.MASTER_KEY_VARIABLE, key)
     monkeypatch.setenv(master_keys.KMS_ARN_VARIABLE, arn)
+    monkeypatch.setenv(master_keys.PSEUDONYM_KEY_VARIABLE, pseudonym)
     monkeypatch.delenv(master_keys.KMS_REGION_VARIABLE, raising=False)
     monkeypatch.setenv("AWS_REGION", "eu-west-3")
-    found = resources()["mongo"]
-    assert found.master_key == dg.EnvVar(master_keys.MASTER_KEY_VARIABLE) and key not in repr(found)
-    assert found.kms_region == dg.EnvVar("AWS_REGION")
-    keys = MasterKeys.of(mongo_resource_from_env())
-    assert keys == MasterKeys.from_environment(settings.environment()) and keys.production
+    found = resources()
+    assert found["keys"].master_key == dg.EnvVar(master_keys.MASTER_KEY_VARIABLE)
+    assert found["keys"].pseudonym_key == dg.EnvVar(master_keys.PSEUDONYM_KEY_VARIABLE)
+    assert found["keys"].kms_region == dg.EnvVar("AWS_REGION") and found["keys"].production
+    assert not any(secret in repr(r) for secret in (key, pseudonym) for r in found.values())
+    keys = MasterKeys.of(resources(resolve=True)["keys"])
+    assert keys.production and keys.data_dir is None and keys.pseudonym_key() == pseudonym.encode()
     assert keys.master == key and keys.aws_master_key() == {"key": arn, "region": "eu-west-3"}
+    assert pseudonym not in repr(keys) and key not in repr(keys)
 
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
-    keys = MasterKeys.of(mongo_resource_from_env(start=False))
-    assert keys == MasterKeys.from_environment(settings.environment())
+    assert resources()["keys"].secrets_dir == dg.EnvVar("HEALTHCARE_DATA_DIR")
+    keys = MasterKeys.of(resources(resolve=True)["keys"])
     assert not keys.production and keys.data_dir == tmp_path.resolve()
+    assert keys.pseudonym_key() == pseudonym.encode()
+    monkeypatch.delenv(master_keys.PSEUDONYM_KEY_VARIABLE)
+    monkeypatch.delenv("HEALTHCARE_DATA_DIR")
+    keys = MasterKeys.of(resources(resolve=True, data_dir=str(tmp_path / "other"))["keys"])
+    assert keys.data_dir == (tmp_path / "other").resolve()  # the embedded server's data directory, whatever it is
+    with pytest.warns(UserWarning, match=master_keys.PSEUDONYM_KEY_VARIABLE):
+        made = keys.pseudonym_key()
+    assert (tmp_path / "other" / "secrets.env").read_text().count(made.decode()) == 1
 
 
 def test_the_sensor_runs_by_default_only_where_a_bucket_is_configured(monkeypatch):

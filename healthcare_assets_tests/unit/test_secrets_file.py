@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from healthcare_assets.defs.resources import mongo_resource_from_env
-from healthcare_assets.domain import access, privacy
+from healthcare_assets.domain import access
 from healthcare_assets.plumbing import secrets_file, settings
 from healthcare_assets.plumbing.mongo import MongoResource
+from healthcare_assets_tests.fixtures.environment import keys_now
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
 
@@ -31,7 +32,7 @@ def test_first_runs_at_once_make_one_key_and_keep_every_password(tmp_path, monke
 
         def first_run(i, data_dir=data_dir, start=start):
             start.wait(timeout=60)  # half the steps need the key, half start the embedded server
-            return privacy.pseudonym_key() if i % 2 else access.passwords(data_dir, generate=True)
+            return keys_now().pseudonym_key() if i % 2 else access.passwords(data_dir, generate=True)
 
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(first_run, range(8)))
@@ -59,7 +60,7 @@ def test_production_refuses_a_placeholder_or_short_pseudonym_key(key, monkeypatc
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", key)
     with pytest.raises(ValueError, match="HEALTHCARE_PSEUDONYM_KEY") as error:
-        privacy.pseudonym_key()
+        keys_now().pseudonym_key()
     assert key not in str(error.value)
 
 
@@ -84,14 +85,14 @@ def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_pat
     monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "a-long-random-password")
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "k" * 32)
-    assert privacy.pseudonym_key() == b"k" * 32
+    assert keys_now().pseudonym_key() == b"k" * 32
     assert access.passwords()["ANALYST_READONLY"] == "a-long-random-password"
     assert mongo_resource_from_env().uri() == PRODUCTION_URI
 
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "change-me-pseudonym-key")
     monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
-    assert privacy.pseudonym_key() == b"change-me-pseudonym-key"
+    assert keys_now().pseudonym_key() == b"change-me-pseudonym-key"
     assert access.passwords()["ANALYST_READONLY"] == "change-me-analyst-readonly"
 
 

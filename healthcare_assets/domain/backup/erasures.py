@@ -12,6 +12,7 @@ from healthcare_assets.domain import audit, gdpr, privacy
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.backup.reading import Opened
 from healthcare_assets.domain.deployment_databases import databases
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks, request_rebuild
 from healthcare_assets.domain.release.lease import ReleaseLockError
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
@@ -77,14 +78,14 @@ class Erasures:
 
         return keep
 
-    def erase_from_release(self, client: MongoClient) -> tuple[int, str | None]:
+    def erase_from_release(self, client: MongoClient, keys: MasterKeys) -> tuple[int, str | None]:
         """Erase again from the restored release: the copy's documents withdrawn, or why it was marked stale."""
         patients = sorted((self.ids - self.backed_up) | self.patients)
         if not patients:
             return 0, None
         collection = client[self.main][self.collection]
         try:
-            removed = gdpr.erase_stays(collection, patients, "restore")
+            removed = gdpr.erase_stays(collection, patients, "restore", keys.pseudonym_key())
         except ReleaseLockError as exc:
             request_rebuild(client[self.main], "restore", f"erased patients' stays may be in the restored release; {exc}")
             return 0, str(exc)

@@ -74,7 +74,7 @@ def forget_unneeded_master_keys(client: MongoClient, keys: MasterKeys, store,
     in_use, unknown = set(), 0
     for name in backups(store):
         try:
-            manifest = good_manifest(store, name)
+            manifest = good_manifest(store, name, keys)
         except BackupError:
             unknown += 1
             continue

@@ -14,7 +14,8 @@ from bson import json_util
 
 from healthcare_assets.domain.backup import files
 from healthcare_assets.domain.backup.files import BackupError, Digest, Store
-from healthcare_assets.domain.backup.signing import check_signature, digest, sign
+from healthcare_assets.domain.backup.signing import check_signature, digest, sign, writing_key
+from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing.backup_store import open_store
 
 
@@ -47,12 +48,12 @@ def check_names(databases: dict, location: str) -> None:
                                   "digits and underscores only")
 
 
-def read_manifest(store: Store, name: str) -> dict:
+def read_manifest(store: Store, name: str, keys: MasterKeys) -> dict:
     location = store.location(name, files.MANIFEST)
     manifest = _read_json(store, name, files.MANIFEST)
     if manifest.get("format") != files.FORMAT:
         raise BackupError(f"{location}: format {manifest.get('format')!r}, expected {files.FORMAT!r}")
-    check_signature(manifest, location)
+    check_signature(manifest, location, keys)
     if manifest.get("name") != name:
         raise BackupError(f"{location}: signed for the backup {manifest.get('name')!r}, found in the folder {name!r} "
                           "(a copy under another name)")
@@ -176,18 +177,18 @@ def _split(uri: str) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-def open_backup(uri: str, latest: bool = False, log: Callable[[str], None] = lambda _: None) -> Opened:
+def open_backup(uri: str, keys: MasterKeys, latest: bool = False, log: Callable[[str], None] = lambda _: None) -> Opened:
     """The backup at `uri`, or with `latest` the newest good one under it (newer ones passed over, and why)."""
     if not latest:
         parent, name = _split(uri)
         store = open_store(parent)
-        return Opened(store, name, read_manifest(store, name))
+        return Opened(store, name, read_manifest(store, name, keys))
     store, skipped = open_store(uri), {}
     for name in reversed(files.backups(store)):
         try:
             if files.dated_in_future(name):
                 raise BackupError(f"{store.location(name)}: dated in the future")
-            opened = Opened(store, name, read_manifest(store, name), skipped=skipped)
+            opened = Opened(store, name, read_manifest(store, name, keys), skipped=skipped)
             opened.verify()
             return opened
         except BackupError as exc:
@@ -217,34 +218,34 @@ def verify(backup: Opened) -> dict:
             "bytes": sum(f["bytes"] for f in backup.manifest["files"].values())}
 
 
-def mark_verified(backup: Opened, report: dict) -> None:
+def mark_verified(backup: Opened, report: dict, keys: MasterKeys) -> None:
     if not backup.store.exists(backup.name, files.VERIFIED):
-        marker = sign({"name": backup.name, "manifest": digest(backup.manifest), "report": report})
+        marker = sign({"name": backup.name, "manifest": digest(backup.manifest), "report": report}, writing_key(keys))
         files.write_file(backup.store, backup.name, files.VERIFIED, iter([json.dumps(marker).encode()]), compress=False)
 
 
-def good_manifest(store: Store, name: str) -> dict:
+def good_manifest(store: Store, name: str, keys: MasterKeys) -> dict:
     if files.dated_in_future(name):
         raise BackupError(f"{store.location(name)}: dated in the future")
-    manifest = read_manifest(store, name)
+    manifest = read_manifest(store, name, keys)
     marker = _read_json(store, name, files.VERIFIED)
-    check_signature(marker, store.location(name, files.VERIFIED))
+    check_signature(marker, store.location(name, files.VERIFIED), keys)
     if marker.get("name") != name or marker.get("manifest") != digest(manifest):
         raise BackupError(f"{store.location(name, files.VERIFIED)}: vouches for another backup")
     return manifest
 
 
-def good(store: Store, name: str) -> bool:
+def good(store: Store, name: str, keys: MasterKeys) -> bool:
     try:
-        good_manifest(store, name)
+        good_manifest(store, name, keys)
     except BackupError:
         return False
     return True
 
 
-def prune(store: Store, verified: str, keep_count: int) -> list[str]:
+def prune(store: Store, verified: str, keep_count: int, keys: MasterKeys) -> list[str]:
     """Nothing newer (it may be being written) nor not good: whoever can write the store only adds clutter."""
-    older = [n for n in files.backups(store) if n < verified and good(store, n)]
+    older = [n for n in files.backups(store) if n < verified and good(store, n, keys)]
     deleted = older[:max(0, len(older) - (keep_count - 1))]
     for name in deleted:
         store.delete(name)

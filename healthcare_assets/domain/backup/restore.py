@@ -80,7 +80,7 @@ def restore(backup: Opened, client: MongoClient, keys: MasterKeys, database: str
     restored = Restored(counts, dict(erasures.kept_out), sorted(erasures.patients), len(erasures.ids), left_out=left_out)
     restored.keys_proven = prove_keys(client, keys, catalog, targets)
     if not rename:  # the drill's scratch databases are compared, never published
-        restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client)
+        restored.copy_withdrawn, restored.release_stale = erasures.erase_from_release(client, keys)
     return restored
 
 

@@ -7,11 +7,9 @@ import hashlib
 import hmac
 import json
 
-from healthcare_assets.domain import privacy
 from healthcare_assets.domain.backup.files import BackupError
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.domain.master_keys import PSEUDONYM_KEY_VARIABLE, MasterKeys
 
-PSEUDONYM_KEY_VARIABLE = "HEALTHCARE_PSEUDONYM_KEY"
 LABEL = b"backup-manifest"
 ALGORITHM = "HMAC-SHA256"
 SIGNATURE = "signature"
@@ -21,18 +19,9 @@ def _derived(pseudonym_key: bytes) -> bytes:
     return hmac.new(pseudonym_key, LABEL, hashlib.sha256).digest()
 
 
-def writing_key() -> bytes:
+def writing_key(keys: MasterKeys) -> bytes:
     """A development installation's pseudonym key is made on first use, as for a load."""
-    return _derived(privacy.pseudonym_key())
-
-
-def installation_key() -> bytes | None:
-    """The key backups are verified with, or None on a new host: a key made here would verify nothing."""
-    env = settings.environment()
-    secret = (secrets_file.environment([PSEUDONYM_KEY_VARIABLE], env.variables, env.production,
-                                       secrets_file.MIN_KEY_BYTES).get(PSEUDONYM_KEY_VARIABLE)
-              or secrets_file.read().get(PSEUDONYM_KEY_VARIABLE))
-    return _derived(secret.encode()) if secret else None
+    return _derived(keys.pseudonym_key())
 
 
 def key_id(key: bytes) -> str:
@@ -48,28 +37,28 @@ def _mac(key: bytes, document: dict) -> str:
     return hmac.new(key, _canonical(unsigned), hashlib.sha256).hexdigest()
 
 
-def sign(document: dict, key: bytes | None = None) -> dict:
-    key = key or writing_key()
+def sign(document: dict, key: bytes) -> dict:
     return {**document, SIGNATURE: {"algorithm": ALGORITHM, "key_id": key_id(key), "mac": _mac(key, document)}}
 
 
-def _required_key(doing: str) -> bytes:
-    key = installation_key()
-    if key is None:
-        raise BackupError(f"cannot {doing}: this installation holds no {PSEUDONYM_KEY_VARIABLE} (neither in the "
+def installation_key(keys: MasterKeys) -> bytes:
+    """The key backups are verified with, refused on a new host without one: a key made here would verify nothing."""
+    secret = keys.held_pseudonym_key()
+    if secret is None:
+        raise BackupError(f"cannot verify a backup: this installation holds no {PSEUDONYM_KEY_VARIABLE} (neither in the "
                           "environment nor in secrets.env). Restoring onto a new host needs the keys of the "
                           f"deployment that wrote the backup: its {PSEUDONYM_KEY_VARIABLE} and its master key "
                           "(docs/deployment.md, \"Restoring onto a new host\")")
-    return key
+    return _derived(secret)
 
 
-def check_signature(document: dict, location: str) -> None:
+def check_signature(document: dict, location: str, keys: MasterKeys) -> None:
     signature = document.get(SIGNATURE)
     if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
         raise BackupError(f"{location}: not signed, so nothing proves who wrote it; a backup made by "
                           "MongoDB's mongodump (or by a version before signing) is restored only when asked: "
                           "`healthcare-assets restore --from DIR --mongodump`")
-    key = _required_key("verify a backup")
+    key = installation_key(keys)
     if signature.get("key_id") != key_id(key):
         raise BackupError(f"{location}: signed with backup key {signature.get('key_id')!r}, this installation's "
                           f"is {key_id(key)!r}: it was written by another deployment, or this host holds another "

@@ -18,6 +18,7 @@ from healthcare_assets.domain.backup.files import Store, write_file
 from healthcare_assets.domain.backup.signing import sign, writing_key
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.encryption import KEY_VAULT_COLLECTION, KEY_VAULT_DB
+from healthcare_assets.domain.master_keys import MasterKeys
 
 # What a backup is consistent with; the pool is named in defs/load.py (see docs/backups.md).
 CONSISTENCY = ("taken while no load runs: Dagster pool `mongo_writes`, shared with mongo_hospitalizations; "
@@ -94,10 +95,10 @@ def _dump_collection(store: Store, name: str, client: MongoClient, db: str, info
     return entry if match is None else {**entry, "filter": match}
 
 
-def write_backup(client: MongoClient, main_database: str, server: str, store: Store,
+def write_backup(client: MongoClient, main_database: str, server: str, store: Store, keys: MasterKeys,
                  log: Callable[[str], None] = lambda _: None) -> Written:
     started = time.perf_counter()
-    key = writing_key()  # before anything is written: a production deployment without it stops here
+    key = writing_key(keys)  # before anything is written: a production deployment without it stops here
     name = files.new_name()
     summaries: dict[str, dict] = {}  # the manifest's files
     contents: dict[str, dict] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings
+from healthcare_assets.defs.resources import mongo_resource_from_env, pipeline_settings, resources
 from healthcare_assets.domain import encryption
 from healthcare_assets.domain.backup import reading, writing
 from healthcare_assets.domain.master_keys import MasterKeys
@@ -37,7 +37,8 @@ class Chain:
 
     def run(self, selection: dg.AssetSelection, config: dg.RunConfig) -> dg.ExecuteInProcessResult:
         return dg.materialize(self.definitions, selection=selection, instance=self.instance, run_config=config,
-                              resources={"mongo": self.mongo, "settings": pipeline_settings(), "backups": BackupStoreResource()}, raise_on_error=False)
+                              resources={"mongo": self.mongo, "settings": pipeline_settings(), "backups": BackupStoreResource(),
+                                         "keys": resources(resolve=True)["keys"]}, raise_on_error=False)
 
 
 def measure_ceiling(db, cleaned_path: str, source: dict, cipher: encryption.FieldCipher) -> dict:
@@ -96,7 +97,7 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
             ceiling = out["ceiling"] = measure_ceiling(
                 mongo.db(), result.output_for_node("mongo_hospitalizations")["cleaned_path"],
                 result.output_for_node("cleaned_frame").source.as_metadata(),
-                encryption.cipher(mongo.hospitalizations(), MasterKeys.of(mongo)))
+                encryption.cipher(mongo.hospitalizations(), MasterKeys.of(resources(resolve=True)["keys"])))
             load |= {"ratio_to_bare_insert_many": ratio(load["docs_per_s"], ceiling["bare_docs_per_s"]),
                      "insert_ratio_to_bare_insert_many": ratio(load["insert_docs_per_s"], ceiling["bare_docs_per_s"]),
                      "ratio_to_validated_insert_many": ratio(load["docs_per_s"], ceiling["validated_docs_per_s"])}
@@ -119,8 +120,9 @@ def run_one(size: int, csv: str, database: str, repeats: int, scan_repeats: int,
 
 def measure_backup(database: str, to: Path) -> dict:
     mongo = mongo_resource_from_env(database=database)
-    written = writing.write_backup(mongo.client(), database, mongo.server_label(), LocalStore(to))
+    keys = MasterKeys.of(resources(resolve=True)["keys"])
+    written = writing.write_backup(mongo.client(), database, mongo.server_label(), LocalStore(to), keys)
     started = time.perf_counter()
-    reading.verify(reading.open_backup(written.location))
+    reading.verify(reading.open_backup(written.location, keys))
     return {"documents": sum(written.collections.values()), "bytes": written.bytes, "backup_s": round(written.seconds, 2),
             "verify_s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}

@@ -1,0 +1,26 @@
+"""KeysResource: the installation's keys as a run resolves them (domain/master_keys.py's MasterKeys.of reads it)."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from healthcare_assets.plumbing import settings
+
+
+class KeysResource(dg.ConfigurableResource):
+    """The key variables' text, each a dg.EnvVar read at run time (never in the UI). resources() sets `production`,
+    and `secrets_dir`: the data directory whose secrets.env holds a development installation's generated keys."""
+
+    production: bool
+    secrets_dir: str = ""  # empty: the environment's data directory
+    master_key: str = ""  # HEALTHCARE_MASTER_KEY and its kin
+    new_master_key: str = ""
+    retired_master_keys: str = ""
+    kms_key_arn: str = ""
+    kms_region: str = ""  # HEALTHCARE_KMS_REGION, else AWS_REGION
+    retired_kms_key_arns: str = ""
+    pseudonym_key: str = ""  # HEALTHCARE_PSEUDONYM_KEY
+
+    def secrets_path(self) -> Path | None:
+        """None in production: its keys are the environment's."""
+        return None if self.production else Path(self.secrets_dir).resolve() if self.secrets_dir else settings.data_dir()

@@ -76,14 +76,13 @@ def backup_reads_back_intact(context: dg.AssetCheckExecutionContext, mongo: Mong
     "(a SHA-256 of each document's BSON), and no stay of an erased patient was in it or came back"))
 def backup_restores_identically(context: dg.AssetCheckExecutionContext, mongo: MongoResource,
                                 keys: KeysResource) -> dg.AssetCheckResult:
-    installation = MasterKeys.of(keys)
-    written = _newest(context, installation)
+    written = _newest(context, MasterKeys.of(keys))
     client = mongo.client()
     rename = {db: f"{db}{DRILL_SUFFIX}" for db in written.manifest["databases"]}
     for scratch in rename.values():  # what an interrupted drill left behind
         client.drop_database(scratch)
     try:
-        restored = restore.restore(written, client, installation, mongo.database, mongo.collection,
+        restored = restore.restore(written, client, MasterKeys.of(keys), mongo.database, mongo.collection,
                                    rename=rename, log=context.log.info)
         report = restore.compare(client, client, written, mongo.collection, rename)
     finally:

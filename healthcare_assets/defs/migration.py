@@ -14,10 +14,10 @@ from healthcare_assets.plumbing.mongo import MongoResource
 @dg.op(pool=WRITES_POOL)
 def encrypt_clear_identifiers(context: dg.OpExecutionContext, mongo: MongoResource, keys: KeysResource) -> int:
     """Resumable; the validator (identifiers as BinData) is applied afterwards, as the next load would."""
-    collection, installation = mongo.hospitalizations(), MasterKeys.of(keys)
-    changed = migration.encrypt_existing(collection, installation, log=context.log.info)
+    collection, master = mongo.hospitalizations(), MasterKeys.of(keys)
+    changed = migration.encrypt_existing(collection, master, log=context.log.info)
     prepare_collection(collection)
-    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), installation, log=context.log.info)
+    return changed + migration.encrypt_doctor_app_copy(access.doctor_app_copy(collection), master, log=context.log.info)
 
 
 def _none_left(context: dg.OpExecutionContext, mongo: MongoResource, done: str, count, left: str,

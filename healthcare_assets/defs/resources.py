@@ -33,23 +33,17 @@ def fields(env: Environment, variables: dict[str, str], resolve: bool) -> dict:
     return found
 
 
-def key_fields(env: Environment, resolve: bool) -> dict:
-    """KeysResource's variable fields (domain/master_keys.py's MasterKeys.of reads them)."""
-    region = "HEALTHCARE_KMS_REGION" if env.get("HEALTHCARE_KMS_REGION") else "AWS_REGION"
-    return fields(env, {**KEYS, "kms_region": region}, resolve)
-
-
 def resources(env: Environment | None = None, resolve: bool = False, **mongo_fields) -> dict:
-    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain. The keys
-    of a development installation: the embedded server's data directory's secrets.env."""
+    """`mongo_fields` over the environment's; S3's region, endpoint and credentials: boto3's default chain."""
     env = env or environment()
     mongo_fields = fields(env, MONGO, resolve) | mongo_fields
     if env.production:
         mongo = MongoResource(**fields(env, {"mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
     else:
         mongo = EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
+    region = "HEALTHCARE_KMS_REGION" if env.get("HEALTHCARE_KMS_REGION") else "AWS_REGION"
     keys = KeysResource(production=env.production, secrets_dir="" if env.production else mongo.data_dir,
-                        **key_fields(env, resolve))
+                        **fields(env, {**KEYS, "kms_region": region}, resolve))
     s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
     return {"mongo": mongo, "keys": keys, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
             "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs(),

@@ -207,8 +207,7 @@ def _scrub_files(selection: Selection, apply: bool) -> dict[str, int]:
 
 
 def erase_stays(collection: Collection, ids: list[str], command: str, key: bytes) -> dict[str, int]:
-    """Returns what was removed per place; `command` names who erases (the release's lease owner), `key` the
-    pseudonym key."""
+    """Returns what was removed per place; `command` names who erases (the release's lease owner)."""
     release = Release(collection, key)
     doctor_app = doctor_app_copy(collection)
     # The source and the analysts' copy in one release operation: every increment that holds one of

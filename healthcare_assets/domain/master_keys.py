@@ -1,5 +1,5 @@
 """The keys this installation holds: master keys (current and retired: docs/security.md), which key-vault documents
-they can unwrap, and the pseudonym key. Values are checked as every secret is and never logged: errors name the variable."""
+they can unwrap, and the pseudonym key. Values are checked as every secret is, never logged: errors name the variable."""
 
 from __future__ import annotations
 
@@ -82,8 +82,7 @@ class RetiredKeys(NamedTuple):
 
 @dataclass(frozen=True)
 class MasterKeys:
-    """The key variables' text as a run's resource resolved them, the pseudonym key's too; `data_dir` holds
-    secrets.env (None in production)."""
+    """The key variables' text as a run's resource resolved them; `data_dir` holds secrets.env (None in production)."""
 
     production: bool
     data_dir: Path | None
@@ -102,18 +101,10 @@ class MasterKeys:
                    keys.kms_key_arn, keys.kms_region, keys.retired_kms_key_arns, keys.pseudonym_key)
 
     def pseudonym_key(self) -> bytes:
-        """HEALTHCARE_PSEUDONYM_KEY (refused in production if a placeholder or short), else secrets.env's, made the
-        first time with a warning."""
+        """HEALTHCARE_PSEUDONYM_KEY (refused in production if a placeholder or short), else secrets.env's (made once)."""
         return secrets_file.value(PSEUDONYM_KEY_VARIABLE, lambda: secrets.token_hex(32), what="key", given=self.pseudonym,
                                   production=self.production, min_bytes=secrets_file.MIN_KEY_BYTES,
                                   data_dir=self.data_dir).encode()
-
-    def held_pseudonym_key(self) -> bytes | None:
-        """The pseudonym key this installation holds already, or None: never made here."""
-        given = self.pseudonym and secrets_file.checked(PSEUDONYM_KEY_VARIABLE, self.pseudonym, self.production,
-                                                        secrets_file.MIN_KEY_BYTES)
-        secret = given or secrets_file.read(self.data_dir).get(PSEUDONYM_KEY_VARIABLE)
-        return secret.encode() if secret else None
 
     def master_key(self) -> bytes:
         """HEALTHCARE_MASTER_KEY, or in development one generated once into secrets.env. Refused missing in production:

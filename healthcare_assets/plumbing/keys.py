@@ -8,11 +8,10 @@ from healthcare_assets.plumbing import settings
 
 
 class KeysResource(dg.ConfigurableResource):
-    """The key variables' text, each a dg.EnvVar read at run time (never in the UI). resources() sets `production`,
-    and `secrets_dir`: the data directory whose secrets.env holds a development installation's generated keys."""
+    """The key variables' text, each a dg.EnvVar read at run time (never in the UI); resources() sets the others."""
 
     production: bool
-    secrets_dir: str = ""  # empty: the environment's data directory
+    secrets_dir: str = ""  # development: the embedded server's data directory (its secrets.env); empty: the default
     master_key: str = ""  # HEALTHCARE_MASTER_KEY and its kin
     new_master_key: str = ""
     retired_master_keys: str = ""
@@ -22,5 +21,4 @@ class KeysResource(dg.ConfigurableResource):
     pseudonym_key: str = ""  # HEALTHCARE_PSEUDONYM_KEY
 
     def secrets_path(self) -> Path | None:
-        """None in production: its keys are the environment's."""
         return None if self.production else Path(self.secrets_dir).resolve() if self.secrets_dir else settings.data_dir()

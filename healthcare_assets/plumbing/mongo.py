@@ -121,7 +121,7 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """`mongodb_uri` is a dg.EnvVar, read at run time: a secret never shows up in the UI (the keys: plumbing/keys.py)."""
+    """`mongodb_uri` is a dg.EnvVar, read at run time: secrets never show up in the UI (keys: plumbing/keys.py)."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"

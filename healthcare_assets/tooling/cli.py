@@ -3,7 +3,6 @@ rotate the master key."""
 
 import argparse
 import contextlib
-import os
 import sys
 
 from pymongo.errors import EncryptionError
@@ -45,7 +44,7 @@ def _rotate_keys(args: argparse.Namespace) -> int:
                                              [encryption.KEY_VAULT, encryption.doctor_app_vault(copy)])
     for vault, count in rewrapped.items():
         print(f"re-wrapped {count:>4}  data keys in {vault}")
-    if local and master_keys.MASTER_KEY_VARIABLE in os.environ:
+    if local and keys.master:
         print(f"now, wherever the pipeline and the roles that decrypt run: add the old {master_keys.MASTER_KEY_VARIABLE} "
               f"({old}) to {master_keys.RETIRED_KEYS_VARIABLE} (earlier backups need it), set "
               f"{master_keys.MASTER_KEY_VARIABLE} to the value of {master_keys.NEW_MASTER_KEY_VARIABLE}, then unset the latter")
@@ -94,7 +93,6 @@ def _restore(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import audit
     from healthcare_assets.domain.backup import files, plain_dump, reading, restore
 
-    installation = _keys()
     try:
         # the backup first: on a new host, which keys it needs is said before any server starts
         if args.mongodump:
@@ -103,10 +101,10 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"{opened.location}: a plain mongodump folder, {report['documents']:,} documents read whole; "
                   "unverified without a manifest:\n  " + "\n  ".join(report["unverified"]))
         else:
-            opened = reading.open_backup(args.source, installation, latest=args.latest, log=print)
+            opened = reading.open_backup(args.source, _keys(), latest=args.latest, log=print)
         mongo = mongo_resource_from_env()
         print(f"restoring {opened.location} into {mongo.server_label()}")
-        restored = restore.restore(opened, mongo.client(), installation, mongo.database, mongo.collection,
+        restored = restore.restore(opened, mongo.client(), _keys(), mongo.database, mongo.collection,
                                    drop=args.drop, log=print)
     except (files.BackupError, restore.RestoreRefusedError) as exc:
         print(exc, file=sys.stderr)

@@ -9,6 +9,7 @@ import json
 
 from healthcare_assets.domain.backup.files import BackupError
 from healthcare_assets.domain.master_keys import PSEUDONYM_KEY_VARIABLE, MasterKeys
+from healthcare_assets.plumbing import secrets_file
 
 LABEL = b"backup-manifest"
 ALGORITHM = "HMAC-SHA256"
@@ -41,24 +42,21 @@ def sign(document: dict, key: bytes) -> dict:
     return {**document, SIGNATURE: {"algorithm": ALGORITHM, "key_id": key_id(key), "mac": _mac(key, document)}}
 
 
-def installation_key(keys: MasterKeys) -> bytes:
-    """The key backups are verified with, refused on a new host without one: a key made here would verify nothing."""
-    secret = keys.held_pseudonym_key()
-    if secret is None:
-        raise BackupError(f"cannot verify a backup: this installation holds no {PSEUDONYM_KEY_VARIABLE} (neither in the "
-                          "environment nor in secrets.env). Restoring onto a new host needs the keys of the "
-                          f"deployment that wrote the backup: its {PSEUDONYM_KEY_VARIABLE} and its master key "
-                          "(docs/deployment.md, \"Restoring onto a new host\")")
-    return _derived(secret)
-
-
 def check_signature(document: dict, location: str, keys: MasterKeys) -> None:
     signature = document.get(SIGNATURE)
     if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
         raise BackupError(f"{location}: not signed, so nothing proves who wrote it; a backup made by "
                           "MongoDB's mongodump (or by a version before signing) is restored only when asked: "
                           "`healthcare-assets restore --from DIR --mongodump`")
-    key = installation_key(keys)
+    given = keys.pseudonym and secrets_file.checked(PSEUDONYM_KEY_VARIABLE, keys.pseudonym, keys.production,
+                                                    secrets_file.MIN_KEY_BYTES)
+    secret = given or secrets_file.read(keys.data_dir).get(PSEUDONYM_KEY_VARIABLE)
+    if not secret:  # never made here, as for writing: a key made on a new host would verify nothing
+        raise BackupError(f"cannot verify a backup: this installation holds no {PSEUDONYM_KEY_VARIABLE} (neither in the "
+                          "environment nor in secrets.env). Restoring onto a new host needs the keys of the "
+                          f"deployment that wrote the backup: its {PSEUDONYM_KEY_VARIABLE} and its master key "
+                          "(docs/deployment.md, \"Restoring onto a new host\")")
+    key = _derived(secret.encode())
     if signature.get("key_id") != key_id(key):
         raise BackupError(f"{location}: signed with backup key {signature.get('key_id')!r}, this installation's "
                           f"is {key_id(key)!r}: it was written by another deployment, or this host holds another "

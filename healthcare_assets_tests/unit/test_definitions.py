@@ -95,8 +95,9 @@ def test_the_keys_reach_a_run_as_env_vars_and_resolve_to_the_environments(monkey
     assert found["keys"].master_key == dg.EnvVar(master_keys.MASTER_KEY_VARIABLE)
     assert found["keys"].pseudonym_key == dg.EnvVar(master_keys.PSEUDONYM_KEY_VARIABLE)
     assert found["keys"].kms_region == dg.EnvVar("AWS_REGION") and found["keys"].production
-    assert not any(secret in repr(r) for secret in (key, pseudonym) for r in found.values())
-    keys = MasterKeys.of(resources(resolve=True)["keys"])
+    resolved = resources(resolve=True)["keys"]  # the command line's: values, not names
+    assert not any(secret in repr(r) for secret in (key, pseudonym) for r in [*found.values(), resolved])
+    keys = MasterKeys.of(resolved)
     assert keys.production and keys.data_dir is None and keys.pseudonym_key() == pseudonym.encode()
     assert keys.master == key and keys.aws_master_key() == {"key": arn, "region": "eu-west-3"}
     assert pseudonym not in repr(keys) and key not in repr(keys)
@@ -108,7 +109,6 @@ def test_the_keys_reach_a_run_as_env_vars_and_resolve_to_the_environments(monkey
     assert not keys.production and keys.data_dir == tmp_path.resolve()
     assert keys.pseudonym_key() == pseudonym.encode()
     monkeypatch.delenv(master_keys.PSEUDONYM_KEY_VARIABLE)
-    monkeypatch.delenv("HEALTHCARE_DATA_DIR")
     keys = MasterKeys.of(resources(resolve=True, data_dir=str(tmp_path / "other"))["keys"])
     assert keys.data_dir == (tmp_path / "other").resolve()  # the embedded server's data directory, whatever it is
     with pytest.warns(UserWarning, match=master_keys.PSEUDONYM_KEY_VARIABLE):

@@ -21,7 +21,6 @@ def _derived(pseudonym_key: bytes) -> bytes:
 
 
 def writing_key(keys: MasterKeys) -> bytes:
-    """A development installation's pseudonym key is made on first use, as for a load."""
     return _derived(keys.pseudonym_key())
 
 

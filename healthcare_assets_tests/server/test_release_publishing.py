@@ -113,7 +113,7 @@ def test_erasure_that_takes_a_group_under_k_withdraws_it_whole(mongo, data_dir, 
     who = {"name": rows[0][header.index("Name")], "gender": "Female", "blood_type": "AB-"}
     stays = [d["_id"] for d in mongo.hospitalizations().find(gdpr.patient_query(mongo.hospitalizations(), keys_now(), **who), {"_id": 1})]
     own = rel.copy.count_documents({"_id": {"$in": [privacy.release_id(s, rel.key, rel.state()["epoch"]) for s in stays]}})
-    removed = gdpr.erase_patient(mongo.hospitalizations(), gdpr.select(mongo.hospitalizations(), keys_now(), **who))
+    removed = gdpr.erase_patient(mongo.hospitalizations(), keys_now(), gdpr.select(mongo.hospitalizations(), keys_now(), **who))
     assert removed[rel.copy.full_name] == own + K - 1  # theirs, and the ten others of their increment
     assert rel.copy.count_documents(rare_group(rel)) == 0
     assert rel.groups.find_one({"_id": rare_key(rel)})["records"] == K - 1

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from healthcare_assets.domain.local_server import EmbeddedMongoResource
+from healthcare_assets.domain import access, local_server
 from healthcare_assets.plumbing import backup_store
 from healthcare_assets.plumbing.mongo import MongoResource
 from healthcare_assets.plumbing.outputs import RunScopedOutputs
@@ -15,7 +15,8 @@ from healthcare_assets.plumbing.settings import (
 )
 
 INTEGERS = {"reports_keep", "max_file_bytes", "max_line_bytes", "max_header_columns", "max_header_bytes"}
-MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
+MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION",  # and the passwords of its users:
+         **{r.password_field: r.password_variable for r in access.roles()}}
 MASTER_KEYS = {"master_key": "HEALTHCARE_MASTER_KEY", "new_master_key": "HEALTHCARE_NEW_MASTER_KEY",
                "retired_master_keys": "HEALTHCARE_RETIRED_MASTER_KEYS", "kms_key_arn": "HEALTHCARE_KMS_KEY_ARN",
                "retired_kms_key_arns": "HEALTHCARE_RETIRED_KMS_KEY_ARNS"}
@@ -45,7 +46,7 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
     if env.production:
         mongo = MongoResource(**fields(env, {"mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
     else:
-        mongo = EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
+        mongo = local_server.EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
     s3 = {"bucket": "HEALTHCARE_S3_BUCKET", "prefix": "HEALTHCARE_S3_PREFIX"}
     return {"mongo": mongo, "settings": PipelineSettings(**fields(env, VARIABLES, resolve)),
             "s3": S3DropResource(**fields(env, s3, resolve)), "io_manager": RunScopedOutputs(),

@@ -9,6 +9,7 @@ from urllib.parse import quote_plus
 
 import dagster as dg
 import pymongo
+from pydantic import Field
 from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -93,7 +94,7 @@ def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) ->
 
 def refused_by_server(uri: str, user: str) -> credentials.AuthenticationRefusedError:
     return credentials.refused(
-        redact(uri), user, "MONGODB_URI",
+        redact(uri), user, credentials.origin("MONGODB_URI", uri),
         "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
         "on the server as its administrator (`healthcare-assets provision-access` sets every other role's "
         "password from HEALTHCARE_<ROLE>_PASSWORD).")
@@ -122,7 +123,7 @@ def authenticates(uri: str) -> bool:
 
 
 class MongoResource(dg.ConfigurableResource):
-    """`mongodb_uri` and the master keys' fields are dg.EnvVar, read at run time: secrets never show up in the UI."""
+    """`mongodb_uri`, master keys and passwords are dg.EnvVar fields, read at run time: never shown in the UI."""
 
     mongodb_uri: str = ""
     database: str = "healthcare_db"
@@ -133,6 +134,13 @@ class MongoResource(dg.ConfigurableResource):
     kms_key_arn: str = ""
     kms_region: str = ""
     retired_kms_key_arns: str = ""
+
+    # its users' passwords, HEALTHCARE_<ROLE>_PASSWORD (domain/access.py maps roles to them), kept out of the repr
+    admin_master_password: str = Field(default="", repr=False)
+    data_engineer_password: str = Field(default="", repr=False)
+    backend_api_password: str = Field(default="", repr=False)
+    analyst_readonly_password: str = Field(default="", repr=False)
+    doctor_app_password: str = Field(default="", repr=False)
 
     def secrets_dir(self) -> Path | None:
         """Where generated secrets live: nowhere for a server of MONGODB_URI (production generates none)."""

@@ -49,14 +49,6 @@ class Environment:
         """MONGODB_URI set: secrets must be set and not placeholders, nothing is generated."""
         return bool(self.get("MONGODB_URI"))
 
-    @property
-    def database(self) -> str:
-        return self.get("MONGODB_DATABASE", "healthcare_db")
-
-    @property
-    def collection(self) -> str:
-        return self.get("MONGODB_COLLECTION", "hospitalizations")
-
     def data_dir_and_origin(self) -> tuple[Path, str]:
         """The data directory and why: HEALTHCARE_DATA_DIR, else the checkout's .data, else XDG's per-user."""
         if given := self.get("HEALTHCARE_DATA_DIR"):

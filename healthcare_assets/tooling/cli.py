@@ -25,7 +25,7 @@ def _provision_access(args: argparse.Namespace) -> int:
 
     mongo = mongo_resource_from_env()
     hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
-    for line in access.provision_all(mongo.hospitalizations(), MasterKeys.of(mongo), mongo.uri(), hospital):
+    for line in access.provision_all(mongo, MasterKeys.of(mongo), hospital):
         print(line)
     return 0
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from healthcare_assets.domain.local_server import EmbeddedMongoResource
+from healthcare_assets.domain import access, local_server
 from healthcare_assets.plumbing import backup_store
 from healthcare_assets.plumbing.keys import KeysResource
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -16,7 +16,8 @@ from healthcare_assets.plumbing.settings import (
 )
 
 INTEGERS = {"reports_keep", "max_file_bytes", "max_line_bytes", "max_header_columns", "max_header_bytes"}
-MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION"}
+MONGO = {"database": "MONGODB_DATABASE", "collection": "MONGODB_COLLECTION",  # and the passwords of its users:
+         **{r.password_field: r.password_variable for r in access.roles()}}
 KEYS = {"master_key": "HEALTHCARE_MASTER_KEY", "new_master_key": "HEALTHCARE_NEW_MASTER_KEY",
         "retired_master_keys": "HEALTHCARE_RETIRED_MASTER_KEYS", "kms_key_arn": "HEALTHCARE_KMS_KEY_ARN",
         "retired_kms_key_arns": "HEALTHCARE_RETIRED_KMS_KEY_ARNS", "pseudonym_key": "HEALTHCARE_PSEUDONYM_KEY"}
@@ -40,7 +41,7 @@ def resources(env: Environment | None = None, resolve: bool = False, **mongo_fie
     if env.production:
         mongo = MongoResource(**fields(env, {"mongodb_uri": "MONGODB_URI"}, resolve) | mongo_fields)
     else:
-        mongo = EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
+        mongo = local_server.EmbeddedMongoResource(**fields(env, {"data_dir": "HEALTHCARE_DATA_DIR"}, resolve) | mongo_fields)
     region = "HEALTHCARE_KMS_REGION" if env.get("HEALTHCARE_KMS_REGION") else "AWS_REGION"
     keys = KeysResource(production=env.production, secrets_dir="" if env.production else mongo.data_dir,
                         **fields(env, {**KEYS, "kms_region": region}, resolve))

@@ -4,7 +4,7 @@ of different sensitivity lives in different databases (layout and key vaults: do
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +13,10 @@ import pymongo
 from healthcare_assets.domain import audit, encryption
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.master_keys import MasterKeys
-from healthcare_assets.plumbing import credentials, secrets_file, settings
+from healthcare_assets.plumbing import credentials, secrets_file
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
+
+DATABASE, COLLECTION = "healthcare_db", "hospitalizations"  # MongoResource's defaults: for names, not privileges
 
 
 @dataclass(frozen=True)
@@ -32,36 +34,44 @@ class Role:
     def password_variable(self) -> str:
         return f"HEALTHCARE_{self.name}_PASSWORD"
 
+    @property
+    def password_field(self) -> str:
+        return f"{self.user}_password"  # MongoResource's, filled from password_variable
 
-def roles(database: str | None = None, collection: str | None = None) -> tuple[Role, ...]:
-    dbs = databases(database or settings.environment().database)
-    db = dbs["main"]
-    coll = collection or settings.environment().collection
+
+def roles(database: str = DATABASE, collection: str = COLLECTION) -> tuple[Role, ...]:
+    dbs = databases(database)
     key_vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION, ("find",))
     return (
         Role("ADMIN_MASTER", "everything, including user management", inherits=(("root", "admin"),)),
         Role("DATA_ENGINEER", "read/write and indexes on the hospitalization database; decrypts names",
-             privileges=(key_vault,), inherits=(("readWrite", db), ("dbAdmin", db))),
+             privileges=(key_vault,), inherits=(("readWrite", dbs["main"]), ("dbAdmin", dbs["main"]))),
         Role("BACKEND_API", "read/write documents of the collection, decrypts names; no indexes, no admin",
-             privileges=((db, coll, ("find", "insert", "update", "remove")), key_vault)),
+             privileges=((dbs["main"], collection, ("find", "insert", "update", "remove")), key_vault)),
         Role("ANALYST_READONLY", "read the anonymized copy only",
              privileges=((dbs["analytics"], "", ("find",)),)),
         Role("DOCTOR_APP", "read and write one configured hospital's records, decrypted with its own data key",
-             privileges=((dbs["doctor_app"], coll, ("find", "insert", "update")),
+             privileges=((dbs["doctor_app"], collection, ("find", "insert", "update")),
                          (dbs["doctor_app"], encryption.KEY_VAULT_COLLECTION, ("find",)))),
     )
 
 
-def role(name: str, database: str | None = None) -> Role:
+def role(name: str, database: str = DATABASE) -> Role:
     return next(r for r in roles(database) if r.name == name)
 
 
-def passwords(data_dir: Path | None = None, generate: bool = False) -> dict[str, str]:
-    """Role name -> password, from the environment (never a placeholder of .env.example in production); for the embedded
-    server, missing ones are generated once into $HEALTHCARE_DATA_DIR/secrets.env (secrets_file)."""
+def passwords_of(mongo) -> dict[str, str]:
+    """Role name -> the password a MongoResource was given (its HEALTHCARE_<ROLE>_PASSWORD), for each role given one."""
+    return {r.name: value for r in roles() if (value := getattr(mongo, r.password_field))}
+
+
+def passwords(data_dir: Path | None = None, given: Mapping[str, str] | None = None, production: bool = False,
+              generate: bool = False) -> dict[str, str]:
+    """Role name -> password: `given` (a resource's; never a placeholder of .env.example in production), else for the
+    embedded server generated once into the data directory's secrets.env (secrets_file)."""
     make = (lambda: secrets.token_urlsafe(24)) if generate else None
-    env = settings.environment()
-    found = secrets_file.values({r.password_variable: make for r in roles()}, env.variables, env.production, data_dir)
+    variables = {r.password_variable: (given or {}).get(r.name, "") for r in roles()}
+    found = secrets_file.values(variables, production, data_dir, make)
     return {r.name: found[r.password_variable] for r in roles() if r.password_variable in found}
 
 
@@ -72,15 +82,16 @@ def role_document(r: Role) -> dict:
     }
 
 
-def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str | None = None,
-              has_password: Callable[[str, str], bool] | None = None) -> list[str]:
+def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], database: str = DATABASE,
+              collection: str = COLLECTION, has_password: Callable[[str, str], bool] | None = None,
+              given: Mapping[str, str] | None = None) -> list[str]:
     """Idempotent; returns what was done per role (never a password). The admin's own user is done last: it may be the
-    one this client logged in as."""
+    one this client logged in as. `given`: those of `role_passwords` a resource was given (the others: secrets.env)."""
     admin = client.admin
     existing_roles = {x["role"] for x in admin.command("rolesInfo")["roles"]}
     existing_users = {x["user"] for x in admin.command("usersInfo")["users"]}
     done = []
-    for r in sorted(roles(database), key=lambda r: r.name == "ADMIN_MASTER"):
+    for r in sorted(roles(database, collection), key=lambda r: r.name == "ADMIN_MASTER"):
         admin.command("updateRole" if r.name in existing_roles else "createRole", r.name, **role_document(r))
         password = role_passwords.get(r.name)
         if password is None:
@@ -92,9 +103,9 @@ def provision(client: pymongo.MongoClient, role_passwords: dict[str, str], datab
             continue
         changed = has_password is not None and not has_password(r.user, password)
         admin.command("updateUser", r.user, pwd=password, roles=[{"role": r.name, "db": "admin"}])
-        done.append(f"{r.name}: updated user {r.user}, " + (
-            f"password changed to the one of {credentials.origin(r.password_variable)}" if changed
-            else "password unchanged" if has_password else "password set"))
+        came_from = credentials.origin(r.password_variable, (given or {}).get(r.name))
+        done.append(f"{r.name}: updated user {r.user}, " + (f"password changed to the one of {came_from}" if changed
+                    else "password unchanged" if has_password else "password set"))
     return done
 
 
@@ -114,17 +125,16 @@ def refresh_doctor_app(collection: pymongo.collection.Collection, keys: MasterKe
     return target.count_documents({})
 
 
-def provision_all(collection: pymongo.collection.Collection, keys: MasterKeys, uri: str,
-                  hospital: str = "") -> list[str]:
-    """As `provision-access` does it; `uri` is how `collection` was reached (existing passwords are tried on it)."""
+def provision_all(mongo, keys: MasterKeys, hospital: str = "") -> list[str]:
+    """As `provision-access` does it, on a MongoResource's server with its passwords (existing ones are tried on it)."""
     # imported here: plumbing.mongo starts the embedded server, whose first start provisions these roles
     from healthcare_assets.plumbing.mongo import authenticates, with_credentials
 
-    db = collection.database
-    done = provision(db.client, passwords(), db.name,
-                     has_password=lambda user, password: authenticates(with_credentials(uri, user, password)))
+    db, uri, given = mongo.db(), mongo.uri(), passwords_of(mongo)
+    done = provision(db.client, passwords(keys.data_dir, given, keys.production), db.name, mongo.collection,
+                     lambda user, password: authenticates(with_credentials(uri, user, password)), given)
     if hospital:
-        count = refresh_doctor_app(collection, keys, hospital)
+        count = refresh_doctor_app(mongo.hospitalizations(), keys, hospital)
         done.append(f"DOCTOR_APP: {count} records of the configured hospital in {databases(db.name)['doctor_app']}")
     else:
         done.append("DOCTOR_APP: HEALTHCARE_DOCTOR_APP_HOSPITAL is not set, no records copied")

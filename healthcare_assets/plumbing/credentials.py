@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dotenv import dotenv_values
 
-from healthcare_assets.plumbing import secrets_file, settings
+from healthcare_assets.plumbing import secrets_file
 
 AUTHENTICATION_FAILED = 18  # the server's error code for a refused user name or password
 
@@ -27,10 +27,9 @@ def is_refused(exc: Exception) -> bool:
     return getattr(exc, "code", None) == AUTHENTICATION_FAILED
 
 
-def origin(variable: str, data_dir: Path | None = None) -> str:
-    """Where the value of `variable` in use comes from, in words, without the value."""
-    given = settings.environment().variables.get(variable)
-    if given is None:
+def origin(variable: str, given: str | None, data_dir: Path | None = None) -> str:
+    """Where the value of `variable` in use comes from, in words, without the value: `given` (a resource's) or not."""
+    if not given:
         return f"{variable} in {secrets_file.path(data_dir)}"
     dotenv = Path.cwd() / ".env"
     if dotenv.is_file() and dotenv_values(dotenv).get(variable) == given:
@@ -38,7 +37,7 @@ def origin(variable: str, data_dir: Path | None = None) -> str:
     return f"the environment variable {variable}"
 
 
-def refused(server: str, user: str, variable: str, advice: str, data_dir: Path | None = None) -> AuthenticationRefusedError:
+def refused(server: str, user: str, came_from: str, advice: str) -> AuthenticationRefusedError:
     return AuthenticationRefusedError(
         f"MongoDB at {server} refused the password of user {user!r} (authentication failed: the server "
-        f"is running and answered). That password came from {origin(variable, data_dir)}. {advice}")
+        f"is running and answered). That password came from {came_from}. {advice}")

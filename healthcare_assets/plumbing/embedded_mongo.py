@@ -39,11 +39,7 @@ def paths(data_dir: Path) -> dict[str, Path]:
 
 def _tls(data_dir: Path, issue: bool = False) -> dict[str, str]:
     """The TLS files: HEALTHCARE_MONGO_TLS_* when cert and key are set, else the installation's own."""
-    names = {"cert": "HEALTHCARE_MONGO_TLS_CERT_FILE", "key": "HEALTHCARE_MONGO_TLS_KEY_FILE",
-             "ca": "HEALTHCARE_MONGO_TLS_CA_FILE", "client": "HEALTHCARE_MONGO_TLS_CLIENT_FILE"}
-    env = settings.environment()
-    found = {k: env.get(v) for k, v in names.items() if env.get(v)}
-    if {"cert", "key"} <= set(found):
+    if {"cert", "key"} <= set(found := settings.embedded_tls_files()):
         return found
     folder = Path(data_dir) / "tls"
     if issue:

@@ -8,6 +8,7 @@ from urllib.parse import quote_plus
 
 import dagster as dg
 import pymongo
+from pydantic import Field
 from pymongo import uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -92,7 +93,7 @@ def connect(uri: str, refused: Callable[[str, str], Exception] | None = None) ->
 
 def refused_by_server(uri: str, user: str) -> credentials.AuthenticationRefusedError:
     return credentials.refused(
-        redact(uri), user, "MONGODB_URI",
+        redact(uri), user, credentials.origin("MONGODB_URI", uri),
         "Put the user's current password in MONGODB_URI (percent-encoded), or give the user that password "
         "on the server as its administrator (`healthcare-assets provision-access` sets every other role's "
         "password from HEALTHCARE_<ROLE>_PASSWORD).")
@@ -126,6 +127,12 @@ class MongoResource(dg.ConfigurableResource):
     mongodb_uri: str = ""
     database: str = "healthcare_db"
     collection: str = "hospitalizations"
+    # its users' passwords, HEALTHCARE_<ROLE>_PASSWORD (domain/access.py maps roles to them), kept out of the repr
+    admin_master_password: str = Field(default="", repr=False)
+    data_engineer_password: str = Field(default="", repr=False)
+    backend_api_password: str = Field(default="", repr=False)
+    analyst_readonly_password: str = Field(default="", repr=False)
+    doctor_app_password: str = Field(default="", repr=False)
 
     def uri(self) -> str:
         if not self.mongodb_uri:

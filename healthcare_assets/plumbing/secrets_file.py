@@ -36,15 +36,12 @@ def read_only():
         _reading_only = before
 
 
-def values(generators: dict[str, Callable[[], str] | None], given: Mapping[str, str], production: bool,
-           data_dir: Path | None = None, *, min_bytes: int = 0) -> dict[str, str]:
-    """From `given` (the environment), else secrets.env (made the first time if it has a function), else left out."""
-    from_env = environment(generators, given, production, min_bytes)
-    if any(make is not None for make in generators.values()):
-        stored = ensure({v: make for v, make in generators.items() if make is not None and v not in from_env}, data_dir)
-    else:
-        stored = read(data_dir)
-    return {v: found for v in generators if (found := from_env.get(v) or stored.get(v))}
+def values(given: Mapping[str, str], production: bool, data_dir: Path | None = None,
+           generate: Callable[[], str] | None = None) -> dict[str, str]:
+    """Variable -> value: `given`'s, else secrets.env's (with `generate`, made there the first time), else left out."""
+    found = environment(given, given, production)
+    stored = ensure({v: generate for v in given if v not in found}, data_dir) if generate else read(data_dir)
+    return {v: value for v in given if (value := found.get(v) or stored.get(v))}
 
 
 def value(variable: str, generate: Callable[[], str], *, given: str, production: bool, what: str, min_bytes: int = 0,

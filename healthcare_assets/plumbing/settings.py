@@ -49,14 +49,6 @@ class Environment:
         """MONGODB_URI set: secrets must be set and not placeholders, nothing is generated."""
         return bool(self.get("MONGODB_URI"))
 
-    @property
-    def database(self) -> str:
-        return self.get("MONGODB_DATABASE", "healthcare_db")
-
-    @property
-    def collection(self) -> str:
-        return self.get("MONGODB_COLLECTION", "hospitalizations")
-
     def data_dir_and_origin(self) -> tuple[Path, str]:
         """The data directory and why: HEALTHCARE_DATA_DIR, else the checkout's .data, else XDG's per-user."""
         if given := self.get("HEALTHCARE_DATA_DIR"):
@@ -75,6 +67,13 @@ def environment() -> Environment:
 
 def data_dir() -> Path:
     return environment().data_dir_and_origin()[0]
+
+
+def embedded_tls_files() -> dict[str, str]:
+    """HEALTHCARE_MONGO_TLS_*_FILE set, by kind: like the data directory, every process reaching the server shares them."""
+    env = environment()
+    return {kind: found for kind in ("cert", "key", "ca", "client")
+            if (found := env.get(f"HEALTHCARE_MONGO_TLS_{kind.upper()}_FILE"))}
 
 
 # Everything under the data directory is patient data or a secret: owner-only whatever the umask.

@@ -1,5 +1,4 @@
-"""`healthcare-assets`: manage the embedded database, generate data, say where results are, back up and restore,
-rotate the master key."""
+"""`healthcare-assets`: the embedded database, generated data, where results are, backup and restore, key rotation."""
 
 import argparse
 import contextlib
@@ -26,10 +25,8 @@ def _keys() -> MasterKeys:
 def _provision_access(args: argparse.Namespace) -> int:
     from healthcare_assets.domain import access
 
-    mongo = mongo_resource_from_env()
-    hospital = settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
-    for line in access.provision_all(mongo.hospitalizations(), _keys(), mongo.uri(), hospital):
-        print(line)
+    mongo, hospital = mongo_resource_from_env(), settings.environment().get("HEALTHCARE_DOCTOR_APP_HOSPITAL")
+    print(*access.provision_all(mongo, _keys(), hospital), sep="\n")
     return 0
 
 

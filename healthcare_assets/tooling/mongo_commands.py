@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, local_server
 from healthcare_assets.plumbing import embedded_mongo, settings
 from healthcare_assets.plumbing.mongo import with_credentials
@@ -23,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
         print("--role goes with `healthcare-assets mongo uri`", file=sys.stderr)
         return UNKNOWN_ROLE
     if args.action == "start":
-        print(local_server.ensure_running(data_dir))
+        mongo = mongo_resource_from_env(start=False)
+        print(local_server.ensure_running(data_dir, access.passwords_of(mongo), mongo.database, mongo.collection))
     elif args.action == "uri":
         return _uri(args.role)
     elif args.action == "status":
@@ -61,13 +63,14 @@ def _uri(role_name: str | None) -> int:
         print(f"unknown role {role_name!r}: one of {', '.join(r.user for r in access.roles())} "
               "(any letter case)", file=sys.stderr)
         return UNKNOWN_ROLE
-    password = access.passwords(data_dir).get(role.name)
+    given = access.passwords_of(mongo_resource_from_env(start=False))
+    password = access.passwords(data_dir, given, env.production).get(role.name)
     if password is None:
         print(f"no password for {role.user}: set {role.password_variable} (it is in neither the environment "
               f"nor {data_dir / 'secrets.env'})", file=sys.stderr)
         return UNKNOWN_ROLE
     uri = with_credentials(base, role.user, password) if env.production \
-        else local_server.client_uri(data_dir, role.name)
+        else local_server.client_uri(data_dir, role.name, given)
     print(uri)
     print(f"this URI holds the password of {role.user}: keep it out of shell history, logs, notebooks and "
           "tickets", file=sys.stderr)

@@ -11,7 +11,7 @@ from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, encryption, master_keys, privacy
 from healthcare_assets.domain.audit import AUDIT_COLLECTION
 from healthcare_assets.domain.schema import ENCRYPTED_FIELDS
-from healthcare_assets.plumbing import embedded_mongo, settings
+from healthcare_assets.plumbing import embedded_mongo
 from healthcare_assets.tooling.generate import generate_csv
 from healthcare_assets_tests.fixtures.access_matrix import EXPECTED, OPERATIONS
 from healthcare_assets_tests.fixtures.environment import keys_now
@@ -30,10 +30,10 @@ def secured_server(data_dir: Path, export: Path):
         assert materialize(export, mongo).success
         hospitals = mongo.hospitalizations().distinct("administrative_info.hospital")
         own, other = hospitals[0], hospitals[1]
-        access.provision_all(mongo.hospitalizations(), keys_now(), mongo.uri(), own)
+        access.provision_all(mongo, keys_now(), own)
         port = embedded_mongo.status(data_dir)["port"]
         template = mongo.hospitalizations().find_one({"administrative_info.hospital": own})  # passes the validator
-        yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(settings.environment().database),
+        yield {"data_dir": data_dir, "port": port, "own": own, "other": other, "dbs": access.databases(access.DATABASE),
                "template": template}
     finally:  # a failed setup too: no daemon left running, no variable left set for the next module
         embedded_mongo.stop(data_dir)
@@ -140,7 +140,7 @@ def test_no_role_but_the_decrypting_ones_is_granted_a_key_vault():
     grants = {r.name: {(d, c) for d, c, actions in r.privileges if "find" in actions} for r in access.roles()}
     vault = (encryption.KEY_VAULT_DB, encryption.KEY_VAULT_COLLECTION)
     assert {name for name, g in grants.items() if vault in g} == {"DATA_ENGINEER", "BACKEND_API"}  # + root
-    doctor_vault = (access.databases(settings.environment().database)["doctor_app"], encryption.KEY_VAULT_COLLECTION)
+    doctor_vault = (access.databases(access.DATABASE)["doctor_app"], encryption.KEY_VAULT_COLLECTION)
     assert {name for name, g in grants.items() if doctor_vault in g} == {"DOCTOR_APP"}
     assert not any(d == encryption.KEY_VAULT_DB for r in access.roles() for _, d in r.inherits)
 

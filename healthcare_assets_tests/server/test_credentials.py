@@ -17,11 +17,11 @@ import pytest
 from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access, local_server
 from healthcare_assets.domain.audit import AUDIT_COLLECTION
-from healthcare_assets.plumbing import embedded_mongo, secrets_file, settings
+from healthcare_assets.plumbing import embedded_mongo, secrets_file
 from healthcare_assets.plumbing.credentials import AuthenticationRefusedError
 from healthcare_assets.plumbing.mongo import with_credentials
 from healthcare_assets.tooling.generate import generate_csv
-from healthcare_assets_tests.fixtures.environment import REPO
+from healthcare_assets_tests.fixtures.environment import REPO, passwords_now
 from healthcare_assets_tests.fixtures.runs import materialize
 
 ADMIN, ANALYST = "HEALTHCARE_ADMIN_MASTER_PASSWORD", "HEALTHCARE_ANALYST_READONLY_PASSWORD"
@@ -61,7 +61,7 @@ def test_a_password_in_the_environment_that_differs_is_applied_to_the_embedded_s
     caplog.set_level(logging.WARNING, logger=local_server.__name__)
     # the same passwords in the environment as in secrets.env: nothing to apply, nothing logged
     monkeypatch.setenv(ADMIN, generated[ADMIN])
-    local_server.ensure_running(provisioned_server_dir)
+    local_server.ensure_running(provisioned_server_dir, passwords_now())
     assert caplog.records == []
 
     # different ones, on the running server and then at a start
@@ -206,7 +206,7 @@ def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server
         return result.stdout
 
     with admin(old[ADMIN]) as client:  # something in every database of the deployment
-        for database in access.databases(settings.environment().database).values():
+        for database in access.databases(access.DATABASE).values():
             client[database]["rotation_probe"].insert_many([{"n": n} for n in range(25)])
         before = _documents(client)
     assert healthy()
@@ -225,9 +225,9 @@ def test_rotating_every_password_as_the_deployment_guide_says(provisioned_server
 
     with admin(new[ADMIN]) as client:
         after = _documents(client)
-    audit = f"{access.databases(settings.environment().database)['audit']}.{AUDIT_COLLECTION}"
+    audit = f"{access.databases(access.DATABASE)['audit']}.{AUDIT_COLLECTION}"
     assert after.pop(audit) == before.pop(audit, 0) + 2  # each provisioning is in the audit log
-    assert after == before and len(before) >= len(access.databases(settings.environment().database))
+    assert after == before and len(before) >= len(access.databases(access.DATABASE))
 
 
 @pytest.mark.slow

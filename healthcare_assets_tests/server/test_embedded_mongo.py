@@ -117,6 +117,19 @@ def test_resource_uses_embedded_server_without_uri(own_data_dir):
     assert "embedded" in resource.server_label()
 
 
+def test_roles_are_provisioned_and_checked_for_the_resources_database(own_data_dir):
+    """The first start grants on the resource's database; a fresh start for another one is refused, naming it."""
+    mongo_resource_from_env(database="first_db").db().command("ping")
+    with pymongo.MongoClient(local_server.client_uri(own_data_dir)) as admin:
+        inherited = admin.admin.command("rolesInfo", "DATA_ENGINEER")["roles"][0]["roles"]
+    assert {"role": "readWrite", "db": "first_db"} in inherited
+    embedded_mongo.stop(own_data_dir)
+    with pytest.raises(embedded_mongo.EmbeddedMongoError,
+                       match=r"lacks readWrite@second_db.*second_db\.hospitalizations now"):
+        mongo_resource_from_env(database="second_db").db()
+    assert daemons_on(own_data_dir / "mongo") == []
+
+
 def test_unreachable_server_gives_a_clear_error():
     with pytest.raises(MongoUnreachableError, match=r"cannot reach MongoDB at 127\.0\.0\.1:9: .*MONGODB_URI"):
         connect("mongodb://user:secret@127.0.0.1:9/?serverSelectionTimeoutMS=300")
@@ -131,8 +144,8 @@ def test_unreachable_error_never_shows_the_password():
 def test_a_user_added_while_auth_is_off_is_refused(own_data_dir, monkeypatch):
     provision = access.provision
 
-    def provision_and_intrude(client, role_passwords, database=None):
-        done = provision(client, role_passwords, database)
+    def provision_and_intrude(client, role_passwords, *names):
+        done = provision(client, role_passwords, *names)
         # another local process, in the window of the first start without authentication
         client.admin.command("createUser", "intruder", pwd="x", roles=[{"role": "root", "db": "admin"}])
         return done
@@ -183,8 +196,8 @@ def test_roles_or_passwords_changed_while_auth_is_off_are_refused(tampering, own
     (command, target), arguments, expected = TAMPERING[tampering]
     provision = access.provision
 
-    def provision_then_tamper(client, role_passwords, database=None):
-        done = provision(client, role_passwords, database)
+    def provision_then_tamper(client, role_passwords, *args, **kwargs):
+        done = provision(client, role_passwords, *args, **kwargs)
         host, port = client.address
         with pymongo.MongoClient(f"mongodb://{host}:{port}/?directConnection=true&tls=true&tlsCAFile={own['ca']}",
                                  serverSelectionTimeoutMS=5000) as stranger:  # no certificate, no password

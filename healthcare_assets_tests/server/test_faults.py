@@ -60,7 +60,7 @@ def test_kill_server_mid_load_then_rerun(tmp_path, monkeypatch, seed):
     at_least = LOAD_BATCH - 50 if seed is None else random.Random(seed).randrange(LOAD_BATCH + 1, LOAD_BATCH * 3 // 2)
     mongo = mongo_resource_from_env(database="faults")
     try:
-        local_server.ensure_running(data_dir)
+        mongo.uri()  # started with the roles of its database, as every restart checks them
         killed: list[int] = []
         killer = threading.Thread(target=kill_when_loading, args=(data_dir, "faults", at_least, killed))
         killer.start()

@@ -11,7 +11,7 @@ import pytest
 from healthcare_assets.defs.anonymize import analysts_release_audit
 from healthcare_assets.defs.resources import mongo_resource_from_env, resources
 from healthcare_assets.defs.s3_drops import s3_drops
-from healthcare_assets.domain import master_keys
+from healthcare_assets.domain import access, master_keys
 from healthcare_assets.domain.local_server import EmbeddedMongoResource
 from healthcare_assets.domain.master_keys import MasterKeys
 from healthcare_assets.plumbing.mongo import MongoResource
@@ -114,6 +114,27 @@ def test_the_keys_reach_a_run_as_env_vars_and_resolve_to_the_environments(monkey
     with pytest.warns(UserWarning, match=master_keys.PSEUDONYM_KEY_VARIABLE):
         made = keys.pseudonym_key()
     assert (tmp_path / "other" / "secrets.env").read_text().count(made.decode()) == 1
+
+
+def test_role_passwords_reach_a_run_as_env_vars_never_shown_and_resolve_to_the_environments(monkeypatch, tmp_path):
+    """MongoResource holds HEALTHCARE_<ROLE>_PASSWORD as dg.EnvVar fields (never their values); resolved, for the
+    CLI, they are the environment's; neither is in the resource's repr."""
+    given = {r.name: f"password-of-{r.user}-{os.urandom(4).hex()}" for r in access.roles()}
+    for r in access.roles():
+        monkeypatch.setenv(r.password_variable, given[r.name])
+    for production in (True, False):
+        if production:
+            monkeypatch.setenv("MONGODB_URI", "mongodb://db.example:27017/")
+        else:
+            monkeypatch.delenv("MONGODB_URI")
+            monkeypatch.setenv("HEALTHCARE_DATA_DIR", str(tmp_path))
+        found, resolved = resources()["mongo"], mongo_resource_from_env(start=False)
+        assert {r.name: getattr(found, r.password_field) for r in access.roles()} == {
+            r.name: dg.EnvVar(r.password_variable) for r in access.roles()}
+        assert access.passwords_of(resolved) == given
+        shown = repr(found) + repr(resolved) + str(resolved)
+        assert not [r.password_variable for r in access.roles() if r.password_variable in shown or given[r.name] in shown]
+    assert not (tmp_path / "secrets.env").exists()  # built, nothing started or generated
 
 
 def test_the_sensor_runs_by_default_only_where_a_bucket_is_configured(monkeypatch):

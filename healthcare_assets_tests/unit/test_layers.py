@@ -168,11 +168,8 @@ def test_the_environment_is_read_in_at_most_three_places_outside_the_cli_and_the
     assert len(reads) <= 3, f"{len(reads)} reads of the environment: {reads}"
 
 
-# Read the environment themselves until their values are resource fields too: role passwords (secrets that fall back
-# to secrets.env in development), the embedded server's TLS files; and settings itself, and expectations.py, which
-# sets Great Expectations' analytics switch off for it.
-READS_LEFT = {"domain/access.py", "domain/local_server.py", "plumbing/credentials.py", "plumbing/embedded_mongo.py",
-              "plumbing/settings.py", "domain/expectations.py"}
+# settings reads the environment for everyone; expectations.py only sets Great Expectations' analytics switch off.
+READS_LEFT = {"plumbing/settings.py", "domain/expectations.py"}
 ENVIRONMENT_READS = {"os.environ", "os.environb", "os.getenv", "os.getenvb", "settings.environment"}
 
 

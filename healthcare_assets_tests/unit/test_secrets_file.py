@@ -12,7 +12,7 @@ from healthcare_assets.defs.resources import mongo_resource_from_env
 from healthcare_assets.domain import access
 from healthcare_assets.plumbing import secrets_file, settings
 from healthcare_assets.plumbing.mongo import MongoResource
-from healthcare_assets_tests.fixtures.environment import keys_now
+from healthcare_assets_tests.fixtures.environment import keys_now, passwords_now
 
 PRODUCTION_URI = "mongodb://admin_master:a-long-random-production-password@127.0.0.1:9/"
 
@@ -68,7 +68,7 @@ def test_production_refuses_placeholder_passwords(monkeypatch):
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
     monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
     with pytest.raises(ValueError, match="HEALTHCARE_ANALYST_READONLY_PASSWORD") as error:
-        access.passwords()
+        access.passwords(given=passwords_now(), production=True)
     assert "change-me-analyst-readonly" not in str(error.value)
 
     monkeypatch.setenv("MONGODB_URI", "mongodb://admin_master:change-me-admin-master@mongo:27017/?authSource=admin")
@@ -86,14 +86,14 @@ def test_real_secrets_pass_in_production_and_placeholders_in_development(tmp_pat
     monkeypatch.setenv("MONGODB_URI", PRODUCTION_URI)
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "k" * 32)
     assert keys_now().pseudonym_key() == b"k" * 32
-    assert access.passwords()["ANALYST_READONLY"] == "a-long-random-password"
+    assert access.passwords(given=passwords_now(), production=True)["ANALYST_READONLY"] == "a-long-random-password"
     assert mongo_resource_from_env().uri() == PRODUCTION_URI
 
     monkeypatch.delenv("MONGODB_URI")
     monkeypatch.setenv("HEALTHCARE_PSEUDONYM_KEY", "change-me-pseudonym-key")
     monkeypatch.setenv("HEALTHCARE_ANALYST_READONLY_PASSWORD", "change-me-analyst-readonly")
     assert keys_now().pseudonym_key() == b"change-me-pseudonym-key"
-    assert access.passwords()["ANALYST_READONLY"] == "change-me-analyst-readonly"
+    assert access.passwords(given=passwords_now())["ANALYST_READONLY"] == "change-me-analyst-readonly"
 
 
 def read_secret(generate, **options) -> str:
@@ -132,7 +132,7 @@ def test_a_development_placeholder_is_unset_only_where_asked_and_refused_in_prod
 def test_values_without_a_generator_only_read_the_file(tmp_path, monkeypatch):
     monkeypatch.delenv("MONGODB_URI", raising=False)
     monkeypatch.delenv("HEALTHCARE_TEST_SECRET", raising=False)
-    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, {}, False, tmp_path) == {}
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": ""}, False, tmp_path) == {}
     assert not (tmp_path / "secrets.env").exists()
     secrets_file.store({"HEALTHCARE_TEST_SECRET": "kept"}, tmp_path)
-    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": None}, {}, False, tmp_path) == {"HEALTHCARE_TEST_SECRET": "kept"}
+    assert secrets_file.values({"HEALTHCARE_TEST_SECRET": ""}, False, tmp_path) == {"HEALTHCARE_TEST_SECRET": "kept"}

@@ -3,8 +3,7 @@
 The indexed runs carry no hint: on the embedded server `hint(<index>)` walks the whole index and filters in Python,
 as slow as a COLLSCAN, while the planner's own choice uses the index bounds (the check proves it chose the intended
 one). `hint({"$natural": 1})` forces a COLLSCAN. Why and how no query holds more than `max_held_documents`, and how
-sampled scans are scaled: docs/benchmarks.md.
-"""
+sampled scans are scaled: docs/benchmarks.md."""
 
 from __future__ import annotations
 

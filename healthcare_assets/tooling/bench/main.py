@@ -1,10 +1,9 @@
 """The scale benchmark, `make bench`: how the chain's cost grows with the export, and what the indexes buy.
 
-A fresh embedded server in a temporary data directory, a database per size. Each size runs in
-child processes, so peak memory is that size's alone: the chain, its insert_many ceiling and the
-index benchmarks (`--one`), a backup (`--backup`), the release stream (`--stream-one`). Then whole
-processes (processes.py). Tables are printed and written to $HEALTHCARE_DATA_DIR/reports/bench.json.
-"""
+A fresh embedded server in a temporary data directory, a database per size. Each size runs in child processes, so peak
+memory is that size's alone: the chain, its insert_many ceiling and the index benchmarks (`--one`), a backup
+(`--backup`), the release stream (`--stream-one`). Then whole processes (processes.py). Tables are printed and written
+to $HEALTHCARE_DATA_DIR/reports/bench.json."""
 
 import argparse
 import json

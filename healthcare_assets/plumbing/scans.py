@@ -2,10 +2,13 @@
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import bson
+from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
-RANGE_DOCUMENTS = 20_000
+RANGE_DOCUMENTS = 10_000
 
 
 def ranges(documents: int, field: str, digits: int) -> list[dict]:
@@ -21,9 +24,21 @@ def ranges(documents: int, field: str, digits: int) -> list[dict]:
 
 
 def batches(collection: Collection, pipeline: list[dict], matches: list[dict]) -> Iterator[list[dict]]:
-    """The pipeline's results, one range's worth at a time (a $group or $sort holds within a range only)."""
-    for match in matches:
-        yield list(collection.aggregate([{"$match": match}, *pipeline]))
+    """The pipeline's results, one range's worth at a time (a $group or $sort holds within a range only). The next
+    range is fetched, undecoded, while the caller decodes and uses this one: the server's time and ours overlap."""
+    raw = collection.with_options(codec_options=collection.codec_options.with_options(document_class=RawBSONDocument))
+
+    def fetch(match: dict) -> list[RawBSONDocument]:
+        return list(raw.aggregate([{"$match": match}, *pipeline]))
+
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(fetch, matches[0]) if matches else None
+        for following in [*matches[1:], None]:
+            fetched = pending.result()
+            pending = ahead.submit(fetch, following) if following is not None else None
+            decoded = [bson.decode(document.raw, collection.codec_options) for document in fetched]
+            del fetched  # before the caller holds the decoded range: one range undecoded at most
+            yield decoded
 
 
 def aggregate(collection: Collection, pipeline: list[dict], matches: list[dict]) -> Iterator[dict]:

@@ -1,8 +1,11 @@
 """Range-by-range passes take every document exactly once, whatever the number of ranges."""
 
+import datetime as dt
 import random
+import time
 
 import pytest
+from bson.binary import Binary
 
 from healthcare_assets.domain.collection_definitions import file_ranges, stays_ranges
 from healthcare_assets.plumbing import scans
@@ -44,3 +47,21 @@ def test_a_files_ranges_take_its_documents_once_and_no_other(collection, monkeyp
     seen = [d["_id"] for d in scans.aggregate(collection, [{"$project": {"_id": 1}}], file_ranges("a" * 64, 900))]
     assert sorted(seen) == sorted(mine)
     assert scans.count(collection, file_ranges("b" * 64, 1_600)) == 100 + 1_500
+
+
+def test_ranges_come_in_order_decoded_as_the_collection_decodes_and_a_pass_may_stop_early(collection, monkeypatch):
+    """The next range is fetched while the caller works on this one: what the caller gets must not change."""
+    monkeypatch.setattr(scans, "RANGE_DOCUMENTS", 500)
+    collection.insert_one({"_id": "typed", "patient_id": "8" * 64, "when": dt.datetime(2024, 2, 29, 13, 5),
+                           "name": Binary(b"\x01\x02", 6), "nested": {"list": [1, 2.5, None]}})
+    ranges = stays_ranges(collection)
+    plain = [list(collection.aggregate([{"$match": match}])) for match in ranges]
+    fetched = list(scans.batches(collection, [], ranges))
+    assert fetched == plain and len(fetched) == len(ranges) > 2
+    typed = next(d for batch in fetched for d in batch if d["_id"] == "typed")
+    assert isinstance(typed["name"], Binary) and typed["when"] == dt.datetime(2024, 2, 29, 13, 5)
+    started = time.monotonic()
+    passing = scans.batches(collection, [], ranges)
+    assert next(passing) == plain[0]
+    passing.close()  # a caller that stops: the range fetched ahead is awaited, nothing is left running
+    assert time.monotonic() - started < 30

@@ -32,10 +32,10 @@ def batches(collection: Collection, pipeline: list[dict], matches: list[dict]) -
         return list(raw.aggregate([{"$match": match}, *pipeline]))
 
     with ThreadPoolExecutor(max_workers=1) as ahead:
-        pending = ahead.submit(fetch, matches[0]) if matches else None
-        for following in [*matches[1:], None]:
-            fetched = pending.result()
-            pending = ahead.submit(fetch, following) if following is not None else None
+        pending = [ahead.submit(fetch, match) for match in matches[:1]]
+        for i in range(len(matches)):
+            fetched = pending.pop().result()
+            pending += [ahead.submit(fetch, match) for match in matches[i + 1:i + 2]]
             decoded = [bson.decode(document.raw, collection.codec_options) for document in fetched]
             del fetched  # before the caller holds the decoded range: one range undecoded at most
             yield decoded

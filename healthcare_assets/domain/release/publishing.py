@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import contextlib
+import hashlib
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from pymongo import DeleteOne, IndexModel, UpdateOne
 from pymongo.collection import Collection
@@ -14,8 +18,9 @@ from healthcare_assets.domain.release.bookkeeping import ID_BATCH, WRITE_BATCH, 
 from healthcare_assets.domain.release.lease import Lease, utc_now
 from healthcare_assets.domain.release.planning import released_fields
 from healthcare_assets.domain.release.rebuilding import Rebuilding, earlier_key
-from healthcare_assets.plumbing import document_counts
+from healthcare_assets.plumbing import document_counts, settings
 from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existing
+from healthcare_assets.plumbing.sorted_spill import SortedSpill
 
 STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
 COPY_BATCH = 5000
@@ -26,12 +31,19 @@ class Release(Rebuilding):
     def copy_document(self, candidate: dict, scheme: privacy.Scheme, epoch: str) -> dict:
         return {"_id": privacy.release_id(candidate["_id"], self.key, epoch), **released_fields(candidate, scheme)}
 
-    def _write_copy(self, copy: Collection, documents: list[dict], lease: Lease) -> int:
-        documents.sort(key=lambda d: d["_id"])
-        for batch in chunks(documents, COPY_BATCH):
+    def _write_copy(self, copy: Collection, documents: Iterable[dict], lease: Lease) -> int:
+        """In keyed id order (sorted by the caller), which says nothing of patients or files."""
+        written, documents = 0, iter(documents)
+        while batch := list(itertools.islice(documents, COPY_BATCH)):
             insert_keeping_existing(copy, batch)
+            written += len(batch)
             lease.renew()
-        return len(documents)
+        return written
+
+    def _spill(self) -> SortedSpill:
+        """A rebuild's copy, one folder per database (the lease makes one rebuild at a time per database)."""
+        name = hashlib.sha256(self.db.name.encode()).hexdigest()[:16]
+        return SortedSpill(settings.data_dir() / "release_spill" / name)
 
     def apply(self, plan: bookkeeping.Plan, lease: Lease, run_id: str | None = None) -> int:
         entry_doc = {**plan.as_ledger(), "state": "applying", "run_id": run_id, "started_at": utc_now()}
@@ -63,7 +75,7 @@ class Release(Rebuilding):
                 "$addToSet": {"seen": generation}}, upsert=True))
         for batch in chunks(records, WRITE_BATCH):
             self.stays.bulk_write(batch, ordered=False)
-        return self._write_copy(self.copy, documents, lease)
+        return self._write_copy(self.copy, sorted(documents, key=lambda d: d["_id"]), lease)
 
     def _erase(self, plan: bookkeeping.Plan, state: dict | None) -> int:
         removed = 0
@@ -112,18 +124,15 @@ class Release(Rebuilding):
                                                                "refused": rebuilt.refused}})
         self.ledger.update_one({"_id": bookkeeping.REBUILD}, {"$set": {"state": "refused", "refused": rebuilt.refused}})
 
-    def apply_rebuild(self, rebuilt: bookkeeping.Rebuilt, lease: Lease) -> int:
-        staged = {name: self.db[name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
-        staged_copy = self.copy.database[self.copy.name + STAGED]
-        for collection in (staged_copy, *staged.values()):
-            collection.drop()
-        staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
-        staged[bookkeeping.STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
-        state, history = self.state() or {}, self.history()
+    def _stage_stays(self, rebuilt: bookkeeping.Rebuilt, staged_stays: Collection, spill: SortedSpill, state: dict,
+                     history: list[privacy.Scheme], lease: Lease) -> tuple[dict, dict]:
+        """Every stay's record into the staged bookkeeping and, if released, its copy document into the spill."""
+        labels: dict[str, dict] = {}
         scheme, generation, epoch = rebuilt.scheme, rebuilt.generation, rebuilt.epoch
-        documents, groups, labels = [], defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [], "v": []}), {}
+        groups = defaultdict(lambda: {"released": 0, "withdrawn": 0, "pending": [],
+                                      "sensitive": {f: Counter() for f in privacy.SENSITIVE}})
         for batch in self.settled(rebuilt.loading, len(history), rebuilt.files):
-            records = []
+            records, documents = [], []
             for candidate, seen, _ in batch:
                 doc = released_fields(candidate, scheme)
                 key = privacy.group_key(group := privacy.group_of(doc))
@@ -135,19 +144,33 @@ class Release(Rebuilding):
                     documents.append(self.copy_document(candidate, scheme, epoch))
                     records.append({**record, "inc": f"{generation}:{key}", "live": True, "seen": [*seen, generation]})
                     figures["released"] += 1
-                    figures["v"].append(record)
+                    for f in privacy.SENSITIVE:
+                        figures["sensitive"][f][record["v"][f]] += 1
                 elif seen:  # released before, not now: never under this scheme
                     records.append({**record, "inc": None, "live": False, "seen": seen})
                     figures["withdrawn"] += 1
                 else:
                     figures["pending"].append(bookkeeping.entry(candidate, state.get("drops", 0)))
-            insert_keeping_existing(staged[bookkeeping.STAYS], records)
+            insert_keeping_existing(staged_stays, records)
+            spill.add(documents)
             lease.renew()
             self._progress("writing the bookkeeping", sum(g["released"] for g in groups.values()))
-        published = self._write_copy(staged_copy, documents, lease)
-        del documents
+        return groups, labels
+
+    def apply_rebuild(self, rebuilt: bookkeeping.Rebuilt, lease: Lease) -> int:
+        staged = {name: self.db[name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
+        staged_copy = self.copy.database[self.copy.name + STAGED]
+        for collection in (staged_copy, *staged.values()):
+            collection.drop()
+        staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
+        staged[bookkeeping.STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
+        state, history = self.state() or {}, self.history()
+        with contextlib.closing(self._spill()) as spill:
+            groups, labels = self._stage_stays(rebuilt, staged[bookkeeping.STAYS], spill, state, history, lease)
+            published = self._write_copy(staged_copy, spill.in_order(), lease)
         changes = [bookkeeping.GroupChange(key, labels[key], {}, g["released"], g["withdrawn"],
-                                           bookkeeping.counts(g["v"]), g["pending"]) for key, g in groups.items()]
+                                           {f: dict(c) for f, c in g["sensitive"].items()}, g["pending"])
+                   for key, g in groups.items()]
         for batch in chunks(changes, WRITE_BATCH):
             self._set_groups(staged[bookkeeping.GROUPS], batch)
         if published:  # the copy first: a crash before the rest is redone whole, with a new epoch
@@ -158,14 +181,15 @@ class Release(Rebuilding):
             collection.rename(name, dropTarget=True)
         totals = bookkeeping.totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
         self.schemes.replace_one({"_id": "current"}, {
-            "scheme": scheme, "generation": generation, "epoch": epoch, "history": [*history, scheme],
+            "scheme": rebuilt.scheme, "generation": rebuilt.generation, "epoch": rebuilt.epoch,
+            "history": [*history, rebuilt.scheme],
             "chosen_on": totals["counted"], "attempted_on": totals["counted"], **totals,
             "withheld_cells": len(rebuilt.withheld_cells), "evaluation": rebuilt.evaluation.summary(),
             "chosen_at": utc_now()}, upsert=True)
         for sha in rebuilt.files:
             self.ledger.update_one({"_id": sha}, {"$set": {"kind": "publish", "state": "applied",
                                                             "applied_at": utc_now(), "rebuilt": True}}, upsert=True)
-        self.refresh_view(scheme)
+        self.refresh_view(rebuilt.scheme)
         self.ledger.update_one({"_id": bookkeeping.REBUILD},
                                {"$set": {"state": "done", "applied_at": utc_now(), "published": published}})
         return published

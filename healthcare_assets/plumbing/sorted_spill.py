@@ -1,8 +1,6 @@
 """Documents written out in _id order without holding them all: spilled to owner-only files by their _id's first two
 characters, then each file read back and sorted alone (a keyed hex _id puts about 1/256 of them in each)."""
 
-from __future__ import annotations
-
 import os
 import shutil
 from collections import defaultdict
@@ -12,8 +10,6 @@ from pathlib import Path
 import bson
 
 from healthcare_assets.plumbing import settings
-
-PREFIX = 2
 
 
 class SortedSpill:
@@ -26,12 +22,11 @@ class SortedSpill:
     def add(self, documents: list[dict]) -> None:
         by_prefix = defaultdict(list)
         for document in documents:
-            by_prefix[document["_id"][:PREFIX]].append(bson.encode(document))
+            by_prefix[document["_id"][:2]].append(bson.encode(document))
         for prefix, encoded in by_prefix.items():
             # named by the prefix's UTF-8 bytes in hex: the names sort as the _ids do, and are safe as file names
             path = self.folder / f"p{prefix.encode().hex()}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "wb") as out:
                 out.write(b"".join(encoded))
         self.count += len(documents)
 

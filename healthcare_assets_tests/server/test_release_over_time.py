@@ -16,6 +16,7 @@ from bson import json_util
 
 from healthcare_assets.domain import access, generalization, privacy
 from healthcare_assets.domain.release.publishing import Release
+from healthcare_assets.plumbing import settings
 from healthcare_assets.plumbing.mongo import connect
 from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.runs import materialize
@@ -183,6 +184,8 @@ def test_a_rebuild_shares_no_id_or_order_and_its_join_has_no_cell_under_k(mongo,
     assert not {d["_id"] for d in old} & {d["_id"] for d in new}
     for docs in (old, new):  # natural order: the ids' own order, which says nothing of patients or files
         assert [d["_id"] for d in docs] == sorted(d["_id"] for d in docs)
+    spilled = settings.data_dir() / "release_spill"  # the copy went through files: none is left
+    assert spilled.is_dir() and not any(spilled.iterdir())
     # the join an analyst could make, from who the stays are: every cell of stays released both
     # times holds at least k patients
     cells = defaultdict(set)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,9 +28,11 @@ Sensitive = dict[str, dict[str, int]]  # sensitive field -> value -> stays
 Entry = dict  # a counted stay not (yet) released: {"s": source _id, "p": patient_id, "v": {field: value}, "t": drop}
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` items, the last shorter; a generator's items are drawn only as each list is asked for."""
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def request_rebuild(db: Database, requested_by: str, reason: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -33,8 +32,8 @@ class Release(Rebuilding):
 
     def _write_copy(self, copy: Collection, documents: Iterable[dict], lease: Lease) -> int:
         """In keyed id order (sorted by the caller), which says nothing of patients or files."""
-        written, documents = 0, iter(documents)
-        while batch := list(itertools.islice(documents, COPY_BATCH)):
+        written = 0
+        for batch in chunks(documents, COPY_BATCH):
             insert_keeping_existing(copy, batch)
             written += len(batch)
             lease.renew()

@@ -69,9 +69,10 @@ class Operation:
         return [(c.group, c.released) for c in self.plan.groups if c.released]
 
 
-def judged_operation(context: dg.AssetExecutionContext, release: Release, keys: MasterKeys, lease: Lease, sha: str,
-                     rows: int) -> Operation:
+def judged_operation(context: dg.AssetExecutionContext, release: Release, keys: MasterKeys, lease: Lease,
+                     loaded: dict) -> Operation:
     """This file's plan, or the whole release rebuilt (no scheme yet, or the plan calls for a new one)."""
+    sha, rows = loaded["source_sha256"], loaded["rows_loaded"]
     names = encryption.cipher(release.source, keys)
     page = verdicts.RunPage(context.run_id)  # the run's quality page, written by quality_report
 
@@ -87,6 +88,8 @@ def judged_operation(context: dg.AssetExecutionContext, release: Release, keys: 
         totals = operation.plan.totals
         context.log.warning(f"choosing the generalization again ({totals['counted']:,} stays, "
                             f"{totals['held_back'] + totals['withdrawn']:,} would be held back): rebuilding the release")
+    if release.read_first_from(sha, rows, loaded["cleaned_path"]):
+        context.log.info("the first release: read from this run's staged file, which the collection holds alone")
     findings = Findings(names.decrypt, keep_exact=False)  # the rebuild measures "before" on its own table
     rebuilt = release.plan_rebuild(lease, observe=findings.add_candidate)
     if rebuilt.refused:
@@ -117,8 +120,7 @@ def anonymized_view(context: dg.AssetExecutionContext, mongo_hospitalizations: d
     with release.lease(context.run_id) as lease:
         for op in release.finish_interrupted(lease):
             context.log.warning(f"finished the interrupted release operation {op[:16]}")
-        operation = judged_operation(context, release, installation, lease, sha,
-                                     mongo_hospitalizations["rows_loaded"])
+        operation = judged_operation(context, release, installation, lease, mongo_hospitalizations)
         yield from operation.results
         if failed := [r.check_name for r in operation.results if not r.passed]:
             raise dg.Failure(description=f"nothing published: {', '.join(failed)} failed", allow_retries=False)
@@ -141,6 +143,7 @@ def _metadata(release: Release, operation: Operation, report: ReleaseReport, pub
         "dagster/row_count": report.stays_released,  # what the copy holds
         "view": f"{release.db.name}.{privacy.VIEW_NAME}", "analyst_copy": release.copy.full_name,
         "source_sha256": sha, "rebuilt": plan is None, "already_published": bool(plan and plan.already_applied),
+        "read_staged_file": release.staged_file is not None,
         "stays_added": plan.stays if plan else operation.rebuilt.evaluation.stays, "stays_published": published,
         **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
            for k, v in dataclasses.asdict(report).items() if not k.startswith("uniqueness")},

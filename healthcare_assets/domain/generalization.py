@@ -61,8 +61,10 @@ class Encoder:
 
     def add(self, values: dict) -> None:
         for field in self.fields:
-            known = self.known[field]
-            self.codes[field].append(known.setdefault(values[field], len(known)))
+            known, value = self.known[field], values[field]
+            if field == privacy.PERSON:
+                value = privacy.counted_person(value)
+            self.codes[field].append(known.setdefault(value, len(known)))
 
     @property
     def rows(self) -> int:
@@ -108,13 +110,13 @@ class Table:
             self.codes[qi.field], self.sizes[qi.field] = [], []
             for level in qi.levels:
                 codes, labels = pd.factorize(np.array([level.label(v) for v in distinct], dtype=object))
-                self.codes[qi.field].append(codes[inverse].astype(np.int64))
+                self.codes[qi.field].append(_narrow(codes[inverse], len(labels)))
                 self.sizes[qi.field].append(len(labels))
             codes, labels = pd.factorize(np.array([_before_label(qi.field, qi.levels[0], v) for v in distinct],
                                                   dtype=object))
-            self.before[qi.field] = (codes[inverse].astype(np.int64), len(labels))
-        self.sensitive = [(columns[f][1].astype(np.int64), len(columns[f][0])) for f in privacy.SENSITIVE]
-        patients, self.patients = columns[privacy.PERSON][1].astype(np.int64), len(columns[privacy.PERSON][0])
+            self.before[qi.field] = (_narrow(codes[inverse], len(labels)), len(labels))
+        self.sensitive = [(_narrow(columns[f][1], len(columns[f][0])), len(columns[f][0])) for f in privacy.SENSITIVE]
+        patients, self.patients = columns[privacy.PERSON][1], len(columns[privacy.PERSON][0])
         # most patients have one stay: only the others need a distinct count per group
         self.repeat = np.bincount(patients, minlength=self.patients)[patients] > 1
         self.repeat_patients = patients[self.repeat]
@@ -153,6 +155,11 @@ class Table:
             sizes = np.bincount(key, minlength=space)
             rows.append(_uniqueness_row(added, columns, sizes, self.stays))
         return rows
+
+
+def _narrow(codes: np.ndarray, size: int) -> np.ndarray:
+    """Codes in the fewest bytes that hold them: a level's labels are few (arithmetic on them widens to int64)."""
+    return codes.astype(np.min_scalar_type(max(size - 1, 0)))
 
 
 def _keys(columns: list[tuple[np.ndarray, int]], stays: int) -> tuple[np.ndarray, int]:

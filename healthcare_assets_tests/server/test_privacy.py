@@ -72,7 +72,7 @@ def test_view_findings_on_the_real_view_are_clean(chain_of_20k_rows):
 
 @pytest.mark.slow
 def test_view_findings_catch_each_kind_of_leak(chain_of_20k_rows):
-    """A copy of the view broken four ways: each is counted."""
+    """A copy of the view broken five ways: each is counted."""
     source, db = chain_of_20k_rows.hospitalizations(), chain_of_20k_rows.db()
     scheme = Release(source, b"").state()["scheme"]
     tampered = db["tampered_view"]
@@ -82,9 +82,10 @@ def test_view_findings_catch_each_kind_of_leak(chain_of_20k_rows):
     tampered.update_one({"_id": first["_id"]}, {"$set": {"medication": doctor.upper(), "billing_range": "12,345",
                                                          "length_of_stay": "12", "name": "x"}})
     tampered.insert_many([{**{k: v for k, v in first.items() if k != "_id"}, "age_range": "95"} for _ in range(3)])
+    tampered.insert_one({**{k: v for k, v in first.items() if k != "_id"}, "medication": [doctor]})  # not a label
 
     found = view_findings(source, keys_now(), tampered.find({}), scheme)
     assert found.wrong_fields == {"name": 1, "billing_range": 1, "_id": tampered.count_documents({})}
-    assert found.leaks == 1
-    assert +found.not_generalized == {"length_of_stay": 1, "medication": 1, "age_range": 3}
+    assert found.leaks == 2
+    assert +found.not_generalized == {"length_of_stay": 1, "medication": 2, "age_range": 3}
     assert min(found.groups.values()) == 1

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from healthcare_assets.domain import privacy
 from healthcare_assets.domain.release import lease as release_lease
 from healthcare_assets.domain.release.lease import Lease, ReleaseLockError
-from healthcare_assets.domain.release.publishing import Release
+from healthcare_assets.domain.release.publishing import STAGED_COPY, Release
+from healthcare_assets.plumbing import settings
 from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.release import (
     LOAD_ONLY,
@@ -143,3 +145,36 @@ def test_a_rebuild_leaves_a_file_still_loading_to_its_own_run(mongo, small_expor
     assert plan.stays == 400
     assert_copy_equals_view(mongo)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def test_an_erasure_after_an_interrupted_first_release_leaves_nothing_of_it(mongo, small_export_rows, tmp_path):
+    """A first release killed while staging its copy: the erasure drops what it staged (the bookkeeping written
+    in place holds the patient's keyed id and values), and the next run releases from scratch."""
+    header, rows = small_export_rows
+    path = write_rows(tmp_path / "a.csv", header, rows[:900])
+    assert materialize(path, mongo, selection=LOAD_ONLY).success
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
+
+    class Crash(Exception):
+        pass
+
+    class CrashingLease(Lease):
+        def renew(self):
+            if rel.db[STAGED_COPY].estimated_document_count():
+                raise Crash  # part of the copy is staged
+
+    with CrashingLease(rel.db, "crashed-run") as lease:
+        rebuilt = rel.plan_rebuild(lease)
+        with pytest.raises(Crash):
+            rel.apply_rebuild(rebuilt, lease)
+    patient = rel.stays.find_one()["p"]
+    assert rel.db[STAGED_COPY].estimated_document_count() > 0
+    rel.erase([patient], "erasing")
+    left = [f"{db.name}.{name}" for db in (rel.db, rel.copy.database) for name in db.list_collection_names()
+            if db[name].find_one({"$or": [{"p": patient}, {"patient_id": patient}, {"pending.p": patient}]})
+            or name in (STAGED_COPY, privacy.COPY_COLLECTION)]
+    assert left == []
+    assert not any((settings.data_dir() / "release_spill").iterdir())
+    assert materialize(path, mongo).success
+    assert_copy_equals_view(mongo)
+    assert audit(mongo)["release_bookkeeping_matches_source"] is True

@@ -196,3 +196,29 @@ def test_a_rebuild_shares_no_id_or_order_and_its_join_has_no_cell_under_k(mongo,
                     privacy.group_key(privacy.generalize(doc["_values"], finer)))
             cells[cell].add(doc[privacy.PERSON])
     assert both and min(len(p) for p in cells.values()) >= K
+
+
+def test_analysts_see_no_release_while_it_is_written(mongo, mongo_uri, analyst, small_csv, tmp_path, monkeypatch):
+    """Mid-write, every collection of the analysts' database, read with analyst_readonly's privileges, holds what
+    it held before: nothing for a first release, the old copy while a rebuild writes the new one."""
+    coarse = {**{q.field: len(q.levels) - 1 for q in privacy.QUASI_IDENTIFIERS}, "age_range": 2}
+    monkeypatch.setattr(generalization, "lattice", lambda: [coarse])
+    analytics = connect(mongo_uri)[analyst.database.name]
+    seen_mid_write = []
+    write_copy = Release._write_copy
+
+    def write_and_look(self, copy, documents, lease):
+        written = write_copy(self, copy, documents, lease)
+        seen_mid_write.append({name: snapshot(analyst.database[name]) for name in analytics.list_collection_names()})
+        return written
+
+    monkeypatch.setattr(Release, "_write_copy", write_and_look)
+    header, rows = export_rows(small_csv)
+    assert materialize(write(tmp_path / "a.csv", header, rows[:700]), mongo).success
+    old = snapshot(analyst)
+    monkeypatch.setattr(generalization, "lattice", lambda: [{**coarse, "age_range": 0}])
+    assert materialize(write(tmp_path / "b.csv", header, rows[700:1500]), mongo).success  # doubles: a rebuild
+    first, rebuild = seen_mid_write
+    assert old and all(docs == [] for docs in first.values())
+    assert {name: docs for name, docs in rebuild.items() if docs} == {privacy.COPY_COLLECTION: old}
+    assert snapshot(analyst) != old  # the rebuild was published after all

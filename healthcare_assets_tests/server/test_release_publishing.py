@@ -3,6 +3,7 @@ whole, checks that stop a release before anyone can read it, increments withdraw
 erasure, a stay in two files counted once."""
 
 import pytest
+from bson import json_util
 
 from healthcare_assets.domain import gdpr, privacy, quality_pages
 from healthcare_assets.domain.release.publishing import Release
@@ -10,6 +11,7 @@ from healthcare_assets.plumbing import document_counts
 from healthcare_assets_tests.fixtures.environment import keys_now
 from healthcare_assets_tests.fixtures.gdpr import cli
 from healthcare_assets_tests.fixtures.release import (
+    LOAD_ONLY,
     K,
     assert_copy_equals_view,
     audit,
@@ -159,3 +161,42 @@ def test_an_erasure_reaches_stays_the_source_no_longer_holds(mongo, small_export
     assert rel.stays.count_documents({"p": patient}) == 0 and plan.erased_stays
     assert_copy_equals_view(mongo)
     assert audit(mongo) == {"released_copy_is_anonymous": True, "release_bookkeeping_matches_source": True}
+
+
+def _release_as_written(rel: Release) -> dict:
+    """The release by content: the copy's documents without their keyed ids, the bookkeeping as kept."""
+    def dumped(docs):
+        return sorted(json_util.dumps(d, sort_keys=True) for d in docs)
+
+    state = {k: v for k, v in rel.state().items() if k not in ("epoch", "chosen_at")}
+    return {"state": dumped([state]), "copy": canonical(rel.copy.find({})), "groups": dumped(rel.groups.find({})),
+            "stays": dumped(rel.stays.find({}))}
+
+
+def test_a_first_release_read_from_its_staged_file_is_the_one_read_from_the_collection(
+        mongo, small_export_rows, tmp_path, monkeypatch):
+    header, rows = small_export_rows
+    path = write_rows(tmp_path / "first.csv", header, rows[:900], rare=K - 4)
+    with monkeypatch.context() as patched:
+        patched.setattr(Release, "read_first_from", lambda *_: False)
+        from_collection = materialize(path, mongo)
+    rel = Release(mongo.hospitalizations(), keys_now().pseudonym_key())
+    expected = _release_as_written(rel)
+    for name in ("release_scheme", "release_groups", "release_stays", "release_ledger"):
+        rel.db.drop_collection(name)
+    rel.copy.drop()
+    from_file = materialize(path, mongo)
+    assert from_collection.success and from_file.success, check_results(from_file)
+    assert [materialized(r)["anonymized_view"]["read_staged_file"] for r in (from_collection, from_file)] == [False, True]
+    assert _release_as_written(rel) == expected and expected["copy"] and expected["groups"]
+    assert_copy_equals_view(mongo)
+    assert audit(mongo)["release_bookkeeping_matches_source"] is True
+
+
+def test_a_first_release_reads_the_collection_when_it_holds_another_file(mongo, small_export_rows, tmp_path):
+    header, rows = small_export_rows
+    assert materialize(write_rows(tmp_path / "a.csv", header, rows[:400]), mongo, selection=LOAD_ONLY).success
+    both = materialize(write_rows(tmp_path / "b.csv", header, rows[400:900]), mongo)
+    assert both.success, check_results(both)
+    assert materialized(both)["anonymized_view"]["read_staged_file"] is False
+    assert Release(mongo.hospitalizations(), b"").state()["counted"] == 900  # a.csv's stays too

@@ -1,11 +1,12 @@
 """The scale benchmark's bookkeeping, without a server: step timings as Dagster records them, each
-step counted under its asset, and a size's table leaving out what was not measured."""
+step counted under its asset, and a size's table leaving out what was not measured, and the scale targets."""
 
 import time
 
 import dagster as dg
 
 from healthcare_assets.defs.s3_drops import DROP_SELECTION
+from healthcare_assets.tooling.bench import targets
 from healthcare_assets.tooling.bench.report import print_sizes
 from healthcare_assets.tooling.bench.steps import ended_steps, owners, per_asset
 from healthcare_assets_tests.fixtures.runs import DEFS
@@ -99,3 +100,23 @@ def test_a_size_prints_every_figure_it_measured_and_a_dash_for_the_rest(capsys):
     # not measured: no ceiling (so no load ratios), no backup, no release
     assert lines["bare insert_many docs/s"] == lines["load / bare insert_many"] == lines["backup's peak RSS MB"] == ["-", "-"]
     assert lines["held back (suppressed)"] == ["-", "-"]
+
+
+def _size(peak_mb: float, **seconds: float) -> dict:
+    return {"peak_rss_mb": peak_mb, "per_asset": {name: {"asset_s": s, "checks_s": 1.0} for name, s in seconds.items()}}
+
+
+def test_scale_targets_judge_memory_first_release_and_each_stage_from_one_size_to_the_next():
+    results = {50_000: _size(600, raw_csv=1.0, anonymized_view=9.0),
+               200_000: _size(760, raw_csv=3.0, anonymized_view=45.0),
+               1_000_000: _size(1_000, raw_csv=16.0, anonymized_view=300.0)}
+    verdicts = {t["target"]: (t["measured"], t["met"]) for t in targets.size_targets(results)}
+    assert verdicts == {
+        "peak RSS of the pipeline process at 1,000,000 rows < 1024 MB": (1_000, True),
+        "the first release (anonymized_view) at 1,000,000 rows <= 300 s": (300.0, True),
+        "peak RSS of the pipeline process 200,000 / 50,000 rows <= 1.25": (1.27, False),
+        "raw_csv: time 200,000 / 50,000 rows <= 4.40": (2.0, True),
+        "anonymized_view: time 200,000 / 50,000 rows <= 4.40": (4.6, False),
+        "raw_csv: time 1,000,000 / 200,000 rows <= 5.50": (4.25, True),
+        "anonymized_view: time 1,000,000 / 200,000 rows <= 5.50": (6.54, False),
+    }

@@ -183,12 +183,12 @@ class Plan:
 class StayTally:
 
     stays: int = 0
-    patients: Counter = field(default_factory=Counter)
+    patients: Counter = field(default_factory=Counter)  # by privacy.counted_person
     sensitive: dict = field(default_factory=lambda: {f: Counter() for f in privacy.SENSITIVE})
 
     def add(self, patient: str, values: dict, sign: int = 1) -> None:
         self.stays += sign
-        self.patients[patient] += sign
+        self.patients[privacy.counted_person(patient)] += sign
         for f in privacy.SENSITIVE:
             self.sensitive[f][values[f]] += sign
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,17 +13,18 @@ from healthcare_assets.domain.release.planning import exact
 from healthcare_assets.domain.release.publishing import Release
 
 
-def _texts(doc: dict, reveal: Callable[[Any], Any]) -> Iterable[str]:
+def _texts(value, reveal: Callable[[Any], Any]) -> list[str]:
     """Text values, decrypted: a deterministic ciphertext of a name links to the source as the name would."""
-    for value in doc.values():
-        for item in value if isinstance(value, list) else [value]:
-            item = reveal(item)
-            if isinstance(item, str):
-                yield item.casefold()
+    return [item.casefold() for item in map(reveal, value if isinstance(value, list) else [value])
+            if isinstance(item, str)]
+
+
+_VIEW_FIELDS = set(privacy.VIEW_FIELDS)
 
 
 class Findings:
-    """Fed one document at a time; memory does not grow with them (texts are a few bands and categories)."""
+    """Fed one document at a time; memory grows with the distinct values released (a few bands and categories),
+    each measured once."""
 
     def __init__(self, reveal: Callable[[Any], str], keep_exact: bool = True):
         self.reveal = reveal  # an encrypted name in clear, anything else as it is
@@ -31,22 +32,34 @@ class Findings:
         self.names_checked = 0
         self.leaked: set[str] = set()  # source names found among released texts (none, unless broken)
         self.exact = generalization.Encoder() if keep_exact else None  # for the uniqueness table "before"
+        self._measured: dict[tuple, tuple[list[str], bool]] = {}  # (scheme, field, value) -> texts, not generalized
 
-    def add_released(self, doc: dict, scheme: privacy.Scheme) -> Counter:
-        for name in set(doc) ^ set(privacy.VIEW_FIELDS):
-            self.wrong_fields[name] += 1
-        texts = Counter(_texts(doc, self.reveal))
-        self.texts.update(texts)
-        for name in privacy.VIEW_FIELDS:
-            self.not_generalized[name] += name in doc and not privacy.allowed(name, doc[name], scheme)
+    def _measure(self, name: str, value, scheme: privacy.Scheme) -> tuple[list[str], bool]:
+        return _texts(value, self.reveal), name in privacy.VIEW_FIELDS and not privacy.allowed(name, value, scheme)
+
+    def add_released(self, doc: dict, scheme: privacy.Scheme) -> list[str]:
+        """Its texts, casefolded and decrypted."""
+        if doc.keys() != _VIEW_FIELDS:
+            self.wrong_fields.update(set(doc) ^ _VIEW_FIELDS)
+        texts, levels = [], tuple(scheme.items())
+        for name, value in doc.items():
+            try:
+                measured = self._measured[levels, name, value]
+            except KeyError:
+                measured = self._measured[levels, name, value] = self._measure(name, value, scheme)
+            except TypeError:  # not a label (a list, a document): measured alone, not kept
+                measured = self._measure(name, value, scheme)
+            texts += measured[0]
+            self.not_generalized[name] += measured[1]
         self.groups[privacy.group_key(privacy.group_of(doc))] += 1
+        self.texts.update(texts)
         return texts
 
-    def add_person(self, names: Iterable[str], texts: Counter | None = None) -> None:
+    def add_person(self, names: Iterable[str], texts: Collection[str] | None = None) -> None:
         texts = self.texts if texts is None else texts
         for name in map(self.reveal, names):
             self.names_checked += 1
-            if texts[name.casefold()]:
+            if name.casefold() in texts:
                 self.leaked.add(name.casefold())
 
     def add_candidate(self, candidate: dict, doc: dict, scheme: privacy.Scheme) -> None:

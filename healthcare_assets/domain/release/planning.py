@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from pymongo.collection import Collection
 
-from healthcare_assets.domain import privacy
+from healthcare_assets.domain import audit, privacy, schema
 from healthcare_assets.domain.collection_definitions import file_ranges
 from healthcare_assets.domain.deployment_databases import databases
 from healthcare_assets.domain.privacy import Scheme
 from healthcare_assets.domain.release import bookkeeping
 from healthcare_assets.domain.release.bookkeeping import ID_BATCH, chunks
 from healthcare_assets.domain.release.lease import WAIT_S, Lease
-from healthcare_assets.plumbing import scans
+from healthcare_assets.plumbing import document_counts, scans, staging
 
 REPLAN_GROWTH = 2
 RETRY_GROWTH = 1.1  # too much held back: choose again once the stays counted grew this much since the last try
@@ -39,6 +42,55 @@ def projection() -> list[dict]:
     }}]
 
 
+def _compiled(expression) -> Callable[[dict], Any]:
+    """An expression of projection() (a path, a literal, $year, $ifNull, $arrayElemAt) as a function of a document
+    that evaluates it as the server does."""
+    if isinstance(expression, list):
+        parts = [_compiled(e) for e in expression]
+        return lambda doc: [part(doc) for part in parts]
+    if isinstance(expression, str) and expression.startswith("$"):
+        path = expression[1:].split(".")
+
+        def value(doc):
+            for name in path:
+                doc = doc.get(name) if isinstance(doc, dict) else None
+            return doc
+        return value
+    if not isinstance(expression, dict):
+        return lambda doc: expression
+    if not next(iter(expression), "").startswith("$"):
+        fields = {name: _compiled(e) for name, e in expression.items()}
+        return lambda doc: {name: field(doc) for name, field in fields.items()}
+    [(operator, argument)] = expression.items()
+    if operator == "$year":
+        date = _compiled(argument)
+        return lambda doc: date(doc).year
+    if operator == "$ifNull":
+        found, otherwise = map(_compiled, argument)
+        return lambda doc: otherwise(doc) if (value := found(doc)) is None else value
+    if operator == "$arrayElemAt":
+        items, at = _compiled(argument[0]), argument[1]
+        return lambda doc: _element(items(doc), at)
+    raise ValueError(f"{operator} is not evaluated here")
+
+
+def _element(items: list | None, at: int):
+    return items[at] if items and -len(items) <= at < len(items) else None
+
+
+@functools.cache
+def candidate_of() -> Callable[[dict], dict]:
+    """What projection() makes of a source document, made here: a first release reads its staged file."""
+    return _compiled({name: f"${name}" if e == 1 else e for name, e in projection()[0]["$project"].items()})
+
+
+def staged_candidates(path: str, sha: str, erased: set[str]) -> Iterator[list[dict]]:
+    """The candidates of a staged file's rows, as the load wrote them (names in clear, erased patients left out)."""
+    source, candidate = {"sha256": sha}, candidate_of()  # the sha: all a candidate reads of the metadata
+    for rows in staging.row_batches(path, scans.RANGE_DOCUMENTS):
+        yield [candidate(schema.to_document(row, source, None)) for row in rows if row["patient_id"] not in erased]
+
+
 def exact(candidate: dict) -> dict:
     return {**candidate["_values"], **{f: candidate[f] for f in (*privacy.SENSITIVE, privacy.PERSON)}}
 
@@ -60,6 +112,18 @@ class ReleasePlanner:
         self.groups, self.ledger = self.db[bookkeeping.GROUPS], self.db[bookkeeping.LEDGER]
         self.schemes, self.stays = self.db[bookkeeping.SCHEME], self.db[bookkeeping.STAYS]
         self.copy = self.db.client[databases(self.db.name)["analytics"]][privacy.COPY_COLLECTION]
+        self.staged_file: Callable[[], Iterator[list[dict]]] | None = None  # see read_first_from
+
+    def read_first_from(self, sha: str, documents: int, path: str) -> bool:
+        """A first release reads the run's staged file instead of the collection when the collection holds that
+        file's documents alone: no pass of the server's, no name to decrypt. Says whether it will."""
+        if ("generation" in (self.state() or {}) or not Path(path).is_file()
+                or document_counts.known(self.source) != documents
+                or self.ledger.find_one({"kind": "publish", "_id": {"$ne": sha}}, {"_id": 1})):
+            return False
+        erased = audit.erased_patient_ids(self.db)
+        self.staged_file = lambda: staged_candidates(path, sha, erased)
+        return True
 
     def lease(self, owner: str, wait_s: float = WAIT_S) -> Lease:
         return Lease(self.db, owner, wait_s)

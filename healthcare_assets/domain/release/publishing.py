@@ -22,6 +22,7 @@ from healthcare_assets.plumbing.idempotent_inserts import insert_keeping_existin
 from healthcare_assets.plumbing.sorted_spill import SortedSpill
 
 STAGED = "_next"  # suffix of the collections a rebuild writes before they replace the live ones
+STAGED_COPY = f"{privacy.COPY_COLLECTION}{STAGED}"  # in the main database
 COPY_BATCH = 5000
 
 
@@ -115,8 +116,19 @@ class Release(Rebuilding):
     def erase(self, patient_ids: list[str], owner: str) -> tuple[bookkeeping.Plan, int]:
         with self.lease(owner) as lease:
             self.finish_interrupted(lease)
+            self.drop_interrupted_rebuild()
             plan = self.plan_erasure(patient_ids)
             return plan, self.apply(plan, lease, owner)
+
+    def drop_interrupted_rebuild(self) -> None:
+        """What a rebuild interrupted before its swap staged (under the lease, no rebuild is running): its next run
+        starts over, and an erasure leaves no copy of the erased behind."""
+        names = [STAGED_COPY, *(name + STAGED for name in (bookkeeping.GROUPS, bookkeeping.STAYS))]
+        if "generation" not in (self.state() or {}):  # a first release writes its bookkeeping in place
+            names += [bookkeeping.GROUPS, bookkeeping.STAYS]
+        for name in names:
+            self.db.drop_collection(name)
+        self._spill().close()
 
     def refuse_rebuild(self, rebuilt: bookkeeping.Rebuilt) -> None:
         self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
@@ -157,27 +169,34 @@ class Release(Rebuilding):
         return groups, labels
 
     def apply_rebuild(self, rebuilt: bookkeeping.Rebuilt, lease: Lease) -> int:
-        staged = {name: self.db[name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
-        staged_copy = self.copy.database[self.copy.name + STAGED]
+        state, history = self.state() or {}, self.history()
+        # before the first scheme nothing reads the bookkeeping (the lease keeps erasures out): written in place
+        first = "generation" not in state
+        staged = {name: self.db[name if first else name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
+        # the copy is staged in the main database, which analysts cannot read: part of a release is no release
+        staged_copy = self.db[STAGED_COPY]
         for collection in (staged_copy, *staged.values()):
             collection.drop()
-        staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
-        staged[bookkeeping.STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
-        state, history = self.state() or {}, self.history()
         with contextlib.closing(self._spill()) as spill:
             groups, labels = self._stage_stays(rebuilt, staged[bookkeeping.STAYS], spill, state, history, lease)
             published = self._write_copy(staged_copy, spill.in_order(), lease)
+        # indexes after the inserts: built once, not maintained insert by insert
+        staged_copy.create_indexes([IndexModel(keys) for keys in COPY_INDEXES])
+        staged[bookkeeping.STAYS].create_indexes([IndexModel(keys) for keys in RELEASE_STAY_INDEXES])
         changes = [bookkeeping.GroupChange(key, labels[key], {}, g["released"], g["withdrawn"],
                                            {f: dict(c) for f, c in g["sensitive"].items()}, g["pending"])
                    for key, g in groups.items()]
         for batch in chunks(changes, WRITE_BATCH):
             self._set_groups(staged[bookkeeping.GROUPS], batch)
         if published:  # the copy first: a crash before the rest is redone whole, with a new epoch
-            staged_copy.rename(privacy.COPY_COLLECTION, dropTarget=True)
+            # across databases: MongoDB copies the documents, as the embedded server does for any rename
+            self.db.client.admin.command("renameCollection", staged_copy.full_name, to=self.copy.full_name,
+                                         dropTarget=True)
         else:
             self.copy.drop()
         for name, collection in staged.items():
-            collection.rename(name, dropTarget=True)
+            if collection.name != name:
+                collection.rename(name, dropTarget=True)
         totals = bookkeeping.totals_after({"drops": state.get("drops", 0), "waits": state.get("waits", {})}, changes)
         self.schemes.replace_one({"_id": "current"}, {
             "scheme": rebuilt.scheme, "generation": rebuilt.generation, "epoch": rebuilt.epoch,

@@ -26,7 +26,8 @@ class Rebuilding(planning.ReleasePlanner):
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
         """Every stay but of files loading, with the generations whose copies held it, and if the live one does."""
-        for batch in scans.batches(self.source, planning.projection(), stays_ranges(self.source)):
+        read = self.staged_file or (lambda: scans.batches(self.source, planning.projection(), stays_ranges(self.source)))
+        for batch in read():
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
             known = {}
@@ -36,6 +37,14 @@ class Rebuilding(planning.ReleasePlanner):
             yield [(c, [g for g in known.get(c["_id"], {}).get("seen", []) if g < generations],
                     bool(known.get(c["_id"], {}).get("live"))) for c in batch]
 
+    def _exact_values(self) -> Iterator[list[dict]]:
+        if self.staged_file:
+            yield from ([planning.exact(c) for c in batch] for batch in self.staged_file())
+            return
+        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}],
+                                   stays_ranges(self.source)):
+            yield [{**values.pop("_values"), **values} for values in batch]
+
     def plan_rebuild(self, lease: Lease, observe: planning.Observer = lambda *_: None) -> Rebuilt:
         """Nothing is written but the ledger's note that a rebuild is under way."""
         self.ledger.replace_one({"_id": bookkeeping.REBUILD},
@@ -43,10 +52,9 @@ class Rebuilding(planning.ReleasePlanner):
         history = self.history()
         loading = {d["_id"] for d in self.ledger.find({"state": "loading"}, {"_id": 1})}
         encoder = generalization.Encoder()
-        for batch in scans.batches(self.source, [{"$project": {"_id": 0, **privacy.exact_values()}}],
-                                  stays_ranges(self.source)):
+        for batch in self._exact_values():
             for values in batch:
-                encoder.add({**values.pop("_values"), **values})
+                encoder.add(values)
             lease.renew()
             self._progress("choosing the generalization", encoder.rows)
         table = encoder.table()
@@ -98,8 +106,10 @@ def judge(rebuilt: Rebuilt, groups: dict[str, StayTally], cells: dict[tuple[str,
         for c in withheld:
             withheld_in[c[1]].append(c)
         for key in groups.keys() - unreleased:
-            remaining = StayTally()
-            remaining.merge(groups[key])
+            remaining = groups[key]
+            if withheld_in[key]:  # a copy to take them from (most groups have none: no copy of every patient)
+                remaining = StayTally()
+                remaining.merge(groups[key])
             for c in withheld_in[key]:
                 remaining.merge(cells[c], -1)
             if not remaining.qualifies():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED_ROWS = 55_500
+MID_ROWS = 200_000  # about 4x the committed export, and 1/5 of BIG_ROWS: each stage's growth is measured between them
 BIG_ROWS = 1_000_000  # the collection a 1,000-row drop is compared in
 SEED = 5
 

@@ -28,7 +28,7 @@ MODULE = "healthcare_assets.tooling.bench"
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--sizes", default=f"{exports.COMMITTED_ROWS},{exports.BIG_ROWS}",
+    add("--sizes", default=f"{exports.COMMITTED_ROWS},{exports.MID_ROWS},{exports.BIG_ROWS}",
         help="comma-separated row counts; 55500 is the committed export, others are generated")
     add("--repeats", type=int, default=7, help="timed runs per query with its index")
     add("--scan-repeats", type=int, help="timed runs per query forced to a COLLSCAN and per pandas scan "

@@ -42,11 +42,11 @@ def projection() -> list[dict]:
     }}]
 
 
-def _compiled(expression) -> Callable[[dict], Any]:
-    """An expression of projection() (a path, a literal, $year, $ifNull, $arrayElemAt) as a function of a document
-    that evaluates it as the server does."""
+def compile_projection(expression) -> Callable[[dict], Any]:
+    """A $project expression of the release's (a path, a literal, $year, $ifNull, $arrayElemAt) as a function of a
+    document that evaluates it as the server does; any other operator is refused."""
     if isinstance(expression, list):
-        parts = [_compiled(e) for e in expression]
+        parts = [compile_projection(e) for e in expression]
         return lambda doc: [part(doc) for part in parts]
     if isinstance(expression, str) and expression.startswith("$"):
         path = expression[1:].split(".")
@@ -59,17 +59,17 @@ def _compiled(expression) -> Callable[[dict], Any]:
     if not isinstance(expression, dict):
         return lambda doc: expression
     if not next(iter(expression), "").startswith("$"):
-        fields = {name: _compiled(e) for name, e in expression.items()}
+        fields = {name: compile_projection(e) for name, e in expression.items()}
         return lambda doc: {name: field(doc) for name, field in fields.items()}
     [(operator, argument)] = expression.items()
     if operator == "$year":
-        date = _compiled(argument)
+        date = compile_projection(argument)
         return lambda doc: date(doc).year
     if operator == "$ifNull":
-        found, otherwise = map(_compiled, argument)
+        found, otherwise = map(compile_projection, argument)
         return lambda doc: otherwise(doc) if (value := found(doc)) is None else value
     if operator == "$arrayElemAt":
-        items, at = _compiled(argument[0]), argument[1]
+        items, at = compile_projection(argument[0]), argument[1]
         return lambda doc: _element(items(doc), at)
     raise ValueError(f"{operator} is not evaluated here")
 
@@ -81,7 +81,7 @@ def _element(items: list | None, at: int):
 @functools.cache
 def candidate_of() -> Callable[[dict], dict]:
     """What projection() makes of a source document, made here: a first release reads its staged file."""
-    return _compiled({name: f"${name}" if e == 1 else e for name, e in projection()[0]["$project"].items()})
+    return compile_projection({name: f"${name}" if e == 1 else e for name, e in projection()[0]["$project"].items()})
 
 
 def staged_candidates(path: str, sha: str, erased: set[str]) -> Iterator[list[dict]]:

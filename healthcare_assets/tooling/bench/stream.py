@@ -3,10 +3,9 @@
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from healthcare_assets.domain import generalization, privacy, schema
 from healthcare_assets.domain.cleaning import ChunkCleaner
@@ -27,38 +26,9 @@ ANALYSES = {"counts by condition and age band per year": ("medical_condition", "
             "medication by condition and age band": ("medical_condition", "age_range")}
 
 
-def compile_projection(expression) -> Callable[[dict], Any]:
-    """A $project expression as a function of a document (any operator not handled here is refused)."""
-    if isinstance(expression, str) and expression.startswith("$"):
-        parts = expression[1:].split(".")
-
-        def path(document: dict) -> Any:
-            for part in parts:
-                document = document.get(part) if isinstance(document, dict) else None
-            return document
-        return path
-    if not isinstance(expression, dict):
-        return lambda _: expression
-    if not any(k.startswith("$") for k in expression):
-        fields = [(name, compile_projection(inner)) for name, inner in expression.items()]
-        return lambda document: {name: value(document) for name, value in fields}
-    (operator, argument), = expression.items()
-    if operator == "$year":
-        date = compile_projection(argument)
-        return lambda document: date(document).year
-    if operator == "$ifNull":
-        first, default = compile_projection(argument[0]), compile_projection(argument[1])
-        return lambda document: default(document) if (found := first(document)) is None else found
-    if operator == "$arrayElemAt":
-        items, at = compile_projection(argument[0]), argument[1]
-        return lambda document: (found[at] if (found := items(document)) is not None and -len(found) <= at < len(found)
-                                 else None)
-    raise ValueError(f"the release stream cannot evaluate {operator}")
-
-
 def candidates(path: str | Path, key: bytes) -> Iterator[dict]:
     """The stays of one export, cleaned, as the release reads them (planning.projection())."""
-    project, cleaner = compile_projection(privacy.exact_values()), ChunkCleaner(key)
+    project, cleaner = planning.compile_projection(privacy.exact_values()), ChunkCleaner(key)
     with open(path, "rb") as stream:
         for raw in RawCsvReader(stream, Path(path).name, staging.CHUNK_ROWS).chunks():
             cleaned = cleaner.clean(raw).cleaned

@@ -35,7 +35,7 @@ class Findings:
         self._measured: dict[tuple, tuple[list[str], bool]] = {}  # (scheme, field, value) -> texts, not generalized
 
     def _measure(self, name: str, value, scheme: privacy.Scheme) -> tuple[list[str], bool]:
-        return _texts(value, self.reveal), name in privacy.VIEW_FIELDS and not privacy.allowed(name, value, scheme)
+        return _texts(value, self.reveal), name in _VIEW_FIELDS and not privacy.allowed(name, value, scheme)
 
     def add_released(self, doc: dict, scheme: privacy.Scheme) -> list[str]:
         """Its texts, casefolded and decrypted."""

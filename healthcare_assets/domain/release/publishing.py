@@ -123,12 +123,15 @@ class Release(Rebuilding):
     def drop_interrupted_rebuild(self) -> None:
         """What a rebuild interrupted before its swap staged (under the lease, no rebuild is running): its next run
         starts over, and an erasure leaves no copy of the erased behind."""
-        names = [STAGED_COPY, *(name + STAGED for name in (bookkeeping.GROUPS, bookkeeping.STAYS))]
-        if "generation" not in (self.state() or {}):  # a first release writes its bookkeeping in place
-            names += [bookkeeping.GROUPS, bookkeeping.STAYS]
-        for name in names:
-            self.db.drop_collection(name)
+        for collection in (self.db[STAGED_COPY], *self._staged_bookkeeping(self.state() or {}).values()):
+            collection.drop()
         self._spill().close()
+
+    def _staged_bookkeeping(self, state: dict) -> dict[str, Collection]:
+        """Where a rebuild writes the bookkeeping: beside the live one, but in place before the first scheme (nothing
+        reads it then, and the lease keeps erasures out)."""
+        first = "generation" not in state
+        return {name: self.db[name if first else name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
 
     def refuse_rebuild(self, rebuilt: bookkeeping.Rebuilt) -> None:
         self.schemes.update_one({"_id": "current"}, {"$set": {"attempted_on": rebuilt.evaluation.stays,
@@ -170,9 +173,7 @@ class Release(Rebuilding):
 
     def apply_rebuild(self, rebuilt: bookkeeping.Rebuilt, lease: Lease) -> int:
         state, history = self.state() or {}, self.history()
-        # before the first scheme nothing reads the bookkeeping (the lease keeps erasures out): written in place
-        first = "generation" not in state
-        staged = {name: self.db[name if first else name + STAGED] for name in (bookkeeping.GROUPS, bookkeeping.STAYS)}
+        staged = self._staged_bookkeeping(state)
         # the copy is staged in the main database, which analysts cannot read: part of a release is no release
         staged_copy = self.db[STAGED_COPY]
         for collection in (staged_copy, *staged.values()):

@@ -26,8 +26,9 @@ class Rebuilding(planning.ReleasePlanner):
     def settled(self, loading: set[str], generations: int,
                 files: set[str] | None = None) -> Iterator[list[tuple[dict, list[int], bool]]]:
         """Every stay but of files loading, with the generations whose copies held it, and if the live one does."""
-        read = self.staged_file or (lambda: scans.batches(self.source, planning.projection(), stays_ranges(self.source)))
-        for batch in read():
+        candidates = self.staged_file() if self.staged_file else scans.batches(
+            self.source, planning.projection(), stays_ranges(self.source))
+        for batch in candidates:
             batch = [c for c in batch if not loading.issuperset(c["_sources"])
                      and (files is None or files.intersection(c["_sources"]))]
             known = {}
